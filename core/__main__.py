@@ -1,0 +1,115 @@
+"""Command line: python -m core run|compare ...  (see README "CLI")."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--target", default="default", help="Hub id, local directory, or 'default' (assets/target)")
+    common.add_argument("--drafter", default=None,
+                        help="ngram | layerskip[:K] | msd | massv | small-vlm | text-lm | Hub id / directory | module:Class")
+    common.add_argument("--drafter-mode", default="multimodal", choices=["multimodal", "text-only"],
+                        help="for a separate drafter model: does it see the image?")
+    common.add_argument("--strategy", default=None, choices=["ar", "chain", "tree", "dynamic"])
+    common.add_argument("--gamma", type=int, default=4, help="chain: tokens drafted per step")
+    common.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
+    common.add_argument("--depth", type=int, default=5, help="dynamic tree: depth")
+    common.add_argument("--top-k", type=int, default=8, help="dynamic tree: expansions per depth")
+    common.add_argument("--budget", type=int, default=48, help="dynamic tree: node budget")
+    common.add_argument("--image", default=None)
+    common.add_argument("--prompt", required=True)
+    common.add_argument("--max-new-tokens", type=int, default=64)
+    common.add_argument("--temperature", type=float, default=0.0)
+    common.add_argument("--top-p", type=float, default=1.0)
+    common.add_argument("--top-k-sampling", type=int, default=0)
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    common.add_argument("--trace", default=None, help="write the (speculative) run's trace JSON here")
+    common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p = argparse.ArgumentParser(prog="python -m core", description="SpecScope: speculative decoding for VLMs")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", parents=[common], help="decode once (autoregressive or speculative)")
+    sub.add_parser("compare", parents=[common], help="decode autoregressively, then speculatively; same input")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .adapters import InputError, ModelLoadError
+    try:
+        return _main(args)
+    except (InputError, ModelLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    from . import api
+    from .drafters import DraftSpec
+    from .images import load_image
+    from .sampling import SamplingConfig
+
+    api.threads_from_env()
+    strategy = args.strategy or ("chain" if args.drafter else "ar")
+    if strategy != "ar" and not args.drafter:
+        raise ValueError(f"--strategy {strategy} needs a --drafter")
+    try:
+        branching = tuple(int(b) for b in args.branching.split(",") if b.strip())
+    except ValueError:
+        raise ValueError(f"--branching takes comma-separated integers, got {args.branching!r}") from None
+    spec = DraftSpec(strategy if strategy != "ar" else "chain", args.gamma, branching, args.depth, args.top_k,
+                     args.budget)
+    sampling = SamplingConfig(args.temperature, args.top_k_sampling, args.top_p, args.seed)
+    image = load_image(args.image) if args.image else None
+    drafter = args.drafter if strategy != "ar" else None
+    pair = api.load_pair(args.target, drafter, dtype=args.dtype, mode=args.drafter_mode)
+
+    if args.cmd == "run":
+        trace = api.run(pair, args.prompt, image, spec, sampling, args.max_new_tokens,
+                        speculative=drafter is not None)
+        if args.trace:
+            _write(args.trace, trace.to_json())
+        if args.json:
+            print(json.dumps(api.result_json(trace)))
+        else:
+            s = trace.summary()
+            print(trace.text)
+            print(f"\n[{s['new_tokens']} tokens, {s['target_forwards']} target forwards, tau {s['tau']:.2f}, "
+                  f"{s['tokens_per_s']:.1f} tok/s, {s['wall_s']:.3f} s]", file=sys.stderr)
+        return 0
+
+    if drafter is None:
+        raise ValueError("compare needs a --drafter (and a strategy other than ar)")
+    res = api.compare(pair, args.prompt, image, spec, sampling, args.max_new_tokens)
+    if args.trace:
+        _write(args.trace, res["spec"].to_json())
+    if args.json:
+        print(json.dumps({"ar": api.result_json(res["ar"]), "spec": api.result_json(res["spec"]),
+                          "speedup": round(res["speedup"], 4), "identical": res["identical"]}))
+    else:
+        a, s = res["ar"].summary(), res["spec"].summary()
+        print(res["spec"].text)
+        print(f"\nAR:   {a['new_tokens']} tokens in {a['wall_s']:.3f} s ({a['tokens_per_s']:.1f} tok/s)")
+        print(f"spec: {s['new_tokens']} tokens in {s['wall_s']:.3f} s ({s['tokens_per_s']:.1f} tok/s), "
+              f"tau {s['tau']:.2f} tokens/target forward (incl. bonus), "
+              f"{s['accepted_per_step']:.2f} accepted drafts/step")
+        print(f"speedup {res['speedup']:.2f}x, outputs identical: {res['identical']}")
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise ValueError(f"cannot write trace to {path}: {e.strerror}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Model adapters: one small interface over the model families the engine decodes.
+
+An adapter wraps a Hugging Face model + tokenizer/processor and offers:
+
+    enc  = adapter.encode(prompt, image)            # token ids + image tensors
+    sess, logits, hidden = adapter.prefill(enc)     # start a decoding session
+    logits, hidden = adapter.forward(sess, ids, positions, attn)   # a token block / tree
+    adapter.keep(sess, base, rows)                  # compact the KV cache
+
+``forward`` takes *logical* positions (prefix length + depth for a tree) and an
+optional boolean mask ``attn`` of shape (n, cache_len + n): row i may attend
+column j. It is turned into an additive float mask (a boolean 4D mask is silently
+wrong under eager attention). Families differ only in how the prompt and image
+become inputs and in how positions are passed (Qwen2-VL's M-RoPE adds
+``rope_deltas``); the decoding loop never sees those differences.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+SENTINEL = "\ue000"   # private-use char marking where the user's text goes in the chat template
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message is meant for the user."""
+
+
+class InputError(ValueError):
+    """Bad user input (prompt, image, parameters); the message is meant for the user."""
+
+
+@dataclass
+class Encoded:
+    input_ids: torch.Tensor                 # (1, T) long
+    extra: dict = field(default_factory=dict)   # pixel_values, image_grid_thw, ...
+    has_image: bool = False
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+@dataclass
+class Session:
+    cache: Any
+    length: int = 0          # KV slots filled
+    pos_offset: Any = 0      # added to logical positions (Qwen2-VL rope_deltas)
+
+
+# --------------------------------------------------------------------------------------
+class HFAdapter:
+    """Any transformers causal LM, and the base of the VLM adapters."""
+
+    family = "causal"
+    image_token: str | None = None
+
+    def __init__(self, model, tokenizer, processor=None, name: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.name = name or getattr(model.config, "_name_or_path", "")
+        self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.eos_ids = self._eos_ids()
+        self._lock = threading.Lock()
+
+    # ---- identity -----------------------------------------------------------------
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for src in (getattr(self.model, "generation_config", None), self.model.config,
+                    getattr(self.model.config, "text_config", None)):
+            e = getattr(src, "eos_token_id", None) if src is not None else None
+            if e is None:
+                continue
+            ids.update(e if isinstance(e, (list, tuple)) else [e])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return {int(i) for i in ids}
+
+    @property
+    def is_multimodal(self) -> bool:
+        return False
+
+    def decode_piece(self, tok: int) -> str:
+        return self.tokenizer.decode([tok], skip_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def text_module(self):
+        """The decoder stack (module with .layers and .embed_tokens)."""
+        for m in self.model.modules():
+            if isinstance(getattr(m, "layers", None), torch.nn.ModuleList) and hasattr(m, "embed_tokens"):
+                return m
+        raise ModelLoadError(f"{self.name}: cannot find the decoder layers of this model")
+
+    # ---- inputs ---------------------------------------------------------------------
+    def _render(self, prompt: str, with_image: bool) -> str:
+        tpl_owner = self.processor if getattr(self.processor, "chat_template", None) else self.tokenizer
+        if getattr(tpl_owner, "chat_template", None) is None:
+            return prompt if not with_image else f"{self.image_token}\n{prompt}"
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": SENTINEL}]
+        msgs = [{"role": "user", "content": content}]
+        try:
+            text = tpl_owner.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        except Exception:  # text-only templates want a plain string
+            text = tpl_owner.apply_chat_template([{"role": "user", "content": SENTINEL}],
+                                                 add_generation_prompt=True, tokenize=False)
+        if isinstance(text, list):
+            text = text[0]
+        return text
+
+    def _ids(self, text: str, literal: bool = False) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
+
+    def encode(self, prompt: str, image=None) -> Encoded:
+        """Chat-formatted ids. The user's text is tokenised *literally*: special-token
+        strings typed by a user (``<image>``, ``<|eos|>``, role markers) stay plain text."""
+        if image is not None and not self.is_multimodal:
+            image = None  # text-only model: the image is dropped
+        text = self._render(prompt, image is not None)
+        if SENTINEL in text:
+            before, after = text.split(SENTINEL, 1)
+            ids = self._ids(before) + self._ids(prompt, literal=True) + self._ids(after)
+        else:
+            ids = self._ids(text)
+        if self.tokenizer.bos_token_id is not None and getattr(self.tokenizer, "add_bos_token", False) \
+                and (not ids or ids[0] != self.tokenizer.bos_token_id):
+            ids = [self.tokenizer.bos_token_id] + ids
+        extra: dict = {}
+        if image is not None:
+            ids, extra = self._add_image(ids, image)
+        return Encoded(torch.tensor([ids], dtype=torch.long, device=self.device), extra, image is not None)
+
+    def _add_image(self, ids: list[int], image) -> tuple[list[int], dict]:
+        raise NotImplementedError
+
+    # ---- forward ----------------------------------------------------------------------
+    def new_cache(self):
+        from transformers import DynamicCache
+        return DynamicCache()
+
+    def prefill_kwargs(self, enc: Encoded) -> dict:
+        return dict(enc.extra)
+
+    @torch.inference_mode()
+    def prefill(self, enc: Encoded, want_hidden: bool = False, all_logits: bool = False):
+        """Run the prompt. Returns (session, logits of the last position or all, hidden (T,H) or None)."""
+        sess = Session(self.new_cache())
+        with self._lock:
+            out = self.model(input_ids=enc.input_ids, past_key_values=sess.cache, use_cache=True,
+                             output_hidden_states=want_hidden, logits_to_keep=0 if all_logits else 1,
+                             **self.prefill_kwargs(enc))
+            sess.pos_offset = self._pos_offset_after_prefill(enc)
+        sess.length = enc.length
+        logits = out.logits[0] if all_logits else out.logits[0, -1]
+        hidden = out.hidden_states[-1][0] if want_hidden else None
+        return sess, logits, hidden
+
+    def _pos_offset_after_prefill(self, enc: Encoded):
+        return 0
+
+    def position_ids(self, sess: Session, positions: torch.Tensor) -> torch.Tensor:
+        return (positions + sess.pos_offset).view(1, -1)
+
+    def float_mask(self, attn: torch.Tensor) -> torch.Tensor:
+        m = torch.zeros(attn.shape, dtype=self.dtype, device=self.device)
+        m.masked_fill_(~attn.to(self.device), torch.finfo(self.dtype).min)
+        return m.view(1, 1, *attn.shape)
+
+    @torch.inference_mode()
+    def forward(self, sess: Session, ids, positions: torch.Tensor | None = None,
+                attn: torch.Tensor | None = None, want_hidden: bool = False):
+        """Feed a block of n tokens after the cache. ``positions`` default to the next slots,
+        ``attn`` (bool, (n, len+n)) defaults to causal. Returns logits (n, V), hidden (n, H)|None."""
+        if not torch.is_tensor(ids):
+            ids = torch.tensor(ids, dtype=torch.long)
+        n = ids.numel()
+        start = sess.length
+        if positions is None:
+            positions = torch.arange(start, start + n)
+        kw = {}
+        if attn is not None:
+            kw["attention_mask"] = self.float_mask(attn)
+        out = self.model(input_ids=ids.view(1, n).to(self.device), past_key_values=sess.cache, use_cache=True,
+                         position_ids=self.position_ids(sess, positions.to(self.device)),
+                         cache_position=torch.arange(start, start + n, device=self.device),
+                         output_hidden_states=want_hidden, **kw)
+        sess.length = start + n
+        return out.logits[0], (out.hidden_states[-1][0] if want_hidden else None)
+
+    def keep(self, sess: Session, base: int, rows: list[int]) -> None:
+        """Keep cache slots [0, base) plus base + rows (rows ascending); drop the rest."""
+        total = sess.length
+        k = len(rows)
+        if rows == list(range(k)):
+            if base + k < total:
+                for layer in sess.cache.layers:
+                    layer.keys = layer.keys[..., : base + k, :]
+                    layer.values = layer.values[..., : base + k, :]
+        else:
+            idx = torch.cat([torch.arange(base), base + torch.tensor(rows, dtype=torch.long)]).to(self.device)
+            for layer in sess.cache.layers:
+                layer.keys = layer.keys.index_select(-2, idx)
+                layer.values = layer.values.index_select(-2, idx)
+        sess.length = base + k
+
+    # ---- self-speculation -----------------------------------------------------------
+    def truncated(self, n_layers: int) -> "HFAdapter":
+        """A view of this model using only its first ``n_layers`` decoder layers (weights shared)."""
+        text = self.text_module()
+        total = len(text.layers)
+        if not 1 <= n_layers < total:
+            raise InputError(f"layer-skip needs 1 <= layers < {total}, got {n_layers}")
+        path = _module_path(self.model, text)
+        view = _shallow(self.model)
+        parent = view
+        for name in path[:-1]:
+            child = _shallow(parent._modules[name])
+            parent._modules[name] = child
+            parent = child
+        t = _shallow(text)
+        t.layers = torch.nn.ModuleList(list(text.layers)[:n_layers])
+        t.config = copy.copy(text.config)
+        t.config.num_hidden_layers = n_layers
+        if getattr(t.config, "layer_types", None):
+            t.config.layer_types = list(t.config.layer_types)[:n_layers]
+        parent._modules[path[-1]] = t
+        clone = copy.copy(self)
+        clone.model = view
+        clone._lock = self._lock
+        clone.name = f"{self.name} [first {n_layers}/{total} layers]"
+        return clone
+
+
+def _shallow(m: torch.nn.Module) -> torch.nn.Module:
+    c = copy.copy(m)
+    c.__dict__["_modules"] = dict(m._modules)
+    return c
+
+
+def _module_path(root: torch.nn.Module, target: torch.nn.Module) -> list[str]:
+    for name, m in root.named_modules():
+        if m is target:
+            return name.split(".")
+    raise ModelLoadError("decoder stack not found in model")
+
+
+# --------------------------------------------------------------------------------------
+class ProcessorImageMixin:
+    """Expand the image placeholder by running the family's processor on the placeholder
+    alone, then splice the expanded ids in. Works for every processor that expands image
+    tokens in text (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3 / SmolVLM)."""
+
+    placeholder: str = "<image>"
+
+    def _add_image(self, ids, image):
+        ph = self._ids(self.placeholder)
+        pos = _find(ids, ph)
+        if pos < 0:
+            raise InputError("the chat template did not place an image placeholder")
+        proc = self.processor(text=[self.placeholder], images=[image], return_tensors="pt",
+                              add_special_tokens=False)
+        expanded = proc["input_ids"][0].tolist()
+        extra = {k: v for k, v in proc.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        for k, v in extra.items():
+            if torch.is_tensor(v) and v.is_floating_point():
+                extra[k] = v.to(self.dtype)
+        return ids[:pos] + expanded + ids[pos + len(ph):], extra
+
+
+def _find(seq: list[int], sub: list[int]) -> int:
+    n = len(sub)
+    for i in range(len(seq) - n + 1):
+        if seq[i:i + n] == sub:
+            return i
+    return -1
+
+
+class LlavaAdapter(ProcessorImageMixin, HFAdapter):
+    family = "llava"
+
+    def __init__(self, model, tokenizer, processor=None, name=""):
+        super().__init__(model, tokenizer, processor, name)
+        self.placeholder = getattr(processor, "image_token", None) or "<image>"
+        self.image_token = self.placeholder
+
+    @property
+    def is_multimodal(self) -> bool:
+        return True
+
+
+# --------------------------------------------------------------------------------------
+FAMILIES: dict[str, type[HFAdapter]] = {
+    "llava": LlavaAdapter,
+    "llava_next": LlavaAdapter,
+}
+
+
+def register_family(model_type: str, cls: type[HFAdapter]) -> None:
+    FAMILIES[model_type] = cls
+
+
+def trust_remote_code_allowed() -> bool:
+    return os.environ.get("SPECSCOPE_TRUST_REMOTE_CODE", "") == "1"
+
+
+def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu",
+         device_map: str | None = None, trust_remote_code: bool = False) -> HFAdapter:
+    """Load a target or drafter by Hub id or local directory, through ``from_pretrained``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    if trust_remote_code and not trust_remote_code_allowed():
+        raise ModelLoadError("trust_remote_code is disabled; the operator can enable it with "
+                             "SPECSCOPE_TRUST_REMOTE_CODE=1")
+    torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if not isinstance(torch_dtype, torch.dtype):
+        raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # unknown id, offline, missing files, bad json
+        raise ModelLoadError(f"cannot load model config for {name_or_path!r}: {_first_line(e)}") from None
+    mtype = getattr(config, "model_type", "")
+    kw: dict = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    if device_map:
+        kw["device_map"] = device_map
+    try:
+        if mtype in FAMILIES:
+            model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kw)
+            processor = _load_processor(name_or_path, mtype, trust_remote_code)
+            tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(name_or_path)
+            cls = FAMILIES[mtype]
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kw)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+            processor, cls = None, HFAdapter
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load {name_or_path!r} ({mtype or 'unknown type'}): {_first_line(e)}") from None
+    if not device_map:
+        model.to(device)
+    return cls(model, tokenizer, processor, name=str(name_or_path))
+
+
+def _load_processor(name_or_path: str, model_type: str, trust_remote_code: bool):
+    from transformers import AutoProcessor
+    loader = PROCESSOR_FALLBACKS.get(model_type)
+    try:
+        return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        if loader is None:
+            raise ModelLoadError(f"cannot load the processor of {name_or_path!r}: {_first_line(e)}") from None
+        return loader(name_or_path)
+
+
+PROCESSOR_FALLBACKS: dict[str, Any] = {}
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]

@@ -1,0 +1,116 @@
+"""High-level entry points shared by the CLI, the app and the benchmark.
+
+    pair = load_pair("default", "ngram")                    # cached target + drafter
+    trace = run(pair, prompt, image, spec, sampling, max_new_tokens)
+    result = compare(pair, prompt, image, spec, sampling, max_new_tokens)
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import adapters
+from .drafters import DraftSpec, make_drafter
+from .engine import generate
+from .sampling import SamplingConfig
+from .trace import Trace
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+DEFAULT_TARGET = ASSETS / "target"
+
+# Drafters shipped for the embedded default target (trained by core/train/*).
+SHIPPED_DRAFTERS = {
+    "msd": ASSETS / "drafters" / "msd",
+    "massv": ASSETS / "drafters" / "massv",
+    "small-vlm": ASSETS / "drafters" / "small_vlm",
+    "text-lm": ASSETS / "drafters" / "text_lm",
+}
+
+
+def resolve_target(name: str | None) -> str:
+    if not name or name == "default":
+        if not (DEFAULT_TARGET / "config.json").exists():
+            raise adapters.ModelLoadError(
+                "the embedded default model is missing (assets/target); train it with "
+                "`python -m core.train.target --out assets/target` or pass --target")
+        return str(DEFAULT_TARGET)
+    return name
+
+
+@dataclass
+class Pair:
+    target: adapters.HFAdapter
+    drafter: object | None
+    target_name: str
+    drafter_name: str | None
+
+
+_cache: dict[tuple, object] = {}
+_cache_lock = threading.Lock()
+
+
+def load_target(name: str | None, dtype: str = "float32") -> adapters.HFAdapter:
+    key = ("target", resolve_target(name), dtype)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = adapters.load(key[1], dtype=dtype)
+        return _cache[key]
+
+
+def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
+              mode: str = "multimodal", **options) -> Pair:
+    tgt = load_target(target, dtype)
+    if drafter in SHIPPED_DRAFTERS:
+        path = SHIPPED_DRAFTERS[drafter]
+        if not path.exists():
+            raise adapters.ModelLoadError(f"drafter {drafter!r} is not trained yet ({path} is missing)")
+        drafter_arg = str(path)
+    else:
+        drafter_arg = drafter
+    d = None
+    if drafter_arg and str(drafter_arg).lower() not in ("none", "ar"):
+        key = ("drafter", id(tgt), drafter_arg, mode, tuple(sorted(options.items())))
+        with _cache_lock:
+            if key not in _cache:
+                _cache[key] = make_drafter(drafter_arg, tgt, dtype=dtype, mode=mode, **options)
+            d = _cache[key]
+    return Pair(tgt, d, resolve_target(target), drafter)
+
+
+def run(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
+        sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int = 64, speculative: bool = True,
+        **kw) -> Trace:
+    drafter = pair.drafter if speculative else None
+    return generate(pair.target, prompt, image, drafter, spec, sampling, max_new_tokens, **kw)
+
+
+def compare(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
+            sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int = 64, warmup: bool = True,
+            **kw) -> dict:
+    """The same input decoded autoregressively, then speculatively, by the same target."""
+    if warmup:  # first calls pay one-off costs (allocator, kernels); keep them out of both timings
+        run(pair, prompt, image, spec, sampling, min(8, max_new_tokens), speculative=False, detail=False)
+        if pair.drafter is not None:
+            run(pair, prompt, image, spec, sampling, min(8, max_new_tokens), detail=False)
+    ar = run(pair, prompt, image, spec, sampling, max_new_tokens, speculative=False, **kw)
+    sp = run(pair, prompt, image, spec, sampling, max_new_tokens, **kw)
+    return {"ar": ar, "spec": sp, "speedup": ar.wall_s / sp.wall_s if sp.wall_s > 0 else 0.0,
+            "identical": ar.output == sp.output}
+
+
+def result_json(trace: Trace) -> dict:
+    s = trace.summary()
+    return {"text": trace.text, "token_ids": list(trace.output),
+            "summary": {k: s[k] for k in ("new_tokens", "target_forwards", "tau", "wall_s", "tokens_per_s")}
+            | {"accepted_per_step": s["accepted_per_step"], "acceptance_by_depth": s["acceptance_by_depth"],
+               "stop_reason": s["stop_reason"]}}
+
+
+def threads_from_env() -> None:
+    n = os.environ.get("SPECSCOPE_THREADS")
+    if n:
+        import torch
+        torch.set_num_threads(int(n))

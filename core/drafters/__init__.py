@@ -1,0 +1,65 @@
+"""Drafter registry: names the CLI, the app and the benchmark accept.
+
+    none | ar                 plain autoregressive decoding (no drafter)
+    ngram                     prompt / n-gram lookup (training-free)
+    layerskip[:K]             the target's first K layers + its head (self-speculation)
+    <Hub id or directory>     a separate small model sharing the target's tokenizer;
+                              mode "multimodal" (it sees the image) or "text-only"
+    package.module:Class      a third-party drafter, constructed as Class(target, **options)
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..adapters import InputError, ModelLoadError, load
+from .base import DraftContext, DraftSpec, Drafter, ModelDrafter, build_tree
+from .ngram import NgramDrafter
+
+__all__ = ["DraftContext", "DraftSpec", "Drafter", "ModelDrafter", "NgramDrafter", "build_tree",
+           "make_drafter", "check_tokenizers"]
+
+
+def check_tokenizers(target, drafter) -> None:
+    """Refuse pairs whose tokenizers map ids to different tokens."""
+    tt, td = target.tokenizer, drafter.tokenizer
+    n = min(tt.vocab_size, td.vocab_size)
+    ids = list(range(n))
+    if tt.convert_ids_to_tokens(ids) != td.convert_ids_to_tokens(ids):
+        bad = next(i for i, (a, b) in enumerate(zip(tt.convert_ids_to_tokens(ids), td.convert_ids_to_tokens(ids)))
+                   if a != b)
+        raise ModelLoadError(f"drafter {drafter.name!r} uses a different tokenizer than the target "
+                             f"(token id {bad} differs); speculative decoding needs a shared vocabulary")
+
+
+def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal", **options):
+    """Build a drafter for ``target`` from a registry name (see module docstring)."""
+    if name is None or str(name).strip().lower() in ("", "none", "ar"):
+        return None
+    name = str(name).strip()
+    low = name.lower()
+    if low in ("ngram", "prompt-lookup", "prompt_lookup"):
+        return NgramDrafter(target, **options)
+    if low.startswith("layerskip"):
+        k = options.pop("layers", None)
+        if ":" in name:
+            try:
+                k = int(name.split(":", 1)[1])
+            except ValueError:
+                raise InputError(f"layerskip takes a layer count, e.g. layerskip:2, got {name!r}") from None
+        total = len(target.text_module().layers)
+        k = k or max(1, total // 4)
+        return ModelDrafter(target.truncated(k), f"layerskip ({k}/{total} layers)", use_image=True)
+    if ":" in name and not name.startswith(("/", ".")) and "/" not in name.split(":", 1)[0]:
+        mod, _, cls = name.partition(":")
+        try:
+            obj = getattr(importlib.import_module(mod), cls)
+        except (ImportError, AttributeError) as e:
+            raise InputError(f"cannot import drafter {name!r}: {e}") from None
+        return obj(target, **options)
+    if mode not in ("multimodal", "text-only"):
+        raise InputError(f"drafter mode must be 'multimodal' or 'text-only', got {mode!r}")
+    lm = load(name, dtype=dtype or target.dtype, device=str(target.device))
+    check_tokenizers(target, lm)
+    use_image = mode == "multimodal"
+    label = f"{name} ({'text-only' if not (use_image and lm.is_multimodal) else 'multimodal'})"
+    return ModelDrafter(lm, label, use_image=use_image)

@@ -1,0 +1,217 @@
+"""The drafter protocol, draft structures, and the tree builder shared by model drafters.
+
+A drafter is any object with
+
+    name: str
+    needs_hidden: bool                     # wants the target's last hidden states
+    begin(ctx: DraftContext) -> None       # a new request: prompt ids, image, target prefill
+    propose(root: int, spec: DraftSpec, sampling, gen) -> DraftTree
+    commit(tree, accepted, new_tokens, target_hidden) -> None   # what the target kept
+
+``root`` is the last committed token (the target has not processed it yet);
+``new_tokens`` are the tokens appended to the output after verification (the
+accepted path + the target's bonus/correction token). Return an empty tree to let
+the target take a plain step. A third-party drafter is loaded by ``module:Class``;
+its constructor receives ``(target_adapter, **options)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+
+from ..sampling import SamplingConfig, fit_vocab, probs
+from ..tree import DraftTree
+
+
+STRATEGIES = ("chain", "tree", "dynamic")
+
+
+@dataclass(frozen=True)
+class DraftSpec:
+    """How much to draft. chain: ``gamma`` tokens. tree: static tree with ``branching[d]``
+    children per node at depth d. dynamic: EAGLE-2 style, ``depth`` layers of ``top_k``
+    expansions, reranked to ``budget`` nodes."""
+    strategy: str = "chain"
+    gamma: int = 4
+    branching: tuple[int, ...] = (3, 2, 2, 1)
+    depth: int = 5
+    top_k: int = 8
+    budget: int = 48
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown draft strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        for name, lo, hi in (("gamma", 1, 64), ("depth", 1, 32), ("top_k", 1, 64), ("budget", 1, 512)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if not self.branching or any((not isinstance(b, int)) or b < 1 or b > 16 for b in self.branching):
+            raise ValueError(f"branching must be a list of integers in [1, 16], got {self.branching!r}")
+        n, width = 0, 1
+        for b in self.branching:
+            width *= b
+            n += width
+        if n > 512:
+            raise ValueError(f"static tree too large ({n} nodes, max 512)")
+
+    @property
+    def max_depth(self) -> int:
+        return {"chain": self.gamma, "tree": len(self.branching), "dynamic": self.depth}[self.strategy]
+
+    @property
+    def max_nodes(self) -> int:
+        if self.strategy == "chain":
+            return self.gamma
+        if self.strategy == "tree":
+            n, width = 0, 1
+            for b in self.branching:
+                width *= b
+                n += width
+            return n
+        return self.budget
+
+
+@dataclass
+class DraftContext:
+    target: object                       # the target adapter
+    prompt_ids: list[int]                # target prompt ids (image tokens expanded)
+    prompt: str = ""
+    image: object = None                 # PIL image or None
+    encoded: object = None               # the target's Encoded inputs
+    target_hidden: torch.Tensor | None = None   # (T, H) prefill hidden states if needs_hidden
+    tokens: list[int] = field(default_factory=list)  # committed output so far (grows)
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    name: str
+    needs_hidden: bool
+
+    def begin(self, ctx: DraftContext) -> None: ...
+    def propose(self, root: int, spec: DraftSpec, sampling: SamplingConfig, gen) -> DraftTree: ...
+    def commit(self, tree: DraftTree, accepted: list[int], new_tokens: list[int], target_hidden) -> None: ...
+
+
+# --------------------------------------------------------------------------------------
+def _draw(logits: torch.Tensor, k: int, sampling: SamplingConfig, gen, sample: bool):
+    """Children of one node: (tokens, q_tok, log q_tok, q or None). Greedy/deterministic: top-k of
+    the draft's softmax. Sampling: k tokens without replacement from q (Gumbel top-k), q kept."""
+    if sample:
+        q = probs(logits, sampling)
+        logq = torch.log(q)
+        g = -torch.log(-torch.log(torch.rand(q.shape, generator=gen).clamp_(1e-20, 1.0)))
+        k = min(k, int((q > 0).sum()))
+        toks = torch.topk(logq + g, k).indices
+        sel = q[toks]
+        return toks.tolist(), sel.tolist(), torch.log(sel).tolist(), q
+    lp = torch.log_softmax(logits.float(), -1)
+    top = torch.topk(lp, k)
+    return top.indices.tolist(), top.values.exp().tolist(), top.values.tolist(), None
+
+
+def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]], torch.Tensor],
+               spec: DraftSpec, sampling: SamplingConfig, gen, vocab: int) -> DraftTree:
+    """Grow a chain / static tree / dynamic tree from the drafter's next-token logits at the root.
+
+    ``expand(tree, nodes)`` runs the drafter on ``nodes`` (their ancestors were expanded
+    before) and returns one row of logits per node: one draft forward per depth.
+
+    Sampling (T > 0): chains and static trees draw children from q without replacement
+    and keep q (recursive rejection sampling). Dynamic trees choose children by score
+    and then prune, so their children are treated as deterministic proposals (lossless
+    for any choice; see core/acceptance.py)."""
+    sample = not sampling.greedy and spec.strategy != "dynamic"
+    tree = DraftTree()
+
+    def grow(parent: int, logits: torch.Tensor, k: int) -> list[int]:
+        logits = fit_vocab(logits, vocab)
+        toks, qs, lqs, q = _draw(logits, k, sampling, gen, sample)
+        base = 0.0 if parent < 0 else tree.score[parent]
+        if q is not None:
+            tree.q[parent] = q
+            tree.drawn[parent] = list(toks)
+        return [tree.add(t, parent, qt, base + lq, rank=r) for r, (t, qt, lq) in enumerate(zip(toks, qs, lqs))]
+
+    if spec.strategy == "chain":
+        widths, depth = [1] * spec.gamma, spec.gamma
+    elif spec.strategy == "tree":
+        widths, depth = list(spec.branching), len(spec.branching)
+    else:
+        widths, depth = [spec.top_k] * spec.depth, spec.depth
+
+    frontier = grow(-1, root_logits, widths[0])
+    for d in range(1, depth):
+        if spec.strategy == "dynamic":
+            frontier = sorted(frontier, key=lambda i: -tree.score[i])[: spec.top_k]
+        if not frontier:
+            break
+        rows = expand(tree, frontier)
+        new = []
+        for node, row in zip(frontier, rows):
+            new += grow(node, row, widths[d])
+        frontier = new
+    if spec.strategy == "dynamic" and len(tree) > spec.budget:
+        order = sorted(range(len(tree)), key=lambda i: (-tree.score[i], i))[: spec.budget]
+        tree = tree.truncate(order)
+    return tree
+
+
+# --------------------------------------------------------------------------------------
+class ModelDrafter:
+    """A drafter backed by a language model with its own KV cache, used through the same
+    adapter interface as the target (separate small model, layer-skip view, ...).
+
+    The draft cache holds the committed sequence (``fed`` tokens of it) plus, during
+    ``propose``, the tree nodes fed so far. After verification the accepted nodes that
+    were fed are kept, the rest dropped; tokens not yet fed are fed next time."""
+
+    needs_hidden = False
+
+    def __init__(self, adapter, name: str, use_image: bool = True):
+        self.lm = adapter
+        self.name = name
+        self.use_image = use_image and adapter.is_multimodal
+        self.sess = None
+
+    def begin(self, ctx: DraftContext) -> None:
+        self.ctx = ctx
+        enc = self.lm.encode(ctx.prompt, ctx.image if self.use_image else None)
+        self.sess, self._last_logits, _ = self.lm.prefill(enc)
+        self.committed = self.sess.length     # slots holding committed tokens
+        self.pending: list[int] = []          # committed tokens not yet in the draft cache
+
+    def propose(self, root: int, spec: DraftSpec, sampling: SamplingConfig, gen) -> DraftTree:
+        lm, sess = self.lm, self.sess
+        feed = self.pending + [root]
+        logits, _ = lm.forward(sess, feed)
+        self.committed = sess.length
+        self.pending = []
+        self._slot: dict[int, int] = {}       # tree node -> cache slot
+
+        def expand(tree: DraftTree, nodes: list[int]) -> torch.Tensor:
+            n = len(nodes)
+            start = sess.length
+            attn = torch.zeros(n, start + n, dtype=torch.bool)
+            attn[:, : self.committed] = True
+            for r, node in enumerate(nodes):
+                a = tree.parents[node]
+                while a >= 0:
+                    attn[r, self._slot[a]] = True
+                    a = tree.parents[a]
+                attn[r, start + r] = True
+            positions = torch.tensor([self.committed - 1 + tree.depths[x] for x in nodes])
+            out, _ = lm.forward(sess, [tree.tokens[x] for x in nodes], positions, attn)
+            for r, node in enumerate(nodes):
+                self._slot[node] = start + r
+            return out
+
+        return build_tree(logits[-1], expand, spec, sampling, gen, self.ctx.target.vocab_size)
+
+    def commit(self, tree: DraftTree, accepted: list[int], new_tokens: list[int], target_hidden) -> None:
+        fed = [a for a in accepted if a in self._slot]          # a prefix of the accepted path
+        rows = [self._slot[a] - self.committed for a in fed]
+        self.lm.keep(self.sess, self.committed, rows)
+        self.committed = self.sess.length
+        self.pending = list(new_tokens[len(fed):-1])   # the last one is the next root

@@ -1,0 +1,121 @@
+"""The trace of a decoding run: what the UI, the benchmark and the tests read.
+
+One ``Step`` per target forward after prefill. Recording a step appends a few
+small lists, so tracing costs next to nothing; token strings are resolved once
+at the end (``Trace.finish``). ``Trace.to_json()`` is the versioned, stable format
+(``SCHEMA``); ``Trace.from_json`` reads it back for re-rendering without a model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+SCHEMA = "specscope.trace/1"
+
+
+@dataclass
+class Step:
+    # the draft: node i has token tokens[i], parent parents[i] (-1 = root), depth depths[i]
+    tokens: list[int]
+    parents: list[int]
+    depths: list[int]
+    q: list[float]               # draft prob of each node's token
+    p: list[float] | None        # target prob of each node's token given its parent (None if not measured)
+    accepted: list[int]          # node indices of the accepted path
+    rejected: list[int]          # node indices tried and rejected
+    token: int                   # the token the target added (bonus or correction)
+    kind: str                    # "bonus" | "correction"
+    committed: list[int]         # token ids appended to the output this step (after EOS / length cut)
+    t_draft: float
+    t_verify: float
+    t_other: float
+
+
+@dataclass
+class Trace:
+    meta: dict = field(default_factory=dict)
+    prompt_tokens: int = 0
+    first_token: int | None = None     # produced by the prefill forward
+    t_prefill: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+    wall_s: float = 0.0
+    output: list[int] = field(default_factory=list)
+    vocab: dict[str, str] = field(default_factory=dict)   # token id -> text piece
+    text: str = ""
+    stop_reason: str = ""
+    schema: str = SCHEMA
+
+    # ---- derived numbers -------------------------------------------------
+    def summary(self) -> dict:
+        n = len(self.output)
+        steps = len(self.steps)
+        fwd = 1 + steps if n else 0  # prefill + one forward per step
+        acc = [len(s.accepted) for s in self.steps]
+        drafted = sum(len(s.tokens) for s in self.steps)
+        max_depth = max((max(s.depths, default=0) for s in self.steps), default=0)
+        by_depth = []
+        for d in range(1, max_depth + 1):
+            tried = sum(1 for s in self.steps if max(s.depths, default=0) >= d)
+            ok = sum(1 for a in acc if a >= d)
+            by_depth.append(round(ok / tried, 4) if tried else None)
+        t_draft = sum(s.t_draft for s in self.steps)
+        t_verify = sum(s.t_verify for s in self.steps)
+        t_other = sum(s.t_other for s in self.steps)
+        return {
+            "new_tokens": n,
+            "target_forwards": fwd,
+            "tau": round(n / fwd, 4) if fwd else 0.0,               # tokens per target forward, incl. bonus
+            "accepted_per_step": round(sum(acc) / steps, 4) if steps else 0.0,  # excl. bonus
+            "drafted_per_step": round(drafted / steps, 4) if steps else 0.0,
+            "acceptance_by_depth": by_depth,
+            "wall_s": round(self.wall_s, 6),
+            "tokens_per_s": round(n / self.wall_s, 3) if self.wall_s > 0 else 0.0,
+            "time_split": {"prefill": round(self.t_prefill, 6), "draft": round(t_draft, 6),
+                           "verify": round(t_verify, 6), "other": round(t_other, 6)},
+            "stop_reason": self.stop_reason,
+        }
+
+    def token_origins(self) -> list[tuple[int, str, int]]:
+        """(token id, origin, step) for every output token; origin in
+        prefill | accepted | bonus | correction. Step -1 is the prefill."""
+        out: list[tuple[int, str, int]] = []
+        if self.first_token is not None and self.output:
+            out.append((self.first_token, "prefill", -1))
+        for i, s in enumerate(self.steps):
+            kinds = ["accepted"] * len(s.accepted) + [s.kind]
+            for tok, kind in zip(s.committed, kinds):
+                out.append((tok, kind, i))
+        return out
+
+    # ---- (de)serialisation -----------------------------------------------
+    def finish(self, decode_piece) -> None:
+        """Resolve token strings for every id in the trace (once, after decoding)."""
+        ids = set(self.output)
+        for s in self.steps:
+            ids.update(s.tokens)
+        self.vocab = {str(i): decode_piece(i) for i in sorted(ids)}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["summary"] = self.summary()
+        return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trace":
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ValueError(f"not a SpecScope trace (expected schema {SCHEMA!r})")
+        d = dict(d)
+        d.pop("summary", None)
+        steps = [Step(**s) for s in d.pop("steps", [])]
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(steps=steps, **known)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Trace":
+        try:
+            return cls.from_dict(json.loads(text))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"not a SpecScope trace: {e}") from None

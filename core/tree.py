@@ -1,0 +1,99 @@
+"""Draft trees: the one data structure drafters hand to the verifier.
+
+A tree hangs below a *root*: the last committed token, which the target has not
+yet processed. Nodes are stored in topological order (a parent always comes
+before its children), so node ``i`` has ``parents[i] < i`` or ``-1`` (= the root).
+A chain is the tree where every node's parent is the node before it.
+
+For lossless sampling each parent (``-1`` for the root) keeps the draft
+distribution ``q`` its children were drawn from and the tokens in the order they
+were drawn (``drawn``); a node's ``rank`` is its position in that order. Siblings
+drawn but pruned away still count: the proposal distribution of the next kept
+sibling excludes every token drawn before it (see core/acceptance.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class DraftTree:
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    depths: list[int] = field(default_factory=list)      # root children have depth 1
+    q_tok: list[float] = field(default_factory=list)     # draft prob of the node's token
+    score: list[float] = field(default_factory=list)     # cumulative draft log-prob
+    rank: list[int] = field(default_factory=list)        # order drawn among siblings
+    q: dict[int, torch.Tensor] = field(default_factory=dict)      # parent -> draft dist (sampling only)
+    drawn: dict[int, list[int]] = field(default_factory=dict)     # parent -> tokens in draw order
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def add(self, token: int, parent: int, q_tok: float, score: float, rank: int = 0) -> int:
+        self.tokens.append(int(token))
+        self.parents.append(int(parent))
+        self.depths.append(1 if parent < 0 else self.depths[parent] + 1)
+        self.q_tok.append(float(q_tok))
+        self.score.append(float(score))
+        self.rank.append(int(rank))
+        return len(self.tokens) - 1
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths, default=0)
+
+    def children(self) -> dict[int, list[int]]:
+        """parent -> children sorted by draw rank."""
+        out: dict[int, list[int]] = {}
+        for i, p in enumerate(self.parents):
+            out.setdefault(p, []).append(i)
+        for p in out:
+            out[p].sort(key=lambda i: self.rank[i])
+        return out
+
+    def is_chain(self) -> bool:
+        return all(p == i - 1 for i, p in enumerate(self.parents))
+
+    def path_to(self, i: int) -> list[int]:
+        path = []
+        while i >= 0:
+            path.append(i)
+            i = self.parents[i]
+        return path[::-1]
+
+    def truncate(self, keep: list[int]) -> "DraftTree":
+        """Sub-tree made of ``keep`` (must be ancestor-closed); indices are remapped."""
+        keep = sorted(keep)
+        remap = {-1: -1}
+        out = DraftTree(q=self.q, drawn=self.drawn)
+        for i in keep:
+            remap[i] = len(out.tokens)
+            out.tokens.append(self.tokens[i])
+            out.parents.append(remap[self.parents[i]])
+            out.depths.append(self.depths[i])
+            out.q_tok.append(self.q_tok[i])
+            out.score.append(self.score[i])
+            out.rank.append(self.rank[i])
+        out.q = {remap[p]: v for p, v in self.q.items() if p in remap}
+        out.drawn = {remap[p]: v for p, v in self.drawn.items() if p in remap}
+        return out
+
+
+def verify_layout(tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs of the verify forward for ``[root] + tree.tokens``.
+
+    Returns ``(depths, ancestor)``: depth of every row (root = 0) and the boolean
+    ``(n+1, n+1)`` matrix where row i may attend to column j (j is i or an ancestor).
+    """
+    n = len(tree)
+    anc = torch.zeros(n + 1, n + 1, dtype=torch.bool)
+    anc[:, 0] = True
+    for i, p in enumerate(tree.parents):
+        r = i + 1
+        anc[r] = anc[p + 1]
+        anc[r, r] = True
+    depths = torch.tensor([0] + tree.depths, dtype=torch.long)
+    return depths, anc

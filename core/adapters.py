@@ -193,7 +193,6 @@ class HFAdapter:
             kw["attention_mask"] = self.float_mask(attn)
         out = self.model(input_ids=ids.view(1, n).to(self.device), past_key_values=sess.cache, use_cache=True,
                          position_ids=self.position_ids(sess, positions.to(self.device)),
-                         cache_position=torch.arange(start, start + n, device=self.device),
                          output_hidden_states=want_hidden, **kw)
         sess.length = start + n
         return out.logits[0], (out.hidden_states[-1][0] if want_hidden else None)
@@ -299,10 +298,85 @@ class LlavaAdapter(ProcessorImageMixin, HFAdapter):
         return True
 
 
+class Qwen2VLAdapter(LlavaAdapter):
+    """Qwen2-VL / Qwen2.5-VL: M-RoPE. After an image prefill every later token's position is
+    ``cache_len + depth + rope_deltas`` on all three rotary axes; losing that offset is the
+    classic wrong-output bug. ``rope_deltas`` lives on the model, so it is reset before each
+    prefill (a text-only prefill would otherwise inherit a stale one) and copied to the session."""
+    family = "qwen2_vl"
+
+    def __init__(self, model, tokenizer, processor=None, name=""):
+        super().__init__(model, tokenizer, processor, name)
+        self.placeholder = "<|vision_start|><|image_pad|><|vision_end|>"
+        self.image_token_id = int(model.config.image_token_id)
+
+    def prefill_kwargs(self, enc):
+        kw = dict(enc.extra)
+        if enc.has_image:
+            kw["mm_token_type_ids"] = (enc.input_ids == self.image_token_id).long()
+        self.model.model.rope_deltas = None
+        return kw
+
+    def _pos_offset_after_prefill(self, enc):
+        d = self.model.model.rope_deltas
+        return int(d.view(-1)[0]) if d is not None else 0
+
+    def position_ids(self, sess, positions):
+        return (positions + sess.pos_offset).view(1, 1, -1).expand(3, 1, -1)
+
+
+class Idefics3Adapter(LlavaAdapter):
+    """Idefics3 / SmolVLM: image split into tiles + a global view, 1-D positions."""
+    family = "idefics3"
+
+
+class FallbackProcessor:
+    """Stands in for a family processor that cannot be built here (Qwen2-VL's needs torchvision
+    for its video part): expands the image placeholder from the image processor's grid."""
+
+    def __init__(self, tokenizer, image_processor, image_token="<|image_pad|>", chat_template=None):
+        self.tokenizer, self.image_processor, self.image_token = tokenizer, image_processor, image_token
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+
+    def apply_chat_template(self, messages, **kw):
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kw)
+
+    def __call__(self, text, images, return_tensors="pt", add_special_tokens=False):
+        out = self.image_processor(images=images, return_tensors=return_tensors)
+        grid = out["image_grid_thw"]
+        merge = getattr(self.image_processor, "merge_size", 2)
+        n = int(grid[0].prod()) // (merge ** 2)
+        expanded = text[0].replace(self.image_token, self.image_token * n, 1)
+        ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens, return_tensors=return_tensors)
+        return {"input_ids": ids["input_ids"], "pixel_values": out["pixel_values"], "image_grid_thw": grid}
+
+
+def _qwen_fallback(name_or_path: str):
+    from transformers import AutoImageProcessor, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(name_or_path)
+    ip = AutoImageProcessor.from_pretrained(name_or_path)
+    template = getattr(tok, "chat_template", None)
+    if not template and os.path.isdir(name_or_path):
+        f = os.path.join(name_or_path, "chat_template.jinja")
+        if os.path.exists(f):
+            template = open(f).read()
+    if not template:
+        try:
+            from huggingface_hub import hf_hub_download
+            template = open(hf_hub_download(name_or_path, "chat_template.jinja")).read()
+        except Exception:
+            template = None
+    return FallbackProcessor(tok, ip, chat_template=template)
+
+
 # --------------------------------------------------------------------------------------
 FAMILIES: dict[str, type[HFAdapter]] = {
     "llava": LlavaAdapter,
     "llava_next": LlavaAdapter,
+    "qwen2_vl": Qwen2VLAdapter,
+    "qwen2_5_vl": Qwen2VLAdapter,
+    "idefics3": Idefics3Adapter,
+    "smolvlm": Idefics3Adapter,
 }
 
 
@@ -363,7 +437,7 @@ def _load_processor(name_or_path: str, model_type: str, trust_remote_code: bool)
         return loader(name_or_path)
 
 
-PROCESSOR_FALLBACKS: dict[str, Any] = {}
+PROCESSOR_FALLBACKS: dict[str, Any] = {"qwen2_vl": _qwen_fallback, "qwen2_5_vl": _qwen_fallback}
 
 
 def _first_line(e: Exception) -> str:

@@ -1,0 +1,175 @@
+"""Losslessness of the engine at T=0 on tiny random models of every family.
+
+Speculative output == the project's AR output == transformers' generate(do_sample=False),
+for every family x drafter x chain / static tree / dynamic tree, and the edge cases:
+EOS inside a draft, max_new_tokens reached mid-draft, nothing accepted, everything accepted,
+a prompt containing the literal image-token string.
+"""
+import pytest
+import torch
+
+from core import adapters
+from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
+from core.engine import generate
+from tests.tiny_models import VISION_FAMILIES, tiny_image, tiny_model_dir
+
+FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama", "qwen2"]
+SPECS = [DraftSpec("chain", gamma=1), DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)),
+         DraftSpec("dynamic", depth=5, top_k=4, budget=20)]
+PROMPTS = ["Describe the picture.", "hello world hello world hello"]
+DRAFTERS = ["self", "small-mm", "small-text", "layerskip", "ngram"]
+_loaded: dict = {}
+
+
+def target(family):
+    if family not in _loaded:
+        _loaded[family] = adapters.load(tiny_model_dir(family))
+    return _loaded[family]
+
+
+def small(family):
+    key = family + "-small"
+    if key not in _loaded:
+        _loaded[key] = adapters.load(tiny_model_dir(family, num_layers=1, seed=1))
+    return _loaded[key]
+
+
+def image_for(family):
+    return tiny_image() if family in VISION_FAMILIES else None
+
+
+def hf_greedy(tgt, prompt, image, n, eos=None):
+    enc = tgt.encode(prompt, image)
+    kw = dict(enc.extra)
+    if tgt.family in ("qwen2_vl", "qwen2_5_vl") and enc.has_image:
+        kw["mm_token_type_ids"] = (enc.input_ids == tgt.model.config.image_token_id).long()
+    gen_kw = dict(do_sample=False, max_new_tokens=n, min_new_tokens=0)
+    if eos is not None:
+        gen_kw["eos_token_id"] = eos
+    out = tgt.model.generate(input_ids=enc.input_ids, attention_mask=torch.ones_like(enc.input_ids),
+                             **kw, **gen_kw)
+    return out[0, enc.length:].tolist()
+
+
+def drafter(family, name):
+    tgt = target(family)
+    if name == "self":                  # the target drafting for itself: everything accepted
+        return ModelDrafter(tgt, "self")
+    if name == "small-mm":              # a 1-layer random model: mostly rejected
+        return ModelDrafter(small(family), "small")
+    if name == "small-text":            # the same, image dropped (Gagrani et al.)
+        return ModelDrafter(small(family), "small-text", use_image=False)
+    if name == "layerskip":
+        return make_drafter("layerskip:1", tgt)
+    return NgramDrafter(tgt)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ar_matches_transformers_generate(family):
+    tgt = target(family)
+    for prompt in PROMPTS[:2]:
+        ours = generate(tgt, prompt, image_for(family), max_new_tokens=24)
+        assert ours.output == hf_greedy(tgt, prompt, image_for(family), 24)
+        assert ours.summary()["tau"] == 1.0
+
+
+_refs: dict = {}
+
+
+@pytest.mark.parametrize("dname", DRAFTERS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_speculative_equals_ar(family, dname):
+    tgt = target(family)
+    img = image_for(family)
+    d = drafter(family, dname)
+    accepted = []
+    for p in PROMPTS:
+        if (family, p) not in _refs:
+            _refs[family, p] = generate(tgt, p, img, max_new_tokens=16).output
+        for spec in SPECS:
+            tr = generate(tgt, p, img, d, spec, max_new_tokens=16)
+            assert tr.output == _refs[family, p], (family, dname, spec, p)
+            accepted.append(sum(len(s.accepted) for s in tr.steps))
+    if dname == "self":
+        assert min(accepted) > 0
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "llama"])
+def test_self_drafting_accepts_every_chain_token(family):
+    tgt = target(family)
+    tr = generate(tgt, PROMPTS[0], image_for(family), ModelDrafter(tgt, "self"), DraftSpec("chain", gamma=4),
+                  max_new_tokens=21)
+    # 1 token from prefill, then 4 accepted + 1 bonus per step
+    assert [len(s.accepted) for s in tr.steps] == [4, 4, 4, 4]
+    assert tr.summary()["tau"] == 21 / 5
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3", "llama"])
+def test_eos_inside_a_draft(family):
+    tgt = target(family)
+    img = image_for(family)
+    ref = generate(tgt, PROMPTS[0], img, max_new_tokens=30).output
+    eos_tok = ref[7]          # pretend this token is EOS: every run must stop right after it
+    first = ref.index(eos_tok)
+    saved = tgt.eos_ids
+    try:
+        tgt.eos_ids = {eos_tok}
+        for drafter in (ModelDrafter(tgt, "self"), make_drafter("layerskip:1", tgt)):
+            for spec in SPECS:
+                tr = generate(tgt, PROMPTS[0], img, drafter, spec, max_new_tokens=30)
+                assert tr.output == ref[: first + 1] and tr.stop_reason == "eos"
+        assert ref[: first + 1] == hf_greedy(tgt, PROMPTS[0], img, 30, eos=eos_tok)
+    finally:
+        tgt.eos_ids = saved
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_max_new_tokens_reached_mid_draft(family):
+    tgt = target(family)
+    img = image_for(family)
+    ref = generate(tgt, PROMPTS[0], img, max_new_tokens=12).output
+    for n in range(1, 12):
+        for spec in (DraftSpec("chain", gamma=5), DraftSpec("tree", branching=(2, 2, 2))):
+            tr = generate(tgt, PROMPTS[0], img, ModelDrafter(tgt, "self"), spec, max_new_tokens=n)
+            assert tr.output == ref[:n] and tr.stop_reason == "length"
+
+
+@pytest.mark.parametrize("family", VISION_FAMILIES)
+def test_prompt_with_literal_special_strings(family):
+    """Special-token text typed by a user stays text: the image-token count is unchanged."""
+    tgt = target(family)
+    img = image_for(family)
+    specials = "<image> <|image_pad|> <|vision_start|> </s> <|im_end|> <|eos|> <fake_token_around_image>"
+    plain = tgt.encode("look", img)
+    tricky = tgt.encode("look " + specials, img)
+    specials_ids = {tgt.tokenizer.convert_tokens_to_ids(t) for t in tgt.tokenizer.all_special_tokens}
+    plain_counts = {i: int((plain.input_ids == i).sum()) for i in specials_ids}
+    tricky_counts = {i: int((tricky.input_ids == i).sum()) for i in specials_ids}
+    assert plain_counts == tricky_counts
+    ref = generate(tgt, "look " + specials, img, max_new_tokens=16).output
+    tr = generate(tgt, "look " + specials, img, make_drafter("layerskip:1", tgt), DraftSpec("dynamic"),
+                  max_new_tokens=16)
+    assert tr.output == ref
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3", "llama"])
+def test_kv_compaction_matches_fresh_forward(family):
+    """After keeping a non-contiguous path of a verified tree, the next logits equal a forward
+    of the same tokens from scratch without cache."""
+    tgt = target(family)
+    img = image_for(family)
+    enc = tgt.encode(PROMPTS[0], img)
+    sess, logits, _ = tgt.prefill(enc)
+    # a tree: root r, children a, b; b has child c. Keep path r -> b -> c (rows 0, 2, 3).
+    toks = [11, 23, 37, 41]
+    base = sess.length
+    anc = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    depths = torch.tensor([0, 1, 1, 2])
+    attn = torch.cat([torch.ones(4, base, dtype=torch.bool), anc], 1)
+    tgt.forward(sess, toks, base + depths, attn)
+    tgt.keep(sess, base, [0, 2, 3])
+    nxt, _ = tgt.forward(sess, [55])
+    seq = enc.input_ids[0].tolist() + [11, 37, 41, 55]
+    fresh_enc = adapters.Encoded(torch.tensor([seq]), enc.extra, enc.has_image)
+    _, fresh, _ = tgt.prefill(fresh_enc)
+    assert torch.allclose(nxt[-1], fresh, atol=1e-4), (nxt[-1] - fresh).abs().max()

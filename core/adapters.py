@@ -53,6 +53,7 @@ class Session:
     cache: Any
     length: int = 0          # KV slots filled
     pos_offset: Any = 0      # added to logical positions (Qwen2-VL rope_deltas)
+    embeds: Any = None       # decoder input embeddings of the prompt (prefill with want_hidden)
 
 
 # --------------------------------------------------------------------------------------
@@ -156,11 +157,20 @@ class HFAdapter:
     def prefill(self, enc: Encoded, want_hidden: bool = False, all_logits: bool = False):
         """Run the prompt. Returns (session, logits of the last position or all, hidden (T,H) or None)."""
         sess = Session(self.new_cache())
-        with self._lock:
-            out = self.model(input_ids=enc.input_ids, past_key_values=sess.cache, use_cache=True,
-                             output_hidden_states=want_hidden, logits_to_keep=0 if all_logits else 1,
-                             **self.prefill_kwargs(enc))
-            sess.pos_offset = self._pos_offset_after_prefill(enc)
+        handle = None
+        if want_hidden:  # also keep the decoder's input embeddings (image features merged in)
+            def grab(_module, args, kwargs):
+                sess.embeds = kwargs.get("inputs_embeds")
+            handle = self.text_module().register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with self._lock:
+                out = self.model(input_ids=enc.input_ids, past_key_values=sess.cache, use_cache=True,
+                                 output_hidden_states=want_hidden, logits_to_keep=0 if all_logits else 1,
+                                 **self.prefill_kwargs(enc))
+                sess.pos_offset = self._pos_offset_after_prefill(enc)
+        finally:
+            if handle is not None:
+                handle.remove()
         sess.length = enc.length
         logits = out.logits[0] if all_logits else out.logits[0, -1]
         hidden = out.hidden_states[-1][0] if want_hidden else None

@@ -75,7 +75,8 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     if drafter is not None and not stop:
         t0 = time.perf_counter()
         drafter.begin(DraftContext(target=target, prompt_ids=enc.input_ids[0].tolist(), prompt=prompt,
-                                   image=image, encoded=enc, target_hidden=hidden, tokens=out))
+                                   image=image, encoded=enc, target_hidden=hidden, tokens=out,
+                                   target_embeds=sess.embeds))
         trace.t_prefill += time.perf_counter() - t0
 
     while not stop:
@@ -120,6 +121,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
                            hidden[kept] if hidden is not None else None)
         t4 = time.perf_counter()
 
+        t5 = time.perf_counter()
         p_nodes = None
         if detail and len(tree):
             if rows_p is None:
@@ -131,6 +133,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
             q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=verdict.accepted,
             rejected=verdict.rejected, token=verdict.token, kind=verdict.kind, committed=new,
             t_draft=(t1 - t0) + (t4 - t3), t_verify=t2 - t1, t_other=t3 - t2 + (time.perf_counter() - t4)))
+        trace.t_trace += time.perf_counter() - t5
         root = new[-1]
         if on_step is not None:
             trace.output = out

@@ -37,6 +37,7 @@ class Trace:
     prompt_tokens: int = 0
     first_token: int | None = None     # produced by the prefill forward
     t_prefill: float = 0.0
+    t_trace: float = 0.0               # time spent recording steps (included in t_other)
     steps: list[Step] = field(default_factory=list)
     wall_s: float = 0.0
     output: list[int] = field(default_factory=list)
@@ -72,6 +73,7 @@ class Trace:
             "tokens_per_s": round(n / self.wall_s, 3) if self.wall_s > 0 else 0.0,
             "time_split": {"prefill": round(self.t_prefill, 6), "draft": round(t_draft, 6),
                            "verify": round(t_verify, 6), "other": round(t_other, 6)},
+            "trace_overhead": round(self.t_trace / self.wall_s, 5) if self.wall_s > 0 else 0.0,
             "stop_reason": self.stop_reason,
         }
 

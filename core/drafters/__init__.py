@@ -3,6 +3,7 @@
     none | ar                 plain autoregressive decoding (no drafter)
     ngram                     prompt / n-gram lookup (training-free)
     layerskip[:K]             the target's first K layers + its head (self-speculation)
+    msd:<dir> | <EAGLE dir>   an MSD / EAGLE draft head over the target's features
     <Hub id or directory>     a separate small model sharing the target's tokenizer;
                               mode "multimodal" (it sees the image) or "text-only"
     package.module:Class      a third-party drafter, constructed as Class(target, **options)
@@ -10,9 +11,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from ..adapters import InputError, ModelLoadError, load
 from .base import DraftContext, DraftSpec, Drafter, ModelDrafter, build_tree
+from .msd import MSDDrafter, MSDHead, is_msd_dir
 from .ngram import NgramDrafter
 
 __all__ = ["DraftContext", "DraftSpec", "Drafter", "ModelDrafter", "NgramDrafter", "build_tree",
@@ -49,6 +52,12 @@ def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal",
         total = len(target.text_module().layers)
         k = k or max(1, total // 4)
         return ModelDrafter(target.truncated(k), f"layerskip ({k}/{total} layers)", use_image=True)
+    if low.startswith("msd:") or is_msd_dir(name):
+        path = name[4:] if low.startswith("msd:") else name
+        try:
+            return MSDDrafter(target, path, name=f"msd head ({os.path.basename(path.rstrip('/'))})")
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelLoadError(f"cannot load MSD head {path!r}: {e}") from None
     if ":" in name and not name.startswith(("/", ".")) and "/" not in name.split(":", 1)[0]:
         mod, _, cls = name.partition(":")
         try:

@@ -81,6 +81,7 @@ class DraftContext:
     image: object = None                 # PIL image or None
     encoded: object = None               # the target's Encoded inputs
     target_hidden: torch.Tensor | None = None   # (T, H) prefill hidden states if needs_hidden
+    target_embeds: torch.Tensor | None = None   # (1, T, H) decoder input embeddings (image features merged)
     tokens: list[int] = field(default_factory=list)  # committed output so far (grows)
 
 

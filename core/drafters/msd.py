@@ -1,0 +1,218 @@
+"""MSD-style draft head (EAGLE-2 layout, decoupled visual tokens).
+
+The head is ONE decoder layer. Its input at position t fuses the next token's embedding with
+the target's last hidden state at t:  x_t = fc([emb(tok_{t+1}); f_t]). At image positions the
+fusion is skipped: x_t is the target's projected visual embedding (MSD's decoupling: visual
+and text tokens are treated differently). The layer's output predicts f_{t+1}; the target's
+own lm_head turns it into next-token logits. Drafting deeper than one token feeds the head's
+own predicted hidden state in place of f.
+
+Weights are stored in the EAGLE layout: ``fc.weight``, ``fc.bias``, ``layers.0.*`` plus a
+LlamaConfig (``config.json``), so released EAGLE/MSD checkpoints load with ``MSDHead.load``.
+The target's embeddings and lm_head are used, never copied.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch import nn
+
+from ..tree import DraftTree
+from .base import DraftContext, DraftSpec, build_tree
+
+
+class MSDHead(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+        self.config = config
+        h = config.hidden_size
+        self.fc = nn.Linear(2 * h, h, bias=True)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(config, layer_idx=0)])
+        self.rotary = LlamaRotaryEmbedding(config)
+
+    @staticmethod
+    def make_config(target_text_config, **over):
+        from transformers import LlamaConfig
+        c = target_text_config
+        kw = dict(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size, num_hidden_layers=1,
+                  num_attention_heads=c.num_attention_heads,
+                  num_key_value_heads=getattr(c, "num_key_value_heads", c.num_attention_heads),
+                  max_position_embeddings=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps,
+                  vocab_size=c.vocab_size, rope_parameters=getattr(c, "rope_parameters", None))
+        kw.update(over)
+        if kw["rope_parameters"] is None:
+            kw.pop("rope_parameters")
+        cfg = LlamaConfig(**kw)
+        cfg._attn_implementation = "sdpa"
+        return cfg
+
+    def fuse(self, tok_emb: torch.Tensor, feat: torch.Tensor, visual: torch.Tensor | None = None,
+             is_visual: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.fc(torch.cat([tok_emb, feat], dim=-1))
+        if visual is not None and is_visual is not None and bool(is_visual.any()):
+            x = torch.where(is_visual.unsqueeze(-1), visual.to(x.dtype), x)
+        return x
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                cache=None) -> torch.Tensor:
+        pos = self.rotary(x, position_ids)
+        return self.layers[0](x, attention_mask=attention_mask, position_ids=position_ids,
+                              past_key_values=cache, use_cache=cache is not None, position_embeddings=pos)
+
+    # ---- EAGLE-layout checkpoints --------------------------------------------------
+    def save(self, path: str, extra: dict | None = None) -> None:
+        from safetensors.torch import save_file
+        os.makedirs(path, exist_ok=True)
+        sd = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("rotary.")}
+        save_file(sd, os.path.join(path, "model.safetensors"))
+        cfg = self.config.to_dict()
+        cfg["specscope"] = {"kind": "msd-head", **(extra or {})}
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+
+    @classmethod
+    def load(cls, path: str, dtype=torch.float32) -> "MSDHead":
+        from transformers import LlamaConfig
+        cfg = LlamaConfig.from_pretrained(path)
+        cfg.num_hidden_layers = 1
+        cfg._attn_implementation = "sdpa"
+        head = cls(cfg)
+        sd = _read_weights(path)
+        sd = {k: v for k, v in sd.items() if k.startswith(("fc.", "layers.0."))}
+        missing, unexpected = head.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("rotary.")]
+        if missing:
+            raise ValueError(f"{path}: not an EAGLE/MSD draft head (missing {missing[:3]})")
+        return head.to(dtype).eval()
+
+
+def _read_weights(path: str) -> dict:
+    st = os.path.join(path, "model.safetensors")
+    if os.path.exists(st):
+        from safetensors.torch import load_file
+        return load_file(st)
+    bin_ = os.path.join(path, "pytorch_model.bin")
+    if os.path.exists(bin_):
+        return torch.load(bin_, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")
+
+
+def is_msd_dir(path: str) -> bool:
+    """A local directory holding an EAGLE/MSD head (ours, or a released one: fc + one layer)."""
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if cfg.get("specscope", {}).get("kind") == "msd-head":
+        return True
+    try:
+        keys = set(_read_weights(path).keys())
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return "fc.weight" in keys and any(k.startswith("layers.0.") for k in keys) \
+        and not any(k.startswith("model.") for k in keys)
+
+
+# --------------------------------------------------------------------------------------
+class MSDDrafter:
+    """Drafts with an MSD head on top of the target's features (needs the target's hidden states)."""
+
+    needs_hidden = True
+
+    def __init__(self, target, path: str | None = None, head: MSDHead | None = None, name: str = "msd"):
+        self.target = target
+        self.head = head if head is not None else MSDHead.load(path, dtype=target.dtype)
+        self.head.to(target.dtype)
+        self.name = name
+        self.embed = target.model.get_input_embeddings()
+        self.lm_head = target.model.get_output_embeddings()
+        cfg = target.model.config
+        self.image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
+
+    def begin(self, ctx: DraftContext) -> None:
+        from transformers import DynamicCache
+        self.ctx = ctx
+        self.cache = DynamicCache()
+        self.length = 0
+        ids = torch.tensor(ctx.prompt_ids)
+        feats = ctx.target_hidden                      # f_0 .. f_{T-1}
+        # pairs (f_t, tok_{t+1}) for t = 0 .. T-2 are all inside the prompt
+        if len(ids) > 1:
+            nxt = ids[1:]
+            visual = None
+            is_vis = None
+            if ctx.target_embeds is not None and self.image_token_id is not None:
+                is_vis = nxt == self.image_token_id
+                visual = ctx.target_embeds[0, 1:]
+            x = self.head.fuse(self.embed(nxt), feats[:-1], visual, is_vis)
+            self._run(x, torch.arange(len(nxt)), causal=True)
+        self.pending_feats = feats[-1:]                # f_{T-1}, to be paired with the root
+        self.pending_tokens: list[int] = []
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor, positions: torch.Tensor, causal: bool = False, attn=None):
+        n = x.shape[0]
+        mask = None
+        if attn is not None or (causal and n > 1):
+            if attn is None:
+                attn = torch.ones(n, self.length + n, dtype=torch.bool)
+                attn[:, self.length:] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+            mask = torch.zeros(attn.shape, dtype=x.dtype)
+            mask.masked_fill_(~attn, torch.finfo(x.dtype).min)
+            mask = mask.view(1, 1, *attn.shape)
+        h = self.head(x.unsqueeze(0), positions.view(1, -1), mask, self.cache)[0]
+        self.length += n
+        return h
+
+    @torch.inference_mode()
+    def propose(self, root: int, spec: DraftSpec, sampling, gen) -> DraftTree:
+        toks = self.pending_tokens + [root]
+        feats = self.pending_feats
+        start = self.length
+        x = self.head.fuse(self.embed(torch.tensor(toks)), feats)
+        h = self._run(x, torch.arange(start, start + len(toks)), causal=True)
+        self.committed = self.length
+        root_pos = self.length - 1
+        hid: dict[int, torch.Tensor] = {-1: h[-1]}
+        slot: dict[int, int] = {}
+
+        def expand(tree: DraftTree, nodes: list[int]) -> torch.Tensor:
+            n = len(nodes)
+            base = self.length
+            attn = torch.zeros(n, base + n, dtype=torch.bool)
+            attn[:, : self.committed] = True
+            for r, node in enumerate(nodes):
+                a = tree.parents[node]
+                while a >= 0:
+                    attn[r, slot[a]] = True
+                    a = tree.parents[a]
+                attn[r, base + r] = True
+            tok = torch.tensor([tree.tokens[x] for x in nodes])
+            par = torch.stack([hid[tree.parents[x]] for x in nodes])
+            xin = self.head.fuse(self.embed(tok), par)
+            pos = torch.tensor([root_pos + tree.depths[x] for x in nodes])
+            out = self._run(xin, pos, attn=attn)
+            for r, node in enumerate(nodes):
+                slot[node] = base + r
+                hid[node] = out[r]
+            return self.lm_head(out).float()
+
+        root_logits = self.lm_head(h[-1:]).float()[0]
+        return build_tree(root_logits, expand, spec, sampling, gen, self.target.vocab_size)
+
+    def commit(self, tree: DraftTree, accepted: list[int], new_tokens: list[int], target_hidden) -> None:
+        # drop every tree entry (they were computed from predicted features); re-feed the accepted
+        # tokens with the target's real features next time
+        drop = self.length - self.committed
+        if drop:
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[..., : self.committed, :]
+                layer.values = layer.values[..., : self.committed, :]
+            self.length = self.committed
+        # pairs: (f_root, acc_1), (f_acc_1, acc_2), ..., (f_acc_last, next root)
+        self.pending_tokens = list(new_tokens[:-1])
+        self.pending_feats = target_hidden

@@ -1,0 +1,94 @@
+"""The CLI contract: JSON output shape, compare, and one-line errors for user mistakes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.tiny_models import tiny_image, tiny_model_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, timeout=120):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("img") / "x.png"
+    tiny_image().save(p)
+    return str(p)
+
+
+def test_run_json(image_path):
+    r = cli("run", "--target", tiny_model_dir("llava"), "--image", image_path, "--prompt", "hi",
+            "--max-new-tokens", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"text", "token_ids", "summary"}
+    assert len(out["token_ids"]) == out["summary"]["new_tokens"] == 8
+    assert out["summary"]["target_forwards"] == 8 and out["summary"]["tau"] == 1.0
+    assert {"wall_s", "tokens_per_s"} <= set(out["summary"])
+
+
+def test_compare_json_text_only(tmp_path):
+    trace = tmp_path / "t.json"
+    r = cli("compare", "--target", tiny_model_dir("llama"), "--drafter", "layerskip:1", "--strategy", "dynamic",
+            "--prompt", "hello hello", "--max-new-tokens", "12", "--json", "--trace", str(trace))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["identical"] is True and out["ar"]["token_ids"] == out["spec"]["token_ids"]
+    assert out["speedup"] > 0 and out["spec"]["summary"]["tau"] >= 1.0
+    saved = json.loads(trace.read_text())
+    assert saved["schema"] == "specscope.trace/1" and saved["output"] == out["spec"]["token_ids"]
+
+
+def test_separate_drafter_model(image_path):
+    r = cli("compare", "--target", tiny_model_dir("qwen2_vl"), "--drafter", tiny_model_dir("qwen2_vl", num_layers=1, seed=1),
+            "--strategy", "tree", "--image", image_path, "--prompt", "what is this", "--max-new-tokens", "10", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["identical"] is True
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_model(tmp_path_factory):
+    """The tiny llama with a different (word-level) tokenizer of the same size."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    src = tiny_model_dir("llama")
+    dst = tmp_path_factory.mktemp("other") / "m"
+    shutil.copytree(src, dst)
+    for f in dst.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            f.unlink()
+    vocab = {f"w{i}": i for i in range(400)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="w2", unk_token="w0").save_pretrained(dst)
+    return str(dst)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--target", "/no/such/dir"], "cannot load"),
+    (["--target", "{llama}", "--temperature", "nan"], "temperature"),
+    (["--target", "{llama}", "--drafter", "ngram", "--strategy", "tree", "--branching", "2,x"], "branching"),
+    (["--target", "{llama}", "--drafter", "ngram", "--gamma", "0"], "gamma"),
+    (["--target", "{llama}", "--max-new-tokens", "0"], "max_new_tokens"),
+    (["--target", "{llama}", "--image", "/no/such.png"], "image"),
+    (["--target", "{llama}", "--drafter", "nosuchmodule:Thing"], "cannot import"),
+    (["--target", "{llama}", "--drafter", "{other}"], "different tokenizer"),
+])
+def test_user_errors_are_one_line(args, needle, other_tokenizer_model):
+    args = [a.format(llama=tiny_model_dir("llama"), other=other_tokenizer_model) for a in args]
+    r = cli("run", "--prompt", "hi", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error:") and needle in lines[-1].lower(), r.stderr
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,419 @@
+"""ui/render.py and ui/synthetic.py: pure rendering of decoding traces, no model.
+
+Checks what the figures *show* (node / edge counts, colours, positions, labels),
+not only that they build; every figure is also re-validated by plotly.
+"""
+from __future__ import annotations
+
+import json
+import time
+from statistics import median
+
+import plotly.graph_objects as go
+import pytest
+
+from core.trace import SCHEMA, Step, Trace
+from ui import render as R
+from ui.synthetic import STRATEGIES, synthetic_trace
+
+
+# ---------------------------------------------------------------- helpers
+def _valid(fig: go.Figure) -> go.Figure:
+    """Re-build with plotly's full validation (render.py builds unvalidated for speed)."""
+    return go.Figure(json.loads(fig.to_json()))
+
+
+def _traces(fig, meta):
+    return [t for t in fig.data if t.meta == meta]
+
+
+def _nodes(fig) -> dict[str, list[tuple[int, float, float]]]:
+    """status -> [(node id, x, y)] from the hover markers (node id -1 = root, n = added)."""
+    out = {}
+    for t in _traces(fig, "nodes"):
+        out[t.name] = list(zip(t.customdata, t.x, t.y))
+    return out
+
+
+def _edge_count(fig) -> int:
+    return sum(list(t.x).count(None) for t in _traces(fig, "edges"))
+
+
+def _step(tokens, parents, accepted, rejected, token, kind, q=None, p=None, committed=None):
+    depths = []
+    for par in parents:
+        depths.append(1 if par < 0 else depths[par] + 1)
+    return Step(tokens=tokens, parents=parents, depths=depths, q=q or [0.5] * len(tokens),
+                p=p, accepted=accepted, rejected=rejected, token=token, kind=kind,
+                committed=committed if committed is not None else [tokens[i] for i in accepted] + [token],
+                t_draft=0.001, t_verify=0.01, t_other=0.0)
+
+
+def _manual_trace(steps, first=0, vocab=None) -> Trace:
+    out = [first] + [t for s in steps for t in s.committed]
+    vocab = vocab or {}
+    return Trace(first_token=first, steps=steps, output=out, t_prefill=0.02, wall_s=0.1,
+                 vocab={str(k): v for k, v in vocab.items()},
+                 text="".join(vocab.get(t, "") for t in out))
+
+
+TRACES = {s: synthetic_trace(24, seed=3, strategy=s) for s in STRATEGIES}
+BIG = synthetic_trace(6, seed=5, strategy="dynamic", budget=60, top_k=10)
+
+
+# ---------------------------------------------------------------- synthetic traces are valid
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_synthetic_trace_is_consistent(strategy):
+    tr = synthetic_trace(40, seed=1, strategy=strategy)
+    assert len(tr.steps) == 40 and tr.schema == SCHEMA
+    flat = [tr.first_token]
+    for s in tr.steps:
+        n = len(s.tokens)
+        assert len(s.parents) == len(s.depths) == len(s.q) == len(s.p) == n
+        for i, par in enumerate(s.parents):
+            assert -1 <= par < i
+            assert s.depths[i] == (1 if par < 0 else s.depths[par] + 1)
+        # accepted = a real root-to-node path
+        for j, i in enumerate(s.accepted):
+            assert s.parents[i] == (-1 if j == 0 else s.accepted[j - 1])
+        # rejected = children of the root or of accepted nodes, never accepted themselves
+        assert not set(s.rejected) & set(s.accepted)
+        assert all(s.parents[i] in {-1, *s.accepted} for i in s.rejected)
+        last = s.accepted[-1] if s.accepted else -1
+        has_kids = any(par == last for par in s.parents)
+        assert s.kind == ("correction" if has_kids else "bonus")
+        assert s.token not in [s.tokens[i] for i in range(n) if s.parents[i] == last]
+        assert s.committed == [s.tokens[i] for i in s.accepted] + [s.token]
+        flat += s.committed
+        if strategy == "ar":
+            assert n == 0 and s.kind == "bonus"
+        if strategy == "chain":
+            assert s.parents == list(range(-1, n - 1))
+    assert tr.output == flat
+    assert all(str(t) in tr.vocab for t in tr.output)
+    assert tr.text == "".join(tr.vocab[str(t)] for t in tr.output)
+    assert tr.wall_s >= tr.t_prefill + sum(s.t_verify for s in tr.steps)
+
+
+def test_synthetic_same_seed_same_output_and_rich_vocab():
+    a = synthetic_trace(seed=7, strategy="ar", max_new_tokens=60)
+    for strat in ("dynamic", "chain"):
+        b = synthetic_trace(seed=7, strategy=strat, max_new_tokens=60)
+        assert b.output == a.output and len(b.output) == 60
+        assert len(b.steps) < len(a.steps)          # speculation needs fewer forwards
+        assert b.stop_reason == "length"
+    pieces = set(a.vocab.values())
+    assert {"\n", " ", ""} <= pieces
+    assert any(any(ord(c) > 0x3000 for c in p) for p in pieces)
+    with pytest.raises(ValueError):
+        synthetic_trace(strategy="medusa")
+
+
+def test_synthetic_budget_60():
+    assert all(len(s.tokens) == 60 for s in BIG.steps)
+
+
+# ---------------------------------------------------------------- tree figure
+@pytest.mark.parametrize("strategy", ["dynamic", "chain"])
+def test_tree_figure_nodes_edges_colours(strategy):
+    tr = TRACES[strategy]
+    for k in (0, 5, len(tr.steps) - 1):
+        s = tr.steps[k]
+        fig = _valid(R.tree_figure(tr, k))
+        n = len(s.tokens)
+        nodes = _nodes(fig)
+        assert sum(len(v) for v in nodes.values()) == n + 2           # + root + added token
+        assert len(fig.layout.annotations) == n + 2                   # one chip per node
+        assert _edge_count(fig) == n + 1                              # a tree: one edge per non-root node
+        assert sorted(i for i, _, _ in nodes.get("accepted", [])) == sorted(s.accepted)
+        assert sorted(i for i, _, _ in nodes.get("rejected", [])) == sorted(s.rejected)
+        assert len(nodes.get("unreached", [])) == n - len(s.accepted) - len(s.rejected)
+        for name, color in [("accepted", R.GREEN), ("rejected", R.RED), ("unreached", R.GREY)]:
+            for t in _traces(fig, "nodes"):
+                if t.name == name:
+                    assert t.marker.color == color
+        added = nodes[s.kind]
+        assert len(added) == 1 and added[0][1] == len(s.accepted) + 1  # drawn after the last accepted node
+        assert [t.marker.color for t in _traces(fig, "nodes") if t.name == s.kind] == \
+               [R.BLUE if s.kind == "bonus" else R.ORANGE]
+        # x = depth for every drafted node; root at x = 0 (left)
+        for status in ("accepted", "rejected", "unreached"):
+            for i, x, _ in nodes.get(status, []):
+                assert x == s.depths[i]
+        assert nodes["root"][0][1] == 0
+        assert f"Step {k + 1}: accepted {len(s.accepted)} of {n} drafted" in fig.layout.title.text
+        # chips carry the status colour too
+        chip_colors = {a.bgcolor for a in fig.layout.annotations}
+        assert R.SLATE in chip_colors and (R.GREEN in chip_colors or not s.accepted)
+        assert fig.layout.height == R.TREE_HEIGHT
+        assert not fig.layout.xaxis.visible and not fig.layout.yaxis.visible
+
+
+def test_tree_root_label_is_last_committed_token():
+    tr = TRACES["dynamic"]
+    for k in (0, 1, 9):
+        prev = tr.first_token if k == 0 else tr.steps[k - 1].committed[-1]
+        fig = R.tree_figure(tr, k)
+        root_chip = [a for a in fig.layout.annotations if a.bgcolor == R.SLATE]
+        assert len(root_chip) == 1
+        assert R._esc(R.visible(tr.vocab[str(prev)], 14)) in root_chip[0].text
+
+
+def test_tree_tidy_layout():
+    """Leaves evenly spaced (distinct integer slots); parents centred on their children."""
+    for tr, k in [(TRACES["dynamic"], 4), (BIG, 2)]:
+        s = tr.steps[k]
+        fig = R.tree_figure(tr, k)
+        pos = {i: (x, y) for v in _nodes(fig).values() for i, x, y in v}
+        n = len(s.tokens)
+        last = s.accepted[-1] if s.accepted else -1
+        kids = {}
+        for i, par in enumerate(s.parents):
+            kids.setdefault(par, []).append(i)
+        kids.setdefault(last, []).append(n)
+        leaves = sorted(-pos[i][1] for i in pos if i not in kids)
+        assert leaves == list(range(len(leaves)))                      # 0, 1, 2, ... (y grows downward)
+        for par, ch in kids.items():
+            ys = sorted(pos[c][1] for c in ch)
+            assert pos[par][1] == pytest.approx((ys[0] + ys[-1]) / 2)
+        # the committed path (accepted ... added) sits on the first child of each node
+        for par, ch in kids.items():
+            if par == -1 or par in s.accepted:
+                first = max(ch, key=lambda c: pos[c][1])
+                assert first == n or first in s.accepted
+
+
+def test_tree_60_nodes_readable():
+    s = BIG.steps[1]
+    fig = _valid(R.tree_figure(BIG, 1))
+    nodes = _nodes(fig)
+    assert sum(len(v) for v in nodes.values()) == 62 and _edge_count(fig) == 61
+    leaves = -min(y for v in nodes.values() for _, _, y in v) + 1
+    height = fig.layout.height
+    assert height >= R.TREE_HEIGHT
+    assert (height - 120) / leaves >= 18                    # >= 18 px per row of chips
+    assert min(a.font.size for a in fig.layout.annotations) >= 9
+    # no two chips of the same column overlap
+    cols = {}
+    for v in nodes.values():
+        for _, x, y in v:
+            cols.setdefault(x, []).append(y)
+    for ys in cols.values():
+        ys.sort()
+        assert all(b - a >= 1 for a, b in zip(ys, ys[1:]))
+    # explicit height wins
+    assert R.tree_figure(BIG, 1, height=420).layout.height == 420
+    assert len(s.tokens) == 60
+
+
+def test_tree_ar_step_and_one_node_chain():
+    ar = TRACES["ar"]
+    fig = _valid(R.tree_figure(ar, 3))
+    nodes = _nodes(fig)
+    assert set(nodes) == {"root", "bonus"} and _edge_count(fig) == 1
+    assert nodes["bonus"][0][1] == 1
+    assert "no draft" in fig.layout.title.text
+    # one drafted node, accepted, then a bonus
+    tr = _manual_trace([_step([5], [-1], [0], [], 6, "bonus")], first=4,
+                       vocab={4: "A", 5: " b", 6: "c"})
+    fig = _valid(R.tree_figure(tr, 0))
+    nodes = _nodes(fig)
+    assert [i for i, _, _ in nodes["accepted"]] == [0] and nodes["bonus"][0][1] == 2
+    assert "accepted 1 of 1 drafted" in fig.layout.title.text
+    # one drafted node, rejected, then a correction at depth 1
+    tr = _manual_trace([_step([5], [-1], [], [0], 6, "correction")], first=4)
+    nodes = _nodes(R.tree_figure(tr, 0))
+    assert nodes["correction"][0][1] == 1 and [i for i, _, _ in nodes["rejected"]] == [0]
+    texts = [a.text for a in R.tree_figure(tr, 0).layout.annotations]
+    assert "<5>" in " ".join(texts).replace("&lt;", "<").replace("&gt;", ">")   # unknown id: shown as <id>
+
+
+def test_tree_unicode_and_whitespace_tokens():
+    vocab = {1: "\n", 2: " ", 3: "", 4: "<b>", 5: " 猫", 6: "\t🐈", 7: "x" * 40, 9: "root"}
+    s = _step([1, 2, 3, 4, 5, 6, 7], [-1, -1, 0, 0, 2, 2, 4], [0, 2], [1, 3], 7, "correction",
+              q=[0.9, 0.05, 0.8, 0.1, 0.3, 0.2, 0.5], p=[0.95, 0.0, 0.9, 0.01, 0.2, 0.1, 0.0])
+    tr = _manual_trace([s], first=9, vocab=vocab)
+    fig = _valid(R.tree_figure(tr, 0))
+    texts = " ".join(a.text for a in fig.layout.annotations)
+    for want in ("↵", "␣", "∅", "&lt;b&gt;", "␣猫", "⇥🐈", "…"):
+        assert want in texts
+    assert "<b>&lt;" not in texts.replace("<b>&lt;b&gt;</b>", "")  # token "<b>" is escaped, not markup
+    hover = " ".join(h for t in _traces(fig, "nodes") for h in t.hovertext)
+    assert "'\\n'" in hover and "' '" in hover and "&lt;b&gt;" in hover
+    assert "draft q = 0.900" in hover and "target p = 0.950" in hover
+
+
+def test_tree_index_clamped_and_empty_trace():
+    tr = TRACES["chain"]
+    last = len(tr.steps)
+    assert f"Step {last}:" in R.tree_figure(tr, 10_000).layout.title.text
+    assert "Step 1:" in R.tree_figure(tr, -5).layout.title.text
+    for empty in (synthetic_trace(0, seed=1), Trace()):
+        fig = _valid(R.tree_figure(empty, 0))
+        assert not _traces(fig, "nodes")
+        assert "No decoding steps" in fig.layout.annotations[0].text
+
+
+def test_dict_and_json_round_trip_render_identically():
+    tr = TRACES["dynamic"]
+    d = tr.to_dict()
+    back = Trace.from_json(tr.to_json())
+    ref = R.tree_figure(tr, 6).to_json()
+    assert R.tree_figure(d, 6).to_json() == ref
+    assert R.tree_figure(back, 6).to_json() == ref
+    assert R.tree_figure(tr.to_json(), 6).to_json() == ref
+    assert R.highlighted_tokens(back) == R.highlighted_tokens(tr)
+    assert R.rejected_html(d) == R.rejected_html(tr)
+    assert R.summary_markdown(back) == R.summary_markdown(tr)
+    with pytest.raises(ValueError):
+        R.as_trace({"schema": "other"})
+    with pytest.raises(TypeError):
+        R.as_trace(42)
+
+
+# ---------------------------------------------------------------- text views
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_highlighted_tokens(strategy):
+    tr = TRACES[strategy]
+    ht = R.highlighted_tokens(tr)
+    assert len(ht) == len(tr.output)
+    assert "".join(t for t, _ in ht) == tr.text
+    assert ht[0][1] == "prefill"
+    labels = [lb for _, lb in ht]
+    assert set(labels) <= set(R.COLOR_MAP)
+    assert labels.count("accepted draft") == sum(len(s.accepted) for s in tr.steps)
+    assert labels.count("bonus") == sum(s.kind == "bonus" for s in tr.steps)
+    assert labels.count("correction") == sum(s.kind == "correction" for s in tr.steps)
+    if strategy == "ar":
+        assert set(labels) == {"prefill", "bonus"}
+
+
+def test_highlighted_tokens_length_cut_and_empty():
+    tr = synthetic_trace(seed=2, strategy="dynamic", max_new_tokens=37)
+    assert len(R.highlighted_tokens(tr)) == len(tr.output) == 37
+    assert R.highlighted_tokens(Trace()) == []
+    assert R.highlighted_tokens(synthetic_trace(0)) == [(TRACES["ar"].vocab[str(synthetic_trace(0).first_token)], "prefill")]
+
+
+def test_rejected_html():
+    tr = TRACES["dynamic"]
+    h = R.rejected_html(tr)
+    body = h.split("<tbody>")[1]
+    assert body.count("<tr>") == len(tr.steps)
+    assert body.count('class="ss-t ss-r"') == sum(len(s.rejected) for s in tr.steps)
+    assert body.count('class="ss-t ss-a"') == sum(len(s.accepted) for s in tr.steps)
+    assert body.count("ss-correction") == sum(s.kind == "correction" for s in tr.steps)
+    assert "<s>" not in body.replace("</s", "")                         # the "<s>" piece is escaped
+    short = R.rejected_html(tr, max_rows=5)
+    assert short.split("<tbody>")[1].count("<tr>") == 5 and f"5 of {len(tr.steps)} rows" in short
+    only = R.rejected_html(tr, only_rejections=True)
+    assert only.split("<tbody>")[1].count("<tr>") == sum(bool(s.rejected) for s in tr.steps)
+    assert "No decoding steps" in R.rejected_html(Trace())
+    assert "No rejected drafts" in R.rejected_html(TRACES["ar"], only_rejections=True)
+
+
+# ---------------------------------------------------------------- charts
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_accept_length_figure(strategy):
+    tr = TRACES[strategy]
+    fig = _valid(R.accept_length_figure(tr))
+    drafted, acc = fig.data
+    assert list(acc.y) == [len(s.accepted) for s in tr.steps]
+    assert list(drafted.y) == [max(s.depths, default=0) for s in tr.steps]
+    assert all(a <= d for a, d in zip(acc.y, drafted.y))
+    assert fig.layout.barmode == "overlay" and acc.marker.color == R.GREEN
+    assert fig.layout.shapes[0].y0 == pytest.approx(tr.summary()["accepted_per_step"], abs=1e-3)
+
+
+def test_depth_figure():
+    tr = TRACES["chain"]
+    fig = _valid(R.depth_figure(tr))
+    bars, line = fig.data
+    assert list(bars.y) == tr.summary()["acceptance_by_depth"]
+    assert list(bars.x) == list(range(1, 6))
+    assert all(0 <= v <= 1 for v in line.y) and line.y[0] == pytest.approx(bars.y[0])
+    assert list(bars.y) == sorted(bars.y, reverse=True)                 # reaching deeper is rarer
+    ar = _valid(R.depth_figure(TRACES["ar"]))
+    assert not ar.data and "autoregressive" in ar.layout.annotations[0].text
+
+
+def test_time_figure():
+    tr = TRACES["dynamic"]
+    fig = _valid(R.time_figure(tr))
+    pie = fig.data[0]
+    split = tr.summary()["time_split"]
+    assert list(pie.labels)[:4] == ["prefill", "draft", "verify", "other"]
+    assert list(pie.values)[:4] == [split[k] for k in ("prefill", "draft", "verify", "other")]
+    assert sum(pie.values) == pytest.approx(tr.wall_s, rel=0.011)       # untracked < 1% is folded away
+    slow = Trace.from_dict({**tr.to_dict(), "wall_s": tr.wall_s * 1.5})
+    pie = _valid(R.time_figure(slow)).data[0]
+    assert list(pie.labels)[-1] == "untracked" and sum(pie.values) == pytest.approx(slow.wall_s)
+    assert f"{tr.wall_s:.2f} s" in fig.layout.annotations[0].text
+    assert not _valid(R.time_figure(Trace())).data
+
+
+def test_summary_markdown():
+    spec = synthetic_trace(seed=4, strategy="dynamic", max_new_tokens=80)
+    ar = synthetic_trace(seed=4, strategy="ar", max_new_tokens=80)
+    sm = spec.summary()
+    md = R.summary_markdown(spec)
+    assert "tokens per target forward (incl. bonus)" in md and f"{sm['tau']:.2f}" in md
+    assert "accepted draft tokens per step (excl. bonus)" in md and f"{sm['accepted_per_step']:.2f}" in md
+    assert str(sm["target_forwards"]) in md and "speedup" not in md
+    md = R.summary_markdown(spec, ar)
+    assert "identical output" in md and "differ" not in md
+    assert f"{ar.wall_s / spec.wall_s:.2f}×" in md
+    other = synthetic_trace(seed=5, strategy="ar", max_new_tokens=80)
+    md = R.summary_markdown(spec, other)
+    assert "outputs differ" in md and "first difference at token" in md
+    sampled = Trace.from_dict({**spec.to_dict(), "meta": {"temperature": 0.7}})
+    assert "expected when sampling" in R.summary_markdown(sampled, other)
+    assert R.outputs_identical(spec, ar) == (True, None)
+    assert "| new tokens | 0 |" in R.summary_markdown(Trace())
+
+
+def test_compare_figure():
+    rows = [dict(config="AR", tau=1.0, speedup=1.0, tokens_per_s=40.0, identical=True),
+            dict(config="chain 5", tau=2.6, speedup=1.7, tokens_per_s=68.0, identical=True),
+            dict(config="tree 60 bf16", tau=3.4, speedup=2.0, tokens_per_s=80.0, identical=False)]
+    fig = _valid(R.compare_figure(rows))
+    tau, spd = fig.data
+    assert list(tau.y) == [1.0, 2.6, 3.4] and list(spd.y) == [1.0, 1.7, 2.0]
+    assert list(tau.x) == ["AR", "chain 5", "⚠ tree 60 bf16"]
+    assert fig.layout.barmode == "group" and fig.layout.shapes[0].y0 == 1.0
+    assert "2.00×" in spd.text
+    assert not _valid(R.compare_figure([])).data
+
+
+# ---------------------------------------------------------------- empty traces, speed
+@pytest.mark.parametrize("empty", [Trace(), synthetic_trace(0, seed=2)], ids=["blank", "prefill-only"])
+def test_every_function_on_empty_traces(empty):
+    for fig in (R.tree_figure(empty, 0), R.accept_length_figure(empty), R.depth_figure(empty)):
+        fig = _valid(fig)
+        assert not [t for t in fig.data if t.type == "bar" or t.meta == "nodes"]
+        assert fig.layout.annotations                           # a message instead of a blank plot
+    tf = _valid(R.time_figure(empty))
+    if empty.wall_s > 0:                                        # prefill only: no draft / verify slices
+        assert "prefill" in tf.data[0].labels and "verify" not in tf.data[0].labels
+    else:
+        assert not tf.data and "No timing" in tf.layout.annotations[0].text
+    assert len(R.highlighted_tokens(empty)) == len(empty.output)
+    assert "No decoding steps" in R.rejected_html(empty)
+    assert "| target forwards (incl. prefill) |" in R.summary_markdown(empty, empty)
+
+
+def test_fast_on_200_steps():
+    tr = synthetic_trace(200, seed=9, strategy="dynamic", budget=60, top_k=10)
+    ar = synthetic_trace(200, seed=9, strategy="ar")
+    calls = [lambda: R.tree_figure(tr, 100), lambda: R.highlighted_tokens(tr), lambda: R.rejected_html(tr),
+             lambda: R.accept_length_figure(tr), lambda: R.depth_figure(tr), lambda: R.time_figure(tr),
+             lambda: R.summary_markdown(tr, ar)]
+    for f in calls:
+        f()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        # the budget is 50 ms; the margin absorbs a CPU shared with other jobs
+        assert median(times) < 0.15, (f, times)

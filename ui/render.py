@@ -1,0 +1,540 @@
+"""Pure rendering: a decoding ``Trace`` (or its dict / JSON) -> display objects.
+
+No model, no Gradio import: every function here takes a trace and returns a
+plotly figure, a list for ``gr.HighlightedText``, or an HTML / Markdown string.
+Each runs in a few milliseconds for a 200-step trace.
+
+Vocabulary of the display (same colours everywhere):
+  accepted  green  - draft token the target agreed with (committed)
+  rejected  red    - draft token tried and refused
+  unreached grey   - draft token below a rejected node, never checked
+  bonus     blue   - token the target added after a fully accepted path
+  correction orange - token the target added in place of rejected drafts
+  prefill   slate  - first token, produced by the prompt's forward
+"""
+from __future__ import annotations
+
+import html
+import math
+from statistics import mean
+
+import plotly.graph_objects as go
+
+from core.trace import Step, Trace
+
+# ---------------------------------------------------------------- palette
+GREEN, RED, GREY, BLUE, ORANGE, SLATE = "#2e9e5b", "#d64545", "#c5ccd6", "#2f6fdb", "#ef8a17", "#334155"
+STATUS_COLOR = {"root": SLATE, "accepted": GREEN, "rejected": RED, "unreached": GREY,
+                "bonus": BLUE, "correction": ORANGE}
+STATUS_TEXT = {"root": "white", "accepted": "white", "rejected": "white", "unreached": "#3f4a5a",
+               "bonus": "white", "correction": "white"}
+# labels of highlighted_tokens() -> colour, for gr.HighlightedText(color_map=COLOR_MAP)
+COLOR_MAP = {"accepted draft": "#7fd19b", "bonus": "#8fb4f5", "correction": "#f7b866", "prefill": "#cbd5e1"}
+_ORIGIN_LABEL = {"accepted": "accepted draft", "bonus": "bonus", "correction": "correction", "prefill": "prefill"}
+
+FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13, color="#1f2937")
+TREE_HEIGHT = 420
+MONO = "'DejaVu Sans Mono', Menlo, Consolas, 'Noto Color Emoji', monospace"
+
+
+# ---------------------------------------------------------------- helpers
+def as_trace(trace) -> Trace:
+    """Accept a Trace, its dict (``to_dict``) or its JSON text."""
+    if isinstance(trace, Trace):
+        return trace
+    if isinstance(trace, dict):
+        return Trace.from_dict(trace)
+    if isinstance(trace, (str, bytes)):
+        return Trace.from_json(trace)
+    raise TypeError(f"expected a Trace, dict or JSON string, got {type(trace).__name__}")
+
+
+def piece(trace: Trace, tok: int | None) -> str:
+    """The text piece of a token id (``<id>`` when the vocab lacks it)."""
+    if tok is None:
+        return ""
+    s = trace.vocab.get(str(tok))
+    return f"<{tok}>" if s is None else s
+
+
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\u00a0": "⍽"}
+
+
+def visible(s: str, maxlen: int = 12) -> str:
+    """A one-line label where whitespace shows: ' cat\\n' -> '␣cat↵'. Not HTML-escaped."""
+    if s == "":
+        return "∅"
+    out = []
+    for ch in s:
+        if ch in _VISIBLE:
+            out.append(_VISIBLE[ch])
+        elif not ch.isprintable():
+            out.append(repr(ch)[1:-1])
+        else:
+            out.append(ch)
+    t = "".join(out)
+    return t if len(t) <= maxlen else t[: maxlen - 1] + "…"
+
+
+def _esc(s: str) -> str:
+    return html.escape(s, quote=False)
+
+
+# a small template built once: plotly's named templates are deep-copied on every figure (~60 ms)
+_TEMPLATE = go.layout.Template(layout=dict(
+    font=FONT, paper_bgcolor="white", plot_bgcolor="white", colorway=[GREEN, BLUE, ORANGE, RED, SLATE],
+    xaxis=dict(gridcolor="#eef2f6", linecolor="#cbd5e1", ticks="", zeroline=False, automargin=True),
+    yaxis=dict(gridcolor="#eef2f6", linecolor="#cbd5e1", ticks="", zeroline=False, automargin=True),
+    hoverlabel=dict(font_size=13, bgcolor="white"), legend=dict(bgcolor="rgba(255,255,255,0)")))
+
+
+def _layout(**kw) -> dict:
+    base = dict(template=_TEMPLATE, font=FONT, paper_bgcolor="white", plot_bgcolor="white",
+                margin=dict(l=50, r=20, t=60, b=40), hoverlabel=dict(font_size=13, bgcolor="white"))
+    base.update(kw)
+    return base
+
+
+def _tr(kind: str, **kw) -> dict:
+    return dict(type=kind, **kw)
+
+
+def _fig(data: list, layout: dict) -> go.Figure:
+    """Build without plotly's per-property validation (10x faster for 60 annotations);
+    the tests re-validate every figure through ``go.Figure(fig.to_dict())``."""
+    return go.Figure(data=data, layout=layout, _validate=False)
+
+
+def _hline(y: float, color: str, dash: str = "dash", width: float = 1.5) -> dict:
+    return dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=y, y1=y,
+                line=dict(color=color, width=width, dash=dash), layer="above")
+
+
+def _title(text: str, sub: str | None = None) -> dict:
+    t = dict(text=f"<b>{text}</b>", x=0.01, xanchor="left", xref="container",
+             y=0.985, yanchor="top", yref="container", font=dict(size=17))
+    if sub:
+        t["subtitle"] = dict(text=sub, font=dict(size=12, color="#64748b"))
+    return t
+
+
+def _placeholder(message: str, height: int = TREE_HEIGHT) -> go.Figure:
+    return _fig([], _layout(
+        height=height, xaxis=dict(visible=False), yaxis=dict(visible=False),
+        annotations=[dict(text=message, x=0.5, y=0.5, xref="paper", yref="paper",
+                          showarrow=False, font=dict(size=15, color="#64748b"))]))
+
+
+def _roots(trace: Trace) -> list[int | None]:
+    """Root token (last committed token before the step) of every step."""
+    last = trace.first_token
+    out = []
+    for s in trace.steps:
+        out.append(last)
+        if s.committed:
+            last = s.committed[-1]
+    return out
+
+
+def _fmt_p(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+# ---------------------------------------------------------------- 1. the draft tree
+def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
+    """The draft tree of one step, root at left, one column per depth.
+
+    Nodes are coloured chips (accepted / rejected / unreached), the root is the
+    last committed token, and the token the target added is drawn after the last
+    accepted node (blue: bonus, orange: correction). The committed path is kept
+    on top. ``step_index`` is 0-based (clamped to the valid range); the title
+    counts from 1. ``height`` defaults to 420 px and grows (~21 px per leaf,
+    at most 1400) only for trees too dense to label at 420 px (more than 14
+    leaves, e.g. a 60-node EAGLE-style tree); pass ``height`` to force one.
+    Hover a node for its text (repr), depth, draft prob q, target prob p, status.
+    """
+    tr = as_trace(trace)
+    if not tr.steps:
+        return _placeholder("No decoding steps in this trace")
+    k = min(max(int(step_index), 0), len(tr.steps) - 1)
+    s: Step = tr.steps[k]
+    root_tok = _roots(tr)[k]
+    n = len(s.tokens)
+    acc, rej = set(s.accepted), set(s.rejected)
+    status = ["accepted" if i in acc else "rejected" if i in rej else "unreached" for i in range(n)]
+    added = n                                   # virtual node id of the added token
+    last = s.accepted[-1] if s.accepted else -1
+    qs = list(s.q) + [None]
+    ps = (list(s.p) if s.p is not None else [None] * n) + [None]
+
+    # children in display order: accepted child / added token first, then by draft prob
+    kids: dict[int, list[int]] = {}
+    for i, par in enumerate(s.parents):
+        kids.setdefault(par, []).append(i)
+    kids.setdefault(last, []).append(added)
+
+    def order(i: int) -> tuple:
+        if i == added:
+            return (0, 0.0)
+        return ({"accepted": 0, "rejected": 1, "unreached": 2}[status[i]], -(qs[i] or 0.0))
+    for c in kids.values():
+        c.sort(key=order)
+
+    # tidy layout: leaves evenly spaced, parents centred on their first and last child
+    ypos: dict[int, float] = {}
+    depth = {-1: 0, added: len(s.accepted) + 1}
+    depth.update({i: d for i, d in enumerate(s.depths)})
+    counter = [0.0]
+    stack = [(-1, False)]
+    while stack:                                 # iterative post-order
+        node, done = stack.pop()
+        ch = kids.get(node, [])
+        if not ch:
+            ypos[node] = counter[0]
+            counter[0] += 1
+        elif done:
+            ypos[node] = (ypos[ch[0]] + ypos[ch[-1]]) / 2
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(ch))
+    leaves = max(int(counter[0]), 1)
+    max_depth = max(depth.values())
+
+    # sizing: ~22 px per leaf is comfortable for 12-13 px labels
+    if height is None:
+        height = TREE_HEIGHT if leaves <= 14 else min(1400, max(TREE_HEIGHT, 120 + 21 * leaves))
+    per_leaf = (height - 120) / leaves
+    fsize = int(max(9, min(16, per_leaf * 0.55)))
+    maxlen = 14 if max_depth <= 5 else 10
+
+    # ---- edges (elbows: out of the parent, along a bus, into the child)
+    edge_groups = {"unreached": ([], []), "rejected": ([], []), "accepted": ([], []), "added": ([], [])}
+    all_nodes = list(range(n)) + [added]
+    for c in all_nodes:
+        par = last if c == added else s.parents[c]
+        x0, y0, x1, y1 = depth[par], -ypos[par], depth[c], -ypos[c]
+        xm = x0 + 0.5 * (x1 - x0)
+        grp = "added" if c == added else status[c]
+        xs, ys = edge_groups[grp]
+        xs += [x0, xm, xm, x1, None]
+        ys += [y0, y0, y1, y1, None]
+    added_color = STATUS_COLOR[s.kind]
+    edge_style = {"unreached": dict(color="#cfd5de", width=1.3),
+                  "rejected": dict(color="#eba3a3", width=1.6),
+                  "accepted": dict(color=GREEN, width=3.5),
+                  "added": dict(color=added_color, width=3.5, dash="dot")}
+    data = []
+    for grp in ("unreached", "rejected", "accepted", "added"):
+        xs, ys = edge_groups[grp]
+        if xs:
+            data.append(_tr("scatter", x=xs, y=ys, mode="lines", line=edge_style[grp], hoverinfo="skip",
+                            showlegend=False, name=f"edges {grp}", meta="edges"))
+
+    # ---- nodes: an invisible hover marker + a chip (annotation) per node
+    def hover(i: int) -> str:
+        if i == -1:
+            return (f"<b>root</b> {_esc(repr(piece(tr, root_tok)))}<br>last committed token"
+                    f"<br>depth 0")
+        if i == added:
+            why = "after the whole accepted path" if s.kind == "bonus" else "in place of the rejected drafts"
+            return (f"<b>{s.kind}</b> {_esc(repr(piece(tr, s.token)))}<br>added by the target {why}"
+                    f"<br>depth {depth[added]}")
+        return (f"<b>{status[i]}</b> {_esc(repr(piece(tr, s.tokens[i])))}<br>depth {s.depths[i]}"
+                f"<br>draft q = {_fmt_p(qs[i])}<br>target p = {_fmt_p(ps[i])}")
+
+    groups = {"root": [-1], "accepted": [], "rejected": [], "unreached": [], s.kind: [added]}
+    for i in range(n):
+        groups[status[i]].append(i)
+    # legend entries first, in reading order (visible dummy points; the real markers are invisible)
+    for name in ("root", "accepted", s.kind, "rejected", "unreached"):
+        if groups[name]:
+            data.append(_tr("scatter", x=[None], y=[None], mode="markers", name=name, legendgroup=name,
+                                   marker=dict(symbol="square", size=13, color=STATUS_COLOR[name],
+                                               line=dict(color="#aeb6c2", width=1 if name == "unreached" else 0)),
+                                   hoverinfo="skip", meta="legend"))
+    annotations = []
+    for name in ("unreached", "rejected", "accepted", "root", s.kind):
+        nodes = groups[name]
+        if not nodes:
+            continue
+        color = STATUS_COLOR[name]
+        data.append(_tr(
+            "scatter", x=[depth[i] for i in nodes], y=[-ypos[i] for i in nodes], mode="markers", name=name,
+            legendgroup=name, showlegend=False, meta="nodes",
+            customdata=[i for i in nodes],
+            marker=dict(symbol="square", size=max(14, fsize * 2), color=color, opacity=0.0),
+            hovertext=[hover(i) for i in nodes], hoverinfo="text", hoverlabel=dict(bordercolor=color)))
+        for i in nodes:
+            tok = root_tok if i == -1 else s.token if i == added else s.tokens[i]
+            label = _esc(visible(piece(tr, tok), maxlen))
+            if i in (-1, added) or name == "accepted":
+                label = f"<b>{label}</b>"
+            annotations.append(dict(
+                x=depth[i], y=-ypos[i], text=label, showarrow=False, bgcolor=color,
+                bordercolor="white" if name != "unreached" else "#aeb6c2", borderwidth=1, borderpad=3,
+                font=dict(size=fsize + (1 if i in (-1, added) else 0), color=STATUS_TEXT[name],
+                          family=MONO),
+                xanchor="center", yanchor="middle"))
+
+    # ---- title and frame
+    m = len(s.accepted)
+    if n:
+        title = f"Step {k + 1}: accepted {m} of {n} drafted"
+    else:
+        title = f"Step {k + 1}: no draft (plain autoregressive step)"
+    sub = (f"then the target added {_esc(repr(piece(tr, s.token)))} as a <b>{s.kind}</b>"
+           f" · committed {len(s.committed)} token{'s' if len(s.committed) != 1 else ''}"
+           f" · step {k + 1} of {len(tr.steps)}")
+    pad_y = 0.7
+    widen = max(0.0, 4 - max_depth)      # shallow trees: keep columns ~1/5 of the width, centred
+    layout = _layout(
+        height=height, title=_title(title, sub), annotations=annotations, hovermode="closest",
+        margin=dict(l=20, r=20, t=72, b=36),
+        xaxis=dict(visible=False, range=[-0.55 - widen / 2, max_depth + 0.55 + widen / 2], fixedrange=True),
+        yaxis=dict(visible=False, range=[-(leaves - 1) - pad_y, pad_y], fixedrange=True),
+        legend=dict(orientation="h", x=1.0, xanchor="right", y=-0.01, yanchor="top",
+                    font=dict(size=12), itemclick=False, itemdoubleclick=False),
+        showlegend=True,
+    )
+    return _fig(data, layout)
+
+
+# ---------------------------------------------------------------- 2. the text
+def highlighted_tokens(trace) -> list[tuple[str, str | None]]:
+    """(text piece, label) for every output token, for ``gr.HighlightedText``.
+
+    Labels: "prefill" (first token), "accepted draft", "bonus", "correction";
+    use with ``color_map=COLOR_MAP``.
+    """
+    tr = as_trace(trace)
+    return [(piece(tr, tok), _ORIGIN_LABEL.get(origin)) for tok, origin, _ in tr.token_origins()]
+
+
+_TABLE_CSS = f"""<style>
+.ss-steps {{max-height:480px;overflow:auto}}
+.ss-steps table {{border-collapse:collapse;width:100%;font-size:14px}}
+.ss-steps th {{text-align:left;padding:4px 8px;border-bottom:2px solid #e2e8f0;position:sticky;top:0;background:white}}
+.ss-steps td {{padding:3px 8px;border-bottom:1px solid #f1f5f9;vertical-align:top}}
+.ss-steps .n {{text-align:right;color:#64748b}}
+.ss-m {{color:#64748b;font-size:0.8em}}
+.ss-t {{display:inline-block;margin:1px 2px;padding:0 5px;border-radius:4px;white-space:pre;
+       font-family:ui-monospace,Menlo,Consolas,monospace;font-size:0.9em;color:white}}
+.ss-a {{background:{GREEN}}} .ss-r {{background:#fde4e4;color:#a61b1b}}
+.ss-bonus {{background:{BLUE}}} .ss-correction {{background:{ORANGE}}}
+</style>"""
+
+
+def rejected_html(trace, max_rows: int | None = None, only_rejections: bool = False) -> str:
+    """HTML table, one row per step: accepted drafts, rejected alternatives (by depth)
+    and the token the target added. Hover a chip for its draft / target probability.
+    ``only_rejections`` keeps the steps that rejected something; ``max_rows`` caps rows."""
+    tr = as_trace(trace)
+    if not tr.steps:
+        return '<div style="color:#64748b">No decoding steps in this trace.</div>'
+    label: dict[int, str] = {}
+
+    def chip(tok: int, cls: str, q=None, p=None) -> str:
+        t = label.get(tok)
+        if t is None:
+            t = label[tok] = html.escape(visible(piece(tr, tok), 24))
+        tip = "" if q is None else f' title="q={_fmt_p(q)} p={_fmt_p(p)}"'
+        return f'<span class="ss-t {cls}"{tip}>{t}</span>'
+    dash = '<span class="ss-m">—</span>'
+    rows = []
+    for k, s in enumerate(tr.steps):
+        if only_rejections and not s.rejected:
+            continue
+        if max_rows is not None and len(rows) >= max_rows:
+            break
+        pv = s.p if s.p is not None else [None] * len(s.tokens)
+        acc = "".join(chip(s.tokens[i], "ss-a", s.q[i], pv[i]) for i in s.accepted) or dash
+        by_depth: dict[int, list[int]] = {}
+        for i in s.rejected:
+            by_depth.setdefault(s.depths[i], []).append(i)
+        rej = "<br>".join(
+            f'<span class="ss-m">d{d}</span> ' + "".join(
+                chip(s.tokens[i], "ss-r", s.q[i], pv[i]) for i in sorted(by_depth[d], key=lambda i: -s.q[i]))
+            for d in sorted(by_depth)) or dash
+        add = chip(s.token, f"ss-{s.kind}") + f' <span class="ss-m">{s.kind}</span>'
+        rows.append(f'<tr><td class="n">{k + 1}</td><td>{len(s.tokens)}</td>'
+                    f"<td>{acc}</td><td>{rej}</td><td>{add}</td></tr>")
+    total = sum(1 for s in tr.steps if s.rejected) if only_rejections else len(tr.steps)
+    more = (f'<div class="ss-m">{len(rows)} of {total} rows shown.</div>' if len(rows) < total else "")
+    if not rows:
+        return '<div style="color:#64748b">No rejected drafts in this trace.</div>'
+    return (_TABLE_CSS + '<div class="ss-steps"><table><thead><tr><th>step</th><th>drafted</th>'
+            "<th>accepted drafts</th><th>rejected alternatives (by depth)</th><th>added by target</th>"
+            "</tr></thead><tbody>" + "".join(rows) + f"</tbody></table></div>{more}")
+
+
+# ---------------------------------------------------------------- 3. charts
+def accept_length_figure(trace, height: int = 320) -> go.Figure:
+    """Per step: accepted draft tokens (excl. bonus) in front of the drafted depth."""
+    tr = as_trace(trace)
+    if not tr.steps:
+        return _placeholder("No decoding steps in this trace", height)
+    xs = list(range(1, len(tr.steps) + 1))
+    acc = [len(s.accepted) for s in tr.steps]
+    drafted = [max(s.depths, default=0) for s in tr.steps]
+    nodes = [len(s.tokens) for s in tr.steps]
+    kinds = [s.kind for s in tr.steps]
+    avg = mean(acc)
+    fig = _fig(
+        data=[
+            _tr("bar", x=xs, y=drafted, name="drafted depth", marker=dict(color="#dbe4ee"),
+                   customdata=nodes, hovertemplate="step %{x}<br>drafted depth %{y}<br>%{customdata} draft nodes<extra></extra>"),
+            _tr("bar", x=xs, y=acc, name="accepted (excl. bonus)", marker=dict(color=GREEN),
+                   customdata=kinds, hovertemplate="step %{x}<br>accepted %{y}<br>then %{customdata}<extra></extra>"),
+        ],
+        layout=_layout(
+            height=height, barmode="overlay", bargap=0.15 if len(xs) < 80 else 0.0,
+            title=_title("Accepted draft tokens per step",
+                         f"mean {avg:.2f} accepted (excl. bonus) · light bar = drafted depth"),
+            xaxis=dict(title="step", showgrid=False, zeroline=False),
+            yaxis=dict(title="tokens", gridcolor="#eef2f6", rangemode="tozero",
+                       **({"dtick": 1} if max(drafted + acc) <= 10 else {})),
+            legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+            margin=dict(l=55, r=20, t=80, b=45), shapes=[_hline(avg, "#1f7a45")],
+        ))
+    return fig
+
+
+def depth_figure(trace, height: int = 320) -> go.Figure:
+    """Acceptance by depth: bars = share of steps whose accepted path reached depth d
+    (among steps that drafted that deep), line = acceptance at d given d-1 accepted."""
+    tr = as_trace(trace)
+    reach = tr.summary()["acceptance_by_depth"]
+    if not reach:
+        return _placeholder("No draft tokens: nothing to accept (autoregressive run)", height)
+    depths = list(range(1, len(reach) + 1))
+    cond = []
+    for d in depths:
+        prev = sum(1 for s in tr.steps if max(s.depths, default=0) >= d and len(s.accepted) >= d - 1)
+        ok = sum(1 for s in tr.steps if max(s.depths, default=0) >= d and len(s.accepted) >= d)
+        cond.append(ok / prev if prev else None)
+    vals = [r if r is not None else 0 for r in reach]
+    fig = _fig(
+        data=[_tr("bar", x=depths, y=vals, name="reached depth d", marker=dict(color=GREEN),
+                     text=[f"{v:.0%}" for v in vals], textposition="inside", insidetextanchor="end",
+                     textfont=dict(color="white", size=14),
+                     hovertemplate="depth %{x}<br>%{y:.1%} of steps accepted ≥ %{x} tokens<extra></extra>"),
+              _tr("scatter", x=depths, y=cond, name="accepted at d | d−1 accepted", mode="lines+markers",
+                         line=dict(color=SLATE, width=2), marker=dict(size=8),
+                         hovertemplate="depth %{x}<br>%{y:.1%} given depth %{x}−1 accepted<extra></extra>")],
+        layout=_layout(
+            height=height, title=_title("Acceptance by depth"),
+            xaxis=dict(title="depth in the draft", dtick=1, showgrid=False),
+            yaxis=dict(title="rate", range=[0, 1.12], tickformat=".0%", gridcolor="#eef2f6"),
+            legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+            margin=dict(l=60, r=20, t=80, b=45)))
+    return fig
+
+
+def time_figure(trace, height: int = 320) -> go.Figure:
+    """Donut of wall time: prefill / draft / verify / other (+ untracked, if any)."""
+    tr = as_trace(trace)
+    split = tr.summary()["time_split"]
+    labels = ["prefill", "draft", "verify", "other"]
+    vals = [split[k] for k in labels]
+    untracked = tr.wall_s - sum(vals)
+    if untracked > 0.01 * max(tr.wall_s, 1e-9):
+        labels.append("untracked")
+        vals.append(untracked)
+    keep = [(lb, v) for lb, v in zip(labels, vals) if v > 0]      # no empty "0%" slices
+    labels, vals = [lb for lb, _ in keep], [v for _, v in keep]
+    total = sum(vals)
+    if total <= 0:
+        return _placeholder("No timing recorded", height)
+    colors = {"prefill": "#94a3b8", "draft": "#8b5cf6", "verify": BLUE, "other": "#f59e0b", "untracked": "#e2e8f0"}
+    fig = _fig(
+        data=[_tr("pie", labels=labels, values=vals, hole=0.58, sort=False, direction="clockwise",
+                     marker=dict(colors=[colors[lb] for lb in labels], line=dict(color="white", width=2)),
+                     textinfo="label+percent", textposition="outside",
+                     hovertemplate="%{label}<br>%{value:.3f} s (%{percent})<extra></extra>")],
+        layout=_layout(height=height, title=_title("Where the time went"), showlegend=False,
+                       margin=dict(l=30, r=30, t=70, b=30),
+                       annotations=[dict(text=f"<b>{tr.wall_s:.2f} s</b><br>wall", x=0.5, y=0.5,
+                                         showarrow=False, font=dict(size=15))]))
+    return fig
+
+
+def _badge(text: str, color: str) -> str:
+    return (f'<span style="display:inline-block;padding:2px 10px;border-radius:999px;'
+            f'background:{color};color:white;font-weight:600">{text}</span>')
+
+
+def outputs_identical(trace, ar_trace) -> tuple[bool, int | None]:
+    """(identical, index of the first differing token or None)."""
+    a, b = as_trace(trace).output, as_trace(ar_trace).output
+    if a == b:
+        return True, None
+    i = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return False, i
+
+
+def summary_markdown(trace, ar_trace=None) -> str:
+    """Markdown of the headline numbers; with ``ar_trace``: speedup and exactness badge."""
+    tr = as_trace(trace)
+    sm = tr.summary()
+    lines = ["| metric | value |", "|---|---|",
+             f"| **τ: tokens per target forward (incl. bonus)** | **{sm['tau']:.2f}** |",
+             f"| accepted draft tokens per step (excl. bonus) | {sm['accepted_per_step']:.2f} |",
+             f"| drafted tokens per step | {sm['drafted_per_step']:.1f} |",
+             f"| new tokens | {sm['new_tokens']} |",
+             f"| target forwards (incl. prefill) | {sm['target_forwards']} |",
+             f"| tokens / s | {sm['tokens_per_s']:.1f} |",
+             f"| wall time | {sm['wall_s']:.2f} s |"]
+    out = "\n".join(lines)
+    if ar_trace is not None:
+        ar = as_trace(ar_trace)
+        asm = ar.summary()
+        speed = ar.wall_s / tr.wall_s if tr.wall_s > 0 and ar.wall_s > 0 else None
+        same, where = outputs_identical(tr, ar)
+        temp = (tr.meta or {}).get("temperature")
+        sampling = isinstance(temp, (int, float)) and temp > 0
+        extra = [f"| autoregressive tokens / s | {asm['tokens_per_s']:.1f} |",
+                 f"| autoregressive wall time | {asm['wall_s']:.2f} s |",
+                 f"| **measured speedup (AR wall / spec wall)** | **{speed:.2f}×** |" if speed
+                 else "| measured speedup | n/a |"]
+        out += "\n" + "\n".join(extra)
+        if same:
+            badge = _badge("✓ identical output", GREEN) + f" same {len(tr.output)} token ids as plain decoding"
+        elif sampling:
+            badge = (_badge("≠ outputs differ (expected when sampling)", "#64748b") +
+                     f" first difference at token {where}; at temperature {temp} compare distributions, not strings")
+        else:
+            badge = _badge("✗ outputs differ", RED) + f" first difference at token {where}"
+        out += "\n\n" + badge
+    return out
+
+
+# ---------------------------------------------------------------- 4. comparison
+def compare_figure(rows: list[dict], height: int = 360) -> go.Figure:
+    """Grouped bars of tau and speedup per configuration.
+
+    ``rows``: dicts with "config", "tau", "speedup", "tokens_per_s", "identical".
+    A config whose output differs from plain decoding gets a ⚠ in its name.
+    """
+    if not rows:
+        return _placeholder("No configurations to compare yet", height)
+    names = [("⚠ " if r.get("identical") is False else "") + str(r.get("config", "?")) for r in rows]
+    tau = [r.get("tau") for r in rows]
+    spd = [r.get("speedup") for r in rows]
+    tps = [r.get("tokens_per_s") for r in rows]
+    ident = ["identical" if r.get("identical") else "n/a" if r.get("identical") is None else "DIFFERS" for r in rows]
+    cd = list(zip(tps, ident))
+
+    def txt(vals, fmt):
+        return [fmt.format(v) if isinstance(v, (int, float)) and not math.isnan(v) else "" for v in vals]
+    fig = _fig(
+        data=[_tr("bar", x=names, y=tau, name="τ (tokens per target forward)", marker=dict(color=GREEN),
+                     text=txt(tau, "{:.2f}"), textposition="outside", cliponaxis=False, customdata=cd,
+                     hovertemplate="%{x}<br>τ %{y:.2f}<br>%{customdata[0]} tok/s · %{customdata[1]}<extra></extra>"),
+              _tr("bar", x=names, y=spd, name="speedup vs plain decoding", marker=dict(color=BLUE),
+                     text=txt(spd, "{:.2f}×"), textposition="outside", cliponaxis=False, customdata=cd,
+                     hovertemplate="%{x}<br>speedup %{y:.2f}×<br>%{customdata[0]} tok/s · %{customdata[1]}<extra></extra>")],
+        layout=_layout(height=height, barmode="group", bargap=0.3, title=_title("Configurations compared"),
+                       xaxis=dict(showgrid=False), yaxis=dict(gridcolor="#eef2f6", rangemode="tozero"),
+                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+                       margin=dict(l=45, r=20, t=80, b=60), shapes=[_hline(1.0, "#64748b", width=1)]))
+    return fig

@@ -40,6 +40,8 @@ def load_image(src) -> Image.Image:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise InputError("this file is not an image PIL can read (PNG, JPEG, GIF, WebP, BMP, ...)") from None
+        except Image.DecompressionBombError:
+            raise InputError(f"image too large (limit {MAX_PIXELS // 1_000_000} megapixels)") from None
         except Exception as e:
             raise InputError(f"cannot read the image: {e}") from None
     w, h = img.size

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--top-k-sampling", type=int, default=0)
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    common.add_argument("--trust-remote-code", action="store_true",
+                        help="allow model repos' own code (refused unless SPECSCOPE_TRUST_REMOTE_CODE=1)")
     common.add_argument("--trace", default=None, help="write the (speculative) run's trace JSON here")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p = argparse.ArgumentParser(prog="python -m core", description="SpecScope: speculative decoding for VLMs")
@@ -68,7 +70,8 @@ def _main(args) -> int:
     sampling = SamplingConfig(args.temperature, args.top_k_sampling, args.top_p, args.seed)
     image = load_image(args.image) if args.image else None
     drafter = args.drafter if strategy != "ar" else None
-    pair = api.load_pair(args.target, drafter, dtype=args.dtype, mode=args.drafter_mode)
+    pair = api.load_pair(args.target, drafter, dtype=args.dtype, mode=args.drafter_mode,
+                         trust_remote_code=args.trust_remote_code)
 
     if args.cmd == "run":
         trace = api.run(pair, args.prompt, image, spec, sampling, args.max_new_tokens,

@@ -52,17 +52,17 @@ _cache: dict[tuple, object] = {}
 _cache_lock = threading.Lock()
 
 
-def load_target(name: str | None, dtype: str = "float32") -> adapters.HFAdapter:
+def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False) -> adapters.HFAdapter:
     key = ("target", resolve_target(name), dtype)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = adapters.load(key[1], dtype=dtype)
+            _cache[key] = adapters.load(key[1], dtype=dtype, trust_remote_code=trust_remote_code)
         return _cache[key]
 
 
 def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
-              mode: str = "multimodal", **options) -> Pair:
-    tgt = load_target(target, dtype)
+              mode: str = "multimodal", trust_remote_code: bool = False, **options) -> Pair:
+    tgt = load_target(target, dtype, trust_remote_code)
     if drafter in SHIPPED_DRAFTERS:
         path = SHIPPED_DRAFTERS[drafter]
         if not path.exists():

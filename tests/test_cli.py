@@ -92,3 +92,8 @@ def test_user_errors_are_one_line(args, needle, other_tokenizer_model):
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert lines[-1].startswith("error:") and needle in lines[-1].lower(), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_trust_remote_code_refused_without_operator_opt_in():
+    r = cli("run", "--target", tiny_model_dir("llama"), "--prompt", "hi", "--trust-remote-code")
+    assert r.returncode == 2 and "trust_remote_code is disabled" in r.stderr

@@ -1,0 +1,1 @@
+"""Procedural scenes, tasks and scoring."""

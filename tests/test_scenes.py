@@ -1,0 +1,188 @@
+"""Fast tests of the procedural scenes, tasks, scorer and tokenizer (+ the trained target, if
+assets/target exists)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from core.scenes.generator import (HELDOUT, HELDOUT_START, TRAIN, heldout_seeds, is_heldout,
+                                   render, sample_scene, train_seeds)
+from core.scenes.scorer import score
+from core.scenes.tasks import IMAGE_TASKS, TASKS, make_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ROOT / "assets" / "target"
+
+
+def _png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("seed", [0, 5, 123, HELDOUT_START + 7])
+def test_determinism(seed):
+    for task in (None,) + TASKS:
+        a, b = make_sample(seed, task), make_sample(seed, task)
+        assert (a["prompt"], a["answer"], a["task"]) == (b["prompt"], b["answer"], b["task"])
+        if a["image"] is not None:
+            assert a["image"].size == (128, 128) and a["image"].mode == "RGB"
+            assert a["image"].tobytes() == b["image"].tobytes()
+            assert _png(a["image"]) == _png(b["image"])
+    assert render(sample_scene(seed)).tobytes() == render(sample_scene(seed)).tobytes()
+
+
+def test_different_seeds_differ():
+    imgs = {make_sample(s, "describe")["image"].tobytes() for s in range(20)}
+    assert len(imgs) == 20
+
+
+def test_heldout_disjoint():
+    assert TRAIN.stop <= HELDOUT.start
+    hs = heldout_seeds(100)
+    assert all(is_heldout(s) for s in hs) and len(set(hs)) == 100
+    assert not any(is_heldout(s) for s in train_seeds(100))
+    assert set(hs).isdisjoint(train_seeds(10_000))
+
+
+def test_scene_constraints():
+    for s in range(300):
+        sc = sample_scene(s)
+        assert 1 <= len(sc.objects) <= 8
+        cells = [(o.row, o.col) for o in sc.objects]
+        if sc.word:
+            cells.append((sc.word_row, sc.word_col))
+        assert len(cells) == len(set(cells))  # one thing per grid cell
+
+
+def test_tasks_all_produced_and_text_only_has_no_image():
+    seen = set()
+    for s in range(400):
+        smp = make_sample(s)
+        seen.add(smp["task"])
+        assert smp["prompt"] and smp["answer"]
+        assert (smp["image"] is None) == (smp["task"] == "text")
+    assert seen == set(TASKS)
+
+
+def _first(task, pred=None, n=200):
+    for s in range(n):
+        smp = make_sample(s, task)
+        if smp["task"] == task and (pred is None or pred(smp)):
+            return smp
+    raise AssertionError(f"no {task} sample")
+
+
+def test_scorer_accepts_canonical_answers():
+    for s in range(300):
+        smp = make_sample(s)
+        assert score(smp, smp["answer"]), (smp["task"], smp["prompt"], smp["answer"])
+    for task in TASKS:
+        for s in range(40):
+            smp = make_sample(HELDOUT_START + s, task)
+            assert score(smp, smp["answer"]), (smp["task"], smp["prompt"], smp["answer"])
+
+
+def test_scorer_count():
+    smp = _first("count", lambda x: x["meta"]["number"] == 3)
+    assert score(smp, "There are 3 shapes.")
+    assert score(smp, "three")
+    assert not score(smp, "There are 4 shapes.")
+    assert not score(smp, "")
+    z = _first("count", lambda x: x["meta"]["number"] == 0)
+    assert score(z, "There are 0 red shapes.") and score(z, "There are no such shapes.")
+    assert not score(z, "There is 1 shape.")
+
+
+def test_scorer_attribute():
+    smp = _first("attribute", lambda x: x["meta"]["kind"] == "color")
+    key, ref = smp["meta"]["key"], smp["meta"]["ref"]
+    wrong = "blue" if key != "blue" else "red"
+    assert score(smp, f"The {ref} is {key}.")
+    assert not score(smp, f"The {ref} is {wrong}.")
+    smp = _first("attribute", lambda x: x["meta"]["kind"] == "where")
+    ref, key = smp["meta"]["ref"], smp["meta"]["key"]
+    assert score(smp, f"The {ref} is {key}.")
+    other = "in the center" if key != "in the center" else "at the top left"
+    assert not score(smp, f"The {ref} is {other}.")
+    smp = _first("attribute", lambda x: x["meta"]["kind"] == "shape")
+    ref, key = smp["meta"]["ref"], smp["meta"]["key"]
+    assert score(smp, f"The {ref} object is a {key}.")
+    assert not score(smp, f"The {ref} object is a {'star' if key != 'star' else 'circle'}.")
+
+
+def test_scorer_spatial():
+    smp = _first("spatial")
+    size, color, shape = smp["meta"]["key"]
+    assert score(smp, smp["answer"])
+    assert score(smp, f"A {color} {shape}.")
+    wrong_color = "green" if color != "green" else "red"
+    assert not score(smp, f"The {size} {wrong_color} {shape} is there.")
+    assert not score(smp, "I don't know.")
+
+
+def test_scorer_reading():
+    smp = _first("reading", lambda x: x["meta"]["key"] is not None)
+    w = smp["meta"]["key"]
+    assert score(smp, f'The word is "{w}".') and score(smp, w)
+    other = "cat" if w != "cat" else "dog"
+    assert not score(smp, f'The word is "{other}".')
+    assert not score(smp, "There is no word in the image.")
+    none = _first("reading", lambda x: x["meta"]["key"] is None, n=400)
+    assert score(none, "There is no word in the image.")
+    assert not score(none, 'The word is "cat".')
+
+
+def test_scorer_describe_and_caption():
+    smp = _first("describe", lambda x: x["meta"]["count"] >= 3)
+    assert score(smp, smp["answer"])
+    # drop one object -> wrong; wrong count -> wrong
+    sentences = smp["answer"].split(". ")
+    assert not score(smp, ". ".join(sentences[:1] + sentences[2:]))
+    n = smp["meta"]["count"]
+    assert not score(smp, smp["answer"].replace(f"There are {n}", f"There are {n + 1}", 1))
+    cap = _first("caption", lambda x: x["meta"]["count"] > 1)
+    n = cap["meta"]["count"]
+    assert score(cap, f"{n} shapes on a background.")
+    assert not score(cap, f"{n + 1} shapes on a background.")
+
+
+def test_scorer_text():
+    smp = _first("text", lambda x: x["meta"]["kind"] == "add", n=2000)
+    assert score(smp, smp["answer"])
+    assert not score(smp, smp["answer"].rsplit(" ", 1)[0] + f" {smp['meta']['number'] + 1}.")
+    smp = _first("text", lambda x: x["meta"]["kind"] == "spell", n=2000)
+    assert score(smp, smp["answer"]) and not score(smp, "x-y-z.")
+
+
+def test_tokenizer_round_trip_and_template():
+    from core.scenes.tasks import corpus
+    from core.train.tokenizer import IMAGE, SPECIAL_TOKENS, build_tokenizer
+
+    tok = build_tokenizer(corpus(300), vocab_size=600)
+    for t in SPECIAL_TOKENS:
+        assert t in tok.all_special_tokens
+    text = 'There are 3 shapes. The word "cat" is written at the top. 12 + 7 = 19!'
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"}]
+    out = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert out == ("<|bos|><|user|>\n<image>\nHi?\n<|assistant|>\nHello!<|eos|>\n"
+                   "<|user|>\nBye\n<|assistant|>\n")
+    # special tokens are single ids; NOTE: literal special-token text typed by a user IS mapped
+    # to the special id (HF added-token matching), so the engine must sanitise user text.
+    img_id = tok.convert_tokens_to_ids(IMAGE)
+    assert tok("a <image> b", add_special_tokens=False)["input_ids"].count(img_id) == 1
+
+
+@pytest.mark.skipif(not (TARGET / "config.json").exists(), reason="assets/target not trained yet")
+def test_trained_target_accuracy():
+    from core.scenes.__main__ import evaluate
+
+    res = evaluate(str(TARGET), n=40)
+    assert res["accuracy"] >= 0.9, res

@@ -1,0 +1,234 @@
+"""What the app accepts: limits, parameter checks and where models may be loaded from.
+
+Everything a user can type or upload passes through here before it reaches a model.
+Each check returns a clean value or raises ``InputError`` / ``ModelLoadError`` with a
+message meant for the page.
+
+Model locations
+---------------
+* the configured default target (``SPECSCOPE_DEFAULT_TARGET`` or ``"default"`` = assets/target)
+* drafter registry names (``ngram``, ``layerskip[:K]``, ``msd``, ``massv``, ``small-vlm``, ``text-lm``)
+* Hugging Face Hub ids of the form ``owner/name``
+* local directories inside ``assets/`` or inside a directory listed in ``SPECSCOPE_MODEL_ROOTS``
+  (``os.pathsep``-separated). Anything else is refused.
+* ``package.module:Class`` third-party drafters only when ``SPECSCOPE_ALLOW_PLUGINS=1`` (they
+  import and run code named by the user).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+from core.adapters import InputError, ModelLoadError
+from core.api import ASSETS, SHIPPED_DRAFTERS
+
+MAX_PROMPT_CHARS = 4000
+MAX_NEW_TOKENS = 512
+MAX_TRACE_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_COMPARE_CONFIGS = 10
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REGISTRY_DRAFTERS = ("none", "ar", "ngram", "layerskip") + tuple(SHIPPED_DRAFTERS)
+
+
+def default_target() -> str:
+    """The target the app starts with (operator's choice, trusted)."""
+    return os.environ.get("SPECSCOPE_DEFAULT_TARGET", "").strip() or "default"
+
+
+def model_roots() -> list[Path]:
+    roots = [ASSETS.resolve()]
+    for part in os.environ.get("SPECSCOPE_MODEL_ROOTS", "").split(os.pathsep):
+        if part.strip():
+            roots.append(Path(part.strip()).expanduser().resolve())
+    return roots
+
+
+# ------------------------------------------------------------------ text and numbers
+def check_prompt(prompt) -> str:
+    if prompt is None:
+        prompt = ""
+    if not isinstance(prompt, str):
+        raise InputError("the prompt must be text")
+    text = prompt.replace("\x00", "").strip()
+    if not text:
+        raise InputError("please type a prompt (a question or instruction about the image)")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"the prompt is too long: {len(text):,} characters (limit {MAX_PROMPT_CHARS:,})")
+    return text
+
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise InputError(f"{name} must be a number, got {value!r}") from None
+    if value is None or not isinstance(value, (int, float)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if math.isnan(v) or math.isinf(v):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    v = _number(name, value)
+    if v != int(v):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    if not lo <= v <= hi:
+        raise InputError(f"{name} must be between {lo} and {hi}, got {int(v)}")
+    return int(v)
+
+
+def check_float(name: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
+    v = _number(name, value)
+    if v < lo or v > hi or (lo_open and v == lo):
+        bracket = "(" if lo_open else "["
+        raise InputError(f"{name} must be in {bracket}{lo:g}, {hi:g}], got {v:g}")
+    return v
+
+
+def parse_branching(text) -> tuple[int, ...]:
+    """'3,2,2,1' -> (3, 2, 2, 1): children per node at each depth of a static tree."""
+    if isinstance(text, (list, tuple)):
+        parts = [str(x) for x in text]
+    else:
+        parts = [p for p in re.split(r"[,\s;x×]+", str(text or "").strip()) if p]
+    if not parts:
+        raise InputError("branching: give children per depth, e.g. 3,2,2,1")
+    out = []
+    for p in parts:
+        try:
+            b = int(p)
+        except ValueError:
+            raise InputError("branching takes whole numbers separated by commas (e.g. 3,2,2,1), "
+                             f"got {text!r}") from None
+        if not 1 <= b <= 16:
+            raise InputError(f"branching values must be between 1 and 16, got {b}")
+        out.append(b)
+    if len(out) > 12:
+        raise InputError(f"branching: at most 12 depths, got {len(out)}")
+    return tuple(out)
+
+
+# ------------------------------------------------------------------ model ids
+def _looks_like_path(name: str) -> bool:
+    return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+            or os.path.exists(name))
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def check_local_dir(name: str) -> str:
+    path = Path(name).expanduser().resolve()
+    roots = model_roots()
+    if not _inside(path, roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise InputError(f"local model paths must be inside an allowed folder ({allowed}); "
+                         f"{name!r} is not. The operator can add folders with SPECSCOPE_MODEL_ROOTS.")
+    if not path.is_dir():
+        raise InputError(f"no model directory at {name!r}")
+    if not (path / "config.json").exists():
+        raise InputError(f"{name!r} is not a model directory (no config.json)")
+    return str(path)
+
+
+def check_model_id(name, kind: str = "target") -> str:
+    """Validate a target / drafter identifier typed by a user; returns what to pass to
+    ``core.api.load_pair``. ``kind``: "target" or "drafter"."""
+    if name is None or not isinstance(name, str) or not name.strip():
+        raise InputError(f"please give a {kind} model (a Hub id like owner/name)")
+    name = name.strip()
+    if len(name) > 300:
+        raise InputError(f"{kind} id too long")
+    if kind == "target":
+        if name in ("default", default_target()):
+            return name
+    else:
+        low = name.lower()
+        if low in REGISTRY_DRAFTERS:
+            return low
+        if low.startswith("layerskip:"):
+            k = low.split(":", 1)[1]
+            if not k.isdigit() or not 1 <= int(k) <= 64:
+                raise InputError(f"layerskip takes a layer count, e.g. layerskip:2, got {name!r}")
+            return low
+        if ":" in name and not _looks_like_path(name) and "/" not in name.split(":", 1)[0]:
+            if os.environ.get("SPECSCOPE_ALLOW_PLUGINS") != "1":
+                raise InputError("third-party drafter classes (module:Class) are disabled in the app; "
+                                 "the operator can enable them with SPECSCOPE_ALLOW_PLUGINS=1")
+            return name
+    if _looks_like_path(name):
+        return check_local_dir(name)
+    if HUB_ID.match(name) and ".." not in name and "--" not in name:
+        check_hub_available(name)
+        return name
+    raise InputError(f"unknown {kind} {name!r}: use a Hugging Face Hub id (owner/name)"
+                     + (", a drafter name (ngram, layerskip, msd, massv, small-vlm, text-lm)"
+                        if kind == "drafter" else "")
+                     + " or a model folder inside an allowed root")
+
+
+# ------------------------------------------------------------------ the Hub
+_hub_state = {"t": 0.0, "ok": False}
+_hub_lock = threading.Lock()
+
+
+def hub_offline_flag() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """A quick TCP probe of the Hub (cached 60 s), so an offline machine fails in a second
+    instead of after transformers' ~30 s of retries."""
+    if hub_offline_flag():
+        return False
+    with _hub_lock:
+        if time.monotonic() - _hub_state["t"] < 60:
+            return _hub_state["ok"]
+        host = re.sub(r"^https?://", "", os.environ.get("HF_ENDPOINT", "https://huggingface.co")).split("/")[0]
+        hostname, _, port = host.partition(":")
+        try:
+            socket.create_connection((hostname, int(port or 443)), timeout=timeout).close()
+            ok = True
+        except OSError:
+            ok = False
+        _hub_state.update(t=time.monotonic(), ok=ok)
+        return ok
+
+
+def in_local_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def check_hub_available(repo_id: str) -> None:
+    if in_local_cache(repo_id) or hub_reachable():
+        return
+    raise ModelLoadError(f"{repo_id!r} is not in the local model cache and the Hugging Face Hub is "
+                         "unreachable (offline?). The embedded default model keeps working.")
+
+
+def memory_available_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None

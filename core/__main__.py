@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--depth", type=int, default=5, help="dynamic tree: depth")
     common.add_argument("--top-k", type=int, default=8, help="dynamic tree: expansions per depth")
     common.add_argument("--budget", type=int, default=48, help="dynamic tree: node budget")
+    common.add_argument("--tuned", action="store_true",
+                        help="use the chain / dynamic shape `python -m core.tune` measured fastest on this machine")
     common.add_argument("--image", default=None)
     common.add_argument("--prompt", required=True)
     common.add_argument("--max-new-tokens", type=int, default=64)
@@ -39,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import os
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")      # no progress bars on stderr
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = _parser().parse_args(argv)
     from .adapters import InputError, ModelLoadError
     try:
@@ -67,6 +72,9 @@ def _main(args) -> int:
         raise ValueError(f"--branching takes comma-separated integers, got {args.branching!r}") from None
     spec = DraftSpec(strategy if strategy != "ar" else "chain", args.gamma, branching, args.depth, args.top_k,
                      args.budget)
+    if args.tuned and strategy in ("chain", "dynamic"):
+        from .tune import tuned_spec
+        spec = tuned_spec(args.target, args.drafter, strategy)
     sampling = SamplingConfig(args.temperature, args.top_k_sampling, args.top_p, args.seed)
     image = load_image(args.image) if args.image else None
     drafter = args.drafter if strategy != "ar" else None

@@ -213,6 +213,9 @@ def main(argv=None):
     ap.add_argument("--new-schedule", action="store_true",
                     help="with --resume: start a fresh warm-up + cosine over --minutes (continue "
                          "training a finished run instead of resuming its old schedule)")
+    ap.add_argument("--init", default=None,
+                    help="continue from a saved model directory (e.g. the shipped assets/target): its "
+                         "weights and processor, a fresh optimizer and schedule (runs/ is not kept)")
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast (only a win on CPUs with AVX512-BF16/AMX; this one has not)")
@@ -233,6 +236,10 @@ def main(argv=None):
     if args.resume and ckpt_path.exists():
         processor = AutoProcessor.from_pretrained(proc_dir)
         tokenizer = processor.tokenizer
+    elif args.init:
+        processor = AutoProcessor.from_pretrained(args.init)
+        processor.save_pretrained(proc_dir)
+        tokenizer = processor.tokenizer
     else:
         from core.train.tokenizer import build_default_tokenizer
         tokenizer = build_default_tokenizer()
@@ -245,6 +252,12 @@ def main(argv=None):
     torch.manual_seed(1234)
     random.seed(1234)
     model = build_model(tokenizer, args.preset)
+    if args.init and not (args.resume and ckpt_path.exists()):
+        from transformers import LlavaForConditionalGeneration
+        src = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+        model.load_state_dict(src.state_dict())
+        del src
+        log(f"initialised from {args.init}", run_dir)
     n_params = sum(p.numel() for p in model.parameters())
     decay, no_decay = [], []
     for n, p in model.named_parameters():

@@ -1,0 +1,162 @@
+"""Tune the draft size for THIS machine (like EAGLE's automatic ``total_tokens``).
+
+On a GPU a verify forward of 60 tokens costs about as much as one token; on a laptop CPU it
+does not (here: 1 token 2.9 ms, 16 tokens 5.4 ms), so the best node budget / chain length
+depends on the machine as much as on the drafter. This measures it instead of guessing:
+
+    python -m core.tune --target default --drafter msd            # prints a table, saves the best
+
+1. the target's forward cost for 1..64 tokens (the curve that sets the trade-off);
+2. tokens/s of speculative decoding on a few held-out scenes for each candidate shape
+   (chain gamma and dynamic-tree budget), the same inputs for all, interleaved with AR runs;
+3. the fastest chain and dynamic shapes are written to ``~/.cache/specscope/tuning.json``
+   (``SPECSCOPE_TUNING`` to move it), keyed by machine, threads, target and drafter. The app and
+   ``core run --budget auto`` read it; without an entry they use the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .drafters import DraftSpec
+from .sampling import SamplingConfig
+
+DEFAULT_CHAIN = DraftSpec("chain", gamma=4)
+DEFAULT_DYNAMIC = DraftSpec("dynamic", depth=5, top_k=4, budget=16)
+
+
+def tuning_path() -> Path:
+    return Path(os.environ.get("SPECSCOPE_TUNING", Path.home() / ".cache" / "specscope" / "tuning.json"))
+
+
+def machine_key(target: str, drafter: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}|threads={torch.get_num_threads()}|{os.path.abspath(target) if os.path.isdir(target) else target}|{drafter}"
+
+
+def tuned_spec(target: str, drafter: str, strategy: str) -> DraftSpec:
+    """The tuned shape for this machine/pair, or the default one."""
+    default = DEFAULT_CHAIN if strategy == "chain" else DEFAULT_DYNAMIC
+    try:
+        entry = json.loads(tuning_path().read_text()).get(machine_key(target, drafter), {})
+        d = entry.get(strategy)
+        return DraftSpec(strategy, **d) if d else default
+    except (OSError, ValueError, TypeError):
+        return default
+
+
+def forward_costs(target, image, prompt: str, sizes=(1, 2, 4, 8, 16, 32, 64), reps: int = 15) -> dict:
+    """Median wall ms of one target forward of n tokens after the prompt (KV cache warm)."""
+    enc = target.encode(prompt, image)
+    sess, _, _ = target.prefill(enc)
+    base = sess.length
+    out = {}
+    for n in sizes:
+        attn = torch.cat([torch.ones(n, base, dtype=torch.bool), torch.tril(torch.ones(n, n, dtype=torch.bool))], 1)
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            target.forward(sess, [5] * n, torch.arange(base, base + n), attn)
+            ts.append(time.perf_counter() - t0)
+            target.keep(sess, base, [])
+        out[n] = 1000 * statistics.median(ts)
+    return out
+
+
+def measure(pair, samples, spec: DraftSpec | None, max_new_tokens: int) -> tuple[float, float]:
+    """(total new tokens, total wall seconds) over the samples; spec None = autoregressive."""
+    from .api import run
+    toks = wall = 0.0
+    for s in samples:
+        tr = run(pair, s["prompt"], s["image"], spec or DraftSpec(), SamplingConfig(), max_new_tokens,
+                 speculative=spec is not None, detail=False)
+        toks += len(tr.output)
+        wall += tr.wall_s
+    return toks, wall
+
+
+def main(argv=None) -> int:
+    from .adapters import InputError, ModelLoadError
+    from .api import load_pair
+    from .scenes.generator import heldout_seeds
+    from .scenes.tasks import make_sample
+
+    ap = argparse.ArgumentParser(prog="python -m core.tune", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", default="default")
+    ap.add_argument("--drafter", default="msd")
+    ap.add_argument("--gammas", default="2,3,4,5,6,8")
+    ap.add_argument("--budgets", default="6,8,12,16,24,32,48")
+    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--top-k", type=int, default=4)
+    ap.add_argument("--n", type=int, default=4, help="held-out scenes to time on")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        gammas = [int(x) for x in args.gammas.split(",") if x]
+        budgets = [int(x) for x in args.budgets.split(",") if x]
+        pair = load_pair(args.target, args.drafter)
+    except (ValueError, InputError, ModelLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    samples = [make_sample(s) for s in heldout_seeds(args.n, start=7000)]
+    samples = [s for s in samples if s["image"] is not None] or samples
+
+    costs = forward_costs(pair.target, samples[0]["image"], samples[0]["prompt"])
+    print("target forward cost on this machine (ms): "
+          + ", ".join(f"{n} tok {ms:.2f}" for n, ms in costs.items()))
+
+    shapes = [DraftSpec("chain", gamma=g) for g in gammas] + \
+             [DraftSpec("dynamic", depth=args.depth, top_k=args.top_k, budget=b) for b in budgets]
+    measure(pair, samples[:1], None, 16)                       # warm-up
+    ar_t = ar_w = 0.0
+    rows = []
+    for spec in shapes:                                        # AR interleaved: drift cancels
+        t, w = measure(pair, samples, None, args.max_new_tokens)
+        ar_t, ar_w = ar_t + t, ar_w + w
+        st, sw = measure(pair, samples, spec, args.max_new_tokens)
+        rows.append((spec, st / sw, (st / sw) / (t / w)))
+    ar_tps = ar_t / ar_w
+    print(f"\nAR: {ar_tps:.1f} tok/s\n\n| shape | tok/s | speedup vs AR |\n|---|---:|---:|")
+    for spec, tps, sp in rows:
+        shape = f"chain gamma={spec.gamma}" if spec.strategy == "chain" else \
+            f"dynamic depth={spec.depth} top_k={spec.top_k} budget={spec.budget}"
+        print(f"| {shape} | {tps:.1f} | {sp:.2f}x |")
+    best = {}
+    for strat, fields in (("chain", ("gamma",)), ("dynamic", ("depth", "top_k", "budget"))):
+        cand = [r for r in rows if r[0].strategy == strat]
+        if cand:
+            spec = max(cand, key=lambda r: r[1])[0]
+            best[strat] = {f: getattr(spec, f) for f in fields}
+    print(f"\nbest: {json.dumps(best)}")
+    if not args.no_save:
+        path = tuning_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data[machine_key(args.target, args.drafter)] = best | {"forward_ms": costs}
+        path.write_text(json.dumps(data, indent=1))
+        print(f"saved to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Rebuild the embedded default pair from scratch: target VLM, its evaluation, self-distillation
+# data, and every trained drafter. Each stage is skipped when its output exists (delete it to
+# redo a stage); the long ones checkpoint under runs/ and resume.
+#
+#   bash scripts/train_default.sh            # ~2 h on 2 CPU cores
+#   TARGET_MINUTES=80 bash scripts/train_default.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+T=assets/target
+mkdir -p runs/distill
+
+# 1. target VLM (LLaVA layout, trained from scratch on procedural scenes); resumable
+if [ ! -f "$T/model.safetensors" ]; then
+  resume=""; [ -f runs/target/ckpt.pt ] && resume="--resume"
+  $PY -m core.train.target --out "$T" --minutes "${TARGET_MINUTES:-80}" --preset small --batch 16 --threads 2 $resume
+fi
+
+# 2. held-out accuracy (the scorer the tests use)
+$PY -m core.scenes eval --target "$T" --n 200 --json | tee runs/eval_target.json
+
+# 3. drafters that only need the target's tokenizer (skipped when shipped)
+[ -f assets/drafters/text_lm/model.safetensors ] || \
+  $PY -m core.train.small --kind text-lm --out assets/drafters/text_lm --processor "$T" --minutes 12
+[ -f assets/drafters/small_vlm/model.safetensors ] || \
+  $PY -m core.train.small --kind small-vlm --out assets/drafters/small_vlm --processor "$T" --minutes 18
+
+# 4. MSD head (needs the target's hidden states) on one core, while the other core writes the
+#    target's own answers (self-distillation data) and then trains MASSV on them
+msd_pid=""
+if [ ! -f assets/drafters/msd/config.json ]; then
+  $PY -m core.train.msd --target "$T" --out assets/drafters/msd --minutes "${MSD_MINUTES:-15}" --threads 1 \
+    > runs/msd.log 2>&1 &
+  msd_pid=$!
+fi
+OMP_NUM_THREADS=1 $PY -m core.train.distill --target "$T" --n "${DISTILL_N:-1000}" --out runs/distill/scenes.jsonl
+[ -f assets/drafters/massv/config.json ] || \
+  $PY -m core.train.small --kind massv --out assets/drafters/massv --target "$T" \
+    --init assets/drafters/text_lm --distill runs/distill/scenes.jsonl --minutes "${MASSV_MINUTES:-12}" --threads 1
+if [ -n "$msd_pid" ]; then wait "$msd_pid"; tail -3 runs/msd.log; fi
+echo "default pair ready: $T + assets/drafters/{msd,massv,text_lm,small_vlm}"

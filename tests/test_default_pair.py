@@ -1,0 +1,54 @@
+"""The shipped default pair: the target in assets/target loads through the same adapter as a Hub
+model, and every shipped drafter is lossless with it (greedy output identical to AR) on held-out
+scenes. Skipped only when the assets are absent (a fresh clone always has them)."""
+from __future__ import annotations
+
+import pytest
+
+from core import api
+from core.drafters import DraftSpec
+from core.sampling import SamplingConfig
+from core.scenes.generator import heldout_seeds
+from core.scenes.tasks import make_sample
+
+HAVE_TARGET = (api.DEFAULT_TARGET / "config.json").exists()
+pytestmark = pytest.mark.skipif(not HAVE_TARGET, reason="assets/target not trained yet")
+
+SPECS = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(2, 2, 1)),
+         DraftSpec("dynamic", depth=4, top_k=4, budget=12)]
+
+
+def _samples():
+    # one grounded question and one description, held-out seeds
+    out = []
+    for seed in heldout_seeds(40, start=500):
+        s = make_sample(seed)
+        if s["task"] in ("describe", "count", "attribute") and s["task"] not in [x["task"] for x in out]:
+            out.append(s)
+        if len(out) == 2:
+            break
+    return out
+
+
+def test_default_target_loads_like_a_hub_model():
+    from transformers import LlavaForConditionalGeneration
+
+    pair = api.load_pair("default")
+    assert isinstance(pair.target.model, LlavaForConditionalGeneration)
+    assert pair.target.is_multimodal
+    n = sum(p.numel() for p in pair.target.model.parameters())
+    assert 1e6 < n < 150e6
+
+
+@pytest.mark.parametrize("drafter", ["ngram", "layerskip:2", *api.SHIPPED_DRAFTERS])
+def test_shipped_drafters_are_lossless_with_the_default_target(drafter):
+    if drafter in api.SHIPPED_DRAFTERS and not (api.SHIPPED_DRAFTERS[drafter] / "config.json").exists():
+        pytest.fail(f"shipped drafter {drafter} is missing from assets/")
+    pair = api.load_pair("default", drafter)
+    greedy = SamplingConfig()
+    for s in _samples():
+        ar = api.run(pair, s["prompt"], s["image"], max_new_tokens=40, speculative=False, detail=False)
+        for spec in SPECS:
+            sp = api.run(pair, s["prompt"], s["image"], spec, greedy, max_new_tokens=40, detail=False)
+            assert sp.output == ar.output, (drafter, spec, s["prompt"])
+            assert sp.summary()["target_forwards"] <= ar.summary()["target_forwards"]

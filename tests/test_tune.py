@@ -1,0 +1,35 @@
+"""core.tune: measures shapes on this machine, saves the fastest, and `--tuned` reads it back."""
+from __future__ import annotations
+
+import json
+
+from core import tune
+from tests.tiny_models import tiny_model_dir
+
+
+def test_tune_saves_the_fastest_shape_and_cli_uses_it(tmp_path, monkeypatch, capsys):
+    target = tiny_model_dir("llava")
+    path = tmp_path / "tuning.json"
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(path))
+    assert tune.tuned_spec(target, "ngram", "dynamic") == tune.DEFAULT_DYNAMIC   # nothing saved yet
+    rc = tune.main(["--target", target, "--drafter", "ngram", "--gammas", "2,3", "--budgets", "4,9",
+                    "--n", "1", "--max-new-tokens", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| chain gamma=3 |" in out and "budget=9" in out
+    entry = json.loads(path.read_text())[tune.machine_key(target, "ngram")]
+    assert entry["chain"]["gamma"] in (2, 3) and entry["dynamic"]["budget"] in (4, 9)
+    assert sorted(map(int, entry["forward_ms"])) == [1, 2, 4, 8, 16, 32, 64]
+    spec = tune.tuned_spec(target, "ngram", "dynamic")
+    assert spec.budget == entry["dynamic"]["budget"] and spec.top_k == 4
+
+    from core.__main__ import main
+    assert main(["run", "--target", target, "--drafter", "ngram", "--strategy", "chain", "--tuned",
+                 "--prompt", "a b a b a b", "--max-new-tokens", "6", "--json", "--trace",
+                 str(tmp_path / "t.json")]) == 0
+    meta = json.loads((tmp_path / "t.json").read_text())["meta"]
+    assert meta["spec"]["gamma"] == entry["chain"]["gamma"]
+
+
+def test_tune_bad_arguments_are_one_line_errors(capsys):
+    assert tune.main(["--target", tiny_model_dir("llava"), "--drafter", "ngram", "--gammas", "x"]) == 2
+    assert capsys.readouterr().err.startswith("error:")

@@ -159,6 +159,8 @@ def check_model_id(name, kind: str = "target") -> str:
         low = name.lower()
         if low in REGISTRY_DRAFTERS:
             return low
+        if low.startswith("msd:"):            # an MSD / EAGLE head: folder or Hub id
+            return "msd:" + check_model_id(name[4:], "MSD head")
         if low.startswith("layerskip:"):
             k = low.split(":", 1)[1]
             if not k.isdigit() or not 1 <= int(k) <= 64:

@@ -102,6 +102,11 @@ def presets() -> list[Preset]:
                "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", mode="text-only",
                dtype="bfloat16", approx_gb=17.0,
                note="The MASSV baseline: a small text-only LM of the same tokenizer family."),
+        Preset("llava16-msd", "LLaVA-1.6-7B  ←  released MSD head (EAGLE layout)",
+               "llava-hf/llava-v1.6-vicuna-7b-hf", "msd:lucylyn/MSD-LLaVA1.6-7B", strategy="dynamic",
+               dtype="bfloat16", approx_gb=15.5,
+               note="The MSD paper's own drafter: one decoder layer over LLaVA-1.6's features, image "
+                    "tokens decoupled. Needs the Hub and ~16 GB; a GPU is strongly recommended."),
     ]
 
 
@@ -120,7 +125,7 @@ def check_loadable(p: Preset) -> str | None:
     """A quick, no-download check; a message when this preset cannot run here, else None."""
     if not p.hub:
         return None
-    for repo in (p.target, p.drafter):
+    for repo in (p.target, p.drafter.removeprefix("msd:")):
         if "/" in repo and not (limits.in_local_cache(repo) or limits.hub_reachable()):
             return (f"**{p.label}** needs {repo!r} from the Hugging Face Hub, which is unreachable "
                     "from this machine and not in its cache. Staying on the embedded default model.")

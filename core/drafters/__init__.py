@@ -56,8 +56,8 @@ def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal",
         path = name[4:] if low.startswith("msd:") else name
         try:
             return MSDDrafter(target, path, name=f"msd head ({os.path.basename(path.rstrip('/'))})")
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"cannot load MSD head {path!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001  missing files, offline Hub, wrong layout
+            raise ModelLoadError(f"cannot load MSD head {path!r}: {type(e).__name__}: {e}") from None
     if ":" in name and not name.startswith(("/", ".")) and "/" not in name.split(":", 1)[0]:
         mod, _, cls = name.partition(":")
         try:

@@ -76,6 +76,7 @@ class MSDHead(nn.Module):
     @classmethod
     def load(cls, path: str, dtype=torch.float32) -> "MSDHead":
         from transformers import LlamaConfig
+        path = fetch(path)
         cfg = LlamaConfig.from_pretrained(path)
         cfg.num_hidden_layers = 1
         cfg._attn_implementation = "sdpa"
@@ -87,6 +88,17 @@ class MSDHead(nn.Module):
         if missing:
             raise ValueError(f"{path}: not an EAGLE/MSD draft head (missing {missing[:3]})")
         return head.to(dtype).eval()
+
+
+def fetch(path: str) -> str:
+    """A local directory as is; a Hub id (e.g. a released MSD head, ``lucylyn/MSD-LLaVA1.6-7B``)
+    is downloaded (config + weights only) into the Hugging Face cache."""
+    if os.path.isdir(path):
+        return path
+    if path.count("/") != 1 or path.startswith((".", "/")):
+        raise FileNotFoundError(f"no such directory: {path}")
+    from huggingface_hub import snapshot_download
+    return snapshot_download(path, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
 
 
 def _read_weights(path: str) -> dict:
@@ -111,7 +123,7 @@ def is_msd_dir(path: str) -> bool:
         return True
     try:
         keys = set(_read_weights(path).keys())
-    except (OSError, RuntimeError, ValueError):
+    except Exception:  # noqa: BLE001  unreadable / corrupt weights (e.g. SafetensorError): not a head
         return False
     return "fc.weight" in keys and any(k.startswith("layers.0.") for k in keys) \
         and not any(k.startswith("model.") for k in keys)

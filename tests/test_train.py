@@ -72,6 +72,8 @@ def test_released_eagle_layout_head_loads(tmp_path, family):
     assert is_msd_dir(str(tmp_path))
     d = make_drafter(str(tmp_path), tgt)
     assert torch.equal(d.head.fc.weight, head.fc.weight)
+    assert isinstance(d.head.layers[0].input_layernorm, torch.nn.RMSNorm) or \
+        type(d.head.layers[0].input_layernorm).__name__.endswith("RMSNorm")      # ours: kept
     img = tiny_image()
     ref = generate(tgt, "what is it", img, max_new_tokens=10).output
     assert generate(tgt, "what is it", img, d, DraftSpec("tree", branching=(2, 2)), max_new_tokens=10).output == ref
@@ -90,3 +92,33 @@ def test_small_drafter_training_runs(tmp_path):
         assert (tmp_path / kind / "config.json").exists()
     tgt = adapters.load(str(tmp_path / "small-vlm"))   # loads through the engine like any model
     assert tgt.is_multimodal
+
+
+def test_eagle1_head_without_input_norm_and_fc_bias(tmp_path):
+    """Real EAGLE-1/2 and MSD checkpoints have no ``layers.0.input_layernorm`` (their first layer
+    skips it) and may have no fc bias: the head must then skip the norm, not use a fresh one."""
+    tgt = adapters.load(tiny_model_dir("llava"))
+    tc = tgt.model.config.text_config
+    torch.manual_seed(4)
+    head = MSDHead(MSDHead.make_config(tc))
+    sd = {k: v for k, v in head.state_dict().items()
+          if not k.startswith(("rotary.", "layers.0.input_layernorm", "fc.bias"))}
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    cfg = head.config.to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    loaded = MSDHead.load(str(tmp_path))
+    assert isinstance(loaded.layers[0].input_layernorm, torch.nn.Identity) and loaded.fc.bias is None
+    # the layer output equals attention/MLP applied to the UN-normalised fused input
+    x = torch.randn(1, 3, tc.hidden_size)
+    pos = torch.arange(3).view(1, -1)
+    ref_layer = head.layers[0]
+    ref_layer.input_layernorm = torch.nn.Identity()
+    ref = ref_layer(x, position_ids=pos, position_embeddings=head.rotary(x, pos))
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    out = loaded(x, pos, None)
+    assert torch.allclose(out, ref, atol=1e-5)
+    d = make_drafter(str(tmp_path), tgt)
+    img = tiny_image()
+    ref_ids = generate(tgt, "what is it", img, max_new_tokens=10).output
+    assert generate(tgt, "what is it", img, d, DraftSpec("dynamic", depth=3, top_k=2, budget=6),
+                    max_new_tokens=10).output == ref_ids

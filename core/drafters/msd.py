@@ -83,6 +83,12 @@ class MSDHead(nn.Module):
         head = cls(cfg)
         sd = _read_weights(path)
         sd = {k: v for k, v in sd.items() if k.startswith(("fc.", "layers.0."))}
+        if "layers.0.input_layernorm.weight" not in sd:
+            # EAGLE-1/2 and the released MSD heads skip the first layer's input norm: the fused
+            # input goes into attention as is (their code: ``if self.index != 0: norm(x)``)
+            head.layers[0].input_layernorm = nn.Identity()
+        if "fc.bias" not in sd:
+            head.fc.bias = None
         missing, unexpected = head.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("rotary.")]
         if missing:

@@ -1223,7 +1223,7 @@ def build_app() -> gr.Blocks:
                     steps_html = gr.HTML()
                 with gr.Accordion("Raw result (JSON, as returned by the /run API)", open=False):
                     result = gr.JSON(label="result")
-                run_state = gr.State(None)
+                run_state = gr.State(None, time_to_live=limits.STATE_TTL_SECONDS)
 
             # ---------------------------------------------------------------- Compare
             with gr.Tab("Compare", id="compare"):
@@ -1290,7 +1290,7 @@ def build_app() -> gr.Blocks:
                         t_tree = gr.Plot(show_label=False)
                         t_index = gr.Number(value=0, precision=0, label="Step shown (0 = prefill)",
                                             minimum=0, elem_id="ss-teach-index")
-                t_state = gr.State(None)
+                t_state = gr.State(None, time_to_live=limits.STATE_TTL_SECONDS)
 
             # ---------------------------------------------------------------- Trace viewer
             with gr.Tab("Trace viewer", id="traces"):
@@ -1316,7 +1316,7 @@ def build_app() -> gr.Blocks:
                     tv_depth = gr.Plot(show_label=False)
                 with gr.Accordion("Every step", open=False):
                     tv_steps = gr.HTML()
-                tv_state = gr.State(None)
+                tv_state = gr.State(None, time_to_live=limits.STATE_TTL_SECONDS)
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
@@ -1380,5 +1380,6 @@ def launch(demo: gr.Blocks | None = None, warm: bool = True, **kw):
         WARMUP.start()
     demo.queue(default_concurrency_limit=1, max_size=32)
     kw.setdefault("max_file_size", limits.MAX_UPLOAD_BYTES)
+    kw.setdefault("state_session_capacity", limits.max_sessions())   # bounds the memory sessions keep
     kw.setdefault("show_error", True)
     return demo.launch(theme=THEME, css=CSS, **kw)

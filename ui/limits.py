@@ -32,6 +32,11 @@ MAX_NEW_TOKENS = 512
 MAX_TRACE_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_COMPARE_CONFIGS = 10
+# Gradio keeps every session's last outputs (trace, plots, tables: ~1 MB after runs of <= 256 tokens) until
+# the session is evicted; keep the most recent MAX_SESSIONS (SPECSCOPE_MAX_SESSIONS) instead of
+# Gradio's 10,000, and drop a session's trace after STATE_TTL_SECONDS.
+MAX_SESSIONS = 200
+STATE_TTL_SECONDS = 3600
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 REGISTRY_DRAFTERS = ("none", "ar", "ngram", "layerskip") + tuple(SHIPPED_DRAFTERS)
@@ -48,6 +53,14 @@ def model_roots() -> list[Path]:
         if part.strip():
             roots.append(Path(part.strip()).expanduser().resolve())
     return roots
+
+
+def max_sessions() -> int:
+    raw = os.environ.get("SPECSCOPE_MAX_SESSIONS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else MAX_SESSIONS
+    except ValueError:
+        return MAX_SESSIONS
 
 
 # ------------------------------------------------------------------ text and numbers

@@ -1,0 +1,603 @@
+#!/usr/bin/env python
+"""Soak test of the SpecScope web app through its public ``/run`` endpoint.
+
+N concurrent visitors (each its own gradio_client session) send a mix of good and bad requests
+for M minutes; every request ends in one of four outcomes:
+
+    completed   a good request decoded ("Done: ..."; also "Stopped" / "Time limit"); "edge" cases
+                may end completed or refused
+    refused     a bad request got a clear message (the page's error status, or Gradio's own
+                message for a value outside a slider's range)
+    busy        the queue was full ("Queue is full"): the visitor is told to retry
+    failed      anything else: an exception without a clear message, the generic "Something went
+                wrong" error, a good request refused, a bad request accepted, or no answer within
+                the per-request timeout (a hang)
+
+    python scripts/soak.py --url http://127.0.0.1:7860/ --visitors 10 --minutes 2 [--pid PID]
+    python scripts/soak.py --launch [--target DIR] --visitors 10 --minutes 1
+    python scripts/soak.py --launch [--target DIR] --sequential 50      # RSS after each of 50 runs
+    python scripts/soak.py --launch --target tiny:llava ...              # the tests' tiny random LLaVA
+
+``--launch`` starts ``app.py`` in a subprocess on a free port (``--target`` sets
+SPECSCOPE_DEFAULT_TARGET, HF_HUB_OFFLINE=1 unless ``--online``, one torch thread) and stops it at
+the end; its RSS (``/proc/<pid>/status`` VmRSS) is reported before and after. With ``--url``
+give ``--pid`` of a local server to get RSS figures. Exit status: 0 when nothing failed, 1 when
+something did (or RSS grew more than ``--max-rss-growth-mb``, when given), 2 on a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERIC_ERROR = "Something went wrong on the server"
+DONE_MARKERS = ("Done:", "Stopped by you", "Time limit reached")
+OUTCOMES = ("completed", "refused", "busy", "failed")
+
+
+# ====================================================================== server process
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def fmt_mb(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} MB"
+
+
+class Server:
+    """``app.py`` in a subprocess on a free port; its log goes to a temp file."""
+
+    def __init__(self, target: str | None, online: bool, threads: int, max_seconds: str | None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="specscope-soak-server-", suffix=".log", delete=False)
+        env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
+                   GRADIO_ANALYTICS_ENABLED="False", SPECSCOPE_THREADS=str(threads))
+        if target and target.startswith("tiny:"):      # a tiny random model of tests/tiny_models.py
+            sys.path.insert(0, str(ROOT))
+            from tests.tiny_models import tiny_model_dir
+            target = tiny_model_dir(target.split(":", 1)[1] or "llava")
+        if target:
+            env["SPECSCOPE_DEFAULT_TARGET"] = str(Path(target).resolve()) if os.path.isdir(target) else target
+        if not online:
+            env["HF_HUB_OFFLINE"] = "1"
+        if max_seconds is not None:
+            env["SPECSCOPE_MAX_SECONDS"] = max_seconds
+        self.target = env.get("SPECSCOPE_DEFAULT_TARGET", "default")
+        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.pid = self.proc.pid
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the app exited with code {self.proc.returncode}; log: {self.log.name}\n"
+                                   + self.tail())
+            if "SpecScope is running at" in Path(self.log.name).read_text(errors="replace"):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"the app did not start within {timeout:.0f} s; log: {self.log.name}\n" + self.tail())
+
+    def tail(self, n: int = 15) -> str:
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-n:])
+
+    def log_summary(self) -> str:
+        """Errors the app logged (its handlers' "unexpected error" path) and the tracebacks Gradio
+        prints when it refuses an input itself (slider range, dropdown choices, file paths)."""
+        lines = Path(self.log.name).read_text(errors="replace").splitlines()
+        app_errors = sum(1 for line in lines if " ERROR specscope" in line)
+        ends = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*:", line)]
+        gradio = sum(1 for line in ends if line.startswith("gradio.exceptions."))
+        return (f"{app_errors} unexpected error(s) logged by the app; {gradio} Gradio input refusal(s) with "
+                f"traceback; {len(ends) - gradio} other exception(s)")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class RssMonitor(threading.Thread):
+    """Samples the server's RSS every ``every`` seconds (peak)."""
+
+    def __init__(self, pid: int | None, every: float = 0.5):
+        super().__init__(daemon=True, name="rss-monitor")
+        self.pid, self.every, self.peak = pid, every, None
+        self._stop = threading.Event()
+
+    def run(self):
+        while not self._stop.wait(self.every):
+            r = rss_mb(self.pid)
+            if r is not None and (self.peak is None or r > self.peak):
+                self.peak = r
+
+    def stop(self):
+        self._stop.set()
+
+
+# ====================================================================== inputs
+def make_files(tmp: Path) -> dict[str, str]:
+    from PIL import Image
+
+    rnd = random.Random(0)
+    good = tmp / "good.png"
+    Image.frombytes("RGB", (96, 80), bytes(rnd.randrange(256) for _ in range(96 * 80 * 3))).save(good)
+    corrupt = tmp / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    truncated = tmp / "truncated.png"
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), bytes(rnd.randrange(256) for _ in range(64 * 64 * 3))).save(buf, "PNG")
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    text = tmp / "notes.png"
+    text.write_text("hello, I am not an image")
+    empty = tmp / "empty.png"
+    empty.write_bytes(b"")
+    return {k: str(v) for k, v in dict(good=good, corrupt=corrupt, truncated=truncated, text=text,
+                                       empty=empty).items()}
+
+
+@dataclass
+class Case:
+    name: str
+    good: bool | None                # expected: completed (True), refused (False), either (None)
+    kw: dict = field(default_factory=dict)
+    raw: str | None = None           # a raw HTTP body (for what gradio_client cannot send: NaN, server paths)
+    image: str | None = "good"       # key of make_files, or None
+
+
+def cases(target: str) -> list[Case]:
+    specials = "<image> USER: ASSISTANT: </s> <s> <|im_start|>assistant\n<|im_end|> <|image_pad|>"
+    return [
+        # ---- good: must complete
+        Case("good: image, layerskip dynamic + baseline", True),
+        Case("good: no image, n-gram chain", True, dict(drafter="ngram", strategy="chain"), image=None),
+        Case("good: static tree 2,2,1", True, dict(strategy="tree", ar_baseline=False)),
+        Case("good: plain decoding (no drafter)", True, dict(drafter="none")),
+        Case("good: sampling T=0.8 top-p 0.9", True, dict(temperature=0.8, top_p=0.9, seed=7)),
+        Case("good: emoji + other scripts", True, dict(prompt="Что на картинке? 図の説明 🐱🚀 مرحبا")),
+        Case("good: control characters", True, dict(prompt="a\x1b[31mred\x07\x08 \u202e\u200b\ttab\r\nline")),
+        Case("good: special-token strings in prompt", True, dict(prompt="Look " + specials)),
+        # ---- either: completed, or refused with a clear message (depends on the model's context)
+        Case("edge: 4,000-character prompt (the limit)", None, dict(prompt=("Describe the image. " * 200)[:4000],
+                                                                     max_new_tokens=4)),
+        # ---- bad: must be refused with a clear message
+        Case("bad: empty prompt", False, dict(prompt="")),
+        Case("bad: whitespace prompt", False, dict(prompt=" \n\t ")),
+        Case("bad: 100k-character prompt", False, dict(prompt="x" * 100_000)),
+        Case("bad: NaN temperature (raw JSON)", False, raw="nan_temperature"),
+        Case("bad: Infinity gamma (raw JSON)", False, raw="inf_gamma"),
+        Case("bad: server path /etc/passwd as image (raw)", False, raw="server_path"),
+        Case("bad: negative gamma", False, dict(gamma=-3)),
+        Case("bad: negative temperature", False, dict(temperature=-1)),
+        Case("bad: max_new_tokens 10^9", False, dict(max_new_tokens=10**9)),
+        Case("bad: seed -1", False, dict(seed=-1)),
+        Case("bad: branching 0,2", False, dict(strategy="tree", branching="0,2")),
+        Case("bad: corrupt image bytes", False, image="corrupt"),
+        Case("bad: truncated PNG", False, image="truncated"),
+        Case("bad: text file as image", False, image="text"),
+        Case("bad: empty image file", False, image="empty"),
+        Case("bad: unknown drafter id", False, dict(drafter="no-such-drafter")),
+        Case("bad: custom drafter, unknown Hub id", False, dict(drafter="custom",
+                                                                 custom_drafter="nobody-xyz/no-such-model-xyz")),
+        Case("bad: custom drafter os:system", False, dict(drafter="custom", custom_drafter="os:system")),
+        Case("bad: target /etc", False, dict(target="/etc")),
+        Case("bad: target ../../etc", False, dict(target="../../etc")),
+        Case("bad: unknown target", False, dict(target="not a model")),
+    ]
+
+
+RUN_ORDER = ("image", "prompt", "target", "drafter", "custom_drafter", "mode", "dtype", "strategy", "gamma",
+             "branching", "depth", "top_k", "budget", "temperature", "top_p", "max_new_tokens", "seed", "ar_baseline")
+
+
+def base_args(target: str, max_new: int) -> dict:
+    return dict(prompt="Describe the image.", target=target, drafter="layerskip", custom_drafter="",
+                mode="multimodal", dtype="float32", strategy="dynamic", gamma=3, branching="2,2,1", depth=3,
+                top_k=3, budget=12, temperature=0, top_p=1, max_new_tokens=max_new, seed=0, ar_baseline=True)
+
+
+# ====================================================================== one request
+@dataclass
+class Record:
+    case: str
+    outcome: str
+    seconds: float
+    message: str
+
+
+def strip_tags(s: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", str(s))).strip(" ⚠✓⏳")
+
+
+def clear(msg: str) -> bool:
+    """A message a visitor can act on: not empty, not the generic error, not a bare exception name."""
+    m = msg.strip()
+    return len(m) >= 12 and GENERIC_ERROR.lower() not in m.lower() and m.lower() not in ("error", "none")
+
+
+def judge(case: Case, outcome: str, msg: str) -> tuple[str, str]:
+    """Turn an observed outcome into the reported one: a mismatch with the case's expectation fails."""
+    if outcome in ("busy", "failed"):
+        return outcome, msg
+    if outcome == "refused" and not clear(msg):
+        return "failed", "unclear message: " + msg
+    if case.good is True and outcome != "completed":
+        return "failed", "good input refused: " + msg
+    if case.good is False and outcome == "completed":
+        return "failed", "bad input accepted: " + msg
+    return outcome, msg
+
+
+def call_client(client, case: Case, files: dict, target: str, max_new: int, timeout: float) -> tuple[str, str]:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    args = base_args(target, max_new)
+    args["image"] = handle_file(files[case.image]) if case.image else None
+    args.update(case.kw)
+    job = client.submit(**args, api_name="/run")
+    try:
+        out = job.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        job.cancel()
+        return "failed", f"no answer within {timeout:g} s (hang)"
+    except AppError as e:
+        msg = str(e).strip()
+        return ("busy" if "queue is full" in msg.lower() else "refused"), msg
+    except Exception as e:  # noqa: BLE001
+        msg = f"{type(e).__name__}: {e}".strip()
+        if "queue is full" in msg.lower():
+            return "busy", msg
+        return "failed", msg
+    status = out[0] if isinstance(out, (list, tuple)) and out else out
+    text = strip_tags(status)
+    if any(m in text for m in DONE_MARKERS):
+        result = out[-1] if isinstance(out, (list, tuple)) else None
+        if not isinstance(result, dict) or not result.get("token_ids"):
+            return "failed", "finished without a result: " + text
+        return "completed", text
+    if "ss-status err" in str(status):
+        return "refused", text
+    return "failed", "unrecognised final status: " + text
+
+
+def call_raw(base: str, case: Case, files: dict, target: str, max_new: int, timeout: float) -> tuple[str, str]:
+    """What a hand-written HTTP client can send and gradio_client cannot (NaN, a server-side path)."""
+    import httpx
+
+    args = base_args(target, max_new)
+    args["image"] = None
+    data = [args[k] for k in RUN_ORDER]
+    body = json.dumps({"data": data})
+    if case.raw == "nan_temperature":
+        data[RUN_ORDER.index("temperature")] = "__NAN__"
+        body = json.dumps({"data": data}).replace('"__NAN__"', "NaN")
+    elif case.raw == "inf_gamma":
+        data[RUN_ORDER.index("gamma")] = "__INF__"
+        body = json.dumps({"data": data}).replace('"__INF__"', "Infinity")
+    elif case.raw == "server_path":
+        data[0] = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}
+        body = json.dumps({"data": data})
+    api = base.rstrip("/") + "/gradio_api/call/run"
+    try:
+        r = httpx.post(api, content=body, headers={"content-type": "application/json"}, timeout=timeout)
+        if r.status_code == 503:
+            return "busy", f"HTTP 503: {r.text[:200]}"
+        if r.status_code != 200:
+            return "refused" if clear(r.text) else "failed", f"HTTP {r.status_code}: {r.text[:200]}"
+        eid = r.json()["event_id"]
+        event, last = None, None
+        with httpx.stream("GET", f"{api}/{eid}", timeout=timeout) as s:
+            t_end = time.monotonic() + timeout
+            for line in s.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    last = (event, line.split(":", 1)[1].strip())
+                if time.monotonic() > t_end:
+                    return "failed", f"no answer within {timeout:g} s (hang)"
+    except httpx.TimeoutException:
+        return "failed", f"no answer within {timeout:g} s (hang)"
+    except Exception as e:  # noqa: BLE001
+        return "failed", f"{type(e).__name__}: {e}"
+    if last is None:
+        return "failed", "empty event stream"
+    event, payload = last
+    try:
+        payload = json.loads(payload)
+    except ValueError:
+        pass
+    if event == "error":
+        msg = payload.get("error") if isinstance(payload, dict) else str(payload)
+        msg = str(msg or "").strip()
+        return ("busy" if "queue is full" in msg.lower() else "refused"), msg
+    if event == "complete" and isinstance(payload, list) and payload:
+        text = strip_tags(payload[0])
+        if any(m in text for m in DONE_MARKERS):
+            return "completed", text
+        if "ss-status err" in str(payload[0]):
+            return "refused", text
+    return "failed", f"unexpected {event}: {str(payload)[:200]}"
+
+
+def do_case(client, url, case, files, target, max_new, timeout) -> Record:
+    t0 = time.perf_counter()
+    if case.raw:
+        outcome, msg = call_raw(url, case, files, target, max_new, timeout)
+    else:
+        outcome, msg = call_client(client, case, files, target, max_new, timeout)
+    outcome, msg = judge(case, outcome, msg)
+    return Record(case.name, outcome, time.perf_counter() - t0, msg)
+
+
+# ====================================================================== reports
+def pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = max(0, min(len(xs) - 1, round(q / 100 * (len(xs) - 1))))
+    return xs[k]
+
+
+def fmt_s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def outcome_table(records: list[Record]) -> str:
+    lines = [f"{'outcome':<34}{'count':>7}{'p50 s':>9}{'p95 s':>9}{'max s':>9}"]
+    labels = {"completed": "completed", "refused": "refused with a clear message", "busy": "busy (queue full)",
+              "failed": "failed"}
+    for o in OUTCOMES:
+        xs = [r.seconds for r in records if r.outcome == o]
+        lines.append(f"{labels[o]:<34}{len(xs):>7}{fmt_s(pct(xs, 50)):>9}{fmt_s(pct(xs, 95)):>9}"
+                     f"{fmt_s(max(xs) if xs else None):>9}")
+    xs = [r.seconds for r in records]
+    lines.append(f"{'all requests':<34}{len(xs):>7}{fmt_s(pct(xs, 50)):>9}{fmt_s(pct(xs, 95)):>9}"
+                 f"{fmt_s(max(xs) if xs else None):>9}")
+    return "\n".join(lines)
+
+
+def case_table(records: list[Record], all_cases: list[Case]) -> str:
+    lines = [f"{'case':<46}{'n':>4}{'done':>6}{'refused':>8}{'busy':>6}{'failed':>7}  example message"]
+    for c in all_cases:
+        rs = [r for r in records if r.case == c.name]
+        if not rs:
+            continue
+        counts = {o: sum(r.outcome == o for r in rs) for o in OUTCOMES}
+        example = next((r for r in rs if r.outcome == "failed"), rs[0]).message
+        example = example.replace("\n", " ")
+        example = example if len(example) <= 90 else example[:87] + "..."
+        lines.append(f"{c.name:<46}{len(rs):>4}{counts['completed']:>6}{counts['refused']:>8}{counts['busy']:>6}"
+                     f"{counts['failed']:>7}  {example}")
+    return "\n".join(lines)
+
+
+# ====================================================================== modes
+def soak(url: str, pid: int | None, target: str, visitors: int, minutes: float, max_new: int, timeout: float,
+         seed: int, files: dict) -> tuple[list[Record], dict]:
+    from gradio_client import Client
+
+    all_cases = cases(target)
+    records: list[Record] = []
+    lock = threading.Lock()
+    mem: dict = {"start": rss_mb(pid)}
+
+    warm_client = Client(url, verbose=False)
+    warm = do_case(warm_client, url, all_cases[0], files, target, max_new, timeout)
+    mem["warm"] = rss_mb(pid)
+    if warm.outcome != "completed":
+        print(f"warning: the warm-up request did not complete: {warm.outcome}: {warm.message}", file=sys.stderr)
+
+    mon = RssMonitor(pid)
+    mon.start()
+    t_end = time.monotonic() + minutes * 60
+
+    def visitor(i: int):
+        rng = random.Random(seed * 1000 + i)
+        try:
+            client = Client(url, verbose=False)
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                records.append(Record("connect", "failed", 0.0, f"{type(e).__name__}: {e}"))
+            return
+        good = [c for c in all_cases if c.good is not False]
+        bad = [c for c in all_cases if c.good is False]
+        k = i                                      # first every case once (spread over the visitors),
+        while time.monotonic() < t_end:            # then half good, half bad, at random
+            if k < len(all_cases):
+                case = all_cases[k]
+            else:
+                case = rng.choice(good if rng.random() < 0.5 else bad)
+            k += visitors
+            try:
+                rec = do_case(client, url, case, files, target, max_new, timeout)
+            except Exception as e:  # noqa: BLE001  a bug in this script must not look like a pass
+                rec = Record(case.name, "failed", 0.0, f"soak script error: {type(e).__name__}: {e}")
+            with lock:
+                records.append(rec)
+
+    threads = [threading.Thread(target=visitor, args=(i,), name=f"visitor-{i}") for i in range(visitors)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    mon.stop()
+    mem["peak"] = mon.peak
+    # afterwards the app must still answer a good request
+    after = do_case(Client(url, verbose=False), url, all_cases[0], files, target, max_new, timeout)
+    mem["end"] = rss_mb(pid)
+    mem["after_ok"] = after.outcome == "completed"
+    mem["after_msg"] = after.message
+    return records, mem
+
+
+def sequential(url: str, pid: int | None, target: str, n: int, max_new: int, timeout: float,
+               files: dict, fresh_sessions: bool = False) -> tuple[list[Record], list[float | None]]:
+    from gradio_client import Client
+
+    good = [c for c in cases(target) if c.good is True and not c.raw]
+    client = Client(url, verbose=False)
+    records, rss = [], []
+    start = rss_mb(pid)
+    print(f"RSS before the first run: {fmt_mb(start)}")
+    for i in range(n):
+        case = good[i % len(good)]
+        if fresh_sessions and i:
+            client = Client(url, verbose=False)        # a new visitor (session) each run
+        rec = do_case(client, url, case, files, target, max_new, timeout)
+        records.append(rec)
+        rss.append(rss_mb(pid))
+        if i < 3 or (i + 1) % 5 == 0 or rec.outcome != "completed":
+            print(f"run {i + 1:>3}  {rec.outcome:<9} {rec.seconds:6.2f} s  RSS {fmt_mb(rss[-1]):>10}  {case.name}"
+                  + ("" if rec.outcome == "completed" else f"  [{rec.message[:80]}]"), flush=True)
+    return records, [start] + rss
+
+
+def slope(ys: list[float]) -> float:
+    """Least-squares MB per run."""
+    if len(ys) < 2:
+        return 0.0
+    xs = list(range(len(ys)))
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Soak test of the SpecScope app's /run endpoint.")
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="a running app, e.g. http://127.0.0.1:7860/")
+    where.add_argument("--launch", action="store_true", help="start app.py in a subprocess on a free port")
+    ap.add_argument("--target", help="with --launch: SPECSCOPE_DEFAULT_TARGET (a model directory or Hub id; "
+                                     "tiny:llava = the tiny random LLaVA of tests/tiny_models.py)")
+    ap.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS figures")
+    ap.add_argument("--visitors", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=2.0)
+    ap.add_argument("--sequential", type=int, metavar="N", help="instead: N sequential good runs, RSS after each")
+    ap.add_argument("--fresh-sessions", action="store_true",
+                    help="with --sequential: a new visitor (gradio session) for every run")
+    ap.add_argument("--max-new-tokens", type=int, default=16, help="per good request (default 16)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (default 120)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="with --launch: SPECSCOPE_THREADS (default 1)")
+    ap.add_argument("--online", action="store_true", help="with --launch: do not set HF_HUB_OFFLINE=1")
+    ap.add_argument("--max-seconds", help="with --launch: SPECSCOPE_MAX_SECONDS for the server")
+    ap.add_argument("--max-rss-growth-mb", type=float, help="also fail when RSS grew more than this after warm-up")
+    a = ap.parse_args(argv)
+    if a.visitors < 1 or a.minutes <= 0 or (a.sequential is not None and a.sequential < 1):
+        ap.error("--visitors, --minutes and --sequential must be positive")
+    if a.target and not a.launch:
+        ap.error("--target needs --launch (a running server has its own default target)")
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    server = None
+    tmp = tempfile.TemporaryDirectory(prefix="specscope-soak-")
+    try:
+        files = make_files(Path(tmp.name))
+        if a.launch:
+            server = Server(a.target, a.online, a.threads, a.max_seconds)
+            print(f"launching app.py (pid {server.pid}) on {server.url} with target {server.target} ...", flush=True)
+            t0 = time.perf_counter()
+            server.wait_ready()
+            print(f"app up in {time.perf_counter() - t0:.1f} s; server log: {server.log.name}", flush=True)
+            url, pid, target = server.url, server.pid, server.target
+        else:
+            url, pid = a.url, a.pid
+            from gradio_client import Client
+            cfg = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
+            target = "default"
+            try:   # the target textbox's default value is the server's default target
+                params = cfg["named_endpoints"]["/run"]["parameters"]
+                target = next(p for p in params if p["parameter_name"] == "target")["parameter_default"] or target
+            except (KeyError, StopIteration, TypeError):
+                pass
+
+        if a.sequential:
+            print(f"SpecScope sequential memory check: {a.sequential} good runs against {url}"
+                  f" (max_new_tokens {a.max_new_tokens}"
+                  f"{', a new session each run' if a.fresh_sessions else ', one session'})", flush=True)
+            records, rss = sequential(url, pid, target, a.sequential, a.max_new_tokens, a.timeout, files,
+                                      a.fresh_sessions)
+            print()
+            print(outcome_table(records))
+            ok = [r for r in rss if r is not None]
+            failed = sum(r.outcome == "failed" for r in records)
+            growth = None
+            if len(ok) >= 3:
+                warm, end = ok[1], ok[-1]          # after run 1 = warm (models loaded, first-use costs paid)
+                growth = end - warm
+                half = ok[len(ok) // 2:]
+                print(f"\nserver RSS: before {fmt_mb(ok[0])}, after run 1 {fmt_mb(warm)}, after run {len(ok) - 1} "
+                      f"{fmt_mb(end)}, max {fmt_mb(max(ok))}")
+                print(f"RSS growth after warm-up (run 1 -> run {len(ok) - 1}): {growth:+.1f} MB "
+                      f"({growth / max(1, len(ok) - 2):+.2f} MB/run); trend over the last {len(half)} runs: "
+                      f"{slope(half):+.2f} MB/run")
+            else:
+                print("\nserver RSS: n/a (give --pid of a local server, or use --launch)")
+            bad = failed > 0 or (a.max_rss_growth_mb is not None and growth is not None
+                                 and growth > a.max_rss_growth_mb)
+        else:
+            print(f"SpecScope soak: {a.visitors} visitors x {a.minutes:g} min against {url} "
+                  f"(max_new_tokens {a.max_new_tokens}, per-request timeout {a.timeout:g} s)", flush=True)
+            t0 = time.perf_counter()
+            records, mem = soak(url, pid, target, a.visitors, a.minutes, a.max_new_tokens, a.timeout, a.seed,
+                                files)
+            wall = time.perf_counter() - t0
+            print(f"\n{len(records)} requests in {wall:.0f} s ({len(records) / max(wall, 1e-9):.1f} per second)\n")
+            print(case_table(records, cases(target)))
+            print()
+            print(outcome_table(records))
+            growth = (mem["end"] - mem["warm"]) if mem["end"] is not None and mem["warm"] is not None else None
+            print(f"\nserver RSS: before {fmt_mb(mem['start'])}, after warm-up {fmt_mb(mem['warm'])}, "
+                  f"peak {fmt_mb(mem['peak'])}, after {fmt_mb(mem['end'])}"
+                  + (f" ({growth:+.1f} MB since warm-up)" if growth is not None else ""))
+            print(f"app answers a good request afterwards: {'yes' if mem['after_ok'] else 'NO: ' + mem['after_msg']}")
+            failed = sum(r.outcome == "failed" for r in records)
+            bad = failed > 0 or not mem["after_ok"] or (a.max_rss_growth_mb is not None and growth is not None
+                                                        and growth > a.max_rss_growth_mb)
+        if server is not None:
+            print(f"server log: {server.log_summary()} ({server.log.name})")
+        print("RESULT:", "FAIL" if bad else "PASS", f"({failed} failed)")
+        return 1 if bad else 0
+    finally:
+        if server is not None:
+            server.stop()
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

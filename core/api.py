@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +49,26 @@ class Pair:
     drafter_name: str | None
 
 
-_cache: dict[tuple, object] = {}
-_cache_lock = threading.Lock()
+_cache: "OrderedDict[tuple, object]" = OrderedDict()
+_cache_lock = threading.RLock()
+
+
+def max_models() -> int:
+    """Targets kept in memory (least recently used dropped first, with their drafters)."""
+    try:
+        return max(1, int(os.environ.get("SPECSCOPE_MAX_MODELS", "2")))
+    except ValueError:
+        return 2
+
+
+def _evict(keep: tuple) -> None:
+    targets = [k for k in _cache if k[0] == "target"]
+    while len(targets) > max_models():
+        old = next(k for k in targets if k != keep)
+        tid = id(_cache.pop(old))
+        for k in [k for k in _cache if k[0] == "drafter" and k[1] == tid]:
+            del _cache[k]
+        targets.remove(old)
 
 
 def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False) -> adapters.HFAdapter:
@@ -57,6 +76,8 @@ def load_target(name: str | None, dtype: str = "float32", trust_remote_code: boo
     with _cache_lock:
         if key not in _cache:
             _cache[key] = adapters.load(key[1], dtype=dtype, trust_remote_code=trust_remote_code)
+        _cache.move_to_end(key)
+        _evict(key)
         return _cache[key]
 
 

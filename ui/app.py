@@ -37,6 +37,7 @@ from core.drafters import DraftSpec
 from core.images import load_image
 from core.sampling import SamplingConfig
 from core.trace import Trace
+from core.tune import tuned_spec
 
 from . import limits, presets, render
 
@@ -687,8 +688,16 @@ class CompareConfig:
     mode: str = "multimodal"
 
 
+def default_shapes() -> tuple[DraftSpec, DraftSpec]:
+    """(chain, dynamic) defaults: what ``python -m core.tune`` measured fastest on this machine for
+    the default pair, else gamma 4 and depth 5 / top-4 / 16 nodes (sized for CPUs: a verify
+    forward costs more per token there than on a GPU)."""
+    tgt, d = limits.default_target(), presets.default_drafter()
+    return tuned_spec(tgt, d, "chain"), tuned_spec(tgt, d, "dynamic")
+
+
 def compare_configs() -> list[CompareConfig]:
-    chain, tree, dyn = DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 2, 1)), DraftSpec("dynamic")
+    chain, tree, dyn = DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 2, 1)), default_shapes()[1]
     out = [CompareConfig("n-gram · chain γ=4", "ngram", chain),
            CompareConfig("LayerSkip · chain γ=4", "layerskip", chain),
            CompareConfig("LayerSkip · static tree 3,2,2,1", "layerskip", tree),
@@ -1131,6 +1140,7 @@ def build_app() -> gr.Blocks:
     ex_rows = [[e["path"], e["prompt"]] for e in examples]
     first = examples[0] if examples else None
     drafter_default = presets.default_drafter()
+    chain_default, dyn_default = default_shapes()
     preset_list = presets.choices()
 
     with gr.Blocks(title="SpecScope: speculative decoding for VLMs", delete_cache=(3600, 3600)) as demo:
@@ -1172,12 +1182,13 @@ def build_app() -> gr.Blocks:
                                 dtype = gr.Radio(["float32", "bfloat16"], value="float32", label="Precision")
                         with gr.Accordion("Draft shape parameters", open=False):
                             with gr.Row():
-                                gamma = gr.Slider(1, 16, value=4, step=1, label="Chain: γ tokens")
+                                gamma = gr.Slider(1, 16, value=chain_default.gamma, step=1, label="Chain: γ tokens")
                                 branching = gr.Textbox(value="3,2,2,1", label="Static tree: children per depth")
                             with gr.Row():
-                                depth = gr.Slider(1, 12, value=5, step=1, label="Dynamic: depth")
-                                top_k = gr.Slider(1, 16, value=8, step=1, label="Dynamic: top-k")
-                            budget = gr.Slider(1, 256, value=48, step=1, label="Dynamic: node budget")
+                                depth = gr.Slider(1, 12, value=dyn_default.depth, step=1, label="Dynamic: depth")
+                                top_k = gr.Slider(1, 16, value=dyn_default.top_k, step=1, label="Dynamic: top-k")
+                            budget = gr.Slider(1, 256, value=dyn_default.budget, step=1, label="Dynamic: node budget",
+                                               info="default: the fastest on this machine (python -m core.tune)")
                         with gr.Accordion("Sampling", open=False):
                             with gr.Row():
                                 temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
@@ -1256,7 +1267,7 @@ def build_app() -> gr.Blocks:
                         gr.Markdown("τ = tokens per target forward (incl. bonus) · accepted / step = accepted draft "
                                     "tokens per step (excl. bonus) · speedup = plain wall time / speculative wall "
                                     "time · identical = same token ids as plain decoding. Shapes: chain γ=4; static "
-                                    "tree 3,2,2,1; dynamic tree = depth 5, top-8, 48 nodes.", elem_classes=["ss-note"])
+                                    f"tree 3,2,2,1; dynamic tree = depth {dyn_default.depth}, top-{dyn_default.top_k}, {dyn_default.budget} nodes.", elem_classes=["ss-note"])
 
             # ---------------------------------------------------------------- Teach
             with gr.Tab("Teach", id="teach"):

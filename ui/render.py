@@ -282,9 +282,14 @@ def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
         title = f"Step {k + 1}: accepted {m} of {n} drafted"
     else:
         title = f"Step {k + 1}: no draft (plain autoregressive step)"
-    sub = (f"then the target added {_esc(repr(piece(tr, s.token)))} as a <b>{s.kind}</b>"
-           f" · committed {len(s.committed)} token{'s' if len(s.committed) != 1 else ''}"
-           f" · step {k + 1} of {len(tr.steps)}")
+    if len(s.committed) <= m:   # cut at EOS / the length limit inside the accepted path
+        sub = (f"the output ended after {len(s.committed)} of the accepted token{'s' if m != 1 else ''} "
+               f"(EOS or length limit); the rest and the target's {s.kind} were discarded"
+               f" · step {k + 1} of {len(tr.steps)}")
+    else:
+        sub = (f"then the target added {_esc(repr(piece(tr, s.token)))} as a <b>{s.kind}</b>"
+               f" · committed {len(s.committed)} token{'s' if len(s.committed) != 1 else ''}"
+               f" · step {k + 1} of {len(tr.steps)}")
     pad_y = 0.7
     widen = max(0.0, 4 - max_depth)      # shallow trees: keep columns ~1/5 of the width, centred
     layout = _layout(

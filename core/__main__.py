@@ -17,8 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--gamma", type=int, default=4, help="chain: tokens drafted per step")
     common.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
     common.add_argument("--depth", type=int, default=5, help="dynamic tree: depth")
-    common.add_argument("--top-k", type=int, default=8, help="dynamic tree: expansions per depth")
-    common.add_argument("--budget", type=int, default=48, help="dynamic tree: node budget")
+    common.add_argument("--top-k", type=int, default=4, help="dynamic tree: expansions per depth")
+    common.add_argument("--budget", type=int, default=16, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
     common.add_argument("--tuned", action="store_true",
                         help="use the chain / dynamic shape `python -m core.tune` measured fastest on this machine")
     common.add_argument("--image", default=None)

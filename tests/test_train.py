@@ -122,3 +122,29 @@ def test_eagle1_head_without_input_norm_and_fc_bias(tmp_path):
     ref_ids = generate(tgt, "what is it", img, max_new_tokens=10).output
     assert generate(tgt, "what is it", img, d, DraftSpec("dynamic", depth=3, top_k=2, budget=6),
                     max_new_tokens=10).output == ref_ids
+
+
+@pytest.mark.parametrize("kv_heads", [None, 1])
+def test_msd_head_fast_step_equals_the_hf_layer(kv_heads):
+    """MSDHead.step (plain torch, tensor KV cache) computes exactly what the HF decoder layer with a
+    DynamicCache computes: prefix, then a masked block of tree nodes."""
+    from transformers import DynamicCache
+    tgt = adapters.load(tiny_model_dir("llava"))
+    over = {} if kv_heads is None else {"num_key_value_heads": kv_heads}
+    torch.manual_seed(5)
+    head = MSDHead(MSDHead.make_config(tgt.model.config.text_config, **over)).eval()
+    H = head.config.hidden_size
+    x1, x2 = torch.randn(1, 6, H), torch.randn(1, 3, H)
+    causal = torch.full((6, 6), float("-inf")).triu(1).view(1, 1, 6, 6)
+    allow = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0, 0, 1]],
+                         dtype=torch.bool)
+    tree = torch.zeros(3, 9).masked_fill(~allow, float("-inf")).view(1, 1, 3, 9)
+    pos1, pos2 = torch.arange(6).view(1, -1), torch.tensor([[6, 7, 6]])
+    with torch.no_grad():
+        cache = DynamicCache()
+        ref = [head(x1, pos1, causal, cache), head(x2, pos2, tree, cache)]
+        kv = [None, None]
+        out = [head.step(x1, pos1, causal, kv), head.step(x2, pos2, tree, kv)]
+    for a, b in zip(ref, out):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert kv[0].shape[2] == 9

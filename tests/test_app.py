@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import pytest
@@ -16,40 +15,21 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+from tests.app_server import served_app  # noqa: E402
 from tests.tiny_models import tiny_image, tiny_model_dir  # noqa: E402
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "assets", "examples", "scene_describe_1.png")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     target = tiny_model_dir("llava")
-    old = {k: os.environ.get(k) for k in ("SPECSCOPE_DEFAULT_TARGET", "HF_HUB_OFFLINE")}
-    os.environ["SPECSCOPE_DEFAULT_TARGET"] = target
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from ui import app as ui_app
-
-    demo = ui_app.build_app()
-    port = _free_port()
-    ui_app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
-    client = Client(url, verbose=False)
-    img = tmp_path_factory.mktemp("img") / "tiny.png"
-    tiny_image(96, 80, 1).save(img)
-    yield {"url": url, "client": client, "target": target, "image": str(img), "tmp": tmp_path_factory}
-    demo.close()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with served_app({"SPECSCOPE_DEFAULT_TARGET": target, "HF_HUB_OFFLINE": "1"}) as (url, demo, _):
+        client = Client(url, verbose=False)
+        img = tmp_path_factory.mktemp("img") / "tiny.png"
+        tiny_image(96, 80, 1).save(img)
+        yield {"url": url, "client": client, "target": target, "image": str(img), "tmp": tmp_path_factory}
 
 
 RUN_DEFAULTS = dict(custom_drafter="", mode="multimodal", dtype="float32", gamma=3, branching="2,2,1", depth=3,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import time
 
 import pytest
@@ -18,6 +17,7 @@ if not os.path.exists(CHROMIUM):
     pytest.skip("chromium is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from tests.app_server import served_app  # noqa: E402
 from tests.tiny_models import tiny_image, tiny_model_dir  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -25,29 +25,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")          # set to a folder to keep screenshots
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url():
-    old = {k: os.environ.get(k) for k in ("SPECSCOPE_DEFAULT_TARGET", "HF_HUB_OFFLINE")}
-    os.environ["SPECSCOPE_DEFAULT_TARGET"] = tiny_model_dir("llava")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from ui import app as ui_app
-
-    demo = ui_app.build_app()
-    port = _free_port()
-    ui_app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with served_app({"SPECSCOPE_DEFAULT_TARGET": tiny_model_dir("llava"), "HF_HUB_OFFLINE": "1"}) as (u, _, _):
+        yield u
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import threading
 import time
 import weakref
@@ -23,17 +22,12 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+from tests.app_server import served_app  # noqa: E402
 from tests.tiny_models import tiny_image, tiny_model_dir  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")   # gr.Warning / gr.Info outside a request
 
 CALL_TIMEOUT = 60          # seconds: any single request slower than this counts as a hang
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb() -> float:
@@ -48,28 +42,13 @@ def _rss_mb() -> float:
 def app(tmp_path_factory):
     target = tiny_model_dir("llava")
     root = tmp_path_factory.mktemp("model_root")          # an extra allowed root for broken models
-    keys = ("SPECSCOPE_DEFAULT_TARGET", "HF_HUB_OFFLINE", "SPECSCOPE_MODEL_ROOTS", "SPECSCOPE_MAX_SECONDS")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ["SPECSCOPE_DEFAULT_TARGET"] = target
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["SPECSCOPE_MODEL_ROOTS"] = str(root)
-    os.environ.pop("SPECSCOPE_MAX_SECONDS", None)
-    from ui import app as ui_app
-
-    demo = ui_app.build_app()
-    port = _free_port()
-    ui_app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
-    img = tmp_path_factory.mktemp("img") / "tiny.png"
-    tiny_image(96, 80, 1).save(img)
-    yield {"url": url, "client": Client(url, verbose=False), "target": target, "image": str(img), "root": root,
-           "demo": demo, "ui": ui_app}
-    demo.close()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    env = {"SPECSCOPE_DEFAULT_TARGET": target, "HF_HUB_OFFLINE": "1", "SPECSCOPE_MODEL_ROOTS": str(root),
+           "SPECSCOPE_MAX_SECONDS": None}
+    with served_app(env) as (url, demo, ui_app):
+        img = tmp_path_factory.mktemp("img") / "tiny.png"
+        tiny_image(96, 80, 1).save(img)
+        yield {"url": url, "client": Client(url, verbose=False), "target": target, "image": str(img),
+               "root": root, "demo": demo, "ui": ui_app}
 
 
 RUN_DEFAULTS = dict(custom_drafter="", mode="multimodal", dtype="float32", gamma=3, branching="2,2,1", depth=3,

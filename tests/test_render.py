@@ -417,3 +417,14 @@ def test_fast_on_200_steps():
             times.append(time.perf_counter() - t0)
         # the budget is 50 ms; the margin absorbs a CPU shared with other jobs
         assert median(times) < 0.15, (f, times)
+
+
+def test_tree_subtitle_when_the_output_ends_inside_the_accepted_path():
+    tr = synthetic_trace(12, seed=3, strategy="chain")
+    k = next(i for i, s in enumerate(tr.steps) if len(s.accepted) >= 2)
+    s = tr.steps[k]
+    full = R.tree_figure(tr, k).layout.title.subtitle.text
+    assert "as a <b>" in full and "discarded" not in full
+    s.committed = list(s.committed[:1])          # EOS was the first accepted token
+    cut = R.tree_figure(tr, k).layout.title.subtitle.text
+    assert "ended after 1 of the accepted tokens" in cut and "discarded" in cut and "as a <b>" not in cut

@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--depth", type=int, default=5, help="dynamic tree: depth")
     common.add_argument("--top-k", type=int, default=4, help="dynamic tree: expansions per depth")
     common.add_argument("--budget", type=int, default=16, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
+    common.add_argument("--min-prob", type=float, default=0.0,
+                        help="stop expanding draft nodes whose cumulative draft probability is below this")
     common.add_argument("--tuned", action="store_true",
                         help="use the chain / dynamic shape `python -m core.tune` measured fastest on this machine")
     common.add_argument("--image", default=None)
@@ -71,7 +73,7 @@ def _main(args) -> int:
     except ValueError:
         raise ValueError(f"--branching takes comma-separated integers, got {args.branching!r}") from None
     spec = DraftSpec(strategy if strategy != "ar" else "chain", args.gamma, branching, args.depth, args.top_k,
-                     args.budget)
+                     args.budget, args.min_prob)
     if args.tuned and strategy in ("chain", "dynamic"):
         from .tune import tuned_spec
         spec = tuned_spec(args.target, args.drafter, strategy)

@@ -175,11 +175,12 @@ class Config:
     @property
     def strategy_label(self) -> str:
         s = self.spec
+        prune = f",p>={s.min_prob:g}" if s.min_prob > 0 else ""
         if self.strategy == "chain":
-            return f"chain(g={s.gamma})"
+            return f"chain(g={s.gamma}{prune})"
         if self.strategy == "tree":
-            return "tree(" + "-".join(str(b) for b in s.branching) + ")"
-        return f"dynamic(d={s.depth},k={s.top_k},n={s.budget})"
+            return "tree(" + "-".join(str(b) for b in s.branching) + prune + ")"
+        return f"dynamic(d={s.depth},k={s.top_k},n={s.budget}{prune})"
 
     @property
     def id(self) -> str:
@@ -236,7 +237,7 @@ def build_configs(args) -> list[Config]:
             strats = [strategies[0]] if args.strategies else ["chain" if d.lower() == "ngram" else "dynamic"]
         for s in strats:
             try:
-                spec = DraftSpec(s, args.gamma, branching, args.depth, args.top_k, args.budget)
+                spec = DraftSpec(s, args.gamma, branching, args.depth, args.top_k, args.budget, args.min_prob)
             except ValueError as e:
                 raise BenchError(str(e)) from None
             for t in temps:
@@ -849,6 +850,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=5, help="dynamic tree: depth")
     p.add_argument("--top-k", type=int, default=4, help="dynamic tree: expansions per depth")
     p.add_argument("--budget", type=int, default=16, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
+    p.add_argument("--min-prob", type=float, default=0.0,
+                   help="prune: don't expand draft nodes whose cumulative draft probability is below this")
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,1 (default 0)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (quick: 24)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")

@@ -173,3 +173,20 @@ def test_kv_compaction_matches_fresh_forward(family):
     fresh_enc = adapters.Encoded(torch.tensor([seq]), enc.extra, enc.has_image)
     _, fresh, _ = tgt.prefill(fresh_enc)
     assert torch.allclose(nxt[-1], fresh, atol=1e-4), (nxt[-1] - fresh).abs().max()
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_confidence_pruning_stays_lossless_and_drafts_less(family):
+    tgt = target(family)
+    img = tiny_image()
+    d = ModelDrafter(small(family), "small")
+    ref = generate(tgt, PROMPTS[0], img, max_new_tokens=20).output
+    for spec in (DraftSpec("chain", gamma=5, min_prob=0.2), DraftSpec("tree", branching=(3, 2, 2), min_prob=0.05),
+                 DraftSpec("dynamic", depth=4, top_k=4, budget=16, min_prob=0.05)):
+        full = generate(tgt, PROMPTS[0], img, d, DraftSpec(spec.strategy, spec.gamma, spec.branching, spec.depth,
+                                                           spec.top_k, spec.budget), max_new_tokens=20)
+        pruned = generate(tgt, PROMPTS[0], img, d, spec, max_new_tokens=20)
+        assert pruned.output == ref == full.output
+        assert sum(len(s.tokens) for s in pruned.steps) < sum(len(s.tokens) for s in full.steps)
+    with pytest.raises(ValueError, match="min_prob"):
+        DraftSpec("chain", min_prob=1.5)

@@ -85,6 +85,10 @@ def reference(models):
     ("small", DraftSpec("chain", gamma=2)),
     ("small", DraftSpec("tree", branching=(2, 2))),
     ("layerskip", DraftSpec("dynamic", depth=2, top_k=2, budget=4)),
+    # confidence pruning: whether a node is expanded depends on the drawn tokens (a stopping
+    # time), which must not bias the output
+    ("small", DraftSpec("tree", branching=(2, 2), min_prob=0.4)),
+    ("layerskip", DraftSpec("dynamic", depth=2, top_k=2, budget=4, min_prob=0.4)),
 ])
 def test_speculative_sampling_matches_target_distribution(models, reference, kind, spec):
     tgt, small = models

@@ -16,6 +16,7 @@ its constructor receives ``(target_adapter, **options)``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -39,6 +40,8 @@ class DraftSpec:
     depth: int = 5
     top_k: int = 8
     budget: int = 48
+    min_prob: float = 0.0       # Spec-LLaVA-style pruning: don't expand nodes whose cumulative
+                                # draft probability is below this (0 = never prune)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -47,6 +50,8 @@ class DraftSpec:
             v = getattr(self, name)
             if not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if not isinstance(self.min_prob, (int, float)) or not 0.0 <= self.min_prob < 1.0:
+            raise ValueError(f"min_prob must be a number in [0, 1), got {self.min_prob!r}")
         if not self.branching or any((not isinstance(b, int)) or b < 1 or b > 16 for b in self.branching):
             raise ValueError(f"branching must be a list of integers in [1, 16], got {self.branching!r}")
         n, width = 0, 1
@@ -143,9 +148,12 @@ def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]
         widths, depth = [spec.top_k] * spec.depth, spec.depth
 
     frontier = grow(-1, root_logits, widths[0])
+    floor = math.log(spec.min_prob) if spec.min_prob > 0 else None
     for d in range(1, depth):
         if spec.strategy == "dynamic":
             frontier = sorted(frontier, key=lambda i: -tree.score[i])[: spec.top_k]
+        if floor is not None:   # too unlikely to survive verification: not worth a draft forward
+            frontier = [i for i in frontier if tree.score[i] >= floor]
         if not frontier:
             break
         rows = expand(tree, frontier)

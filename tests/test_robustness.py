@@ -643,3 +643,18 @@ def test_a_model_that_fails_to_load_gives_a_clear_message_then_the_next_request_
             assert "default model still works" in out[0], out[0]
         good = run_api(app, max_new_tokens=4)
         assert "Done" in good[0], good[0]
+
+
+def test_a_visitors_session_does_not_grow_with_each_run(app):
+    """Gradio 6.31 re-registers a copy of every output that was skipped and then set, under a new
+    id, in the visitor's session (one set of copies per request); ui.app prunes them."""
+    demo = app["demo"]
+    client = Client(app["url"], verbose=False)
+    sizes = []
+    for _ in range(6):
+        run_api(app, client, ar_baseline=True)
+        sizes.append(max(len(s.blocks_config.blocks) for s in demo.state_holder.session_data.values()))
+    base = len(demo.blocks)
+    print(f"\nsession blocks after each run: {sizes} (app: {base})")
+    assert max(sizes[2:]) <= base + 30, sizes          # bounded: at most one run's copies
+    assert sizes[-1] <= sizes[2], sizes                 # and not growing

@@ -550,6 +550,28 @@ RUN_KEYS = ("status", "answer", "tree", "step", "spec_text", "ar_text", "summary
             "depth_fig", "steps_html", "download", "result", "state")
 
 
+_APP: dict = {}   # the Blocks built by build_app()
+
+
+def _prune_session(request) -> None:
+    """Work around a Gradio 6.31 leak: an output skipped (``gr.skip()``) in one yield and given a
+    value in a later one is re-registered in the visitor's session under a NEW block id, one
+    component copy per output per request (~0.13 MB/request, measured with scripts/soak.py).
+    Entries whose ids are not blocks of the app are dropped at the start of the visitor's next
+    request; the live copies stay under the app's ids."""
+    demo = _APP.get("demo")
+    sid = getattr(request, "session_hash", None)
+    if demo is None or not sid or sid not in demo.state_holder:
+        return
+    try:
+        state = demo.state_holder.session_data[sid]
+        for key in [k for k in state.blocks_config.blocks if k not in demo.blocks]:
+            state.blocks_config.blocks.pop(key, None)
+            state.config_values.pop(key, None)
+    except Exception:  # noqa: BLE001  internal layout changed: never fail a request over this
+        log.debug("session pruning skipped", exc_info=True)
+
+
 def _pack(keys, **kw):
     return tuple(kw[k] if k in kw else gr.skip() for k in keys)
 
@@ -559,6 +581,7 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
                  depth, top_k, budget, temperature, top_p, max_new_tokens, seed, ar_baseline,
                  request: gr.Request = None):
     """Decode once (live), then optionally the same input autoregressively for the speedup."""
+    _prune_session(request)
     out = lambda **kw: _pack(RUN_KEYS, **kw)  # noqa: E731
     stop = _new_stop(request)
     try:
@@ -738,6 +761,7 @@ COMPARE_COLUMNS = ["configuration", "τ", "accepted / step", "tokens/s", "plain 
 def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperature,
                 request: gr.Request = None):
     """Decode the same input with each selected configuration (plus plain decoding each time)."""
+    _prune_session(request)
     stop = _new_stop(request)
     rows: list[list] = []
     fig_rows: list[dict] = []
@@ -955,6 +979,7 @@ def teach_view(tr: Trace, k: int, status: str | None = None):
 @gpu
 def teach_start(image, prompt, drafter, shape, request: gr.Request = None):
     """Decode once (greedy) on the default model and show the prefill; then walk with teach_step."""
+    _prune_session(request)
     stop = _new_stop(request)
     try:
         prompt = limits.check_prompt(prompt)
@@ -1381,6 +1406,7 @@ def build_app() -> gr.Blocks:
                   concurrency_limit=None)
         demo.load(refresh_choices, None, [drafter, t_drafter, c_configs], api_visibility="private",
                   show_progress="hidden", concurrency_limit=None)
+    _APP["demo"] = demo
     return demo
 
 

@@ -1,7 +1,7 @@
 """Tune the draft size for THIS machine (like EAGLE's automatic ``total_tokens``).
 
 On a GPU a verify forward of 60 tokens costs about as much as one token; on a laptop CPU it
-does not (here: 1 token 2.9 ms, 16 tokens 5.4 ms), so the best node budget / chain length
+does not (default target here: 1 token 2.61 ms, 16 tokens 4.50 ms), so the best node budget / chain length
 depends on the machine as much as on the drafter. This measures it instead of guessing:
 
     python -m core.tune --target default --drafter msd            # prints a table, saves the best
@@ -11,11 +11,12 @@ depends on the machine as much as on the drafter. This measures it instead of gu
    (chain gamma and dynamic-tree budget), the same inputs for all, interleaved with AR runs;
 3. the fastest chain and dynamic shapes are written to ``~/.cache/specscope/tuning.json``
    (``SPECSCOPE_TUNING`` to move it), keyed by machine, threads, target and drafter. The app and
-   ``core run --budget auto`` read it; without an entry they use the defaults.
+   ``python -m core run --tuned`` read it; without an entry they use the defaults.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,14 +38,19 @@ def tuning_path() -> Path:
     return Path(os.environ.get("SPECSCOPE_TUNING", Path.home() / ".cache" / "specscope" / "tuning.json"))
 
 
-def machine_key(target: str, drafter: str) -> str:
-    cpu = platform.processor() or platform.machine()
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                        platform.machine())
     except OSError:
-        pass
-    return f"{cpu}|threads={torch.get_num_threads()}|{os.path.abspath(target) if os.path.isdir(target) else target}|{drafter}"
+        return platform.processor() or platform.machine()
+
+
+def machine_key(target: str, drafter: str) -> str:
+    where = os.path.abspath(target) if os.path.isdir(target) else target
+    return f"{_cpu_name()}|threads={torch.get_num_threads()}|{where}|{drafter}"
 
 
 def tuned_spec(target: str, drafter: str, strategy: str) -> DraftSpec:

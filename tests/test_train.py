@@ -148,3 +148,79 @@ def test_msd_head_fast_step_equals_the_hf_layer(kv_heads):
     for a, b in zip(ref, out):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
     assert kv[0].shape[2] == 9
+
+
+def test_grid_labels_match_the_rendered_scene():
+    """Every image token's auxiliary label is the content of the 3x3 cell its patch lies in."""
+    from core.scenes.generator import COLORS
+    from core.scenes.tasks import make_sample
+    from core.train.target import IMAGE_TOKENS, _aux_vocab, grid_labels, patch_cells
+
+    voc = _aux_vocab()
+    cells = patch_cells()
+    assert len(cells) == IMAGE_TOKENS and set(cells) == {(r, c) for r in range(3) for c in range(3)}
+    seen_word = seen_empty = 0
+    for seed in range(40):
+        s = make_sample(seed, task="describe")
+        lab = grid_labels(s["meta"])
+        px = s["image"].load()
+        objs = {(o["row"], o["col"]): o for o in s["meta"]["scene"]["objects"]}
+        for k, rc in enumerate(cells):
+            kind = voc["kind"][lab["kind"][k]]
+            if rc in objs:
+                o = objs[rc]
+                assert (kind, voc["color"][lab["color"][k]], voc["size"][lab["size"][k]]) == \
+                    (o["shape"], o["color"], o["size"])
+            elif kind == "word":
+                seen_word += 1
+                assert voc["word"][lab["word"][k]] == s["meta"]["scene"]["word"]
+            else:
+                seen_empty += 1
+                assert kind == "empty" and lab["color"][k] == 0 and lab["word"][k] == 0
+        # the object's colour is drawn near the centre of its labelled cell
+        for (r, c), o in objs.items():
+            cy, cx = int((r + 0.5) * 128 / 3), int((c + 0.5) * 128 / 3)
+            near = {px[x, y] for x in range(cx - 12, cx + 13) for y in range(cy - 12, cy + 13)}
+            assert COLORS[o["color"]] in near
+    assert seen_word and seen_empty
+
+
+def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
+    """A few steps of the target trainer (continuing the shipped target) with the auxiliary grid
+    loss: the loss is logged, and the saved model is a standard LLaVA without the aux heads."""
+    from safetensors import safe_open
+
+    from core.train import target
+    out, run = tmp_path / "out", tmp_path / "run"
+    target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "3",
+                 "--warmup", "2", "--batch", "4", "--threads", "1"])
+    log = (run / "log.txt").read_text()
+    assert "aux_acc kind" in log
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("heads" in k for k in keys)
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert ck["aux"] and ck["step"] == 3
+    tgt = adapters.load(str(out))
+    assert tgt.is_multimodal
+
+
+def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
+    """Stage 0: a few steps change the vision tower / projector, never the language model, and
+    the target trainer picks up the saved grid heads."""
+    from transformers import LlavaForConditionalGeneration
+
+    from core.train import grid_pretrain, target
+    out = tmp_path / "grid"
+    grid_pretrain.main(["--init", "assets/target", "--out", str(out), "--steps", "3", "--pool", "32",
+                        "--batch", "8", "--refresh", "4", "--threads", "1", "--lr", "1e-2", "--warmup", "1"])
+    a = LlavaForConditionalGeneration.from_pretrained("assets/target").state_dict()
+    b = LlavaForConditionalGeneration.from_pretrained(str(out)).state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert any("vision_tower" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
+    assert not any("language_model" in k or "lm_head" in k for k in changed)
+    assert (out / "grid_heads.pt").exists()
+    run = tmp_path / "run"
+    target.main(["--init", str(out), "--out", str(tmp_path / "t"), "--run-dir", str(run), "--steps", "1",
+                 "--batch", "2", "--threads", "1"])
+    assert "grid heads from" in (run / "log.txt").read_text()

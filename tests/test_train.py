@@ -201,6 +201,7 @@ def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
     assert keys and not any("heads" in k for k in keys)
     ck = torch.load(run / "ckpt.pt", weights_only=False)
     assert ck["aux"] and ck["step"] == 3
+    assert (out / "grid_heads.pt").exists()   # a later --init out continues with the same heads
     tgt = adapters.load(str(out))
     assert tgt.is_multimodal
 

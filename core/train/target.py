@@ -465,6 +465,8 @@ def main(argv=None):
     elapsed = elapsed0 + (time.time() - seg_start)
     save_ckpt(ckpt_path, model, opt, step, elapsed, total, aux)
     save_final(model, processor, out)
+    if aux is not None:  # lets a later `--init out` continue with the same grid heads
+        torch.save(aux.state_dict(), out / "grid_heads.pt")
     final_loss = lm_loss.item() if step else float("nan")
     (out / "TRAINING.md").write_text(
         "# Default target VLM (SpecScope)\n\n"

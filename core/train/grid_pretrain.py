@@ -1,4 +1,4 @@
-"""Stage 0 of the default target: teach its vision tower what is where, before (and alongside)
+"""Grid pretraining of the default target: teach its vision tower what is where, apart from (and then alongside)
 learning to talk about it.
 
 Learning only from answer text, the target's ViT learns colour/shape/position binding very
@@ -72,7 +72,7 @@ def main(argv=None):
     for p in trained:
         p.requires_grad_(True)
     aux = AuxGridHeads(model.config.text_config.hidden_size)
-    if (Path(args.init) / "grid_heads.pt").exists():   # continuing an earlier stage 0
+    if (Path(args.init) / "grid_heads.pt").exists():   # continuing an earlier grid run
         aux.load_state_dict(torch.load(Path(args.init) / "grid_heads.pt", map_location="cpu"))
         print(f"grid heads from {args.init}", flush=True)
     opt = torch.optim.AdamW(trained + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.98),

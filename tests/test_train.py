@@ -225,3 +225,13 @@ def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
     target.main(["--init", str(out), "--out", str(tmp_path / "t"), "--run-dir", str(run), "--steps", "1",
                  "--batch", "2", "--threads", "1"])
     assert "grid heads from" in (run / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("module", ["target", "grid_pretrain"])
+def test_training_clis_reject_a_missing_init_dir(module, tmp_path, capsys):
+    import importlib
+    mod = importlib.import_module(f"core.train.{module}")
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--init", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert e.value.code == 2
+    assert "is not a saved model directory" in capsys.readouterr().err

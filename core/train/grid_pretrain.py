@@ -15,14 +15,13 @@ colour, size and word (``core.train.target.grid_labels``). The language model is
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import time
 from pathlib import Path
 
 import torch
 
-from core.train.target import IMAGE_TOKENS, AuxGridHeads, grid_labels, save_final
+from core.train.target import IMAGE_TOKENS, AuxGridHeads, grid_labels, lr_at, require_model_dir, save_final
 
 
 def render_pool(image_processor, seeds):
@@ -59,6 +58,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    require_model_dir(ap, args.init, "--init")
 
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -91,7 +91,7 @@ def main(argv=None):
         frac = (time.time() - t_start) / budget
         if frac >= 1 or (args.steps and step >= args.steps):
             break
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1))))
+        lr = lr_at(step, frac, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, args.pool, (args.batch,))

@@ -268,6 +268,12 @@ def save_ckpt(path: Path, model, opt, step, elapsed, total, aux=None):
     os.replace(tmp, path)
 
 
+def require_model_dir(ap, path: str | None, flag: str) -> None:
+    """A clear argparse error (exit 2, no traceback) when ``path`` is not a saved model directory."""
+    if path and not (Path(path) / "config.json").is_file():
+        ap.error(f"{flag} {path!r} is not a saved model directory (no config.json there)")
+
+
 def parse_deadline(s: str | None):
     if not s:
         return None
@@ -305,6 +311,7 @@ def main(argv=None):
                     help="weight of the auxiliary per-patch grid loss (0 = answer text only)")
     ap.add_argument("--save-reserve", type=float, default=60.0, help="seconds kept for saving")
     args = ap.parse_args(argv)
+    require_model_dir(ap, args.init, "--init")
 
     torch.set_num_threads(1)
     run_dir = Path(args.run_dir)

@@ -1,7 +1,7 @@
 """Tune the draft size for THIS machine (like EAGLE's automatic ``total_tokens``).
 
 On a GPU a verify forward of 60 tokens costs about as much as one token; on a laptop CPU it
-does not (default target here: 1 token 2.61 ms, 16 tokens 4.50 ms), so the best node budget / chain length
+does not (default target here: 1 token 2.6-3.3 ms, 16 tokens 4.5-6.7 ms), so the best node budget / chain length
 depends on the machine as much as on the drafter. This measures it instead of guessing:
 
     python -m core.tune --target default --drafter msd            # prints a table, saves the best

@@ -235,3 +235,48 @@ def test_training_clis_reject_a_missing_init_dir(module, tmp_path, capsys):
         mod.main(["--init", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--steps", "1"])
     assert e.value.code == 2
     assert "is not a saved model directory" in capsys.readouterr().err
+
+
+def test_task_weights_and_seed_offset_shape_the_training_stream():
+    """--task-weights / --seed-offset: the stream draws only the named tasks, from fresh seeds."""
+    from transformers import AutoProcessor
+
+    from core.scenes.tasks import make_sample
+    from core.train import target
+    w = target.parse_task_weights("count=1,spatial=0.5")
+    assert w == {"count": 1.0, "spatial": 0.5}
+    proc = AutoProcessor.from_pretrained("assets/target")
+    seen = []
+    orig = target.collate
+
+    def spy(tok, ip, samples, *a, **k):
+        seen.extend(samples)
+        return orig(tok, ip, samples, *a, **k)
+    target.collate = spy
+    try:
+        target.BucketedStream(proc.tokenizer, proc.image_processor, 4, group=2, seed_offset=777,
+                              weights=w).get(0)
+    finally:
+        target.collate = orig
+    assert seen and {s["task"] for s in seen} <= {"count", "spatial"}
+    # the offset really moves the seeds: the first batch is built from seeds 777..784
+    firsts = {make_sample(777 + i, weights=w)["prompt"] for i in range(8)}
+    assert {s["prompt"] for s in seen} <= firsts
+
+
+@pytest.mark.parametrize("spec", ["count=x", "nosuch=1", "count=0", "count=-1"])
+def test_bad_task_weights_are_refused(spec, tmp_path, capsys):
+    from core.train import target
+    with pytest.raises(SystemExit) as e:
+        target.main(["--task-weights", spec, "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert e.value.code == 2
+    assert "--task-weights" in capsys.readouterr().err
+
+
+def test_seed_offset_cannot_reach_the_held_out_split(tmp_path, capsys):
+    from core.scenes.generator import HELDOUT_START
+    from core.train import target
+    with pytest.raises(SystemExit) as e:
+        target.main(["--seed-offset", str(HELDOUT_START), "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert e.value.code == 2
+    assert "held-out" in capsys.readouterr().err

@@ -213,9 +213,11 @@ class BucketedStream:
     training seeds, sort them by encoded length and cut them into batches (less padding), the
     order of the batches inside a group shuffled by the group index."""
 
-    def __init__(self, tokenizer, image_processor, batch: int, group: int = 4, with_aux: bool = False):
+    def __init__(self, tokenizer, image_processor, batch: int, group: int = 4, with_aux: bool = False,
+                 seed_offset: int = 0, weights: dict | None = None):
         self.tok, self.ip, self.batch, self.group = tokenizer, image_processor, batch, group
         self.with_aux = with_aux
+        self.seed_offset, self.weights = seed_offset, weights
         self._cache = (None, None)
 
     def get(self, step: int):
@@ -224,7 +226,7 @@ class BucketedStream:
         g = step // self.group
         if self._cache[0] != g:
             n = self.batch * self.group
-            samples = [make_sample(g * n + i) for i in range(n)]
+            samples = [make_sample(self.seed_offset + g * n + i, weights=self.weights) for i in range(n)]
             lens = [len(encode_sample(self.tok, s)[0]) for s in samples]
             order = sorted(range(n), key=lambda i: (lens[i], i))
             chunks = [[samples[j] for j in order[k * self.batch:(k + 1) * self.batch]]
@@ -274,6 +276,27 @@ def require_model_dir(ap, path: str | None, flag: str) -> None:
         ap.error(f"{flag} {path!r} is not a saved model directory (no config.json there)")
 
 
+def parse_task_weights(s: str) -> dict:
+    """'count=0.2,attribute=0.3' -> {'count': 0.2, 'attribute': 0.3} (argparse type)."""
+    from core.scenes.tasks import TASKS
+    out = {}
+    for part in s.split(","):
+        name, _, val = part.partition("=")
+        name = name.strip()
+        if name not in TASKS:
+            raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+        try:
+            w = float(val)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected task=weight") from None
+        if not w >= 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: a weight must be >= 0")
+        out[name] = w
+    if not any(out.values()):
+        raise argparse.ArgumentTypeError("at least one task needs a positive weight")
+    return out
+
+
 def parse_deadline(s: str | None):
     if not s:
         return None
@@ -310,7 +333,15 @@ def main(argv=None):
     ap.add_argument("--aux-weight", type=float, default=0.5,
                     help="weight of the auxiliary per-patch grid loss (0 = answer text only)")
     ap.add_argument("--save-reserve", type=float, default=60.0, help="seconds kept for saving")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="first training seed (a later stage can see fresh scenes instead of the same ones)")
+    ap.add_argument("--task-weights", default=None, type=parse_task_weights,
+                    help="task mixture, e.g. 'count=0.2,attribute=0.3,...' (unnamed tasks get 0; "
+                         "default: the generator's mixture)")
     args = ap.parse_args(argv)
+    from core.scenes.generator import HELDOUT_START
+    if args.seed_offset < 0 or args.seed_offset >= HELDOUT_START // 2:
+        ap.error(f"--seed-offset must be in [0, {HELDOUT_START // 2}): training seeds stay below the held-out split")
     require_model_dir(ap, args.init, "--init")
 
     torch.set_num_threads(1)
@@ -385,9 +416,11 @@ def main(argv=None):
         total = min(total, elapsed + (end_wall - time.time()))
     log(f"start: params {n_params / 1e6:.1f}M vocab {len(tokenizer)} batch {args.batch} "
         f"lr {args.lr} schedule {total:.0f}s end {dt.datetime.fromtimestamp(end_wall, dt.timezone.utc):%H:%M:%S} "
-        f"setup {time.time() - t_start:.1f}s", run_dir)
+        f"setup {time.time() - t_start:.1f}s seeds from {args.seed_offset} "
+        f"tasks {args.task_weights or 'default mixture'}", run_dir)
 
-    stream = BucketedStream(tokenizer, image_processor, args.batch, with_aux=aux is not None)
+    stream = BucketedStream(tokenizer, image_processor, args.batch, with_aux=aux is not None,
+                            seed_offset=args.seed_offset, weights=args.task_weights)
     # The 2 cores are shared with other jobs: with one core busy elsewhere, 2 OpenMP threads run
     # ~3x SLOWER than 1 (barrier spinning). So the thread count is adaptive: every
     # `probe_every` steps, a few steps run with the other setting and the faster (seconds per

@@ -92,6 +92,18 @@ def test_small_drafter_training_runs(tmp_path):
         assert (tmp_path / kind / "config.json").exists()
     tgt = adapters.load(str(tmp_path / "small-vlm"))   # loads through the engine like any model
     assert tgt.is_multimodal
+    # continue it (as after grid pretraining) on target answers with its vision tower frozen
+    from transformers import LlavaForConditionalGeneration
+    rows = tmp_path / "distill.jsonl"
+    rows.write_text(json.dumps({"seed": 3, "task": "count", "prompt": "p", "answer": "There are 2 shapes."}) + "\n")
+    small.main(["--kind", "small-vlm", "--init", str(tmp_path / "small-vlm"), "--out", str(tmp_path / "svlm2"),
+                "--processor", str(proc), "--steps", "2", "--batch", "2", "--distill", str(rows),
+                "--freeze-vision", "--lr", "1e-2"])
+    a = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "small-vlm")).state_dict()
+    b = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "svlm2")).state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and not any("vision_tower" in k for k in changed)
+    assert any("language_model" in k for k in changed)
 
 
 def test_eagle1_head_without_input_norm_and_fc_bias(tmp_path):

@@ -180,22 +180,23 @@ def test_tokenizer_round_trip_and_template():
     assert tok("a <image> b", add_special_tokens=False)["input_ids"].count(img_id) == 1
 
 
-EVAL_FILE = TARGET / "EVAL.json"  # python -m core.scenes eval --n 40 --threads 1 --json > assets/target/EVAL.json
+EVAL_FILE = TARGET / "EVAL.json"  # python -m core.scenes eval --n 200 --threads 1 --json > assets/target/EVAL.json
 
 
 @pytest.mark.skipif(not (TARGET / "config.json").exists(), reason="assets/target not trained yet")
 def test_trained_target_reproduces_its_documented_accuracy():
     """The shipped target, decoded greedily, scores exactly what its EVAL.json (the number quoted
-    in the README) says on the same 40 held-out scenes: a regression test of model + scorer."""
+    in the README) says on the same 200 held-out scenes: a regression test of model + scorer.
+    200, not fewer: the first 40 held-out scenes score 0.95 with a model that scores 0.87 on 200."""
     import json
 
     from core.scenes.__main__ import evaluate
 
     doc = json.loads(EVAL_FILE.read_text())
     res = evaluate(str(TARGET), n=doc["n"])
-    assert res["n"] == doc["n"] == 40
+    assert res["n"] == doc["n"] == 200
     # greedy fp32 decoding is deterministic on one machine; other CPUs' kernels may flip a near-tie
-    assert abs(res["accuracy"] - doc["accuracy"]) <= 0.05 + 1e-9, (res["accuracy"], doc)
+    assert abs(res["accuracy"] - doc["accuracy"]) <= 0.03 + 1e-9, (res["accuracy"], doc)
     assert res["accuracy"] > 0.1       # far above a blind guess on counts/colours
 
 

@@ -55,13 +55,12 @@ $PY -m core.scenes eval --target "$T" --n 200 --json | tee runs/eval_target.json
 [ -f runs/svlm_stage1/model.safetensors ] || [ -f assets/drafters/small_vlm/model.safetensors ] || \
   $PY -m core.train.small --kind small-vlm --out runs/svlm_stage1 --processor "$T" --minutes 18
 
-# 4. MSD head (needs the target's hidden states) on one core, while the other core writes the
-#    target's own answers (self-distillation data) and then trains MASSV on them
-msd_pid=""
+# 4. MSD head (needs the target's hidden states), alone on both cores; then the target's own
+#    answers (self-distillation data) and MASSV trained on them
 if [ ! -f assets/drafters/msd/config.json ]; then
-  $PY -m core.train.msd --target "$T" --out assets/drafters/msd --minutes "${MSD_MINUTES:-15}" --threads 1 \
-    > runs/msd.log 2>&1 &
-  msd_pid=$!
+  $PY -m core.train.msd --target "$T" --out assets/drafters/msd --minutes "${MSD_MINUTES:-12}" --threads 2 \
+    > runs/msd.log 2>&1
+  tail -3 runs/msd.log
 fi
 OMP_NUM_THREADS=1 $PY -m core.train.distill --target "$T" --n "${DISTILL_N:-800}" --out runs/distill/scenes.jsonl
 [ -f assets/drafters/massv/config.json ] || \
@@ -79,5 +78,4 @@ if [ ! -f assets/drafters/small_vlm/model.safetensors ]; then
   $PY -m core.train.small --kind small-vlm --init runs/svlm_grid/model --freeze-vision --out assets/drafters/small_vlm \
     --processor "$T" --distill runs/distill/scenes_v3.jsonl --minutes 9 --lr 1e-3 --threads 1
 fi
-if [ -n "$msd_pid" ]; then wait "$msd_pid"; tail -3 runs/msd.log; fi
 echo "default pair ready: $T + assets/drafters/{msd,massv,text_lm,small_vlm}"

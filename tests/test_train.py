@@ -292,3 +292,16 @@ def test_seed_offset_cannot_reach_the_held_out_split(tmp_path, capsys):
         target.main(["--seed-offset", str(HELDOUT_START), "--out", str(tmp_path / "o"), "--steps", "1"])
     assert e.value.code == 2
     assert "held-out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--init", "NOPE"], "is not a saved model directory"),
+    (["--distill", "NOPE.jsonl"], "--distill: no such file"),
+])
+def test_small_drafter_cli_refuses_missing_inputs(extra, message, tmp_path, capsys):
+    from core.train import small
+    extra = [str(tmp_path / e) if e.startswith("NOPE") else e for e in extra]
+    with pytest.raises(SystemExit) as e:
+        small.main(["--kind", "small-vlm", "--out", str(tmp_path / "o"), "--steps", "1", *extra])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err

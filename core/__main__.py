@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--top-p", type=float, default=1.0)
     common.add_argument("--top-k-sampling", type=int, default=0)
     common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    common.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="auto (default): bfloat16 where the CPU/GPU computes it natively "
+                             "(avx512_bf16 / amx / CUDA bf16), else float32")
     common.add_argument("--trust-remote-code", action="store_true",
                         help="allow model repos' own code (refused unless SPECSCOPE_TRUST_REMOTE_CODE=1)")
     common.add_argument("--trace", default=None, help="write the (speculative) run's trace JSON here")

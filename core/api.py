@@ -72,6 +72,9 @@ def _evict(keep: tuple) -> None:
 
 
 def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False) -> adapters.HFAdapter:
+    """``dtype`` may be "auto" (bfloat16 where the CPU/GPU computes it natively, else float32);
+    the library default stays float32, the CLI, the bench and the app default to "auto"."""
+    dtype = adapters.resolve_dtype(dtype)
     key = ("target", resolve_target(name), dtype)
     with _cache_lock:
         if key not in _cache:
@@ -83,6 +86,7 @@ def load_target(name: str | None, dtype: str = "float32", trust_remote_code: boo
 
 def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
               mode: str = "multimodal", trust_remote_code: bool = False, **options) -> Pair:
+    dtype = adapters.resolve_dtype(dtype)
     tgt = load_target(target, dtype, trust_remote_code)
     if drafter in SHIPPED_DRAFTERS:
         path = SHIPPED_DRAFTERS[drafter]

@@ -283,15 +283,21 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
     from .api import run
     kw = dict(max_new_tokens=args.max_new_tokens, detail=args.detail)
     hf = HFRunner(pair, cfg, args, lookup_cache if lookup_cache is not None else {}) if args.hf != "none" else None
+    base = None   # --baseline-dtype: the same target's AR in another dtype, interleaved too
+    if getattr(args, "baseline_dtype", None) and args.baseline_dtype != args.dtype:
+        from .api import load_pair
+        base = load_pair(args.target, None, dtype=args.baseline_dtype)
     first = samples[0]
     for _ in range(args.warmup):
         run(pair, first.prompt, first.image, cfg.spec, _sampling(cfg, args.seed), speculative=False, **kw)
         run(pair, first.prompt, first.image, cfg.spec, _sampling(cfg, args.seed), **kw)
+        if base is not None:
+            run(base, first.prompt, first.image, cfg.spec, _sampling(cfg, args.seed), speculative=False, **kw)
         if hf is not None:
             hf.warmup(first)
     records = []
     for i, smp in enumerate(samples):
-        ar_runs, sp_runs = [], []
+        ar_runs, sp_runs, base_runs = [], [], []
         hrec = hf.new_record(smp) if hf is not None else None
         for r in range(args.repeats):
             seed = args.seed + 1000 * i + r
@@ -299,12 +305,16 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
             sp = run(pair, smp.prompt, smp.image, cfg.spec, _sampling(cfg, seed), **kw)
             ar_runs.append(_run_record(ar))
             sp_runs.append(_run_record(sp))
+            if base is not None:
+                b = run(base, smp.prompt, smp.image, cfg.spec, _sampling(cfg, seed), speculative=False, **kw)
+                base_runs.append(_run_record(b))
             if hf is not None:
                 hf.run(hrec, smp, seed)
         exact = None
         if cfg.temperature == 0:
             exact = all(a["tokens"] == s["tokens"] for a, s in zip(ar_runs, sp_runs))
-        records.append({"sample": smp, "ar": ar_runs, "spec": sp_runs, "exact": exact, "hf": hrec})
+        records.append({"sample": smp, "ar": ar_runs, "spec": sp_runs, "exact": exact, "hf": hrec,
+                        "base": base_runs or None})
     if hf is not None:
         hf.finish([r["hf"] for r in records])
     return records
@@ -489,6 +499,12 @@ def aggregate(records: list[dict], hf: list[dict] | None, temperature: float) ->
     }
     if temperature == 0:
         m["exact"] = {"matched": sum(1 for r in records if r["exact"]), "n": len(records)}
+    if all(r.get("base") for r in records):
+        # the same target's AR in --baseline-dtype (e.g. float32 AR vs bfloat16 speculative):
+        # what a user switching both gains; its outputs may differ from the spec run's dtype
+        b = [x for r in records for x in r["base"]]
+        m["tokens_per_s_ar_baseline_dtype"] = _r(_ratio(S(b, "new_tokens"), S(b, "wall_s")), 3)
+        m["speedup_vs_baseline_dtype"] = _r(_ratio(_ratio(sp_tok, sp_wall), _ratio(S(b, "new_tokens"), S(b, "wall_s"))))
     if hf is not None:
         m.update(_aggregate_hf(hf, records, temperature))
     return m
@@ -621,6 +637,12 @@ def markdown_table(results: dict) -> str:
              "(excl. bonus); speedup = total AR wall / total spec wall (* = AR and spec produced different "
              "token counts; see throughput_ratio); ideal = tau x AR step cost / spec step cost; "
              "HF plain: (AR n.nnx) = our AR tok/s / transformers generate() tok/s."]
+    bd = results.get("meta", {}).get("baseline_dtype")
+    if bd and bd != results.get("meta", {}).get("dtype"):
+        notes.append(f"AR in {bd} (same target, interleaved), speculative tok/s over it: " + ", ".join(
+            f"{c['id']} {_f(m.get('tokens_per_s_ar_baseline_dtype'), '{:.1f}')} tok/s -> "
+            f"{_f(m.get('speedup_vs_baseline_dtype'), '{:.2f}x')}"
+            for c in results["configs"] for m in [c["groups"].get("all") or next(iter(c["groups"].values()))]))
     seen = set()
     for c in results["configs"]:
         m = c["groups"].get("all") or next(iter(c["groups"].values()))
@@ -854,7 +876,12 @@ def parser() -> argparse.ArgumentParser:
                    help="prune: don't expand draft nodes whose cumulative draft probability is below this")
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,1 (default 0)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (quick: 24)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--baseline-dtype", choices=["float32", "bfloat16"], default=None,
+                   help="also time the target's AR in this dtype, interleaved (e.g. float32 AR vs "
+                        "bfloat16 speculative: the gain of switching both)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="auto (default): bfloat16 where the CPU/GPU computes it natively, else "
+                        "float32. AR and speculative runs always share the dtype")
     p.add_argument("--n", type=int, default=None, help="number of samples (scenes default 20; quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per sample (default 1)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per configuration (default 1)")
@@ -900,6 +927,8 @@ def parse_args(argv=None):
         raise BenchError("--suite folder needs --images DIR and --prompts FILE.jsonl")
     if args.images and args.suite != "folder":
         raise BenchError("--images is only used by --suite folder")
+    from .adapters import resolve_dtype
+    args.dtype = resolve_dtype(args.dtype)   # "auto" -> the dtype actually measured (in meta)
     return args
 
 
@@ -932,7 +961,7 @@ def bench(args) -> dict:
     tgt = api.load_target(args.target, args.dtype)
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "target": target_name,
-        "target_family": tgt.family, "dtype": args.dtype, "suite": args.suite, "n_samples": len(samples),
+        "target_family": tgt.family, "dtype": args.dtype, "baseline_dtype": args.baseline_dtype, "suite": args.suite, "n_samples": len(samples),
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "warmup": args.warmup,
         "seed": args.seed, "quick": args.quick, "hf": args.hf, "detail": args.detail,
         "prompt_lookup_tokens": args.prompt_lookup_tokens, "seconds": round(time.perf_counter() - t_start, 2),

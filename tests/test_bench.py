@@ -247,3 +247,23 @@ def test_missing_default_target_is_one_line(monkeypatch, tmp_path, capsys):
     assert bench.main(["--quick", "--silent"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_baseline_dtype_times_an_interleaved_ar_in_the_other_dtype(folder, models, tmp_path):
+    out = tmp_path / "r.json"
+    rc = bench.main(_args(folder, models, "--n", "2", "--drafters", "ngram", "--strategies", "chain",
+                          "--max-new-tokens", "8", "--warmup", "0", "--hf", "none", "--dtype", "bfloat16",
+                          "--baseline-dtype", "float32", "--out", str(out)))
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["meta"]["dtype"] == "bfloat16" and res["meta"]["baseline_dtype"] == "float32"
+    groups = res["configs"][0]["groups"]
+    m = groups.get("all") or next(iter(groups.values()))
+    assert m["tokens_per_s_ar_baseline_dtype"] > 0 and m["speedup_vs_baseline_dtype"] > 0
+    assert "AR in float32" in bench.markdown_table(res)
+    # without the option, no baseline numbers
+    rc = bench.main(_args(folder, models, "--n", "1", "--drafters", "ngram", "--strategies", "chain",
+                          "--max-new-tokens", "4", "--warmup", "0", "--hf", "none", "--out", str(out)))
+    assert rc == 0
+    groups = json.loads(out.read_text())["configs"][0]["groups"]
+    assert all("speedup_vs_baseline_dtype" not in g for g in groups.values())

@@ -4,6 +4,7 @@ scenes. Skipped only when the assets are absent (a fresh clone always has them).
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core import api
 from core.drafters import DraftSpec
@@ -52,3 +53,19 @@ def test_shipped_drafters_are_lossless_with_the_default_target(drafter):
             sp = api.run(pair, s["prompt"], s["image"], spec, greedy, max_new_tokens=40, detail=False)
             assert sp.output == ar.output, (drafter, spec, s["prompt"])
             assert sp.summary()["target_forwards"] <= ar.summary()["target_forwards"]
+
+
+@pytest.mark.parametrize("drafter", ["ngram", *api.SHIPPED_DRAFTERS])
+def test_shipped_drafters_are_lossless_in_bfloat16(drafter):
+    """The CLI, the bench and the app default to bfloat16 where the CPU computes it natively
+    ("auto"); losslessness is then against the target's own greedy decoding in bfloat16."""
+    if drafter in api.SHIPPED_DRAFTERS and not (api.SHIPPED_DRAFTERS[drafter] / "config.json").exists():
+        pytest.fail(f"shipped drafter {drafter} is missing from assets/")
+    pair = api.load_pair("default", drafter, dtype="bfloat16")
+    assert pair.target.dtype == torch.bfloat16
+    greedy = SamplingConfig()
+    for s in _samples():
+        ar = api.run(pair, s["prompt"], s["image"], max_new_tokens=40, speculative=False, detail=False)
+        for spec in (SPECS[0], SPECS[2]):
+            sp = api.run(pair, s["prompt"], s["image"], spec, greedy, max_new_tokens=40, detail=False)
+            assert sp.output == ar.output, (drafter, spec, s["prompt"])

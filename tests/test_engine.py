@@ -190,3 +190,27 @@ def test_confidence_pruning_stays_lossless_and_drafts_less(family):
         assert sum(len(s.tokens) for s in pruned.steps) < sum(len(s.tokens) for s in full.steps)
     with pytest.raises(ValueError, match="min_prob"):
         DraftSpec("chain", min_prob=1.5)
+
+
+def test_auto_dtype_follows_native_bf16_support(monkeypatch):
+    from core import adapters
+    from core.adapters import InputError, resolve_dtype
+
+    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": True)
+    assert resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": False)
+    assert resolve_dtype("auto") == "float32"
+    assert resolve_dtype("bf16") == "bfloat16" and resolve_dtype("float32") == "float32"
+    assert resolve_dtype(torch.bfloat16) == "bfloat16"
+    with pytest.raises(InputError, match="unknown dtype"):
+        resolve_dtype("float8")
+
+
+def test_bench_records_the_resolved_dtype(monkeypatch):
+    from core import adapters, bench
+
+    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": False)
+    assert bench.parse_args(["--quick"]).dtype == "float32"
+    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": True)
+    assert bench.parse_args(["--quick"]).dtype == "bfloat16"
+    assert bench.parse_args(["--quick", "--dtype", "float32"]).dtype == "float32"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.adapters import resolve_dtype
 from core.api import SHIPPED_DRAFTERS
 
 from . import limits
@@ -75,6 +76,7 @@ def presets() -> list[Preset]:
     return [
         Preset("default", "SpecScope default (embedded model, offline)",
                limits.default_target(), default_drafter(), strategy="dynamic",
+               dtype=resolve_dtype("auto"),
                note="A small LLaVA-shaped model trained by the project on 128 px scenes of coloured "
                     "shapes. Runs anywhere, no download."),
         Preset("smolvlm-256m", "SmolVLM 2.2B  ←  SmolVLM-256M drafter (multimodal)",

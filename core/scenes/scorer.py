@@ -2,10 +2,7 @@
 
     score(sample, prediction_text) -> bool
 
-- count: the stated count equals the answer: the number in the last "there is/are N" (subset
-  counts list the objects first, "1: A blue circle ... 2: ... There are 2 blue shapes."),
-  else the first number (digits or number word)
-- numeric text tasks: the first number equals the answer
+- count / numeric text tasks: the first number (digits or number word) equals the answer
 - attribute: the first colour / shape / size / location phrase of the right kind outside the
   referring expression equals the answer
 - spatial: the first object phrase mentioned is the answer object (colour + shape, + size when
@@ -53,19 +50,6 @@ def first_number(text: str):
     return None
 
 
-_STATED_RE = re.compile(r"\bthere (?:is|are) ([a-z0-9]+)")
-
-
-def stated_count(text: str):
-    """The count a sentence states: the last "there is/are N", else the first number."""
-    for w in reversed(_STATED_RE.findall(_norm(text))):
-        if w.isdigit():
-            return int(w)
-        if w in _NUM_WORDS:
-            return _NUM_WORDS[w]
-    return first_number(text)
-
-
 def _strip_ref(text: str, ref: str | None) -> str:
     t = _norm(text)
     if ref:
@@ -99,7 +83,7 @@ def score(sample: dict, prediction: str) -> bool:
         return False
 
     if task == "count":
-        return stated_count(pred) == meta["number"]
+        return first_number(pred) == meta["number"]
 
     if task == "attribute":
         kind, key, ref = meta["kind"], meta["key"], meta.get("ref")
@@ -155,7 +139,7 @@ def score(sample: dict, prediction: str) -> bool:
             kind = meta.get("kind")
             if kind in ("add", "sub", "mul"):
                 return bool(nums) and nums[-1] == meta["number"]
-            return stated_count(pred) == meta["number"]
+            return first_number(pred) == meta["number"]
         key = _norm(str(meta.get("key", "")))
         key = re.sub(r"[^a-z0-9 ,-]", "", key)
         pp = re.sub(r"[^a-z0-9 ,-]", "", p)

@@ -218,6 +218,27 @@ def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
     assert tgt.is_multimodal
 
 
+def test_count_labels_and_the_count_loss(tmp_path):
+    from core.scenes.generator import COLOR_NAMES, SHAPES
+    from core.scenes.tasks import make_sample
+    from core.train import target
+
+    s = make_sample(12, "describe")
+    objs = s["meta"]["scene"]["objects"]
+    lab = target.count_labels(s["meta"])
+    assert sum(lab[:len(COLOR_NAMES)]) == len(objs) == sum(lab[len(COLOR_NAMES):len(COLOR_NAMES) + len(SHAPES)])
+    assert lab[COLOR_NAMES.index(objs[0]["color"])] >= 1
+    out, run = tmp_path / "out", tmp_path / "run"
+    target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "3",
+                 "--warmup", "2", "--batch", "4", "--threads", "1", "--count-weight", "0.5"])
+    assert "counts" in (run / "log.txt").read_text()
+    assert torch.load(run / "ckpt.pt", weights_only=False)["counts"]
+    assert (out / "count_heads.pt").exists()
+    with pytest.raises(SystemExit):
+        target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "1",
+                     "--aux-weight", "0", "--count-weight", "0.5"])
+
+
 def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
     """Stage 0: a few steps change the vision tower / projector, never the language model, and
     the target trainer picks up the saved grid heads."""

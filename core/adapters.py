@@ -17,6 +17,7 @@ become inputs and in how positions are passed (Qwen2-VL's M-RoPE adds
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -32,10 +33,15 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 def fast_bf16(device: str = "cpu") -> bool:
     """Does this device multiply bf16 matrices natively (so bf16 is faster, not emulated)?
     CUDA: ``is_bf16_supported``; CPU: the avx512_bf16 / amx_bf16 instructions (Linux flags).
-    Measured on this project's CPU (EPYC, avx512_bf16): bf16 decoding 1.1-1.2x fp32 for AR
-    and more for verify steps; without the instructions bf16 is emulated and slower."""
+    Measured on this project's CPU (EPYC, avx512_bf16): bf16 AR steps 1.0-1.1x the speed of
+    fp32, many-token verify steps more; without the instructions bf16 is emulated and slower."""
     if str(device).startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return _cpu_has_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "")

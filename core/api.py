@@ -100,7 +100,8 @@ def load_pair(target: str | None, drafter: str | None = None, dtype: str = "floa
         key = ("drafter", id(tgt), drafter_arg, mode, tuple(sorted(options.items())))
         with _cache_lock:
             if key not in _cache:
-                _cache[key] = make_drafter(drafter_arg, tgt, dtype=dtype, mode=mode, **options)
+                # drafter models pick their own dtype (drafters.base.draft_dtype: fp32 on a CPU)
+                _cache[key] = make_drafter(drafter_arg, tgt, mode=mode, **options)
             d = _cache[key]
     return Pair(tgt, d, resolve_target(target), drafter)
 

@@ -71,7 +71,7 @@ def test_shipped_drafters_are_lossless_in_bfloat16(drafter):
             assert sp.output == ar.output, (drafter, spec, s["prompt"])
 
 
-def test_msd_head_drafts_in_fp32_next_to_a_bf16_target_on_cpu():
+def test_drafters_run_in_fp32_next_to_a_bf16_target_on_cpu():
     """One-row draft steps are faster in fp32 than in bf16 on a CPU; the head follows that, and
     it still drafts well from the bf16 target's features."""
     pair = api.load_pair("default", "msd", dtype="bfloat16")
@@ -83,3 +83,5 @@ def test_msd_head_drafts_in_fp32_next_to_a_bf16_target_on_cpu():
     sp = api.run(pair, s["prompt"], s["image"], DraftSpec("chain", gamma=4), SamplingConfig(),
                  max_new_tokens=24, detail=False)
     assert sp.summary()["tau"] > 1.5       # the fp32 head drafts well from bf16 features
+    small = api.load_pair("default", "text-lm", dtype="bfloat16").drafter
+    assert small.lm.dtype == torch.float32    # separate draft models too

@@ -14,7 +14,7 @@ import importlib
 import os
 
 from ..adapters import InputError, ModelLoadError, load
-from .base import DraftContext, DraftSpec, Drafter, ModelDrafter, build_tree
+from .base import DraftContext, DraftSpec, Drafter, ModelDrafter, build_tree, draft_dtype
 from .msd import MSDDrafter, MSDHead, is_msd_dir
 from .ngram import NgramDrafter
 
@@ -35,7 +35,8 @@ def check_tokenizers(target, drafter) -> None:
 
 
 def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal", **options):
-    """Build a drafter for ``target`` from a registry name (see module docstring)."""
+    """Build a drafter for ``target`` from a registry name (see module docstring). ``dtype``
+    overrides a separate draft model's dtype (default: ``draft_dtype(target)``)."""
     if name is None or str(name).strip().lower() in ("", "none", "ar"):
         return None
     name = str(name).strip()
@@ -67,7 +68,8 @@ def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal",
         return obj(target, **options)
     if mode not in ("multimodal", "text-only"):
         raise InputError(f"drafter mode must be 'multimodal' or 'text-only', got {mode!r}")
-    lm = load(name, dtype=dtype or target.dtype, device=str(target.device))
+    # fp32 next to a bf16 target on a CPU (one-row draft steps are faster in fp32 there)
+    lm = load(name, dtype=dtype or draft_dtype(target), device=str(target.device))
     check_tokenizers(target, lm)
     use_image = mode == "multimodal"
     label = f"{name} ({'text-only' if not (use_image and lm.is_multimodal) else 'multimodal'})"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tree import DraftTree
-from .base import DraftContext, DraftSpec, build_tree
+from .base import DraftContext, DraftSpec, build_tree, draft_dtype
 
 
 class MSDHead(nn.Module):
@@ -209,17 +209,6 @@ def is_msd_dir(path: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-def draft_dtype(target) -> torch.dtype:
-    """The dtype the head drafts in. A draft step multiplies ONE row by each weight matrix; on a
-    CPU those matrix-vector products are slower in bf16 than in fp32 (measured here, 1 thread:
-    a 512x256 one-row product 24 vs 12 us; the head's whole step 425 vs 242 us), while the
-    target's many-row verify is faster in bf16. So on a CPU the head runs in fp32 whatever the
-    target's dtype; on a GPU it follows the target. The drafter's precision never affects what
-    is accepted: the target verifies every token."""
-    dev = getattr(target, "device", torch.device("cpu"))
-    return torch.float32 if torch.device(dev).type == "cpu" else target.dtype
-
-
 class MSDDrafter:
     """Drafts with an MSD head on top of the target's features (needs the target's hidden states)."""
 

@@ -86,7 +86,6 @@ def load_target(name: str | None, dtype: str = "float32", trust_remote_code: boo
 
 def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
               mode: str = "multimodal", trust_remote_code: bool = False, **options) -> Pair:
-    dtype = adapters.resolve_dtype(dtype)
     tgt = load_target(target, dtype, trust_remote_code)
     if drafter in SHIPPED_DRAFTERS:
         path = SHIPPED_DRAFTERS[drafter]

@@ -203,7 +203,8 @@ class AuxGridHeads(torch.nn.Module):
 # grid heads.
 
 def count_labels(meta: dict) -> list:
-    """Object counts per colour, per shape and per size (ints 0..8), in _count_vocab() order."""
+    """Object counts per colour, per shape and per size (ints 0..8), in the generator's
+    COLOR_NAMES, SHAPES, SIZES order."""
     from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES
     objs = meta["scene"]["objects"]
     return ([min(8, sum(o["color"] == c for o in objs)) for c in COLOR_NAMES]
@@ -427,7 +428,7 @@ def main(argv=None):
     counts = None
     if args.count_weight > 0:
         if aux is None:
-            raise SystemExit("error: --count-weight needs --aux-weight > 0 (the same projector tap)")
+            ap.error("--count-weight needs --aux-weight > 0 (the same projector tap)")
         counts = AuxCountHeads(model.config.text_config.hidden_size)
         if args.init and (Path(args.init) / "count_heads.pt").exists():
             counts.load_state_dict(torch.load(Path(args.init) / "count_heads.pt", map_location="cpu"))

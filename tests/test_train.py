@@ -6,7 +6,7 @@ import torch
 
 from core import adapters
 from core.drafters import DraftSpec, MSDHead, make_drafter
-from core.drafters.msd import MSDDrafter, is_msd_dir
+from core.drafters.msd import MSDDrafter, _read_weights, is_msd_dir
 from core.engine import generate
 from tests.tiny_models import tiny_image, tiny_model_dir
 
@@ -47,12 +47,23 @@ def test_distill_then_msd_training_end_to_end(prompts_file, tmp_path):
     ref = generate(tgt, "describe", img, max_new_tokens=12).output
     for spec in (DraftSpec("chain", gamma=3), DraftSpec("dynamic", depth=3, top_k=3, budget=8)):
         assert generate(tgt, "describe", img, d, spec, max_new_tokens=12).output == ref
+    # warm start from the trained head (e.g. after the target was grown / fine-tuned)
+    head2 = tmp_path / "head2"
+    msd.main(["--target", tgt_dir, "--data", str(out), "--out", str(head2), "--steps", "0", "--batch", "2",
+              "--run-dir", str(tmp_path / "run2"), "--init", str(head_dir), "--minutes", "0"])
+    a = _read_weights(str(head_dir))
+    b = _read_weights(str(head2))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit):
+        msd.main(["--target", tgt_dir, "--out", str(head2), "--init", str(tmp_path)])
 
 
 def test_msd_training_on_scenes_curriculum_steps(tmp_path):
     from core.train.msd import curriculum
     assert curriculum(0.1) == 0.0 and curriculum(0.49) == 0.0
     assert 0.0 < curriculum(0.75) < 1.0 and curriculum(1.0) == 1.0
+    assert curriculum(0.1, text_frac=0.0) > 0.0 and curriculum(0.2, text_frac=0.2) == 0.0
+    assert curriculum(0.6, text_frac=0.2) == pytest.approx(0.5) and curriculum(0.9, text_frac=1.0) == 0.0
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
@@ -326,3 +337,44 @@ def test_small_drafter_cli_refuses_missing_inputs(extra, message, tmp_path, caps
         small.main(["--kind", "small-vlm", "--out", str(tmp_path / "o"), "--steps", "1", *extra])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path):
+    """core.train.grow: a deeper / wider target computes the same logits (float32, exactly: the
+    inserted layers and MLP units write zeros into the residual stream); `core.train.target
+    --init grown` trains it with its own architecture, not the preset's."""
+    from transformers import LlavaForConditionalGeneration
+
+    from core.train import grow, target
+    from tests.tiny_models import build_inputs
+
+    d = tiny_model_dir("llava")
+    src = LlavaForConditionalGeneration.from_pretrained(d, dtype=torch.float32).eval()
+    n_old = src.config.text_config.num_hidden_layers
+    big = grow.grow(src, layers=n_old * 2 + 1, intermediate=src.config.text_config.intermediate_size + 16)
+    assert big.config.text_config.num_hidden_layers == n_old * 2 + 1
+    inputs = build_inputs("llava", d, "what is this?", image=tiny_image())
+    with torch.no_grad():
+        a = src(**inputs).logits
+        b = big(**inputs).logits
+    assert torch.equal(a, b)
+    # the copies are real layers: their output projections are zero, their inputs are not
+    layers = big.model.language_model.layers
+    assert float(layers[1].self_attn.o_proj.weight.abs().sum()) == 0.0
+    assert float(layers[1].self_attn.q_proj.weight.abs().sum()) > 0.0
+    with pytest.raises(ValueError):
+        grow.grow(src, layers=n_old - 1)
+    assert grow.insert_positions(6, 9) == [0, 1, 1, 2, 3, 3, 4, 5, 5]
+    assert grow.insert_positions(3, 7) == [0, 0, 1, 1, 2, 2, 2]
+
+    out = tmp_path / "grown"
+    grow.main(["--init", "assets/target", "--out", str(out), "--layers", "7"])
+    assert (out / "grid_heads.pt").exists() and (out / "tokenizer.json").exists()
+    trained, run = tmp_path / "trained", tmp_path / "run"
+    target.main(["--init", str(out), "--out", str(trained), "--run-dir", str(run), "--steps", "2",
+                 "--warmup", "1", "--batch", "2", "--threads", "1"])
+    tgt = adapters.load(str(trained))
+    assert tgt.model.config.text_config.num_hidden_layers == 7
+    assert "7 layers" in (trained / "TRAINING.md").read_text()
+    with pytest.raises(SystemExit):
+        grow.main(["--init", "assets/target", "--out", str(out), "--layers", "3"])

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from core import adapters
-from core.drafters.msd import MSDHead
+from core.drafters.msd import MSDHead, is_msd_dir
 from core.images import load_image
 
 
@@ -63,9 +63,12 @@ class SampleSource:
         return {"image": img, "prompt": r["prompt"], "answer": r["answer"]}
 
 
-def curriculum(frac: float) -> float:
-    """MSD: text-only for the first half, then multimodal share rising linearly to 1."""
-    return 0.0 if frac < 0.5 else min(1.0, (frac - 0.5) / 0.5 * 1.0 + 0.0)
+def curriculum(frac: float, text_frac: float = 0.5) -> float:
+    """MSD: text-only for the first ``text_frac`` of the budget (half by default), then the
+    multimodal share rising linearly to 1 over the rest."""
+    if frac < text_frac:
+        return 0.0
+    return 1.0 if text_frac >= 1.0 else min(1.0, (frac - text_frac) / (1.0 - text_frac))
 
 
 @torch.no_grad()
@@ -126,7 +129,17 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--run-dir", default=None)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", default=None,
+                    help="start from a trained head directory (e.g. the head of the target before it "
+                         "was grown or fine-tuned) instead of random weights")
+    ap.add_argument("--text-frac", type=float, default=0.5,
+                    help="share of the budget that is text-only (MSD stage 1) before the multimodal "
+                         "share rises to 1")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.text_frac <= 1.0:
+        ap.error("--text-frac must be in [0, 1]")
+    if args.init and not is_msd_dir(args.init):
+        ap.error(f"--init {args.init!r} is not an MSD head directory (config.json + model.safetensors)")
     if args.threads:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir or f"runs/{Path(args.out).name}")
@@ -145,7 +158,9 @@ def main(argv=None):
     image_token_id = getattr(target.model.config, "image_token_id", None) or \
         getattr(target.model.config, "image_token_index", None)
     torch.manual_seed(0)
-    head = MSDHead(MSDHead.make_config(tc))
+    head = MSDHead(MSDHead.make_config(tc)) if not args.init else MSDHead.load(args.init, dtype=torch.float32).train()
+    if head.config.hidden_size != tc.hidden_size:
+        ap.error(f"--init head has hidden size {head.config.hidden_size}, the target {tc.hidden_size}")
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     step, elapsed = 0, 0.0
     if args.resume and ckpt.exists():
@@ -166,7 +181,7 @@ def main(argv=None):
         if elapsed >= total or (args.steps and step >= args.steps):
             break
         frac = elapsed / total
-        pm = curriculum(frac)
+        pm = curriculum(frac, args.text_frac)
         batch = [target_features(target, src.get(pm)) for _ in range(args.batch)]
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
@@ -191,7 +206,7 @@ def main(argv=None):
     head = _unwrap(head, acc)
     torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": time.time() - t0}, ckpt)
     head.save(args.out, extra={"target": str(args.target), "steps": step, "minutes": round((time.time() - t0) / 60, 1),
-                               "data": args.data, "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4)})
+                               "data": args.data, "init": args.init, "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4)})
     print(f"saved {args.out} after {step} steps", flush=True)
 
 

@@ -50,6 +50,13 @@ PRESETS = {
 }
 
 
+def arch_summary(model) -> str:
+    t, v = model.config.text_config, model.config.vision_config
+    return (f"Llama text model {t.hidden_size} hidden x {t.num_hidden_layers} layers ({t.num_attention_heads} "
+            f"heads, {t.num_key_value_heads} KV heads, MLP {t.intermediate_size}) + CLIP ViT {v.hidden_size} x "
+            f"{v.num_hidden_layers} layers (MLP {v.intermediate_size})")
+
+
 def build_model(tokenizer, preset: str = "medium"):
     from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration)
@@ -363,7 +370,8 @@ def main(argv=None):
     ap.add_argument("--init", default=None,
                     help="continue from a saved model directory (e.g. the shipped assets/target): its "
                          "weights and processor, a fresh optimizer and schedule (runs/ is not kept)")
-    ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    ap.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                    help="architecture of a new model (with --init, the init model's architecture is kept)")
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast (only a win on CPUs with AVX512-BF16/AMX; this one has not)")
     ap.add_argument("--threads", type=int, default=2)
@@ -412,13 +420,13 @@ def main(argv=None):
 
     torch.manual_seed(1234)
     random.seed(1234)
-    model = build_model(tokenizer, args.preset)
-    if args.init and not (args.resume and ckpt_path.exists()):
+    if args.init:  # the architecture comes from --init (e.g. a target grown by core.train.grow)
         from transformers import LlavaForConditionalGeneration
-        src = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
-        model.load_state_dict(src.state_dict())
-        del src
-        log(f"initialised from {args.init}", run_dir)
+        model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+        if not (args.resume and ckpt_path.exists()):
+            log(f"initialised from {args.init}", run_dir)
+    else:
+        model = build_model(tokenizer, args.preset)
     n_params = sum(p.numel() for p in model.parameters())
     aux = AuxGridHeads(model.config.text_config.hidden_size) if args.aux_weight > 0 else None
     tap = ProjectorTap(model) if aux is not None else None
@@ -567,8 +575,7 @@ def main(argv=None):
         "# Default target VLM (SpecScope)\n\n"
         "Trained from scratch on procedural scenes (core/scenes) on 2 CPU cores.\n\n"
         f"- command: `python -m core.train.target {' '.join(argv) if argv else ' '.join(os.sys.argv[1:])}`\n"
-        f"- architecture: LlavaForConditionalGeneration, preset {args.preset!r} "
-        f"(text hidden/layers/heads/kv/inter, vision hidden/layers/heads/inter = {PRESETS[args.preset]}), "
+        f"- architecture: LlavaForConditionalGeneration, {arch_summary(model)}, "
         f"CLIP ViT 128px / patch 16 (64 image tokens); {n_params / 1e6:.1f}M params; "
         f"vocab {len(tokenizer)} (byte-level BPE)\n"
         f"- steps: {step} x batch {args.batch}; peak lr {args.lr}, warm-up {args.warmup}, cosine by time\n"

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="auto (default): bfloat16 where the CPU/GPU computes it natively "
                              "(avx512_bf16 / amx / CUDA bf16), else float32")
+    common.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"],
+                        help="where the target and drafter run (default: $SPECSCOPE_DEVICE, else cpu); "
+                             "auto = cuda if a CUDA GPU is visible")
     common.add_argument("--trust-remote-code", action="store_true",
                         help="allow model repos' own code (refused unless SPECSCOPE_TRUST_REMOTE_CODE=1)")
     common.add_argument("--trace", default=None, help="write the (speculative) run's trace JSON here")
@@ -83,7 +86,7 @@ def _main(args) -> int:
     image = load_image(args.image) if args.image else None
     drafter = args.drafter if strategy != "ar" else None
     pair = api.load_pair(args.target, drafter, dtype=args.dtype, mode=args.drafter_mode,
-                         trust_remote_code=args.trust_remote_code)
+                         trust_remote_code=args.trust_remote_code, device=args.device)
 
     if args.cmd == "run":
         trace = api.run(pair, args.prompt, image, spec, sampling, args.max_new_tokens,

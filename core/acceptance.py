@@ -53,13 +53,15 @@ def accept_greedy(tree: DraftTree, argmax: list[int]) -> Verdict:
         node = hit
 
 
-def _proposal(tree: DraftTree, parent: int, child: int, size: int) -> torch.Tensor:
+def _proposal(tree: DraftTree, parent: int, child: int, size: int, device=None) -> torch.Tensor:
+    """The proposal of ``child``, on ``device`` (the target distribution's)."""
     q = tree.q.get(parent)
     tok = tree.tokens[child]
     if q is None:  # deterministic proposal: a point mass
-        out = torch.zeros(size)
+        out = torch.zeros(size, device=device)
         out[tok] = 1.0
         return out
+    q = q.to(device)
     drawn_before = tree.drawn[parent][: tree.rank[child]]
     if drawn_before:
         q = q.clone()
@@ -79,8 +81,8 @@ def accept_sampling(tree: DraftTree, target_probs: torch.Tensor, gen: torch.Gene
         hit = None
         for c in children:
             x = tree.tokens[c]
-            qx = _proposal(tree, node, c, size)
-            u = torch.rand((), generator=gen).item()
+            qx = _proposal(tree, node, c, size, p.device)
+            u = torch.rand((), generator=gen, device=p.device).item()
             if qx[x] > 0 and u * float(qx[x]) < float(p[x]):
                 hit = c
                 break

@@ -62,6 +62,29 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> str
     return str(DTYPES[dtype]).replace("torch.", "")
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """A device name: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. ``"auto"`` (or None) is ``"cuda"`` when
+    a CUDA GPU is visible, else ``"cpu"``. Asking for CUDA on a machine without one is a user
+    error (InputError), not a crash deep inside ``model.to``."""
+    d = "auto" if device is None else str(device).strip().lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "cpu":
+        return "cpu"
+    if d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise InputError("CUDA was requested but this machine has no CUDA GPU; use --device cpu "
+                             "(or SPECSCOPE_DEVICE=cpu)")
+        if ":" in d and int(d[5:]) >= torch.cuda.device_count():
+            raise InputError(f"no CUDA device {d!r}: this machine has {torch.cuda.device_count()} "
+                             "(cuda:0 .. cuda:N-1)")
+        return d
+    raise InputError(f"unknown device {device!r}; use one of {', '.join(DEVICES)} (or cuda:N)")
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message is meant for the user."""
 
@@ -315,8 +338,8 @@ class ProcessorImageMixin:
         expanded = proc["input_ids"][0].tolist()
         extra = {k: v for k, v in proc.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         for k, v in extra.items():
-            if torch.is_tensor(v) and v.is_floating_point():
-                extra[k] = v.to(self.dtype)
+            if torch.is_tensor(v):   # on the model's device (a no-op on a CPU), floats in its dtype
+                extra[k] = v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
         return ids[:pos] + expanded + ids[pos + len(ph):], extra
 
 
@@ -433,12 +456,14 @@ def trust_remote_code_allowed() -> bool:
 
 def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu",
          device_map: str | None = None, trust_remote_code: bool = False) -> HFAdapter:
-    """Load a target or drafter by Hub id or local directory, through ``from_pretrained``."""
+    """Load a target or drafter by Hub id or local directory, through ``from_pretrained``.
+    ``device``: cpu (default), cuda[:N] or auto (see ``resolve_device``)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
     if trust_remote_code and not trust_remote_code_allowed():
         raise ModelLoadError("trust_remote_code is disabled; the operator can enable it with "
                              "SPECSCOPE_TRUST_REMOTE_CODE=1")
+    device = resolve_device(device)
     if dtype == "auto":
         dtype = resolve_dtype(dtype, device)
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype

@@ -71,22 +71,36 @@ def _evict(keep: tuple) -> None:
         targets.remove(old)
 
 
-def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False) -> adapters.HFAdapter:
+def default_device(device: str | None = None) -> str:
+    """``device``, or when None the operator's ``SPECSCOPE_DEVICE`` (unset: "cpu"), resolved by
+    ``adapters.resolve_device`` ("auto" -> cuda if there is a CUDA GPU). CPU unless asked."""
+    if device is None:
+        device = os.environ.get("SPECSCOPE_DEVICE", "").strip() or "cpu"
+    return adapters.resolve_device(device)
+
+
+def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False,
+                device: str | None = None) -> adapters.HFAdapter:
     """``dtype`` may be "auto" (bfloat16 where the CPU/GPU computes it natively, else float32);
-    the library default stays float32, the CLI, the bench and the app default to "auto"."""
-    dtype = adapters.resolve_dtype(dtype)
-    key = ("target", resolve_target(name), dtype)
+    the library default stays float32, the CLI, the bench and the app default to "auto".
+    ``device``: cpu | cuda[:N] | auto; None = ``SPECSCOPE_DEVICE`` or cpu (see ``default_device``)."""
+    device = default_device(device)
+    dtype = adapters.resolve_dtype(dtype, device)
+    key = ("target", resolve_target(name), dtype, device)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = adapters.load(key[1], dtype=dtype, trust_remote_code=trust_remote_code)
+            _cache[key] = adapters.load(key[1], dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         _cache.move_to_end(key)
         _evict(key)
         return _cache[key]
 
 
 def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
-              mode: str = "multimodal", trust_remote_code: bool = False, **options) -> Pair:
-    tgt = load_target(target, dtype, trust_remote_code)
+              mode: str = "multimodal", trust_remote_code: bool = False, device: str | None = None,
+              **options) -> Pair:
+    """The target (cached per name, dtype and device) and a drafter for it; drafters run on the
+    target's device (``drafters.base.draft_dtype``: fp32 on a CPU, the target's dtype on a GPU)."""
+    tgt = load_target(target, dtype, trust_remote_code, device)
     if drafter in SHIPPED_DRAFTERS:
         path = SHIPPED_DRAFTERS[drafter]
         if not path.exists():

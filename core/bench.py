@@ -286,7 +286,7 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
     base = None   # --baseline-dtype: the same target's AR in another dtype, interleaved too
     if getattr(args, "baseline_dtype", None) and args.baseline_dtype != args.dtype:
         from .api import load_pair
-        base = load_pair(args.target, None, dtype=args.baseline_dtype)
+        base = load_pair(args.target, None, dtype=args.baseline_dtype, device=args.device)
     first = samples[0]
     for _ in range(args.warmup):
         run(pair, first.prompt, first.image, cfg.spec, _sampling(cfg, args.seed), speculative=False, **kw)
@@ -715,6 +715,7 @@ def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:
     body = "".join("<tr>" + "".join(f"<td>{H.escape(x)}</td>" for x in cells) + "</tr>" for _, cells in rows)
     meta = results["meta"]
     info = (f"target <code>{H.escape(str(meta['target']))}</code>, dtype {H.escape(meta['dtype'])}, "
+            f"device {H.escape(meta.get('device', 'cpu'))}, "
             f"suite {H.escape(meta['suite'])} ({meta['n_samples']} samples), "
             f"max_new_tokens {meta['max_new_tokens']}, repeats {meta['repeats']}, warm-up {meta['warmup']}, "
             f"torch threads {meta['env']['torch_threads']}, {H.escape(meta['created'])}")
@@ -882,6 +883,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="auto (default): bfloat16 where the CPU/GPU computes it natively, else "
                         "float32. AR and speculative runs always share the dtype")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
+                   help="where the target and drafters run (default: $SPECSCOPE_DEVICE, else cpu); "
+                        "auto = cuda if a CUDA GPU is visible. Recorded in meta.device")
     p.add_argument("--n", type=int, default=None, help="number of samples (scenes default 20; quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per sample (default 1)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per configuration (default 1)")
@@ -928,7 +932,9 @@ def parse_args(argv=None):
     if args.images and args.suite != "folder":
         raise BenchError("--images is only used by --suite folder")
     from .adapters import resolve_dtype
-    args.dtype = resolve_dtype(args.dtype)   # "auto" -> the dtype actually measured (in meta)
+    from .api import default_device
+    args.device = default_device(args.device)             # None -> $SPECSCOPE_DEVICE or cpu (in meta)
+    args.dtype = resolve_dtype(args.dtype, args.device)   # "auto" -> the dtype actually measured (in meta)
     return args
 
 
@@ -942,7 +948,8 @@ def bench(args) -> dict:
     lookup_cache: dict = {}
     t_start = time.perf_counter()
     for k, cfg in enumerate(configs):
-        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode)
+        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode,
+                             device=args.device)
         _log(args, f"[{k + 1}/{len(configs)}] {cfg.id}: {len(samples)} samples x {args.repeats} "
                    f"(AR + spec interleaved)")
         records = run_config(pair, cfg, samples, args, lookup_cache)
@@ -958,10 +965,10 @@ def bench(args) -> dict:
         _log(args, f"    tau {m['tau']}  speedup {m['speedup']}  ideal {m['ideal_speedup']}  "
                    f"exact {m['exact']['matched'] if m['exact'] else 'n/a'}"
                    f"{'/' + str(m['exact']['n']) if m['exact'] else ''}")
-    tgt = api.load_target(args.target, args.dtype)
+    tgt = api.load_target(args.target, args.dtype, device=args.device)
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "target": target_name,
-        "target_family": tgt.family, "dtype": args.dtype, "baseline_dtype": args.baseline_dtype, "suite": args.suite, "n_samples": len(samples),
+        "target_family": tgt.family, "dtype": args.dtype, "device": args.device, "baseline_dtype": args.baseline_dtype, "suite": args.suite, "n_samples": len(samples),
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "warmup": args.warmup,
         "seed": args.seed, "quick": args.quick, "hf": args.hf, "detail": args.detail,
         "prompt_lookup_tokens": args.prompt_lookup_tokens, "seconds": round(time.perf_counter() - t_start, 2),
@@ -985,7 +992,8 @@ def profile(args) -> list[dict]:
     samples = load_suite(args)
     out = []
     for cfg in configs:
-        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode)
+        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode,
+                             device=args.device)
         p = profile_config(pair, cfg, samples[0], args)
         print_profile(p)
         out.append(p)

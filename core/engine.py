@@ -45,7 +45,8 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     t_start = time.perf_counter()
-    gen = torch.Generator().manual_seed(int(sampling.seed or 0))
+    # random draws are made next to the distributions they sample (the target's device)
+    gen = torch.Generator(device=target.device).manual_seed(int(sampling.seed or 0))
     enc = target.encode(prompt, image)
     limit = context_limit(target)
     reserve = 1 + (spec.max_nodes if drafter is not None else 0)
@@ -126,8 +127,9 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
         if detail and len(tree):
             if rows_p is None:
                 rows_p = torch.softmax(logits.float(), -1)
-            par = torch.tensor([p + 1 for p in tree.parents])
-            p_nodes = [round(x, 5) for x in rows_p[par, torch.tensor(tree.tokens)].tolist()]
+            par = torch.tensor([p + 1 for p in tree.parents], device=rows_p.device)
+            tok = torch.tensor(tree.tokens, device=rows_p.device)
+            p_nodes = [round(x, 5) for x in rows_p[par, tok].tolist()]
         trace.steps.append(Step(
             tokens=list(tree.tokens), parents=list(tree.parents), depths=list(tree.depths),
             q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=verdict.accepted,

@@ -32,7 +32,7 @@ from pathlib import Path
 import gradio as gr
 
 from core import api
-from core.adapters import InputError, ModelLoadError, resolve_dtype
+from core.adapters import InputError, ModelLoadError
 from core.drafters import DraftSpec
 from core.images import load_image
 from core.sampling import SamplingConfig
@@ -1204,7 +1204,7 @@ def build_app() -> gr.Blocks:
                             with gr.Row():
                                 mode = gr.Radio(["multimodal", "text-only"], value="multimodal",
                                                 label="Drafter sees the image?")
-                                dtype = gr.Radio(["float32", "bfloat16"], value=resolve_dtype("auto"), label="Precision",
+                                dtype = gr.Radio(["float32", "bfloat16"], value=presets.auto_dtype(), label="Precision",
                                                  info="default: bfloat16 where this CPU/GPU computes it natively")
                         with gr.Accordion("Draft shape parameters", open=False):
                             with gr.Row():

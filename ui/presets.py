@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.adapters import resolve_dtype
+from core.adapters import InputError, resolve_dtype
 from core.api import SHIPPED_DRAFTERS
 
 from . import limits
@@ -71,12 +71,23 @@ class Preset:
         return "/" in self.target and not self.target.startswith(("/", "."))
 
 
+def auto_dtype() -> str:
+    """The app's default precision: bfloat16 where the device the models run on (SPECSCOPE_DEVICE,
+    CPU by default) computes it natively. A bad SPECSCOPE_DEVICE must not break building the UI:
+    the load itself reports it."""
+    from core.api import default_device
+    try:
+        return resolve_dtype("auto", default_device())
+    except InputError:
+        return resolve_dtype("auto")
+
+
 def presets() -> list[Preset]:
     """Computed on call: the default depends on the environment and on trained drafters."""
     return [
         Preset("default", "SpecScope default (embedded model, offline)",
                limits.default_target(), default_drafter(), strategy="dynamic",
-               dtype=resolve_dtype("auto"),
+               dtype=auto_dtype(),
                note="A small LLaVA-shaped model trained by the project on 128 px scenes of coloured "
                     "shapes. Runs anywhere, no download."),
         Preset("smolvlm-256m", "SmolVLM 2.2B  ←  SmolVLM-256M drafter (multimodal)",

@@ -107,7 +107,8 @@ def _draw(logits: torch.Tensor, k: int, sampling: SamplingConfig, gen, sample: b
     if sample:
         q = probs(logits, sampling)
         logq = torch.log(q)
-        g = -torch.log(-torch.log(torch.rand(q.shape, generator=gen).clamp_(1e-20, 1.0)))
+        u = torch.rand(q.shape, generator=gen, device=q.device)    # gen lives on q's device too
+        g = -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))
         k = min(k, int((q > 0).sum()))
         toks = torch.topk(logq + g, k).indices
         sel = q[toks]

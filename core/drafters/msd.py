@@ -125,10 +125,11 @@ class MSDHead(nn.Module):
     def _rope(self, length: int, dtype):
         """cos and sign-folded sin for positions [0, length) or more (the table doubles as needed)."""
         t = getattr(self, "_rope_table", None)
-        if t is None or t[0].shape[0] < length or t[0].dtype != dtype:
+        dev = self.fc.weight.device                     # the table is indexed by positions there
+        if t is None or t[0].shape[0] < length or t[0].dtype != dtype or t[0].device != dev:
             size = max(256, 1 << (length - 1).bit_length())
-            dummy = torch.zeros(1, 1, dtype=dtype)
-            cos, sin = self.rotary(dummy, torch.arange(size).view(1, -1))
+            dummy = torch.zeros(1, 1, dtype=dtype, device=dev)
+            cos, sin = self.rotary(dummy, torch.arange(size, device=dev).view(1, -1))
             cos, sin = cos[0].to(dtype), sin[0].to(dtype)
             half = sin.shape[-1] // 2
             sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)      # roll(q)*sin == rotate_half(q)*sin
@@ -217,10 +218,11 @@ class MSDDrafter:
     def __init__(self, target, path: str | None = None, head: MSDHead | None = None, name: str = "msd"):
         self.target = target
         self.dtype = draft_dtype(target)
-        self.head = head if head is not None else MSDHead.load(path, dtype=self.dtype)
-        self.head.to(self.dtype)
-        self.name = name
         self.embed = target.model.get_input_embeddings()
+        self.device = self.embed.weight.device          # the head runs next to the target's embeddings
+        self.head = head if head is not None else MSDHead.load(path, dtype=self.dtype)
+        self.head.to(self.device, self.dtype)
+        self.name = name
         lm = target.model.get_output_embeddings()
         # the target's lm_head, in the draft dtype (a copy only when that differs)
         self.lm_w = lm.weight.detach().to(self.dtype)
@@ -236,7 +238,7 @@ class MSDDrafter:
         self.ctx = ctx
         self.kv = [None, None]                          # the head's key / value cache
         self.length = 0
-        ids = torch.tensor(ctx.prompt_ids)
+        ids = torch.tensor(ctx.prompt_ids, device=self.device)
         feats = ctx.target_hidden                      # f_0 .. f_{T-1}
         # pairs (f_t, tok_{t+1}) for t = 0 .. T-2 are all inside the prompt
         if len(ids) > 1:
@@ -247,7 +249,7 @@ class MSDDrafter:
                 is_vis = nxt == self.image_token_id
                 visual = ctx.target_embeds[0, 1:]
             x = self.head.fuse(self._emb(nxt), feats[:-1].to(self.dtype), visual, is_vis)
-            self._run(x, torch.arange(len(nxt)), causal=True)
+            self._run(x, torch.arange(len(nxt), device=self.device), causal=True)
         self.pending_feats = feats[-1:]                # f_{T-1}, to be paired with the root
         self.pending_tokens: list[int] = []
 
@@ -265,8 +267,8 @@ class MSDDrafter:
             if attn is None:
                 attn = torch.ones(n, self.length + n, dtype=torch.bool)
                 attn[:, self.length:] = torch.tril(torch.ones(n, n, dtype=torch.bool))
-            mask = torch.zeros(attn.shape, dtype=x.dtype)
-            mask.masked_fill_(~attn, torch.finfo(x.dtype).min)
+            mask = torch.zeros(attn.shape, dtype=x.dtype, device=x.device)   # attn: built on the CPU
+            mask.masked_fill_(~attn.to(x.device), torch.finfo(x.dtype).min)
             mask = mask.view(1, 1, *attn.shape)
         h = self.head.step(x.unsqueeze(0), positions.view(1, -1), mask, self.kv)[0]
         self.length += n
@@ -277,8 +279,8 @@ class MSDDrafter:
         toks = self.pending_tokens + [root]
         feats = self.pending_feats
         start = self.length
-        x = self.head.fuse(self._emb(torch.tensor(toks)), feats.to(self.dtype))
-        h = self._run(x, torch.arange(start, start + len(toks)), causal=True)
+        x = self.head.fuse(self._emb(torch.tensor(toks, device=self.device)), feats.to(self.dtype))
+        h = self._run(x, torch.arange(start, start + len(toks), device=self.device), causal=True)
         self.committed = self.length
         root_pos = self.length - 1
         hid: dict[int, torch.Tensor] = {-1: h[-1]}
@@ -295,10 +297,10 @@ class MSDDrafter:
                     attn[r, slot[a]] = True
                     a = tree.parents[a]
                 attn[r, base + r] = True
-            tok = torch.tensor([tree.tokens[x] for x in nodes])
+            tok = torch.tensor([tree.tokens[x] for x in nodes], device=self.device)
             par = torch.stack([hid[tree.parents[x]] for x in nodes])
             xin = self.head.fuse(self._emb(tok), par)
-            pos = torch.tensor([root_pos + tree.depths[x] for x in nodes])
+            pos = torch.tensor([root_pos + tree.depths[x] for x in nodes], device=self.device)
             out = self._run(xin, pos, attn=attn)
             for r, node in enumerate(nodes):
                 slot[node] = base + r

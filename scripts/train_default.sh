@@ -3,7 +3,7 @@
 # data, and every trained drafter. Each stage is skipped when its output exists (delete it to
 # redo a stage); the long ones checkpoint under runs/ and resume.
 #
-#   bash scripts/train_default.sh            # ~5.5 h on 2 CPU cores
+#   bash scripts/train_default.sh            # ~7.5 h on 2 CPU cores
 #   TARGET_MINUTES=80 bash scripts/train_default.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,9 +40,19 @@ if [ ! -f "$T/model.safetensors" ]; then
       --minutes 72 --lr 4e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 5000000 \
       --task-weights describe=0.08,caption=0.04,reading=0.06,count=0.22,attribute=0.25,spatial=0.22,text=0.13 $resume
   fi
-  resume=""; [ -f runs/target_joint3/ckpt.pt ] && resume="--resume"
-  $PY -m core.train.target --init runs/stage5/model --out "$T" --run-dir runs/target_joint3 \
-    --minutes 34 --lr 2.5e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 6000000 \
+  if [ ! -f runs/stage6/model/model.safetensors ]; then
+    resume=""; [ -f runs/target_joint3/ckpt.pt ] && resume="--resume"
+    $PY -m core.train.target --init runs/stage5/model --out runs/stage6/model --run-dir runs/target_joint3 \
+      --minutes 34 --lr 2.5e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 6000000 \
+      --task-weights describe=0.08,caption=0.03,reading=0.05,count=0.28,attribute=0.2,spatial=0.2,text=0.16 $resume
+  fi
+  #  1e. grow the 6.9M model to 16 layers / MLP 1024 (17.9M; same function at first: the new layers
+  #      write zeros), then train the grown model on fresh scenes
+  [ -f runs/grow/model/model.safetensors ] || \
+    $PY -m core.train.grow --init runs/stage6/model --out runs/grow/model --layers 16 --intermediate 1024
+  resume=""; [ -f runs/target_grow8/ckpt.pt ] && resume="--resume"
+  $PY -m core.train.target --init runs/grow/model --out "$T" --run-dir runs/target_grow8 \
+    --minutes 85 --lr 3e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 9000000 \
     --task-weights describe=0.08,caption=0.03,reading=0.05,count=0.28,attribute=0.2,spatial=0.2,text=0.16 $resume
 fi
 
@@ -57,12 +67,16 @@ $PY -m core.scenes eval --target "$T" --n 200 --json | tee runs/eval_target.json
 
 # 4. MSD head (needs the target's hidden states), alone on both cores; then the target's own
 #    answers (self-distillation data) and MASSV trained on them
+#    (first for the 6-layer stage-6 model, 12 min; then warm-started for the grown target, 16 min)
 if [ ! -f assets/drafters/msd/config.json ]; then
-  $PY -m core.train.msd --target "$T" --out assets/drafters/msd --minutes "${MSD_MINUTES:-12}" --threads 2 \
-    > runs/msd.log 2>&1
+  [ -f runs/msd_stage6/config.json ] || \
+    $PY -m core.train.msd --target runs/stage6/model --out runs/msd_stage6 --minutes "${MSD_MINUTES:-12}" --threads 2 \
+      > runs/msd.log 2>&1
+  $PY -m core.train.msd --target "$T" --init runs/msd_stage6 --text-frac 0.2 --out assets/drafters/msd \
+    --run-dir runs/msd_run --minutes 16 --threads 1 >> runs/msd.log 2>&1
   tail -3 runs/msd.log
 fi
-OMP_NUM_THREADS=1 $PY -m core.train.distill --target "$T" --n "${DISTILL_N:-800}" --out runs/distill/scenes.jsonl
+OMP_NUM_THREADS=1 $PY -m core.train.distill --target "$T" --n "${DISTILL_N:-1500}" --out runs/distill/scenes.jsonl
 [ -f assets/drafters/massv/config.json ] || \
   $PY -m core.train.small --kind massv --out assets/drafters/massv --target "$T" \
     --init assets/drafters/text_lm --distill runs/distill/scenes.jsonl --minutes "${MASSV_MINUTES:-10}" --threads 1
@@ -73,9 +87,7 @@ if [ ! -f assets/drafters/small_vlm/model.safetensors ]; then
   [ -f runs/svlm_grid/model/grid_heads.pt ] || \
     $PY -m core.train.grid_pretrain --init runs/svlm_stage1 --out runs/svlm_grid/model --minutes 12 --threads 1 \
       --lr 2e-3 --seed-offset 7000000
-  [ -f runs/distill/scenes_v3.jsonl ] || OMP_NUM_THREADS=1 $PY -m core.train.distill --target "$T" --n 1500 \
-    --out runs/distill/scenes_v3.jsonl
   $PY -m core.train.small --kind small-vlm --init runs/svlm_grid/model --freeze-vision --out assets/drafters/small_vlm \
-    --processor "$T" --distill runs/distill/scenes_v3.jsonl --minutes 9 --lr 1e-3 --threads 1
+    --processor "$T" --distill runs/distill/scenes.jsonl --minutes 9 --lr 1e-3 --threads 1
 fi
 echo "default pair ready: $T + assets/drafters/{msd,massv,text_lm,small_vlm}"

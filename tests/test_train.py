@@ -368,13 +368,14 @@ def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path
     assert grow.insert_positions(3, 7) == [0, 0, 1, 1, 2, 2, 2]
 
     out = tmp_path / "grown"
-    grow.main(["--init", "assets/target", "--out", str(out), "--layers", "7"])
+    n_shipped = adapters.load("assets/target").model.config.text_config.num_hidden_layers
+    grow.main(["--init", "assets/target", "--out", str(out), "--layers", str(n_shipped + 1)])
     assert (out / "grid_heads.pt").exists() and (out / "tokenizer.json").exists()
     trained, run = tmp_path / "trained", tmp_path / "run"
     target.main(["--init", str(out), "--out", str(trained), "--run-dir", str(run), "--steps", "2",
                  "--warmup", "1", "--batch", "2", "--threads", "1"])
     tgt = adapters.load(str(trained))
-    assert tgt.model.config.text_config.num_hidden_layers == 7
-    assert "7 layers" in (trained / "TRAINING.md").read_text()
+    assert tgt.model.config.text_config.num_hidden_layers == n_shipped + 1
+    assert f"{n_shipped + 1} layers" in (trained / "TRAINING.md").read_text()
     with pytest.raises(SystemExit):
         grow.main(["--init", "assets/target", "--out", str(out), "--layers", "3"])

@@ -379,3 +379,5 @@ def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path
     assert f"{n_shipped + 1} layers" in (trained / "TRAINING.md").read_text()
     with pytest.raises(SystemExit):
         grow.main(["--init", "assets/target", "--out", str(out), "--layers", "3"])
+    with pytest.raises(SystemExit):   # a text-only model is not a LLaVA: a clear argparse error
+        grow.main(["--init", "assets/drafters/text_lm", "--out", str(out), "--layers", "3"])

@@ -381,3 +381,12 @@ def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path
         grow.main(["--init", "assets/target", "--out", str(out), "--layers", "3"])
     with pytest.raises(SystemExit):   # a text-only model is not a LLaVA: a clear argparse error
         grow.main(["--init", "assets/drafters/text_lm", "--out", str(out), "--layers", "3"])
+
+
+def test_target_trainer_refuses_an_init_of_another_architecture(tmp_path, capsys):
+    """A text-only llama dir as --init would be wrapped in a default LLaVA with only a warning."""
+    from core.train import target
+    with pytest.raises(SystemExit) as e:
+        target.main(["--init", "assets/drafters/text_lm", "--out", str(tmp_path / "o"),
+                     "--run-dir", str(tmp_path / "r"), "--steps", "1"])
+    assert e.value.code == 2 and "'llama' model" in capsys.readouterr().err

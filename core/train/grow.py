@@ -104,16 +104,13 @@ def main(argv=None):
     ap.add_argument("--intermediate", type=int, default=None, help="MLP width after growing")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from core.train.target import require_model_dir
-    require_model_dir(ap, args.init, "--init")
+    require_model_dir(ap, args.init, "--init", model_type="llava")
     try:
-        mtype = AutoConfig.from_pretrained(args.init).model_type
-        if mtype != "llava":
-            ap.error(f"--init {args.init!r} is a {mtype!r} model; core.train.grow grows LLaVA targets")
         src = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
-    except (OSError, ValueError) as e:  # unreadable config / weights
+    except (OSError, ValueError) as e:  # unreadable weights
         ap.error(f"--init {args.init!r}: {str(e).splitlines()[0]}")
     old = src.config.text_config
     if args.layers is not None and args.layers < old.num_hidden_layers:

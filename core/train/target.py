@@ -314,10 +314,20 @@ def save_ckpt(path: Path, model, opt, step, elapsed, total, aux=None, counts=Non
     os.replace(tmp, path)
 
 
-def require_model_dir(ap, path: str | None, flag: str) -> None:
-    """A clear argparse error (exit 2, no traceback) when ``path`` is not a saved model directory."""
+def require_model_dir(ap, path: str | None, flag: str, model_type: str | None = None) -> None:
+    """A clear argparse error (exit 2, no traceback) when ``path`` is not a saved model directory,
+    or (``model_type``) one of another architecture: transformers would otherwise build a default
+    model of the asked class around mismatched weights with only a warning."""
     if path and not (Path(path) / "config.json").is_file():
         ap.error(f"{flag} {path!r} is not a saved model directory (no config.json there)")
+    if path and model_type:
+        import json
+        try:
+            found = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError) as e:
+            ap.error(f"{flag} {path!r}: unreadable config.json ({e})")
+        if found != model_type:
+            ap.error(f"{flag} {path!r} is a {found!r} model; this needs a {model_type!r} model")
 
 
 def parse_task_weights(s: str) -> dict:
@@ -390,7 +400,7 @@ def main(argv=None):
     from core.scenes.generator import HELDOUT_START
     if args.seed_offset < 0 or args.seed_offset >= HELDOUT_START // 2:
         ap.error(f"--seed-offset must be in [0, {HELDOUT_START // 2}): training seeds stay below the held-out split")
-    require_model_dir(ap, args.init, "--init")
+    require_model_dir(ap, args.init, "--init", model_type="llava")
 
     torch.set_num_threads(1)
     run_dir = Path(args.run_dir)

@@ -291,3 +291,13 @@ def test_model_id_rules(app, monkeypatch, tmp_path):
     monkeypatch.setenv("SPECSCOPE_MODEL_ROOTS", str(tmp_path))
     assert limits.check_model_id(str(model), "drafter") == str(model.resolve())
     assert limits.parse_branching("3, 2 ,2,1") == (3, 2, 2, 1)
+
+
+def test_differs_note_explains_each_cause():
+    import torch
+    from ui.app import differs_note
+    assert "sampling" in differs_note(0.7, torch.float32)
+    low = differs_note(0.0, torch.bfloat16)
+    assert "low precision" in low and "float32" in low
+    assert differs_note(0.0, "float16") == low
+    assert "report" in differs_note(0.0, torch.float32)

@@ -518,6 +518,16 @@ def full_views(tr: Trace, ar: Trace | None) -> dict:
     return views
 
 
+def differs_note(temperature: float, dtype) -> str:
+    """Why a speculative output can differ from plain decoding's (shown next to "differs")."""
+    if temperature > 0:
+        return "sampling: only the distributions match, so the texts may differ"
+    if str(dtype).replace("torch.", "") in ("bfloat16", "float16"):
+        return ("low precision: a many-token verify rounds differently from a one-token step, "
+                "which can flip a near-tie; choose float32 for token-identical output")
+    return "a near-tie in the target's logits rounded differently (float32); please report it"
+
+
 def result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
     out = api.result_json(tr)
     out["meta"] = {k: v for k, v in tr.meta.items() if k != "ar_baseline"}
@@ -656,7 +666,7 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
         if ar is not None and tr.wall_s > 0:
             same, _ = render.outputs_identical(tr, ar)
             msg += (f"; <b>{ar.wall_s / tr.wall_s:.2f}× speedup</b> over plain decoding, output "
-                    f"{'identical ✓' if same else 'differs'}")
+                    f"{'identical ✓' if same else 'differs (' + _esc(differs_note(p.sampling.temperature, pair.target.dtype)) + ')'}")
         if cancelled:
             msg = f"Stopped by you after {sm['new_tokens']} tokens. Everything decoded so far is shown"
         elif timed_out:
@@ -806,7 +816,7 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
             if sp.stop_reason == "cancelled" or ar.stop_reason == "cancelled":
                 break
             s, a = sp.summary(), ar.summary()
-            note = "" if res["identical"] or temp == 0 else "sampling: outputs may differ"
+            note = "" if res["identical"] else differs_note(temp, pair.target.dtype)
             rows.append([cfg.label, round(s["tau"], 2), round(s["accepted_per_step"], 2), round(s["tokens_per_s"], 1),
                          round(a["tokens_per_s"], 1), round(res["speedup"], 2),
                          "✓ yes" if res["identical"] else "✗ no", note])

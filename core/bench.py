@@ -854,6 +854,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    from .tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC   # the app's untuned shapes too
     p = _Parser(prog="python -m core.bench", description="Benchmark speculative vs autoregressive decoding.")
     p.add_argument("--suite", choices=["scenes", "folder", "text"], default="scenes",
                    help="scenes: held-out scene samples (grounded / description); folder: --images + --prompts; "
@@ -868,11 +869,11 @@ def parser() -> argparse.ArgumentParser:
                         "default: the shipped drafters that exist + ngram + layerskip")
     p.add_argument("--drafter-mode", choices=["multimodal", "text-only"], default="multimodal")
     p.add_argument("--strategies", default=None, help="comma-separated subset of chain,tree,dynamic (default all)")
-    p.add_argument("--gamma", type=int, default=4, help="chain: tokens drafted per step")
+    p.add_argument("--gamma", type=int, default=DEFAULT_CHAIN.gamma, help="chain: tokens drafted per step")
     p.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
-    p.add_argument("--depth", type=int, default=5, help="dynamic tree: depth")
-    p.add_argument("--top-k", type=int, default=4, help="dynamic tree: expansions per depth")
-    p.add_argument("--budget", type=int, default=16, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
+    p.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
+    p.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
+    p.add_argument("--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
     p.add_argument("--min-prob", type=float, default=0.0,
                    help="prune: don't expand draft nodes whose cumulative draft probability is below this")
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,1 (default 0)")

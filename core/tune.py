@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -52,9 +53,45 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def _local_dir(name: str, role: str) -> str | None:
+    """The directory holding ``name``'s weights, when they are local (the default target, a
+    shipped drafter, a model or head directory); None for Hub ids and weightless drafters."""
+    from . import api
+    if role == "target" and (not name or name == "default"):
+        name = str(api.DEFAULT_TARGET)
+    elif role == "drafter":
+        name = str(api.SHIPPED_DRAFTERS.get(name, name))
+        name = name[4:] if name.lower().startswith("msd:") else name
+    return name if os.path.isdir(name) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_fingerprint(name: str, role: str) -> str:
+    """A short hash of a local model's weight files ("" when there are none): a tuned shape is
+    only valid for the weights it was measured with, and retraining keeps names and shapes."""
+    d = _local_dir(name, role)
+    if d is None:
+        return ""
+    h = hashlib.sha1()
+    for f in sorted(Path(d).glob("*.safetensors")) + sorted(Path(d).glob("*.bin")):
+        st = f.stat()
+        h.update(f.name.encode() + _digest(str(f), st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()[:12]
+
+
 def machine_key(target: str, drafter: str) -> str:
+    """Tuned shapes are per CPU, thread count, target and drafter, and per their weights."""
     where = os.path.abspath(target) if os.path.isdir(target) else target
-    return f"{_cpu_name()}|threads={torch.get_num_threads()}|{where}|{drafter}"
+    fp = f"{weights_fingerprint(target, 'target')}:{weights_fingerprint(drafter, 'drafter')}"
+    return f"{_cpu_name()}|threads={torch.get_num_threads()}|{where}|{drafter}|{fp}"
 
 
 def tuned_spec(target: str, drafter: str, strategy: str) -> DraftSpec:

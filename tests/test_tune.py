@@ -33,3 +33,25 @@ def test_tune_saves_the_fastest_shape_and_cli_uses_it(tmp_path, monkeypatch, cap
 def test_tune_bad_arguments_are_one_line_errors(capsys):
     assert tune.main(["--target", tiny_model_dir("llava"), "--drafter", "ngram", "--gammas", "x"]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_tuned_shape_is_dropped_when_the_weights_change(tmp_path, monkeypatch):
+    """A shape tuned for one set of weights must not be applied to retrained ones (same path,
+    same architecture): the key holds a hash of the weight files."""
+    import shutil
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir("llava"), target)
+    path = tmp_path / "tuning.json"
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(path))
+    key = tune.machine_key(str(target), "ngram")
+    path.write_text(json.dumps({key: {"dynamic": {"depth": 3, "top_k": 2, "budget": 5}}}))
+    assert tune.tuned_spec(str(target), "ngram", "dynamic").budget == 5
+    weights = next(target.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF                       # "retrained": same file name and size, other bytes
+    weights.write_bytes(bytes(data))
+    assert tune.machine_key(str(target), "ngram") != key
+    assert tune.tuned_spec(str(target), "ngram", "dynamic") == tune.DEFAULT_DYNAMIC
+    # the shipped drafters and the default target are fingerprinted by their asset directories
+    assert tune.weights_fingerprint("ngram", "drafter") == ""
+    assert tune.weights_fingerprint("no/such-hub-id", "target") == ""

@@ -75,7 +75,7 @@ if [ ! -f assets/drafters/msd/config.json ]; then
   [ -f runs/msd_s8/config.json ] || \
     $PY -m core.train.msd --target "$T" --init runs/msd_stage6 --text-frac 0.2 --out runs/msd_s8 \
       --run-dir runs/msd_run --minutes 16 --threads 1 >> runs/msd.log 2>&1
-  #  then 25 min more on both cores, lower lr (top-1 0.93 -> 0.94; tau 4.99 -> 5.30 on the README bench)
+  #  then 25 min more on both cores, lower lr (top-1 0.93 -> 0.94; tau 4.99 -> 5.30, tree 7/4/16, README bench scenes)
   $PY -m core.train.msd --target "$T" --init runs/msd_s8 --text-frac 0.1 --lr 5e-4 --out assets/drafters/msd \
     --run-dir runs/msd_run2 --minutes 25 --threads 2 >> runs/msd.log 2>&1
   tail -3 runs/msd.log

@@ -68,9 +68,9 @@ def test_tasks_all_produced_and_text_only_has_no_image():
     assert seen == set(TASKS)
 
 
-def _first(task, pred=None, n=200):
+def _first(task, pred=None, n=200, style="direct"):
     for s in range(n):
-        smp = make_sample(s, task)
+        smp = make_sample(s, task, style=style)
         if smp["task"] == task and (pred is None or pred(smp)):
             return smp
     raise AssertionError(f"no {task} sample")
@@ -95,6 +95,67 @@ def test_scorer_count():
     z = _first("count", lambda x: x["meta"]["number"] == 0)
     assert score(z, "There are 0 red shapes.") and score(z, "There are no such shapes.")
     assert not score(z, "There is 1 shape.")
+
+
+def test_tally_style_counts_list_every_object_with_running_ordinals():
+    """Answer style "tally" (an experiment, not the shipped target's): a filtered count lists
+    every object in reading order, numbers the matching ones with a running ordinal and ends with
+    the number; the scorer reads only that number; the question and key equal the direct style's."""
+    smp = _first("count", lambda x: x["meta"]["kind"] == "color" and x["meta"]["number"] == 2
+                 and len(x["meta"]["scene"]["objects"]) > 3, style="tally")
+    direct = make_sample(smp["meta"]["scene"]["seed"], "count")
+    assert direct["prompt"] == smp["prompt"] and direct["answer"] == f"There are 2 {smp['meta']['color']} shapes."
+    c, objs = smp["meta"]["color"], smp["meta"]["scene"]["objects"]
+    ans = smp["answer"]
+    assert ans.count(". A ") == len(objs) - 1 and ans.endswith(f"There are 2 {c} shapes.")
+    assert f", the first {c} shape." in ans and f", the second {c} shape." in ans
+    assert ", the third" not in ans
+    # each numbered sentence names an object of the asked colour, in reading order
+    numbered = [s for s in ans.split(". ") if ", the " in s]
+    assert [s.split()[2] for s in numbered] == [c, c]
+    # focus spans: one decision per object (", the first red shape." or "."), then the number
+    focus = [ans[i:j] for i, j in smp["meta"]["focus"]]
+    assert len(focus) == len(objs) + 1 and focus[-1] == f"There are 2 {c} shapes."
+    assert sorted(f for f in focus[:-1] if f != ".") == [f", the first {c} shape.", f", the second {c} shape."]
+    tally = ans.rsplit("There are", 1)[0]
+    assert score(smp, ans) and score(smp, f"There are 2 {c} shapes.")
+    assert not score(smp, tally + f"There are 3 {c} shapes.")
+    assert not score(smp, tally + f"There is 1 {c} shape.")
+    z = _first("count", lambda x: x["meta"]["kind"] == "shape" and x["meta"]["number"] == 0, style="tally")
+    assert ", the first" not in z["answer"] and score(z, z["answer"])
+    everything = _first("count", lambda x: x["meta"]["kind"] == "all", style="tally")
+    assert everything["answer"].startswith("There ")       # unfiltered counts stay one sentence
+    with pytest.raises(ValueError, match="answer style"):
+        make_sample(1, "count", style="essay")
+
+
+def test_tally_style_spatial_answers_and_the_scorer_reads_the_last_sentence():
+    sp = _first("spatial", lambda x: x["meta"]["kind"] == "left", style="tally")
+    size, color, shape = sp["meta"]["key"]
+    ref = sp["meta"]["ref"]
+    sentences = sp["answer"].split(". ")
+    objs = sp["meta"]["scene"]["objects"]
+    assert len(sentences) == len(objs) + 2 and sentences[-2].startswith(f"The {ref} is ")
+    # "left of" is the object listed just before the reference
+    where = sentences[-2].split(" is ", 1)[1]
+    listed = sentences[:len(objs)]
+    i = next(k for k, s in enumerate(listed) if s.endswith(where) and ref.split()[-1] in s)
+    assert listed[i - 1].startswith(f"A {size} {color} {shape} ")
+    assert score(sp, sp["answer"])
+    wrong = "green" if color != "green" else "red"
+    head = ". ".join(sentences[:-1]) + ". "
+    assert not score(sp, head + f"The {size} {wrong} {shape} is to the left of the {ref}.")
+    assert not score(sp, head)          # the listing alone names objects but answers nothing
+    assert score(sp, f"The {size} {color} {shape} is to the left of the {ref}.")
+    # the direct style (the shipped target's) answers in one sentence, scored the same way
+    direct = make_sample(sp["meta"]["scene"]["seed"], "spatial")
+    assert direct["answer"] == sentences[-1] and score(direct, direct["answer"])
+
+
+def test_scorer_accepts_canonical_tally_answers():
+    for s in range(300):
+        smp = make_sample(s, style="tally")
+        assert score(smp, smp["answer"]), (smp["task"], smp["prompt"], smp["answer"])
 
 
 def test_scorer_attribute():

@@ -229,6 +229,49 @@ def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
     assert tgt.is_multimodal
 
 
+def test_focus_weights_and_the_weighted_loss():
+    """Tally-style samples mark their decisions; the weighted loss puts ``--focus-weight`` on the
+    tokens of those spans and equals the model's own mean loss when every weight is 1."""
+    from core.scenes.tasks import make_sample
+    from core.train import target
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained("assets/target")
+    smp = next(x for x in (make_sample(s, "count", style="tally") for s in range(100))
+               if x["meta"]["kind"] == "color" and x["meta"]["number"] >= 1)
+    n = len(tok(smp["answer"], add_special_tokens=False)["input_ids"]) + 1
+    w = target.focus_weights(tok, smp, n, 5.0)
+    assert len(w) == n and set(w) == {1.0, 5.0} and w[-1] == 1.0       # eos is not a decision
+    marked = tok.decode([t for t, x in zip(tok(smp["answer"], add_special_tokens=False)["input_ids"], w) if x == 5.0])
+    assert f"the first {smp['meta']['color']} shape" in marked and "There" in marked
+    assert target.focus_weights(tok, make_sample(3, "describe"), 7, 5.0) == [1.0] * 7
+    batch = target.collate(tok, None, [make_sample(5, "text"), make_sample(9, "text")], focus_weight=3.0)
+    assert set(batch["loss_weights"][batch["labels"] != -100].tolist()) == {1.0}
+    assert (batch["loss_weights"][batch["labels"] == -100] == 0).all()
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, 3, 4, 5, -100, -100], [-100, -100, 1, 2, 3, 7]])
+    ones = torch.ones(2, 6)
+    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
+    assert torch.allclose(target.weighted_lm_loss(logits, labels, ones), ref)
+    heavy = ones.clone()
+    heavy[1, 5] = 100.0                  # the loss moves towards the heavily weighted token's
+    ce_last = torch.nn.functional.cross_entropy(logits[1, 4:5], labels[1, 5:6])
+    got = target.weighted_lm_loss(logits, labels, heavy)
+    assert abs(got - ce_last) < abs(ref - ce_last)
+
+
+def test_target_training_in_tally_style_with_focus_weight(tmp_path):
+    from core.train import target
+    out, run = tmp_path / "out", tmp_path / "run"
+    target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "2",
+                 "--warmup", "1", "--batch", "4", "--threads", "1", "--answer-style", "tally",
+                 "--focus-weight", "4", "--task-weights", "count=0.5,spatial=0.5"])
+    log = (run / "log.txt").read_text()
+    assert "answers tally focus weight 4.0" in log and "step 2 " in log
+    assert (out / "model.safetensors").exists()
+
+
 def test_count_labels_and_the_count_loss(tmp_path):
     from core.scenes.generator import COLOR_NAMES, SHAPES
     from core.scenes.tasks import make_sample

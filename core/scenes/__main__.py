@@ -15,7 +15,8 @@ from .generator import heldout_seeds
 from .scorer import exact, score
 from .tasks import TASKS, make_sample
 
-MAX_NEW_TOKENS = {"describe": 160, "caption": 48, "text": 48}
+# filtered counts and spatial answers first list every object (as long as a description)
+MAX_NEW_TOKENS = {"describe": 160, "count": 200, "spatial": 200, "caption": 48, "text": 48}
 
 
 def load_target(model_dir: str, dtype=None):

@@ -2,11 +2,14 @@
 
     score(sample, prediction_text) -> bool
 
-- count / numeric text tasks: the first number (digits or number word) equals the answer
+- count / numeric text tasks: the first number (digits or number word) equals the answer (a
+  filtered count's tally before the number numbers its objects with ordinals, which are not
+  read as numbers)
 - attribute: the first colour / shape / size / location phrase of the right kind outside the
   referring expression equals the answer
-- spatial: the first object phrase mentioned is the answer object (colour + shape, + size when
-  the reference object has the same colour and shape)
+- spatial: in the answer's final sentence (the answer first lists the objects and locates the
+  reference), the first object phrase outside the reference is the answer object (colour +
+  shape, + size when given)
 - reading: the quoted / mentioned word (or "no word" when there is none)
 - describe: the object count is right and every object's "colour shape" is mentioned (with
   multiplicity)
@@ -48,6 +51,12 @@ def first_number(text: str):
         if w in _NUM_WORDS:  # "There are no red shapes." counts as zero
             return _NUM_WORDS[w]
     return None
+
+
+def final_sentence(text: str) -> str:
+    """The last sentence of ``text`` (the whole text when it is one sentence)."""
+    parts = [p for p in re.split(r"(?<=[.!?])\s+", text.strip()) if p.strip(" .!?")]
+    return parts[-1] if parts else text
 
 
 def _strip_ref(text: str, ref: str | None) -> str:
@@ -99,7 +108,7 @@ def score(sample: dict, prediction: str) -> bool:
 
     if task == "spatial":
         size, color, shape = meta["key"]
-        rest = _strip_ref(pred, meta.get("ref"))
+        rest = _strip_ref(final_sentence(pred), meta.get("ref"))
         mentions = object_mentions(rest)
         if not mentions:
             return False

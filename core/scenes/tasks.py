@@ -158,7 +158,28 @@ def _caption(scene):
                                              "colors": sorted({o.color for o in objs})}
 
 
-def _count(scene, rng):
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
+
+
+def _tally(objs, match, noun: str) -> tuple:
+    """Every object as a describe sentence in reading order; each one that ``match``es carries a
+    running ordinal ("A large red star in the center, the second red shape."). The listing holds
+    no number (ordinals are words the scorer does not read as numbers), so the answer's first
+    number is the count that ends it. Returns (text, focus spans): the character span of each
+    decision (", the second red shape." or the bare ".").
+    """
+    out, focus, k, pos = [], [], 0, 0
+    for o in sorted(objs, key=lambda o: (o.row, o.col)):
+        s = f"A {o.size} {o.color} {o.shape} {o.location}"
+        tail = f", the {ORDINALS[k]} {noun}." if match(o) else "."
+        k += bool(match(o))
+        focus.append((pos + len(s), pos + len(s) + len(tail)))
+        out.append(s + tail + " ")
+        pos += len(s) + len(tail) + 1
+    return "".join(out), focus
+
+
+def _count(scene, rng, style: str = "direct"):
     objs = scene.objects
     kind = rng.choices(["all", "color", "shape", "size"], weights=[3, 3, 3, 1])[0]
     if kind == "all":
@@ -168,19 +189,29 @@ def _count(scene, rng):
         # mostly ask about colours that are present
         present = [o.color for o in objs]
         c = rng.choice(present) if rng.random() < 0.75 else rng.choice(COLOR_NAMES)
-        n = sum(o.color == c for o in objs)
-        return (rng.choice(COUNT_COLOR_PROMPTS).format(c=c), _plural(n, f"{c} shape"),
-                {"kind": kind, "number": n, "color": c})
-    if kind == "shape":
+        prompt, match, noun = rng.choice(COUNT_COLOR_PROMPTS).format(c=c), (lambda o: o.color == c), f"{c} shape"
+        meta = {"kind": kind, "color": c}
+    elif kind == "shape":
         present = [o.shape for o in objs]
         s = rng.choice(present) if rng.random() < 0.75 else rng.choice(SHAPES)
-        n = sum(o.shape == s for o in objs)
-        return (rng.choice(COUNT_SHAPE_PROMPTS).format(p=s + "s"), _plural(n, s),
-                {"kind": kind, "number": n, "shape": s})
-    sz = rng.choice(SIZES)
-    n = sum(o.size == sz for o in objs)
-    return (rng.choice(COUNT_SIZE_PROMPTS).format(s=sz), _plural(n, f"{sz} shape"),
-            {"kind": kind, "number": n, "size": sz})
+        prompt, match, noun = rng.choice(COUNT_SHAPE_PROMPTS).format(p=s + "s"), (lambda o: o.shape == s), s
+        meta = {"kind": kind, "shape": s}
+    else:
+        sz = rng.choice(SIZES)
+        prompt, match, noun = (rng.choice(COUNT_SIZE_PROMPTS).format(s=sz), (lambda o: o.size == sz),
+                               f"{sz} shape")
+        meta = {"kind": kind, "size": sz}
+    n = sum(map(match, objs))
+    meta["number"] = n
+    if style == "tally":
+        # a tally first: every object as in a description (right 98% of the time), the matching
+        # ones numbered with a running ordinal, then the number (see _tally; not the shipped
+        # target's format: assets/target/TRAINING.md, "Tried and not kept")
+        text, focus = _tally(objs, match, noun)
+        final = _plural(n, noun)
+        meta["focus"] = focus + [(len(text), len(text) + len(final))]
+        return prompt, text + final, meta
+    return prompt, _plural(n, noun), meta
 
 
 def _attribute(scene, rng):
@@ -214,7 +245,7 @@ def _attribute(scene, rng):
     return None
 
 
-def _spatial(scene, rng):
+def _spatial(scene, rng, style: str = "direct"):
     objs = scene.objects
     cands = []
     for o in objs:
@@ -236,9 +267,17 @@ def _spatial(scene, rng):
         return None
     o, r, rel, t = rng.choice(cands)
     ans_obj = f"{t.size} {t.color} {t.shape}"
-    return (rng.choice(REL_Q[rel]).format(r=r),
-            f"The {ans_obj} is {REL_PHRASE[rel]} the {r}.",
-            {"kind": rel, "ref": r, "key": [t.size, t.color, t.shape]})
+    final = f"The {ans_obj} is {REL_PHRASE[rel]} the {r}."
+    meta = {"kind": rel, "ref": r, "key": [t.size, t.color, t.shape]}
+    if style == "tally":
+        # every object in reading order first, then the reference's location: "left of" is the
+        # object listed just before the reference (exactly one object of its row lies left of
+        # it), "right of" the one just after, above / below the one in the same column
+        text, _ = _tally(objs, lambda _: False, "")
+        where = f"The {r} is {o.location}. "
+        meta["focus"] = [(len(text), len(text) + len(where) + len(final))]
+        return rng.choice(REL_Q[rel]).format(r=r), text + where + final, meta
+    return rng.choice(REL_Q[rel]).format(r=r), final, meta
 
 
 def _reading(scene, rng):
@@ -355,9 +394,19 @@ def choose_task(rng: random.Random, weights: dict | None = None) -> str:
     return rng.choices(names, weights=[w[k] for k in names])[0]
 
 
+ANSWER_STYLES = ("direct", "tally")
+
+
 def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
-                render_image: bool = True) -> dict:
-    """Deterministic sample for ``seed``; ``task`` in TASKS or None (drawn from the mixture)."""
+                render_image: bool = True, style: str = "direct") -> dict:
+    """Deterministic sample for ``seed``; ``task`` in TASKS or None (drawn from the mixture).
+
+    ``style``: "direct" (the shipped target's answers) or "tally" (an experiment: filtered counts
+    and spatial questions answered after listing every object; ``meta["focus"]`` then holds the
+    character spans of the answer's decisions, which training may weight up). The question, the
+    scene and the scorer's key are the same in both styles."""
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"unknown answer style {style!r}; one of {ANSWER_STYLES}")
     rng = random.Random(seed * 1_000_003 + 12345)
     if task is None:
         task = choose_task(rng, weights)
@@ -381,11 +430,11 @@ def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
         a, meta = _caption(scene)
         out = (p, a, meta)
     elif task == "count":
-        out = _count(scene, rng)
+        out = _count(scene, rng, style)
     elif task == "attribute":
         out = _attribute(scene, rng)
     elif task == "spatial":
-        out = _spatial(scene, rng)
+        out = _spatial(scene, rng, style)
         if out is None:           # no unambiguous relation in this scene: ask an attribute
             task = "attribute"
             out = _attribute(scene, rng)
@@ -393,7 +442,7 @@ def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
         out = _reading(scene, rng)
     if out is None:               # every object ambiguous (rare): fall back to counting
         task = "count"
-        out = _count(scene, rng)
+        out = _count(scene, rng, style)
     prompt, answer, meta = out
     meta = dict(meta)
     meta["scene"] = {"seed": seed, "background": scene.background, "word": scene.word,

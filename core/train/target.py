@@ -111,7 +111,23 @@ def encode_sample(tokenizer, sample: dict):
     return p_ids + a_ids, [-100] * len(p_ids) + a_ids
 
 
-def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: bool = False):
+def focus_weights(tokenizer, sample: dict, n_answer: int, weight: float) -> list:
+    """Per-token loss weights for the ``n_answer`` answer tokens (+ eos): ``weight`` on tokens that
+    overlap a character span in ``sample["meta"]["focus"]`` (an answer's decisions, e.g. which
+    object of a tally is counted), 1 elsewhere."""
+    spans = sample.get("meta", {}).get("focus") or []
+    w = [1.0] * n_answer
+    if not spans or weight == 1.0:
+        return w
+    offs = tokenizer(sample["answer"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    for k, (a, b) in enumerate(offs):
+        if any(a < j and b > i for i, j in spans):
+            w[k] = weight
+    return w
+
+
+def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: bool = False,
+            focus_weight: float = 1.0):
     enc = [encode_sample(tokenizer, s) for s in samples]
     L = min(max_len, max(len(i) for i, _ in enc))
     pad = tokenizer.pad_token_id
@@ -125,6 +141,13 @@ def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: b
         att[b, :len(i)] = 1
     images = [s["image"] for s in samples if s["image"] is not None]
     batch = {"input_ids": ids, "attention_mask": att, "labels": labels}
+    if focus_weight != 1.0:
+        lw = torch.zeros((len(enc), L))
+        for b, ((i, l), smp) in enumerate(zip(enc, samples)):
+            n_ans = sum(1 for t in l if t != -100)
+            w = [0.0] * (len(l) - n_ans) + focus_weights(tokenizer, smp, n_ans, focus_weight)
+            lw[b, :min(L, len(w))] = torch.tensor(w[:L])
+        batch["loss_weights"] = lw
     if images:
         batch["pixel_values"] = image_processor(images=images, return_tensors="pt")["pixel_values"]
         if with_aux:
@@ -257,9 +280,10 @@ class BucketedStream:
     order of the batches inside a group shuffled by the group index."""
 
     def __init__(self, tokenizer, image_processor, batch: int, group: int = 4, with_aux: bool = False,
-                 seed_offset: int = 0, weights: dict | None = None):
+                 seed_offset: int = 0, weights: dict | None = None, style: str = "direct",
+                 focus_weight: float = 1.0):
         self.tok, self.ip, self.batch, self.group = tokenizer, image_processor, batch, group
-        self.with_aux = with_aux
+        self.with_aux, self.style, self.focus_weight = with_aux, style, focus_weight
         self.seed_offset, self.weights = seed_offset, weights
         self._cache = (None, None)
 
@@ -269,14 +293,26 @@ class BucketedStream:
         g = step // self.group
         if self._cache[0] != g:
             n = self.batch * self.group
-            samples = [make_sample(self.seed_offset + g * n + i, weights=self.weights) for i in range(n)]
+            samples = [make_sample(self.seed_offset + g * n + i, weights=self.weights, style=self.style)
+                       for i in range(n)]
             lens = [len(encode_sample(self.tok, s)[0]) for s in samples]
             order = sorted(range(n), key=lambda i: (lens[i], i))
             chunks = [[samples[j] for j in order[k * self.batch:(k + 1) * self.batch]]
                       for k in range(self.group)]
             random.Random(g).shuffle(chunks)
             self._cache = (g, chunks)
-        return collate(self.tok, self.ip, self._cache[1][step % self.group], with_aux=self.with_aux)
+        return collate(self.tok, self.ip, self._cache[1][step % self.group], with_aux=self.with_aux,
+                       focus_weight=self.focus_weight)
+
+
+def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, each target token weighted (``weights`` aligned with ``labels``),
+    normalised by the total weight: equal to the model's own mean loss when all weights are 1."""
+    lg, lb, w = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
+    ce = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1),
+                                           ignore_index=-100, reduction="none")
+    w = w.reshape(-1) * (lb.reshape(-1) != -100)
+    return (ce * w).sum() / w.sum().clamp_min(1e-6)
 
 
 # ---------------------------------------------------------------- training
@@ -393,6 +429,12 @@ def main(argv=None):
     ap.add_argument("--save-reserve", type=float, default=60.0, help="seconds kept for saving")
     ap.add_argument("--seed-offset", type=int, default=0,
                     help="first training seed (a later stage can see fresh scenes instead of the same ones)")
+    ap.add_argument("--answer-style", default="direct", choices=["direct", "tally"],
+                    help="'tally': filtered counts and spatial questions are answered after listing "
+                         "every object (an experiment, core.scenes.tasks.make_sample)")
+    ap.add_argument("--focus-weight", type=float, default=1.0,
+                    help="loss weight of an answer's decision tokens (tally style: which objects are "
+                         "counted, the located reference and the final sentence); 1 = plain loss")
     ap.add_argument("--task-weights", default=None, type=parse_task_weights,
                     help="task mixture, e.g. 'count=0.2,attribute=0.3,...' (unnamed tasks get 0; "
                          "default: the generator's mixture)")
@@ -485,10 +527,12 @@ def main(argv=None):
     log(f"start: params {n_params / 1e6:.1f}M vocab {len(tokenizer)} batch {args.batch} "
         f"lr {args.lr} schedule {total:.0f}s end {dt.datetime.fromtimestamp(end_wall, dt.timezone.utc):%H:%M:%S} "
         f"setup {time.time() - t_start:.1f}s seeds from {args.seed_offset} "
-        f"tasks {args.task_weights or 'default mixture'}", run_dir)
+        f"tasks {args.task_weights or 'default mixture'} answers {args.answer_style} "
+        f"focus weight {args.focus_weight}", run_dir)
 
     stream = BucketedStream(tokenizer, image_processor, args.batch, with_aux=aux is not None,
-                            seed_offset=args.seed_offset, weights=args.task_weights)
+                            seed_offset=args.seed_offset, weights=args.task_weights,
+                            style=args.answer_style, focus_weight=args.focus_weight)
     # The 2 cores are shared with other jobs: with one core busy elsewhere, 2 OpenMP threads run
     # ~3x SLOWER than 1 (barrier spinning). So the thread count is adaptive: every
     # `probe_every` steps, a few steps run with the other setting and the faster (seconds per
@@ -516,9 +560,11 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = lr
         aux_labels = batch.pop("aux_labels", None)
+        loss_weights = batch.pop("loss_weights", None)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             outp = model(**batch)
-        loss = lm_loss = outp.loss
+        loss = lm_loss = outp.loss if loss_weights is None else \
+            weighted_lm_loss(outp.logits, batch["labels"], loss_weights)
         if aux is not None and aux_labels is not None and tap.out is not None:
             feats = tap.out.reshape(len(aux_labels["kind"]), IMAGE_TOKENS, -1)
             aux_loss, aux_acc = aux.loss(feats, aux_labels)

@@ -189,7 +189,8 @@ def _count(scene, rng, style: str = "direct"):
         # mostly ask about colours that are present
         present = [o.color for o in objs]
         c = rng.choice(present) if rng.random() < 0.75 else rng.choice(COLOR_NAMES)
-        prompt, match, noun = rng.choice(COUNT_COLOR_PROMPTS).format(c=c), (lambda o: o.color == c), f"{c} shape"
+        prompt, match, noun = (rng.choice(COUNT_COLOR_PROMPTS).format(c=c), (lambda o: o.color == c),
+                               f"{c} shape")
         meta = {"kind": kind, "color": c}
     elif kind == "shape":
         present = [o.shape for o in objs]

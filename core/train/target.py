@@ -119,7 +119,8 @@ def focus_weights(tokenizer, sample: dict, n_answer: int, weight: float) -> list
     w = [1.0] * n_answer
     if not spans or weight == 1.0:
         return w
-    offs = tokenizer(sample["answer"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    offs = tokenizer(sample["answer"], add_special_tokens=False,
+                     return_offsets_mapping=True)["offset_mapping"]
     for k, (a, b) in enumerate(offs):
         if any(a < j and b > i for i, j in spans):
             w[k] = weight

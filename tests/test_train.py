@@ -270,6 +270,9 @@ def test_target_training_in_tally_style_with_focus_weight(tmp_path):
     log = (run / "log.txt").read_text()
     assert "answers tally focus weight 4.0" in log and "step 2 " in log
     assert (out / "model.safetensors").exists()
+    for bad in (["--focus-weight", "0"], ["--focus-weight", "-1"], ["--answer-style", "essay"]):
+        with pytest.raises(SystemExit):
+            target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "1", *bad])
 
 
 def test_count_labels_and_the_count_loss(tmp_path):

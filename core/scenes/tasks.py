@@ -131,12 +131,17 @@ READ_PROMPTS = [
 ]
 
 
+def _sentence(o) -> str:
+    """One object as a description states it, without the full stop: "A small red star at the top"."""
+    return f"A {o.size} {o.color} {o.shape} {o.location}"
+
+
 def _describe(scene):
     objs = scene.ordered()
     n = len(objs)
     parts = ["There is 1 shape." if n == 1 else f"There are {n} shapes."]
     for o in objs:
-        parts.append(f"A {o.size} {o.color} {o.shape} {o.location}.")
+        parts.append(_sentence(o) + ".")
     if scene.word:
         parts.append(f'The word "{scene.word}" is written {scene.word_location}.')
     return " ".join(parts), {"count": n, "objects": [[o.color, o.shape] for o in objs],
@@ -162,17 +167,18 @@ ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "
 
 
 def _tally(objs, match, noun: str) -> tuple:
-    """Every object as a describe sentence in reading order; each one that ``match``es carries a
+    """``objs`` (in reading order) as describe sentences; each one that ``match``es carries a
     running ordinal ("A large red star in the center, the second red shape."). The listing holds
     no number (ordinals are words the scorer does not read as numbers), so the answer's first
     number is the count that ends it. Returns (text, focus spans): the character span of each
     decision (", the second red shape." or the bare ".").
     """
     out, focus, k, pos = [], [], 0, 0
-    for o in sorted(objs, key=lambda o: (o.row, o.col)):
-        s = f"A {o.size} {o.color} {o.shape} {o.location}"
-        tail = f", the {ORDINALS[k]} {noun}." if match(o) else "."
-        k += bool(match(o))
+    for o in objs:
+        s = _sentence(o)
+        hit = match(o)
+        tail = f", the {ORDINALS[k]} {noun}." if hit else "."
+        k += hit
         focus.append((pos + len(s), pos + len(s) + len(tail)))
         out.append(s + tail + " ")
         pos += len(s) + len(tail) + 1
@@ -208,7 +214,7 @@ def _count(scene, rng, style: str = "direct"):
         # a tally first: every object as in a description (right 98% of the time), the matching
         # ones numbered with a running ordinal, then the number (see _tally; not the shipped
         # target's format: assets/target/TRAINING.md, "Tried and not kept")
-        text, focus = _tally(objs, match, noun)
+        text, focus = _tally(scene.ordered(), match, noun)
         final = _plural(n, noun)
         meta["focus"] = focus + [(len(text), len(text) + len(final))]
         return prompt, text + final, meta
@@ -274,7 +280,7 @@ def _spatial(scene, rng, style: str = "direct"):
         # every object in reading order first, then the reference's location: "left of" is the
         # object listed just before the reference (exactly one object of its row lies left of
         # it), "right of" the one just after, above / below the one in the same column
-        text, _ = _tally(objs, lambda _: False, "")
+        text = "".join(_sentence(p) + ". " for p in scene.ordered())
         where = f"The {r} is {o.location}. "
         meta["focus"] = [(len(text), len(text) + len(where) + len(final))]
         return rng.choice(REL_Q[rel]).format(r=r), text + where + final, meta

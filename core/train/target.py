@@ -400,6 +400,8 @@ def parse_deadline(s: str | None):
 
 
 def main(argv=None):
+    from core.scenes.tasks import ANSWER_STYLES
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="assets/target")
     ap.add_argument("--run-dir", default=str(RUN_DIR))
@@ -430,7 +432,7 @@ def main(argv=None):
     ap.add_argument("--save-reserve", type=float, default=60.0, help="seconds kept for saving")
     ap.add_argument("--seed-offset", type=int, default=0,
                     help="first training seed (a later stage can see fresh scenes instead of the same ones)")
-    ap.add_argument("--answer-style", default="direct", choices=["direct", "tally"],
+    ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES,
                     help="'tally': filtered counts and spatial questions are answered after listing "
                          "every object (an experiment, core.scenes.tasks.make_sample)")
     ap.add_argument("--focus-weight", type=float, default=1.0,
@@ -443,6 +445,8 @@ def main(argv=None):
     from core.scenes.generator import HELDOUT_START
     if args.seed_offset < 0 or args.seed_offset >= HELDOUT_START // 2:
         ap.error(f"--seed-offset must be in [0, {HELDOUT_START // 2}): training seeds stay below the held-out split")
+    if not args.focus_weight > 0:
+        ap.error(f"--focus-weight must be > 0 (1 = plain loss), got {args.focus_weight}")
     require_model_dir(ap, args.init, "--init", model_type="llava")
 
     torch.set_num_threads(1)

@@ -436,3 +436,27 @@ def test_target_trainer_refuses_an_init_of_another_architecture(tmp_path, capsys
         target.main(["--init", "assets/drafters/text_lm", "--out", str(tmp_path / "o"),
                      "--run-dir", str(tmp_path / "r"), "--steps", "1"])
     assert e.value.code == 2 and "'llama' model" in capsys.readouterr().err
+
+
+def test_drafter_training_samples_follow_the_targets_answer_style():
+    """A tally-style target's drafters must learn tally answers, not the direct ones."""
+    from core.scenes.tasks import make_sample
+    from core.train.msd import SampleSource
+    from core.train.small import Stream
+    for style in ("direct", "tally"):
+        src = SampleSource("scenes", seed=3, style=style)
+        got = [src.get(1.0) for _ in range(40)]
+        src2 = SampleSource("scenes", seed=3, style="direct")
+        ref = [src2.get(1.0) for _ in range(40)]
+        same = [g["answer"] == r["answer"] for g, r in zip(got, ref)]
+        assert all(same) if style == "direct" else not all(same)
+        differs = []
+        for s in Stream("small-vlm", style=style).batch(40, distilled=False):
+            seed = s["meta"].get("scene", {}).get("seed")
+            if seed is not None:
+                assert s["answer"] == make_sample(seed, style=style)["answer"]
+                differs.append(s["answer"] != make_sample(seed)["answer"])
+        assert differs and any(differs) == (style == "tally")
+    with pytest.raises(SystemExit):
+        from core.train import msd
+        msd.main(["--answer-style", "essay"])

@@ -33,8 +33,8 @@ from core.images import load_image
 class SampleSource:
     """Scenes (with MSD's curriculum) or a JSONL of {"image": path|null, "prompt", "answer"}."""
 
-    def __init__(self, data: str, seed: int = 0):
-        self.rng = random.Random(seed)
+    def __init__(self, data: str, seed: int = 0, style: str = "direct"):
+        self.rng, self.style = random.Random(seed), style
         self.rows = None
         if data != "scenes":
             base = os.path.dirname(os.path.abspath(data))
@@ -55,7 +55,7 @@ class SampleSource:
             self.counter += 1
             seed = train_seeds(1, start=500_000_000 + self.counter)[0]
             task = self.rng.choice(IMAGE_TASKS) if want_mm else "text"
-            s = make_sample(seed, task=task)
+            s = make_sample(seed, task=task, style=self.style)
             return {"image": s["image"], "prompt": s["prompt"], "answer": s["answer"]}
         pool = self.mm_rows if (want_mm and self.mm_rows) or not self.text_rows else self.text_rows
         r = self.rng.choice(pool)
@@ -117,6 +117,8 @@ def _causal(n, dtype):
 
 
 def main(argv=None):
+    from core.scenes.tasks import ANSWER_STYLES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="assets/target")
     ap.add_argument("--out", default="assets/drafters/msd")
@@ -135,6 +137,9 @@ def main(argv=None):
     ap.add_argument("--text-frac", type=float, default=0.5,
                     help="share of the budget that is text-only (MSD stage 1) before the multimodal "
                          "share rises to 1")
+    ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES,
+                    help="with --data scenes: the answer style the target was trained on "
+                         "(core.scenes.tasks.make_sample)")
     args = ap.parse_args(argv)
     if not 0.0 <= args.text_frac <= 1.0:
         ap.error("--text-frac must be in [0, 1]")
@@ -170,7 +175,7 @@ def main(argv=None):
         step, elapsed = ck["step"], ck["elapsed"]
     if acc is not None:
         head, opt = acc.prepare(head, opt)
-    src = SampleSource(args.data, seed=step)
+    src = SampleSource(args.data, seed=step, style=args.answer_style)
     total = args.minutes * 60
     t0 = time.time() - elapsed
     last_ck = time.time()

@@ -78,8 +78,8 @@ def build(kind: str, tokenizer, target=None, init=None):
 class Stream:
     """Scene samples (ground truth) or distilled rows ({"seed", "task", "prompt", "answer"})."""
 
-    def __init__(self, kind, distill=None, seed=0):
-        self.kind, self.rng, self.i = kind, random.Random(seed), 0
+    def __init__(self, kind, distill=None, seed=0, style="direct"):
+        self.kind, self.rng, self.i, self.style = kind, random.Random(seed), 0, style
         self.rows = None
         if distill:
             with open(distill) as f:
@@ -96,7 +96,8 @@ class Stream:
                 s = make_sample(r["seed"], task=r["task"])
                 s = dict(s, answer=r["answer"])
             else:
-                s = make_sample(train_seeds(1, start=700_000_000 + self.i * 7 + self.rng.randrange(7))[0])
+                s = make_sample(train_seeds(1, start=700_000_000 + self.i * 7 + self.rng.randrange(7))[0],
+                                style=self.style)
             if self.kind == "text-lm":
                 s = dict(s, image=None)
             out.append(s)
@@ -104,6 +105,8 @@ class Stream:
 
 
 def main(argv=None):
+    from core.scenes.tasks import ANSWER_STYLES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kind", required=True, choices=["text-lm", "small-vlm", "massv"])
     ap.add_argument("--out", required=True)
@@ -122,6 +125,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES,
+                    help="answer style of the generator's own (not distilled) samples: the one the "
+                         "target was trained on (core.scenes.tasks.make_sample)")
     args = ap.parse_args(argv)
     if args.init:
         from core.train.target import require_model_dir
@@ -146,7 +152,7 @@ def main(argv=None):
         for p in model.model.vision_tower.parameters():
             p.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    stream = Stream(args.kind, args.distill)
+    stream = Stream(args.kind, args.distill, style=args.answer_style)
     total, t0, step = args.minutes * 60, time.time(), 0
     log = open(run_dir / "log.txt", "a")
     model.train()

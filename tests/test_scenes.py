@@ -158,6 +158,31 @@ def test_scorer_accepts_canonical_tally_answers():
         assert score(smp, smp["answer"]), (smp["task"], smp["prompt"], smp["answer"])
 
 
+def test_lookup_task_is_text_only_opt_in_and_scored_like_its_question():
+    """'lookup' (opt-in): the scene as its description in the prompt, then a count / spatial
+    question; never drawn by the default mixture, so the held-out evaluation is unchanged."""
+    from core.scenes.tasks import EXTRA_TASKS, TASK_WEIGHTS
+    assert "lookup" in EXTRA_TASKS and "lookup" not in TASKS and "lookup" not in TASK_WEIGHTS
+    asks = set()
+    for seed in range(60):
+        for style in ("direct", "tally"):
+            smp = make_sample(seed, task="lookup", style=style)
+            assert smp["image"] is None and smp["task"] == "lookup"
+            assert smp == make_sample(seed, task="lookup", style=style)  # deterministic
+            desc = make_sample(seed, task="describe")["answer"]
+            assert smp["prompt"].startswith(desc + " ")
+            assert score(smp, smp["answer"])
+            asks.add(smp["meta"]["asks"])
+            if smp["meta"]["asks"] == "count":
+                assert not score(smp, f"There are {smp['meta']['number'] + 1} shapes.")
+            else:
+                assert not score(smp, "There is nothing there.")
+            if style == "tally" and "focus" in smp["meta"]:
+                for a, b in smp["meta"]["focus"]:
+                    assert 0 <= a < b <= len(smp["answer"])
+    assert asks == {"count", "spatial"}
+
+
 def test_scorer_attribute():
     smp = _first("attribute", lambda x: x["meta"]["kind"] == "color")
     key, ref = smp["meta"]["key"], smp["meta"]["ref"]

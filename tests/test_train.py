@@ -266,7 +266,7 @@ def test_target_training_in_tally_style_with_focus_weight(tmp_path):
     out, run = tmp_path / "out", tmp_path / "run"
     target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "2",
                  "--warmup", "1", "--batch", "4", "--threads", "1", "--answer-style", "tally",
-                 "--focus-weight", "4", "--task-weights", "count=0.5,spatial=0.5"])
+                 "--focus-weight", "4", "--task-weights", "count=0.4,spatial=0.4,lookup=0.2"])
     log = (run / "log.txt").read_text()
     assert "answers tally focus weight 4.0" in log and "step 2 " in log
     assert (out / "model.safetensors").exists()

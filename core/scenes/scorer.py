@@ -91,6 +91,9 @@ def score(sample: dict, prediction: str) -> bool:
     if not p:
         return False
 
+    if task == "lookup":          # a count / spatial question about a scene given as text
+        return score(dict(sample, task=meta["asks"]), prediction)
+
     if task == "count":
         return first_number(pred) == meta["number"]
 

@@ -16,6 +16,9 @@ from .generator import (
 IMAGE_TASKS = ("describe", "caption", "count", "attribute", "spatial", "reading")
 TEXT_TASKS = ("text",)
 TASKS = IMAGE_TASKS + TEXT_TASKS
+# opt-in tasks: never drawn by the default mixture (so the held-out evaluation is unchanged), only
+# when a training mixture names them (core.train.target --task-weights ...,lookup=0.1)
+EXTRA_TASKS = ("lookup",)
 # default mixture (also used by training): ~15% text-only
 TASK_WEIGHTS = {
     "describe": 0.20, "caption": 0.08, "count": 0.16, "attribute": 0.17,
@@ -287,6 +290,19 @@ def _spatial(scene, rng, style: str = "direct"):
     return rng.choice(REL_Q[rel]).format(r=r), final, meta
 
 
+def _lookup(scene, rng, style: str = "direct"):
+    """Text-only practice for the decisions of a tally answer: the scene is given as its
+    description, then a counting or spatial question about it, answered as the image task would
+    answer it. Looking things up in text the model just wrote is what tally answers need and no
+    image task teaches directly (assets/target/TRAINING.md, stages 11-12)."""
+    desc, _ = _describe(scene)
+    out, asks = (_spatial(scene, rng, style), "spatial") if rng.random() < 0.5 else (None, "count")
+    if out is None:
+        out, asks = _count(scene, rng, style), "count"
+    question, answer, meta = out
+    return f"{desc} {question}", answer, dict(meta, asks=asks)
+
+
 def _reading(scene, rng):
     prompt = rng.choice(READ_PROMPTS)
     if scene.word:
@@ -417,8 +433,8 @@ def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
     rng = random.Random(seed * 1_000_003 + 12345)
     if task is None:
         task = choose_task(rng, weights)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; one of {TASKS}")
+    if task not in TASKS + EXTRA_TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {TASKS + EXTRA_TASKS}")
     if task == "text":
         prompt, answer, meta = _text_task(rng)
         return {"image": None, "prompt": prompt, "answer": answer, "task": task, "meta": meta}
@@ -428,6 +444,10 @@ def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
         with_word = True
     scene = sample_scene(seed, with_word=with_word)
     out = None
+    if task == "lookup":          # text-only: the scene is in the prompt, not in an image
+        prompt, answer, meta = _lookup(scene, rng, style)
+        meta["scene"] = {"seed": seed, "objects": [_obj_dict(o) for o in scene.ordered()]}
+        return {"image": None, "prompt": prompt, "answer": answer, "task": task, "meta": meta}
     if task == "describe":
         p = rng.choice(DESCRIBE_PROMPTS)
         a, meta = _describe(scene)

@@ -369,7 +369,8 @@ def require_model_dir(ap, path: str | None, flag: str, model_type: str | None = 
 
 def parse_task_weights(s: str) -> dict:
     """'count=0.2,attribute=0.3' -> {'count': 0.2, 'attribute': 0.3} (argparse type)."""
-    from core.scenes.tasks import TASKS
+    from core.scenes.tasks import EXTRA_TASKS, TASKS
+    TASKS = TASKS + EXTRA_TASKS
     out = {}
     for part in s.split(","):
         name, _, val = part.partition("=")

@@ -16,7 +16,7 @@ from .scorer import exact, score
 from .tasks import EXTRA_TASKS, TASKS, make_sample
 
 # filtered counts and spatial answers first list every object (as long as a description)
-MAX_NEW_TOKENS = {"describe": 160, "count": 200, "spatial": 200, "caption": 48, "text": 48}
+MAX_NEW_TOKENS = {"describe": 160, "count": 200, "spatial": 200, "lookup": 200, "caption": 48, "text": 48}
 
 
 def load_target(model_dir: str, dtype=None):

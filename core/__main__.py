@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="use the chain / dynamic shape `python -m core.tune` measured fastest on this machine")
     common.add_argument("--image", default=None)
     common.add_argument("--prompt", required=True)
-    common.add_argument("--max-new-tokens", type=int, default=64)
+    common.add_argument("--max-new-tokens", type=int, default=128)
     common.add_argument("--temperature", type=float, default=0.0)
     common.add_argument("--top-p", type=float, default=1.0)
     common.add_argument("--top-k-sampling", type=int, default=0)

@@ -266,20 +266,25 @@ def test_tokenizer_round_trip_and_template():
     assert tok("a <image> b", add_special_tokens=False)["input_ids"].count(img_id) == 1
 
 
-EVAL_FILE = TARGET / "EVAL.json"  # python -m core.scenes eval --n 200 --threads 1 --json > assets/target/EVAL.json
+EVAL_FILE = TARGET / "EVAL.json"  # python -m core.scenes eval --n 200 --threads 2 --json > assets/target/EVAL.json
+
+
+@pytest.fixture(scope="module")
+def shipped_eval():
+    """The shipped target, decoded greedily, on the first 200 held-out scenes (the README's number)."""
+    from core.scenes.__main__ import evaluate
+    return evaluate(str(TARGET), n=200)
 
 
 @pytest.mark.skipif(not (TARGET / "config.json").exists(), reason="assets/target not trained yet")
-def test_trained_target_reproduces_its_documented_accuracy():
-    """The shipped target, decoded greedily, scores exactly what its EVAL.json (the number quoted
-    in the README) says on the same 200 held-out scenes: a regression test of model + scorer.
-    200, not fewer: the first 40 held-out scenes score 0.95 with a model that scores 0.87 on 200."""
+def test_trained_target_reproduces_its_documented_accuracy(shipped_eval):
+    """The shipped target scores what its EVAL.json (the number quoted in the README) says on the
+    same 200 held-out scenes: a regression test of model + scorer. 200, not fewer: the first 40
+    held-out scenes score 0.95 with a model that scores 0.87 on 200."""
     import json
 
-    from core.scenes.__main__ import evaluate
-
     doc = json.loads(EVAL_FILE.read_text())
-    res = evaluate(str(TARGET), n=doc["n"])
+    res = shipped_eval
     assert res["n"] == doc["n"] == 200
     # greedy fp32 decoding is deterministic on one machine; other CPUs' kernels may flip a near-tie
     assert abs(res["accuracy"] - doc["accuracy"]) <= 0.03 + 1e-9, (res["accuracy"], doc)
@@ -287,8 +292,9 @@ def test_trained_target_reproduces_its_documented_accuracy():
 
 
 @pytest.mark.skipif(not (TARGET / "config.json").exists(), reason="assets/target not trained yet")
-@pytest.mark.xfail(strict=True, reason="issue 3's bar (>= 0.9 held-out) is NOT reached by the shipped "
-                   "target; see README 'Embedded default'. strict: this fails loudly once it is reached")
-def test_trained_target_reaches_the_accuracy_bar():
+def test_trained_target_reaches_the_accuracy_bar(shipped_eval):
+    """Issue 3: answers right >= 90% of the time on held-out scenes, measured here (not read from
+    a file), and documented in EVAL.json."""
     import json
+    assert shipped_eval["accuracy"] >= 0.9, shipped_eval["by_task"]
     assert json.loads(EVAL_FILE.read_text())["accuracy"] >= 0.9

@@ -1230,7 +1230,7 @@ def build_app() -> gr.Blocks:
                                 temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
                                 top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p")
                             with gr.Row():
-                                max_new = gr.Slider(1, limits.MAX_NEW_TOKENS, value=64, step=1, label="Max new tokens",
+                                max_new = gr.Slider(1, limits.MAX_NEW_TOKENS, value=128, step=1, label="Max new tokens",
                                                     elem_id="ss-maxnew")
                                 seed = gr.Number(value=0, label="Seed")
 

@@ -13,7 +13,7 @@ import time
 
 from .generator import heldout_seeds
 from .scorer import exact, score
-from .tasks import EXTRA_TASKS, TASKS, make_sample
+from .tasks import ALL_TASKS, make_sample
 
 # filtered counts and spatial answers first list every object (as long as a description)
 MAX_NEW_TOKENS = {"describe": 160, "count": 200, "spatial": 200, "lookup": 200, "caption": 48, "text": 48}
@@ -93,13 +93,13 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("sample", help="render one sample")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--task", choices=TASKS + EXTRA_TASKS, default=None)
+    sp.add_argument("--task", choices=ALL_TASKS, default=None)
     sp.add_argument("--out", default=None, help="PNG path for the image")
     ev = sub.add_parser("eval", help="held-out accuracy of a saved target model")
     ev.add_argument("--target", default="assets/target")
     ev.add_argument("--n", type=int, default=200)
     ev.add_argument("--start", type=int, default=0, help="offset into the held-out seeds")
-    ev.add_argument("--task", choices=TASKS + EXTRA_TASKS, default=None)
+    ev.add_argument("--task", choices=ALL_TASKS, default=None)
     ev.add_argument("--threads", type=int, default=None)
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object")
     ev.add_argument("-v", "--verbose", action="store_true", help="per-sample lines on stderr")

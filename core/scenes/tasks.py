@@ -19,6 +19,7 @@ TASKS = IMAGE_TASKS + TEXT_TASKS
 # opt-in tasks: never drawn by the default mixture (so the held-out evaluation is unchanged), only
 # when a training mixture names them (core.train.target --task-weights ...,lookup=0.1)
 EXTRA_TASKS = ("lookup",)
+ALL_TASKS = TASKS + EXTRA_TASKS
 # default mixture (also used by training): ~15% text-only
 TASK_WEIGHTS = {
     "describe": 0.20, "caption": 0.08, "count": 0.16, "attribute": 0.17,
@@ -215,8 +216,8 @@ def _count(scene, rng, style: str = "direct"):
     meta["number"] = n
     if style == "tally":
         # a tally first: every object as in a description (right 98% of the time), the matching
-        # ones numbered with a running ordinal, then the number (see _tally; not the shipped
-        # target's format: assets/target/TRAINING.md, "Tried and not kept")
+        # ones numbered with a running ordinal, then the number (see _tally; the shipped
+        # target's format since stage 12: assets/target/TRAINING.md)
         text, focus = _tally(scene.ordered(), match, noun)
         final = _plural(n, noun)
         meta["focus"] = focus + [(len(text), len(text) + len(final))]
@@ -422,10 +423,11 @@ ANSWER_STYLES = ("direct", "tally")
 
 def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
                 render_image: bool = True, style: str = "direct") -> dict:
-    """Deterministic sample for ``seed``; ``task`` in TASKS or None (drawn from the mixture).
+    """Deterministic sample for ``seed``; ``task`` in ALL_TASKS or None (drawn from the mixture).
 
-    ``style``: "direct" (the shipped target's answers) or "tally" (an experiment: filtered counts
-    and spatial questions answered after listing every object; ``meta["focus"]`` then holds the
+    ``style``: "direct" (one-sentence answers: stages 1-10 of the default target) or "tally" (the
+    shipped target's answers since stage 12: filtered counts and spatial questions answered after
+    listing every object; ``meta["focus"]`` then holds the
     character spans of the answer's decisions, which training may weight up). The question, the
     scene and the scorer's key are the same in both styles."""
     if style not in ANSWER_STYLES:
@@ -433,8 +435,8 @@ def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
     rng = random.Random(seed * 1_000_003 + 12345)
     if task is None:
         task = choose_task(rng, weights)
-    if task not in TASKS + EXTRA_TASKS:
-        raise ValueError(f"unknown task {task!r}; one of {TASKS + EXTRA_TASKS}")
+    if task not in ALL_TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {ALL_TASKS}")
     if task == "text":
         prompt, answer, meta = _text_task(rng)
         return {"image": None, "prompt": prompt, "answer": answer, "task": task, "meta": meta}

@@ -369,8 +369,7 @@ def require_model_dir(ap, path: str | None, flag: str, model_type: str | None = 
 
 def parse_task_weights(s: str) -> dict:
     """'count=0.2,attribute=0.3' -> {'count': 0.2, 'attribute': 0.3} (argparse type)."""
-    from core.scenes.tasks import EXTRA_TASKS, TASKS
-    TASKS = TASKS + EXTRA_TASKS
+    from core.scenes.tasks import ALL_TASKS as TASKS
     out = {}
     for part in s.split(","):
         name, _, val = part.partition("=")
@@ -435,7 +434,7 @@ def main(argv=None):
                     help="first training seed (a later stage can see fresh scenes instead of the same ones)")
     ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES,
                     help="'tally': filtered counts and spatial questions are answered after listing "
-                         "every object (an experiment, core.scenes.tasks.make_sample)")
+                         "every object (the shipped target's style since stage 12; core.scenes.tasks.make_sample)")
     ap.add_argument("--focus-weight", type=float, default=1.0,
                     help="loss weight of an answer's decision tokens (tally style: which objects are "
                          "counted, the located reference and the final sentence); 1 = plain loss")

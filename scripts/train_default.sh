@@ -11,6 +11,15 @@ PY=${PY:-.venv/bin/python}
 T=assets/target
 mkdir -p runs/distill
 
+# one resumable core.train.target stage: skipped when OUT already holds a model, resumed when
+# RUN_DIR holds a checkpoint
+target_stage() {
+  local out=$1 run=$2; shift 2
+  [ -f "$out/model.safetensors" ] && return 0
+  local resume=""; [ -f "$run/ckpt.pt" ] && resume="--resume"
+  $PY -m core.train.target --out "$out" --run-dir "$run" "$@" $resume
+}
+
 # 1. target VLM (LLaVA layout, trained from scratch on procedural scenes); resumable.
 #    1a. language + vision from answer text only (learns formats, counting, text tasks)
 #    1b. stage 0 "grid" pretraining of the vision tower + projector alone: every image token
@@ -27,56 +36,38 @@ if [ ! -f "$T/model.safetensors" ]; then
   [ -f runs/grid2/model/grid_heads.pt ] || \
     $PY -m core.train.grid_pretrain --init runs/grid/model --out runs/grid2/model --minutes 20 \
       --lr 1.5e-3 --seed-offset 200000
-  if [ ! -f runs/stage4/model/model.safetensors ]; then
-    resume=""; [ -f runs/target_joint/ckpt.pt ] && resume="--resume"
-    $PY -m core.train.target --init runs/grid2/model --out runs/stage4/model --run-dir runs/target_joint \
-      --minutes 60 --lr 6e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 $resume
-  fi
+  target_stage runs/stage4/model runs/target_joint --init runs/grid2/model \
+    --minutes 60 --lr 6e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5
   #  1d. two more joint runs on fresh scenes, the mixture shifted to the tasks still failing
   #      (counting, attribute and spatial questions, text-only)
-  if [ ! -f runs/stage5/model/model.safetensors ]; then
-    resume=""; [ -f runs/target_joint2/ckpt.pt ] && resume="--resume"
-    $PY -m core.train.target --init runs/stage4/model --out runs/stage5/model --run-dir runs/target_joint2 \
-      --minutes 72 --lr 4e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 5000000 \
-      --task-weights describe=0.08,caption=0.04,reading=0.06,count=0.22,attribute=0.25,spatial=0.22,text=0.13 $resume
-  fi
-  if [ ! -f runs/stage6/model/model.safetensors ]; then
-    resume=""; [ -f runs/target_joint3/ckpt.pt ] && resume="--resume"
-    $PY -m core.train.target --init runs/stage5/model --out runs/stage6/model --run-dir runs/target_joint3 \
-      --minutes 34 --lr 2.5e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 6000000 \
-      --task-weights describe=0.08,caption=0.03,reading=0.05,count=0.28,attribute=0.2,spatial=0.2,text=0.16 $resume
-  fi
+  target_stage runs/stage5/model runs/target_joint2 --init runs/stage4/model \
+    --minutes 72 --lr 4e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 5000000 \
+    --task-weights describe=0.08,caption=0.04,reading=0.06,count=0.22,attribute=0.25,spatial=0.22,text=0.13
+  target_stage runs/stage6/model runs/target_joint3 --init runs/stage5/model \
+    --minutes 34 --lr 2.5e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 6000000 \
+    --task-weights describe=0.08,caption=0.03,reading=0.05,count=0.28,attribute=0.2,spatial=0.2,text=0.16
   #  1e. grow the 6.9M model to 16 layers / MLP 1024 (17.9M; same function at first: the new layers
   #      write zeros), then train the grown model on fresh scenes
   [ -f runs/grow/model/model.safetensors ] || \
     $PY -m core.train.grow --init runs/stage6/model --out runs/grow/model --layers 16 --intermediate 1024
-  if [ ! -f runs/stage8/model/model.safetensors ]; then
-    resume=""; [ -f runs/target_grow8/ckpt.pt ] && resume="--resume"
-    $PY -m core.train.target --init runs/grow/model --out runs/stage8/model --run-dir runs/target_grow8 \
-      --minutes 85 --lr 3e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 9000000 \
-      --task-weights describe=0.08,caption=0.03,reading=0.05,count=0.28,attribute=0.2,spatial=0.2,text=0.16 $resume
-  fi
+  target_stage runs/stage8/model runs/target_grow8 --init runs/grow/model \
+    --minutes 85 --lr 3e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 9000000 \
+    --task-weights describe=0.08,caption=0.03,reading=0.05,count=0.28,attribute=0.2,spatial=0.2,text=0.16
   #  1f. "tally" answers: a filtered count lists every object and numbers the matching ones, a
   #      spatial answer lists every object and locates the reference first (stage 11, 70 min);
   #      then the decision tokens weighted x5 (--focus-weight) and, from step 2606, the text-only
   #      "lookup" task in the mixture (stage 12). The shipped stage 12 was interrupted once and its
   #      240-min schedule cut to 174.5 min by --deadline; this replays it in two commands.
-  if [ ! -f runs/stage11/model/model.safetensors ]; then
-    resume=""; [ -f runs/target_tally11/ckpt.pt ] && resume="--resume"
-    $PY -m core.train.target --init runs/stage8/model --out runs/stage11/model --run-dir runs/target_tally11 \
-      --minutes 70 --lr 3e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 9800000 \
-      --answer-style tally \
-      --task-weights describe=0.12,caption=0.04,reading=0.05,count=0.25,attribute=0.17,spatial=0.25,text=0.12 $resume
-  fi
-  S12="--init runs/stage11/model --run-dir runs/target_tally12 --minutes 240 --lr 3e-4 --warmup 50
-       --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 10200000 --answer-style tally --focus-weight 5"
-  resume=""; [ -f runs/target_tally12/ckpt.pt ] && resume="--resume"
-  if [ ! -f runs/stage12a/model/model.safetensors ]; then
-    $PY -m core.train.target $S12 --out runs/stage12a/model --steps 2606 $resume \
-      --task-weights describe=0.1,caption=0.03,reading=0.04,count=0.3,attribute=0.15,spatial=0.28,text=0.1
-    resume="--resume"
-  fi
-  $PY -m core.train.target $S12 --out "$T" $resume \
+  target_stage runs/stage11/model runs/target_tally11 --init runs/stage8/model \
+    --minutes 70 --lr 3e-4 --warmup 50 --batch 16 --threads 2 --aux-weight 0.5 --seed-offset 9800000 \
+    --answer-style tally \
+    --task-weights describe=0.12,caption=0.04,reading=0.05,count=0.25,attribute=0.17,spatial=0.25,text=0.12
+  S12="--init runs/stage11/model --minutes 240 --lr 3e-4 --warmup 50 --batch 16 --threads 2
+       --aux-weight 0.5 --seed-offset 10200000 --answer-style tally --focus-weight 5"
+  # 12a stops at step 2606 (its checkpoint stays in the run dir); 12b resumes it with "lookup" added
+  target_stage runs/stage12a/model runs/target_tally12 $S12 --steps 2606 \
+    --task-weights describe=0.1,caption=0.03,reading=0.04,count=0.3,attribute=0.15,spatial=0.28,text=0.1
+  target_stage "$T" runs/target_tally12 $S12 \
     --task-weights describe=0.08,caption=0.03,reading=0.03,count=0.24,attribute=0.12,spatial=0.22,text=0.08,lookup=0.2
 fi
 

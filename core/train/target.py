@@ -369,13 +369,13 @@ def require_model_dir(ap, path: str | None, flag: str, model_type: str | None = 
 
 def parse_task_weights(s: str) -> dict:
     """'count=0.2,attribute=0.3' -> {'count': 0.2, 'attribute': 0.3} (argparse type)."""
-    from core.scenes.tasks import ALL_TASKS as TASKS
+    from core.scenes.tasks import ALL_TASKS
     out = {}
     for part in s.split(","):
         name, _, val = part.partition("=")
         name = name.strip()
-        if name not in TASKS:
-            raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+        if name not in ALL_TASKS:
+            raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(ALL_TASKS)}")
         try:
             w = float(val)
         except ValueError:

@@ -15,8 +15,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="ngram | layerskip[:K] | msd | massv | small-vlm | text-lm | Hub id / directory | module:Class")
     common.add_argument("--drafter-mode", default="multimodal", choices=["multimodal", "text-only"],
                         help="for a separate drafter model: does it see the image?")
-    common.add_argument("--strategy", default=None, choices=["ar", "chain", "tree", "dynamic"])
-    common.add_argument("--gamma", type=int, default=DEFAULT_CHAIN.gamma, help="chain: tokens drafted per step")
+    common.add_argument("--strategy", default=None, choices=["ar", "auto", "chain", "tree", "dynamic"],
+                        help="default with a --drafter: auto (a chain whose length the measured cost model "
+                             "and the drafter's confidence choose at every step, down to plain steps)")
+    common.add_argument("--gamma", type=int, default=None,
+                        help=f"chain: tokens drafted per step (default {DEFAULT_CHAIN.gamma}); auto: the cap (default 16)")
     common.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
     common.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
     common.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
@@ -67,20 +70,21 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     from . import api
-    from .drafters import DraftSpec
+    from .drafters import spec_for
     from .images import load_image
+    from .kernels import describe
     from .sampling import SamplingConfig
 
     api.threads_from_env()
-    strategy = args.strategy or ("chain" if args.drafter else "ar")
+    strategy = args.strategy or ("auto" if args.drafter else "ar")
     if strategy != "ar" and not args.drafter:
         raise ValueError(f"--strategy {strategy} needs a --drafter")
     try:
         branching = tuple(int(b) for b in args.branching.split(",") if b.strip())
     except ValueError:
         raise ValueError(f"--branching takes comma-separated integers, got {args.branching!r}") from None
-    spec = DraftSpec(strategy if strategy != "ar" else "chain", args.gamma, branching, args.depth, args.top_k,
-                     args.budget, args.min_prob)
+    spec = spec_for(strategy if strategy != "ar" else "chain", args.gamma, branching, args.depth, args.top_k,
+                    args.budget, args.min_prob)
     if args.tuned and strategy in ("chain", "dynamic"):
         from .tune import tuned_spec
         spec = tuned_spec(args.target, args.drafter, strategy)
@@ -120,6 +124,8 @@ def _main(args) -> int:
               f"tau {s['tau']:.2f} tokens/target forward (incl. bonus), "
               f"{s['accepted_per_step']:.2f} accepted drafts/step")
         print(f"speedup {res['speedup']:.2f}x, outputs identical: {res['identical']}")
+        k = pair.target.kernels
+        print(f"kernels: {describe(k)}; {res['spec'].meta.get('spec')}", file=sys.stderr)
     return 0
 
 

@@ -129,6 +129,7 @@ class HFAdapter:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_ids = self._eos_ids()
         self._lock = threading.Lock()
+        self.kernels: dict = {"paths": "stock"}   # set by load(): the measured product paths
 
     # ---- identity -----------------------------------------------------------------
     def _eos_ids(self) -> set[int]:
@@ -278,6 +279,17 @@ class HFAdapter:
                 layer.keys = layer.keys.index_select(-2, idx)
                 layer.values = layer.values.index_select(-2, idx)
         sess.length = base + k
+
+    @torch.inference_mode()
+    def probe_forward(self, n: int, prefix: int = 32) -> None:
+        """One decode forward of ``n`` tokens after a ``prefix``-token text prompt (for timing)."""
+        sess = getattr(self, "_probe_sess", None)
+        if sess is None:
+            ids = torch.full((1, prefix), int(self.eos_ids and min(self.eos_ids) or 0), device=self.device)
+            sess, _, _ = self.prefill(Encoded(ids))
+            self._probe_sess = sess
+        self.forward(sess, [0] * n)
+        self.keep(sess, prefix, [])
 
     # ---- self-speculation -----------------------------------------------------------
     def truncated(self, n_layers: int) -> "HFAdapter":
@@ -454,10 +466,24 @@ def trust_remote_code_allowed() -> bool:
     return os.environ.get("SPECSCOPE_TRUST_REMOTE_CODE", "") == "1"
 
 
+def kernels_default() -> str:
+    """The operator's ``SPECSCOPE_KERNELS`` (auto | stock | dense | onednn), default auto."""
+    k = os.environ.get("SPECSCOPE_KERNELS", "").strip().lower() or "auto"
+    if k not in KERNELS:
+        raise InputError(f"SPECSCOPE_KERNELS={k!r}: use one of {', '.join(KERNELS)}")
+    return k
+
+
+KERNELS = ("auto", "stock", "dense", "onednn", "bf16", "int8")
+
+
 def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu",
-         device_map: str | None = None, trust_remote_code: bool = False) -> HFAdapter:
+         device_map: str | None = None, trust_remote_code: bool = False, kernels: str | None = None,
+         role: str = "target") -> HFAdapter:
     """Load a target or drafter by Hub id or local directory, through ``from_pretrained``.
-    ``device``: cpu (default), cuda[:N] or auto (see ``resolve_device``)."""
+    ``device``: cpu (default), cuda[:N] or auto (see ``resolve_device``). ``kernels``: auto
+    (default: each linear layer's product path measured fastest on this CPU for ``role``,
+    ``core.kernels``), stock (transformers as loaded), or one path forced everywhere."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
     if trust_remote_code and not trust_remote_code_allowed():
@@ -493,7 +519,20 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
         raise ModelLoadError(f"cannot load {name_or_path!r} ({mtype or 'unknown type'}): {_first_line(e)}") from None
     if not device_map:
         model.to(device)
-    return cls(model, tokenizer, processor, name=str(name_or_path))
+    kernels = kernels or kernels_default()
+    choice = {"role": role, "paths": "stock"}
+    adapter = cls(model, tokenizer, processor, name=str(name_or_path))
+    if kernels != "stock":
+        from . import kernels as K
+        try:
+            choice = K.accelerate(model, role, force=None if kernels == "auto" else kernels,
+                                  probe=adapter.probe_forward)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        finally:
+            adapter.__dict__.pop("_probe_sess", None)
+    adapter.kernels = dict(choice, requested=kernels)
+    return adapter
 
 
 def _load_processor(name_or_path: str, model_type: str, trust_remote_code: bool):

@@ -80,16 +80,18 @@ def default_device(device: str | None = None) -> str:
 
 
 def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False,
-                device: str | None = None) -> adapters.HFAdapter:
+                device: str | None = None, kernels: str | None = None) -> adapters.HFAdapter:
     """``dtype`` may be "auto" (bfloat16 where the CPU/GPU computes it natively, else float32);
     the library default stays float32, the CLI, the bench and the app default to "auto".
     ``device``: cpu | cuda[:N] | auto; None = ``SPECSCOPE_DEVICE`` or cpu (see ``default_device``)."""
     device = default_device(device)
     dtype = adapters.resolve_dtype(dtype, device)
-    key = ("target", resolve_target(name), dtype, device)
+    kernels = kernels or adapters.kernels_default()
+    key = ("target", resolve_target(name), dtype, device, kernels)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = adapters.load(key[1], dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+            _cache[key] = adapters.load(key[1], dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                        kernels=kernels)
         _cache.move_to_end(key)
         _evict(key)
         return _cache[key]
@@ -97,10 +99,10 @@ def load_target(name: str | None, dtype: str = "float32", trust_remote_code: boo
 
 def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
               mode: str = "multimodal", trust_remote_code: bool = False, device: str | None = None,
-              **options) -> Pair:
+              kernels: str | None = None, **options) -> Pair:
     """The target (cached per name, dtype and device) and a drafter for it; drafters run on the
     target's device (``drafters.base.draft_dtype``: fp32 on a CPU, the target's dtype on a GPU)."""
-    tgt = load_target(target, dtype, trust_remote_code, device)
+    tgt = load_target(target, dtype, trust_remote_code, device, kernels)
     if drafter in SHIPPED_DRAFTERS:
         path = SHIPPED_DRAFTERS[drafter]
         if not path.exists():
@@ -114,15 +116,33 @@ def load_pair(target: str | None, drafter: str | None = None, dtype: str = "floa
         with _cache_lock:
             if key not in _cache:
                 # drafter models pick their own dtype (drafters.base.draft_dtype: fp32 on a CPU)
-                _cache[key] = make_drafter(drafter_arg, tgt, mode=mode, **options)
+                _cache[key] = make_drafter(drafter_arg, tgt, mode=mode,
+                                           kernels=tgt.kernels.get("requested"), **options)
             d = _cache[key]
     return Pair(tgt, d, resolve_target(target), drafter)
+
+
+_policies: dict = {}
+
+
+def policy_for(pair: Pair, sampling: SamplingConfig):
+    """The adaptive-length policy of this target + drafter (one for greedy, one for sampling): its
+    cost model and acceptance statistics carry over from run to run, like a warm cache."""
+    from .costs import CostModel, target_curve
+    from .policy import AutoPolicy
+    key = (id(pair.target), id(pair.drafter), sampling.greedy)
+    with _cache_lock:
+        if key not in _policies:
+            _policies[key] = AutoPolicy(CostModel(target_curve(pair.target)))
+        return _policies[key]
 
 
 def run(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
         sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int = 64, speculative: bool = True,
         **kw) -> Trace:
     drafter = pair.drafter if speculative else None
+    if drafter is not None and spec.adaptive and "policy" not in kw:
+        kw["policy"] = policy_for(pair, sampling)
     return generate(pair.target, prompt, image, drafter, spec, sampling, max_new_tokens, **kw)
 
 

@@ -15,6 +15,7 @@ See docs/benchmark.md for the columns, the JSON schema and how the "ideal" bound
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 SCHEMA = "specscope.bench/1"
 GROUNDED_TASKS = ("count", "attribute", "spatial", "reading")
 DESCRIPTION_TASKS = ("describe", "caption")
-STRATEGIES = ("chain", "tree", "dynamic")
+STRATEGIES = ("auto", "chain", "tree", "dynamic")
 BUILTIN_TEXT_PROMPTS = [
     "Explain in two sentences what speculative decoding is.",
     "Write a short story about a red fox and a blue bird.",
@@ -176,6 +177,8 @@ class Config:
     def strategy_label(self) -> str:
         s = self.spec
         prune = f",p>={s.min_prob:g}" if s.min_prob > 0 else ""
+        if s.adaptive:
+            return f"auto(cap={s.gamma}{prune})"
         if self.strategy == "chain":
             return f"chain(g={s.gamma}{prune})"
         if self.strategy == "tree":
@@ -208,7 +211,7 @@ def default_drafters() -> list[str]:
 
 
 def build_configs(args) -> list[Config]:
-    from .drafters import DraftSpec
+    from .drafters import spec_for
     drafters = _csv(args.drafters, "--drafters") if args.drafters else default_drafters()
     strategies = _csv(args.strategies, "--strategies") if args.strategies else list(STRATEGIES)
     for s in strategies:
@@ -234,10 +237,10 @@ def build_configs(args) -> list[Config]:
     for d in drafters:
         strats = strategies
         if args.quick:  # one strategy per drafter
-            strats = [strategies[0]] if args.strategies else ["chain" if d.lower() == "ngram" else "dynamic"]
+            strats = [strategies[0]] if args.strategies else ["auto"]
         for s in strats:
             try:
-                spec = DraftSpec(s, args.gamma, branching, args.depth, args.top_k, args.budget, args.min_prob)
+                spec = spec_for(s, args.gamma, branching, args.depth, args.top_k, args.budget, args.min_prob)
             except ValueError as e:
                 raise BenchError(str(e)) from None
             for t in temps:
@@ -404,9 +407,15 @@ class HFRunner:
         self.lookup_kw = dict(prompt_lookup_num_tokens=args.prompt_lookup_tokens)
 
     def _attempt(self, rec: dict | None, kind: str, smp: Sample, seed: int, **extra):
+        from .kernels import stock
         try:
-            toks, wall = _hf_generate(self.pair.target, smp, self.cfg.temperature, self.args.max_new_tokens,
-                                      seed, **extra)
+            with contextlib.ExitStack() as models:
+                if self.args.hf_kernels == "stock":     # transformers as its users run it
+                    models.enter_context(stock(self.pair.target.model))
+                    if self.assistant is not None:
+                        models.enter_context(stock(self.assistant))
+                toks, wall = _hf_generate(self.pair.target, smp, self.cfg.temperature, self.args.max_new_tokens,
+                                          seed, **extra)
         except Exception as e:
             if rec is not None:
                 rec["errors"].setdefault(kind, f"{type(e).__name__}: {_first_line(e)}")
@@ -637,8 +646,15 @@ def markdown_table(results: dict) -> str:
              "(excl. bonus); speedup = total AR wall / total spec wall (* = AR and spec produced different "
              "token counts; see throughput_ratio); ideal = tau x AR step cost / spec step cost; "
              "HF plain: (AR n.nnx) = our AR tok/s / transformers generate() tok/s."]
-    bd = results.get("meta", {}).get("baseline_dtype")
-    if bd and bd != results.get("meta", {}).get("dtype"):
+    meta = results.get("meta", {})
+    if meta.get("env"):
+        cpu = meta["env"].get("cpu") or {}
+        notes.insert(0, f"machine: {cpu.get('model', '?')} ({' '.join(cpu.get('flags', [])) or 'no flags read'}), "
+                        f"{meta['env'].get('torch_threads')} torch threads, dtype {meta.get('dtype')}, "
+                        f"device {meta.get('device', 'cpu')}; our kernels: {(meta.get('kernels') or {}).get('target')}; "
+                        f"transformers baselines on the {(meta.get('kernels') or {}).get('hf_baselines', 'stock')} model")
+    bd = meta.get("baseline_dtype")
+    if bd and bd != meta.get("dtype"):
         notes.append(f"AR in {bd} (same target, interleaved), speculative tok/s over it: " + ", ".join(
             f"{c['id']} {_f(m.get('tokens_per_s_ar_baseline_dtype'), '{:.1f}')} tok/s -> "
             f"{_f(m.get('speedup_vs_baseline_dtype'), '{:.2f}x')}"
@@ -737,7 +753,22 @@ def _env() -> dict:
     import transformers
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform()}
+            "cpu_count": os.cpu_count(), "platform": platform.platform(), "cpu": cpu_info()}
+
+
+def cpu_info() -> dict:
+    """The CPU's model name and the instruction-set flags that decide which kernels are fast."""
+    from .tune import _cpu_name
+    flags: list[str] = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+        have = set(line.split(":", 1)[-1].split())
+        flags = [f for f in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                             "amx_tile") if f in have]
+    except OSError:
+        pass
+    return {"model": _cpu_name(), "flags": flags}
 
 
 # =========================================================================================
@@ -868,8 +899,11 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated registry names (ngram, layerskip[:K], msd, a model dir, module:Class); "
                         "default: the shipped drafters that exist + ngram + layerskip")
     p.add_argument("--drafter-mode", choices=["multimodal", "text-only"], default="multimodal")
-    p.add_argument("--strategies", default=None, help="comma-separated subset of chain,tree,dynamic (default all)")
-    p.add_argument("--gamma", type=int, default=DEFAULT_CHAIN.gamma, help="chain: tokens drafted per step")
+    p.add_argument("--strategies", default=None,
+                   help="comma-separated subset of auto,chain,tree,dynamic (default all; auto = the adaptive "
+                        "chain the cost model sizes at every step)")
+    p.add_argument("--gamma", type=int, default=None,
+                   help=f"chain: tokens drafted per step (default {DEFAULT_CHAIN.gamma}); auto: the cap (default 16)")
     p.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
     p.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
     p.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
@@ -894,6 +928,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's / SPECSCOPE_THREADS)")
     p.add_argument("--hf", choices=["all", "plain", "none"], default="all",
                    help="transformers baselines: all = plain + assisted + prompt lookup")
+    p.add_argument("--hf-kernels", choices=["stock", "same"], default="stock",
+                   help="transformers baselines on the stock model (default: as a transformers user runs "
+                        "it) or on the same models with our measured product paths (core.kernels)")
+    p.add_argument("--kernels", choices=["auto", "stock", "dense", "onednn"], default=None,
+                   help="our engine's product paths (default: $SPECSCOPE_KERNELS, else auto = measured)")
     p.add_argument("--prompt-lookup-tokens", type=int, default=10,
                    help="prompt_lookup_num_tokens for the transformers prompt-lookup baseline")
     p.add_argument("--detail", action="store_true",
@@ -950,7 +989,7 @@ def bench(args) -> dict:
     t_start = time.perf_counter()
     for k, cfg in enumerate(configs):
         pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode,
-                             device=args.device)
+                             device=args.device, kernels=args.kernels)
         _log(args, f"[{k + 1}/{len(configs)}] {cfg.id}: {len(samples)} samples x {args.repeats} "
                    f"(AR + spec interleaved)")
         records = run_config(pair, cfg, samples, args, lookup_cache)
@@ -966,7 +1005,8 @@ def bench(args) -> dict:
         _log(args, f"    tau {m['tau']}  speedup {m['speedup']}  ideal {m['ideal_speedup']}  "
                    f"exact {m['exact']['matched'] if m['exact'] else 'n/a'}"
                    f"{'/' + str(m['exact']['n']) if m['exact'] else ''}")
-    tgt = api.load_target(args.target, args.dtype, device=args.device)
+    tgt = api.load_target(args.target, args.dtype, device=args.device, kernels=args.kernels)
+    from .kernels import describe
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "target": target_name,
         "target_family": tgt.family, "dtype": args.dtype, "device": args.device, "baseline_dtype": args.baseline_dtype, "suite": args.suite, "n_samples": len(samples),
@@ -974,6 +1014,8 @@ def bench(args) -> dict:
         "seed": args.seed, "quick": args.quick, "hf": args.hf, "detail": args.detail,
         "prompt_lookup_tokens": args.prompt_lookup_tokens, "seconds": round(time.perf_counter() - t_start, 2),
         "env": _env(),
+        "kernels": {"target": describe(tgt.kernels), "target_paths": tgt.kernels.get("paths"),
+                    "hf_baselines": args.hf_kernels},
         "columns": {"tau": "tokens per target forward (incl. bonus)",
                     "accepted_per_step": "accepted draft tokens per step (excl. bonus)",
                     "speedup": "total AR wall / total speculative wall (same samples, interleaved)",
@@ -994,7 +1036,7 @@ def profile(args) -> list[dict]:
     out = []
     for cfg in configs:
         pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode,
-                             device=args.device)
+                             device=args.device, kernels=args.kernels)
         p = profile_config(pair, cfg, samples[0], args)
         print_profile(p)
         out.append(p)

@@ -18,7 +18,9 @@ import torch
 
 from .acceptance import accept_greedy, accept_sampling
 from .adapters import HFAdapter, InputError
+from .costs import CostModel, target_curve
 from .drafters.base import DraftContext, DraftSpec, Drafter
+from .policy import AutoPolicy
 from .sampling import SamplingConfig, probs, sample
 from .trace import Step, Trace
 from .tree import DraftTree, verify_layout
@@ -37,11 +39,14 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
              spec: DraftSpec = DraftSpec(), sampling: SamplingConfig = SamplingConfig(),
              max_new_tokens: int = 128, detail: bool = True,
              on_step: Callable[[Trace], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, meta: dict | None = None) -> Trace:
+             should_stop: Callable[[], bool] | None = None, meta: dict | None = None,
+             policy: AutoPolicy | None = None) -> Trace:
     """Decode ``prompt`` (+ ``image``) with ``target``; speculatively if ``drafter`` is given.
 
     ``detail`` records the target probability of every drafted token (a softmax over the
-    verified rows); the rest of the trace is always recorded."""
+    verified rows); the rest of the trace is always recorded. ``spec.adaptive``: each step's
+    chain length is chosen by ``policy`` (core/policy.py; a fresh one from the target's measured
+    costs when None; pass the same one across runs to keep what it learned)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     t_start = time.perf_counter()
@@ -54,6 +59,12 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
         raise InputError(f"prompt too long: {enc.length} tokens, the model's context is {limit}")
     max_new_tokens = min(max_new_tokens, limit - enc.length - reserve)
 
+    adaptive = drafter is not None and spec.adaptive
+    if adaptive and policy is None:
+        policy = AutoPolicy(CostModel(target_curve(target)))
+    policy = policy if adaptive else None
+    skip_ok = bool(getattr(drafter, "can_skip", False))
+
     trace = Trace(meta=dict(meta or {}), prompt_tokens=enc.length)
     trace.meta.setdefault("target", target.name)
     trace.meta.setdefault("drafter", getattr(drafter, "name", None))
@@ -63,7 +74,10 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     trace.meta.setdefault("dtype", str(target.dtype).replace("torch.", ""))
     if drafter is not None:
         trace.meta.setdefault("spec", {"gamma": spec.gamma, "branching": list(spec.branching),
-                                       "depth": spec.depth, "top_k": spec.top_k, "budget": spec.budget})
+                                       "depth": spec.depth, "top_k": spec.top_k, "budget": spec.budget,
+                                       "adaptive": spec.adaptive})
+    trace.meta.setdefault("kernels", {"target": target.kernels.get("paths", "stock"),
+                                      "drafter": getattr(getattr(drafter, "lm", None), "kernels", {}).get("paths")})
 
     sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden))
     root = _pick(logits, sampling, gen)
@@ -77,7 +91,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
         t0 = time.perf_counter()
         drafter.begin(DraftContext(target=target, prompt_ids=enc.input_ids[0].tolist(), prompt=prompt,
                                    image=image, encoded=enc, target_hidden=hidden, tokens=out,
-                                   target_embeds=sess.embeds))
+                                   target_embeds=sess.embeds, policy=policy))
         trace.t_prefill += time.perf_counter() - t0
 
     while not stop:
@@ -85,7 +99,10 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
             stop = "cancelled"
             break
         t0 = time.perf_counter()
-        tree = drafter.propose(root, spec, sampling, gen) if drafter is not None else EMPTY
+        drafted = drafter is not None and (policy is None or not skip_ok or policy.should_draft(spec.gamma))
+        tree = drafter.propose(root, spec, sampling, gen) if drafted else EMPTY
+        if policy is not None and len(tree):
+            tree = policy.trim(tree)        # drafted tokens not worth their share of the verify
         t1 = time.perf_counter()
         base = sess.length
         if len(tree):
@@ -122,6 +139,9 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
                            hidden[kept] if hidden is not None else None)
         t4 = time.perf_counter()
 
+        if policy is not None:
+            policy.observe(tree, verdict.accepted, verdict.rejected, (t1 - t0) + (t4 - t3), t2 - t1,
+                           t3 - t2, drafted)
         t5 = time.perf_counter()
         p_nodes = None
         if detail and len(tree):
@@ -143,6 +163,8 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
 
     trace.output = out
     trace.stop_reason = stop
+    if policy is not None:
+        trace.meta["policy"] = policy.to_json()
     trace.wall_s = time.perf_counter() - t_start
     trace.text = target.decode(out)
     trace.finish(target.decode_piece)

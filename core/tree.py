@@ -28,6 +28,7 @@ class DraftTree:
     rank: list[int] = field(default_factory=list)        # order drawn among siblings
     q: dict[int, torch.Tensor] = field(default_factory=dict)      # parent -> draft dist (sampling only)
     drawn: dict[int, list[int]] = field(default_factory=dict)     # parent -> tokens in draw order
+    forwards: int = -1       # draft forwards spent building it (-1: unknown; 0: model-free drafter)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -68,7 +69,7 @@ class DraftTree:
         """Sub-tree made of ``keep`` (must be ancestor-closed); indices are remapped."""
         keep = sorted(keep)
         remap = {-1: -1}
-        out = DraftTree(q=self.q, drawn=self.drawn)
+        out = DraftTree(q=self.q, drawn=self.drawn, forwards=self.forwards)
         for i in keep:
             remap[i] = len(out.tokens)
             out.tokens.append(self.tokens[i])

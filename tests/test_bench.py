@@ -89,9 +89,11 @@ def test_quick_run_writes_json_with_schema(quick_run):
     assert {"meta", "suite", "configs"} <= res.keys()
     assert res["meta"]["quick"] and res["meta"]["max_new_tokens"] == 12 and res["meta"]["n_samples"] == 3
     assert res["suite"]["n"] == 3 and [s["image"] for s in res["suite"]["samples"]] == ["a.png", "b.png", None]
-    # quick: one strategy per drafter (dynamic for a model drafter, chain for n-gram) x 2 temperatures
+    # quick: one strategy per drafter (auto: the adaptive chain) x 2 temperatures
     assert [(c["strategy"], c["temperature"]) for c in res["configs"]] == \
-        [("dynamic", 0.0), ("dynamic", 1.0), ("chain", 0.0), ("chain", 1.0)]
+        [("auto", 0.0), ("auto", 1.0), ("auto", 0.0), ("auto", 1.0)]
+    assert res["meta"]["env"]["cpu"]["model"] and isinstance(res["meta"]["env"]["cpu"]["flags"], list)
+    assert res["meta"]["kernels"]["hf_baselines"] == "stock"
     keys = {"n", "tau", "accepted_per_step", "acceptance_by_depth", "tokens_per_s_ar", "tokens_per_s_spec",
             "speedup", "speedup_mean_of_ratios", "ideal_speedup", "step_cost_ar_ms", "step_cost_spec_ms",
             "time_split_spec_s", "time_per_step_spec_ms", "trace_overhead", "exact", "hf_plain_tokens_per_s",

@@ -14,12 +14,12 @@ import importlib
 import os
 
 from ..adapters import InputError, ModelLoadError, load
-from .base import DraftContext, DraftSpec, Drafter, ModelDrafter, build_tree, draft_dtype
+from .base import CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, build_tree, draft_dtype, spec_for
 from .msd import MSDDrafter, MSDHead, is_msd_dir
 from .ngram import NgramDrafter
 
-__all__ = ["DraftContext", "DraftSpec", "Drafter", "ModelDrafter", "NgramDrafter", "build_tree",
-           "make_drafter", "check_tokenizers"]
+__all__ = ["CHOICES", "DraftContext", "DraftSpec", "Drafter", "ModelDrafter", "NgramDrafter", "build_tree",
+           "make_drafter", "check_tokenizers", "spec_for"]
 
 
 def check_tokenizers(target, drafter) -> None:
@@ -34,7 +34,8 @@ def check_tokenizers(target, drafter) -> None:
                              f"(token id {bad} differs); speculative decoding needs a shared vocabulary")
 
 
-def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal", **options):
+def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal", kernels: str | None = None,
+                 **options):
     """Build a drafter for ``target`` from a registry name (see module docstring). ``dtype``
     overrides a separate draft model's dtype (default: ``draft_dtype(target)``)."""
     if name is None or str(name).strip().lower() in ("", "none", "ar"):
@@ -69,7 +70,7 @@ def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal",
     if mode not in ("multimodal", "text-only"):
         raise InputError(f"drafter mode must be 'multimodal' or 'text-only', got {mode!r}")
     # fp32 next to a bf16 target on a CPU (one-row draft steps are faster in fp32 there)
-    lm = load(name, dtype=dtype or draft_dtype(target), device=str(target.device))
+    lm = load(name, dtype=dtype or draft_dtype(target), device=str(target.device), kernels=kernels, role="drafter")
     check_tokenizers(target, lm)
     use_image = mode == "multimodal"
     label = f"{name} ({'text-only' if not (use_image and lm.is_multimodal) else 'multimodal'})"

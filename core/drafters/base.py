@@ -27,6 +27,8 @@ from ..tree import DraftTree
 
 
 STRATEGIES = ("chain", "tree", "dynamic")
+CHOICES = ("auto",) + STRATEGIES     # what users pick: "auto" = an adaptive chain (core/policy.py)
+AUTO_CAP = 16                        # auto: the longest chain a step may draft
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class DraftSpec:
     budget: int = 48
     min_prob: float = 0.0       # Spec-LLaVA-style pruning: don't expand nodes whose cumulative
                                 # draft probability is below this (0 = never prune)
+    adaptive: bool = False      # chain only: each step's length chosen by the measured cost model
+                                # and the drafter's confidence (core/policy.py), ``gamma`` the cap
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -50,6 +54,8 @@ class DraftSpec:
             v = getattr(self, name)
             if not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if self.adaptive and self.strategy != "chain":
+            raise ValueError("adaptive draft length is for chains (strategy 'auto' = an adaptive chain)")
         if not isinstance(self.min_prob, (int, float)) or not 0.0 <= self.min_prob < 1.0:
             raise ValueError(f"min_prob must be a number in [0, 1), got {self.min_prob!r}")
         if not self.branching or any((not isinstance(b, int)) or b < 1 or b > 16 for b in self.branching):
@@ -60,6 +66,14 @@ class DraftSpec:
             n += width
         if n > 512:
             raise ValueError(f"static tree too large ({n} nodes, max 512)")
+
+    @property
+    def label(self) -> str:
+        if self.strategy == "chain":
+            return f"auto chain (<= {self.gamma})" if self.adaptive else f"chain {self.gamma}"
+        if self.strategy == "tree":
+            return "tree " + "-".join(map(str, self.branching))
+        return f"dynamic {self.depth}/{self.top_k}/{self.budget}"
 
     @property
     def max_depth(self) -> int:
@@ -78,6 +92,17 @@ class DraftSpec:
         return self.budget
 
 
+def spec_for(strategy: str, gamma: int | None = None, branching=(3, 2, 2, 1), depth: int = 8, top_k: int = 4,
+             budget: int = 20, min_prob: float = 0.0) -> DraftSpec:
+    """The DraftSpec a user's choice means. ``auto``: a chain whose length the measured cost model
+    picks at every step, ``gamma`` (default AUTO_CAP) the longest; the others are fixed shapes
+    (chain default gamma 6)."""
+    if strategy == "auto":
+        return DraftSpec("chain", AUTO_CAP if gamma is None else gamma, tuple(branching), depth, top_k, budget,
+                         min_prob, adaptive=True)
+    return DraftSpec(strategy, 6 if gamma is None else gamma, tuple(branching), depth, top_k, budget, min_prob)
+
+
 @dataclass
 class DraftContext:
     target: object                       # the target adapter
@@ -88,6 +113,7 @@ class DraftContext:
     target_hidden: torch.Tensor | None = None   # (T, H) prefill hidden states if needs_hidden
     target_embeds: torch.Tensor | None = None   # (1, T, H) decoder input embeddings (image features merged)
     tokens: list[int] = field(default_factory=list)  # committed output so far (grows)
+    policy: object = None                # core.policy.AutoPolicy for adaptive chains (build_tree asks it)
 
 
 @runtime_checkable
@@ -119,7 +145,7 @@ def _draw(logits: torch.Tensor, k: int, sampling: SamplingConfig, gen, sample: b
 
 
 def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]], torch.Tensor],
-               spec: DraftSpec, sampling: SamplingConfig, gen, vocab: int) -> DraftTree:
+               spec: DraftSpec, sampling: SamplingConfig, gen, vocab: int, policy=None) -> DraftTree:
     """Grow a chain / static tree / dynamic tree from the drafter's next-token logits at the root.
 
     ``expand(tree, nodes)`` runs the drafter on ``nodes`` (their ancestors were expanded
@@ -149,8 +175,11 @@ def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]
         widths, depth = [spec.top_k] * spec.depth, spec.depth
 
     frontier = grow(-1, root_logits, widths[0])
+    tree.forwards = 1                                  # the drafter's forward that gave root_logits
     floor = math.log(spec.min_prob) if spec.min_prob > 0 else None
     for d in range(1, depth):
+        if spec.adaptive and policy is not None and not policy.keep_drafting(tree, spec.gamma):
+            break                       # the next token is not worth a draft forward (core/policy.py)
         if spec.strategy == "dynamic":
             frontier = sorted(frontier, key=lambda i: -tree.score[i])[: spec.top_k]
         if floor is not None:   # too unlikely to survive verification: not worth a draft forward
@@ -158,6 +187,7 @@ def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]
         if not frontier:
             break
         rows = expand(tree, frontier)
+        tree.forwards += 1
         new = []
         for node, row in zip(frontier, rows):
             new += grow(node, row, widths[d])
@@ -190,6 +220,7 @@ class ModelDrafter:
     were fed are kept, the rest dropped; tokens not yet fed are fed next time."""
 
     needs_hidden = False
+    can_skip = True         # commit() without propose(): a plain target step, tokens fed later
 
     def __init__(self, adapter, name: str, use_image: bool = True):
         self.lm = adapter
@@ -203,6 +234,8 @@ class ModelDrafter:
         self.sess, self._last_logits, _ = self.lm.prefill(enc)
         self.committed = self.sess.length     # slots holding committed tokens
         self.pending: list[int] = []          # committed tokens not yet in the draft cache
+        self.root = ctx.tokens[-1] if ctx.tokens else None
+        self._slot: dict[int, int] | None = None   # tree node -> cache slot (None: no propose)
 
     def propose(self, root: int, spec: DraftSpec, sampling: SamplingConfig, gen) -> DraftTree:
         lm, sess = self.lm, self.sess
@@ -210,7 +243,7 @@ class ModelDrafter:
         logits, _ = lm.forward(sess, feed)
         self.committed = sess.length
         self.pending = []
-        self._slot: dict[int, int] = {}       # tree node -> cache slot
+        self._slot = {}
 
         def expand(tree: DraftTree, nodes: list[int]) -> torch.Tensor:
             n = len(nodes)
@@ -229,11 +262,16 @@ class ModelDrafter:
                 self._slot[node] = start + r
             return out
 
-        return build_tree(logits[-1], expand, spec, sampling, gen, self.ctx.target.vocab_size)
+        return build_tree(logits[-1], expand, spec, sampling, gen, self.ctx.target.vocab_size,
+                          policy=self.ctx.policy)
 
     def commit(self, tree: DraftTree, accepted: list[int], new_tokens: list[int], target_hidden) -> None:
-        fed = [a for a in accepted if a in self._slot]          # a prefix of the accepted path
-        rows = [self._slot[a] - self.committed for a in fed]
-        self.lm.keep(self.sess, self.committed, rows)
-        self.committed = self.sess.length
-        self.pending = list(new_tokens[len(fed):-1])   # the last one is the next root
+        if self._slot is None:                      # a plain step: nothing was fed this time
+            self.pending += [self.root] + list(new_tokens[:-1])
+        else:
+            fed = [a for a in accepted if a in self._slot]      # a prefix of the accepted path
+            rows = [self._slot[a] - self.committed for a in fed]
+            self.lm.keep(self.sess, self.committed, rows)
+            self.committed = self.sess.length
+            self.pending = list(new_tokens[len(fed):-1])   # the last one is the next root
+        self.root, self._slot = new_tokens[-1], None

@@ -214,6 +214,7 @@ class MSDDrafter:
     """Drafts with an MSD head on top of the target's features (needs the target's hidden states)."""
 
     needs_hidden = True
+    can_skip = True         # commit() without propose(): pairs queue up for the next propose
 
     def __init__(self, target, path: str | None = None, head: MSDHead | None = None, name: str = "msd"):
         self.target = target
@@ -252,6 +253,8 @@ class MSDDrafter:
             self._run(x, torch.arange(len(nxt), device=self.device), causal=True)
         self.pending_feats = feats[-1:]                # f_{T-1}, to be paired with the root
         self.pending_tokens: list[int] = []
+        self.root = ctx.tokens[-1] if ctx.tokens else None
+        self.proposed = False
 
     def _emb(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embed(ids).to(self.dtype)
@@ -276,6 +279,7 @@ class MSDDrafter:
 
     @torch.inference_mode()
     def propose(self, root: int, spec: DraftSpec, sampling, gen) -> DraftTree:
+        self.proposed = True
         toks = self.pending_tokens + [root]
         feats = self.pending_feats
         start = self.length
@@ -308,9 +312,16 @@ class MSDDrafter:
             return self._logits(out)
 
         root_logits = self._logits(h[-1:])[0]
-        return build_tree(root_logits, expand, spec, sampling, gen, self.target.vocab_size)
+        return build_tree(root_logits, expand, spec, sampling, gen, self.target.vocab_size,
+                          policy=self.ctx.policy)
 
     def commit(self, tree: DraftTree, accepted: list[int], new_tokens: list[int], target_hidden) -> None:
+        if not self.proposed:      # a plain step: (f, token) pairs queue up for the next propose
+            self.pending_tokens += [self.root] + list(new_tokens[:-1])
+            self.pending_feats = torch.cat([self.pending_feats, target_hidden.to(self.pending_feats.dtype)])
+            self.root = new_tokens[-1]
+            return
+        self.proposed, self.root = False, new_tokens[-1]
         # drop every tree entry (they were computed from predicted features); re-feed the accepted
         # tokens with the target's real features next time
         drop = self.length - self.committed

@@ -8,6 +8,7 @@ from .base import DraftContext, DraftSpec
 
 class NgramDrafter:
     needs_hidden = False
+    can_skip = True
 
     def __init__(self, target=None, max_ngram: int = 3, min_ngram: int = 1, **_):
         self.name = f"ngram (n={min_ngram}..{max_ngram})"
@@ -33,7 +34,7 @@ class NgramDrafter:
     def propose(self, root, spec: DraftSpec, sampling, gen) -> DraftTree:
         seq = self.ctx.prompt_ids + self.ctx.tokens    # tokens ends with root
         conts = self._continuations(seq, spec.max_depth)
-        tree = DraftTree()
+        tree = DraftTree(forwards=0)
         if not conts:
             return tree
         width = 1 if spec.strategy == "chain" else spec.top_k if spec.strategy == "dynamic" else spec.branching[0]

@@ -1,0 +1,124 @@
+"""What a step costs on THIS machine: the measured cost model behind the automatic draft length.
+
+Speculative decoding pays when the tokens a step commits are worth more than the step costs, and
+what a step costs is a property of the machine, the threads, the dtype, the product paths
+(``core.kernels``), the target and the drafter, not of the algorithm. On a GPU a 20-token verify
+costs about one token; on a 2-core CPU a 1.5B target's 7-token verify cost 3.6 one-token steps with
+MKL and 2.1 with oneDNN. So the costs are measured, never assumed:
+
+    target(n)     seconds of one target forward of n new tokens, measured at first use for
+                  n = 1, 2, 4, 8, 16, 32 after a short prompt (cached per machine and target),
+                  interpolated between, and scaled online by what this run's verify steps took
+                  (longer contexts, machine drift)
+    draft(k)      seconds of drafting k tokens: learned online from the drafter's own steps
+                  (per draft forward for model drafters, per step for model-free ones)
+    other         the engine's own per-step overhead (acceptance, KV compaction), learned online
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+
+import torch
+
+SIZES = (1, 2, 4, 8, 16, 32)
+EMA = 0.2                      # weight of a new observation in the online estimates
+
+
+def _interp(curve: dict[int, float], n: float) -> float:
+    xs = sorted(curve)
+    if n <= xs[0]:
+        return curve[xs[0]]
+    for a, b in zip(xs, xs[1:]):
+        if n <= b:
+            return curve[a] + (curve[b] - curve[a]) * (n - a) / (b - a)
+    a, b = xs[-2], xs[-1]                                   # beyond the last point: linear
+    return curve[b] + (curve[b] - curve[a]) * (n - b) / (b - a)
+
+
+@torch.inference_mode()
+def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dict[int, float]:
+    """Median seconds of one forward of n tokens after a ``prefix``-token prompt (KV cache warm).
+    Sizes are measured in an interleaved order (1, 32, 2, 16, ...) so drift does not bend the curve."""
+    for _ in range(2):
+        adapter.probe_forward(1, prefix)
+    order = sorted(sizes, key=lambda n: (sizes.index(n) % 2, n if sizes.index(n) % 2 == 0 else -n))
+    out: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(reps):
+        for n in order:
+            t0 = time.perf_counter()
+            adapter.probe_forward(n, prefix)
+            out[n].append(time.perf_counter() - t0)
+    adapter.__dict__.pop("_probe_sess", None)
+    curve = {n: statistics.median(v) for n, v in out.items()}
+    # a forward of more tokens never costs less: keep the curve monotone against noise
+    best = 0.0
+    for n in sorted(curve):
+        best = curve[n] = max(curve[n], best)
+    return curve
+
+
+def _key(adapter) -> str:
+    from .tune import machine_key
+    kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
+    return (f"costs|{machine_key(adapter.name, '')}|{adapter.dtype}|{adapter.device}|"
+            f"kernels={hashlib.sha1(kern.encode()).hexdigest()[:10]}")
+
+
+def target_curve(adapter, refresh: bool = False) -> dict[int, float]:
+    """The target's cost curve: from the cache, else measured now (and cached)."""
+    from .tune import tuning_path
+    path = tuning_path()
+    key = _key(adapter)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    hit = data.get("costs", {}).get(key)
+    if hit and not refresh:
+        return {int(n): float(s) for n, s in hit.items()}
+    curve = measure_target(adapter)
+    data.setdefault("costs", {})[key] = {str(n): s for n, s in curve.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    except OSError:
+        pass
+    return curve
+
+
+class CostModel:
+    """Seconds per target forward, per drafted token, per step of overhead (see module docstring)."""
+
+    def __init__(self, curve: dict[int, float], draft_per_forward: float | None = None):
+        self.curve = dict(curve)
+        self.scale = 1.0                      # observed verify time / curve, EMA
+        # until the drafter has been seen: a drafted token costs a quarter of a target token
+        self.per_forward = draft_per_forward if draft_per_forward is not None else 0.25 * curve[min(curve)]
+        self.per_step = 0.0                   # model-free drafters: a fixed cost per step
+        self.other = 0.0
+        self.seen_draft = draft_per_forward is not None
+
+    def target(self, n: int) -> float:
+        return self.scale * _interp(self.curve, n)
+
+    def draft(self, forwards: int) -> float:
+        return self.per_step + self.per_forward * forwards
+
+    def observe(self, n_verify: int, t_verify: float, forwards: int | None, t_draft: float, t_other: float):
+        ratio = t_verify / max(1e-9, _interp(self.curve, n_verify))
+        self.scale += EMA * (ratio - self.scale)
+        self.other += EMA * (t_other - self.other)
+        if forwards:                          # a model drafter: cost per draft forward
+            x = t_draft / forwards
+            self.per_forward = x if not self.seen_draft else self.per_forward + EMA * (x - self.per_forward)
+            self.seen_draft = True
+        elif forwards == 0 and t_draft > 0:   # drafting without forwards (n-gram lookup)
+            self.per_step += EMA * (t_draft - self.per_step)
+
+    def to_json(self) -> dict:
+        return {"target_s": {str(n): round(self.target(n), 6) for n in sorted(self.curve)},
+                "curve_scale": round(self.scale, 4), "draft_s_per_forward": round(self.per_forward, 6),
+                "draft_s_per_step": round(self.per_step, 6), "other_s": round(self.other, 6)}

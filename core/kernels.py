@@ -1,0 +1,295 @@
+"""Matrix-product paths for CPU inference, chosen by measurement on the machine at hand.
+
+A decode step multiplies one row (autoregressive step, chain drafting) or a few rows (verifying a
+draft, a tree level) by every weight matrix of the model. Which library does that fastest depends
+on the CPU, the thread count, the matrix and the number of rows, and the differences are large:
+on a 2-core AVX2 EPYC MKL's float32 GEMM for 2-16 rows cost 3-5x its own one-row GEMV, while
+oneDNN's inner product on the same (unchanged) weights did not. So nothing here is assumed:
+
+    choice = accelerate(model, role="target")   # times each path on the model's own matrices
+
+For every distinct weight shape of the model's linear layers it times each candidate path at
+1, 2, 4, ... rows on that layer's real weights, then swaps each ``nn.Linear`` for a
+``DispatchLinear`` that picks, by the number of rows of its input, the path measured fastest for
+its shape. Weights are shared, not copied (the bf16 path, allowed for drafters only, keeps a bf16
+copy of the matrices where it won). Measurements are cached per CPU, thread count, torch version,
+dtype and shape (``tuning_path()``, beside the tuned draft shapes).
+
+Paths:
+    dense   ``F.linear`` (MKL on x86 CPUs: the stock path)
+    onednn  ``torch.ops.mkldnn._linear_pointwise`` on the same dense weight
+    bf16    weight and input rounded to bfloat16 (a drafter's precision cannot change the output:
+            the target verifies every token; never used for a target)
+    int8    weight quantized per output channel to int8, input quantized per call (fbgemm's
+            dynamic quantized linear: a quarter of the memory traffic; drafters only, like bf16)
+
+A target keeps one dtype, so its AR steps and its verify steps are the same function of the
+weights; exactness of speculative output against AR output is tested on every path it may take.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROWS = (1, 2, 4, 8, 16, 32, 64)       # row counts measured; inputs between two use the larger one
+
+
+def _onednn(x, w, b):
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+def _bf16(x, w, b):
+    return F.linear(x.to(w.dtype), w, b).to(x.dtype)
+
+
+def _int8(x, packed, _):
+    return torch.ops.quantized.linear_dynamic(x, packed, True)
+
+
+PATHS = {"dense": F.linear, "onednn": _onednn, "bf16": _bf16, "int8": _int8}
+ROLE_PATHS = {"target": ("dense", "onednn"), "drafter": ("dense", "onednn", "bf16", "int8")}
+LOSSY = ("bf16", "int8")          # never for a target: its numbers are the output
+
+
+def available(path: str, dtype: torch.dtype = torch.float32) -> bool:
+    if path == "dense":
+        return True
+    if path == "onednn":
+        return torch.backends.mkldnn.is_available() and _runs(_onednn, dtype)
+    if path == "int8":
+        return dtype == torch.float32 and "fbgemm" in torch.backends.quantized.supported_engines
+    return path == "bf16" and dtype == torch.float32
+
+
+@functools.lru_cache(maxsize=None)
+def _runs(fn, dtype: torch.dtype) -> bool:
+    """Does this CPU run ``fn`` in ``dtype``? (oneDNN has no bf16 inner product without AVX512.)"""
+    try:
+        fn(torch.ones(2, 4, dtype=dtype), torch.ones(3, 4, dtype=dtype), None)
+        return True
+    except RuntimeError:
+        return False
+
+
+class DispatchLinear(nn.Linear):
+    """An ``nn.Linear`` over the same parameters whose product path depends on the row count
+    (``low``: the bf16 / int8 copies of the weights for the lossy drafter paths that won)."""
+
+    def __init__(self, lin: nn.Linear, table: list[str], low: dict | None = None):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+        self.weight, self.bias = lin.weight, lin.bias          # shared: tied weights stay tied
+        self.table = table                                     # table[rows] -> path (last = more)
+        self.low = low or {}                                   # path -> (weight, bias) copies
+        self.__dict__["stock"] = lin                           # the original module (unregistered)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // max(1, x.shape[-1])
+        path = self.table[min(rows, len(self.table) - 1)]
+        w, b = self.low.get(path, (self.weight, self.bias))
+        return PATHS[path](x, w, b)
+
+
+@contextlib.contextmanager
+def stock(model: nn.Module):
+    """The model exactly as transformers loaded it, for the duration of the block (the original
+    ``nn.Linear`` modules put back; weights are shared, so this costs nothing): the baselines of
+    transformers' own ``generate`` run on the stock model, as its users run it."""
+    swapped = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items()
+               if isinstance(m, DispatchLinear)]
+    for parent, name, m in swapped:
+        parent._modules[name] = m.stock
+    try:
+        yield model
+    finally:
+        for parent, name, m in swapped:
+            parent._modules[name] = m
+
+
+def _time(fn, reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _bf16_copy(lin: nn.Linear):
+    return (lin.weight.detach().to(torch.bfloat16),
+            None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
+
+
+def _int8_copy(lin: nn.Linear):
+    w = lin.weight.detach()
+    scale = (w.abs().amax(1) / 127).clamp(min=1e-12).double()
+    with warnings.catch_warnings():     # torch marks quantized tensors deprecated; fbgemm still runs them
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+    b = None if lin.bias is None else lin.bias.detach()
+    return torch.ops.quantized.linear_prepack(q, b), None
+
+
+COPIES = {"bf16": _bf16_copy, "int8": _int8_copy}
+
+
+def _copies(lin: nn.Linear, table) -> dict:
+    return {p: COPIES[p](lin) for p in set(table) if p in COPIES}
+
+
+@torch.inference_mode()
+def measure_linear(lin: nn.Linear, paths, rows=ROWS, reps: int = 3) -> dict[str, dict[int, float]]:
+    """Median seconds of each path on ``lin``'s own weights, per row count."""
+    out: dict[str, dict[int, float]] = {}
+    for path in paths:
+        w, b = COPIES[path](lin) if path in COPIES else (lin.weight, lin.bias)
+        fn = PATHS[path]
+        out[path] = {}
+        for n in rows:
+            x = torch.randn(1, n, lin.in_features, dtype=lin.weight.dtype)
+            out[path][n] = _time(lambda: fn(x, w, b), reps)
+    return out
+
+
+def _key(lin: nn.Linear, paths) -> str:
+    from .tune import _cpu_name
+    return (f"{_cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
+            f"{str(lin.weight.dtype).replace('torch.', '')}|{lin.out_features}x{lin.in_features}|"
+            f"bias={lin.bias is not None}|{','.join(paths)}")
+
+
+def _cached(key: str):
+    from .tune import tuning_path
+    try:
+        return json.loads(tuning_path().read_text()).get("kernels", {}).get(key)
+    except (OSError, ValueError):
+        return None
+
+
+def _store(entries: dict) -> None:
+    from .tune import tuning_path
+    path = tuning_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault("kernels", {}).update(entries)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    except OSError:
+        pass     # a read-only home: measure again next time
+
+
+def _table(times: dict[str, dict[int, float]]) -> list[str]:
+    """table[rows] for rows 0..max(ROWS): the fastest path at the smallest measured count >= rows."""
+    rows = sorted(next(iter(times.values())))
+    best = {n: min(times, key=lambda p: times[p][n]) for n in rows}
+    return [best[next((m for m in rows if m >= n), rows[-1])] for n in range(rows[-1] + 1)]
+
+
+PROBE_ROWS = (1, 4, 16)
+
+
+def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | None = None,
+               probe=None) -> dict:
+    """Swap the model's linear layers for ``DispatchLinear`` with measured paths (CPU only).
+
+    Two measurements: each weight shape's paths in isolation (above), then, when ``probe(n)``
+    (one whole-model forward of n new tokens) is given, the whole model with the chosen paths
+    against the stock ``F.linear`` at 1, 4 and 16 rows: a matrix timed alone can win and the model
+    still lose (small matrices, where a call's overhead dominates), so per row count the faster of
+    the two is kept. ``force`` uses one path everywhere (tests, ``SPECSCOPE_KERNELS``). Returns a
+    summary for traces and bench metadata: {"role", "paths": {shape: {rows: path}}, "measured_s"}."""
+    dev = next(model.parameters()).device
+    if dev.type != "cpu":
+        return {"role": role, "paths": "stock (not a CPU)"}
+    dtype = next(model.parameters()).dtype
+    paths = [p for p in (paths or ROLE_PATHS[role]) if available(p, dtype)]
+    if force is not None:
+        if force not in PATHS or not available(force, dtype) or (force in LOSSY and role == "target"):
+            raise ValueError(f"kernel path {force!r} is not available here for a {role} in {dtype}")
+        paths = [force]
+    linears = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items()
+               if type(m) is nn.Linear]
+    if not linears:
+        return {"role": role, "paths": {}}
+    t0 = time.perf_counter()
+    tables: dict[str, list[str]] = {}
+    fresh = {}
+    for _, _, lin in linears:
+        shape = f"{lin.out_features}x{lin.in_features}"
+        if shape in tables:
+            continue
+        if len(paths) == 1:
+            tables[shape] = [paths[0]] * (ROWS[-1] + 1)
+            continue
+        key = _key(lin, paths)
+        times = _cached(key)
+        if times is None:
+            times = measure_linear(lin, paths)
+            fresh[key] = times
+        times = {p: {int(n): t for n, t in v.items()} for p, v in times.items()}
+        tables[shape] = _table(times)
+    if fresh:
+        _store(fresh)
+    swapped = []
+    for parent, name, lin in linears:
+        table = tables[f"{lin.out_features}x{lin.in_features}"]
+        parent._modules[name] = DispatchLinear(lin, list(table), _copies(lin, table))
+        swapped.append(parent._modules[name])
+    model_check = None
+    if probe is not None and force is None and any(p != "dense" for t in tables.values() for p in t):
+        key = "model|" + _key(linears[0][2], paths) + f"|{sorted(tables.items())}|n={len(linears)}"
+        model_check = _cached(key)
+        if model_check is None:
+            model_check = _whole_model(swapped, probe)
+            _store({key: model_check})
+        for n in range(ROWS[-1] + 1):
+            bucket = next((m for m in PROBE_ROWS if m >= n), PROBE_ROWS[-1])
+            if model_check[str(bucket)]["stock"] <= model_check[str(bucket)]["measured"]:
+                for m in swapped:
+                    m.table[n] = "dense"
+                for t in tables.values():
+                    t[n] = "dense"
+    summary = {shape: {str(n): t[n] for n in ROWS} for shape, t in tables.items()}
+    return {"role": role, "paths": summary, "whole_model_s": model_check,
+            "measured_s": round(time.perf_counter() - t0, 2)}
+
+
+def _whole_model(swapped: list[DispatchLinear], probe, reps: int = 3) -> dict:
+    """Seconds of ``probe(n)`` with the measured tables and with every layer on ``dense``."""
+    tables = [m.table for m in swapped]
+    dense = ["dense"] * (ROWS[-1] + 1)
+    out = {}
+    for n in PROBE_ROWS:
+        res = {}
+        for mode in ("stock", "measured", "stock", "measured"):      # alternated: drift hits both
+            for m, t in zip(swapped, tables):
+                m.table = dense if mode == "stock" else t
+            res.setdefault(mode, []).append(_time(lambda: probe(n), reps))
+        out[str(n)] = {k: min(v) for k, v in res.items()}
+    for m, t in zip(swapped, tables):
+        m.table = t
+    return out
+
+
+def describe(choice: dict | None) -> str:
+    """One line: which path each row count mostly takes ("1 row onednn, 2-64 rows onednn")."""
+    if not choice or not isinstance(choice.get("paths"), dict):
+        return str((choice or {}).get("paths", "stock"))
+    votes: dict[str, dict[str, int]] = {}
+    for table in choice["paths"].values():
+        for n, p in table.items():
+            votes.setdefault(n, {}).setdefault(p, 0)
+            votes[n][p] += 1
+    return ", ".join(f"{n} rows: {max(v, key=v.get)}" for n, v in votes.items())

@@ -1,0 +1,85 @@
+"""core.kernels: measured product paths compute the same products, keep weights shared and tied,
+and speculative output stays identical to AR output on every path a target may take."""
+import pytest
+import torch
+from torch import nn
+
+from core import adapters, kernels
+from core.drafters import DraftSpec, ModelDrafter, NgramDrafter
+from core.engine import generate
+from tests.tiny_models import tiny_image, tiny_model_dir
+
+
+@pytest.mark.parametrize("path", ["dense", "onednn", "bf16", "int8"])
+@pytest.mark.parametrize("rows", [1, 3, 17])
+def test_every_path_computes_the_linear(path, rows):
+    if not kernels.available(path):
+        pytest.skip(f"{path} not available here")
+    torch.manual_seed(0)
+    lin = nn.Linear(24, 40)
+    d = kernels.DispatchLinear(lin, [path] * 65, kernels._copies(lin, [path]))
+    x = torch.randn(1, rows, 24)
+    tol = 5e-2 if path in kernels.LOSSY else 1e-5
+    assert torch.allclose(d(x), lin(x), atol=tol, rtol=tol)
+    assert d.weight is lin.weight and d.bias is lin.bias
+
+
+def test_table_uses_the_fastest_path_of_the_next_measured_row_count():
+    times = {"dense": {1: 1.0, 2: 5.0, 4: 5.0}, "onednn": {1: 2.0, 2: 3.0, 4: 6.0}}
+    t = kernels._table(times)
+    assert t[1] == "dense" and t[2] == "onednn" and t[3] == "dense" and t[4] == "dense"
+    assert len(t) == 5
+
+
+def test_accelerate_swaps_linears_and_keeps_tied_weights():
+    tgt = adapters.load(tiny_model_dir("llama"), kernels="stock")
+    m = tgt.model
+    tied = m.get_output_embeddings().weight is m.get_input_embeddings().weight
+    x = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        before = m(input_ids=x).logits
+    choice = kernels.accelerate(m, "target", force="onednn")
+    assert not any(type(mod) is nn.Linear for mod in m.modules())
+    assert (m.get_output_embeddings().weight is m.get_input_embeddings().weight) == tied
+    with torch.inference_mode():
+        after = m(input_ids=x).logits
+    assert torch.allclose(before, after, atol=1e-4)
+    assert set(choice["paths"][next(iter(choice["paths"]))].values()) == {"onednn"}
+
+
+@pytest.mark.parametrize("path", kernels.LOSSY)
+def test_lossy_paths_are_never_forced_on_a_target(path):
+    with pytest.raises(adapters.InputError, match="not available"):
+        adapters.load(tiny_model_dir("llama"), kernels=path)
+
+
+def test_measured_choice_is_cached(monkeypatch):
+    tgt = adapters.load(tiny_model_dir("llama"))               # measures (or finds the cache)
+    calls = []
+    real = kernels.measure_linear
+    monkeypatch.setattr(kernels, "measure_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = adapters.load(tiny_model_dir("llama"))
+    assert calls == [] and again.kernels["paths"] == tgt.kernels["paths"]
+
+
+@pytest.mark.parametrize("path", ["dense", "onednn", "auto"])
+@pytest.mark.parametrize("family", ["llama", "llava", "qwen2_vl"])
+def test_speculative_equals_ar_on_each_path(family, path):
+    tgt = adapters.load(tiny_model_dir(family), kernels=path)
+    small = adapters.load(tiny_model_dir(family, num_layers=1, seed=1), kernels=path, role="drafter")
+    img = tiny_image() if family != "llama" else None
+    prompt = "hello world hello world"
+    ref = generate(tgt, prompt, img, max_new_tokens=16).output
+    for d in (ModelDrafter(tgt, "self"), ModelDrafter(small, "small"), NgramDrafter(tgt)):
+        for spec in (DraftSpec("chain", gamma=4), DraftSpec("dynamic", depth=4, top_k=3, budget=10),
+                     DraftSpec("chain", gamma=8, adaptive=True)):
+            assert generate(tgt, prompt, img, d, spec, max_new_tokens=16).output == ref, (d.name, spec)
+
+
+def test_stock_puts_the_original_modules_back_for_the_block():
+    tgt = adapters.load(tiny_model_dir("llama"), kernels="onednn")
+    m = tgt.model
+    with kernels.stock(m):
+        assert not any(isinstance(x, kernels.DispatchLinear) for x in m.modules())
+        assert any(type(x) is nn.Linear for x in m.modules())
+    assert not any(type(x) is nn.Linear for x in m.modules())

@@ -138,7 +138,8 @@ def text_samples(prompts: str | None) -> list[Sample]:
     rows = _read_jsonl(prompts) if prompts else BUILTIN_TEXT_PROMPTS
     out = []
     for i, row in enumerate(rows):
-        out.append(Sample(f"text-{i}", _prompt_of(row, f"{prompts} line {i + 1}"), None, "text", "text"))
+        group = str(row.get("group") or "text") if isinstance(row, dict) else "text"
+        out.append(Sample(f"text-{i}", _prompt_of(row, f"{prompts} line {i + 1}"), None, group, "text"))
     return out
 
 

@@ -46,10 +46,13 @@ def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dic
         adapter.probe_forward(1, prefix)
     order = sorted(sizes, key=lambda n: (sizes.index(n) % 2, n if sizes.index(n) % 2 == 0 else -n))
     out: dict[int, list[float]] = {n: [] for n in sizes}
+    sync = torch.cuda.synchronize if torch.device(adapter.device).type == "cuda" else (lambda: None)
     for _ in range(reps):
         for n in order:
+            sync()
             t0 = time.perf_counter()
             adapter.probe_forward(n, prefix)
+            sync()                                  # a GPU returns before the work is done
             out[n].append(time.perf_counter() - t0)
     adapter.__dict__.pop("_probe_sess", None)
     curve = {n: statistics.median(v) for n, v in out.items()}
@@ -67,26 +70,31 @@ def _key(adapter) -> str:
             f"kernels={hashlib.sha1(kern.encode()).hexdigest()[:10]}")
 
 
+_curves: dict[str, dict[int, float]] = {}
+
+
 def target_curve(adapter, refresh: bool = False) -> dict[int, float]:
-    """The target's cost curve: from the cache, else measured now (and cached)."""
+    """The target's cost curve, measured at its first use in this process (about 1 s for the
+    default target, 15 s for a 1.5B model on 2 cores) and kept in memory. Not kept on disk: a
+    curve measured while something else loaded the machine would mislead every later run. It is
+    also written to the tuning file (``tuning_path()``, key "costs") for the record."""
     from .tune import tuning_path
-    path = tuning_path()
     key = _key(adapter)
+    if key in _curves and not refresh:
+        return dict(_curves[key])
+    curve = _curves[key] = measure_target(adapter)
+    path = tuning_path()
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
-    hit = data.get("costs", {}).get(key)
-    if hit and not refresh:
-        return {int(n): float(s) for n, s in hit.items()}
-    curve = measure_target(adapter)
     data.setdefault("costs", {})[key] = {str(n): s for n, s in curve.items()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1))
     except OSError:
         pass
-    return curve
+    return dict(curve)
 
 
 class CostModel:
@@ -95,6 +103,8 @@ class CostModel:
     def __init__(self, curve: dict[int, float], draft_per_forward: float | None = None):
         self.curve = dict(curve)
         self.scale = 1.0                      # observed verify time / curve, EMA
+        self.point_scale: dict[int, float] = {}   # the same per measured point (nearest above)
+        self.seen: dict[int, float] = {}          # n -> seconds observed for exactly n tokens, EMA
         # until the drafter has been seen: a drafted token costs a quarter of a target token
         self.per_forward = draft_per_forward if draft_per_forward is not None else 0.25 * curve[min(curve)]
         self.per_step = 0.0                   # model-free drafters: a fixed cost per step
@@ -102,7 +112,16 @@ class CostModel:
         self.seen_draft = draft_per_forward is not None
 
     def target(self, n: int) -> float:
-        return self.scale * _interp(self.curve, n)
+        """Seconds of a forward of n tokens: what forwards of exactly n tokens took in this run
+        when there were some (kernels switch algorithms between measured points: a 9-token
+        forward can cost far more than the line from 8 to 16 says), else the measured curve with
+        each point rescaled by what forwards near it took (not observed yet: the overall ratio)."""
+        if n in self.seen:
+            return self.seen[n]
+        return _interp({m: c * self.point_scale.get(m, self.scale) for m, c in self.curve.items()}, n)
+
+    def _point(self, n: int) -> int:
+        return next((m for m in sorted(self.curve) if m >= n), max(self.curve))
 
     def draft(self, forwards: int) -> float:
         return self.per_step + self.per_forward * forwards
@@ -110,6 +129,11 @@ class CostModel:
     def observe(self, n_verify: int, t_verify: float, forwards: int | None, t_draft: float, t_other: float):
         ratio = t_verify / max(1e-9, _interp(self.curve, n_verify))
         self.scale += EMA * (ratio - self.scale)
+        m = self._point(n_verify)
+        old = self.point_scale.get(m)
+        self.point_scale[m] = ratio if old is None else old + EMA * (ratio - old)
+        old = self.seen.get(n_verify)
+        self.seen[n_verify] = t_verify if old is None else old + EMA * (t_verify - old)
         self.other += EMA * (t_other - self.other)
         if forwards:                          # a model drafter: cost per draft forward
             x = t_draft / forwards

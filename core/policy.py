@@ -4,11 +4,12 @@ A chain of L drafted tokens commits 1 + P_1 + ... + P_L tokens on average, where
 that the first i drafted tokens are all accepted, and costs  draft(L) + target(L + 1) + other
 seconds (``core.costs``). The policy picks the L with the most tokens per second:
 
-* before drafting, from the drafter's recent acceptance rate a:  P_i = a^i  (L = 0 is a plain
-  target step: when no L >= 1 pays, the drafter is not run at all, apart from rare exploration
-  steps that keep its statistics fresh);
+* before drafting, optimistically: P_i = a^i with a the calibrated acceptance of a confident
+  draft (q >= 0.9). When even that chain would not pay (L = 0), the drafter is not run at all and
+  the step is a plain target step, apart from rare exploration steps that keep the statistics
+  fresh; otherwise the drafter drafts and its confidence decides how far;
 * while drafting, after each drafted token, from that token's draft probability q through a
-  calibration learned online (P(accepted | q), per bin of q, prior: q itself): a confident draft
+  calibration learned online (later tokens forecast from the last one's and the recent rate) (P(accepted | q), per bin of q, prior: q itself): a confident draft
   extends the chain, an unsure one ends it (like transformers' ``assistant_confidence_threshold``
   or SpecDec++, but the threshold is where the measured costs say a token stops paying);
 * after drafting, tokens that are not worth their share of the verify are dropped (greedy and
@@ -26,7 +27,9 @@ from .tree import DraftTree
 
 EDGES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0001)
 PRIOR = 2.0          # pseudo-observations per bin (at the bin's mid-point) and for the rate
-DECAY = 0.99         # older observations fade (a window of ~100 tokens): acceptance changes with the text
+DECAY = 0.99         # calibration: older observations fade (a window of ~100 drafted tokens)
+RATE_DECAY = 0.95    # the recent acceptance rate: a window of ~20 tried tokens, because acceptance
+                     # changes with the text (a code block, then prose) faster than the calibration
 EXPLORE = 0.05       # share of time a drafter that does not pay may still spend being tried
 
 
@@ -50,14 +53,18 @@ class AcceptanceStats:
     def rate(self) -> float:
         return self.rate_k / self.rate_n
 
+    def best(self) -> float:
+        """The calibrated acceptance of a confident draft (q >= 0.9): what a chain can hope for."""
+        return max(self.k[b] / self.n[b] for b in range(self._bin(0.9), len(self.n)))
+
     def observe(self, q: float, ok: bool) -> None:
         b = self._bin(min(max(q, 0.0), 1.0))
         self.n = [x * DECAY for x in self.n]
         self.k = [x * DECAY for x in self.k]
         self.n[b] += 1
         self.k[b] += float(ok)
-        self.rate_n = self.rate_n * DECAY + 1
-        self.rate_k = self.rate_k * DECAY + float(ok)
+        self.rate_n = self.rate_n * RATE_DECAY + 1
+        self.rate_k = self.rate_k * RATE_DECAY + float(ok)
 
     def to_json(self) -> dict:
         return {"rate": round(self.rate(), 4),
@@ -76,9 +83,12 @@ class AutoPolicy:
 
     def plan(self, qs: list[float], cap: int) -> int:
         """The chain length L in [0, cap] with the most expected tokens per second, given the draft
-        probabilities ``qs`` of the tokens drafted so far (later ones: the recent rate)."""
-        c, a = self.costs, self.stats.rate()
+        probabilities ``qs`` of the tokens drafted so far. Tokens not drafted yet are forecast from
+        the last one's calibrated confidence and the recent rate; before the first, optimistically
+        (a confident draft's calibrated acceptance): whether a chain could pay at all."""
+        c = self.costs
         drafted = len(qs)
+        a = (self.stats.p(qs[-1]) + self.stats.rate()) / 2 if qs else self.stats.best()
         best_len, best_rate = 0, 1.0 / (c.draft(drafted) + c.target(1) + c.other)
         tokens, p = 1.0, 1.0
         for n in range(1, cap + 1):

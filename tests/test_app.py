@@ -94,6 +94,9 @@ def test_run_without_drafter_and_other_shapes(app):
     for strategy in ("chain", "tree"):
         out = run(app, drafter="ngram", strategy=strategy, max_new_tokens=8, ar_baseline=False)
         assert "Done" in out[0] and len(out[-1]["token_ids"]) == 8
+    out = run(app, drafter="layerskip", strategy="auto", max_new_tokens=10)     # the default shape
+    assert "Done" in out[0] and out[-1]["identical"] is True
+    assert "auto" in out[0]
 
 
 def test_run_without_an_image(app):

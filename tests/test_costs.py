@@ -14,7 +14,7 @@ def test_interpolation_and_extrapolation():
     assert costs._interp(curve, 0) == 1.0
 
 
-def test_measured_curve_is_monotone_and_cached(monkeypatch):
+def test_measured_curve_is_monotone_and_kept_for_the_process(monkeypatch):
     tgt = adapters.load(tiny_model_dir("llama"), kernels="stock")
     curve = costs.target_curve(tgt, refresh=True)
     assert sorted(curve) == list(costs.SIZES)
@@ -32,7 +32,13 @@ def test_online_estimates_follow_observations():
     assert m.target(2) > 0.2
     for _ in range(60):
         m.observe(2, 0.4, forwards=4, t_draft=0.08, t_other=0.001)
-    assert m.target(2) == pytest.approx(0.4, rel=1e-3) and m.target(4) == pytest.approx(0.8, rel=1e-3)
+    assert m.target(2) == pytest.approx(0.4, rel=1e-3)
+    assert m.target(4) == pytest.approx(0.8, rel=1e-3)      # not observed: the overall ratio
+    for _ in range(60):
+        m.observe(4, 0.2, forwards=4, t_draft=0.08, t_other=0.001)   # observed: its own ratio
+    assert m.target(4) == pytest.approx(0.2, rel=1e-2) and m.target(2) == pytest.approx(0.4, rel=1e-2)
+    m.observe(3, 0.9, forwards=4, t_draft=0.08, t_other=0.001)       # exactly 3 tokens: as seen
+    assert m.target(3) == pytest.approx(0.9)
     assert m.other == pytest.approx(0.001, rel=1e-2)
     m.observe(1, 0.2, forwards=0, t_draft=0.01, t_other=0.0)   # model-free drafting: per step
     assert m.per_step > 0

@@ -33,7 +33,7 @@ import gradio as gr
 
 from core import api
 from core.adapters import InputError, ModelLoadError
-from core.drafters import DraftSpec
+from core.drafters import CHOICES, DraftSpec, spec_for
 from core.images import load_image
 from core.sampling import SamplingConfig
 from core.trace import Trace
@@ -59,7 +59,8 @@ EXPECTED = (InputError, ModelLoadError, ValueError)
 DEFAULT_MAX_SECONDS = 300.0  # per-request decoding time limit; SPECSCOPE_MAX_SECONDS overrides (<= 0: none)
 GENERIC_ERROR = "Something went wrong on the server (it has been logged). Please try again."
 
-STRATEGY_CHOICES = [("chain", "chain"), ("static tree", "tree"), ("dynamic tree", "dynamic")]
+STRATEGY_CHOICES = [("auto (measured)", "auto"), ("chain", "chain"), ("static tree", "tree"),
+                    ("dynamic tree", "dynamic")]
 
 HEADER = """
 <div class="ss-header">
@@ -376,14 +377,14 @@ def parse_params(image, prompt, target, drafter, custom_drafter, mode, dtype, st
         raise InputError(f"drafter mode must be 'multimodal' or 'text-only', got {mode!r}")
     if dtype not in ("float32", "bfloat16"):
         raise InputError(f"precision must be float32 or bfloat16, got {dtype!r}")
-    if strategy not in ("chain", "tree", "dynamic"):
-        raise InputError(f"strategy must be chain, tree or dynamic, got {strategy!r}")
-    spec = DraftSpec(strategy=strategy,
-                     gamma=limits.check_int("gamma (draft length)", gamma, 1, 16),
-                     branching=limits.parse_branching(branching),
-                     depth=limits.check_int("depth", depth, 1, 12),
-                     top_k=limits.check_int("top-k (expansions per depth)", top_k, 1, 16),
-                     budget=limits.check_int("node budget", budget, 1, 256))
+    if strategy not in CHOICES:
+        raise InputError(f"strategy must be one of {', '.join(CHOICES)}, got {strategy!r}")
+    gamma = limits.check_int("gamma (draft length)", gamma, 1, 16)
+    spec = spec_for(strategy, None if strategy == "auto" else gamma,   # auto: up to AUTO_CAP, per step
+                    branching=limits.parse_branching(branching),
+                    depth=limits.check_int("depth", depth, 1, 12),
+                    top_k=limits.check_int("top-k (expansions per depth)", top_k, 1, 16),
+                    budget=limits.check_int("node budget", budget, 1, 256))
     sampling = SamplingConfig(temperature=limits.check_float("temperature", temperature, 0.0, 2.0),
                               top_p=limits.check_float("top-p", top_p, 0.0, 1.0, lo_open=True),
                               seed=limits.check_int("seed", seed, 0, 2**31 - 1))
@@ -608,6 +609,8 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
             _warm(pair, p)
         shape = {"chain": f"chain, γ={p.spec.gamma}", "tree": "static tree " + ",".join(map(str, p.spec.branching)),
                  "dynamic": f"dynamic tree, depth {p.spec.depth}, top-{p.spec.top_k}, {p.spec.budget} nodes"}
+        if p.spec.adaptive:
+            shape["chain"] = f"auto: a chain of 0-{p.spec.gamma} tokens per step, sized by the measured costs"
         who = _esc(drafter_display(p.drafter, pair))
         what = (f"Speculative decoding with <b>{who}</b> ({shape[p.spec.strategy]})"
                 if speculative else "Plain autoregressive decoding (no drafter)")
@@ -667,6 +670,10 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
             same, _ = render.outputs_identical(tr, ar)
             msg += (f"; <b>{ar.wall_s / tr.wall_s:.2f}× speedup</b> over plain decoding, output "
                     f"{'identical ✓' if same else 'differs (' + _esc(differs_note(p.sampling.temperature, pair.target.dtype)) + ')'}")
+        if p.spec.adaptive and tr.steps:
+            lens = [len(st.tokens) for st in tr.steps]
+            msg += (f"; auto drafted {sum(lens) / len(lens):.1f} tokens per step on average "
+                    f"({min(lens)}-{max(lens)}; {sum(1 for n in lens if n == 0)} plain steps)")
         if cancelled:
             msg = f"Stopped by you after {sm['new_tokens']} tokens. Everything decoded so far is shown"
         elif timed_out:
@@ -1194,7 +1201,9 @@ def build_app() -> gr.Blocks:
                                             value=first["prompt"] if first else "Describe the image in detail.",
                                             placeholder="Ask something about the image…")
                         drafter = gr.Dropdown(presets.drafter_choices(), value=drafter_default, label="Drafter")
-                        strategy = gr.Radio(STRATEGY_CHOICES, value="dynamic", label="Draft shape")
+                        strategy = gr.Radio(STRATEGY_CHOICES, value="auto", label="Draft shape",
+                                            info="auto: each step's draft length chosen from this machine's "
+                                                 "measured costs and the drafter's confidence")
                         with gr.Row():
                             run_btn = gr.Button("▶ Run", variant="primary", scale=3)
                             stop_btn = gr.Button("■ Stop", variant="stop", scale=1, elem_id="ss-stop")
@@ -1218,7 +1227,8 @@ def build_app() -> gr.Blocks:
                                                  info="default: bfloat16 where this CPU/GPU computes it natively")
                         with gr.Accordion("Draft shape parameters", open=False):
                             with gr.Row():
-                                gamma = gr.Slider(1, 16, value=chain_default.gamma, step=1, label="Chain: γ tokens")
+                                gamma = gr.Slider(1, 16, value=chain_default.gamma, step=1, label="Chain: γ tokens",
+                                                  info="fixed chains only (auto drafts up to 16, per step)")
                                 branching = gr.Textbox(value="3,2,2,1", label="Static tree: children per depth")
                             with gr.Row():
                                 depth = gr.Slider(1, 12, value=dyn_default.depth, step=1, label="Dynamic: depth")

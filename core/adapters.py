@@ -281,15 +281,17 @@ class HFAdapter:
         sess.length = base + k
 
     @torch.inference_mode()
-    def probe_forward(self, n: int, prefix: int = 32) -> None:
-        """One decode forward of ``n`` tokens after a ``prefix``-token text prompt (for timing)."""
-        sess = getattr(self, "_probe_sess", None)
-        if sess is None:
-            ids = torch.full((1, prefix), int(self.eos_ids and min(self.eos_ids) or 0), device=self.device)
-            sess, _, _ = self.prefill(Encoded(ids))
-            self._probe_sess = sess
-        self.forward(sess, [0] * n)
-        self.keep(sess, prefix, [])
+    def probe(self, prefix: int = 32):
+        """For timing: a function ``run(n)`` doing one decode forward of n tokens after a
+        ``prefix``-token text prompt (its cache rolled back after each call)."""
+        ids = torch.full((1, prefix), int(self.eos_ids and min(self.eos_ids) or 0), device=self.device)
+        sess, _, _ = self.prefill(Encoded(ids))
+
+        @torch.inference_mode()
+        def run(n: int) -> None:
+            self.forward(sess, [0] * n)
+            self.keep(sess, prefix, [])
+        return run
 
     # ---- self-speculation -----------------------------------------------------------
     def truncated(self, n_layers: int) -> "HFAdapter":
@@ -467,7 +469,8 @@ def trust_remote_code_allowed() -> bool:
 
 
 def kernels_default() -> str:
-    """The operator's ``SPECSCOPE_KERNELS`` (auto | stock | dense | onednn), default auto."""
+    """The operator's ``SPECSCOPE_KERNELS`` (one of KERNELS; bf16 / int8 only for drafters),
+    default auto."""
     k = os.environ.get("SPECSCOPE_KERNELS", "").strip().lower() or "auto"
     if k not in KERNELS:
         raise InputError(f"SPECSCOPE_KERNELS={k!r}: use one of {', '.join(KERNELS)}")
@@ -526,11 +529,9 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
         from . import kernels as K
         try:
             choice = K.accelerate(model, role, force=None if kernels == "auto" else kernels,
-                                  probe=adapter.probe_forward)
+                                  probe=adapter.probe)
         except ValueError as e:
             raise InputError(str(e)) from None
-        finally:
-            adapter.__dict__.pop("_probe_sess", None)
     adapter.kernels = dict(choice, requested=kernels)
     return adapter
 

@@ -128,12 +128,11 @@ _policies: dict = {}
 def policy_for(pair: Pair, sampling: SamplingConfig):
     """The adaptive-length policy of this target + drafter (one for greedy, one for sampling): its
     cost model and acceptance statistics carry over from run to run, like a warm cache."""
-    from .costs import CostModel, target_curve
     from .policy import AutoPolicy
     key = (id(pair.target), id(pair.drafter), sampling.greedy)
     with _cache_lock:
         if key not in _policies:
-            _policies[key] = AutoPolicy(CostModel(target_curve(pair.target)))
+            _policies[key] = AutoPolicy.measured(pair.target)
         return _policies[key]
 
 

@@ -41,9 +41,10 @@ def _interp(curve: dict[int, float], n: float) -> float:
 @torch.inference_mode()
 def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dict[int, float]:
     """Median seconds of one forward of n tokens after a ``prefix``-token prompt (KV cache warm).
-    Sizes are measured in an interleaved order (1, 32, 2, 16, ...) so drift does not bend the curve."""
+    Sizes are measured in a mixed order (1, 4, 16, 32, 8, 2) so drift does not bend the curve."""
+    probe = adapter.probe(prefix)
     for _ in range(2):
-        adapter.probe_forward(1, prefix)
+        probe(1)
     order = sorted(sizes, key=lambda n: (sizes.index(n) % 2, n if sizes.index(n) % 2 == 0 else -n))
     out: dict[int, list[float]] = {n: [] for n in sizes}
     sync = torch.cuda.synchronize if torch.device(adapter.device).type == "cuda" else (lambda: None)
@@ -51,10 +52,9 @@ def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dic
         for n in order:
             sync()
             t0 = time.perf_counter()
-            adapter.probe_forward(n, prefix)
+            probe(n)
             sync()                                  # a GPU returns before the work is done
             out[n].append(time.perf_counter() - t0)
-    adapter.__dict__.pop("_probe_sess", None)
     curve = {n: statistics.median(v) for n, v in out.items()}
     # a forward of more tokens never costs less: keep the curve monotone against noise
     best = 0.0

@@ -18,7 +18,6 @@ import torch
 
 from .acceptance import accept_greedy, accept_sampling
 from .adapters import HFAdapter, InputError
-from .costs import CostModel, target_curve
 from .drafters.base import DraftContext, DraftSpec, Drafter
 from .policy import AutoPolicy
 from .sampling import SamplingConfig, probs, sample
@@ -61,7 +60,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
 
     adaptive = drafter is not None and spec.adaptive
     if adaptive and policy is None:
-        policy = AutoPolicy(CostModel(target_curve(target)))
+        policy = AutoPolicy.measured(target)
     policy = policy if adaptive else None
     skip_ok = bool(getattr(drafter, "can_skip", False))
 

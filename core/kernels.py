@@ -204,8 +204,9 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
                probe=None) -> dict:
     """Swap the model's linear layers for ``DispatchLinear`` with measured paths (CPU only).
 
-    Two measurements: each weight shape's paths in isolation (above), then, when ``probe(n)``
-    (one whole-model forward of n new tokens) is given, the whole model with the chosen paths
+    Two measurements: each weight shape's paths in isolation (above), then, when ``probe`` is
+    given (called once, only if needed, it returns ``run(n)``: one whole-model forward of n new
+    tokens), the whole model with the chosen paths
     against the stock ``F.linear`` at 1, 4 and 16 rows: a matrix timed alone can win and the model
     still lose (small matrices, where a call's overhead dominates), so per row count the faster of
     the two is kept. ``force`` uses one path everywhere (tests, ``SPECSCOPE_KERNELS``). Returns a
@@ -252,7 +253,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
         key = "model|" + _key(linears[0][2], paths) + f"|{sorted(tables.items())}|n={len(linears)}"
         model_check = _cached(key)
         if model_check is None:
-            model_check = _whole_model(swapped, probe)
+            model_check = _whole_model(swapped, probe())
             _store({key: model_check})
         for n in range(ROWS[-1] + 1):
             bucket = next((m for m in PROBE_ROWS if m >= n), PROBE_ROWS[-1])

@@ -22,7 +22,7 @@ leave rejection sampling exact).
 """
 from __future__ import annotations
 
-from .costs import CostModel
+from .costs import CostModel, target_curve
 from .tree import DraftTree
 
 EDGES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0001)
@@ -74,6 +74,11 @@ class AcceptanceStats:
 
 class AutoPolicy:
     """Chooses each step's chain length from ``costs`` (seconds) and ``stats`` (acceptance)."""
+
+    @classmethod
+    def measured(cls, target) -> "AutoPolicy":
+        """A fresh policy from the target's measured cost curve (``costs.target_curve``)."""
+        return cls(CostModel(target_curve(target)))
 
     def __init__(self, costs: CostModel, stats: AcceptanceStats | None = None):
         self.costs = costs

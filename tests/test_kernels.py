@@ -83,3 +83,16 @@ def test_stock_puts_the_original_modules_back_for_the_block():
         assert not any(isinstance(x, kernels.DispatchLinear) for x in m.modules())
         assert any(type(x) is nn.Linear for x in m.modules())
     assert not any(type(x) is nn.Linear for x in m.modules())
+
+
+def test_a_bad_kernels_setting_is_a_one_line_error():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_KERNELS="fastest")
+    r = subprocess.run([sys.executable, "-m", "core", "run", "--target", tiny_model_dir("llama"), "--prompt", "hi"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error:") and "\n" not in err, err
+    assert "SPECSCOPE_KERNELS" in err and "onednn" in err

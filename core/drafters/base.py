@@ -68,14 +68,6 @@ class DraftSpec:
             raise ValueError(f"static tree too large ({n} nodes, max 512)")
 
     @property
-    def label(self) -> str:
-        if self.strategy == "chain":
-            return f"auto chain (<= {self.gamma})" if self.adaptive else f"chain {self.gamma}"
-        if self.strategy == "tree":
-            return "tree " + "-".join(map(str, self.branching))
-        return f"dynamic {self.depth}/{self.top_k}/{self.budget}"
-
-    @property
     def max_depth(self) -> int:
         return {"chain": self.gamma, "tree": len(self.branching), "dynamic": self.depth}[self.strategy]
 

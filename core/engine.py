@@ -39,13 +39,19 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
              max_new_tokens: int = 128, detail: bool = True,
              on_step: Callable[[Trace], None] | None = None,
              should_stop: Callable[[], bool] | None = None, meta: dict | None = None,
-             policy: AutoPolicy | None = None) -> Trace:
+             policy: AutoPolicy | None = None,
+             on_phase: Callable[..., None] | None = None) -> Trace:
     """Decode ``prompt`` (+ ``image``) with ``target``; speculatively if ``drafter`` is given.
 
     ``detail`` records the target probability of every drafted token (a softmax over the
     verified rows); the rest of the trace is always recorded. ``spec.adaptive``: each step's
     chain length is chosen by ``policy`` (core/policy.py; a fresh one from the target's measured
-    costs when None; pass the same one across runs to keep what it learned)."""
+    costs when None; pass the same one across runs to keep what it learned).
+
+    ``on_phase(name, seconds, **data)`` is called after each phase of a step, in order:
+    "propose", "verify" (data: ``tokens`` fed, ``positions``, ``logits`` of every row), "accept",
+    "keep", "commit", "record". Profilers and the integration audit read it; the loop is never
+    patched."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     t_start = time.perf_counter()
@@ -103,15 +109,22 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
         if policy is not None and len(tree):
             tree = policy.trim(tree)        # drafted tokens not worth their share of the verify
         t1 = time.perf_counter()
+        if on_phase is not None:
+            on_phase("propose", t1 - t0)
         base = sess.length
         if len(tree):
             depths, anc = verify_layout(tree)
+            positions = base + depths
             attn = torch.cat([torch.ones(len(depths), base, dtype=torch.bool), anc], dim=1)
-            logits, hidden = target.forward(sess, [root] + tree.tokens, base + depths, attn,
+            logits, hidden = target.forward(sess, [root] + tree.tokens, positions, attn,
                                             want_hidden=drafter.needs_hidden)
         else:
+            positions = torch.tensor([base])
             logits, hidden = target.forward(sess, [root], want_hidden=bool(drafter and drafter.needs_hidden))
         t2 = time.perf_counter()
+        if on_phase is not None:
+            on_phase("verify", t2 - t1, tokens=[root] + tree.tokens, positions=positions, logits=logits)
+            t2 = time.perf_counter()
 
         if sampling.greedy:
             verdict = accept_greedy(tree, logits.argmax(-1).tolist())
@@ -129,10 +142,19 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
         if len(new) >= room:
             new, stop = new[:room], stop or "length"
         out.extend(new)
+        # accepted tokens past EOS or the budget were never committed: recorded as discarded
+        accepted, discarded = verdict.accepted[:len(new)], verdict.accepted[len(new):]
         kept = [0] + [a + 1 for a in verdict.accepted]
+        t_acc = time.perf_counter()
+        if on_phase is not None:
+            on_phase("accept", t_acc - t2)
+            t_acc = time.perf_counter()
         if not stop:
             target.keep(sess, base, kept)
         t3 = time.perf_counter()
+        if on_phase is not None:
+            on_phase("keep", t3 - t_acc)
+            t3 = time.perf_counter()
         if drafter is not None and not stop:
             drafter.commit(tree, verdict.accepted, new,
                            hidden[kept] if hidden is not None else None)
@@ -141,6 +163,8 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
         if policy is not None:
             policy.observe(tree, verdict.accepted, verdict.rejected, (t1 - t0) + (t4 - t3), t2 - t1,
                            t3 - t2, drafted)
+        if on_phase is not None:
+            on_phase("commit", time.perf_counter() - t3)
         t5 = time.perf_counter()
         p_nodes = None
         if detail and len(tree):
@@ -151,10 +175,13 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
             p_nodes = [round(x, 5) for x in rows_p[par, tok].tolist()]
         trace.steps.append(Step(
             tokens=list(tree.tokens), parents=list(tree.parents), depths=list(tree.depths),
-            q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=verdict.accepted,
+            q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=accepted,
             rejected=verdict.rejected, token=verdict.token, kind=verdict.kind, committed=new,
-            t_draft=(t1 - t0) + (t4 - t3), t_verify=t2 - t1, t_other=t3 - t2 + (time.perf_counter() - t4)))
+            t_draft=(t1 - t0) + (t4 - t3), t_verify=t2 - t1, t_other=t3 - t2 + (time.perf_counter() - t4),
+            discarded=discarded))
         trace.t_trace += time.perf_counter() - t5
+        if on_phase is not None:
+            on_phase("record", time.perf_counter() - t5)
         root = new[-1]
         if on_step is not None:
             trace.output = out

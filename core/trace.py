@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-SCHEMA = "specscope.trace/1"
+SCHEMA = "specscope.trace/2"
+READABLE = ("specscope.trace/1", SCHEMA)   # /2 added Step.discarded (accepted only counts committed tokens)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Step:
     t_draft: float
     t_verify: float
     t_other: float
+    discarded: list[int] = field(default_factory=list)  # accepted by the target, but after EOS / the budget: not kept
 
 
 @dataclass
@@ -107,11 +109,12 @@ class Trace:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Trace":
-        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        if not isinstance(d, dict) or d.get("schema") not in READABLE:
             raise ValueError(f"not a SpecScope trace (expected schema {SCHEMA!r})")
         d = dict(d)
         d.pop("summary", None)
-        steps = [Step(**s) for s in d.pop("steps", [])]
+        steps = [Step(**_upgrade_step(s)) for s in d.pop("steps", [])]
+        d["schema"] = SCHEMA
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(steps=steps, **known)
 
@@ -121,3 +124,12 @@ class Trace:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"not a SpecScope trace: {e}") from None
+
+
+def _upgrade_step(s: dict) -> dict:
+    """A schema-1 step counted tokens drafted after EOS as accepted: keep only the committed ones."""
+    s = dict(s)
+    if "discarded" not in s:
+        n = min(len(s["accepted"]), len(s.get("committed", [])))
+        s["accepted"], s["discarded"] = s["accepted"][:n], s["accepted"][n:]
+    return s

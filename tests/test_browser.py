@@ -98,7 +98,7 @@ def test_run_in_the_browser(page, tmp_path):
     with page.expect_download(timeout=15_000) as dl:
         page.locator("#ss-download").click()
     data = json.loads(open(dl.value.path()).read())
-    assert data["schema"] == "specscope.trace/1" and data["output"]
+    assert data["schema"] == "specscope.trace/2" and data["output"]
     assert "ar_baseline" in data["meta"]
     assert not page.errors, page.errors
     assert time.time() - t0 < 60

@@ -118,6 +118,11 @@ def test_eos_inside_a_draft(family):
             for spec in SPECS:
                 tr = generate(tgt, PROMPTS[0], img, drafter, spec, max_new_tokens=30)
                 assert tr.output == ref[: first + 1] and tr.stop_reason == "eos"
+                _accepted_are_committed(tr)
+            # the self drafter drafts past EOS and the target agrees: those tokens are discarded
+            tr = generate(tgt, PROMPTS[0], img, ModelDrafter(tgt, "self"), DraftSpec("chain", gamma=6),
+                          max_new_tokens=30)
+            assert tr.steps[-1].discarded or len(tr.steps[-1].accepted) + 1 == len(tr.steps[-1].committed)
         assert ref[: first + 1] == hf_greedy(tgt, PROMPTS[0], img, 30, eos=eos_tok)
     finally:
         tgt.eos_ids = saved
@@ -132,6 +137,17 @@ def test_max_new_tokens_reached_mid_draft(family):
         for spec in (DraftSpec("chain", gamma=5), DraftSpec("tree", branching=(2, 2, 2))):
             tr = generate(tgt, PROMPTS[0], img, ModelDrafter(tgt, "self"), spec, max_new_tokens=n)
             assert tr.output == ref[:n] and tr.stop_reason == "length"
+            _accepted_are_committed(tr)
+
+
+def _accepted_are_committed(tr):
+    """Accepted draft tokens are the committed ones: never more than the tokens kept."""
+    s = tr.summary()
+    assert sum(len(st.accepted) for st in tr.steps) <= s["new_tokens"] - 1
+    assert s["accepted_per_step"] * len(tr.steps) <= s["new_tokens"] - 1 + 1e-6
+    for st in tr.steps:
+        assert [st.tokens[a] for a in st.accepted] == st.committed[:len(st.accepted)]
+        assert len(st.accepted) <= len(st.committed)
 
 
 @pytest.mark.parametrize("family", VISION_FAMILIES)
@@ -214,3 +230,15 @@ def test_bench_records_the_resolved_dtype(monkeypatch):
     monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": True)
     assert bench.parse_args(["--quick"]).dtype == "bfloat16"
     assert bench.parse_args(["--quick", "--dtype", "float32"]).dtype == "float32"
+
+
+def test_schema1_trace_upgrades_accepted_after_eos():
+    """An old trace (schema 1) counted tokens drafted after EOS as accepted; reading it keeps only
+    the committed ones and records the rest as discarded."""
+    from core.trace import SCHEMA, Trace
+    step = dict(tokens=[5, 6, 7], parents=[-1, 0, 1], depths=[1, 2, 3], q=[.9, .9, .9], p=None,
+                accepted=[0, 1, 2], rejected=[], token=8, kind="bonus", committed=[5], t_draft=0.0,
+                t_verify=0.0, t_other=0.0)
+    tr = Trace.from_dict({"schema": "specscope.trace/1", "output": [4, 5], "first_token": 4, "steps": [step]})
+    assert tr.schema == SCHEMA and tr.steps[0].accepted == [0] and tr.steps[0].discarded == [1, 2]
+    assert tr.summary()["accepted_per_step"] == 1.0

@@ -1,17 +1,18 @@
 """The decoding loop: autoregressive and speculative decoding are the same loop.
 
-    prefill -> first token (the root)
-    repeat:  draft a tree below the root          (drafter.propose; empty = plain AR step)
+    generate: prefill -> first token (the root), then step() until EOS / the budget
+    step:    draft a tree below the root          (drafter.propose; empty = plain AR step)
              verify [root] + tree in ONE forward  (tree mask, positions = prefix + depth)
              accept a path + one target token     (core/acceptance.py)
              keep the accepted path's KV slots    (adapter.keep)
-             the target's token becomes the root
+             commit: the drafter and the policy see what was kept; the target's token is the new root
 
 Every step is recorded in a Trace (core/trace.py).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -68,7 +69,6 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     if adaptive and policy is None:
         policy = AutoPolicy.measured(target)
     policy = policy if adaptive else None
-    skip_ok = bool(getattr(drafter, "can_skip", False))
 
     trace = Trace(meta=dict(meta or {}), prompt_tokens=enc.length)
     trace.meta.setdefault("target", target.name)
@@ -89,8 +89,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     out = [root]
     trace.first_token = root
     trace.t_prefill = time.perf_counter() - t_start
-    eos = target.eos_ids
-    stop = "eos" if root in eos else ("length" if max_new_tokens <= 1 else "")
+    stop = "eos" if root in target.eos_ids else ("length" if max_new_tokens <= 1 else "")
 
     if drafter is not None and not stop:
         t0 = time.perf_counter()
@@ -99,89 +98,13 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
                                    target_embeds=sess.embeds, policy=policy))
         trace.t_prefill += time.perf_counter() - t0
 
+    run = Decoding(target, drafter, spec, sampling, gen, policy, sess, out, trace, max_new_tokens, detail,
+                   skip_ok=bool(getattr(drafter, "can_skip", False)), on_phase=on_phase)
     while not stop:
         if should_stop is not None and should_stop():
             stop = "cancelled"
             break
-        t0 = time.perf_counter()
-        drafted = drafter is not None and (policy is None or not skip_ok or policy.should_draft(spec.gamma))
-        tree = drafter.propose(root, spec, sampling, gen) if drafted else EMPTY
-        if policy is not None and len(tree):
-            tree = policy.trim(tree)        # drafted tokens not worth their share of the verify
-        t1 = time.perf_counter()
-        if on_phase is not None:
-            on_phase("propose", t1 - t0)
-        base = sess.length
-        if len(tree):
-            depths, anc = verify_layout(tree)
-            positions = base + depths
-            attn = torch.cat([torch.ones(len(depths), base, dtype=torch.bool), anc], dim=1)
-            logits, hidden = target.forward(sess, [root] + tree.tokens, positions, attn,
-                                            want_hidden=drafter.needs_hidden)
-        else:
-            positions = torch.tensor([base])
-            logits, hidden = target.forward(sess, [root], want_hidden=bool(drafter and drafter.needs_hidden))
-        t2 = time.perf_counter()
-        if on_phase is not None:
-            on_phase("verify", t2 - t1, tokens=[root] + tree.tokens, positions=positions, logits=logits)
-            t2 = time.perf_counter()
-
-        if sampling.greedy:
-            verdict = accept_greedy(tree, logits.argmax(-1).tolist())
-            rows_p = None
-        else:
-            rows_p = probs(logits, sampling)
-            verdict = accept_sampling(tree, rows_p, gen)
-        new = [tree.tokens[a] for a in verdict.accepted] + [verdict.token]
-        # stop at EOS or at the length budget, exactly where plain decoding would
-        for i, tok in enumerate(new):
-            if tok in eos:
-                new, stop = new[: i + 1], "eos"
-                break
-        room = max_new_tokens - len(out)
-        if len(new) >= room:
-            new, stop = new[:room], stop or "length"
-        out.extend(new)
-        # accepted tokens past EOS or the budget were never committed: recorded as discarded
-        accepted, discarded = verdict.accepted[:len(new)], verdict.accepted[len(new):]
-        kept = [0] + [a + 1 for a in verdict.accepted]
-        t_acc = time.perf_counter()
-        if on_phase is not None:
-            on_phase("accept", t_acc - t2)
-            t_acc = time.perf_counter()
-        if not stop:
-            target.keep(sess, base, kept)
-        t3 = time.perf_counter()
-        if on_phase is not None:
-            on_phase("keep", t3 - t_acc)
-            t3 = time.perf_counter()
-        if drafter is not None and not stop:
-            drafter.commit(tree, verdict.accepted, new,
-                           hidden[kept] if hidden is not None else None)
-        t4 = time.perf_counter()
-
-        if policy is not None:
-            policy.observe(tree, verdict.accepted, verdict.rejected, (t1 - t0) + (t4 - t3), t2 - t1,
-                           t3 - t2, drafted)
-        if on_phase is not None:
-            on_phase("commit", time.perf_counter() - t3)
-        t5 = time.perf_counter()
-        p_nodes = None
-        if detail and len(tree):
-            if rows_p is None:
-                rows_p = torch.softmax(logits.float(), -1)
-            par = torch.tensor([p + 1 for p in tree.parents], device=rows_p.device)
-            tok = torch.tensor(tree.tokens, device=rows_p.device)
-            p_nodes = [round(x, 5) for x in rows_p[par, tok].tolist()]
-        trace.steps.append(Step(
-            tokens=list(tree.tokens), parents=list(tree.parents), depths=list(tree.depths),
-            q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=accepted,
-            rejected=verdict.rejected, token=verdict.token, kind=verdict.kind, committed=new,
-            t_draft=(t1 - t0) + (t4 - t3), t_verify=t2 - t1, t_other=t3 - t2 + (time.perf_counter() - t4),
-            discarded=discarded))
-        trace.t_trace += time.perf_counter() - t5
-        if on_phase is not None:
-            on_phase("record", time.perf_counter() - t5)
+        new, stop = step(run, root)
         root = new[-1]
         if on_step is not None:
             trace.output = out
@@ -195,6 +118,125 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     trace.text = target.decode(out)
     trace.finish(target.decode_piece)
     return trace
+
+
+@dataclass
+class Decoding:
+    """What one ``generate`` call's steps share: the models, the settings, the target's KV
+    session, the output so far (``out``, grown by every step) and the trace being recorded."""
+    target: HFAdapter
+    drafter: Drafter | None
+    spec: DraftSpec
+    sampling: SamplingConfig
+    gen: torch.Generator
+    policy: AutoPolicy | None
+    sess: object
+    out: list[int]
+    trace: Trace
+    max_new_tokens: int
+    detail: bool = True
+    skip_ok: bool = False
+    on_phase: Callable[..., None] | None = None
+
+
+class _Clock:
+    """Times consecutive phases of a step and reports each through ``on_phase``; the callback's
+    own time is never counted in a phase."""
+
+    def __init__(self, on_phase):
+        self.on_phase, self.t = on_phase, time.perf_counter()
+
+    def phase(self, name: str, **data) -> float:
+        seconds = time.perf_counter() - self.t
+        if self.on_phase is not None:
+            self.on_phase(name, seconds, **data)
+        self.t = time.perf_counter()
+        return seconds
+
+
+def step(run: Decoding, root: int) -> tuple[list[int], str]:
+    """One step below ``root`` (the last committed token): draft a tree (empty = a plain AR
+    step), verify ``[root] + tree`` in one target forward, accept a path plus one target token,
+    commit it (target KV, drafter, policy) and record it in the trace. Returns the tokens
+    committed and the stop reason ("" = go on)."""
+    d, clock = run.drafter, _Clock(run.on_phase)
+    # draft
+    drafted = d is not None and (run.policy is None or not run.skip_ok or run.policy.should_draft(run.spec.gamma))
+    tree = d.propose(root, run.spec, run.sampling, run.gen) if drafted else EMPTY
+    if run.policy is not None and len(tree):
+        tree = run.policy.trim(tree)        # drafted tokens not worth their share of the verify
+    t_propose = clock.phase("propose")
+    # verify: [root] + tree in ONE forward, the tree mask over the cached prefix
+    base, fed = run.sess.length, [root] + tree.tokens
+    want_hidden = bool(d and d.needs_hidden)
+    if len(tree):
+        depths, mask = verify_layout(tree, base)
+        positions = base + depths
+        logits, hidden = run.target.forward(run.sess, fed, positions, mask, want_hidden=want_hidden)
+    else:
+        positions = torch.tensor([base])
+        logits, hidden = run.target.forward(run.sess, fed, want_hidden=want_hidden)
+    t_verify = clock.phase("verify", tokens=fed, positions=positions, logits=logits)
+    # accept
+    if run.sampling.greedy:
+        verdict, rows_p = accept_greedy(tree, logits.argmax(-1).tolist()), None
+    else:
+        rows_p = probs(logits, run.sampling)
+        verdict = accept_sampling(tree, rows_p, run.gen)
+    new, stop = _cut([tree.tokens[a] for a in verdict.accepted] + [verdict.token], run)
+    run.out.extend(new)
+    kept = [0] + [a + 1 for a in verdict.accepted]         # rows of the root and the accepted path
+    t_accept = clock.phase("accept")
+    # commit: the target keeps the accepted path's KV slots, the drafter and the policy learn
+    if not stop:
+        run.target.keep(run.sess, base, kept)
+    t_keep = clock.phase("keep")
+    t0 = time.perf_counter()
+    if d is not None and not stop:
+        d.commit(tree, verdict.accepted, new, hidden[kept] if hidden is not None else None)
+    t_commit = time.perf_counter() - t0
+    if run.policy is not None:
+        run.policy.observe(tree, verdict.accepted, verdict.rejected, t_propose + t_commit, t_verify,
+                           t_accept + t_keep, drafted)
+    t_after_commit = clock.phase("commit") - t_commit
+    _record(run, tree, verdict, new, logits, rows_p, clock, t_draft=t_propose + t_commit, t_verify=t_verify,
+            t_other=t_accept + t_keep + t_after_commit)
+    return new, stop
+
+
+def _cut(new: list[int], run: Decoding) -> tuple[list[int], str]:
+    """The step's tokens up to EOS or the length budget, exactly where plain decoding stops."""
+    stop = ""
+    for i, tok in enumerate(new):
+        if tok in run.target.eos_ids:
+            new, stop = new[: i + 1], "eos"
+            break
+    room = run.max_new_tokens - len(run.out)
+    if len(new) >= room:
+        new, stop = new[:room], stop or "length"
+    return new, stop
+
+
+def _record(run: Decoding, tree: DraftTree, verdict, new: list[int], logits, rows_p, clock: _Clock,
+            t_draft: float, t_verify: float, t_other: float) -> None:
+    """Append the step to the trace; accepted tokens past EOS or the budget were never committed
+    and are recorded as discarded. ``detail``: the target probability of every drafted token."""
+    t0 = clock.t
+    p_nodes = None
+    if run.detail and len(tree):
+        if rows_p is None:
+            rows_p = torch.softmax(logits.float(), -1)
+        par = torch.tensor([p + 1 for p in tree.parents], device=rows_p.device)
+        tok = torch.tensor(tree.tokens, device=rows_p.device)
+        p_nodes = [round(x, 5) for x in rows_p[par, tok].tolist()]
+    run.trace.steps.append(Step(
+        tokens=list(tree.tokens), parents=list(tree.parents), depths=list(tree.depths),
+        q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=verdict.accepted[:len(new)],
+        rejected=verdict.rejected, token=verdict.token, kind=verdict.kind, committed=new,
+        t_draft=t_draft, t_verify=t_verify, t_other=t_other + (time.perf_counter() - t0),
+        discarded=verdict.accepted[len(new):]))
+    run.trace.t_trace += time.perf_counter() - t0
+    clock.phase("record")
 
 
 def _pick(logits: torch.Tensor, sampling: SamplingConfig, gen) -> int:

@@ -55,16 +55,6 @@ class DraftTree:
             out[p].sort(key=lambda i: self.rank[i])
         return out
 
-    def is_chain(self) -> bool:
-        return all(p == i - 1 for i, p in enumerate(self.parents))
-
-    def path_to(self, i: int) -> list[int]:
-        path = []
-        while i >= 0:
-            path.append(i)
-            i = self.parents[i]
-        return path[::-1]
-
     def truncate(self, keep: list[int]) -> "DraftTree":
         """Sub-tree made of ``keep`` (must be ancestor-closed); indices are remapped."""
         keep = sorted(keep)
@@ -83,18 +73,45 @@ class DraftTree:
         return out
 
 
-def verify_layout(tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs of the verify forward for ``[root] + tree.tokens``.
+def ancestor_matrix(parents: list[int]) -> torch.Tensor:
+    """The boolean ``(n, n)`` matrix of a tree given by ``parents`` (topological order, ``-1`` =
+    the root): ``[i, j]`` is True iff node ``j`` is node ``i`` or one of its ancestors."""
+    n = len(parents)
+    anc = torch.zeros(n, n, dtype=torch.bool)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            anc[i] = anc[p]
+        anc[i, i] = True
+    return anc
 
-    Returns ``(depths, ancestor)``: depth of every row (root = 0) and the boolean
-    ``(n+1, n+1)`` matrix where row i may attend to column j (j is i or an ancestor).
+
+def tree_mask(parents: list[int], rows: list[int], slot: dict[int, int], prefix: int, width: int) -> torch.Tensor:
+    """The attention mask of tree nodes over a KV cache: THE one place a tree mask is built.
+
+    Row ``r`` belongs to node ``rows[r]`` and has ``width`` columns (cache slots): the first
+    ``prefix`` (the committed sequence) are visible to every row, and so is the slot
+    ``slot[j]`` of every node ``j`` that is the row's node or one of its ancestors. Nodes
+    missing from ``slot`` are not in the cache. Used by the verify forward (core/engine.py)
+    and by the drafters that run a model over their own tree (core/drafters/)."""
+    anc = ancestor_matrix(parents)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    mask[:, :prefix] = True
+    if rows and slot:
+        nodes = list(slot)
+        cols = torch.tensor([slot[j] for j in nodes], dtype=torch.long)
+        mask[:, cols] = anc[torch.tensor(rows, dtype=torch.long)][:, torch.tensor(nodes, dtype=torch.long)]
+    return mask
+
+
+def verify_layout(tree: DraftTree, prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs of the verify forward for ``[root] + tree.tokens`` after ``prefix`` cached tokens.
+
+    Returns ``(depths, mask)``: the depth of every row (root = 0; positions are ``prefix +
+    depths``) and the boolean ``(n+1, prefix+n+1)`` mask where row i may attend to the prefix and
+    to column ``prefix + j`` when row j is row i or its ancestor (the root is every row's ancestor).
     """
-    n = len(tree)
-    anc = torch.zeros(n + 1, n + 1, dtype=torch.bool)
-    anc[:, 0] = True
-    for i, p in enumerate(tree.parents):
-        r = i + 1
-        anc[r] = anc[p + 1]
-        anc[r, r] = True
+    parents = [-1] + [p + 1 for p in tree.parents]           # the root as node 0
+    rows = list(range(len(parents)))
+    mask = tree_mask(parents, rows, {j: prefix + j for j in rows}, prefix, prefix + len(parents))
     depths = torch.tensor([0] + tree.depths, dtype=torch.long)
-    return depths, anc
+    return depths, mask

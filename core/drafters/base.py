@@ -23,7 +23,7 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 
 from ..sampling import SamplingConfig, fit_vocab, probs
-from ..tree import DraftTree
+from ..tree import DraftTree, tree_mask
 
 
 STRATEGIES = ("chain", "tree", "dynamic")
@@ -240,20 +240,12 @@ class ModelDrafter:
         self._slot = {}
 
         def expand(tree: DraftTree, nodes: list[int]) -> torch.Tensor:
-            n = len(nodes)
             start = sess.length
-            attn = torch.zeros(n, start + n, dtype=torch.bool)
-            attn[:, : self.committed] = True
-            for r, node in enumerate(nodes):
-                a = tree.parents[node]
-                while a >= 0:
-                    attn[r, self._slot[a]] = True
-                    a = tree.parents[a]
-                attn[r, start + r] = True
+            for r, node in enumerate(nodes):        # the nodes' cache slots, after their ancestors'
+                self._slot[node] = start + r
+            attn = tree_mask(tree.parents, nodes, self._slot, self.committed, start + len(nodes))
             positions = torch.tensor([self.committed - 1 + tree.depths[x] for x in nodes])
             out, _ = lm.forward(sess, [tree.tokens[x] for x in nodes], positions, attn)
-            for r, node in enumerate(nodes):
-                self._slot[node] = start + r
             return out
 
         return build_tree(logits[-1], expand, spec, sampling, gen, self.ctx.target.vocab_size,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tree import DraftTree
+from ..tree import DraftTree, tree_mask
 from .base import DraftContext, DraftSpec, build_tree, draft_dtype
 
 
@@ -291,23 +291,16 @@ class MSDDrafter:
         slot: dict[int, int] = {}
 
         def expand(tree: DraftTree, nodes: list[int]) -> torch.Tensor:
-            n = len(nodes)
             base = self.length
-            attn = torch.zeros(n, base + n, dtype=torch.bool)
-            attn[:, : self.committed] = True
-            for r, node in enumerate(nodes):
-                a = tree.parents[node]
-                while a >= 0:
-                    attn[r, slot[a]] = True
-                    a = tree.parents[a]
-                attn[r, base + r] = True
+            for r, node in enumerate(nodes):        # the nodes' cache slots, after their ancestors'
+                slot[node] = base + r
+            attn = tree_mask(tree.parents, nodes, slot, self.committed, base + len(nodes))
             tok = torch.tensor([tree.tokens[x] for x in nodes], device=self.device)
             par = torch.stack([hid[tree.parents[x]] for x in nodes])
             xin = self.head.fuse(self._emb(tok), par)
             pos = torch.tensor([root_pos + tree.depths[x] for x in nodes], device=self.device)
             out = self._run(xin, pos, attn=attn)
             for r, node in enumerate(nodes):
-                slot[node] = base + r
                 hid[node] = out[r]
             return self._logits(out)
 

@@ -6,7 +6,8 @@
     msd:<dir> | <EAGLE dir>   an MSD / EAGLE draft head over the target's features
     <Hub id or directory>     a separate small model sharing the target's tokenizer;
                               mode "multimodal" (it sees the image) or "text-only"
-    package.module:Class      a third-party drafter, constructed as Class(target, **options)
+    package.module:Class      a third-party drafter, constructed as Class(target, **options);
+                              it implements the ``Drafter`` protocol (core/drafters/base.py)
 """
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import importlib
 import os
 
 from ..adapters import InputError, ModelLoadError, load
-from .base import CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, build_tree, draft_dtype, spec_for
+from .base import (CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, assistant_model, build_tree, draft_dtype,
+                   spec_for)
 from .msd import MSDDrafter, MSDHead, is_msd_dir
 from .ngram import NgramDrafter
 
-__all__ = ["CHOICES", "DraftContext", "DraftSpec", "Drafter", "ModelDrafter", "NgramDrafter", "build_tree",
+__all__ = ["CHOICES", "DraftContext", "DraftSpec", "Drafter", "ModelDrafter", "NgramDrafter", "assistant_model",
+           "build_tree",
            "make_drafter", "check_tokenizers", "spec_for"]
 
 

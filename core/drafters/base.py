@@ -1,18 +1,10 @@
 """The drafter protocol, draft structures, and the tree builder shared by model drafters.
 
-A drafter is any object with
-
-    name: str
-    needs_hidden: bool                     # wants the target's last hidden states
-    begin(ctx: DraftContext) -> None       # a new request: prompt ids, image, target prefill
-    propose(root: int, spec: DraftSpec, sampling, gen) -> DraftTree
-    commit(tree, accepted, new_tokens, target_hidden) -> None   # what the target kept
-
-``root`` is the last committed token (the target has not processed it yet);
-``new_tokens`` are the tokens appended to the output after verification (the
-accepted path + the target's bonus/correction token). Return an empty tree to let
-the target take a plain step. A third-party drafter is loaded by ``module:Class``;
-its constructor receives ``(target_adapter, **options)``.
+Every drafter implements ``Drafter`` (below): what the engine (core/engine.py) calls at each
+step and what the benchmark may ask of it. The shipped drafters subclass it explicitly
+(``ModelDrafter`` here, ``MSDDrafter``, ``NgramDrafter``); a third-party drafter, loaded by
+``module:Class`` and constructed as ``Class(target_adapter, **options)``, only needs the same
+attributes and methods (subclassing ``Drafter`` gives it the optional ones' defaults).
 """
 from __future__ import annotations
 
@@ -110,12 +102,42 @@ class DraftContext:
 
 @runtime_checkable
 class Drafter(Protocol):
+    """What the engine asks of a drafter, step by step.
+
+    ``name``: shown in traces and reports. ``needs_hidden``: the drafter wants the target's last
+    hidden states (prefill in ``begin``, the kept rows in ``commit``). ``can_skip``: ``commit``
+    may follow a step that was not proposed (a plain target step the adaptive policy chose);
+    the tokens are caught up at the next ``propose`` (default False: every step is proposed).
+
+    ``begin(ctx)``: a new request (prompt ids, image, the target's prefill). ``propose(root,
+    spec, sampling, gen)``: a draft tree below ``root``, the last committed token the target has
+    not processed yet; an empty tree lets the target take a plain step. ``commit(tree,
+    accepted, new_tokens, target_hidden)``: what the target kept: ``accepted`` node indices,
+    ``new_tokens`` the tokens appended to the output (the accepted path + the target's
+    bonus/correction token, the next root last). ``assistant_model()``: the transformers model
+    that ``model.generate(assistant_model=...)`` can run as this drafter drafts, or None (no
+    standalone model, or one transformers would run differently); the benchmark's transformers
+    baseline reads only this."""
+
     name: str
     needs_hidden: bool
+    can_skip: bool = False
 
     def begin(self, ctx: DraftContext) -> None: ...
+
     def propose(self, root: int, spec: DraftSpec, sampling: SamplingConfig, gen) -> DraftTree: ...
+
     def commit(self, tree: DraftTree, accepted: list[int], new_tokens: list[int], target_hidden) -> None: ...
+
+    def assistant_model(self):
+        return None
+
+
+def assistant_model(drafter) -> object | None:
+    """``drafter.assistant_model()``; None for a drafter without the method (third-party ones
+    need not subclass ``Drafter``) or without a drafter."""
+    method = getattr(drafter, "assistant_model", None)
+    return method() if callable(method) else None
 
 
 # --------------------------------------------------------------------------------------
@@ -205,9 +227,11 @@ def draft_dtype(target) -> torch.dtype:
 
 
 # --------------------------------------------------------------------------------------
-class ModelDrafter:
+class ModelDrafter(Drafter):
     """A drafter backed by a language model with its own KV cache, used through the same
     adapter interface as the target (separate small model, layer-skip view, ...).
+    ``use_image=False`` (text-only mode) drafts without the image even when the model could
+    see it.
 
     The draft cache holds the committed sequence (``fed`` tokens of it) plus, during
     ``propose``, the tree nodes fed so far. After verification the accepted nodes that
@@ -221,6 +245,13 @@ class ModelDrafter:
         self.name = name
         self.use_image = use_image and adapter.is_multimodal
         self.sess = None
+
+    def assistant_model(self):
+        """The draft model for ``generate(assistant_model=...)``; None in text-only mode with a
+        multimodal model (transformers would show the assistant the image: another drafter)."""
+        if not self.use_image and self.lm.is_multimodal:
+            return None
+        return self.lm.model
 
     def begin(self, ctx: DraftContext) -> None:
         self.ctx = ctx

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tree import DraftTree, tree_mask
-from .base import DraftContext, DraftSpec, build_tree, draft_dtype
+from .base import DraftContext, DraftSpec, Drafter, build_tree, draft_dtype
 
 
 class MSDHead(nn.Module):
@@ -210,8 +210,9 @@ def is_msd_dir(path: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-class MSDDrafter:
-    """Drafts with an MSD head on top of the target's features (needs the target's hidden states)."""
+class MSDDrafter(Drafter):
+    """Drafts with an MSD head on top of the target's features (needs the target's hidden states).
+    No ``assistant_model``: the head is no standalone transformers model."""
 
     needs_hidden = True
     can_skip = True         # commit() without propose(): pairs queue up for the next propose

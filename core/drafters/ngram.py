@@ -3,10 +3,13 @@ prompt or the output. No model, no training; great when answers copy the prompt.
 from __future__ import annotations
 
 from ..tree import DraftTree
-from .base import DraftContext, DraftSpec
+from .base import DraftContext, DraftSpec, Drafter
 
 
-class NgramDrafter:
+class NgramDrafter(Drafter):
+    """Drafts the continuations of the longest suffix n-gram seen before (a trie of them for
+    trees). Model-free: no ``assistant_model`` (transformers has its own prompt lookup)."""
+
     needs_hidden = False
     can_skip = True
 

@@ -1,0 +1,145 @@
+"""Aggregation: the runs of a configuration pooled into its metrics (per sample group), and
+transformers' baselines next to them. Per-run numbers come from ``measure.run_record``."""
+from __future__ import annotations
+
+import math
+
+from .configs import Config
+from .suites import groups_of
+
+
+def total(runs: list[dict], key: str) -> float:
+    """The sum of one number over run records."""
+    return sum(x[key] for x in runs)
+
+
+def _r(x, nd=4):
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return round(float(x), nd)
+
+
+def _ratio(a, b):
+    return a / b if b else None
+
+
+def aggregate(records: list[dict], hf: list[dict] | None, temperature: float) -> dict:
+    ar = [x for r in records for x in r["ar"]]
+    sp = [x for r in records for x in r["spec"]]
+    ar_wall, sp_wall = total(ar, "wall_s"), total(sp, "wall_s")
+    ar_tok, sp_tok = total(ar, "new_tokens"), total(sp, "new_tokens")
+    steps, fwd = total(sp, "steps"), total(sp, "forwards")
+    depth = max((len(x["depth_tried"]) for x in sp), default=0)
+    tried = [sum(x["depth_tried"][d] for x in sp if d < len(x["depth_tried"])) for d in range(depth)]
+    ok = [sum(x["depth_ok"][d] for x in sp if d < len(x["depth_ok"])) for d in range(depth)]
+    tau = _ratio(sp_tok, fwd)
+    c_ar = _ratio(total(ar, "verify_s"), total(ar, "steps"))
+    c_sp = _ratio(total(sp, "draft_s") + total(sp, "verify_s") + total(sp, "other_s"), steps)
+    ideal = tau * c_ar / c_sp if (tau and c_ar and c_sp) else None
+    per_sample = [_ratio(sum(a["wall_s"] for a in r["ar"]), sum(s["wall_s"] for s in r["spec"]))
+                  for r in records]
+    per_sample = [x for x in per_sample if x]
+    metrics = {
+        "n": len(records), "runs": len(sp),
+        "tau": _r(tau), "accepted_per_step": _r(_ratio(total(sp, "accepted"), steps)),
+        "drafted_per_step": _r(_ratio(total(sp, "drafted"), steps)),
+        "acceptance_by_depth": [_r(_ratio(o, t)) for o, t in zip(ok, tried)],
+        "new_tokens_ar": ar_tok, "new_tokens_spec": sp_tok,
+        "wall_s_ar": _r(ar_wall, 6), "wall_s_spec": _r(sp_wall, 6),
+        "tokens_per_s_ar": _r(_ratio(ar_tok, ar_wall), 3), "tokens_per_s_spec": _r(_ratio(sp_tok, sp_wall), 3),
+        "speedup": _r(_ratio(ar_wall, sp_wall)),
+        "speedup_mean_of_ratios": _r(sum(per_sample) / len(per_sample)) if per_sample else None,
+        "throughput_ratio": _r(_ratio(_ratio(sp_tok, sp_wall), _ratio(ar_tok, ar_wall))),
+        "ideal_speedup": _r(ideal),
+        "step_cost_ar_ms": _r(c_ar * 1e3 if c_ar else None),
+        "step_cost_spec_ms": _r(c_sp * 1e3 if c_sp else None),
+        "steps_spec": steps, "steps_ar": total(ar, "steps"),
+        "time_split_spec_s": {k: _r(total(sp, k + "_s"), 6) for k in ("prefill", "draft", "verify", "other")},
+        "time_split_ar_s": {k: _r(total(ar, k + "_s"), 6) for k in ("prefill", "draft", "verify", "other")},
+        "time_per_step_spec_ms": {k: _r(_ratio(total(sp, k + "_s"), steps) * 1e3 if steps else None)
+                                  for k in ("draft", "verify", "other")},
+        "trace_overhead": _r(_ratio(total(sp, "trace_s"), sp_wall), 5),
+        "exact": None,
+    }
+    if temperature == 0:
+        metrics["exact"] = {"matched": sum(1 for r in records if r["exact"]), "n": len(records)}
+    if all(r.get("base") for r in records):
+        # the same target's AR in --baseline-dtype (e.g. float32 AR vs bfloat16 speculative):
+        # what a user switching both gains; its outputs may differ from the spec run's dtype
+        base_runs = [x for r in records for x in r["base"]]
+        metrics["tokens_per_s_ar_baseline_dtype"] = _r(_ratio(total(base_runs, "new_tokens"), total(base_runs, "wall_s")), 3)
+        metrics["speedup_vs_baseline_dtype"] = _r(_ratio(_ratio(sp_tok, sp_wall), _ratio(total(base_runs, "new_tokens"), total(base_runs, "wall_s"))))
+    if hf is not None:
+        metrics.update(aggregate_hf(hf, records, temperature))
+    return metrics
+
+
+def aggregate_hf(hf: list[dict], records: list[dict], temperature: float) -> dict:
+    """transformers baselines over the same samples as ``records`` (aligned by index)."""
+    plain = [x for h in hf for x in h["plain"]]
+    errors: dict = {}
+    for h in hf:
+        errors.update(h["errors"])
+    p_tps = _ratio(sum(len(x["tokens"]) for x in plain), sum(x["wall_s"] for x in plain))
+    ar_runs = [x for r in records for x in r["ar"]]
+    ar_tps = _ratio(sum(x["new_tokens"] for x in ar_runs), sum(x["wall_s"] for x in ar_runs))
+
+    def speedup(kind, base_key):
+        ok = [h for h in hf if h[kind] and (h.get(base_key) or h["plain"])]
+        if not ok:
+            if errors.get(kind):
+                return {"speedup": None, "error": errors[kind], "failed": len(hf), "n": len(hf)}
+            return {"speedup": None, "skipped": errors.get(kind + "_skipped") or "not run", "n": len(hf)}
+        base = [x for h in ok for x in (h.get(base_key) or h["plain"])]
+        runs = [x for h in ok for x in h[kind]]
+        wall = sum(x["wall_s"] for x in runs)
+        res = {"speedup": _r(_ratio(sum(x["wall_s"] for x in base), wall)), "failed": len(hf) - len(ok),
+               "n": len(hf), "tokens_per_s": _r(_ratio(sum(len(x["tokens"]) for x in runs), wall), 3)}
+        if temperature == 0:  # does transformers' own speculative output equal its plain output?
+            res["exact"] = {"matched": sum(1 for h in ok if h[kind][0]["tokens"]
+                                           == (h.get(base_key) or h["plain"])[0]["tokens"]), "n": len(ok)}
+        if errors.get(kind):
+            res["error"] = errors[kind]
+        return res
+
+    out = {
+        "hf_plain_tokens_per_s": _r(p_tps, 3),
+        "ar_vs_hf_plain": _r(_ratio(ar_tps, p_tps)),   # >= 1: our AR loop is at least as fast
+        "hf_plain_error": errors.get("plain"),
+        "hf_plain_matches_ar": None,
+        "hf_assisted": speedup("assisted", "plain"),
+        "hf_prompt_lookup": speedup("lookup", "lookup_plain"),
+    }
+    if temperature == 0:
+        pairs = [(h["plain"][0]["tokens"], r["ar"][0]["tokens"]) for h, r in zip(hf, records) if h["plain"]]
+        if pairs:
+            out["hf_plain_matches_ar"] = {"matched": sum(1 for a, b in pairs if a == b), "n": len(pairs)}
+    out["hf_assisted_speedup"] = out["hf_assisted"]["speedup"]
+    out["hf_prompt_lookup_speedup"] = out["hf_prompt_lookup"]["speedup"]
+    return out
+
+
+def summarize(cfg: Config, records: list[dict]) -> dict:
+    samples = [r["sample"] for r in records]
+    hf = [r["hf"] for r in records] if all(r.get("hf") for r in records) else None
+    res = {"id": cfg.id, "drafter": cfg.drafter, "strategy": cfg.strategy, "temperature": cfg.temperature,
+           "spec": {"gamma": cfg.spec.gamma, "branching": list(cfg.spec.branching), "depth": cfg.spec.depth,
+                    "top_k": cfg.spec.top_k, "budget": cfg.spec.budget},
+           "groups": {}, "samples": [], "divergences": []}
+    for g in groups_of(samples):
+        idx = [i for i, s in enumerate(samples) if g == "all" or s.group == g]
+        res["groups"][g] = aggregate([records[i] for i in idx], [hf[i] for i in idx] if hf else None,
+                                     cfg.temperature)
+    for i, r in enumerate(records):
+        a, s = r["ar"], r["spec"]
+        res["samples"].append({
+            "id": r["sample"].id, "group": r["sample"].group, "task": r["sample"].task, "exact": r["exact"],
+            "ar_wall_s": _r(sum(x["wall_s"] for x in a), 6), "spec_wall_s": _r(sum(x["wall_s"] for x in s), 6),
+            "ar_new_tokens": a[0]["new_tokens"], "spec_new_tokens": s[0]["new_tokens"],
+            "tau": _r(_ratio(sum(x["new_tokens"] for x in s), sum(x["forwards"] for x in s))),
+            "spec_text": s[0]["text"][:300], "stop_reason": s[0]["stop_reason"],
+        })
+    return res
+
+
+# =========================================================================================

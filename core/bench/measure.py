@@ -1,0 +1,114 @@
+"""Measuring our engine: per sample, the plain and the speculative run back to back
+(``api.compare``), the transformers baselines next to them, after ``api.warm``."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from .. import api
+from ..trace import Trace
+from .configs import Config
+from .errors import first_line
+from .hf import HFRunner
+from .suites import Sample
+
+
+def depth_counts(trace: Trace) -> tuple[list[int], list[int]]:
+    """Per draft depth d = 1, 2, ...: the steps that drafted to depth >= d and those that accepted
+    >= d tokens; the counts behind ``Trace.summary()["acceptance_by_depth"]``, kept so that the
+    aggregate pools runs by counts (the summary holds only the ratios)."""
+    max_depth = max((max(s.depths, default=0) for s in trace.steps), default=0)
+    accepted = [len(s.accepted) for s in trace.steps]
+    tried = [sum(1 for s in trace.steps if max(s.depths, default=0) >= d) for d in range(1, max_depth + 1)]
+    ok = [sum(1 for a in accepted if a >= d) for d in range(1, max_depth + 1)]
+    return tried, ok
+
+
+def run_record(trace: Trace) -> dict:
+    """The numbers of one run that the aggregation needs, from ``trace.summary()`` (the trace itself
+    is not kept): totals, so that runs add up."""
+    summary = trace.summary()
+    steps = max(0, summary["target_forwards"] - 1)
+    split = summary["time_split"]
+    tried, ok = depth_counts(trace)
+    return {
+        "tokens": list(trace.output), "new_tokens": summary["new_tokens"], "steps": steps,
+        "forwards": summary["target_forwards"], "accepted": summary["accepted_per_step"] * steps,
+        "drafted": summary["drafted_per_step"] * steps, "depth_tried": tried, "depth_ok": ok,
+        "wall_s": summary["wall_s"], "prefill_s": split["prefill"], "draft_s": split["draft"],
+        "verify_s": split["verify"], "other_s": split["other"],
+        "trace_s": summary["trace_overhead"] * summary["wall_s"], "text": trace.text,
+        "stop_reason": summary["stop_reason"],
+    }
+
+
+def log(args, msg: str) -> None:
+    if not args.silent:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def warm_up(pair, cfg: Config, smp: Sample, args, baseline_pair=None, hf: HFRunner | None = None) -> None:
+    """``args.warmup`` rounds of one-off costs on the first sample, outside every timed run: our
+    plain and speculative runs (``api.warm``), the other-dtype baseline, transformers'."""
+    sampling = cfg.sampling(args.seed)
+    for _ in range(args.warmup):
+        api.warm(pair, smp.prompt, smp.image, cfg.spec, sampling, tokens=args.max_new_tokens, force=True)
+        if baseline_pair is not None:
+            api.warm(baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, tokens=args.max_new_tokens,
+                     force=True)
+        if hf is not None:
+            hf.warmup(smp)
+
+
+def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dict | None = None) -> list[dict]:
+    """Per sample: AR, spec (and transformers' plain / assisted / prompt-lookup generate) back to
+    back, ``repeats`` times, after warm-up, so drift hits all alike. One record per sample."""
+    hf = HFRunner(pair, cfg, args, lookup_cache if lookup_cache is not None else {}) if args.hf != "none" else None
+    baseline_pair = None   # --baseline-dtype: the same target's AR in another dtype, interleaved too
+    if getattr(args, "baseline_dtype", None) and args.baseline_dtype != args.dtype:
+        baseline_pair = api.load_pair(args.target, None, dtype=args.baseline_dtype, device=args.device)
+    warm_up(pair, cfg, samples[0], args, baseline_pair, hf)
+    records = []
+    for i, smp in enumerate(samples):
+        ar_runs, sp_runs, base_runs = [], [], []
+        hf_record = hf.new_record(smp) if hf is not None else None
+        for r in range(args.repeats):
+            seed = args.seed + 1000 * i + r
+            sampling = cfg.sampling(seed)
+            pair_runs = api.compare(pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens,
+                                    warmup=False, repeats=1, detail=args.detail)
+            ar_runs.append(run_record(pair_runs["ar"]))
+            sp_runs.append(run_record(pair_runs["spec"]))
+            if baseline_pair is not None:
+                base = api.run(baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens,
+                               speculative=False, detail=args.detail)
+                base_runs.append(run_record(base))
+            if hf is not None:
+                hf.run(hf_record, smp, seed)
+        exact = None
+        if cfg.temperature == 0:
+            exact = all(a["tokens"] == s["tokens"] for a, s in zip(ar_runs, sp_runs))
+        records.append({"sample": smp, "ar": ar_runs, "spec": sp_runs, "exact": exact, "hf": hf_record,
+                        "base": base_runs or None})
+    if hf is not None:
+        hf.finish([r["hf"] for r in records])
+    return records
+
+
+def divergence(pair, smp: Sample, ar: list[int], sp: list[int]) -> dict:
+    """Where a T=0 speculative output first left the AR output, and how close the target's
+    top-2 logits were there (a near-tie points at numerics, a wide margin at a bug)."""
+    pos = next((i for i, (a, b) in enumerate(zip(ar, sp)) if a != b), min(len(ar), len(sp)))
+    out = {"sample": smp.id, "position": pos, "ar_token": ar[pos] if pos < len(ar) else None,
+           "spec_token": sp[pos] if pos < len(sp) else None, "top2_margin": None}
+    try:
+        tgt = pair.target
+        with torch.inference_mode():
+            sess, logits, _ = tgt.prefill(tgt.encode(smp.prompt, smp.image))
+            row = logits if pos == 0 else tgt.forward(sess, ar[:pos])[0][-1]
+            top = torch.topk(row.float(), 2).values
+        out["top2_margin"] = round(float(top[0] - top[1]), 6)
+    except Exception as e:  # a diagnostic only
+        out["margin_error"] = first_line(e)
+    return out

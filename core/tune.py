@@ -1,14 +1,15 @@
 """Tune the draft size for THIS machine (like EAGLE's automatic ``total_tokens``).
 
-On a GPU a verify forward of 60 tokens costs about as much as one token; on a laptop CPU it
-does not (default target here: 1 token 2.6-3.3 ms, 16 tokens 4.5-6.7 ms), so the best node budget / chain length
-depends on the machine as much as on the drafter. This measures it instead of guessing:
+The best node budget / chain length depends on how a target forward's cost grows with the
+number of tokens it verifies: nearly flat on a GPU, steeper on a CPU. So it depends on the
+machine as much as on the drafter, and this measures it instead of guessing:
 
     python -m core.tune --target default --drafter msd            # prints a table, saves the best
 
 1. the target's forward cost for 1..64 tokens (the curve that sets the trade-off);
 2. tokens/s of speculative decoding on a few held-out scenes for each candidate shape
-   (chain gamma and dynamic-tree budget), the same inputs for all, interleaved with AR runs;
+   (chain gamma and dynamic-tree budget), the same inputs for all, each sample's plain and
+   speculative run back to back (``api.compare``, after ``api.warm``);
 3. the fastest chain and dynamic shapes are written to ``~/.cache/specscope/tuning.json``
    (``SPECSCOPE_TUNING`` to move it), keyed by machine, threads, target and drafter. The app and
    ``python -m core run --tuned`` read it; without an entry they use the defaults.
@@ -28,13 +29,15 @@ from pathlib import Path
 
 import torch
 
+from . import api
+from .adapters import InputError, ModelLoadError
 from .drafters import DraftSpec
 from .sampling import SamplingConfig
+from .scenes.generator import heldout_seeds
+from .scenes.tasks import make_sample
 
-# untuned defaults, measured on the default pair on a 2-core CPU (README "Measured results"): with the
-# 16-layer target a 16-node verify costs ~1.3x a one-token step, so a chain of 6 and an 8-deep tree pay
-# (8 / 4 / 20 measured best for the MSD head of 2026-11-28 on held-out scenes 1000-1011: 2.42-2.47x,
-# against 2.35x for 7 / 4 / 16, 2.19x for 6 / 4 / 16, 2.22-2.31x for 9-10 deep)
+# the untuned shapes (the app, the CLI and the bench use them without a tuning entry); how they
+# were chosen: docs/results/measurements-in-docstrings.md
 DEFAULT_CHAIN = DraftSpec("chain", gamma=6)
 DEFAULT_DYNAMIC = DraftSpec("dynamic", depth=8, top_k=4, budget=20)
 
@@ -44,7 +47,8 @@ def tuning_path() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as f:
             return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
@@ -53,10 +57,12 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+_cpu_name = cpu_name        # the name core/kernels.py imports
+
+
 def _local_dir(name: str, role: str) -> str | None:
     """The directory holding ``name``'s weights, when they are local (the default target, a
     shipped drafter, a model or head directory); None for Hub ids and weightless drafters."""
-    from . import api
     if role == "target" and (not name or name == "default"):
         name = str(api.DEFAULT_TARGET)
     elif role == "drafter":
@@ -95,7 +101,7 @@ def machine_key(target: str, drafter: str) -> str:
     """Tuned shapes are per CPU, thread count, target and drafter, and per their weights."""
     where = os.path.abspath(target) if os.path.isdir(target) else target
     fp = f"{weights_fingerprint(target, 'target')}:{weights_fingerprint(drafter, 'drafter')}"
-    return f"{_cpu_name()}|threads={torch.get_num_threads()}|{where}|{drafter}|{fp}"
+    return f"{cpu_name()}|threads={torch.get_num_threads()}|{where}|{drafter}|{fp}"
 
 
 def tuned_spec(target: str, drafter: str, strategy: str) -> DraftSpec:
@@ -127,24 +133,22 @@ def forward_costs(target, image, prompt: str, sizes=(1, 2, 4, 8, 16, 32, 64), re
     return out
 
 
-def measure(pair, samples, spec: DraftSpec | None, max_new_tokens: int) -> tuple[float, float]:
-    """(total new tokens, total wall seconds) over the samples; spec None = autoregressive."""
-    from .api import run
-    toks = wall = 0.0
-    for s in samples:
-        tr = run(pair, s["prompt"], s["image"], spec or DraftSpec(), SamplingConfig(), max_new_tokens,
-                 speculative=spec is not None, detail=False)
-        toks += len(tr.output)
-        wall += tr.wall_s
-    return toks, wall
+def measure(pair, samples, spec: DraftSpec, max_new_tokens: int) -> tuple[float, float, float, float]:
+    """(AR tokens, AR wall s, speculative tokens, speculative wall s) summed over the samples; each
+    sample's plain and speculative run back to back (``api.compare``; the pair and shape warmed
+    once by ``api.warm``)."""
+    ar_tokens = ar_wall = sp_tokens = sp_wall = 0.0
+    for smp in samples:
+        runs = api.compare(pair, smp["prompt"], smp["image"], spec, SamplingConfig(), max_new_tokens,
+                           warmup=True, repeats=1, detail=False)
+        ar_tokens += len(runs["ar"].output)
+        ar_wall += runs["ar"].wall_s
+        sp_tokens += len(runs["spec"].output)
+        sp_wall += runs["spec"].wall_s
+    return ar_tokens, ar_wall, sp_tokens, sp_wall
 
 
 def main(argv=None) -> int:
-    from .adapters import InputError, ModelLoadError
-    from .api import load_pair
-    from .scenes.generator import heldout_seeds
-    from .scenes.tasks import make_sample
-
     ap = argparse.ArgumentParser(prog="python -m core.tune", description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="default")
     ap.add_argument("--drafter", default="msd")
@@ -162,7 +166,7 @@ def main(argv=None) -> int:
     try:
         gammas = [int(x) for x in args.gammas.split(",") if x]
         budgets = [int(x) for x in args.budgets.split(",") if x]
-        pair = load_pair(args.target, args.drafter)
+        pair = api.load_pair(args.target, args.drafter)
     except (ValueError, InputError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -175,13 +179,11 @@ def main(argv=None) -> int:
 
     shapes = [DraftSpec("chain", gamma=g) for g in gammas] + \
              [DraftSpec("dynamic", depth=args.depth, top_k=args.top_k, budget=b) for b in budgets]
-    measure(pair, samples[:1], None, 16)                       # warm-up
     ar_t = ar_w = 0.0
     rows = []
     for spec in shapes:                                        # AR interleaved: drift cancels
-        t, w = measure(pair, samples, None, args.max_new_tokens)
+        t, w, st, sw = measure(pair, samples, spec, args.max_new_tokens)
         ar_t, ar_w = ar_t + t, ar_w + w
-        st, sw = measure(pair, samples, spec, args.max_new_tokens)
         rows.append((spec, st / sw, (st / sw) / (t / w)))
     ar_tps = ar_t / ar_w
     print(f"\nAR: {ar_tps:.1f} tok/s\n\n| shape | tok/s | speedup vs AR |\n|---|---:|---:|")

@@ -214,14 +214,14 @@ def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]
 
 # --------------------------------------------------------------------------------------
 def draft_dtype(target) -> torch.dtype:
-    """The dtype a drafter (MSD head or separate draft model) runs in. A draft step multiplies
-    one row (a chain) or a few rows by each weight matrix; on a CPU one-row products are slower
-    in bf16 than in fp32 (measured here, 1 thread: 512x256 24 vs 12 us; the MSD head's whole step
-    425 vs 242 us), while the target's many-row verify is faster in bf16. So on a CPU drafters
-    run in fp32 whatever the target's dtype; on a GPU they follow the target. The drafter's
-    precision never affects what is accepted: the target verifies every token. On top of this
-    dtype, ``core.kernels`` may run a separate draft model's linear layers through bf16 or int8
-    copies of its weights where they measured faster (on the AVX2 EPYC: int8 at every row count)."""
+    """The dtype a drafter (MSD head or separate draft model) runs in: float32 on a CPU, whatever
+    the target's dtype; the target's dtype on a GPU. A draft step multiplies one row (a chain) or
+    a few rows by each weight matrix, and on a CPU one-row products are not faster in bf16 than
+    in fp32, while the target's many-row verify is (the measurements behind this choice:
+    docs/results/measurements-in-docstrings.md). The drafter's precision never affects what is
+    accepted: the target verifies every token. On top of this dtype, ``core.kernels`` may run a
+    separate draft model's linear layers through bf16 or int8 copies of its weights where they
+    measured faster on this machine."""
     dev = getattr(target, "device", torch.device("cpu"))
     return torch.float32 if torch.device(dev).type == "cpu" else target.dtype
 

@@ -1,12 +1,16 @@
-"""The benchmark CLI (core/bench.py) on tiny random models: schema, exact-match counting, the
+"""The benchmark CLI (the core/bench/ package) on tiny random models: schema, exact-match counting, the
 markdown table, the HTML report, profile mode and one-line errors. Timings are never asserted."""
 import json
 import math
 
 import pytest
 
+import core.acceptance
 import core.engine
-from core import bench
+from core import api, bench
+from core.bench import hf as bench_hf
+from core.bench import profiling as bench_profile
+from core.drafters import DraftSpec
 from tests.tiny_models import tiny_image, tiny_model_dir
 
 PROMPTS = [{"image": "a.png", "prompt": "Describe the picture."},
@@ -217,6 +221,78 @@ def test_profile_mode(models, capsys):
         assert part in out, part
     # the wrappers were removed again
     assert core.engine.accept_greedy.__module__ == "core.acceptance"
+
+
+def test_profile_times_phases_through_on_phase(models, monkeypatch):
+    """The profiled run passes on_phase through api.run, and nothing is patched meanwhile: the
+    engine's acceptance rule, the adapter's keep and the drafter's methods are the real ones
+    while the engine reports each phase. Every phase becomes a row."""
+    args = bench.parse_args(["--suite", "text", "--n", "1", "--target", models[0], "--drafters", "layerskip",
+                             "--strategies", "chain", "--max-new-tokens", "8", "--warmup", "0", "--silent"])
+    cfg = bench.build_configs(args)[0]
+    pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, device=args.device)
+    seen, real_run = [], api.run
+
+    def spy_run(*a, on_phase=None, **kw):
+        if on_phase is None:
+            return real_run(*a, **kw)
+
+        def checked(name, seconds, **data):
+            assert core.engine.accept_greedy is core.acceptance.accept_greedy
+            assert not {"keep", "forward"} & set(vars(pair.target))
+            assert not {"propose", "commit"} & set(vars(pair.drafter))
+            seen.append(name)
+            on_phase(name, seconds, **data)
+        return real_run(*a, on_phase=checked, **kw)
+
+    monkeypatch.setattr(bench_profile.api, "run", spy_run)
+    result = bench.profile_config(pair, cfg, bench.text_samples(None)[0], args)
+    assert seen and seen[:6] == ["propose", "verify", "accept", "keep", "commit", "record"]
+    assert len(seen) == 6 * result["steps"]
+    assert list(result["per_step_ms"]) == list(bench_profile.PHASE_ROWS.values()) + [bench_profile.OTHER_ROW]
+    assert all(v >= 0 for v in result["per_step_ms"].values())
+    assert result["per_step_ms"]["verify (target forward)"] > 0
+
+
+def test_run_record_comes_from_the_trace_summary(models):
+    pair = api.load_pair(models[0], "layerskip")
+    tr = api.run(pair, "hello world hello world", None, DraftSpec("chain", gamma=3), max_new_tokens=10)
+    rec = bench.run_record(tr)
+    s = tr.summary()
+    assert rec["tokens"] == tr.output and rec["new_tokens"] == s["new_tokens"] == len(tr.output)
+    assert rec["steps"] == len(tr.steps) and rec["forwards"] == s["target_forwards"]
+    assert rec["accepted"] == pytest.approx(sum(len(x.accepted) for x in tr.steps), abs=1e-3)
+    assert rec["drafted"] == pytest.approx(sum(len(x.tokens) for x in tr.steps), abs=1e-3)
+    assert rec["wall_s"] == s["wall_s"] and rec["verify_s"] == s["time_split"]["verify"]
+    tried, ok = rec["depth_tried"], rec["depth_ok"]
+    assert [round(o / t, 4) for o, t in zip(ok, tried)] == s["acceptance_by_depth"]
+
+
+def test_generate_inputs_are_asked_of_the_adapter():
+    class WithMethod:
+        def generate_inputs(self, enc):
+            return {"input_ids": enc, "asked": True}
+
+    assert bench.generate_inputs(WithMethod(), "ENC") == {"input_ids": "ENC", "asked": True}
+
+
+def test_assistant_is_what_the_drafter_declares(models):
+    class Declares:
+        name = "declares"
+
+        def __init__(self, model):
+            self.model = model
+
+        def assistant_model(self):
+            return self.model
+
+    tgt = api.load_target(models[0])
+    other = api.load_target(models[1])
+    assert bench_hf.assistant_for(api.Pair(tgt, Declares(other.model), "t", "d")) == (other.model, None)
+    model, why = bench_hf.assistant_for(api.Pair(tgt, Declares(tgt.model), "t", "d"))
+    assert model is None and "target itself" in why
+    model, why = bench_hf.assistant_for(api.Pair(tgt, Declares(None), "t", "d"))
+    assert model is None and "not a standalone" in why
 
 
 def test_scene_suite_split():

@@ -242,3 +242,33 @@ def test_schema1_trace_upgrades_accepted_after_eos():
     tr = Trace.from_dict({"schema": "specscope.trace/1", "output": [4, 5], "first_token": 4, "steps": [step]})
     assert tr.schema == SCHEMA and tr.steps[0].accepted == [0] and tr.steps[0].discarded == [1, 2]
     assert tr.summary()["accepted_per_step"] == 1.0
+
+
+PHASES = ["propose", "verify", "accept", "keep", "commit", "record"]
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+def test_on_phase_reports_every_phase_of_every_step_in_order(speculative):
+    """The engine reports each step's phases through on_phase (profilers and the audit read it);
+    the verify event carries the tokens fed, their positions and one logits row per token."""
+    tgt = target("llava")
+    d = ModelDrafter(tgt, "self") if speculative else None
+    events = []
+
+    def on_phase(name, seconds, **data):
+        events.append((name, seconds, data))
+
+    tr = generate(tgt, PROMPTS[0], tiny_image(), d, DraftSpec("chain", gamma=4), max_new_tokens=21,
+                  on_phase=on_phase)
+    assert [e[0] for e in events] == PHASES * len(tr.steps) and len(tr.steps) >= 1
+    assert all(e[1] >= 0 for e in events)
+    plain = generate(tgt, PROMPTS[0], tiny_image(), d, DraftSpec("chain", gamma=4), max_new_tokens=21)
+    assert tr.output == plain.output and len(tr.steps) == len(plain.steps)
+    verifies = [e[2] for e in events if e[0] == "verify"]
+    base = tr.prompt_tokens
+    for step, v in zip(tr.steps, verifies):
+        assert v["tokens"] == [v["tokens"][0]] + step.tokens
+        assert v["positions"].tolist() == [base + x for x in [0] + step.depths]
+        assert v["logits"].shape[0] == len(v["tokens"])
+        base += len(step.committed)
+    assert {k for e in events if e[0] != "verify" for k in e[2]} == set()

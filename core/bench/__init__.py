@@ -14,7 +14,7 @@ See docs/benchmark.md for the columns, the JSON schema and how the "ideal" bound
 
 One idea per module: ``suites`` (the inputs), ``configs`` (drafter x strategy x temperature),
 ``measure`` (running a configuration through core/api.py), ``hf`` (transformers' baselines),
-``aggregate`` (runs -> metrics), ``report`` (markdown / HTML), ``profile`` (``--profile``),
+``aggregate`` (runs -> metrics), ``report`` (markdown / HTML), ``profiling`` (``--profile``),
 ``cli`` (flags, the whole run, the output files).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .configs import STRATEGIES, Config, build_configs, default_drafters
 from .errors import BenchError
 from .hf import HFRunner, assistant_for, generate_inputs, hf_generate
 from .measure import divergence, run_config, run_record
-from .profile import PhaseTimes, print_profile, profile, profile_config
+from .profiling import PhaseTimes, print_profile, profile, profile_config
 from .report import COLUMNS, cpu_info, environment, markdown_table, table_rows, write_html
 from .suites import (BUILTIN_TEXT_PROMPTS, DESCRIPTION_TASKS, GROUNDED_TASKS, Sample, folder_samples, groups_of,
                      load_suite, scene_samples, text_samples)

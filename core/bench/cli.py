@@ -19,7 +19,7 @@ from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError, first_line
 from .measure import divergence, log, run_config
-from .profile import profile
+from .profiling import profile
 from .report import environment, markdown_table, write_html
 from .suites import groups_of, load_suite
 

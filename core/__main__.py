@@ -215,10 +215,14 @@ def _replay(args) -> int:
     for row in rows:
         print("  ".join(f"{str(row.get(c, '')):>18s}" if i > 1 else f"{str(row[c])[:22]:<22s}"
                         for i, c in enumerate(cols)))
-    print(f"\n[recording: {info['tokens']} tokens; {len(info['near_ties'])} near-ties (top-2 margin < "
-          f"{replay.NEAR_TIE}); {len(info['mismatches'])} positions where teacher forcing disagrees with the "
-          f"run{'; T > 0: tau is the recorded path, tau_estimate the expected acceptance' if info['estimate'] else ''}]",
-          file=sys.stderr)
+    if info["estimate"]:
+        print(f"\n[recording: {info['tokens']} sampled tokens (T > 0): tau is exact matching along the recorded "
+              "path, tau_estimate the expected acceptance (an estimate); the predicted speedup prices the "
+              "recorded-path steps]", file=sys.stderr)
+    else:
+        print(f"\n[recording: {info['tokens']} tokens; {len(info['near_ties'])} near-ties (top-2 margin < "
+              f"{replay.NEAR_TIE}); {len(info['mismatches'])} positions where teacher forcing disagrees with the "
+              "run]", file=sys.stderr)
     return 0
 
 

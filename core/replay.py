@@ -276,5 +276,5 @@ def rank(rec: Recording, drafters: dict, shapes: list[DraftSpec], curve: dict[in
             if curve:
                 row.update(price(r, curve, rec.t_prefill))
             rows.append(row)
-    key = "predicted_speedup" if curve else "tau"
+    key = "predicted_speedup" if curve else ("tau" if sampling.greedy else "tau_estimate")
     return sorted(rows, key=lambda x: -x.get(key, 0.0))

@@ -1,4 +1,4 @@
-"""Command line: python -m core run|compare ...  (see README "CLI")."""
+"""Command line: python -m core run|compare|replay|audit ...  (see README "CLI", docs/insight.md)."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,36 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", parents=[common], help="decode once (autoregressive or speculative)")
     sub.add_parser("compare", parents=[common], help="decode autoregressively, then speculatively; same input")
+
+    rp = sub.add_parser("replay", help="score drafters x draft shapes against ONE recorded target run "
+                                        "(no target forward per shape; docs/insight.md)")
+    rp.add_argument("--trace", default=None, help="a trace JSON written by `run --trace` (its output is the "
+                                                  "recording); without it a plain greedy run is recorded")
+    rp.add_argument("--target", default=None, help="default: the trace's target, else 'default'")
+    rp.add_argument("--prompt", default=None, help="default: the prompt stored in the trace's meta")
+    rp.add_argument("--image", default=None, help="default: the image path stored in the trace's meta")
+    rp.add_argument("--drafters", default="ngram", help="comma-separated drafter names (as --drafter)")
+    rp.add_argument("--shapes", default="chain:4,tree:3x2x1,dynamic:5/4/20",
+                    help="comma-separated: chain:G, tree:AxBxC, dynamic:DEPTH/TOPK/BUDGET")
+    rp.add_argument("--max-new-tokens", type=int, default=64, help="length of the recorded run (no --trace)")
+    rp.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"],
+                    help="default: the trace's dtype, else auto")
+    rp.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    rp.add_argument("--no-costs", action="store_true", help="rank by tau only (skip the measured cost curve)")
+    rp.add_argument("--check", action="store_true", help="also run each drafter x shape for real and print its tau")
+    rp.add_argument("--json", action="store_true")
+
+    au = sub.add_parser("audit", help="integration audit: plain vs speculative logits at every position")
+    au.add_argument("--target", default="default")
+    au.add_argument("--drafter", required=True)
+    au.add_argument("--prompts", default=None, help="'|'-separated prompts (default: two held-out scenes, "
+                                                     "or two text prompts when the scenes are unavailable)")
+    au.add_argument("--image", default=None, help="image for --prompts")
+    au.add_argument("--shapes", default="chain:4,tree:3x2x1,dynamic:5/4/20")
+    au.add_argument("--max-new-tokens", type=int, default=32)
+    au.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
+    au.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    au.add_argument("--json", action="store_true")
     return p
 
 
@@ -69,6 +99,10 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    if args.cmd == "replay":
+        return _replay(args)
+    if args.cmd == "audit":
+        return _audit(args)
     from . import api
     from .drafters import spec_for
     from .images import load_image
@@ -96,7 +130,8 @@ def _main(args) -> int:
 
     if args.cmd == "run":
         trace = api.run(pair, args.prompt, image, spec, sampling, args.max_new_tokens,
-                        speculative=drafter is not None)
+                        speculative=drafter is not None,
+                        meta={"prompt": args.prompt, "image": args.image})   # lets `replay --trace` rerun it
         if args.trace:
             _write(args.trace, trace.to_json())
         if args.json:
@@ -127,6 +162,88 @@ def _main(args) -> int:
         k = pair.target.kernels
         print(f"kernels: {describe(k)}; {res['spec'].meta.get('spec')}", file=sys.stderr)
     return 0
+
+
+def _replay(args) -> int:
+    from . import api, replay
+    from .costs import target_curve
+    from .images import load_image
+    from .sampling import SamplingConfig
+    from .trace import Trace
+
+    api.threads_from_env()
+    tr = None
+    if args.trace:
+        try:
+            with open(args.trace) as f:
+                tr = Trace.from_json(f.read())
+        except OSError as e:
+            raise ValueError(f"cannot read trace {args.trace}: {e.strerror}") from None
+    meta = tr.meta if tr else {}
+    prompt = args.prompt if args.prompt is not None else meta.get("prompt")
+    if prompt is None:
+        raise ValueError("the trace does not store its prompt (written before `run` recorded it): pass --prompt")
+    img_path = args.image if args.image is not None else meta.get("image")
+    image = load_image(img_path) if img_path else None
+    target = args.target or meta.get("target") or "default"
+    if target == str(api.DEFAULT_TARGET):
+        target = "default"
+    dtype = args.dtype or meta.get("dtype") or "auto"
+    sm = meta.get("sampling") or {}
+    sampling = SamplingConfig(sm.get("temperature", 0.0), sm.get("top_k", 0), sm.get("top_p", 1.0), sm.get("seed", 0))
+    shapes = [replay.parse_shape(x) for x in args.shapes.split(",") if x.strip()]
+    names = [x.strip() for x in args.drafters.split(",") if x.strip()]
+    pairs = {n: api.load_pair(target, n, dtype=dtype, device=args.device) for n in names}
+    tgt = next(iter(pairs.values())).target if pairs else api.load_target(target, dtype, device=args.device)
+    rec = replay.record(tgt, prompt, image, output=list(tr.output) if tr else None,
+                        max_new_tokens=args.max_new_tokens, stop_reason=tr.stop_reason if tr else None)
+    curve = None if args.no_costs else target_curve(tgt)
+    rows = replay.rank(rec, {n: p.drafter for n, p in pairs.items()}, shapes, curve, sampling)
+    if args.check:
+        for row in rows:
+            real = api.run(pairs[row["drafter"]], prompt, image, replay.parse_shape(row["shape"]), sampling,
+                           len(rec.output), detail=False)
+            row["real_tau"] = real.summary()["tau"]
+    info = {"tokens": len(rec.output), "mismatches": rec.mismatches, "near_ties": rec.near_ties(),
+            "estimate": not sampling.greedy}
+    if args.json:
+        print(json.dumps({"recording": info, "rows": rows}))
+        return 0
+    cols = ["drafter", "shape", "tau"] + (["tau_estimate"] if not sampling.greedy else []) \
+        + (["real_tau"] if args.check else []) + ([] if curve is None else ["predicted_tok_s", "predicted_speedup"])
+    print("  ".join(f"{c:>18s}" if i > 1 else f"{c:<22s}" for i, c in enumerate(cols)))
+    for row in rows:
+        print("  ".join(f"{str(row.get(c, '')):>18s}" if i > 1 else f"{str(row[c])[:22]:<22s}"
+                        for i, c in enumerate(cols)))
+    if info["estimate"]:
+        print(f"\n[recording: {info['tokens']} sampled tokens (T > 0): tau is exact matching along the recorded "
+              "path, tau_estimate the expected acceptance (an estimate); the predicted speedup prices the "
+              "recorded-path steps]", file=sys.stderr)
+    else:
+        print(f"\n[recording: {info['tokens']} tokens; {len(info['near_ties'])} near-ties (top-2 margin < "
+              f"{replay.NEAR_TIE}); {len(info['mismatches'])} positions where teacher forcing disagrees with the "
+              "run]", file=sys.stderr)
+    return 0
+
+
+def _audit(args) -> int:
+    from . import api, audit, replay
+    from .images import load_image
+
+    api.threads_from_env()
+    pair = api.load_pair(args.target, args.drafter, dtype=args.dtype, device=args.device)
+    if args.prompts:
+        img = load_image(args.image) if args.image else None
+        inputs = [(p, img) for p in args.prompts.split("|") if p.strip()]
+    else:
+        inputs = audit.default_inputs()
+    shapes = [replay.parse_shape(x) for x in args.shapes.split(",") if x.strip()]
+    rep = audit.audit(pair.target, pair.drafter, inputs, shapes, args.max_new_tokens)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print(audit.format_report(rep))
+    return 0 if rep["ok"] else 1
 
 
 def _write(path: str, text: str) -> None:

@@ -211,3 +211,16 @@ def threads_from_env() -> None:
     if n:
         import torch
         torch.set_num_threads(int(n))
+
+
+def visual_dependence(pair: Pair, trace: Trace, prompt: str, image=None, baseline: str = "none",
+                      threshold: float | None = None, store: bool = True) -> dict:
+    """Per-token visual dependence of ``trace``'s output (core/visual.py): two teacher-forced
+    target forwards, with and without the image; its cost in seconds is ``result["cost_s"]``.
+    Stored in ``trace.visual`` unless ``store=False``."""
+    from . import visual as V
+    res = V.visual_dependence(pair.target, prompt, image, list(trace.output), baseline=baseline,
+                              threshold=V.KL_THRESHOLD if threshold is None else threshold)
+    if store:
+        trace.visual = res
+    return res

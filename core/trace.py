@@ -47,6 +47,7 @@ class Trace:
     text: str = ""
     stop_reason: str = ""
     schema: str = SCHEMA
+    visual: dict | None = None         # per-token visual dependence (core/visual.py), only when asked
 
     # ---- derived numbers -------------------------------------------------
     def summary(self) -> dict:

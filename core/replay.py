@@ -1,0 +1,280 @@
+"""Counterfactual replay: score any drafter and draft shape against ONE recorded target run.
+
+Record once (``record``): the run's output tokens plus one teacher-forced target forward over
+``prompt + output`` giving, at every output position, the target's argmax, its top-2 margin,
+its last hidden state (for drafters with ``needs_hidden``) and the prefill's hidden states and
+input embeddings (what ``DraftContext`` gets). Then ``replay(rec, drafter, spec)`` drives the
+drafter exactly as ``core.engine.generate`` does (begin / propose / commit, the same
+``DraftContext``, the same EOS and length cuts) but never runs the target: at T=0 the verdict
+is the greedy walk of the tree along the recorded output (a node is accepted iff its token is
+the recorded token at its position; the first mismatch gives the correction, a leaf the bonus),
+and commit gets the recorded hidden states of the root and the accepted tokens (the engine's
+``hidden[kept]``, kept = [root] + accepted path). At T=0 the predicted tau therefore equals the
+tau of a real speculative run on the same input, unless the target's argmax is a near-tie
+that a different verify batch flips (float rounding): ``rec.near_ties`` lists the positions
+whose top-2 margin is small, and ``rec.mismatches`` those where the teacher-forced argmax
+already differs from the recorded output.
+
+Shapes: chain gamma, static tree branching, dynamic tree depth/top_k/budget. ``auto`` (the
+adaptive chain) is not replayable: its lengths depend on measured timings of the live run.
+
+Costs: a step's target forward is priced with the measured cost curve (``core.costs``:
+``target_curve`` at 1 + drafted tokens), the drafter's own time is measured in the replay
+itself (propose + commit wall time; it runs for real), prefill from the recording. Predicted
+tokens/s and speedup over plain decoding follow (plain = prefill + (n-1) one-token forwards).
+
+T > 0: the recorded path is one sample; ``replay`` then also returns ``expected_accept``:
+along each step's first-child chain, sum over depths of the product of min(1, p/q) with p
+the target's processed probability at that recorded position and q the draft's. It is an
+estimate (the drafts below the recorded path are not the ones a real run would see).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .drafters.base import DraftContext, DraftSpec
+from .sampling import SamplingConfig, probs
+from .tree import DraftTree
+from .visual import teacher_forced
+
+NEAR_TIE = 1e-3          # logits: a top-2 margin below this may flip between verify batches
+
+
+@dataclass
+class Recording:
+    target: object
+    prompt: str
+    image: object
+    enc: object
+    output: list[int]                 # the recorded run's tokens
+    argmax: list[int]                 # teacher-forced argmax at output index i (len(output) + 1)
+    margin: list[float]               # top-1 minus top-2 logit there
+    logits: torch.Tensor              # (len(output) + 1, V) float32
+    hidden: torch.Tensor | None       # (len(output), H): hidden state at output token j
+    prefill_hidden: torch.Tensor | None
+    embeds: torch.Tensor | None
+    t_prefill: float = 0.0            # seconds of the recording's prefill (prices the replay's)
+    stop_reason: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def mismatches(self) -> list[dict]:
+        """Output indices where the teacher-forced argmax differs from the recorded token."""
+        return [{"index": i, "recorded": t, "argmax": self.argmax[i], "margin": round(self.margin[i], 6)}
+                for i, t in enumerate(self.output) if self.argmax[i] != t]
+
+    def near_ties(self, tol: float = NEAR_TIE) -> list[dict]:
+        return [{"index": i, "margin": round(m, 6)} for i, m in enumerate(self.margin[: len(self.output)])
+                if m < tol]
+
+
+@torch.inference_mode()
+def record(target, prompt: str, image=None, output: list[int] | None = None, max_new_tokens: int = 64,
+           want_hidden: bool = True, stop_reason: str | None = None, meta: dict | None = None) -> Recording:
+    """Record a target run. ``output``: a finished run's tokens (e.g. ``trace.output``); None runs
+    plain greedy decoding first (one real target run)."""
+    if output is None:
+        from .engine import generate
+        tr = generate(target, prompt, image, max_new_tokens=max_new_tokens, detail=False)
+        output, stop_reason = list(tr.output), tr.stop_reason
+    enc = target.encode(prompt, image)
+    t0 = time.perf_counter()
+    sess, _, pre_hidden = target.prefill(enc, want_hidden=want_hidden)
+    t_prefill = time.perf_counter() - t0
+    logits, hidden, pre_hidden, embeds = teacher_forced(target, enc, list(output), want_hidden)
+    top = torch.topk(logits, 2, dim=-1)
+    if stop_reason is None:
+        stop_reason = "eos" if output and output[-1] in target.eos_ids else "length"
+    return Recording(target, prompt, image, enc, list(output), top.indices[:, 0].tolist(),
+                     (top.values[:, 0] - top.values[:, 1]).tolist(), logits, hidden, pre_hidden, embeds,
+                     t_prefill, stop_reason, dict(meta or {}))
+
+
+def _walk(tree: DraftTree, truth) -> tuple[list[int], int, list[int], bool]:
+    """Greedy acceptance along the recorded tokens: ``truth(d)`` is the target's token at depth d
+    below the root (d = 0: the root's next token). Returns accepted, token, rejected, corrected."""
+    kids = tree.children() if len(tree) else {}
+    node, depth, accepted, rejected = -1, 0, [], []
+    while True:
+        want = truth(depth)
+        children = kids.get(node, ())
+        hit = next((c for c in children if tree.tokens[c] == want), None)
+        rejected.extend(c for c in children if c != hit)
+        if hit is None:
+            return accepted, want, rejected, bool(children)
+        accepted.append(hit)
+        node, depth = hit, depth + 1
+
+
+@torch.inference_mode()
+def replay(rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = SamplingConfig(),
+           max_new_tokens: int | None = None) -> dict:
+    """Drive ``drafter`` over the recorded run (see module docstring). Returns tau, steps,
+    accepted per step, acceptance by depth, the drafter's measured seconds and the per-step
+    verify sizes (for pricing), plus ``expected_accept`` at T > 0."""
+    if spec.adaptive:
+        raise ValueError("the adaptive chain ('auto') depends on live timings and cannot be replayed; "
+                         "replay fixed shapes (chain / tree / dynamic)")
+    target, out_rec = rec.target, rec.output
+    n_rec = len(out_rec)
+    if max_new_tokens is None:
+        max_new_tokens = n_rec
+    eos = target.eos_ids
+    gen = torch.Generator(device=target.device).manual_seed(int(sampling.seed or 0))
+    rows_p = probs(rec.logits, sampling) if not sampling.greedy else None
+
+    def truth_at(j: int) -> int:          # the target's token at output index j
+        if j < n_rec:
+            return out_rec[j]
+        return rec.argmax[j] if j < len(rec.argmax) else -1
+
+    root = out_rec[0]
+    out = [root]
+    stop = "eos" if root in eos else ("length" if max_new_tokens <= 1 else "")
+    t_draft = 0.0
+    if not stop:
+        t0 = time.perf_counter()
+        drafter.begin(DraftContext(target=target, prompt_ids=rec.enc.input_ids[0].tolist(), prompt=rec.prompt,
+                                   image=rec.image, encoded=rec.enc, target_hidden=rec.prefill_hidden,
+                                   tokens=out, target_embeds=rec.embeds, policy=None))
+        t_draft += time.perf_counter() - t0
+    steps, verify_sizes, step_draft_s, acc_counts, max_depths, expected = 0, [], [], [], [], []
+    diverged = None
+    while not stop:
+        k = len(out)                       # output index the root's next token gets
+        t0 = time.perf_counter()
+        tree = drafter.propose(root, spec, sampling, gen)
+        t1 = time.perf_counter()
+        accepted, token, rejected, corrected = _walk(tree, lambda d: truth_at(k + d))
+        new = [tree.tokens[a] for a in accepted] + [token]
+        if token == -1:                    # past the recording: cannot know the target's token
+            diverged = k + len(accepted)
+            new = new[:-1]
+            stop = "recording"
+        for i, tok in enumerate(new):
+            if tok in eos:
+                new, stop = new[: i + 1], "eos"
+                break
+        room = max_new_tokens - len(out)
+        if len(new) >= room:
+            new, stop = new[:room], stop or "length"
+        out.extend(new)
+        t2 = time.perf_counter()
+        if not stop:
+            hid = None
+            if drafter.needs_hidden:
+                if rec.hidden is None:
+                    raise ValueError("this drafter needs the target's hidden states: record with want_hidden")
+                hid = rec.hidden[k - 1: k + len(accepted)]          # the engine's hidden[kept]
+            drafter.commit(tree, accepted, new, hid)
+        t3 = time.perf_counter()
+        steps += 1
+        verify_sizes.append(1 + len(tree))
+        step_draft_s.append((t1 - t0) + (t3 - t2))
+        acc_counts.append(len(accepted[: len(new)]))
+        max_depths.append(tree.max_depth)
+        if rows_p is not None and len(tree):
+            expected.append(_expected_chain(tree, rows_p, k))
+        root = new[-1] if new else root
+    t_draft += sum(step_draft_s)
+    n = len(out)
+    by_depth = []
+    for d in range(1, max(max_depths, default=0) + 1):
+        tried = sum(1 for m in max_depths if m >= d)
+        ok = sum(1 for a in acc_counts if a >= d)
+        by_depth.append(round(ok / tried, 4) if tried else None)
+    res = {"tokens": n, "steps": steps, "target_forwards": 1 + steps if n else 0,
+           "tau": round(n / (1 + steps), 4) if n else 0.0,
+           "accepted_per_step": round(sum(acc_counts) / steps, 4) if steps else 0.0,
+           "acceptance_by_depth": by_depth, "verify_sizes": verify_sizes, "draft_s": step_draft_s,
+           "draft_s_total": t_draft, "matches_recording": out == out_rec[:n], "stop_reason": stop,
+           "output": out}
+    if diverged is not None:
+        res["past_recording_at"] = diverged
+    if rows_p is not None:
+        res["expected_accept"] = {"per_step": round(sum(expected) / len(expected), 4) if expected else 0.0,
+                                  "tau_estimate": round(1 + sum(expected) / len(expected), 4) if expected else 1.0,
+                                  "note": "estimate along the recorded path (T > 0)"}
+    return res
+
+
+def _expected_chain(tree: DraftTree, rows_p: torch.Tensor, k: int) -> float:
+    """Expected accepted tokens along the first-child chain: sum_d prod_{i<=d} min(1, p_i / q_i),
+    p_i the target's probability of the node's token at output index k + depth - 1."""
+    kids = tree.children()
+    node, total, prod = -1, 0.0, 1.0
+    while kids.get(node):
+        c = kids[node][0]
+        j = k + tree.depths[c] - 1
+        if j >= rows_p.shape[0]:
+            break
+        p = float(rows_p[j, tree.tokens[c]]) if tree.tokens[c] < rows_p.shape[1] else 0.0
+        q = max(tree.q_tok[c], 1e-12)
+        prod *= min(1.0, p / q)
+        total += prod
+        node = c
+    return total
+
+
+def price(res: dict, curve: dict[int, float], t_prefill: float) -> dict:
+    """Predicted seconds, tokens/s and speedup of a replayed run from the measured target cost
+    curve (seconds of one forward of n tokens, ``core.costs``) and the replay's drafter time."""
+    from .costs import CostModel
+    cm = CostModel(curve)
+    t_target = sum(cm.target(v) for v in res["verify_sizes"])
+    spec_s = t_prefill + t_target + res["draft_s_total"]
+    n = res["tokens"]
+    ar_s = t_prefill + max(0, n - 1) * cm.target(1)
+    return {"predicted_s": round(spec_s, 6), "predicted_tok_s": round(n / spec_s, 3) if spec_s > 0 else 0.0,
+            "ar_s": round(ar_s, 6), "predicted_speedup": round(ar_s / spec_s, 4) if spec_s > 0 else 0.0,
+            "target_s": round(t_target, 6), "draft_s": round(res["draft_s_total"], 6)}
+
+
+# ---- shapes ------------------------------------------------------------------------------
+def parse_shape(text: str) -> DraftSpec:
+    """``chain:4`` | ``tree:3x2x1`` | ``dynamic:5/4/20`` (depth / top_k / budget)."""
+    kind, _, arg = text.strip().partition(":")
+    kind = kind.lower()
+    try:
+        if kind == "chain":
+            return DraftSpec("chain", gamma=int(arg))
+        if kind == "tree":
+            return DraftSpec("tree", branching=tuple(int(b) for b in arg.lower().split("x")))
+        if kind == "dynamic":
+            d, k, b = (int(x) for x in arg.split("/"))
+            return DraftSpec("dynamic", depth=d, top_k=k, budget=b)
+    except ValueError as e:
+        raise ValueError(f"bad shape {text!r}: {e}") from None
+    if kind == "auto":
+        raise ValueError("auto (the adaptive chain) cannot be replayed: its lengths depend on live timings")
+    raise ValueError(f"bad shape {text!r}: use chain:G, tree:AxBxC or dynamic:DEPTH/TOPK/BUDGET")
+
+
+def shape_label(spec: DraftSpec) -> str:
+    if spec.strategy == "chain":
+        return f"chain:{spec.gamma}"
+    if spec.strategy == "tree":
+        return "tree:" + "x".join(str(b) for b in spec.branching)
+    return f"dynamic:{spec.depth}/{spec.top_k}/{spec.budget}"
+
+
+def rank(rec: Recording, drafters: dict, shapes: list[DraftSpec], curve: dict[int, float] | None = None,
+         sampling: SamplingConfig = SamplingConfig()) -> list[dict]:
+    """Replay every drafter x shape; rows sorted by predicted speedup (tau when no curve)."""
+    rows = []
+    for dname, d in drafters.items():
+        for spec in shapes:
+            r = replay(rec, d, spec, sampling)
+            row = {"drafter": dname, "shape": shape_label(spec), "tau": r["tau"],
+                   "accepted_per_step": r["accepted_per_step"], "steps": r["steps"],
+                   "matches_recording": r["matches_recording"]}
+            if "expected_accept" in r:
+                row["tau_estimate"] = r["expected_accept"]["tau_estimate"]
+            if curve:
+                row.update(price(r, curve, rec.t_prefill))
+            rows.append(row)
+    key = "predicted_speedup" if curve else ("tau" if sampling.greedy else "tau_estimate")
+    return sorted(rows, key=lambda x: -x.get(key, 0.0))

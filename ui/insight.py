@@ -1,0 +1,70 @@
+"""Insight figures: where the speedup comes from (core/speedup_model.py), for the Teach tab.
+
+``speedup_map(grid, point)`` draws speedup(alpha, gamma) for one measured cost ratio as a
+heatmap, the break-even contour (speedup = 1), the best gamma per alpha, and the run's own
+point. Not wired into the app's tabs here (ui/ is being restructured); ``TEACH`` is the text
+that goes with it.
+"""
+from __future__ import annotations
+
+TEACH = r"""
+### Where does the speedup come from?
+
+**1. A step.** The drafter guesses a chain of **γ** tokens. The target checks all of them in
+*one* forward pass and keeps the longest correct prefix, plus one token of its own (the
+correction, or a bonus when every guess was right). So a step always gives at least one token.
+
+**2. How many tokens per step?** Say each guess is right with probability **α** (once the
+previous ones were). The first guess survives with probability α, the first two with α², ... :
+
+  E[tokens per step] = 1 + α + α² + … + α^γ = (1 − α^(γ+1)) / (1 − α)
+
+With α = 0.8 and γ = 4 that is 1 + 0.8 + 0.64 + 0.51 + 0.41 = **3.36** tokens per step.
+Notice the diminishing returns: the 10th guess only counts if the 9 before it were right.
+
+**3. What does a step cost?** Plain decoding pays **c(1)**, one target forward of one token,
+per token. A speculative step pays one target forward of **γ + 1** tokens, **c(γ+1)**, plus γ
+draft forwards. On a big GPU c(8) ≈ c(1): checking 8 tokens is nearly free. On a small CPU it
+is not (we measure c(n) on this machine; it can be 2-4 × c(1)).
+
+**4. The speedup** is tokens per step divided by what a step costs, in units of c(1):
+
+  speedup = E[tokens per step] / ( c(γ+1)/c(1) + γ · c_draft/c(1) )
+
+**5. Read the map.** Each cell is one (α, γ). Bright = faster. The dashed line is speedup = 1:
+below it speculative decoding is *slower* than plain decoding. The dots mark the best γ for
+each α: a good drafter (high α) deserves long chains, a poor one short chains or none. The star
+is *your* run: its measured α and γ.
+
+**Try it.** Who wins: a drafter with α = 0.6 at γ = 2, or α = 0.9 at γ = 8, when c(9)/c(1) = 3?
+(Compute E for both, then divide.)
+"""
+
+
+def speedup_map(grid: dict, point: dict | None = None, title: str | None = None):
+    """A plotly Figure of ``grid`` (``speedup_model.grid``) with ``point``
+    (``speedup_model.run_point``) marked."""
+    import plotly.graph_objects as go
+
+    al, ga, sp = grid["alphas"], grid["gammas"], grid["speedup"]
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(x=ga, y=al, z=sp, colorscale="Viridis", colorbar={"title": "speedup"},
+                             hovertemplate="γ=%{x}<br>α=%{y}<br>speedup %{z:.2f}×<extra></extra>",
+                             name="speedup"))
+    fig.add_trace(go.Contour(x=ga, y=al, z=sp, contours={"start": 1.0, "end": 1.0, "size": 1.0,
+                                                           "coloring": "none"},
+                             line={"dash": "dash", "color": "white", "width": 2}, showscale=False,
+                             hoverinfo="skip", name="break-even (1×)"))
+    fig.add_trace(go.Scatter(x=grid["best_gamma"], y=al, mode="markers",
+                             marker={"color": "white", "size": 6}, name="best γ per α"))
+    if point and point.get("gamma"):
+        fig.add_trace(go.Scatter(x=[point["gamma"]], y=[point["alpha"]], mode="markers+text",
+                                 marker={"symbol": "star", "size": 16, "color": "red",
+                                         "line": {"color": "white", "width": 1}},
+                                 text=[f"your run: {point.get('speedup_model', 0):.2f}×"],
+                                 textposition="top center", name="this run"))
+    fig.update_layout(title=title or "Predicted speedup by acceptance α and chain length γ "
+                      f"(measured verify cost, draft cost {grid.get('draft_ratio', 0):.2f}× c(1))",
+                      xaxis_title="γ (tokens drafted per step)", yaxis_title="α (per-token acceptance)",
+                      legend={"orientation": "h", "y": -0.2})
+    return fig

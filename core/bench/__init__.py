@@ -19,14 +19,14 @@ One idea per module: ``suites`` (the inputs), ``configs`` (drafter x strategy x 
 """
 from __future__ import annotations
 
-from .aggregate import aggregate, aggregate_hf, summarize
+from .aggregate import aggregate, aggregate_hf, aggregate_visual, pool_visual, summarize
 from .cli import QUICK, SCHEMA, bench, main, parse_args, parser
 from .configs import STRATEGIES, Config, build_configs, default_drafters
 from .errors import BenchError
 from .hf import HFRunner, assistant_for, generate_inputs, hf_generate
-from .measure import divergence, run_config, run_record
+from .measure import VisualCache, divergence, run_config, run_record, visual_counts
 from .profiling import PhaseTimes, print_profile, profile, profile_config
-from .report import COLUMNS, cpu_info, environment, markdown_table, table_rows, write_html
+from .report import COLUMNS, VISUAL_TITLE, cpu_info, environment, markdown_table, table_rows, visual_section, write_html
 from .suites import (BUILTIN_TEXT_PROMPTS, DESCRIPTION_TASKS, GROUNDED_TASKS, Sample, folder_samples, groups_of,
                      load_suite, scene_samples, text_samples)
 
@@ -35,4 +35,5 @@ __all__ = ["BUILTIN_TEXT_PROMPTS", "COLUMNS", "DESCRIPTION_TASKS", "GROUNDED_TAS
            "bench", "build_configs", "cpu_info", "default_drafters", "divergence", "environment", "folder_samples",
            "generate_inputs", "groups_of", "hf_generate", "load_suite", "main", "markdown_table", "parse_args",
            "parser", "print_profile", "profile", "profile_config", "run_config", "run_record", "scene_samples",
-           "summarize", "table_rows", "text_samples", "write_html"]
+           "summarize", "table_rows", "text_samples", "write_html",
+           "VISUAL_TITLE", "VisualCache", "aggregate_visual", "pool_visual", "visual_counts", "visual_section"]

@@ -69,9 +69,43 @@ def aggregate(records: list[dict], hf: list[dict] | None, temperature: float) ->
         base_runs = [x for r in records for x in r["base"]]
         metrics["tokens_per_s_ar_baseline_dtype"] = _r(_ratio(total(base_runs, "new_tokens"), total(base_runs, "wall_s")), 3)
         metrics["speedup_vs_baseline_dtype"] = _r(_ratio(_ratio(sp_tok, sp_wall), _ratio(total(base_runs, "new_tokens"), total(base_runs, "wall_s"))))
+    vis = aggregate_visual(sp)
+    if vis is not None:
+        metrics["visual"] = vis
     if hf is not None:
         metrics.update(aggregate_hf(hf, records, temperature))
     return metrics
+
+
+VISUAL_KEYS = ("positions", "tried", "accepted", "nodes", "from_draft")
+
+
+def pool_visual(counts: list[dict]) -> dict:
+    """Per-class counts (``measure.visual_counts``) summed, and the ratios of the sums:
+    ``accept_rate`` = accepted / tried positions, ``node_rate`` = accepted / drafted nodes,
+    ``from_draft_share`` = tokens from drafts / positions, ``tau_like`` = 1 / (1 - that share)
+    (None when every token of the class came from drafts)."""
+    out = {}
+    for name in ("image", "other"):
+        c = {k: sum(x[name][k] for x in counts) for k in VISUAL_KEYS}
+        share = _ratio(c["from_draft"], c["positions"])
+        c.update({"accept_rate": _r(_ratio(c["accepted"], c["tried"])), "node_rate": _r(_ratio(c["accepted"], c["nodes"])),
+                  "from_draft_share": _r(share),
+                  "tau_like": _r(1 / (1 - share)) if share is not None and share < 1 else None})
+        out[name] = c
+    out["tokens"] = {"image": out["image"]["positions"], "other": out["other"]["positions"]}
+    return out
+
+
+def aggregate_visual(sp: list[dict]) -> dict | None:
+    """Acceptance on image-dependent vs other tokens, pooled by counts over the speculative runs
+    that have them (``--visual``: runs of samples with an image); None when none has."""
+    counts = [x["visual"] for x in sp if x.get("visual")]
+    if not counts:
+        return None
+    res = pool_visual(counts)
+    res["runs"] = len(counts)
+    return res
 
 
 def aggregate_hf(hf: list[dict], records: list[dict], temperature: float) -> dict:
@@ -139,6 +173,8 @@ def summarize(cfg: Config, records: list[dict]) -> dict:
             "tau": _r(_ratio(sum(x["new_tokens"] for x in s), sum(x["forwards"] for x in s))),
             "spec_text": s[0]["text"][:300], "stop_reason": s[0]["stop_reason"],
         })
+        if any(x.get("visual") for x in s):
+            res["samples"][-1]["visual"] = pool_visual([x["visual"] for x in s if x.get("visual")])
     return res
 
 

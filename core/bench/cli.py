@@ -18,7 +18,7 @@ from ..tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC      # the app's untuned shape
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError, first_line
-from .measure import divergence, log, run_config
+from .measure import VisualCache, divergence, log, run_config
 from .profiling import profile
 from .report import environment, markdown_table, write_html
 from .suites import groups_of, load_suite
@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
                    help="prompt_lookup_num_tokens for the transformers prompt-lookup baseline")
     ap.add_argument("--detail", action="store_true",
                    help="record target probabilities of drafted tokens in the traces (costs time)")
+    ap.add_argument("--visual", action="store_true",
+                   help="also split acceptance into image-dependent vs other output tokens (core/visual.py: two "
+                        "extra target forwards per distinct output, untimed; samples with an image only)")
     ap.add_argument("--quick", action="store_true",
                    help="2 samples, 24 new tokens, one strategy per drafter, T=0: under a minute")
     ap.add_argument("--profile", action="store_true", help="print where a step's time goes (one run per config)")
@@ -130,13 +133,21 @@ def bench(args) -> dict:
     samples = load_suite(args)
     results = {"schema": SCHEMA, "meta": {}, "suite": {}, "configs": []}
     lookup_cache: dict = {}
+    visual_cache = None
+    visual_meta = {"enabled": False}
+    if getattr(args, "visual", False):
+        if not any(s.image is not None for s in samples):
+            visual_meta = {"enabled": False, "note": f"--visual: no-op, the {args.suite} suite has no images"}
+            print(visual_meta["note"], file=sys.stderr)
+        else:
+            visual_cache = VisualCache()
     t_start = time.perf_counter()
     for k, cfg in enumerate(configs):
         pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode,
                              device=args.device, kernels=args.kernels)
         log(args, f"[{k + 1}/{len(configs)}] {cfg.id}: {len(samples)} samples x {args.repeats} "
                    f"(AR + spec interleaved)")
-        records = run_config(pair, cfg, samples, args, lookup_cache)
+        records = run_config(pair, cfg, samples, args, lookup_cache, visual_cache)
         res = summarize(cfg, records)
         res["drafter_label"] = cfg.drafter_label
         res["drafter_name"] = getattr(pair.drafter, "name", cfg.drafter)
@@ -149,6 +160,10 @@ def bench(args) -> dict:
         log(args, f"    tau {m['tau']}  speedup {m['speedup']}  ideal {m['ideal_speedup']}  "
                    f"exact {m['exact']['matched'] if m['exact'] else 'n/a'}"
                    f"{'/' + str(m['exact']['n']) if m['exact'] else ''}")
+        if m.get("visual"):
+            v = m["visual"]
+            log(args, "    " + "; ".join(f"{label}: {v[k]['accepted']}/{v[k]['tried']} drafted positions accepted"
+                                        for k, label in (("image", "image-dependent"), ("other", "other"))))
     tgt = api.load_target(args.target, args.dtype, device=args.device, kernels=args.kernels)
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "target": target_name,
@@ -156,7 +171,7 @@ def bench(args) -> dict:
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "warmup": args.warmup,
         "seed": args.seed, "quick": args.quick, "hf": args.hf, "detail": args.detail,
         "prompt_lookup_tokens": args.prompt_lookup_tokens, "seconds": round(time.perf_counter() - t_start, 2),
-        "env": environment(),
+        "env": environment(), "visual": visual_cache.meta() if visual_cache is not None else visual_meta,
         "kernels": {"target": describe(tgt.kernels), "target_paths": tgt.kernels.get("paths"),
                     "hf_baselines": args.hf_kernels},
         "columns": {"tau": "tokens per target forward (incl. bonus)",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
 from .. import api
+from .. import visual as V
 from ..trace import Trace
 from .configs import Config
 from .errors import first_line
@@ -43,6 +45,55 @@ def run_record(trace: Trace) -> dict:
     }
 
 
+VISUAL_CLASSES = (("image", True), ("other", False))
+
+
+def visual_counts(trace: Trace, visual: dict) -> dict:
+    """The counts behind ``visual.split_acceptance`` (which holds only the ratios), per class
+    ("image" = image-dependent, "other"), so that runs pool by counts: ``positions`` output tokens,
+    ``tried`` positions drafted, ``accepted`` positions where a draft was accepted, ``nodes`` drafted
+    nodes tried there, ``from_draft`` tokens that came from accepted drafts."""
+    flags = {r["index"]: r["image_dependent"] for r in visual["tokens"]}
+    att = V.position_attempts(trace)
+    out = {}
+    for name, want in VISUAL_CLASSES:
+        idx = [i for i in range(len(att)) if flags.get(i) is want]
+        tried = [i for i in idx if att[i]["tried"]]
+        out[name] = {"positions": len(idx), "tried": len(tried),
+                     "accepted": sum(att[i]["accepted"] for i in tried),
+                     "nodes": sum(att[i]["tried"] for i in tried),
+                     "from_draft": sum(1 for i in idx if att[i]["origin"] == "accepted")}
+    return out
+
+
+class VisualCache:
+    """Visual dependence of a sample's output, computed once per (sample id, output tokens) and
+    reused by every configuration: it depends only on the target's output, which at T=0 is the same
+    for every drafter. ``seconds`` is what the computations cost (target forwards)."""
+
+    def __init__(self):
+        self.records: dict = {}
+        self.seconds = 0.0
+        self.computed = 0
+        self.reused = 0
+
+    def get(self, pair, smp: Sample, output: list[int]) -> dict:
+        key = (smp.id, tuple(output))
+        if key in self.records:
+            self.reused += 1
+            return self.records[key]
+        t0 = time.perf_counter()
+        res = V.visual_dependence(pair.target, smp.prompt, smp.image, list(output))
+        self.seconds += time.perf_counter() - t0
+        self.computed += 1
+        self.records[key] = res
+        return res
+
+    def meta(self) -> dict:
+        return {"enabled": True, "seconds": round(self.seconds, 3), "computed": self.computed,
+                "reused": self.reused, "threshold_nats": V.KL_THRESHOLD, "baseline": "none"}
+
+
 def log(args, msg: str) -> None:
     if not args.silent:
         print(msg, file=sys.stderr, flush=True)
@@ -61,9 +112,13 @@ def warm_up(pair, cfg: Config, smp: Sample, args, baseline_pair=None, hf: HFRunn
             hf.warmup(smp)
 
 
-def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dict | None = None) -> list[dict]:
+def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dict | None = None,
+               visual_cache: VisualCache | None = None) -> list[dict]:
     """Per sample: AR, spec (and transformers' plain / assisted / prompt-lookup generate) back to
-    back, ``repeats`` times, after warm-up, so drift hits all alike. One record per sample."""
+    back, ``repeats`` times, after warm-up, so drift hits all alike. One record per sample.
+    With ``visual_cache`` (``--visual``), every speculative run of a sample with an image also gets
+    its acceptance counts on image-dependent vs other tokens (``run["visual"]``), computed after
+    the timed runs."""
     hf = HFRunner(pair, cfg, args, lookup_cache if lookup_cache is not None else {}) if args.hf != "none" else None
     baseline_pair = None   # --baseline-dtype: the same target's AR in another dtype, interleaved too
     if getattr(args, "baseline_dtype", None) and args.baseline_dtype != args.dtype:
@@ -71,7 +126,7 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
     warm_up(pair, cfg, samples[0], args, baseline_pair, hf)
     records = []
     for i, smp in enumerate(samples):
-        ar_runs, sp_runs, base_runs = [], [], []
+        ar_runs, sp_runs, base_runs, spec_traces = [], [], [], []
         hf_record = hf.new_record(smp) if hf is not None else None
         for r in range(args.repeats):
             seed = args.seed + 1000 * i + r
@@ -80,12 +135,16 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
                                     warmup=False, repeats=1, detail=args.detail)
             ar_runs.append(run_record(pair_runs["ar"]))
             sp_runs.append(run_record(pair_runs["spec"]))
+            spec_traces.append(pair_runs["spec"])
             if baseline_pair is not None:
                 base = api.run(baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens,
                                speculative=False, detail=args.detail)
                 base_runs.append(run_record(base))
             if hf is not None:
                 hf.run(hf_record, smp, seed)
+        if visual_cache is not None and smp.image is not None:     # after the timed runs
+            for run, tr in zip(sp_runs, spec_traces):
+                run["visual"] = visual_counts(tr, visual_cache.get(pair, smp, tr.output))
         exact = None
         if cfg.temperature == 0:
             exact = all(a["tokens"] == s["tokens"] for a, s in zip(ar_runs, sp_runs))

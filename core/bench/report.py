@@ -97,7 +97,45 @@ def markdown_table(results: dict) -> str:
                      f"{_f(m['step_cost_spec_ms'])} | {_f(m['step_cost_ar_ms'])} | "
                      f"{_f(m['time_split_spec_s']['prefill'], '{:.3f}')} | {_f(m['trace_overhead'], '{:.2%}')} |")
     return ("\n".join(lines) + "\n\n" + "\n".join("- " + n for n in notes) + "\n\n"
-            + "Time per speculative step (all samples):\n\n" + "\n".join(split) + "\n")
+            + "Time per speculative step (all samples):\n\n" + "\n".join(split) + "\n" + visual_section(results))
+
+
+VISUAL_TITLE = "Acceptance on image-dependent vs other tokens"
+
+
+def _share(c: dict) -> str:
+    if not c["tried"]:
+        return "-"
+    return f"{c['accepted']}/{c['tried']} = {100 * c['accepted'] / c['tried']:.0f}%"
+
+
+def visual_section(results: dict) -> str:
+    """``--visual``: per configuration, acceptance of drafted positions on image-dependent vs other
+    output tokens (counts pooled over samples and repeats); empty without ``--visual``."""
+    vmeta = (results.get("meta") or {}).get("visual") or {}
+    if vmeta.get("note"):
+        return "\n" + vmeta["note"] + "\n"
+    rows = []
+    for c in results["configs"]:
+        m = c["groups"].get("all") or next(iter(c["groups"].values()))
+        v = m.get("visual")
+        if not v:
+            continue
+        im, ot = v["image"], v["other"]
+        rows.append(f"| {c['id']} | {im['positions']} | {_share(im)} | {_f(im['node_rate'], '{:.2f}')} | "
+                    f"{_f(im['tau_like'])} | {ot['positions']} | {_share(ot)} | {_f(ot['node_rate'], '{:.2f}')} | "
+                    f"{_f(ot['tau_like'])} |")
+    if not rows:
+        return ""
+    head = ["| config | image-dep. tokens | drafted positions accepted | per node | tau-like "
+            "| other tokens | drafted positions accepted | per node | tau-like |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    note = (f"Image-dependent = the argmax changes without the image or KL(with || without) > "
+            f"{vmeta.get('threshold_nats', 1.0):g} nat (core/visual.py); counts pooled over samples with an image "
+            f"and repeats; tau-like = 1 / (1 - share of the class's tokens that came from drafts). "
+            f"Cost: {vmeta.get('seconds', 0):.2f} s of target forwards ({vmeta.get('computed', 0)} outputs computed, "
+            f"{vmeta.get('reused', 0)} reused).")
+    return f"\n{VISUAL_TITLE} (all samples):\n\n" + "\n".join(head + rows) + "\n\n" + note + "\n"
 
 
 def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:

@@ -345,3 +345,74 @@ def test_baseline_dtype_times_an_interleaved_ar_in_the_other_dtype(folder, model
     assert rc == 0
     groups = json.loads(out.read_text())["configs"][0]["groups"]
     assert all("speedup_vs_baseline_dtype" not in g for g in groups.values())
+
+
+# ---- --visual: acceptance on image-dependent vs other tokens ------------------------------------
+
+def _visual_argv(folder, models, out, *extra):
+    return _args(folder, models, "--drafters", f"ngram,{models[1]}", "--strategies", "chain", "--gamma", "3",
+                 "--max-new-tokens", "8", "--hf", "none", "--warmup", "0", "--out", str(out), *extra)
+
+
+def test_visual_split_pools_the_samples_counts(folder, models, tmp_path, capsys):
+    from core import visual
+    out = tmp_path / "r.json"
+    argv = _visual_argv(folder, models, out, "--visual")
+    assert bench.main(argv) == 0
+    table = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert bench.VISUAL_TITLE in table
+    vm = res["meta"]["visual"]
+    # T=0: every drafter reproduces the target's output, so each image sample is computed once
+    assert vm["enabled"] and vm["seconds"] >= 0 and vm["computed"] == 2 and vm["reused"] == 2
+    args = bench.parse_args(argv)
+    samples = bench.load_suite(args)
+    for cfg, c in zip(bench.build_configs(args), res["configs"]):
+        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype)
+        want = {k: {"positions": 0, "tried": 0, "accepted": 0} for k in ("image", "other")}
+        for smp, srow in zip(samples, c["samples"]):
+            if smp.image is None:
+                assert "visual" not in srow                      # the text-only line: no split
+                continue
+            tr = api.run(pair, smp.prompt, smp.image, cfg.spec, cfg.sampling(0), args.max_new_tokens)
+            api.visual_dependence(pair, tr, smp.prompt, smp.image)
+            split = visual.split_acceptance(tr)
+            for k, name in (("image", "image_dependent"), ("other", "other")):
+                s = split[name]
+                acc = round((s["accept_rate"] or 0) * s["tried"])
+                assert (srow["visual"][k]["positions"], srow["visual"][k]["tried"],
+                        srow["visual"][k]["accepted"]) == (s["positions"], s["tried"], acc), (c["id"], smp.id, k)
+                for key, v in (("positions", s["positions"]), ("tried", s["tried"]), ("accepted", acc)):
+                    want[k][key] += v
+        v = c["groups"]["folder"]["visual"]
+        for k in ("image", "other"):
+            assert {key: v[k][key] for key in want[k]} == want[k], (c["id"], k)
+            if v[k]["tried"]:
+                assert v[k]["accept_rate"] == round(v[k]["accepted"] / v[k]["tried"], 4)
+        assert v["tokens"] == {"image": v["image"]["positions"], "other": v["other"]["positions"]}
+        assert v["tokens"]["image"] > 0 and v["tokens"]["other"] > 0 and v["runs"] == 2
+        assert sum(v["tokens"].values()) == sum(r["spec_new_tokens"] for r, s in zip(c["samples"], samples)
+                                                if s.image is not None)
+        assert f"| {c['id']} | {v['image']['positions']} |" in table
+    for path, x in _numbers(res):
+        assert math.isfinite(x), path
+
+
+def test_visual_section_absent_without_the_flag(quick_run):
+    _, table, out = quick_run
+    res = json.loads((out / "r.json").read_text())
+    assert bench.VISUAL_TITLE not in table and res["meta"]["visual"] == {"enabled": False}
+    assert all("visual" not in m for c in res["configs"] for m in c["groups"].values())
+
+
+def test_visual_is_a_noop_on_the_text_suite(models, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = bench.main(["--suite", "text", "--n", "1", "--target", models[0], "--drafters", "ngram", "--strategies",
+                     "chain", "--max-new-tokens", "4", "--hf", "none", "--warmup", "0", "--silent", "--visual",
+                     "--out", str(out)])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert [ln for ln in cap.err.splitlines() if "--visual" in ln] == ["--visual: no-op, the text suite has no images"]
+    res = json.loads(out.read_text())
+    assert res["meta"]["visual"]["enabled"] is False
+    assert all("visual" not in m for c in res["configs"] for m in c["groups"].values())

@@ -1,4 +1,4 @@
-"""Command line: python -m core run|compare|replay|audit ...  (see README "CLI", docs/insight.md)."""
+"""Command line: python -m core run|compare|visual|replay|audit ...  (see README "CLI", docs/insight.md)."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", parents=[common], help="decode once (autoregressive or speculative)")
     sub.add_parser("compare", parents=[common], help="decode autoregressively, then speculatively; same input")
+    vp = sub.add_parser("visual", parents=[common],
+                        help="decode once, then classify every output token as image-dependent or not (KL and "
+                             "argmax change with vs without the image) and split the acceptance by class")
+    vp.add_argument("--baseline", default="none", choices=["none", "grey"],
+                    help="what replaces the image: none (text-only prompt, default) or a grey image of its size")
+    vp.add_argument("--threshold", type=float, default=None, help="KL threshold in nats (default 1.0)")
 
     rp = sub.add_parser("replay", help="score drafters x draft shapes against ONE recorded target run "
                                         "(no target forward per shape; docs/insight.md)")
@@ -123,10 +129,15 @@ def _main(args) -> int:
         from .tune import tuned_spec
         spec = tuned_spec(args.target, args.drafter, strategy)
     sampling = SamplingConfig(args.temperature, args.top_k_sampling, args.top_p, args.seed)
+    if args.cmd == "visual" and not args.image:
+        raise ValueError("visual needs --image (the dependence is measured against the run without it)")
     image = load_image(args.image) if args.image else None
     drafter = args.drafter if strategy != "ar" else None
     pair = api.load_pair(args.target, drafter, dtype=args.dtype, mode=args.drafter_mode,
                          trust_remote_code=args.trust_remote_code, device=args.device)
+
+    if args.cmd == "visual":
+        return _visual(args, api, pair, image, spec, sampling, drafter is not None)
 
     if args.cmd == "run":
         trace = api.run(pair, args.prompt, image, spec, sampling, args.max_new_tokens,
@@ -161,6 +172,47 @@ def _main(args) -> int:
         print(f"speedup {res['speedup']:.2f}x, outputs identical: {res['identical']}")
         k = pair.target.kernels
         print(f"kernels: {describe(k)}; {res['spec'].meta.get('spec')}", file=sys.stderr)
+    return 0
+
+
+def split_line(split: dict) -> str:
+    """'image-dependent tokens: 41% of drafts accepted; other tokens: 93%' (drafted positions)."""
+    def pct(c):
+        r = c["accept_rate"]
+        return "n/a (none drafted)" if r is None else f"{100 * r:.0f}%"
+    im, ot = split["image_dependent"], split["other"]
+    return (f"image-dependent tokens: {pct(im)} of drafts accepted; other tokens: {pct(ot)}"
+            f"  [drafted positions: {im['tried']} of {im['positions']} image-dependent, "
+            f"{ot['tried']} of {ot['positions']} other]")
+
+
+def _visual(args, api, pair, image, spec, sampling, speculative: bool) -> int:
+    """`visual`: one run, then core/visual.py on its output; printed per token and stored in --trace."""
+    from . import visual as V
+    trace = api.run(pair, args.prompt, image, spec, sampling, args.max_new_tokens, speculative=speculative,
+                    meta={"prompt": args.prompt, "image": args.image})
+    res = api.visual_dependence(pair, trace, args.prompt, image, baseline=args.baseline, threshold=args.threshold)
+    split = V.split_acceptance(trace) if speculative else None
+    if args.trace:
+        _write(args.trace, trace.to_json())
+    if args.json:
+        print(json.dumps({**api.result_json(trace), "visual": res, "split": split,
+                          "split_line": split_line(split) if split else None}))
+        return 0
+    origins = [o for _, o, _ in trace.token_origins()]
+    print(trace.text)
+    print(f"\n{'#':>4s}  {'token':<16s}  {'KL (nats)':>9s}  {'changed':>7s}  {'origin':<10s}  class")
+    for r in res["tokens"]:
+        piece = pair.target.decode_piece(r["token"]).replace("\n", "\\n")
+        origin = origins[r["index"]] if r["index"] < len(origins) else ""
+        print(f"{r['index']:>4d}  {piece[:16]!r:<16s}  {r['kl']:>9.4f}  {'yes' if r['changed'] else 'no':>7s}  "
+              f"{origin:<10s}  {'image-dependent' if r['image_dependent'] else 'other'}")
+    print(f"\n{res['n_dependent']} of {len(res['tokens'])} tokens image-dependent (changed argmax or KL > "
+          f"{res['threshold_nats']:g} nat, baseline {res['baseline']}; {res['cost_s']:.3f} s)")
+    if split:
+        print(split_line(split))
+    else:
+        print("(no drafter: nothing drafted, no acceptance split; pass --drafter)")
     return 0
 
 

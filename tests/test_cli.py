@@ -111,3 +111,30 @@ def test_model_cache_keeps_at_most_max_models_targets(monkeypatch):
     assert [k[1] for k in keys] == [b]                               # a and its drafter dropped
     assert not any(k[0] == "drafter" and k[1] == id(pa.target) for k in api._cache)
     assert api.load_pair(a).target is not pa.target                  # reloaded on demand
+
+
+def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path):
+    import re
+    trace = tmp_path / "t.json"
+    r = cli("visual", "--target", tiny_model_dir("llava"), "--drafter", tiny_model_dir("llava", num_layers=1, seed=1),
+            "--strategy", "chain", "--image", image_path, "--prompt", "Describe the picture.",
+            "--max-new-tokens", "10", "--trace", str(trace))
+    assert r.returncode == 0, r.stderr
+    saved = json.loads(trace.read_text())
+    vis = saved["visual"]
+    assert len(vis["tokens"]) == len(saved["output"]) == 10 and saved["meta"]["image"] == image_path
+    rows = [ln.split() for ln in r.stdout.splitlines() if re.match(r"^\s*\d+\s+'", ln)]
+    assert len(rows) == 10
+    for row, rec in zip(rows, vis["tokens"]):
+        assert int(row[0]) == rec["index"] and float(row[-4]) == pytest.approx(rec["kl"], abs=1e-4)
+        assert row[-3] == ("yes" if rec["changed"] else "no")
+        assert row[-1] == ("image-dependent" if rec["image_dependent"] else "other")
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("image-dependent tokens:"))
+    assert re.match(r"image-dependent tokens: (\d+%|n/a \(none drafted\)) of drafts accepted; "
+                    r"other tokens: (\d+%|n/a \(none drafted\))", line), line
+    from core import visual
+    from core.trace import Trace
+    split = visual.split_acceptance(Trace.from_json(trace.read_text()))
+    assert f"{split['image_dependent']['tried']} of {split['image_dependent']['positions']} image-dependent" in line
+    r = cli("visual", "--target", tiny_model_dir("llava"), "--prompt", "hi")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: visual needs --image")

@@ -199,7 +199,7 @@ def parse_deadline(s: str | None):
     return d.timestamp()
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     from core.scenes.tasks import ANSWER_STYLES
 
     ap = argparse.ArgumentParser()
@@ -241,94 +241,196 @@ def main(argv=None):
     ap.add_argument("--task-weights", default=None, type=parse_task_weights,
                     help="task mixture, e.g. 'count=0.2,attribute=0.3,...' (unnamed tasks get 0; "
                          "default: the generator's mixture)")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, checked (argparse errors: exit 2, no traceback)."""
+    ap = parser()
     args = ap.parse_args(argv)
     from core.scenes.generator import HELDOUT_START
     if args.seed_offset < 0 or args.seed_offset >= HELDOUT_START // 2:
         ap.error(f"--seed-offset must be in [0, {HELDOUT_START // 2}): training seeds stay below the held-out split")
     if not args.focus_weight > 0:
         ap.error(f"--focus-weight must be > 0 (1 = plain loss), got {args.focus_weight}")
+    if args.count_weight > 0 and not args.aux_weight > 0:
+        ap.error("--count-weight needs --aux-weight > 0 (the same projector tap)")
     require_model_dir(ap, args.init, "--init", model_type="llava")
+    return args
 
-    torch.set_num_threads(1)
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
-    ckpt_path = run_dir / "ckpt.pt"
-    proc_dir = run_dir / "processor"
-    t_start = time.time()
 
+def load_processor(args, proc_dir: Path, resuming: bool):
+    """The processor (tokenizer + image processor) of the run: the checkpoint's on a resume, the
+    init model's with --init, else a new tokenizer trained on the scenes (saved in ``proc_dir``)."""
     from transformers import AutoProcessor
 
-    if args.resume and ckpt_path.exists():
-        processor = AutoProcessor.from_pretrained(proc_dir)
-        tokenizer = processor.tokenizer
-    elif args.init:
+    if resuming:
+        return AutoProcessor.from_pretrained(proc_dir)
+    if args.init:
         processor = AutoProcessor.from_pretrained(args.init)
         processor.save_pretrained(proc_dir)
-        tokenizer = processor.tokenizer
-    else:
-        from core.train.tokenizer import build_default_tokenizer
-        tokenizer = build_default_tokenizer()
-        processor = build_processor(tokenizer)
-        processor.save_pretrained(proc_dir)
-        processor = AutoProcessor.from_pretrained(proc_dir)  # exactly what will be shipped
-        tokenizer = processor.tokenizer
-    image_processor = processor.image_processor
+        return processor
+    from core.train.tokenizer import build_default_tokenizer
+    build_processor(build_default_tokenizer()).save_pretrained(proc_dir)
+    return AutoProcessor.from_pretrained(proc_dir)  # exactly what will be shipped
 
+
+def build_modules(args, tokenizer, run_dir: Path, resuming: bool):
+    """(model, grid heads or None, projector tap or None, count heads or None)."""
     torch.manual_seed(1234)
     random.seed(1234)
     if args.init:  # the architecture comes from --init (e.g. a target grown by core.train.grow)
         from transformers import LlavaForConditionalGeneration
         model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
-        if not (args.resume and ckpt_path.exists()):
+        if not resuming:
             log(f"initialised from {args.init}", run_dir)
     else:
         model = build_model(tokenizer, args.preset)
-    n_params = sum(p.numel() for p in model.parameters())
-    aux = AuxGridHeads(model.config.text_config.hidden_size) if args.aux_weight > 0 else None
+    hidden = model.config.text_config.hidden_size
+    aux = AuxGridHeads(hidden) if args.aux_weight > 0 else None
     tap = ProjectorTap(model) if aux is not None else None
     if aux is not None and args.init and (Path(args.init) / "grid_heads.pt").exists():
         aux.load_state_dict(torch.load(Path(args.init) / "grid_heads.pt", map_location="cpu"))
         log(f"grid heads from {args.init} (core.train.grid_pretrain)", run_dir)
     counts = None
     if args.count_weight > 0:
-        if aux is None:
-            ap.error("--count-weight needs --aux-weight > 0 (the same projector tap)")
-        counts = AuxCountHeads(model.config.text_config.hidden_size)
+        counts = AuxCountHeads(hidden)
         if args.init and (Path(args.init) / "count_heads.pt").exists():
             counts.load_state_dict(torch.load(Path(args.init) / "count_heads.pt", map_location="cpu"))
+    return model, aux, tap, counts
+
+
+def make_optimizer(args, *modules) -> torch.optim.Optimizer:
+    """AdamW over every parameter of ``modules`` (None skipped), no weight decay on vectors."""
     decay, no_decay = [], []
-    named = list(model.named_parameters()) + (list(aux.named_parameters()) if aux else []) \
-        + (list(counts.named_parameters()) if counts else [])
-    for n, p in named:
-        (no_decay if p.ndim < 2 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
-    step, elapsed, sched_step0 = 0, 0.0, 0
-    total = args.minutes * 60.0
-    if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        if aux is not None and ck.get("aux"):
-            aux.load_state_dict(ck["aux"])
-        if counts is not None and ck.get("counts"):
-            counts.load_state_dict(ck["counts"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed, total = ck["step"], ck["elapsed"], ck["total"]
-        torch.set_rng_state(ck["torch_rng"])
-        random.setstate(ck["py_rng"])
-        log(f"resumed at step {step}, elapsed {elapsed:.0f}s of {total:.0f}s", run_dir)
-        if args.new_schedule:
-            sched_step0, elapsed, total = step, 0.0, args.minutes * 60.0
-            log(f"new schedule: {total:.0f}s from step {step}", run_dir)
-    deadline = parse_deadline(args.deadline)
-    # wall-clock end of this process: whichever comes first, budget or deadline (minus reserve)
+    for m in modules:
+        for _, p in (m.named_parameters() if m is not None else ()):
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def resume(args, ckpt_path: Path, run_dir: Path, model, opt, aux, counts):
+    """Load the checkpoint into the modules; (step, elapsed, total, step the schedule starts at)."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    if aux is not None and ck.get("aux"):
+        aux.load_state_dict(ck["aux"])
+    if counts is not None and ck.get("counts"):
+        counts.load_state_dict(ck["counts"])
+    opt.load_state_dict(ck["opt"])
+    step, elapsed, total = ck["step"], ck["elapsed"], ck["total"]
+    torch.set_rng_state(ck["torch_rng"])
+    random.setstate(ck["py_rng"])
+    log(f"resumed at step {step}, elapsed {elapsed:.0f}s of {total:.0f}s", run_dir)
+    if args.new_schedule:
+        log(f"new schedule: {args.minutes * 60.0:.0f}s from step {step}", run_dir)
+        return step, 0.0, args.minutes * 60.0, step
+    return step, elapsed, total, 0
+
+
+def plan_end(args, t_start: float, elapsed: float, total: float):
+    """(wall-clock end of this process, schedule length): whichever comes first, the budget or the
+    deadline (minus the save reserve); the schedule shrinks so that it completes by the deadline."""
     end_wall = t_start + (total - elapsed) + 5
+    deadline = parse_deadline(args.deadline)
     if deadline is not None:
         end_wall = min(end_wall, deadline - args.save_reserve)
-        # shrink the schedule so that it completes by the deadline
         total = min(total, elapsed + (end_wall - time.time()))
+    return end_wall, total
+
+
+class ThreadTuner:
+    """The 2 cores are shared with other jobs: with one core busy elsewhere, 2 OpenMP threads can
+    run slower than 1 (barrier spinning). So the thread count is adaptive: every ``probe_every``
+    steps, a few steps run with the other setting and the faster (seconds per token, EMA) wins."""
+
+    def __init__(self, threads: int, probe_every: int = 60, probe_len: int = 4):
+        self.options = sorted({1, threads})
+        self.sec_per_tok = {n: None for n in self.options}
+        self.current = 1 if len(self.options) > 1 else threads
+        self.probe_every, self.probe_len, self.probe_left = probe_every, probe_len, 0
+        torch.set_num_threads(self.current)
+
+    def observe(self, step: int, seconds: float, tokens: int) -> None:
+        """After ``step`` (1-based) took ``seconds`` of compute for ``tokens`` tokens."""
+        if step > 2:  # skip warm-up steps
+            spt = seconds / tokens
+            old = self.sec_per_tok[self.current]
+            self.sec_per_tok[self.current] = spt if old is None else 0.7 * old + 0.3 * spt
+        if len(self.options) < 2:
+            return
+        if self.probe_left > 0:
+            self.probe_left -= 1
+            if self.probe_left == 0:
+                self.current = min(self.options, key=lambda n: self.sec_per_tok[n] or 1e9)
+                torch.set_num_threads(self.current)
+        elif step % self.probe_every == 0 or step == 10:
+            self.current = [n for n in self.options if n != self.current][0]
+            torch.set_num_threads(self.current)
+            self.probe_left = self.probe_len
+
+
+def train_step(args, model, opt, aux, tap, counts, batch: dict):
+    """One optimizer step on ``batch``: (language-model loss, grad norm, aux accuracies or None)."""
+    aux_labels = batch.pop("aux_labels", None)
+    loss_weights = batch.pop("loss_weights", None)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        outp = model(**batch)
+    loss = lm_loss = outp.loss if loss_weights is None else \
+        weighted_lm_loss(outp.logits, batch["labels"], loss_weights)
+    aux_acc = None
+    if aux is not None and aux_labels is not None and tap.out is not None:
+        feats = tap.out.reshape(len(aux_labels["kind"]), IMAGE_TOKENS, -1)
+        aux_loss, aux_acc = aux.loss(feats, aux_labels)
+        loss = lm_loss + args.aux_weight * aux_loss
+        if counts is not None:
+            c_loss, aux_acc["counts"] = counts.loss(feats, aux_labels["counts"])
+            loss = loss + args.count_weight * c_loss
+    if tap is not None:
+        tap.out = None
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return lm_loss, gn, aux_acc
+
+
+def write_card(out: Path, argv, model, tokenizer, args, n_params: float, step: int, elapsed: float,
+               final_loss: float) -> None:
+    (out / "TRAINING.md").write_text(
+        "# Default target VLM (SpecScope)\n\n"
+        "Trained from scratch on procedural scenes (core/scenes) on 2 CPU cores.\n\n"
+        f"- command: `python -m core.train.target {' '.join(argv) if argv else ' '.join(os.sys.argv[1:])}`\n"
+        f"- architecture: LlavaForConditionalGeneration, {arch_summary(model)}, "
+        f"CLIP ViT 128px / patch 16 (64 image tokens); {n_params / 1e6:.1f}M params; "
+        f"vocab {len(tokenizer)} (byte-level BPE)\n"
+        f"- steps: {step} x batch {args.batch}; peak lr {args.lr}, warm-up {args.warmup}, cosine by time\n"
+        f"- training wall time: {elapsed / 60:.1f} min\n"
+        f"- final loss (last step): {final_loss:.4f}\n"
+        f"- saved in bfloat16; finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    ckpt_path = run_dir / "ckpt.pt"
+    t_start = time.time()
+    resuming = args.resume and ckpt_path.exists()
+
+    processor = load_processor(args, run_dir / "processor", resuming)
+    tokenizer, image_processor = processor.tokenizer, processor.image_processor
+    model, aux, tap, counts = build_modules(args, tokenizer, run_dir, resuming)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = make_optimizer(args, model, aux, counts)
+    step, elapsed, total, sched_step0 = 0, 0.0, args.minutes * 60.0, 0
+    if resuming:
+        step, elapsed, total, sched_step0 = resume(args, ckpt_path, run_dir, model, opt, aux, counts)
+    end_wall, total = plan_end(args, t_start, elapsed, total)
     log(f"start: params {n_params / 1e6:.1f}M vocab {len(tokenizer)} batch {args.batch} "
         f"lr {args.lr} schedule {total:.0f}s end {dt.datetime.fromtimestamp(end_wall, dt.timezone.utc):%H:%M:%S} "
         f"setup {time.time() - t_start:.1f}s seeds from {args.seed_offset} "
@@ -338,21 +440,14 @@ def main(argv=None):
     stream = BucketedStream(tokenizer, image_processor, args.batch, with_aux=aux is not None,
                             seed_offset=args.seed_offset, weights=args.task_weights,
                             style=args.answer_style, focus_weight=args.focus_weight)
-    # The 2 cores are shared with other jobs: with one core busy elsewhere, 2 OpenMP threads run
-    # ~3x SLOWER than 1 (barrier spinning). So the thread count is adaptive: every
-    # `probe_every` steps, a few steps run with the other setting and the faster (seconds per
-    # token, EMA) wins.
-    thread_opts = sorted({1, args.threads})
-    sec_per_tok = {n: None for n in thread_opts}
-    cur_threads = 1 if len(thread_opts) > 1 else args.threads
-    probe_every, probe_len, probe_left, probe_saved = 60, 4, 0, cur_threads
-    torch.set_num_threads(cur_threads)
+    threads = ThreadTuner(args.threads)
     model.train()
     last_ckpt = time.time()
     loss_acc, n_acc, t_acc, data_acc = 0.0, 0, 0.0, 0.0
     aux_acc_acc, aux_n = {}, 0
     seg_start = time.time()
     elapsed0 = elapsed
+    lm_loss = None
     while True:
         now = time.time()
         elapsed = elapsed0 + (now - seg_start)
@@ -364,45 +459,13 @@ def main(argv=None):
         lr = lr_at(step - sched_step0, elapsed / total, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        aux_labels = batch.pop("aux_labels", None)
-        loss_weights = batch.pop("loss_weights", None)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            outp = model(**batch)
-        loss = lm_loss = outp.loss if loss_weights is None else \
-            weighted_lm_loss(outp.logits, batch["labels"], loss_weights)
-        if aux is not None and aux_labels is not None and tap.out is not None:
-            feats = tap.out.reshape(len(aux_labels["kind"]), IMAGE_TOKENS, -1)
-            aux_loss, aux_acc = aux.loss(feats, aux_labels)
-            loss = lm_loss + args.aux_weight * aux_loss
-            if counts is not None:
-                c_loss, aux_acc["counts"] = counts.loss(feats, aux_labels["counts"])
-                loss = loss + args.count_weight * c_loss
+        lm_loss, gn, aux_acc = train_step(args, model, opt, aux, tap, counts, batch)
+        if aux_acc is not None:
             aux_acc_acc = {k: aux_acc_acc.get(k, 0.0) + v for k, v in aux_acc.items()}
             aux_n += 1
-        if tap is not None:
-            tap.out = None
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
         step += 1
         t2 = time.time()
-        if step > 2:  # skip warm-up steps
-            spt = (t2 - t1) / batch["input_ids"].numel()
-            old = sec_per_tok[cur_threads]
-            sec_per_tok[cur_threads] = spt if old is None else 0.7 * old + 0.3 * spt
-        if len(thread_opts) > 1:
-            if probe_left > 0:
-                probe_left -= 1
-                if probe_left == 0:
-                    other = [n for n in thread_opts if n != cur_threads][0]
-                    best = min(thread_opts, key=lambda n: sec_per_tok[n] or 1e9)
-                    cur_threads = best
-                    torch.set_num_threads(cur_threads)
-            elif step % probe_every == 0 or (step == 10):
-                cur_threads = [n for n in thread_opts if n != cur_threads][0]
-                torch.set_num_threads(cur_threads)
-                probe_left = probe_len
+        threads.observe(step, t2 - t1, batch["input_ids"].numel())
         loss_acc += lm_loss.item()
         n_acc += 1
         t_acc += t2 - t0
@@ -410,7 +473,7 @@ def main(argv=None):
         if step % 10 == 0 or step <= 5 or args.steps:
             log(f"step {step} loss {loss_acc / n_acc:.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
                 f"step_time {t_acc / n_acc:.2f}s data {data_acc / n_acc:.3f}s "
-                f"seq {batch['input_ids'].shape[1]} threads {cur_threads} elapsed {elapsed:.0f}s"
+                f"seq {batch['input_ids'].shape[1]} threads {threads.current} elapsed {elapsed:.0f}s"
                 + (" aux_acc " + " ".join(f"{k} {v / aux_n:.3f}" for k, v in aux_acc_acc.items())
                    if aux_n else ""), run_dir)
             loss_acc, n_acc, t_acc, data_acc = 0.0, 0, 0.0, 0.0
@@ -431,18 +494,8 @@ def main(argv=None):
         torch.save(aux.state_dict(), out / "grid_heads.pt")
     if counts is not None:
         torch.save(counts.state_dict(), out / "count_heads.pt")
-    final_loss = lm_loss.item() if step else float("nan")
-    (out / "TRAINING.md").write_text(
-        "# Default target VLM (SpecScope)\n\n"
-        "Trained from scratch on procedural scenes (core/scenes) on 2 CPU cores.\n\n"
-        f"- command: `python -m core.train.target {' '.join(argv) if argv else ' '.join(os.sys.argv[1:])}`\n"
-        f"- architecture: LlavaForConditionalGeneration, {arch_summary(model)}, "
-        f"CLIP ViT 128px / patch 16 (64 image tokens); {n_params / 1e6:.1f}M params; "
-        f"vocab {len(tokenizer)} (byte-level BPE)\n"
-        f"- steps: {step} x batch {args.batch}; peak lr {args.lr}, warm-up {args.warmup}, cosine by time\n"
-        f"- training wall time: {elapsed / 60:.1f} min\n"
-        f"- final loss (last step): {final_loss:.4f}\n"
-        f"- saved in bfloat16; finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n")
+    final_loss = lm_loss.item() if step and lm_loss is not None else float("nan")
+    write_card(out, argv, model, tokenizer, args, n_params, step, elapsed, final_loss)
     log(f"done: step {step} elapsed {elapsed:.0f}s final loss {final_loss:.4f} saved to {out}", run_dir)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from core import adapters, device, errors
 from core.adapters import Encoded, InputError, ModelLoadError
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 
 @pytest.fixture(scope="module")

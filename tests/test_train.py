@@ -9,7 +9,7 @@ from core.drafters import DraftSpec, MSDHead, make_drafter
 from core.drafters.msd import MSDDrafter, _read_weights, is_msd_dir
 from core.engine import generate
 from core.train import common
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 
 @pytest.fixture(scope="module")

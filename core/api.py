@@ -19,27 +19,7 @@ from .engine import generate
 from .sampling import SamplingConfig
 from .trace import Trace
 
-ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ROOT / "assets"
-DEFAULT_TARGET = ASSETS / "target"
-
-# Drafters shipped for the embedded default target (trained by core/train/*).
-SHIPPED_DRAFTERS = {
-    "msd": ASSETS / "drafters" / "msd",
-    "massv": ASSETS / "drafters" / "massv",
-    "small-vlm": ASSETS / "drafters" / "small_vlm",
-    "text-lm": ASSETS / "drafters" / "text_lm",
-}
-
-
-def resolve_target(name: str | None) -> str:
-    if not name or name == "default":
-        if not (DEFAULT_TARGET / "config.json").exists():
-            raise adapters.ModelLoadError(
-                "the embedded default model is missing (assets/target); train it with "
-                "`python -m core.train.target --out assets/target` or pass --target")
-        return str(DEFAULT_TARGET)
-    return name
+from .paths import ASSETS, DEFAULT_TARGET, ROOT, SHIPPED_DRAFTERS, resolve_target  # noqa: F401
 
 
 @dataclass

@@ -7,7 +7,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .adapters import InputError
+from .errors import InputError
 
 MAX_PIXELS = 40_000_000        # refuse decompression bombs before decoding
 MAX_BYTES = 50 * 1024 * 1024

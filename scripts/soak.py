@@ -82,9 +82,9 @@ class Server:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="specscope-soak-server-", suffix=".log", delete=False)
         env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
                    GRADIO_ANALYTICS_ENABLED="False", SPECSCOPE_THREADS=str(threads))
-        if target and target.startswith("tiny:"):      # a tiny random model of tests/tiny_models.py
+        if target and target.startswith("tiny:"):      # a tiny random model of core/tiny.py
             sys.path.insert(0, str(ROOT))
-            from tests.tiny_models import tiny_model_dir
+            from core.tiny import tiny_model_dir
             target = tiny_model_dir(target.split(":", 1)[1] or "llava")
         if target:
             env["SPECSCOPE_DEFAULT_TARGET"] = str(Path(target).resolve()) if os.path.isdir(target) else target
@@ -503,7 +503,7 @@ def main(argv=None) -> int:
     where.add_argument("--url", help="a running app, e.g. http://127.0.0.1:7860/")
     where.add_argument("--launch", action="store_true", help="start app.py in a subprocess on a free port")
     ap.add_argument("--target", help="with --launch: SPECSCOPE_DEFAULT_TARGET (a model directory or Hub id; "
-                                     "tiny:llava = the tiny random LLaVA of tests/tiny_models.py)")
+                                     "tiny:llava = the tiny random LLaVA of core/tiny.py)")
     ap.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS figures")
     ap.add_argument("--visitors", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=2.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.adapters import InputError
+from core.errors import InputError
 from core.images import load_image
 
 

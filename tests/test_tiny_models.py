@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import tiny_models as tm  # noqa: E402
+from core import tiny as tm  # noqa: E402
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")

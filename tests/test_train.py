@@ -8,7 +8,8 @@ from core import adapters
 from core.drafters import DraftSpec, MSDHead, make_drafter
 from core.drafters.msd import MSDDrafter, _read_weights, is_msd_dir
 from core.engine import generate
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.train import common
+from core.tiny import tiny_image, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_grid_labels_match_the_rendered_scene():
     """Every image token's auxiliary label is the content of the 3x3 cell its patch lies in."""
     from core.scenes.generator import COLORS
     from core.scenes.tasks import make_sample
-    from core.train.target import IMAGE_TOKENS, _aux_vocab, grid_labels, patch_cells
+    from core.train.common import IMAGE_TOKENS, _aux_vocab, grid_labels, patch_cells
 
     voc = _aux_vocab()
     cells = patch_cells()
@@ -240,12 +241,12 @@ def test_focus_weights_and_the_weighted_loss():
     smp = next(x for x in (make_sample(s, "count", style="tally") for s in range(100))
                if x["meta"]["kind"] == "color" and x["meta"]["number"] >= 1)
     n = len(tok(smp["answer"], add_special_tokens=False)["input_ids"]) + 1
-    w = target.focus_weights(tok, smp, n, 5.0)
+    w = common.focus_weights(tok, smp, n, 5.0)
     assert len(w) == n and set(w) == {1.0, 5.0} and w[-1] == 1.0       # eos is not a decision
     marked = tok.decode([t for t, x in zip(tok(smp["answer"], add_special_tokens=False)["input_ids"], w) if x == 5.0])
     assert f"the first {smp['meta']['color']} shape" in marked and "There" in marked
-    assert target.focus_weights(tok, make_sample(3, "describe"), 7, 5.0) == [1.0] * 7
-    batch = target.collate(tok, None, [make_sample(5, "text"), make_sample(9, "text")], focus_weight=3.0)
+    assert common.focus_weights(tok, make_sample(3, "describe"), 7, 5.0) == [1.0] * 7
+    batch = common.collate(tok, None, [make_sample(5, "text"), make_sample(9, "text")], focus_weight=3.0)
     assert set(batch["loss_weights"][batch["labels"] != -100].tolist()) == {1.0}
     assert (batch["loss_weights"][batch["labels"] == -100] == 0).all()
     torch.manual_seed(0)
@@ -282,7 +283,7 @@ def test_count_labels_and_the_count_loss(tmp_path):
 
     s = make_sample(12, "describe")
     objs = s["meta"]["scene"]["objects"]
-    lab = target.count_labels(s["meta"])
+    lab = common.count_labels(s["meta"])
     assert sum(lab[:len(COLOR_NAMES)]) == len(objs) == sum(lab[len(COLOR_NAMES):len(COLOR_NAMES) + len(SHAPES)])
     assert lab[COLOR_NAMES.index(objs[0]["color"])] >= 1
     out, run = tmp_path / "out", tmp_path / "run"

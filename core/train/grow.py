@@ -106,7 +106,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from core.train.target import require_model_dir
+    from core.train.common import require_model_dir
     require_model_dir(ap, args.init, "--init", model_type="llava")
     try:
         src = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)

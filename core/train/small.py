@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from core.train.target import IMAGE_TOKENS, collate
+from core.train.common import IMAGE_TOKENS, collate
 
 SIZES = {"text": (192, 2, 4, 2, 512), "vision": (128, 2, 2, 512)}
 
@@ -130,7 +130,7 @@ def main(argv=None):
                          "target was trained on (core.scenes.tasks.make_sample)")
     args = ap.parse_args(argv)
     if args.init:
-        from core.train.target import require_model_dir
+        from core.train.common import require_model_dir
         require_model_dir(ap, args.init, "--init")
     if args.distill and not Path(args.distill).is_file():
         ap.error(f"--distill: no such file: {args.distill} (make it with python -m core.train.distill)")

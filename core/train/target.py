@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import random
 import time
@@ -20,8 +19,10 @@ from pathlib import Path
 
 import torch
 
+from core.train.common import (IMAGE_TOKENS, AuxCountHeads, AuxGridHeads, collate, encode_sample, log,
+                               lr_at, require_model_dir, save_final)
+
 RUN_DIR = Path("runs/target")
-IMAGE_TOKENS = 64  # (128 / 16)^2 patches; CLS dropped by vision_feature_select_strategy="default"
 
 
 # ---------------------------------------------------------------- model / processor
@@ -95,169 +96,6 @@ def build_model(tokenizer, preset: str = "medium"):
 # ---------------------------------------------------------------- data
 
 
-def prompt_text(tokenizer, prompt: str, has_image: bool) -> str:
-    content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": prompt}]
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                         add_generation_prompt=True, tokenize=False)
-
-
-def encode_sample(tokenizer, sample: dict):
-    """(input_ids, labels) with the <image> placeholder expanded to IMAGE_TOKENS tokens;
-    loss only on the answer tokens + eos."""
-    text = prompt_text(tokenizer, sample["prompt"], sample["image"] is not None)
-    text = text.replace("<image>", "<image>" * IMAGE_TOKENS)
-    p_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(sample["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return p_ids + a_ids, [-100] * len(p_ids) + a_ids
-
-
-def focus_weights(tokenizer, sample: dict, n_answer: int, weight: float) -> list:
-    """Per-token loss weights for the ``n_answer`` answer tokens (+ eos): ``weight`` on tokens that
-    overlap a character span in ``sample["meta"]["focus"]`` (an answer's decisions, e.g. which
-    object of a tally is counted), 1 elsewhere."""
-    spans = sample.get("meta", {}).get("focus") or []
-    w = [1.0] * n_answer
-    if not spans or weight == 1.0:
-        return w
-    offs = tokenizer(sample["answer"], add_special_tokens=False,
-                     return_offsets_mapping=True)["offset_mapping"]
-    for k, (a, b) in enumerate(offs):
-        if any(a < j and b > i for i, j in spans):
-            w[k] = weight
-    return w
-
-
-def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: bool = False,
-            focus_weight: float = 1.0):
-    enc = [encode_sample(tokenizer, s) for s in samples]
-    L = min(max_len, max(len(i) for i, _ in enc))
-    pad = tokenizer.pad_token_id
-    ids = torch.full((len(enc), L), pad, dtype=torch.long)
-    labels = torch.full((len(enc), L), -100, dtype=torch.long)
-    att = torch.zeros((len(enc), L), dtype=torch.long)
-    for b, (i, l) in enumerate(enc):
-        i, l = i[:L], l[:L]
-        ids[b, :len(i)] = torch.tensor(i)
-        labels[b, :len(l)] = torch.tensor(l)
-        att[b, :len(i)] = 1
-    images = [s["image"] for s in samples if s["image"] is not None]
-    batch = {"input_ids": ids, "attention_mask": att, "labels": labels}
-    if focus_weight != 1.0:
-        lw = torch.zeros((len(enc), L))
-        for b, ((i, l), smp) in enumerate(zip(enc, samples)):
-            n_ans = sum(1 for t in l if t != -100)
-            w = [0.0] * (len(l) - n_ans) + focus_weights(tokenizer, smp, n_ans, focus_weight)
-            lw[b, :min(L, len(w))] = torch.tensor(w[:L])
-        batch["loss_weights"] = lw
-    if images:
-        batch["pixel_values"] = image_processor(images=images, return_tensors="pt")["pixel_values"]
-        if with_aux:
-            labs = [grid_labels(s["meta"]) for s in samples if s["image"] is not None]
-            batch["aux_labels"] = {k: torch.tensor([l[k] for l in labs]) for k in labs[0]}
-            batch["aux_labels"]["counts"] = torch.tensor(
-                [count_labels(s["meta"]) for s in samples if s["image"] is not None])
-    return batch
-
-
-# ---------------------------------------------------------------- auxiliary grid supervision
-#
-# Learning from the answer text alone, the vision tower learns colour/shape/position binding
-# very slowly (80 CPU-minutes: 0.21 held-out accuracy). The generator knows what is in each of
-# the 3x3 cells, so during training every image token (after the projector, i.e. exactly what the
-# language model reads) also predicts the content of the cell its patch lies in: kind (empty /
-# shape / word), colour, size and word. Small linear heads, discarded at save time: the shipped
-# model is a plain LlavaForConditionalGeneration.
-
-def _aux_vocab():
-    from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES, WORDS
-    return {"kind": ("empty", "word") + SHAPES, "color": ("none",) + COLOR_NAMES,
-            "size": ("none",) + SIZES, "word": ("none",) + WORDS}
-
-
-def patch_cells(image_size: int = 128, patch: int = 16, grid: int = 3) -> list:
-    """(row, col) of the scene cell holding each patch centre, in the ViT's row-major order."""
-    n = image_size // patch
-    cell = image_size / grid
-    return [(min(grid - 1, int((i * patch + patch / 2) // cell)),
-             min(grid - 1, int((j * patch + patch / 2) // cell))) for i in range(n) for j in range(n)]
-
-
-def grid_labels(meta: dict) -> dict:
-    """Per-patch class indices (lists of IMAGE_TOKENS ints) from a sample's scene metadata."""
-    from core.scenes.generator import LOCATIONS
-    voc = _aux_vocab()
-    where = {v: k for k, v in LOCATIONS.items()}
-    cells = {}
-    sc = meta["scene"]
-    for o in sc["objects"]:
-        cells[(o["row"], o["col"])] = (voc["kind"].index(o["shape"]), voc["color"].index(o["color"]),
-                                       voc["size"].index(o["size"]), 0)
-    if sc.get("word"):
-        cells[where[sc["word_location"]]] = (voc["kind"].index("word"), 0, 0,
-                                             voc["word"].index(sc["word"]))
-    out = {k: [] for k in voc}
-    for rc in patch_cells():
-        k, c, s, w = cells.get(rc, (0, 0, 0, 0))
-        out["kind"].append(k)
-        out["color"].append(c)
-        out["size"].append(s)
-        out["word"].append(w)
-    return out
-
-
-class AuxGridHeads(torch.nn.Module):
-    def __init__(self, hidden: int):
-        super().__init__()
-        # the projector's output has the scale of token embeddings, not of logits: normalise first
-        self.norm = torch.nn.LayerNorm(hidden)
-        self.heads = torch.nn.ModuleDict(
-            {k: torch.nn.Linear(hidden, len(v)) for k, v in _aux_vocab().items()})
-
-    def loss(self, feats: torch.Tensor, labels: dict):
-        """feats (n_images, IMAGE_TOKENS, hidden); labels name -> (n_images, IMAGE_TOKENS)."""
-        total, accs = 0.0, {}
-        for k, head in self.heads.items():
-            logits = head(self.norm(feats.float()))
-            total = total + torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels[k].reshape(-1))
-            accs[k] = (logits.argmax(-1) == labels[k]).float().mean().item()
-        return total / len(self.heads), accs
-
-
-# ---------------------------------------------------------------- auxiliary count supervision
-#
-# Counting a subset ("how many blue shapes?") stayed the weakest task (0.62) while counting all
-# shapes is 0.98 right: the vision tower computes the total and spreads it over its tokens, so
-# the language model only looks it up. The count heads ask the same of every subset: the MEAN of
-# the image tokens (what one uniform attention head reads) must tell, linearly, how many objects
-# of each colour, shape and size the scene holds (0..8 each). Discarded at save time, like the
-# grid heads.
-
-def count_labels(meta: dict) -> list:
-    """Object counts per colour, per shape and per size (ints 0..8), in the generator's
-    COLOR_NAMES, SHAPES, SIZES order."""
-    from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES
-    objs = meta["scene"]["objects"]
-    return ([min(8, sum(o["color"] == c for o in objs)) for c in COLOR_NAMES]
-            + [min(8, sum(o["shape"] == s for o in objs)) for s in SHAPES]
-            + [min(8, sum(o["size"] == z for o in objs)) for z in SIZES])
-
-
-class AuxCountHeads(torch.nn.Module):
-    def __init__(self, hidden: int):
-        super().__init__()
-        from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES
-        self.n = len(COLOR_NAMES) + len(SHAPES) + len(SIZES)
-        self.norm = torch.nn.LayerNorm(hidden)
-        self.head = torch.nn.Linear(hidden, self.n * 9)
-
-    def loss(self, feats: torch.Tensor, counts: torch.Tensor):
-        """feats (n_images, IMAGE_TOKENS, hidden); counts (n_images, n) -> (loss, accuracy)."""
-        logits = self.head(self.norm(feats.float()).mean(1)).view(-1, self.n, 9)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), counts.reshape(-1))
-        return loss, (logits.argmax(-1) == counts).float().mean().item()
-
-
 class ProjectorTap:
     """Forward hook that keeps the last output of the multimodal projector."""
 
@@ -319,28 +157,6 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.
 # ---------------------------------------------------------------- training
 
 
-def log(msg: str, run_dir: Path):
-    line = f"{dt.datetime.now(dt.timezone.utc).strftime('%H:%M:%S')} {msg}"
-    print(line, flush=True)
-    with open(run_dir / "log.txt", "a") as f:
-        f.write(line + "\n")
-
-
-def lr_at(step: int, frac: float, peak: float, warmup: int, floor: float = 0.05) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    frac = min(max(frac, 0.0), 1.0)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def save_final(model, processor, out: Path, dtype=torch.bfloat16):
-    import copy
-    out.mkdir(parents=True, exist_ok=True)
-    m = copy.deepcopy(model).to(dtype)
-    m.save_pretrained(out)
-    processor.save_pretrained(out)
-
-
 def save_ckpt(path: Path, model, opt, step, elapsed, total, aux=None, counts=None):
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -349,22 +165,6 @@ def save_ckpt(path: Path, model, opt, step, elapsed, total, aux=None, counts=Non
                 "elapsed": elapsed, "total": total, "torch_rng": torch.get_rng_state(),
                 "py_rng": random.getstate()}, tmp)
     os.replace(tmp, path)
-
-
-def require_model_dir(ap, path: str | None, flag: str, model_type: str | None = None) -> None:
-    """A clear argparse error (exit 2, no traceback) when ``path`` is not a saved model directory,
-    or (``model_type``) one of another architecture: transformers would otherwise build a default
-    model of the asked class around mismatched weights with only a warning."""
-    if path and not (Path(path) / "config.json").is_file():
-        ap.error(f"{flag} {path!r} is not a saved model directory (no config.json there)")
-    if path and model_type:
-        import json
-        try:
-            found = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-        except (OSError, ValueError) as e:
-            ap.error(f"{flag} {path!r}: unreadable config.json ({e})")
-        if found != model_type:
-            ap.error(f"{flag} {path!r} is a {found!r} model; this needs a {model_type!r} model")
 
 
 def parse_task_weights(s: str) -> dict:
@@ -399,7 +199,7 @@ def parse_deadline(s: str | None):
     return d.timestamp()
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     from core.scenes.tasks import ANSWER_STYLES
 
     ap = argparse.ArgumentParser()
@@ -441,94 +241,196 @@ def main(argv=None):
     ap.add_argument("--task-weights", default=None, type=parse_task_weights,
                     help="task mixture, e.g. 'count=0.2,attribute=0.3,...' (unnamed tasks get 0; "
                          "default: the generator's mixture)")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, checked (argparse errors: exit 2, no traceback)."""
+    ap = parser()
     args = ap.parse_args(argv)
     from core.scenes.generator import HELDOUT_START
     if args.seed_offset < 0 or args.seed_offset >= HELDOUT_START // 2:
         ap.error(f"--seed-offset must be in [0, {HELDOUT_START // 2}): training seeds stay below the held-out split")
     if not args.focus_weight > 0:
         ap.error(f"--focus-weight must be > 0 (1 = plain loss), got {args.focus_weight}")
+    if args.count_weight > 0 and not args.aux_weight > 0:
+        ap.error("--count-weight needs --aux-weight > 0 (the same projector tap)")
     require_model_dir(ap, args.init, "--init", model_type="llava")
+    return args
 
-    torch.set_num_threads(1)
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
-    ckpt_path = run_dir / "ckpt.pt"
-    proc_dir = run_dir / "processor"
-    t_start = time.time()
 
+def load_processor(args, proc_dir: Path, resuming: bool):
+    """The processor (tokenizer + image processor) of the run: the checkpoint's on a resume, the
+    init model's with --init, else a new tokenizer trained on the scenes (saved in ``proc_dir``)."""
     from transformers import AutoProcessor
 
-    if args.resume and ckpt_path.exists():
-        processor = AutoProcessor.from_pretrained(proc_dir)
-        tokenizer = processor.tokenizer
-    elif args.init:
+    if resuming:
+        return AutoProcessor.from_pretrained(proc_dir)
+    if args.init:
         processor = AutoProcessor.from_pretrained(args.init)
         processor.save_pretrained(proc_dir)
-        tokenizer = processor.tokenizer
-    else:
-        from core.train.tokenizer import build_default_tokenizer
-        tokenizer = build_default_tokenizer()
-        processor = build_processor(tokenizer)
-        processor.save_pretrained(proc_dir)
-        processor = AutoProcessor.from_pretrained(proc_dir)  # exactly what will be shipped
-        tokenizer = processor.tokenizer
-    image_processor = processor.image_processor
+        return processor
+    from core.train.tokenizer import build_default_tokenizer
+    build_processor(build_default_tokenizer()).save_pretrained(proc_dir)
+    return AutoProcessor.from_pretrained(proc_dir)  # exactly what will be shipped
 
+
+def build_modules(args, tokenizer, run_dir: Path, resuming: bool):
+    """(model, grid heads or None, projector tap or None, count heads or None)."""
     torch.manual_seed(1234)
     random.seed(1234)
     if args.init:  # the architecture comes from --init (e.g. a target grown by core.train.grow)
         from transformers import LlavaForConditionalGeneration
         model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
-        if not (args.resume and ckpt_path.exists()):
+        if not resuming:
             log(f"initialised from {args.init}", run_dir)
     else:
         model = build_model(tokenizer, args.preset)
-    n_params = sum(p.numel() for p in model.parameters())
-    aux = AuxGridHeads(model.config.text_config.hidden_size) if args.aux_weight > 0 else None
+    hidden = model.config.text_config.hidden_size
+    aux = AuxGridHeads(hidden) if args.aux_weight > 0 else None
     tap = ProjectorTap(model) if aux is not None else None
     if aux is not None and args.init and (Path(args.init) / "grid_heads.pt").exists():
         aux.load_state_dict(torch.load(Path(args.init) / "grid_heads.pt", map_location="cpu"))
         log(f"grid heads from {args.init} (core.train.grid_pretrain)", run_dir)
     counts = None
     if args.count_weight > 0:
-        if aux is None:
-            ap.error("--count-weight needs --aux-weight > 0 (the same projector tap)")
-        counts = AuxCountHeads(model.config.text_config.hidden_size)
+        counts = AuxCountHeads(hidden)
         if args.init and (Path(args.init) / "count_heads.pt").exists():
             counts.load_state_dict(torch.load(Path(args.init) / "count_heads.pt", map_location="cpu"))
+    return model, aux, tap, counts
+
+
+def make_optimizer(args, *modules) -> torch.optim.Optimizer:
+    """AdamW over every parameter of ``modules`` (None skipped), no weight decay on vectors."""
     decay, no_decay = [], []
-    named = list(model.named_parameters()) + (list(aux.named_parameters()) if aux else []) \
-        + (list(counts.named_parameters()) if counts else [])
-    for n, p in named:
-        (no_decay if p.ndim < 2 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
-    step, elapsed, sched_step0 = 0, 0.0, 0
-    total = args.minutes * 60.0
-    if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        if aux is not None and ck.get("aux"):
-            aux.load_state_dict(ck["aux"])
-        if counts is not None and ck.get("counts"):
-            counts.load_state_dict(ck["counts"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed, total = ck["step"], ck["elapsed"], ck["total"]
-        torch.set_rng_state(ck["torch_rng"])
-        random.setstate(ck["py_rng"])
-        log(f"resumed at step {step}, elapsed {elapsed:.0f}s of {total:.0f}s", run_dir)
-        if args.new_schedule:
-            sched_step0, elapsed, total = step, 0.0, args.minutes * 60.0
-            log(f"new schedule: {total:.0f}s from step {step}", run_dir)
-    deadline = parse_deadline(args.deadline)
-    # wall-clock end of this process: whichever comes first, budget or deadline (minus reserve)
+    for m in modules:
+        for _, p in (m.named_parameters() if m is not None else ()):
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def resume(args, ckpt_path: Path, run_dir: Path, model, opt, aux, counts):
+    """Load the checkpoint into the modules; (step, elapsed, total, step the schedule starts at)."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    if aux is not None and ck.get("aux"):
+        aux.load_state_dict(ck["aux"])
+    if counts is not None and ck.get("counts"):
+        counts.load_state_dict(ck["counts"])
+    opt.load_state_dict(ck["opt"])
+    step, elapsed, total = ck["step"], ck["elapsed"], ck["total"]
+    torch.set_rng_state(ck["torch_rng"])
+    random.setstate(ck["py_rng"])
+    log(f"resumed at step {step}, elapsed {elapsed:.0f}s of {total:.0f}s", run_dir)
+    if args.new_schedule:
+        log(f"new schedule: {args.minutes * 60.0:.0f}s from step {step}", run_dir)
+        return step, 0.0, args.minutes * 60.0, step
+    return step, elapsed, total, 0
+
+
+def plan_end(args, t_start: float, elapsed: float, total: float):
+    """(wall-clock end of this process, schedule length): whichever comes first, the budget or the
+    deadline (minus the save reserve); the schedule shrinks so that it completes by the deadline."""
     end_wall = t_start + (total - elapsed) + 5
+    deadline = parse_deadline(args.deadline)
     if deadline is not None:
         end_wall = min(end_wall, deadline - args.save_reserve)
-        # shrink the schedule so that it completes by the deadline
         total = min(total, elapsed + (end_wall - time.time()))
+    return end_wall, total
+
+
+class ThreadTuner:
+    """The 2 cores are shared with other jobs: with one core busy elsewhere, 2 OpenMP threads can
+    run slower than 1 (barrier spinning). So the thread count is adaptive: every ``probe_every``
+    steps, a few steps run with the other setting and the faster (seconds per token, EMA) wins."""
+
+    def __init__(self, threads: int, probe_every: int = 60, probe_len: int = 4):
+        self.options = sorted({1, threads})
+        self.sec_per_tok = {n: None for n in self.options}
+        self.current = 1 if len(self.options) > 1 else threads
+        self.probe_every, self.probe_len, self.probe_left = probe_every, probe_len, 0
+        torch.set_num_threads(self.current)
+
+    def observe(self, step: int, seconds: float, tokens: int) -> None:
+        """After ``step`` (1-based) took ``seconds`` of compute for ``tokens`` tokens."""
+        if step > 2:  # skip warm-up steps
+            spt = seconds / tokens
+            old = self.sec_per_tok[self.current]
+            self.sec_per_tok[self.current] = spt if old is None else 0.7 * old + 0.3 * spt
+        if len(self.options) < 2:
+            return
+        if self.probe_left > 0:
+            self.probe_left -= 1
+            if self.probe_left == 0:
+                self.current = min(self.options, key=lambda n: self.sec_per_tok[n] or 1e9)
+                torch.set_num_threads(self.current)
+        elif step % self.probe_every == 0 or step == 10:
+            self.current = [n for n in self.options if n != self.current][0]
+            torch.set_num_threads(self.current)
+            self.probe_left = self.probe_len
+
+
+def train_step(args, model, opt, aux, tap, counts, batch: dict):
+    """One optimizer step on ``batch``: (language-model loss, grad norm, aux accuracies or None)."""
+    aux_labels = batch.pop("aux_labels", None)
+    loss_weights = batch.pop("loss_weights", None)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        outp = model(**batch)
+    loss = lm_loss = outp.loss if loss_weights is None else \
+        weighted_lm_loss(outp.logits, batch["labels"], loss_weights)
+    aux_acc = None
+    if aux is not None and aux_labels is not None and tap.out is not None:
+        feats = tap.out.reshape(len(aux_labels["kind"]), IMAGE_TOKENS, -1)
+        aux_loss, aux_acc = aux.loss(feats, aux_labels)
+        loss = lm_loss + args.aux_weight * aux_loss
+        if counts is not None:
+            c_loss, aux_acc["counts"] = counts.loss(feats, aux_labels["counts"])
+            loss = loss + args.count_weight * c_loss
+    if tap is not None:
+        tap.out = None
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return lm_loss, gn, aux_acc
+
+
+def write_card(out: Path, argv, model, tokenizer, args, n_params: float, step: int, elapsed: float,
+               final_loss: float) -> None:
+    (out / "TRAINING.md").write_text(
+        "# Default target VLM (SpecScope)\n\n"
+        "Trained from scratch on procedural scenes (core/scenes) on 2 CPU cores.\n\n"
+        f"- command: `python -m core.train.target {' '.join(argv) if argv else ' '.join(os.sys.argv[1:])}`\n"
+        f"- architecture: LlavaForConditionalGeneration, {arch_summary(model)}, "
+        f"CLIP ViT 128px / patch 16 (64 image tokens); {n_params / 1e6:.1f}M params; "
+        f"vocab {len(tokenizer)} (byte-level BPE)\n"
+        f"- steps: {step} x batch {args.batch}; peak lr {args.lr}, warm-up {args.warmup}, cosine by time\n"
+        f"- training wall time: {elapsed / 60:.1f} min\n"
+        f"- final loss (last step): {final_loss:.4f}\n"
+        f"- saved in bfloat16; finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    ckpt_path = run_dir / "ckpt.pt"
+    t_start = time.time()
+    resuming = args.resume and ckpt_path.exists()
+
+    processor = load_processor(args, run_dir / "processor", resuming)
+    tokenizer, image_processor = processor.tokenizer, processor.image_processor
+    model, aux, tap, counts = build_modules(args, tokenizer, run_dir, resuming)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = make_optimizer(args, model, aux, counts)
+    step, elapsed, total, sched_step0 = 0, 0.0, args.minutes * 60.0, 0
+    if resuming:
+        step, elapsed, total, sched_step0 = resume(args, ckpt_path, run_dir, model, opt, aux, counts)
+    end_wall, total = plan_end(args, t_start, elapsed, total)
     log(f"start: params {n_params / 1e6:.1f}M vocab {len(tokenizer)} batch {args.batch} "
         f"lr {args.lr} schedule {total:.0f}s end {dt.datetime.fromtimestamp(end_wall, dt.timezone.utc):%H:%M:%S} "
         f"setup {time.time() - t_start:.1f}s seeds from {args.seed_offset} "
@@ -538,21 +440,14 @@ def main(argv=None):
     stream = BucketedStream(tokenizer, image_processor, args.batch, with_aux=aux is not None,
                             seed_offset=args.seed_offset, weights=args.task_weights,
                             style=args.answer_style, focus_weight=args.focus_weight)
-    # The 2 cores are shared with other jobs: with one core busy elsewhere, 2 OpenMP threads run
-    # ~3x SLOWER than 1 (barrier spinning). So the thread count is adaptive: every
-    # `probe_every` steps, a few steps run with the other setting and the faster (seconds per
-    # token, EMA) wins.
-    thread_opts = sorted({1, args.threads})
-    sec_per_tok = {n: None for n in thread_opts}
-    cur_threads = 1 if len(thread_opts) > 1 else args.threads
-    probe_every, probe_len, probe_left, probe_saved = 60, 4, 0, cur_threads
-    torch.set_num_threads(cur_threads)
+    threads = ThreadTuner(args.threads)
     model.train()
     last_ckpt = time.time()
     loss_acc, n_acc, t_acc, data_acc = 0.0, 0, 0.0, 0.0
     aux_acc_acc, aux_n = {}, 0
     seg_start = time.time()
     elapsed0 = elapsed
+    lm_loss = None
     while True:
         now = time.time()
         elapsed = elapsed0 + (now - seg_start)
@@ -564,45 +459,13 @@ def main(argv=None):
         lr = lr_at(step - sched_step0, elapsed / total, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        aux_labels = batch.pop("aux_labels", None)
-        loss_weights = batch.pop("loss_weights", None)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            outp = model(**batch)
-        loss = lm_loss = outp.loss if loss_weights is None else \
-            weighted_lm_loss(outp.logits, batch["labels"], loss_weights)
-        if aux is not None and aux_labels is not None and tap.out is not None:
-            feats = tap.out.reshape(len(aux_labels["kind"]), IMAGE_TOKENS, -1)
-            aux_loss, aux_acc = aux.loss(feats, aux_labels)
-            loss = lm_loss + args.aux_weight * aux_loss
-            if counts is not None:
-                c_loss, aux_acc["counts"] = counts.loss(feats, aux_labels["counts"])
-                loss = loss + args.count_weight * c_loss
+        lm_loss, gn, aux_acc = train_step(args, model, opt, aux, tap, counts, batch)
+        if aux_acc is not None:
             aux_acc_acc = {k: aux_acc_acc.get(k, 0.0) + v for k, v in aux_acc.items()}
             aux_n += 1
-        if tap is not None:
-            tap.out = None
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
         step += 1
         t2 = time.time()
-        if step > 2:  # skip warm-up steps
-            spt = (t2 - t1) / batch["input_ids"].numel()
-            old = sec_per_tok[cur_threads]
-            sec_per_tok[cur_threads] = spt if old is None else 0.7 * old + 0.3 * spt
-        if len(thread_opts) > 1:
-            if probe_left > 0:
-                probe_left -= 1
-                if probe_left == 0:
-                    other = [n for n in thread_opts if n != cur_threads][0]
-                    best = min(thread_opts, key=lambda n: sec_per_tok[n] or 1e9)
-                    cur_threads = best
-                    torch.set_num_threads(cur_threads)
-            elif step % probe_every == 0 or (step == 10):
-                cur_threads = [n for n in thread_opts if n != cur_threads][0]
-                torch.set_num_threads(cur_threads)
-                probe_left = probe_len
+        threads.observe(step, t2 - t1, batch["input_ids"].numel())
         loss_acc += lm_loss.item()
         n_acc += 1
         t_acc += t2 - t0
@@ -610,7 +473,7 @@ def main(argv=None):
         if step % 10 == 0 or step <= 5 or args.steps:
             log(f"step {step} loss {loss_acc / n_acc:.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
                 f"step_time {t_acc / n_acc:.2f}s data {data_acc / n_acc:.3f}s "
-                f"seq {batch['input_ids'].shape[1]} threads {cur_threads} elapsed {elapsed:.0f}s"
+                f"seq {batch['input_ids'].shape[1]} threads {threads.current} elapsed {elapsed:.0f}s"
                 + (" aux_acc " + " ".join(f"{k} {v / aux_n:.3f}" for k, v in aux_acc_acc.items())
                    if aux_n else ""), run_dir)
             loss_acc, n_acc, t_acc, data_acc = 0.0, 0, 0.0, 0.0
@@ -631,18 +494,8 @@ def main(argv=None):
         torch.save(aux.state_dict(), out / "grid_heads.pt")
     if counts is not None:
         torch.save(counts.state_dict(), out / "count_heads.pt")
-    final_loss = lm_loss.item() if step else float("nan")
-    (out / "TRAINING.md").write_text(
-        "# Default target VLM (SpecScope)\n\n"
-        "Trained from scratch on procedural scenes (core/scenes) on 2 CPU cores.\n\n"
-        f"- command: `python -m core.train.target {' '.join(argv) if argv else ' '.join(os.sys.argv[1:])}`\n"
-        f"- architecture: LlavaForConditionalGeneration, {arch_summary(model)}, "
-        f"CLIP ViT 128px / patch 16 (64 image tokens); {n_params / 1e6:.1f}M params; "
-        f"vocab {len(tokenizer)} (byte-level BPE)\n"
-        f"- steps: {step} x batch {args.batch}; peak lr {args.lr}, warm-up {args.warmup}, cosine by time\n"
-        f"- training wall time: {elapsed / 60:.1f} min\n"
-        f"- final loss (last step): {final_loss:.4f}\n"
-        f"- saved in bfloat16; finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n")
+    final_loss = lm_loss.item() if step and lm_loss is not None else float("nan")
+    write_card(out, argv, model, tokenizer, args, n_params, step, elapsed, final_loss)
     log(f"done: step {step} elapsed {elapsed:.0f}s final loss {final_loss:.4f} saved to {out}", run_dir)
 
 

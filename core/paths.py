@@ -1,0 +1,30 @@
+"""Where the project's files are: the repository root, the shipped assets, the embedded default
+target and the drafters trained for it (core/train/*)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+DEFAULT_TARGET = ASSETS / "target"
+
+# Drafters shipped for the embedded default target (trained by core/train/*).
+SHIPPED_DRAFTERS = {
+    "msd": ASSETS / "drafters" / "msd",
+    "massv": ASSETS / "drafters" / "massv",
+    "small-vlm": ASSETS / "drafters" / "small_vlm",
+    "text-lm": ASSETS / "drafters" / "text_lm",
+}
+
+
+def resolve_target(name: str | None) -> str:
+    """A target name -> what ``adapters.load`` takes: "default" (or empty) is the embedded model."""
+    if not name or name == "default":
+        if not (DEFAULT_TARGET / "config.json").exists():
+            raise ModelLoadError(
+                "the embedded default model is missing (assets/target); train it with "
+                "`python -m core.train.target --out assets/target` or pass --target")
+        return str(DEFAULT_TARGET)
+    return name

@@ -75,6 +75,11 @@ class HFAdapter:
         self._lock = threading.Lock()
         self.kernels: dict = {"paths": "stock"}   # set by load(): the measured product paths
 
+    def generate_inputs(self, enc) -> dict:
+        """Keyword arguments of ``self.model.generate`` for ``enc``: transformers' own decoding of
+        exactly the inputs this adapter prefills (the bench's reference baselines)."""
+        return dict(input_ids=enc.input_ids, attention_mask=torch.ones_like(enc.input_ids), **enc.extra)
+
     # ---- identity -----------------------------------------------------------------
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -334,12 +339,15 @@ class Qwen2VLAdapter(LlavaAdapter):
         self.placeholder = "<|vision_start|><|image_pad|><|vision_end|>"
         self.image_token_id = int(model.config.image_token_id)
 
+    def _image_token_types(self, enc) -> dict:
+        return {"mm_token_type_ids": (enc.input_ids == self.image_token_id).long()} if enc.has_image else {}
+
     def prefill_kwargs(self, enc):
-        kw = dict(enc.extra)
-        if enc.has_image:
-            kw["mm_token_type_ids"] = (enc.input_ids == self.image_token_id).long()
         self.model.model.rope_deltas = None
-        return kw
+        return dict(enc.extra) | self._image_token_types(enc)
+
+    def generate_inputs(self, enc) -> dict:
+        return super().generate_inputs(enc) | self._image_token_types(enc)
 
     def _pos_offset_after_prefill(self, enc):
         d = self.model.model.rope_deltas
@@ -402,10 +410,6 @@ FAMILIES: dict[str, type[HFAdapter]] = {
     "idefics3": Idefics3Adapter,
     "smolvlm": Idefics3Adapter,
 }
-
-
-def register_family(model_type: str, cls: type[HFAdapter]) -> None:
-    FAMILIES[model_type] = cls
 
 
 def trust_remote_code_allowed() -> bool:

@@ -268,14 +268,6 @@ def test_run_record_comes_from_the_trace_summary(models):
     assert [round(o / t, 4) for o, t in zip(ok, tried)] == s["acceptance_by_depth"]
 
 
-def test_generate_inputs_are_asked_of_the_adapter():
-    class WithMethod:
-        def generate_inputs(self, enc):
-            return {"input_ids": enc, "asked": True}
-
-    assert bench.generate_inputs(WithMethod(), "ENC") == {"input_ids": "ENC", "asked": True}
-
-
 def test_assistant_is_what_the_drafter_declares(models):
     class Declares:
         name = "declares"
@@ -320,8 +312,8 @@ def test_bad_arguments_one_line_exit_2(argv, msg, models, capsys):
 
 
 def test_missing_default_target_is_one_line(monkeypatch, tmp_path, capsys):
-    from core import api
-    monkeypatch.setattr(api, "DEFAULT_TARGET", tmp_path / "missing")
+    from core import paths
+    monkeypatch.setattr(paths, "DEFAULT_TARGET", tmp_path / "missing")
     assert bench.main(["--quick", "--silent"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err

@@ -39,15 +39,13 @@ def image_for(family):
 
 
 def hf_greedy(tgt, prompt, image, n, eos=None):
+    """transformers' own greedy decoding of exactly the inputs the adapter prefills
+    (``adapter.generate_inputs``: Qwen2-VL's generate needs the image-token types)."""
     enc = tgt.encode(prompt, image)
-    kw = dict(enc.extra)
-    if tgt.family in ("qwen2_vl", "qwen2_5_vl") and enc.has_image:
-        kw["mm_token_type_ids"] = (enc.input_ids == tgt.model.config.image_token_id).long()
     gen_kw = dict(do_sample=False, max_new_tokens=n, min_new_tokens=0)
     if eos is not None:
         gen_kw["eos_token_id"] = eos
-    out = tgt.model.generate(input_ids=enc.input_ids, attention_mask=torch.ones_like(enc.input_ids),
-                             **kw, **gen_kw)
+    out = tgt.model.generate(**tgt.generate_inputs(enc), **gen_kw)
     return out[0, enc.length:].tolist()
 
 

@@ -23,7 +23,7 @@ from .aggregate import aggregate, aggregate_hf, aggregate_visual, pool_visual, s
 from .cli import QUICK, SCHEMA, bench, main, parse_args, parser
 from .configs import STRATEGIES, Config, build_configs, default_drafters
 from .errors import BenchError
-from .hf import HFRunner, assistant_for, generate_inputs, hf_generate
+from .hf import HFRunner, assistant_for, hf_generate
 from .measure import VisualCache, divergence, run_config, run_record, visual_counts
 from .profiling import PhaseTimes, print_profile, profile, profile_config
 from .report import COLUMNS, VISUAL_TITLE, cpu_info, environment, markdown_table, table_rows, visual_section, write_html
@@ -33,7 +33,7 @@ from .suites import (BUILTIN_TEXT_PROMPTS, DESCRIPTION_TASKS, GROUNDED_TASKS, Sa
 __all__ = ["BUILTIN_TEXT_PROMPTS", "COLUMNS", "DESCRIPTION_TASKS", "GROUNDED_TASKS", "QUICK", "SCHEMA", "STRATEGIES",
            "BenchError", "Config", "HFRunner", "PhaseTimes", "Sample", "aggregate", "aggregate_hf", "assistant_for",
            "bench", "build_configs", "cpu_info", "default_drafters", "divergence", "environment", "folder_samples",
-           "generate_inputs", "groups_of", "hf_generate", "load_suite", "main", "markdown_table", "parse_args",
+           "groups_of", "hf_generate", "load_suite", "main", "markdown_table", "parse_args",
            "parser", "print_profile", "profile", "profile_config", "run_config", "run_record", "scene_samples",
            "summarize", "table_rows", "text_samples", "write_html",
            "VISUAL_TITLE", "VisualCache", "aggregate_visual", "pool_visual", "visual_counts", "visual_section"]

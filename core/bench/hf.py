@@ -15,19 +15,6 @@ from .errors import first_line
 from .suites import Sample
 
 
-def generate_inputs(target, enc) -> dict:
-    """The keyword arguments of ``target.model.generate`` for the encoded inputs ``enc``: asked
-    of the adapter (``target.generate_inputs(enc)``) when it offers them."""
-    if hasattr(target, "generate_inputs"):
-        return target.generate_inputs(enc)
-    # until every adapter has generate_inputs: the inputs plus the processor's extras; Qwen2-VL's
-    # generate also wants the image-token mask
-    extra = dict(enc.extra)
-    if target.family in ("qwen2_vl", "qwen2_5_vl") and enc.has_image:
-        extra["mm_token_type_ids"] = (enc.input_ids == target.model.config.image_token_id).long()
-    return dict(input_ids=enc.input_ids, attention_mask=torch.ones_like(enc.input_ids), **extra)
-
-
 def hf_generate(target, smp: Sample, temperature: float, max_new_tokens: int, seed: int, **extra):
     """transformers' ``generate`` on the same encoded inputs; the wall time includes encoding the
     prompt and image, as our engine's does."""
@@ -41,7 +28,7 @@ def hf_generate(target, smp: Sample, temperature: float, max_new_tokens: int, se
     else:
         gen.update(do_sample=False)
     t0 = time.perf_counter()
-    inputs = generate_inputs(target, target.encode(smp.prompt, smp.image))
+    inputs = target.generate_inputs(target.encode(smp.prompt, smp.image))
     with torch.inference_mode():
         out = target.model.generate(**inputs, **gen, **extra)
     wall = time.perf_counter() - t0

@@ -229,8 +229,3 @@ def render(scene: Scene) -> Image.Image:
         x = max(1 - left, min(IMAGE_SIZE - 1 - right, x))
         d.text((x, y), scene.word, fill=(0, 0, 0), font=font)
     return img
-
-
-def make_scene_image(seed: int) -> tuple:
-    scene = sample_scene(seed)
-    return scene, render(scene)

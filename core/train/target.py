@@ -107,12 +107,6 @@ class ProjectorTap:
         self.out = out
 
 
-def make_batch(tokenizer, image_processor, seeds, max_len: int = 512):
-    from core.scenes.tasks import make_sample
-
-    return collate(tokenizer, image_processor, [make_sample(s) for s in seeds], max_len)
-
-
 class BucketedStream:
     """Deterministic, resumable batch stream: groups of ``group`` steps draw ``group * batch``
     training seeds, sort them by encoded length and cut them into batches (less padding), the

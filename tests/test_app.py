@@ -228,46 +228,55 @@ def test_bad_inputs_give_clear_messages_and_the_app_keeps_serving(app):
 @pytest.mark.filterwarnings("ignore::UserWarning")   # gr.Warning outside a request
 def test_nan_and_inf_parameters_reach_the_handler_as_clear_messages(app):
     """JSON clients cannot send NaN, but a handler must still refuse it (the UI's number boxes can)."""
-    from ui import app as ui_app
+    from ui.tabs import run as run_tab
     good = dict(image=app["image"], prompt="Describe.", target=app["target"], drafter="layerskip",
                 custom_drafter="", mode="multimodal", dtype="float32", strategy="chain", gamma=3, branching="2,2",
                 depth=3, top_k=3, budget=12, temperature=0, top_p=1, max_new_tokens=6, seed=0, ar_baseline=False)
     for key, val, needle in (("gamma", float("nan"), "gamma"), ("temperature", float("inf"), "temperature"),
                              ("top_p", float("nan"), "top-p"), ("budget", -5, "budget"),
                              ("max_new_tokens", None, "max new tokens"), ("seed", "abc", "seed")):
-        outs = list(ui_app.run_decoding(**dict(good, **{key: val})))
-        assert len(outs) == 1 and needle in outs[0][0].lower(), (key, outs[0][0])
-    outs = list(ui_app.run_decoding(**good))
-    assert "Done" in outs[-1][0]
+        outs = list(run_tab.run_decoding(**dict(good, **{key: val})))
+        assert len(outs) == 1 and needle in outs[0]["status"].lower(), (key, outs[0]["status"])
+    outs = list(run_tab.run_decoding(**good))
+    assert "Done" in outs[-1]["status"]
 
 
 def test_stop_event_cancels_a_run(app):
-    from ui import app as ui_app
-    ev = ui_app._new_stop(None)
+    from ui import session
+    from ui.tabs import run as run_tab
+    ev = session.new_stop(None)
     ev.set()
     from core import api
     pair = api.load_pair(app["target"], "layerskip")
-    p = ui_app.parse_params(app["image"], "Describe.", app["target"], "layerskip", "", "multimodal", "float32",
-                            "chain", 3, "2,2", 3, 3, 12, 0, 1, 20, 0)
-    gen = ui_app._Live(pair.target).run(pair, p, ev, True)
-    with pytest.raises(StopIteration) as fin:
-        while True:
-            next(gen)
-    assert fin.value.value.stop_reason == "cancelled"
+    p = run_tab.parse_params(app["image"], "Describe.", app["target"], "layerskip", "", "multimodal", "float32",
+                             "chain", 3, "2,2", 3, 3, 12, 0, 1, 20, 0)
+    items = list(api.stream(pair, p.prompt, p.image, p.spec, p.sampling, p.max_new_tokens, should_stop=ev.is_set))
+    assert items[-1].stop_reason == "cancelled"
+
+
+def test_stream_yields_snapshots_then_the_finished_trace(app):
+    from core import api
+    from core.drafters import DraftSpec
+    pair = api.load_pair(app["target"], "ngram")
+    items = list(api.stream(pair, "Describe.", None, DraftSpec("chain", gamma=3), None, 24, every=0.0))
+    assert items and items[-1].stop_reason and len(items[-1].output) == 24
+    for snap in items[:-1]:
+        assert snap.stop_reason == "" and len(snap.output) <= 24
+        assert all(str(t) in snap.vocab for t in snap.output)       # pieces resolved for what it holds
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")   # gr.Warning outside a request
 def test_presets_that_cannot_load_fall_back_to_the_default(app, monkeypatch):
-    from ui import app as ui_app
     from ui import presets
+    from ui.tabs import run as run_tab
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     keys = [p.key for p in presets.presets()]
     assert keys[0] == "default" and len(keys) >= 6
     assert all(p.target and p.drafter for p in presets.presets())
-    out = ui_app.apply_preset("qwen-3b")
-    assert out[0] == "default" and out[1] == app["target"] and "unreachable" in out[-1]
-    out = ui_app.apply_preset("default")
-    assert out[1] == app["target"]
+    out = run_tab.apply_preset("qwen-3b")
+    assert out["preset"] == "default" and out["target"] == app["target"] and "unreachable" in out["preset_note"]
+    out = run_tab.apply_preset("default")
+    assert out["target"] == app["target"]
 
 
 def test_model_id_rules(app, monkeypatch, tmp_path):
@@ -298,7 +307,7 @@ def test_model_id_rules(app, monkeypatch, tmp_path):
 
 def test_differs_note_explains_each_cause():
     import torch
-    from ui.app import differs_note
+    from ui.common import differs_note
     assert "sampling" in differs_note(0.7, torch.float32)
     low = differs_note(0.0, torch.bfloat16)
     assert "low precision" in low and "float32" in low

@@ -4,10 +4,9 @@ HEADER = """
 <div class="ss-header">
   <div class="ss-title"><span class="ss-logo">◆</span> SpecScope
     <span class="ss-sub">speculative decoding for vision-language models, live</span></div>
-  <p>A small, fast <b>drafter</b> guesses the next few tokens; the big <b>target</b> model checks all the
-  guesses in <b>one</b> forward pass and keeps the ones it agrees with, plus one token of its own.</p>
-  <p>The answer is exactly what the target alone would write; it just needs fewer slow steps.
-  Upload a picture, ask a question and watch every guess being accepted or rejected.</p>
+  <p>A small <b>drafter</b> guesses the next tokens; the big <b>target</b> checks all the guesses in
+  <b>one</b> forward pass, keeps the ones it agrees with and adds one of its own. Same answer, fewer slow
+  steps.</p>
 </div>
 """
 
@@ -28,6 +27,7 @@ keeps the output *distribution* identical.
 | 🟦 blue | *bonus* token: the target's own token after a fully accepted draft |
 | 🟧 orange | *correction*: the target's token in place of a rejected draft |
 | 🟥 red | rejected draft token (in the tree) |
+| ▫️ pale, struck through | *discarded*: the target agreed, but the answer had already ended (end of text or the length limit), so it is not kept and not counted as accepted |
 | ⬜ grey | drafted below a rejected token: never checked |
 | ⬛ slate | the root (last committed token) / the first token from the prefill |
 
@@ -35,7 +35,7 @@ keeps the output *distribution* identical.
 
 * **τ, tokens per target forward (incl. bonus)**: new tokens / target forwards (the prefill counts as one). Plain decoding has τ = 1.
 * **accepted draft tokens per step (excl. bonus)**: how many drafted tokens survive verification on average.
-* **speedup**: wall time of plain autoregressive decoding / wall time of speculative decoding, same target, same input, both measured warm.
+* **speedup**: wall time of plain autoregressive decoding / wall time of speculative decoding, same target, same input, both measured warm, without redrawing the page meanwhile. Plain and speculative runs alternate (3 of each by default); the median is shown with the range, e.g. *1.9× (1.7–2.2 over 3 runs)*. Below 1× speculative decoding was slower than plain decoding, and the page says so.
 * **identical**: at temperature 0 the two outputs must match token for token (they do, unless low-precision arithmetic rounds a near-tie differently).
 
 **Drafters** (drop-down on the Run tab)

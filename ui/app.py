@@ -67,11 +67,15 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Compare", id="compare"):
                 shared |= compare.build(ctx, shared["target"], shared["dtype"])
             with gr.Tab("Teach", id="teach"):
-                shared |= teach.build(ctx)
+                shared |= teach.build(ctx, shared["compact"])
             with gr.Tab("Trace viewer", id="traces"):
-                trace.build(ctx)
+                trace.build(ctx, shared["compact"])
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
+
+        # a narrow screen (a phone) gets compact trees: the page tells the server once, on load
+        demo.load(None, None, shared["compact"], js="() => window.innerWidth < 700", api_visibility="private",
+                  show_progress="hidden")
 
         def tick():
             return WARMUP.html(), gr.Timer(active=not WARMUP.settled)

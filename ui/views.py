@@ -28,20 +28,37 @@ def ar_from_meta(tr: Trace) -> Trace | None:
 
 
 def step_slider_update(tr: Trace, value: int | None = None):
+    """The step slider of a trace; ``value`` (1-based) defaults to the most informative step."""
     n = len(tr.steps)
-    v = n if value is None else min(max(int(value), 1), max(n, 1))
+    v = render.most_informative_step(tr) + 1 if value is None else min(max(int(value), 1), max(n, 1))
     return gr.update(minimum=1, maximum=max(n, 2), value=v, visible=n > 0,
                      label=f"Step (1 to {n}): drag to revisit any step's draft tree" if n else "Step")
 
 
-def full_views(tr: Trace, ar: Trace | None) -> dict:
-    """Every view of a finished trace (Run tab and Trace viewer share it)."""
+def speedups_of(tr: Trace) -> tuple[float | None, list[float]]:
+    """(median speedup, per-round speedups) recorded with the trace's plain-decoding baseline."""
+    d = (tr.meta or {}).get("ar_baseline")
+    if not isinstance(d, dict):
+        return None, []
+    try:
+        rounds = [float(x) for x in d.get("speedups") or []]
+        med = d.get("speedup")
+        return (float(med) if med is not None else None), rounds
+    except (TypeError, ValueError):
+        return None, []
+
+
+def full_views(tr: Trace, ar: Trace | None, compact: bool = False) -> dict:
+    """Every view of a finished trace (Run tab and Trace viewer share it). The tree opens on
+    the most informative step (the longest accepted path), not the last."""
     s = tr.summary()
+    k = render.most_informative_step(tr)
+    med, rounds = speedups_of(tr)
     views = {
         "answer": render.highlighted_tokens(tr),
-        "tree": render.tree_figure(tr, len(tr.steps) - 1),
-        "step": step_slider_update(tr),
-        "summary": render.summary_markdown(tr, ar),
+        "tree": render.tree_figure(tr, k, compact=bool(compact)),
+        "step": step_slider_update(tr, k + 1),
+        "summary": render.summary_markdown(tr, ar, speedup=med, speedups=rounds),
         "time_fig": render.time_figure(tr),
         "acc_fig": render.accept_length_figure(tr),
         "depth_fig": render.depth_figure(tr),
@@ -59,14 +76,17 @@ def full_views(tr: Trace, ar: Trace | None) -> dict:
     return views
 
 
-
 def result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
     out = api.result_json(tr)
     out["meta"] = {k: v for k, v in tr.meta.items() if k != "ar_baseline"}
     if ar is not None:
         same, where = render.outputs_identical(tr, ar)
         out["ar"] = {"text": ar.text, "tokens_per_s": ar.summary()["tokens_per_s"], "wall_s": round(ar.wall_s, 6)}
-        out["speedup"] = round(ar.wall_s / tr.wall_s, 4) if tr.wall_s > 0 else None
+        med, rounds = speedups_of(tr)
+        if med is None and tr.wall_s > 0:
+            med = ar.wall_s / tr.wall_s
+        out["speedup"] = round(med, 4) if med is not None else None
+        out["speedups"] = [round(x, 4) for x in rounds]
         out["identical"] = same
         out["first_difference"] = where
     out["trace_file"] = path

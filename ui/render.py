@@ -36,7 +36,7 @@ COLOR_MAP = {"accepted draft": "#7fd19b", "bonus": "#8fb4f5", "correction": "#f7
 _ORIGIN_LABEL = {"accepted": "accepted draft", "bonus": "bonus", "correction": "correction", "prefill": "prefill"}
 
 FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13, color="#1f2937")
-TREE_HEIGHT = 420
+TREE_HEIGHT = 320       # the smallest tree plot; denser trees grow
 MONO = "'DejaVu Sans Mono', Menlo, Consolas, 'Noto Color Emoji', monospace"
 
 
@@ -280,7 +280,8 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
     for i in [-1, added] + list(range(n)):
         cols[depth[i]].append(piece(tr, tok_of(i)))
     width = width or (COMPACT_WIDTH if compact else DESKTOP_WIDTH)
-    maxlen, fsize, col_w, col_x = tree_layout(cols, width, font or (11 if compact else 13), min_font=9,
+    base_font = font or ((12 if leaves <= 6 else 11) if compact else (15 if leaves <= 6 else 13))
+    maxlen, fsize, col_w, col_x = tree_layout(cols, width, base_font, min_font=9,
                                               max_chars=8 if compact else 14)
     # ---- vertical: rows far enough apart that chips of a column never touch
     chip_h = chip_size("x", fsize + 1)[1]
@@ -638,12 +639,13 @@ def compare_figure(rows: list[dict], height: int = 380) -> go.Figure:
     measured speedup (×, with a 1.0 line = as fast as plain decoding; a bar below it is amber).
 
     ``rows``: dicts with "config", "tau", "speedup", optional "speedups" (per-round ratios:
-    drawn as the range), "tokens_per_s", "identical". A config whose output differs from plain
+    shown as the range under the median), "tokens_per_s", "identical". A config whose output differs from plain
     decoding gets a ⚠ in its name.
     """
     if not rows:
         return _placeholder("No configurations compared yet", height)
-    names = [("⚠ " if r.get("identical") is False else "") + str(r.get("config", "?")) for r in rows]
+    names = [("⚠ " if r.get("identical") is False else "") + str(r.get("config", "?")).replace(" · ", "<br>")
+             for r in rows]
     tau = [r.get("tau") for r in rows]
     spd = [r.get("speedup") for r in rows]
     tps = [r.get("tokens_per_s") for r in rows]
@@ -655,12 +657,14 @@ def compare_figure(rows: list[dict], height: int = 380) -> go.Figure:
 
     def txt(vals, fmt):
         return [fmt.format(v) if num(v) else "" for v in vals]
-    lo = [min(r.get("speedups") or [v]) if num(v) else 0 for r, v in zip(rows, spd)]
-    hi = [max(r.get("speedups") or [v]) if num(v) else 0 for r, v in zip(rows, spd)]
-    err = dict(type="data", symmetric=False, array=[h - v if num(v) else 0 for h, v in zip(hi, spd)],
-               arrayminus=[v - m if num(v) else 0 for m, v in zip(lo, spd)], color="#334155", thickness=1.5, width=5)
+    lo = [min(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
+    hi = [max(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
+    spd_text = [("" if not num(v) else f"{v:.2f}×" if len(r.get("speedups") or []) < 2
+                 else f"{v:.2f}×<br><span style='font-size:11px'>{a:.2f}–{b:.2f}</span>")
+                for r, v, a, b in zip(rows, spd, lo, hi)]
+    cd2 = [(t, i, a if a is not None else 0, b if b is not None else 0) for (t, i), a, b in zip(cd, lo, hi)]
     colors = [BLUE if not num(v) or v >= 1 else "#f59e0b" for v in spd]
-    top = max([v for v in hi + spd if num(v)] + [1.0])
+    top = max([v for v in spd if num(v)] + [1.0])
     fig = _fig(
         data=[_tr("bar", x=names, y=tau, name="τ (tokens per target forward)", marker=dict(color=GREEN),
                   text=txt(tau, "{:.2f}"), textposition="outside", cliponaxis=False, customdata=cd,
@@ -668,24 +672,23 @@ def compare_figure(rows: list[dict], height: int = 380) -> go.Figure:
                   hovertemplate="%{x}<br>τ %{y:.2f} tokens per target forward<br>%{customdata[0]} tok/s · "
                                 "%{customdata[1]}<extra></extra>"),
               _tr("bar", x=names, y=spd, name="speedup vs plain decoding", marker=dict(color=colors),
-                  text=txt(spd, "{:.2f}×"), textposition="outside", cliponaxis=False, customdata=cd,
-                  error_y=err, xaxis="x2", yaxis="y2", showlegend=False,
-                  hovertemplate="%{x}<br>speedup %{y:.2f}× (median)<br>%{customdata[0]} tok/s · "
-                                "%{customdata[1]}<extra></extra>")],
+                  text=spd_text, textposition="outside", cliponaxis=False, customdata=cd2,
+                  xaxis="x2", yaxis="y2", showlegend=False,
+                  hovertemplate="%{x}<br>speedup %{y:.2f}× (median; range %{customdata[2]:.2f}–"
+                                "%{customdata[3]:.2f})<br>%{customdata[0]} tok/s · %{customdata[1]}<extra></extra>")],
         layout=_layout(
             height=height, bargap=0.35, title=_title("Configurations compared"),
-            xaxis=dict(domain=[0, 0.45], showgrid=False, automargin=True, tickangle=-25 if len(rows) > 3 else 0),
+            xaxis=dict(domain=[0, 0.45], showgrid=False, automargin=True, tickangle=0),
             yaxis=dict(title="τ: tokens per target forward", gridcolor="#eef2f6", rangemode="tozero"),
-            xaxis2=dict(domain=[0.55, 1], showgrid=False, automargin=True, anchor="y2",
-                        tickangle=-25 if len(rows) > 3 else 0),
-            yaxis2=dict(title="speedup (×, plain = 1)", gridcolor="#eef2f6", range=[0, top * 1.18],
+            xaxis2=dict(domain=[0.55, 1], showgrid=False, automargin=True, anchor="y2", tickangle=0),
+            yaxis2=dict(title="speedup (×, plain = 1)", gridcolor="#eef2f6", range=[0, top * 1.3],
                         anchor="x2"),
             margin=dict(l=55, r=20, t=80, b=60),
             shapes=[dict(type="line", xref="x2 domain", x0=0, x1=1, yref="y2", y0=1.0, y1=1.0,
                          line=dict(color="#64748b", width=1, dash="dash"), layer="above")],
             annotations=[dict(text="<b>τ</b> (tokens per target forward)", x=0.0, xref="paper", y=1.02, yref="paper",
                               xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=13)),
-                         dict(text="<b>speedup</b> vs plain decoding (median, bar = range)", x=0.55, xref="paper",
+                         dict(text="<b>speedup</b> vs plain decoding (median, range below)", x=0.55, xref="paper",
                               y=1.02, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
                               font=dict(size=13))]))
     return fig

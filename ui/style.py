@@ -53,6 +53,8 @@ CSS = """
 /* compare table: headers wrap between words only */
 #ss-compare-table th, #ss-compare-table th * {word-break: normal !important; overflow-wrap: normal !important;
                                              hyphens: none}
+.ss-actions {flex-wrap: nowrap !important}
+.ss-actions button {min-width: 0 !important}
 /* a phone: the Run button, then the answer, then the settings */
 @media (max-width: 700px) {
   #ss-run-row {flex-direction: column !important}

@@ -76,7 +76,7 @@ def refresh_choices():
             "configs": gr.update(choices=compare_choices())}
 
 
-COLUMNS = ["configuration", "τ", "accepted per step", "tokens/s", "plain tokens/s", "speedup", "same output"]
+COLUMNS = ["configuration", "τ", "accepted per step", "tok/s", "plain tok/s", "speedup", "same output"]
 WIDTHS = ["30%", "8%", "13%", "10%", "12%", "15%", "12%"]
 
 

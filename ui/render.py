@@ -288,7 +288,7 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
     pitch = chip_h + ROW_GAP_PX
     top, bottom = 72, (58 if compact else 40)
     if height is None:
-        height = max(TREE_HEIGHT, int(top + bottom + pitch * leaves + 12))
+        height = max(TREE_HEIGHT - (80 if compact else 0), int(top + bottom + pitch * leaves + 12))
     else:
         avail = (height - top - bottom - 12) / leaves
         while fsize > 8 and chip_size("x", fsize + 1)[1] + ROW_GAP_PX > avail:
@@ -392,8 +392,9 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
         sub = (f"then the target added {_esc(repr(piece(tr, s.token)))} as a <b>{s.kind}</b>"
                f" · committed {len(s.committed)} token{'s' if len(s.committed) != 1 else ''}"
                f" · step {k + 1} of {len(tr.steps)}")
-    if compact:
+    if compact:          # a phone: the subtitle on two short lines, no step count
         title = title.replace(" drafted", "")
+        sub = sub.rsplit(" · step ", 1)[0].replace(" · ", "<br>", 1)
     total_w = col_x[-1] + col_w[-1] / 2
     lo, hi = -col_w[0] / 2 - 8, total_w + 8
     if hi - lo < width:                          # a narrow tree: centred, not stretched

@@ -57,11 +57,17 @@ CSS = """
 .ss-actions button {min-width: 0 !important}
 /* a phone: the Run button, then the answer, then the settings */
 @media (max-width: 700px) {
-  #ss-run-row {flex-direction: column !important}
-  #ss-left {display: contents !important}
+  #ss-run-row, .ss-stack-row {flex-direction: column !important}
+  #ss-left, .ss-stack-left {display: contents !important}
   #ss-left > * {order: 3}
   #ss-left > .ss-first, #ss-left > .form:has(.ss-first), #ss-left > .ss-actions {order: 1}
-  #ss-right {order: 2; width: 100% !important}
+  .ss-stack-left > * {order: 1}
+  .ss-stack-left > .ss-later {order: 3}
+  #ss-right, .ss-stack-right {order: 2; width: 100% !important}
+  #ss-stepnav {flex-wrap: nowrap !important}
+  .ss-teach-nav {flex-wrap: nowrap !important; gap: 6px}
+  .ss-teach-nav button {min-width: 0 !important; font-size: 1rem !important}
+  .ss-teach-progress {font-size: 1.1rem}
   .ss-header p {display: none}
   .ss-header .ss-title {font-size: 1.3rem}
   .ss-header .ss-sub {display: block; margin: 0; font-size: 0.85rem}

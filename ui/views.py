@@ -32,7 +32,7 @@ def step_slider_update(tr: Trace, value: int | None = None):
     n = len(tr.steps)
     v = render.most_informative_step(tr) + 1 if value is None else min(max(int(value), 1), max(n, 1))
     return gr.update(minimum=1, maximum=max(n, 2), value=v, visible=n > 0,
-                     label=f"Step (1 to {n}): drag to revisit any step's draft tree" if n else "Step")
+                     label=f"Step (1 to {n})" if n else "Step", info="drag to revisit any step's draft tree")
 
 
 def speedups_of(tr: Trace) -> tuple[float | None, list[float]]:

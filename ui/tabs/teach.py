@@ -19,7 +19,7 @@ from ..session import end_stop, gpu, new_stop
 from .run import NO_IMAGE, drafter_display, resolve_drafter
 
 log = logging.getLogger("specscope.app")
-OUTPUTS = ("status", "progress", "tree", "text", "explain", "index", "state")
+OUTPUTS = ("status", "progress", "tree", "text", "explain", "index", "state", "shown")
 EMPTY_TEXT = '<div class="ss-teach-text"><span class="old">The answer will grow here, new tokens coloured.</span></div>'
 
 
@@ -170,7 +170,8 @@ def teach_view(tr: Trace, k: int, status: str | None = None, compact: bool = Fal
         tree = render.tree_figure(tr, k - 1, compact=compact, width=None if compact else 560, font=15)
         progress = f'<div class="ss-teach-progress">Step {k} of {n}</div>'
         explain = explain_step(tr, k - 1)
-    out = dict(progress=progress, tree=tree, text=teach_text_html(tr, k), explain=explain, index=k)
+    out = dict(progress=progress, tree=tree, text=teach_text_html(tr, k), explain=explain, index=k,
+               shown=gr.update(visible=True))
     if status is not None:
         out["status"] = status
     return out
@@ -214,7 +215,7 @@ def teach_start(image, prompt, drafter, shape, compact=False, request: gr.Reques
 def cleared() -> dict:
     """What an error leaves: no stale answer, tree or explanation of an earlier run."""
     return dict(progress='<div class="ss-teach-progress">Not started</div>', tree=None, text=EMPTY_TEXT,
-                explain="", index=0, state=None)
+                explain="", index=0, state=None, shown=gr.update(visible=False))
 
 
 def teach_step(tr, step, compact=False):
@@ -244,8 +245,8 @@ def build(ctx, compact) -> dict:
     """Teach: the inputs on the left; on the right the step, the answer so far, and the
     explanation next to the tree, all on one screen of 900 px."""
     first, ex_rows, drafter_default, d = ctx.first, ctx.ex_rows, ctx.drafter_default, ctx.defaults
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3, min_width=260):
+    with gr.Row(equal_height=False, elem_classes=["ss-stack-row"]):
+        with gr.Column(scale=3, min_width=260, elem_classes=["ss-stack-left"]):
             gr.Markdown("**One step at a time.** *Start* decodes once (greedy); *Next ▶* replays it: what the "
                         "drafter guessed, what the target kept, what that bought.", elem_classes=["ss-note"])
             t_image = SafeImage(type="filepath", label="Image", height=150,
@@ -259,9 +260,10 @@ def build(ctx, compact) -> dict:
                                value="chain", label="Draft shape")
             t_start = gr.Button("Start", variant="primary", elem_classes=["ss-big-btn"], elem_id="ss-teach-start")
             if ex_rows:
-                gr.Examples(ex_rows, inputs=[t_image, t_prompt], label="Examples",
-                            examples_per_page=4, cache_examples=False)
-        with gr.Column(scale=9):
+                with gr.Column(elem_classes=["ss-later"]):
+                    gr.Examples(ex_rows, inputs=[t_image, t_prompt], label="Examples",
+                                examples_per_page=4, cache_examples=False)
+        with gr.Column(scale=9, elem_classes=["ss-stack-right"]):
             t_status = gr.HTML(status_html("Press <b>Start</b>."))
             with gr.Row(equal_height=True, elem_classes=["ss-teach-nav"]):
                 t_prev = gr.Button("◀ Previous", elem_classes=["ss-big-btn"], scale=1, min_width=120)
@@ -269,7 +271,7 @@ def build(ctx, compact) -> dict:
                 t_next = gr.Button("Next ▶", variant="primary", elem_classes=["ss-big-btn"], scale=1, min_width=120)
             t_text = gr.HTML(EMPTY_TEXT, elem_id="ss-teach-text")
             gr.HTML(legend_html())
-            with gr.Row(equal_height=False):
+            with gr.Row(equal_height=False, visible=False) as t_shown:
                 with gr.Column(scale=5, min_width=300):
                     t_explain = gr.HTML(elem_id="ss-teach-explain")
                     t_index = gr.Number(value=0, precision=0, label="Step shown (0 = prefill)",
@@ -279,7 +281,7 @@ def build(ctx, compact) -> dict:
     t_state = gr.State(None, time_to_live=limits.STATE_TTL_SECONDS)
 
     outs = Outputs(ctx.demo, status=t_status, progress=t_progress, tree=t_tree, text=t_text, explain=t_explain,
-                   index=t_index, state=t_state)
+                   index=t_index, state=t_state, shown=t_shown)
     model, light = ctx.model, ctx.light
     t_start.click(outs.bind(teach_start), [t_image, t_prompt, t_drafter, t_shape, compact], outs.list,
                   api_name="teach_start", **model)

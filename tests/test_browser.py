@@ -154,6 +154,7 @@ def test_run_in_the_browser(page, tmp_path):
     shot(page, "desktop-run.png")
     shot(page, "desktop-run-full.png", full=True)
 
+    assert not chip_overlaps(page, "#ss-tree")[1]
     # accepted <= committed in the numbers shown
     n = summary_numbers(page)
     assert n["accepted_per_step"] * (n["forwards"] - 1) <= n["new_tokens"], n
@@ -254,6 +255,7 @@ def test_compare_and_teach_tabs(page):
     page.get_by_role("button", name="◀ Previous").click()
     page.wait_for_selector(".ss-teach-progress:has-text('Step 1 of')", timeout=15_000)
     page.wait_for_selector("#ss-teach-tree .js-plotly-plot", timeout=15_000)
+    assert not chip_overlaps(page, "#ss-teach-tree")[1]
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(300)
     text, tree = page.locator("#ss-teach-text").bounding_box(), page.locator("#ss-teach-tree").bounding_box()

@@ -494,6 +494,8 @@ def _chip_boxes(fig):
     for a in lay.annotations:
         text = html.unescape(re.sub(r"<[^>]+>", "", a.text))
         w, h = R.chip_size(text, a.font.size)
+        if a.textangle == -90:                  # a label stood on end
+            w, h = h, w
         cx, cy = a.x * px_x, a.y * px_y
         boxes.append((cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2, text))
     return boxes
@@ -548,3 +550,21 @@ def test_summary_reports_median_and_range():
     assert "1.90× (1.70–2.20 over 3 runs)" in md and "slower" not in md
     md = R.summary_markdown(spec, ar, speedup=0.8, speedups=[0.7, 0.8, 0.9])
     assert "slower than plain decoding" in md
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["desktop", "phone"])
+def test_a_long_chain_keeps_its_words_readable(compact):
+    """An auto chain of 16 tokens: labels stand on end rather than being cut to two letters."""
+    words = [" There", " are", " 8", " shapes", ".", " A", " large", " purple", " circle", " at", " the",
+             " top", " left", ".", " A", " large", " red"]
+    vocab = {i: w for i, w in enumerate(words)}
+    s = _step(list(range(1, 16)), [-1] + list(range(15)), list(range(15)), [], 16, "bonus")
+    tr = _manual_trace([s], first=0, vocab=vocab)
+    fig = _valid(R.tree_figure(tr, 0, compact=compact))
+    assert fig.layout.meta["rotated"] and fig.layout.meta["maxlen"] >= 10
+    texts = [html.unescape(re.sub(r"<[^>]+>", "", a.text)) for a in fig.layout.annotations]
+    assert "␣purple" in texts and "␣circle" in texts
+    assert not _overlaps(_chip_boxes(fig))
+    # a short chain stays upright
+    short = _manual_trace([_step([1, 2, 3], [-1, 0, 1], [0, 1, 2], [], 4, "bonus")], first=0, vocab=vocab)
+    assert not R.tree_figure(short, 0).layout.meta["rotated"]

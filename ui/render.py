@@ -169,7 +169,7 @@ def _text_cols(text: str) -> int:
 
 CHAR_EM = 0.62          # advance of one monospace column, in font sizes (DejaVu Sans Mono: 0.602)
 CHIP_PAD = 3            # annotation borderpad (px); + 1 px border each side
-GAP_PX = 16             # at least this much between two columns of chips
+GAP_PX = 12             # at least this much between two columns of chips
 ROW_GAP_PX = 6          # and between two chips of one column
 DESKTOP_WIDTH = 720     # plot width the layout is made for (the Run tab's plot is wider at 1440 px)
 COMPACT_WIDTH = 340     # ... and on a phone (compact=True)
@@ -182,28 +182,35 @@ def chip_size(label: str, fsize: float) -> tuple[float, float]:
 
 def tree_layout(labels_by_col: list[list[str]], width: float, fsize: int, min_font: int = 9,
                 max_chars: int = 14, min_chars: int = 3):
-    """Fit columns of labels into ``width`` px: shorten labels (…, full token on hover) and then
-    shrink the font until the columns fit side by side. Returns (maxlen, fsize, column widths,
+    """Fit columns of labels into ``width`` px: shorten labels (…, full token on hover) and
+    shrink the font, in turns, until the columns fit side by side (a word keeps about 7
+    characters as long as the font can still shrink). Returns (maxlen, fsize, column widths,
     column centres) in px; columns never overlap, whatever ``width`` it had to exceed."""
     def widths(maxlen, fs):
         return [max((chip_size(visible(t, maxlen), fs)[0] for t in col), default=0.0) for col in labels_by_col]
-    maxlen, fs = max_chars, fsize
-    while True:
+    gaps = GAP_PX * (len(labels_by_col) - 1)
+    # the order of concessions: shorter labels first, then a smaller font, then shorter again
+    plan = [(m, fsize) for m in range(max_chars, 7, -1)]
+    plan += [(7, f) for f in range(fsize - 1, min_font + 1, -1)]
+    plan += [(m, min_font + 1) for m in range(6, 4, -1)]
+    plan += [(m, min_font) for m in range(4, min_chars - 1, -1)]
+    for maxlen, fs in plan or [(max_chars, fsize)]:
         ws = widths(maxlen, fs)
-        total = sum(ws) + GAP_PX * (len(ws) - 1)
-        if total <= width or (maxlen <= min_chars and fs <= min_font):
+        total = sum(ws) + gaps
+        if total <= width:
             break
-        if maxlen > min_chars:
-            maxlen -= 1
-        else:
-            fs -= 1
-    spare = max(0.0, width - total)
+    return (maxlen, fs) + spread(ws, width)
+
+
+def spread(ws: list[float], width: float) -> tuple[list[float], list[float]]:
+    """(widths, centres) of columns ``ws`` px wide, at least GAP_PX apart, spread over ``width``."""
+    spare = max(0.0, width - sum(ws) - GAP_PX * (len(ws) - 1))
     gap = GAP_PX + min(140.0, spare / max(len(ws) - 1, 1)) if len(ws) > 1 else GAP_PX
     centres, x = [], 0.0
     for w in ws:
         centres.append(x + w / 2)
         x += w + gap
-    return maxlen, fs, ws, centres
+    return list(ws), centres
 
 
 def tree_figure(trace, step_index: int, height: int | None = None, compact: bool = False,
@@ -283,8 +290,15 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
     base_font = font or ((12 if leaves <= 6 else 11) if compact else (15 if leaves <= 6 else 13))
     maxlen, fsize, col_w, col_x = tree_layout(cols, width, base_font, min_font=9,
                                               max_chars=8 if compact else 14)
+    # a long, thin draft (an auto chain of 16): upright labels would keep two or three letters;
+    # stand them on end instead, one chip height per column
+    rotate = leaves <= 3 and maxlen < 7
+    if rotate:
+        maxlen, fsize = (10 if compact else 12), min(base_font, 13)
+        long_side = max(chip_size(visible(t, maxlen), fsize + 1)[0] for col in cols for t in col)
+        col_w, col_x = spread([chip_size("x", fsize + 1)[1]] * len(cols), width)
     # ---- vertical: rows far enough apart that chips of a column never touch
-    chip_h = chip_size("x", fsize + 1)[1]
+    chip_h = long_side if rotate else chip_size("x", fsize + 1)[1]
     pitch = chip_h + ROW_GAP_PX
     top, bottom = 72, (58 if compact else 40)
     if height is None:
@@ -376,7 +390,7 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
                 bordercolor="white" if name not in ("unreached", "discarded") else "#aeb6c2", borderwidth=1,
                 borderpad=CHIP_PAD,
                 font=dict(size=fsize + (1 if i in (-1, added) else 0), color=STATUS_TEXT[name], family=MONO),
-                xanchor="center", yanchor="middle"))
+                xanchor="center", yanchor="middle", **({"textangle": -90} if rotate else {})))
 
     # ---- title and frame
     m = len(s.accepted)
@@ -407,7 +421,8 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
         yaxis=dict(visible=False, range=[-(leaves - 1) - pad_y, pad_y], fixedrange=True),
         legend=dict(orientation="h", x=1.0, xanchor="right", y=-0.01, yanchor="top",
                     font=dict(size=11 if compact else 12), itemclick=False, itemdoubleclick=False),
-        showlegend=True, meta={"maxlen": maxlen, "font": fsize, "compact": compact, "width": width},
+        showlegend=True, meta={"maxlen": maxlen, "font": fsize, "compact": compact, "width": width,
+                               "rotated": rotate},
     )
     return _fig(data, layout)
 

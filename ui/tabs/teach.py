@@ -24,6 +24,7 @@ EMPTY_TEXT = '<div class="ss-teach-text"><span class="old">The answer will grow 
 
 
 TREE_SHAPE = (2, 2, 1)
+TREE_WIDTH = 440        # px the Teach tree is laid out for (its plot is ~500 px wide at 1440 px)
 
 
 def teach_shapes() -> dict[str, DraftSpec]:
@@ -167,7 +168,7 @@ def teach_view(tr: Trace, k: int, status: str | None = None, compact: bool = Fal
         progress = f'<div class="ss-teach-progress">Start · the prompt is read ({n} steps follow)</div>'
         explain = explain_prefill(tr)
     else:
-        tree = render.tree_figure(tr, k - 1, compact=compact, width=None if compact else 560, font=15)
+        tree = render.tree_figure(tr, k - 1, compact=compact, width=None if compact else TREE_WIDTH, font=15)
         progress = f'<div class="ss-teach-progress">Step {k} of {n}</div>'
         explain = explain_step(tr, k - 1)
     out = dict(progress=progress, tree=tree, text=teach_text_html(tr, k), explain=explain, index=k,

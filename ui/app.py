@@ -32,6 +32,9 @@ from .style import CSS, THEME
 from .tabs import compare, run, teach, trace
 
 
+COMPACT_BELOW_PX = 1300   # window width below which trees use the compact layout
+
+
 @dataclass
 class BuildContext:
     """What the tabs' ``build`` functions share while the page is built."""
@@ -73,9 +76,10 @@ def build_app() -> gr.Blocks:
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
 
-        # a narrow screen (a phone) gets compact trees: the page tells the server once, on load
-        demo.load(None, None, shared["compact"], js="() => window.innerWidth < 700", api_visibility="private",
-                  show_progress="hidden")
+        # a screen too narrow for the desktop tree layout (DESKTOP_WIDTH px of plot in the Run tab:
+        # a phone, a tablet, a small laptop) gets compact trees; the page tells the server once, on load
+        demo.load(None, None, shared["compact"], js=f"() => window.innerWidth < {COMPACT_BELOW_PX}",
+                  api_visibility="private", show_progress="hidden")
 
         def tick():
             return WARMUP.html(), gr.Timer(active=not WARMUP.settled)

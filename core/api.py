@@ -18,6 +18,7 @@ from .drafters import DraftSpec, make_drafter
 from .engine import generate
 from .sampling import SamplingConfig
 from .trace import Trace
+from .streaming import stream  # noqa: F401
 
 from .paths import ASSETS, DEFAULT_TARGET, ROOT, SHIPPED_DRAFTERS, resolve_target  # noqa: F401
 

@@ -2,13 +2,13 @@
 
 Skipped when /usr/bin/chromium or the playwright package is missing. Never runs
 `playwright install`: the system Chromium is used through ``executable_path``.
+Set SPECSCOPE_SHOTS to a folder to keep a screenshot of every tab at 1440x900 and 390x844.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import time
 
 import pytest
 
@@ -23,6 +23,9 @@ from tests.tiny_models import tiny_image, tiny_model_dir  # noqa: E402
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")          # set to a folder to keep screenshots
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+DONE = "text=/Done: \\d+ tokens/"
 
 
 @pytest.fixture(scope="module")
@@ -32,65 +35,140 @@ def url():
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        pg = ctx.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(url)
-        pg.wait_for_selector("text=SpecScope")
-        pg.errors = errors
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
 
 
-def shot(page, name):
+def open_page(browser, url, viewport):
+    ctx = browser.new_context(viewport=viewport, accept_downloads=True)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url)
+    pg.wait_for_selector("text=SpecScope")
+    pg.errors = errors
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, url):
+    pg = open_page(browser, url, DESKTOP)
+    yield pg
+    pg.context.close()
+
+
+def shot(page, name, full=False):
     if SHOTS:
         os.makedirs(SHOTS, exist_ok=True)
-        page.screenshot(path=os.path.join(SHOTS, name), full_page=True)
+        page.screenshot(path=os.path.join(SHOTS, name), full_page=full)
 
 
 def tree_title(page, root="#ss-tree") -> str:
     return page.locator(f"{root} .gtitle").first.text_content() or ""
 
 
-def test_run_in_the_browser(page, tmp_path):
-    t0 = time.time()
-    img = tmp_path / "upload.png"
-    tiny_image(120, 90, 7).save(img)
-    # replace the example image by an upload
+def status_text(page, root="#ss-run-status") -> str:
+    return page.locator(root).first.text_content() or ""
+
+
+def run_and_wait(page, timeout=60_000, button="#ss-run", status="#ss-run-status"):
+    """Click and wait for the request's final status (the old status is marked first, so it
+    cannot be mistaken for the new one)."""
+    page.evaluate(f"document.querySelectorAll('{status} .ss-status').forEach(e => e.dataset.old = '1')")
+    page.locator(button).click()
+    page.wait_for_function(
+        f"() => {{ const e = document.querySelector('{status} .ss-status');"
+        " return e && !e.dataset.old && !e.classList.contains('busy') }", timeout=timeout)
+    return status_text(page, status)
+
+
+def summary_numbers(page) -> dict:
+    text = page.locator("#ss-summary").first.inner_text()
+    num = lambda label: float(re.search(re.escape(label) + r"\s*\|?\s*([\d.]+)", text).group(1))  # noqa: E731
+    return {"accepted_per_step": num("accepted draft tokens per step (excl. bonus)"),
+            "new_tokens": num("new tokens"), "forwards": num("target forwards (incl. prefill)")}
+
+
+def chip_overlaps(page, root) -> tuple[int, list]:
+    """Bounding boxes of the tree's label chips as drawn: pairs that overlap."""
+    boxes = page.eval_on_selector_all(
+        f"{root} g.annotation rect.bg",
+        "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom] })")
+    bad = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+           if a[0] < b[1] - 0.5 and b[0] < a[1] - 0.5 and a[2] < b[3] - 0.5 and b[2] < a[3] - 0.5]
+    return len(boxes), bad
+
+
+def open_tab(page, name):
+    """Click a tab, also one that a narrow screen moved into the tabs' overflow menu."""
+    tab = page.get_by_role("tab", name=name)
+    if tab.count() and tab.first.is_visible():
+        tab.first.click()
+        return
+    page.locator(".overflow-menu button").first.click()
+    page.locator(".overflow-dropdown button", has_text=name).first.click()
+
+
+def upload_image(page, path):
     box = page.locator("#ss-image")
     clear = box.get_by_role("button", name=re.compile("clear", re.I))
     if clear.count():
         clear.first.click()
-    box.locator("input[type=file]").set_input_files(str(img))
+    box.locator("input[type=file]").set_input_files(str(path))
     page.wait_for_timeout(500)
-    page.get_by_label("Prompt").first.fill("Describe the image in detail.")
-    page.get_by_role("button", name="▶ Run").click()
 
-    # coloured tokens and a tree plot appear, then the run finishes with the speedup
-    page.wait_for_selector("#ss-answer .textfield span", timeout=60_000)
-    page.wait_for_selector("#ss-tree .js-plotly-plot", timeout=60_000)
-    page.wait_for_selector("text=speedup over plain decoding", timeout=60_000)
+
+def test_before_a_run_there_are_no_empty_placeholders(page):
+    assert page.locator("#ss-results").count() == 0 or not page.locator("#ss-results").is_visible()
+    assert not page.locator("#ss-download").is_visible()            # no Download button that does nothing
+    assert not page.locator("#ss-stepnav").is_visible()             # no stray step buttons
+    run = page.locator("#ss-run").bounding_box()
+    assert run["y"] + run["height"] <= DESKTOP["height"]            # the Run button is above the fold
+    shot(page, "desktop-run-before.png")
+
+
+def test_run_in_the_browser(page, tmp_path):
+    img = tmp_path / "upload.png"
+    tiny_image(120, 90, 7).save(img)
+    upload_image(page, img)
+    page.get_by_label("Prompt").first.fill("Describe the image in detail.")
+    s = run_and_wait(page)
+    assert "Done" in s, s
+    assert "over plain decoding" in s or "than plain decoding" in s       # median + range, or a slowdown
+    assert re.search(r"over \d runs", s), s
+    if "slower than plain decoding" in s:
+        assert page.locator("#ss-run-status .ss-status.warn").count() >= 1  # amber, not a green success
     colours = page.eval_on_selector_all(
         "#ss-answer .textfield span", "els => els.map(e => getComputedStyle(e).backgroundColor)")
     assert len({c for c in colours if c not in ("rgba(0, 0, 0, 0)", "transparent")}) >= 1
-    last = tree_title(page)
-    m = re.search(r"Step (\d+)", last)
-    assert m, last
-    n = int(m.group(1))
-    shot(page, "browser-run.png")
+
+    # Run and the answer in one 1440x900 viewport, without scrolling
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(200)
+    run, ans = page.locator("#ss-run").bounding_box(), page.locator("#ss-answer").bounding_box()
+    assert 0 <= run["y"] and run["y"] + run["height"] <= DESKTOP["height"], run
+    assert 0 <= ans["y"] and ans["y"] + 40 <= DESKTOP["height"], ans
+    shot(page, "desktop-run.png")
+    shot(page, "desktop-run-full.png", full=True)
+
+    assert not chip_overlaps(page, "#ss-tree")[1]
+    # accepted <= committed in the numbers shown
+    n = summary_numbers(page)
+    assert n["accepted_per_step"] * (n["forwards"] - 1) <= n["new_tokens"], n
+    m = re.search(r"Step (\d+): accepted (\d+) of (\d+)", tree_title(page))
+    if m:
+        assert int(m.group(2)) <= int(m.group(3))
 
     # the slider revisits an earlier step's tree
-    slider = page.locator("#ss-step input[type=range]")
-    slider.fill("1")
+    page.locator("#ss-step input[type=range]").fill("1")
     page.wait_for_function("() => (document.querySelector('#ss-tree .gtitle')||{}).textContent?.startsWith('Step 1:')",
                            timeout=15_000)
-    assert tree_title(page).startswith("Step 1:")
-    if n > 1:
-        page.get_by_role("button", name="▶", exact=True).click()
+    nsteps = int(page.locator("#ss-step input[type=range]").get_attribute("max") or 1)
+    if nsteps > 1:
+        page.locator("#ss-stepnav").get_by_role("button", name="▶", exact=True).click()
         page.wait_for_function("() => document.querySelector('#ss-tree .gtitle').textContent.startsWith('Step 2:')",
                                timeout=15_000)
 
@@ -99,35 +177,55 @@ def test_run_in_the_browser(page, tmp_path):
         page.locator("#ss-download").click()
     data = json.loads(open(dl.value.path()).read())
     assert data["schema"] == "specscope.trace/2" and data["output"]
-    assert "ar_baseline" in data["meta"]
+    assert len(data["meta"]["ar_baseline"]["speedups"]) == 3
     assert not page.errors, page.errors
-    assert time.time() - t0 < 60
+
+
+def test_a_failed_run_clears_the_previous_result(page, tmp_path):
+    """After a good run (the test above), an unreadable image: the error, and nothing stale below it."""
+    assert page.locator("#ss-more").is_visible()
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello, I am not an image")
+    upload_image(page, bad)
+    s = run_and_wait(page)
+    assert "not an image" in s.lower() or "image" in s.lower(), s
+    assert page.locator("#ss-run-status .ss-status.err").count() == 1
+    page.wait_for_timeout(300)
+    assert not page.locator("#ss-more").is_visible() and not page.locator("#ss-tree").is_visible()
+    assert (page.locator("#ss-answer .textfield").first.text_content() or "").strip() == ""
+    assert "/tmp" not in s and "/work" not in s                      # no server paths
+
+
+def test_no_image_is_said(page, tmp_path):
+    """The image box emptied, then a .txt file (refused by the box): the run says it had no image."""
+    remove = page.locator("#ss-image").get_by_role("button", name=re.compile("clear|remove", re.I))
+    if remove.count():
+        remove.first.click()
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not an image")
+    page.locator("#ss-image input[type=file]").set_input_files(str(txt))
+    page.wait_for_timeout(500)
+    s = run_and_wait(page)
+    assert "Done" in s and "No image: answering from the text only" in s, s
+    assert page.locator("#ss-run-status .ss-status.warn").count() >= 1
 
 
 def set_max_new(page, n: int) -> None:
-    rng = page.locator("#ss-maxnew input[type=range]")
-    for _ in range(3):
-        rng.fill(str(n))                 # sets the value and fires input/change
-        page.wait_for_timeout(300)
-        if page.locator("#ss-maxnew input[type=number]").input_value() == str(n):
-            return
-    raise AssertionError("could not set max new tokens")
+    box = page.locator("#ss-maxnew input")
+    box.fill(str(n))
+    box.press("Tab")
+    page.wait_for_timeout(200)
 
 
 def test_stop_button_cancels_a_long_run(page):
-    page.get_by_role("tab", name="Run").click()
     page.locator("text=List every object in the image.").first.click()   # an example that decodes long
     page.wait_for_timeout(500)
-    page.get_by_text("Sampling", exact=True).click()
+    page.get_by_text("Sampling, length and timing", exact=True).click()
     set_max_new(page, 512)
-    page.get_by_role("button", name="▶ Run").click()
+    page.locator("#ss-run").click()
     page.wait_for_selector("text=tokens after", timeout=60_000)        # live decoding has started
     page.locator("#ss-stop").click()
-    try:
-        page.wait_for_selector("text=Stopped by you", timeout=30_000)
-    except Exception:
-        page.screenshot(path="/tmp/app-shots/stop-fail.png", full_page=True)
-        raise
+    page.wait_for_selector("text=Stopped by you", timeout=30_000)
     text = page.locator("#ss-answer .textfield").first.text_content() or ""
     assert text.strip()                                                  # the partial answer stays
     set_max_new(page, 64)
@@ -135,13 +233,19 @@ def test_stop_button_cancels_a_long_run(page):
 
 def test_compare_and_teach_tabs(page):
     page.get_by_role("tab", name="Compare").click()
-    page.get_by_role("button", name="▶ Compare").click()
-    page.wait_for_selector("text=configuration(s) measured", timeout=60_000)
-    assert page.locator("text=n-gram · chain γ=4").count() >= 1
-    shot(page, "browser-compare.png")
+    page.locator("#ss-compare-btn").click()
+    page.wait_for_selector("text=configuration(s) measured", timeout=90_000)
+    assert page.locator("text=n-gram · chain γ=").count() >= 1
+    heads = page.eval_on_selector_all("#ss-compare-table th", "els => els.map(e => e.innerText.trim())")
+    assert "note" not in heads                                          # no empty note column
+    for h in heads:                                                     # headers break between words only
+        for word in h.split():
+            assert "\n" not in word
+    shot(page, "desktop-compare.png")
+    shot(page, "desktop-compare-full.png", full=True)
 
     page.get_by_role("tab", name="Teach").click()
-    page.get_by_role("button", name="Start").click()
+    page.locator("#ss-teach-start").click()
     page.wait_for_selector("text=Walk through them", timeout=60_000)
     page.get_by_role("button", name="Next ▶").click()
     page.wait_for_selector(".ss-teach-progress:has-text('Step 1 of')", timeout=15_000)
@@ -150,9 +254,60 @@ def test_compare_and_teach_tabs(page):
     page.wait_for_selector(".ss-teach-progress:has-text('Step 2 of')", timeout=15_000)
     page.get_by_role("button", name="◀ Previous").click()
     page.wait_for_selector(".ss-teach-progress:has-text('Step 1 of')", timeout=15_000)
-    shot(page, "browser-teach.png")
+    page.wait_for_selector("#ss-teach-tree .js-plotly-plot", timeout=15_000)
+    assert not chip_overlaps(page, "#ss-teach-tree")[1]
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    text, tree = page.locator("#ss-teach-text").bounding_box(), page.locator("#ss-teach-tree").bounding_box()
+    assert text["y"] >= 0 and tree["y"] + 200 <= DESKTOP["height"], (text, tree)   # step text and tree together
+    shot(page, "desktop-teach.png")
 
     page.get_by_role("tab", name="Trace viewer").click()
-    page.get_by_role("button", name="…or open a synthetic example trace").click()
-    page.wait_for_selector("text=Loaded a synthetic", timeout=15_000)
+    page.locator("#tv-example").click()
+    page.wait_for_selector("text=Loaded the example trace", timeout=15_000)
+    shot(page, "desktop-traces.png")
+    shot(page, "desktop-traces-full.png", full=True)
+    page.get_by_role("tab", name="About").click()
+    shot(page, "desktop-about.png")
     assert not page.errors, page.errors
+
+
+def test_no_overlapping_labels_in_a_large_tree(page, tmp_path):
+    from ui.synthetic import synthetic_trace
+    tr = synthetic_trace(3, seed=11, strategy="dynamic", budget=45, top_k=6, depth=7)
+    path = tmp_path / "big.json"
+    path.write_text(tr.to_json())
+    page.get_by_role("tab", name="Trace viewer").click()
+    page.locator("input[type=file]").last.set_input_files(str(path))
+    page.wait_for_selector("text=Loaded the trace", timeout=15_000)
+    page.wait_for_selector("#tv-tree g.annotation", timeout=15_000)
+    n, bad = chip_overlaps(page, "#tv-tree")
+    assert n == 47 and not bad, bad[:5]
+    page.locator("#tv-tree").scroll_into_view_if_needed()
+    shot(page, "desktop-big-tree.png")
+
+
+def test_phone_layout(browser, url):
+    pg = open_page(browser, url, PHONE)
+    try:
+        run, ans = pg.locator("#ss-run").bounding_box(), pg.locator("#ss-answer").bounding_box()
+        assert ans["y"] - (run["y"] + run["height"]) < 250, (run, ans)     # the answer right after Run
+        assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2   # no sideways scroll
+        shot(pg, "phone-run-before.png")
+        s = run_and_wait(pg)
+        assert "Done" in s, s
+        pg.wait_for_selector("#ss-tree g.annotation", timeout=15_000)
+        assert not chip_overlaps(pg, "#ss-tree")[1]
+        shot(pg, "phone-run.png")
+        shot(pg, "phone-run-full.png", full=True)
+        for tab, name in (("Compare", "compare"), ("Teach", "teach"), ("Trace viewer", "traces"), ("About", "about")):
+            open_tab(pg, tab)
+            pg.wait_for_timeout(300)
+            if name == "traces":
+                pg.locator("#tv-example").click()
+                pg.wait_for_selector("text=Loaded the example trace", timeout=15_000)
+            shot(pg, f"phone-{name}.png")
+            shot(pg, f"phone-{name}-full.png", full=True)
+        assert not pg.errors, pg.errors
+    finally:
+        pg.context.close()

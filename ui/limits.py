@@ -102,6 +102,19 @@ def check_int(name: str, value, lo: int, hi: int) -> int:
     return int(v)
 
 
+def check_max_new(value, hi: int = MAX_NEW_TOKENS) -> tuple[int, str]:
+    """Max new tokens: (value, note). Below 1 is refused; above ``hi`` is capped, and the note
+    says so (shown with the result)."""
+    v = _number("max new tokens", value)
+    if v != int(v):
+        raise InputError(f"max new tokens must be a whole number, got {value!r}")
+    if v < 1:
+        raise InputError(f"max new tokens must be at least 1, got {int(v)}")
+    if v > hi:
+        return hi, f"max new tokens capped at {hi} (you asked for {int(v):,})"
+    return int(v), ""
+
+
 def check_float(name: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
     v = _number(name, value)
     if v < lo or v > hi or (lo_open and v == lo):
@@ -147,13 +160,12 @@ def check_local_dir(name: str) -> str:
     path = Path(name).expanduser().resolve()
     roots = model_roots()
     if not _inside(path, roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise InputError(f"local model paths must be inside an allowed folder ({allowed}); "
-                         f"{name!r} is not. The operator can add folders with SPECSCOPE_MODEL_ROOTS.")
+        raise InputError("local model paths must be inside an allowed folder (assets/ or a folder the "
+                         "operator listed in SPECSCOPE_MODEL_ROOTS); this one is not")
     if not path.is_dir():
-        raise InputError(f"no model directory at {name!r}")
+        raise InputError(f"no model directory at {Path(name).name!r}")
     if not (path / "config.json").exists():
-        raise InputError(f"{name!r} is not a model directory (no config.json)")
+        raise InputError(f"{Path(name).name!r} is not a model directory (no config.json)")
     return str(path)
 
 
@@ -235,7 +247,7 @@ def check_hub_available(repo_id: str) -> None:
     if in_local_cache(repo_id) or hub_reachable():
         return
     raise ModelLoadError(f"{repo_id!r} is not in the local model cache and the Hugging Face Hub is "
-                         "unreachable (offline?). The embedded default model keeps working.")
+                         "unreachable (offline?).")
 
 
 def memory_available_gb() -> float | None:

@@ -6,6 +6,7 @@ Each runs in a few milliseconds for a 200-step trace.
 
 Vocabulary of the display (same colours everywhere):
   accepted  green  - draft token the target agreed with (committed)
+  discarded pale, struck - agreed with, but after EOS / the length limit: not in the output
   rejected  red    - draft token tried and refused
   unreached grey   - draft token below a rejected node, never checked
   bonus     blue   - token the target added after a fully accepted path
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import unicodedata
 from statistics import mean
 
 import plotly.graph_objects as go
@@ -24,16 +26,17 @@ from core.trace import Step, Trace
 
 # ---------------------------------------------------------------- palette
 GREEN, RED, GREY, BLUE, ORANGE, SLATE = "#2e9e5b", "#d64545", "#c5ccd6", "#2f6fdb", "#ef8a17", "#334155"
+DISCARDED = "#eef1f5"
 STATUS_COLOR = {"root": SLATE, "accepted": GREEN, "rejected": RED, "unreached": GREY,
-                "bonus": BLUE, "correction": ORANGE}
+                "bonus": BLUE, "correction": ORANGE, "discarded": DISCARDED}
 STATUS_TEXT = {"root": "white", "accepted": "white", "rejected": "white", "unreached": "#3f4a5a",
-               "bonus": "white", "correction": "white"}
+               "bonus": "white", "correction": "white", "discarded": "#475569"}
 # labels of highlighted_tokens() -> colour, for gr.HighlightedText(color_map=COLOR_MAP)
 COLOR_MAP = {"accepted draft": "#7fd19b", "bonus": "#8fb4f5", "correction": "#f7b866", "prefill": "#cbd5e1"}
 _ORIGIN_LABEL = {"accepted": "accepted draft", "bonus": "bonus", "correction": "correction", "prefill": "prefill"}
 
 FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13, color="#1f2937")
-TREE_HEIGHT = 420
+TREE_HEIGHT = 320       # the smallest tree plot; denser trees grow
 MONO = "'DejaVu Sans Mono', Menlo, Consolas, 'Noto Color Emoji', monospace"
 
 
@@ -85,12 +88,13 @@ _TEMPLATE = go.layout.Template(layout=dict(
     font=FONT, paper_bgcolor="white", plot_bgcolor="white", colorway=[GREEN, BLUE, ORANGE, RED, SLATE],
     xaxis=dict(gridcolor="#eef2f6", linecolor="#cbd5e1", ticks="", zeroline=False, automargin=True),
     yaxis=dict(gridcolor="#eef2f6", linecolor="#cbd5e1", ticks="", zeroline=False, automargin=True),
-    hoverlabel=dict(font_size=13, bgcolor="white"), legend=dict(bgcolor="rgba(255,255,255,0)")))
+    hoverlabel=dict(font=dict(size=13, color="#0f172a"), bgcolor="white", bordercolor="#334155"), legend=dict(bgcolor="rgba(255,255,255,0)")))
 
 
 def _layout(**kw) -> dict:
     base = dict(template=_TEMPLATE, font=FONT, paper_bgcolor="white", plot_bgcolor="white",
-                margin=dict(l=50, r=20, t=60, b=40), hoverlabel=dict(font_size=13, bgcolor="white"))
+                margin=dict(l=50, r=20, t=60, b=40),
+                hoverlabel=dict(font=dict(size=13, color="#0f172a"), bgcolor="white", bordercolor="#334155"))
     base.update(kw)
     return base
 
@@ -141,16 +145,87 @@ def _fmt_p(x) -> str:
 
 
 # ---------------------------------------------------------------- 1. the draft tree
-def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
+def most_informative_step(trace) -> int:
+    """The 0-based step a finished run opens on: the longest accepted (committed) path, ties
+    broken by more drafted nodes, then the earliest step. 0 for an empty trace."""
+    tr = as_trace(trace)
+    if not tr.steps:
+        return 0
+    return max(range(len(tr.steps)), key=lambda k: (len(tr.steps[k].accepted), len(tr.steps[k].tokens) > 0, -k))
+
+
+def node_status(s: Step) -> list[str]:
+    """Status of every draft node of a step: accepted (committed), discarded (accepted by the
+    target but after EOS / the length limit, so not kept), rejected, or unreached."""
+    acc, dis, rej = set(s.accepted), set(getattr(s, "discarded", None) or []), set(s.rejected)
+    return ["accepted" if i in acc else "discarded" if i in dis else "rejected" if i in rej else "unreached"
+            for i in range(len(s.tokens))]
+
+
+def _text_cols(text: str) -> int:
+    """Monospace columns a label takes (wide East Asian characters and emoji count 2)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" or ord(ch) >= 0x1F000 else 1 for ch in text)
+
+
+CHAR_EM = 0.62          # advance of one monospace column, in font sizes (DejaVu Sans Mono: 0.602)
+CHIP_PAD = 3            # annotation borderpad (px); + 1 px border each side
+GAP_PX = 12             # at least this much between two columns of chips
+ROW_GAP_PX = 6          # and between two chips of one column
+DESKTOP_WIDTH = 720     # plot width the layout is made for (the Run tab's plot is wider at 1440 px)
+COMPACT_WIDTH = 340     # ... and on a phone (compact=True)
+
+
+def chip_size(label: str, fsize: float) -> tuple[float, float]:
+    """(width, height) in px of a node chip showing ``label`` (plain text) at ``fsize``."""
+    return _text_cols(label) * CHAR_EM * fsize + 2 * CHIP_PAD + 4, 1.3 * fsize + 2 * CHIP_PAD + 2
+
+
+def tree_layout(labels_by_col: list[list[str]], width: float, fsize: int, min_font: int = 9,
+                max_chars: int = 14, min_chars: int = 3):
+    """Fit columns of labels into ``width`` px: shorten labels (…, full token on hover) and
+    shrink the font, in turns, until the columns fit side by side (a word keeps about 7
+    characters as long as the font can still shrink). Returns (maxlen, fsize, column widths,
+    column centres) in px; columns never overlap, whatever ``width`` it had to exceed."""
+    def widths(maxlen, fs):
+        return [max((chip_size(visible(t, maxlen), fs)[0] for t in col), default=0.0) for col in labels_by_col]
+    gaps = GAP_PX * (len(labels_by_col) - 1)
+    # the order of concessions: shorter labels first, then a smaller font, then shorter again
+    plan = [(m, fsize) for m in range(max_chars, 7, -1)]
+    plan += [(7, f) for f in range(fsize - 1, min_font + 1, -1)]
+    plan += [(m, min_font + 1) for m in range(6, 4, -1)]
+    plan += [(m, min_font) for m in range(4, min_chars - 1, -1)]
+    for maxlen, fs in plan or [(max_chars, fsize)]:
+        ws = widths(maxlen, fs)
+        total = sum(ws) + gaps
+        if total <= width:
+            break
+    return (maxlen, fs) + spread(ws, width)
+
+
+def spread(ws: list[float], width: float) -> tuple[list[float], list[float]]:
+    """(widths, centres) of columns ``ws`` px wide, at least GAP_PX apart, spread over ``width``."""
+    spare = max(0.0, width - sum(ws) - GAP_PX * (len(ws) - 1))
+    gap = GAP_PX + min(140.0, spare / max(len(ws) - 1, 1)) if len(ws) > 1 else GAP_PX
+    centres, x = [], 0.0
+    for w in ws:
+        centres.append(x + w / 2)
+        x += w + gap
+    return list(ws), centres
+
+
+def tree_figure(trace, step_index: int, height: int | None = None, compact: bool = False,
+                width: int | None = None, font: int | None = None) -> go.Figure:
     """The draft tree of one step, root at left, one column per depth.
 
-    Nodes are coloured chips (accepted / rejected / unreached), the root is the
-    last committed token, and the token the target added is drawn after the last
-    accepted node (blue: bonus, orange: correction). The committed path is kept
-    on top. ``step_index`` is 0-based (clamped to the valid range); the title
-    counts from 1. ``height`` defaults to 420 px and grows (~21 px per leaf,
-    at most 1400) only for trees too dense to label at 420 px (more than 14
-    leaves, e.g. a 60-node EAGLE-style tree); pass ``height`` to force one.
+    Nodes are coloured chips (accepted / discarded / rejected / unreached), the root is the
+    last committed token, and the token the target added is drawn after the target-accepted
+    path (blue: bonus, orange: correction; grey and struck through when the output ended
+    first). The committed path is kept on top. ``step_index`` is 0-based (clamped); the title
+    counts from 1. Column widths follow the labels; long tokens are shortened with … (the
+    full token is in the hover) so that no two chips overlap at a plot ``DESKTOP_WIDTH`` px
+    wide (``compact``: ``COMPACT_WIDTH``, a phone; ``width`` overrides). ``font``: the largest
+    label size (default 13 px, 11 compact; smaller when needed to fit). ``height`` defaults to 420 px and grows
+    with the number of leaves so that chips of one column never touch; pass it to force one.
     Hover a node for its text (repr), depth, draft prob q, target prob p, status.
     """
     tr = as_trace(trace)
@@ -160,10 +235,13 @@ def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
     s: Step = tr.steps[k]
     root_tok = _roots(tr)[k]
     n = len(s.tokens)
-    acc, rej = set(s.accepted), set(s.rejected)
-    status = ["accepted" if i in acc else "rejected" if i in rej else "unreached" for i in range(n)]
-    added = n                                   # virtual node id of the added token
-    last = s.accepted[-1] if s.accepted else -1
+    status = node_status(s)
+    discarded = list(getattr(s, "discarded", None) or [])
+    path = list(s.accepted) + discarded           # what the target accepted, kept or not
+    added = n                                      # virtual node id of the added token
+    added_kept = len(s.committed) > len(s.accepted)
+    added_status = s.kind if added_kept else "discarded"
+    last = path[-1] if path else -1
     qs = list(s.q) + [None]
     ps = (list(s.p) if s.p is not None else [None] * n) + [None]
 
@@ -172,17 +250,18 @@ def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
     for i, par in enumerate(s.parents):
         kids.setdefault(par, []).append(i)
     kids.setdefault(last, []).append(added)
+    rank = {"accepted": 0, "discarded": 0, "rejected": 1, "unreached": 2}
 
     def order(i: int) -> tuple:
         if i == added:
             return (0, 0.0)
-        return ({"accepted": 0, "rejected": 1, "unreached": 2}[status[i]], -(qs[i] or 0.0))
+        return (rank[status[i]], -(qs[i] or 0.0))
     for c in kids.values():
         c.sort(key=order)
 
     # tidy layout: leaves evenly spaced, parents centred on their first and last child
     ypos: dict[int, float] = {}
-    depth = {-1: 0, added: len(s.accepted) + 1}
+    depth = {-1: 0, added: len(path) + 1}
     depth.update({i: d for i, d in enumerate(s.depths)})
     counter = [0.0]
     stack = [(-1, False)]
@@ -200,31 +279,58 @@ def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
     leaves = max(int(counter[0]), 1)
     max_depth = max(depth.values())
 
-    # sizing: ~22 px per leaf is comfortable for 12-13 px labels
-    if height is None:
-        height = TREE_HEIGHT if leaves <= 14 else min(1400, max(TREE_HEIGHT, 120 + 21 * leaves))
-    per_leaf = (height - 120) / leaves
-    fsize = int(max(9, min(16, per_leaf * 0.55)))
-    maxlen = 14 if max_depth <= 5 else 10
+    def tok_of(i: int):
+        return root_tok if i == -1 else s.token if i == added else s.tokens[i]
 
-    # ---- edges (elbows: out of the parent, along a bus, into the child)
-    edge_groups = {"unreached": ([], []), "rejected": ([], []), "accepted": ([], []), "added": ([], [])}
-    all_nodes = list(range(n)) + [added]
-    for c in all_nodes:
+    # ---- horizontal: column widths from the labels
+    cols: list[list[str]] = [[] for _ in range(max_depth + 1)]
+    for i in [-1, added] + list(range(n)):
+        cols[depth[i]].append(piece(tr, tok_of(i)))
+    width = width or (COMPACT_WIDTH if compact else DESKTOP_WIDTH)
+    base_font = font or ((12 if leaves <= 6 else 11) if compact else (15 if leaves <= 6 else 13))
+    maxlen, fsize, col_w, col_x = tree_layout(cols, width, base_font, min_font=9,
+                                              max_chars=8 if compact else 14)
+    # a long, thin draft (an auto chain of 16): upright labels would keep two or three letters;
+    # stand them on end instead, one chip height per column
+    rotate = leaves <= 3 and maxlen < 7
+    if rotate:
+        maxlen, fsize = (10 if compact else 12), min(base_font, 13)
+        long_side = max(chip_size(visible(t, maxlen), fsize + 1)[0] for col in cols for t in col)
+        col_w, col_x = spread([chip_size("x", fsize + 1)[1]] * len(cols), width)
+    # ---- vertical: rows far enough apart that chips of a column never touch
+    chip_h = long_side if rotate else chip_size("x", fsize + 1)[1]
+    pitch = chip_h + ROW_GAP_PX
+    top, bottom = 72, (58 if compact else 40)
+    if height is None:
+        height = max(TREE_HEIGHT - (80 if compact else 0), int(top + bottom + pitch * leaves + 12))
+    else:
+        avail = (height - top - bottom - 12) / leaves
+        while fsize > 8 and chip_size("x", fsize + 1)[1] + ROW_GAP_PX > avail:
+            fsize -= 1
+    px_per_row = (height - top - bottom) / leaves
+    pad_y = 0.5 + 6 / px_per_row
+
+    X = {i: col_x[depth[i]] for i in depth}
+
+    # ---- edges (elbows: out of the parent, along a bus in the gap, into the child)
+    edge_groups = {"unreached": ([], []), "rejected": ([], []), "discarded": ([], []), "accepted": ([], []),
+                   "added": ([], [])}
+    for c in list(range(n)) + [added]:
         par = last if c == added else s.parents[c]
-        x0, y0, x1, y1 = depth[par], -ypos[par], depth[c], -ypos[c]
-        xm = x0 + 0.5 * (x1 - x0)
-        grp = "added" if c == added else status[c]
+        x0, y0, x1, y1 = X[par], -ypos[par], X[c], -ypos[c]
+        xm = (x0 + col_w[depth[par]] / 2 + x1 - col_w[depth[c]] / 2) / 2
+        grp = ("added" if added_kept else "discarded") if c == added else status[c]
         xs, ys = edge_groups[grp]
         xs += [x0, xm, xm, x1, None]
         ys += [y0, y0, y1, y1, None]
-    added_color = STATUS_COLOR[s.kind]
+    added_color = STATUS_COLOR[added_status]
     edge_style = {"unreached": dict(color="#cfd5de", width=1.3),
                   "rejected": dict(color="#eba3a3", width=1.6),
+                  "discarded": dict(color="#aeb6c2", width=2.0, dash="dot"),
                   "accepted": dict(color=GREEN, width=3.5),
                   "added": dict(color=added_color, width=3.5, dash="dot")}
     data = []
-    for grp in ("unreached", "rejected", "accepted", "added"):
+    for grp in ("unreached", "rejected", "discarded", "accepted", "added"):
         xs, ys = edge_groups[grp]
         if xs:
             data.append(_tr("scatter", x=xs, y=ys, mode="lines", line=edge_style[grp], hoverinfo="skip",
@@ -237,44 +343,54 @@ def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
                     f"<br>depth 0")
         if i == added:
             why = "after the whole accepted path" if s.kind == "bonus" else "in place of the rejected drafts"
-            return (f"<b>{s.kind}</b> {_esc(repr(piece(tr, s.token)))}<br>added by the target {why}"
+            kept = "" if added_kept else "<br>discarded: the output had already ended (EOS / length limit)"
+            return (f"<b>{s.kind}</b> {_esc(repr(piece(tr, s.token)))}<br>added by the target {why}{kept}"
                     f"<br>depth {depth[added]}")
+        extra = ("<br>accepted by the target, but after the end of the output (EOS / length limit): not kept"
+                 if status[i] == "discarded" else "")
         return (f"<b>{status[i]}</b> {_esc(repr(piece(tr, s.tokens[i])))}<br>depth {s.depths[i]}"
-                f"<br>draft q = {_fmt_p(qs[i])}<br>target p = {_fmt_p(ps[i])}")
+                f"<br>draft q = {_fmt_p(qs[i])}<br>target p = {_fmt_p(ps[i])}{extra}")
 
-    groups = {"root": [-1], "accepted": [], "rejected": [], "unreached": [], s.kind: [added]}
+    groups = {"root": [-1], "accepted": [], "discarded": [], "rejected": [], "unreached": []}
+    groups.setdefault(added_status, []).append(added)
     for i in range(n):
         groups[status[i]].append(i)
     # legend entries first, in reading order (visible dummy points; the real markers are invisible)
-    for name in ("root", "accepted", s.kind, "rejected", "unreached"):
-        if groups[name]:
-            data.append(_tr("scatter", x=[None], y=[None], mode="markers", name=name, legendgroup=name,
-                                   marker=dict(symbol="square", size=13, color=STATUS_COLOR[name],
-                                               line=dict(color="#aeb6c2", width=1 if name == "unreached" else 0)),
-                                   hoverinfo="skip", meta="legend"))
+    legend_names = {"discarded": "discarded (after the end)"}
+    for name in ("root", "accepted", s.kind, "discarded", "rejected", "unreached"):
+        if groups.get(name):
+            data.append(_tr("scatter", x=[None], y=[None], mode="markers", name=legend_names.get(name, name),
+                            legendgroup=name,
+                            marker=dict(symbol="square", size=13, color=STATUS_COLOR[name],
+                                        line=dict(color="#aeb6c2", width=1 if name in ("unreached", "discarded")
+                                                  else 0)),
+                            hoverinfo="skip", meta="legend"))
     annotations = []
-    for name in ("unreached", "rejected", "accepted", "root", s.kind):
-        nodes = groups[name]
+    for name in ("unreached", "rejected", "discarded", "accepted", "root", s.kind):
+        nodes = groups.get(name)
         if not nodes:
             continue
         color = STATUS_COLOR[name]
         data.append(_tr(
-            "scatter", x=[depth[i] for i in nodes], y=[-ypos[i] for i in nodes], mode="markers", name=name,
+            "scatter", x=[X[i] for i in nodes], y=[-ypos[i] for i in nodes], mode="markers", name=name,
             legendgroup=name, showlegend=False, meta="nodes",
             customdata=[i for i in nodes],
             marker=dict(symbol="square", size=max(14, fsize * 2), color=color, opacity=0.0),
-            hovertext=[hover(i) for i in nodes], hoverinfo="text", hoverlabel=dict(bordercolor=color)))
+            hovertext=[hover(i) for i in nodes], hoverinfo="text",
+            hoverlabel=dict(bgcolor="#ffffff", bordercolor=color if name not in ("unreached", "discarded")
+                            else "#64748b", font=dict(color="#0f172a", size=14, family=FONT["family"]))))
         for i in nodes:
-            tok = root_tok if i == -1 else s.token if i == added else s.tokens[i]
-            label = _esc(visible(piece(tr, tok), maxlen))
+            label = _esc(visible(piece(tr, tok_of(i)), maxlen))
             if i in (-1, added) or name == "accepted":
                 label = f"<b>{label}</b>"
+            if name == "discarded":
+                label = f"<s>{label}</s>"
             annotations.append(dict(
-                x=depth[i], y=-ypos[i], text=label, showarrow=False, bgcolor=color,
-                bordercolor="white" if name != "unreached" else "#aeb6c2", borderwidth=1, borderpad=3,
-                font=dict(size=fsize + (1 if i in (-1, added) else 0), color=STATUS_TEXT[name],
-                          family=MONO),
-                xanchor="center", yanchor="middle"))
+                x=X[i], y=-ypos[i], text=label, showarrow=False, bgcolor=color,
+                bordercolor="white" if name not in ("unreached", "discarded") else "#aeb6c2", borderwidth=1,
+                borderpad=CHIP_PAD,
+                font=dict(size=fsize + (1 if i in (-1, added) else 0), color=STATUS_TEXT[name], family=MONO),
+                xanchor="center", yanchor="middle", **({"textangle": -90} if rotate else {})))
 
     # ---- title and frame
     m = len(s.accepted)
@@ -282,24 +398,31 @@ def tree_figure(trace, step_index: int, height: int | None = None) -> go.Figure:
         title = f"Step {k + 1}: accepted {m} of {n} drafted"
     else:
         title = f"Step {k + 1}: no draft (plain autoregressive step)"
-    if len(s.committed) <= m:   # cut at EOS / the length limit inside the accepted path
-        sub = (f"the output ended after {len(s.committed)} of the accepted token{'s' if m != 1 else ''} "
-               f"(EOS or length limit); the rest and the target's {s.kind} were discarded"
+    if not added_kept:   # cut at EOS / the length limit inside the accepted path
+        sub = (f"the output ended after {len(s.committed)} accepted token{'s' if len(s.committed) != 1 else ''}"
+               f" (EOS or length limit); {len(discarded) + 1} more accepted / added were discarded"
                f" · step {k + 1} of {len(tr.steps)}")
     else:
         sub = (f"then the target added {_esc(repr(piece(tr, s.token)))} as a <b>{s.kind}</b>"
                f" · committed {len(s.committed)} token{'s' if len(s.committed) != 1 else ''}"
                f" · step {k + 1} of {len(tr.steps)}")
-    pad_y = 0.7
-    widen = max(0.0, 4 - max_depth)      # shallow trees: keep columns ~1/5 of the width, centred
+    if compact:          # a phone: the subtitle on two short lines, no step count
+        title = title.replace(" drafted", "")
+        sub = sub.rsplit(" · step ", 1)[0].replace(" · ", "<br>", 1)
+    total_w = col_x[-1] + col_w[-1] / 2
+    lo, hi = -col_w[0] / 2 - 8, total_w + 8
+    if hi - lo < width:                          # a narrow tree: centred, not stretched
+        extra = (width - (hi - lo)) / 2
+        lo, hi = lo - extra, hi + extra
     layout = _layout(
         height=height, title=_title(title, sub), annotations=annotations, hovermode="closest",
-        margin=dict(l=20, r=20, t=72, b=36),
-        xaxis=dict(visible=False, range=[-0.55 - widen / 2, max_depth + 0.55 + widen / 2], fixedrange=True),
+        margin=dict(l=8 if compact else 20, r=8 if compact else 20, t=top, b=bottom),
+        xaxis=dict(visible=False, range=[lo, hi], fixedrange=True),
         yaxis=dict(visible=False, range=[-(leaves - 1) - pad_y, pad_y], fixedrange=True),
         legend=dict(orientation="h", x=1.0, xanchor="right", y=-0.01, yanchor="top",
-                    font=dict(size=12), itemclick=False, itemdoubleclick=False),
-        showlegend=True,
+                    font=dict(size=11 if compact else 12), itemclick=False, itemdoubleclick=False),
+        showlegend=True, meta={"maxlen": maxlen, "font": fsize, "compact": compact, "width": width,
+                               "rotated": rotate},
     )
     return _fig(data, layout)
 
@@ -477,8 +600,18 @@ def outputs_identical(trace, ar_trace) -> tuple[bool, int | None]:
     return False, i
 
 
-def summary_markdown(trace, ar_trace=None) -> str:
-    """Markdown of the headline numbers; with ``ar_trace``: speedup and exactness badge."""
+def speedup_text(speedup: float, rounds: list[float] | None = None) -> str:
+    """"1.92× (1.70–2.20 over 3 runs)"; one run: "1.92× (1 run)"."""
+    rounds = [r for r in (rounds or []) if isinstance(r, (int, float)) and math.isfinite(r)]
+    if len(rounds) > 1:
+        return f"{speedup:.2f}× ({min(rounds):.2f}–{max(rounds):.2f} over {len(rounds)} runs)"
+    return f"{speedup:.2f}× (1 run)" if rounds else f"{speedup:.2f}×"
+
+
+def summary_markdown(trace, ar_trace=None, speedup: float | None = None, speedups: list | None = None) -> str:
+    """Markdown of the headline numbers; with ``ar_trace``: speedup and exactness badge.
+    ``speedup`` / ``speedups``: the median and per-round ratios of repeated timings (default:
+    the one ratio of the two traces' wall times)."""
     tr = as_trace(trace)
     sm = tr.summary()
     lines = ["| metric | value |", "|---|---|",
@@ -493,13 +626,16 @@ def summary_markdown(trace, ar_trace=None) -> str:
     if ar_trace is not None:
         ar = as_trace(ar_trace)
         asm = ar.summary()
-        speed = ar.wall_s / tr.wall_s if tr.wall_s > 0 and ar.wall_s > 0 else None
+        speed = speedup if speedup is not None else (ar.wall_s / tr.wall_s if tr.wall_s > 0 and ar.wall_s > 0
+                                                    else None)
         same, where = outputs_identical(tr, ar)
         temp = (tr.meta or {}).get("temperature")
         sampling = isinstance(temp, (int, float)) and temp > 0
         extra = [f"| autoregressive tokens / s | {asm['tokens_per_s']:.1f} |",
                  f"| autoregressive wall time | {asm['wall_s']:.2f} s |",
-                 f"| **measured speedup (AR wall / spec wall)** | **{speed:.2f}×** |" if speed
+                 (f"| **measured speedup (AR wall / spec wall)** | **{speedup_text(speed, speedups)}** |" if speed >= 1
+                  else f"| **measured speedup (AR wall / spec wall)** | **{speedup_text(speed, speedups)}: "
+                       "slower than plain decoding** |") if speed
                  else "| measured speedup | n/a |"]
         out += "\n" + "\n".join(extra)
         if same:
@@ -514,32 +650,61 @@ def summary_markdown(trace, ar_trace=None) -> str:
 
 
 # ---------------------------------------------------------------- 4. comparison
-def compare_figure(rows: list[dict], height: int = 360) -> go.Figure:
-    """Grouped bars of tau and speedup per configuration.
+def compare_figure(rows: list[dict], height: int = 380) -> go.Figure:
+    """Two panels side by side, each with its own axis: τ (tokens per target forward) and the
+    measured speedup (×, with a 1.0 line = as fast as plain decoding; a bar below it is amber).
 
-    ``rows``: dicts with "config", "tau", "speedup", "tokens_per_s", "identical".
-    A config whose output differs from plain decoding gets a ⚠ in its name.
+    ``rows``: dicts with "config", "tau", "speedup", optional "speedups" (per-round ratios:
+    shown as the range under the median), "tokens_per_s", "identical". A config whose output differs from plain
+    decoding gets a ⚠ in its name.
     """
     if not rows:
-        return _placeholder("No configurations to compare yet", height)
-    names = [("⚠ " if r.get("identical") is False else "") + str(r.get("config", "?")) for r in rows]
+        return _placeholder("No configurations compared yet", height)
+    names = [("⚠ " if r.get("identical") is False else "") + str(r.get("config", "?")).replace(" · ", "<br>")
+             for r in rows]
     tau = [r.get("tau") for r in rows]
     spd = [r.get("speedup") for r in rows]
     tps = [r.get("tokens_per_s") for r in rows]
     ident = ["identical" if r.get("identical") else "n/a" if r.get("identical") is None else "DIFFERS" for r in rows]
     cd = list(zip(tps, ident))
 
+    def num(v):
+        return isinstance(v, (int, float)) and not math.isnan(v)
+
     def txt(vals, fmt):
-        return [fmt.format(v) if isinstance(v, (int, float)) and not math.isnan(v) else "" for v in vals]
+        return [fmt.format(v) if num(v) else "" for v in vals]
+    lo = [min(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
+    hi = [max(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
+    spd_text = [("" if not num(v) else f"{v:.2f}×" if len(r.get("speedups") or []) < 2
+                 else f"{v:.2f}×<br><span style='font-size:11px'>{a:.2f}–{b:.2f}</span>")
+                for r, v, a, b in zip(rows, spd, lo, hi)]
+    cd2 = [(t, i, a if a is not None else 0, b if b is not None else 0) for (t, i), a, b in zip(cd, lo, hi)]
+    colors = [BLUE if not num(v) or v >= 1 else "#f59e0b" for v in spd]
+    top = max([v for v in spd if num(v)] + [1.0])
     fig = _fig(
         data=[_tr("bar", x=names, y=tau, name="τ (tokens per target forward)", marker=dict(color=GREEN),
-                     text=txt(tau, "{:.2f}"), textposition="outside", cliponaxis=False, customdata=cd,
-                     hovertemplate="%{x}<br>τ %{y:.2f}<br>%{customdata[0]} tok/s · %{customdata[1]}<extra></extra>"),
-              _tr("bar", x=names, y=spd, name="speedup vs plain decoding", marker=dict(color=BLUE),
-                     text=txt(spd, "{:.2f}×"), textposition="outside", cliponaxis=False, customdata=cd,
-                     hovertemplate="%{x}<br>speedup %{y:.2f}×<br>%{customdata[0]} tok/s · %{customdata[1]}<extra></extra>")],
-        layout=_layout(height=height, barmode="group", bargap=0.3, title=_title("Configurations compared"),
-                       xaxis=dict(showgrid=False), yaxis=dict(gridcolor="#eef2f6", rangemode="tozero"),
-                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-                       margin=dict(l=45, r=20, t=80, b=60), shapes=[_hline(1.0, "#64748b", width=1)]))
+                  text=txt(tau, "{:.2f}"), textposition="outside", cliponaxis=False, customdata=cd,
+                  xaxis="x", yaxis="y", showlegend=False,
+                  hovertemplate="%{x}<br>τ %{y:.2f} tokens per target forward<br>%{customdata[0]} tok/s · "
+                                "%{customdata[1]}<extra></extra>"),
+              _tr("bar", x=names, y=spd, name="speedup vs plain decoding", marker=dict(color=colors),
+                  text=spd_text, textposition="outside", cliponaxis=False, customdata=cd2,
+                  xaxis="x2", yaxis="y2", showlegend=False,
+                  hovertemplate="%{x}<br>speedup %{y:.2f}× (median; range %{customdata[2]:.2f}–"
+                                "%{customdata[3]:.2f})<br>%{customdata[0]} tok/s · %{customdata[1]}<extra></extra>")],
+        layout=_layout(
+            height=height, bargap=0.35, title=_title("Configurations compared"),
+            xaxis=dict(domain=[0, 0.45], showgrid=False, automargin=True, tickangle=0),
+            yaxis=dict(title="τ: tokens per target forward", gridcolor="#eef2f6", rangemode="tozero"),
+            xaxis2=dict(domain=[0.55, 1], showgrid=False, automargin=True, anchor="y2", tickangle=0),
+            yaxis2=dict(title="speedup (×, plain = 1)", gridcolor="#eef2f6", range=[0, top * 1.3],
+                        anchor="x2"),
+            margin=dict(l=55, r=20, t=80, b=60),
+            shapes=[dict(type="line", xref="x2 domain", x0=0, x1=1, yref="y2", y0=1.0, y1=1.0,
+                         line=dict(color="#64748b", width=1, dash="dash"), layer="above")],
+            annotations=[dict(text="<b>τ</b> (tokens per target forward)", x=0.0, xref="paper", y=1.02, yref="paper",
+                              xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=13)),
+                         dict(text="<b>speedup</b> vs plain decoding (median, range below)", x=0.55, xref="paper",
+                              y=1.02, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                              font=dict(size=13))]))
     return fig

@@ -1,0 +1,209 @@
+"""What every tab shares: messages, the image box, examples, the defaults and named outputs.
+
+Named outputs: a handler returns (or yields) a plain dict keyed by output NAME,
+``{"status": ..., "answer": ...}``; names it leaves out are not updated. ``Outputs`` maps the
+names to the components of the built page, and ``Outputs.bind(fn)`` turns such a handler into
+a Gradio event function that returns ``{component: value}``. Handlers never see the Blocks and
+stay callable (and testable) without a page.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import json
+import re
+import tempfile
+import types
+from dataclasses import dataclass
+
+import gradio as gr
+
+from core import api
+from core.adapters import InputError, ModelLoadError
+from core.images import load_image
+
+from . import limits, render
+from .session import prune_session
+
+EXAMPLES_DIR = api.ASSETS / "examples"
+EXPECTED = (InputError, ModelLoadError, ValueError)
+GENERIC_ERROR = "Something went wrong on the server (it has been logged). Please try again."
+
+
+# ====================================================================== one set of defaults
+@dataclass(frozen=True)
+class Defaults:
+    """The defaults of every tab (Run, Compare, Teach), from one place."""
+    strategy: str = "auto"         # Run's draft shape; Compare / Teach offer fixed shapes of gamma
+    gamma: int = 6                 # chain length (core.tune's default; a tuned value wins)
+    max_new_tokens: int = 64
+    repeats: int = 3               # timing rounds (plain and speculative, alternating)
+    temperature: float = 0.0
+
+
+def defaults() -> Defaults:
+    from core.tune import tuned_spec
+    from . import presets
+    chain = tuned_spec(limits.default_target(), presets.default_drafter(), "chain")
+    return Defaults(gamma=chain.gamma)
+
+
+# ====================================================================== messages
+def esc(s) -> str:
+    return html.escape(str(s), quote=False)
+
+
+def status_html(msg: str, kind: str = "") -> str:
+    """``kind``: "" | ok | busy | warn | err."""
+    icon = {"ok": "✓", "busy": "⏳", "err": "⚠", "warn": "⚠"}.get(kind, "")
+    return f'<div class="ss-status {kind}">{icon + " " if icon else ""}{msg}</div>'
+
+
+_ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"(),;:]+/)+([^\s'\"(),;:]*)")
+
+
+def scrub(msg: str) -> str:
+    """No server paths in messages: the project root becomes relative, any other absolute
+    path shows its last part only."""
+    root = str(api.ROOT).rstrip("/") + "/"
+    msg = msg.replace(root, "").replace(str(api.ROOT), ".")
+    for tmp in {tempfile.gettempdir(), "/tmp"}:
+        msg = re.sub(re.escape(tmp.rstrip("/")) + r"/[^\s'\"]*?([^/\s'\"]+)(?=['\"\s)]|$)", r"\1", msg)
+    return _ABS_PATH.sub(lambda m: m.group(1) or "a folder", msg)
+
+
+def friendly(e: BaseException) -> str:
+    msg = scrub(str(e).strip()) or type(e).__name__
+    return msg[0].upper() + msg[1:] if msg else msg
+
+
+def fallback_hint(e: BaseException, target, msg: str = "") -> str:
+    """After a model that could not load: point back to the default, which keeps working
+    (unless the message already says so)."""
+    if isinstance(e, ModelLoadError) and isinstance(target, str) and "default model" not in msg \
+            and target.strip() not in ("", "default", limits.default_target()):
+        return " The embedded default model still works: pick the 'SpecScope default' preset (Model settings)."
+    return ""
+
+
+def differs_note(temperature: float, dtype) -> str:
+    """Why a speculative output can differ from plain decoding's (shown next to "differs")."""
+    if temperature > 0:
+        return "sampling: only the distributions match, so the texts may differ"
+    if str(dtype).replace("torch.", "") in ("bfloat16", "float16"):
+        return ("low precision: a many-token verify rounds differently from a one-token step, "
+                "which can flip a near-tie; choose float32 for token-identical output")
+    return "a near-tie in the target's logits rounded differently (float32); please report it"
+
+
+def legend_html() -> str:
+    """Legend of the Teach tab's text: the same colours as the Run tab's answer."""
+    items = [("accepted draft", render.COLOR_MAP["accepted draft"], "", "the drafter's guess, kept by the target"),
+             ("bonus", render.COLOR_MAP["bonus"], "", "the target's own token after a fully accepted draft"),
+             ("correction", render.COLOR_MAP["correction"], "", "the target's token in place of a rejected guess"),
+             ("rejected guess", "#fde4e4", "text-decoration:line-through;color:#b91c1c",
+              "a guess the target refused (not part of the answer)")]
+    return '<div class="ss-legend">' + "".join(
+        f'<span title="{esc(tip)}"><span class="sw" style="background:{c}"></span>'
+        f'<span style="{style}">{esc(n)}</span></span>' for n, c, style, tip in items) + "</div>"
+
+
+# ====================================================================== inputs
+def load_examples() -> list[dict]:
+    try:
+        data = json.loads((EXAMPLES_DIR / "examples.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for ex in data.get("examples", []):
+        path = EXAMPLES_DIR / str(ex.get("file", ""))
+        if path.is_file() and ex.get("prompt"):
+            out.append({**ex, "path": str(path)})
+    return out
+
+
+def _raw_path_preprocess(self, payload):
+    if payload is None:
+        return None
+    path = getattr(payload, "path", None)
+    if path:
+        return str(path)
+    try:
+        return gr.Image.preprocess(self, payload)
+    except Exception:
+        raise gr.Error("cannot read this image") from None
+
+
+def SafeImage(**kw) -> gr.Image:
+    """A ``gr.Image`` that hands the raw upload path to the handler, so a corrupt, huge or odd
+    file is judged by ``core.images.load_image`` (a clear message) instead of failing inside
+    Gradio's own preprocessing (a generic error). Patched per instance: a subclass would make
+    Gradio write a .pyi stub next to this file."""
+    img = gr.Image(**kw)
+    img.preprocess = types.MethodType(_raw_path_preprocess, img)
+    return img
+
+
+def read_image(path):
+    """The handler side of SafeImage: None (no image) or an RGB PIL image, else InputError."""
+    if path is None or path == "":
+        return None
+    if isinstance(path, dict):        # {"path": ...} from some clients
+        path = path.get("path")
+    if hasattr(path, "size") and hasattr(path, "mode"):
+        return load_image(path)
+    return load_image(str(path))
+
+
+# ====================================================================== named outputs
+class Outputs:
+    """Output name -> component, in the order the API reports them.
+
+        outs = Outputs(status=status_box, answer=answer_box)
+        btn.click(outs.bind(handler), inputs, outs.list)
+    """
+
+    def __init__(self, demo=None, **components):
+        self.demo = demo
+        self.by_name = dict(components)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    @property
+    def list(self) -> list:
+        return list(self.by_name.values())
+
+    def components(self, named: dict) -> dict:
+        unknown = set(named) - set(self.by_name)
+        if unknown:
+            raise KeyError(f"handler returned unknown outputs {sorted(unknown)}")
+        return {self.by_name[k]: v for k, v in named.items()}
+
+    def bind(self, fn):
+        """``fn`` returns / yields {name: value}; the result returns / yields {component: value}.
+        Prunes the visitor's session first (see ``session.prune_session``)."""
+        sig = inspect.signature(fn)
+        demo = self.demo
+
+        def request_of(args, kw):
+            try:
+                return sig.bind_partial(*args, **kw).arguments.get("request")
+            except TypeError:
+                return None
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args, **kw):
+                prune_session(demo, request_of(args, kw))
+                for named in fn(*args, **kw):
+                    yield self.components(named)
+            return gen
+
+        @functools.wraps(fn)
+        def plain(*args, **kw):
+            prune_session(demo, request_of(args, kw))
+            return self.components(fn(*args, **kw))
+        return plain

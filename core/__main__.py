@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")      # no progress bars on stderr
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = _parser().parse_args(argv)
-    from .adapters import InputError, ModelLoadError
+    from .errors import InputError, ModelLoadError
     try:
         return _main(args)
     except (InputError, ModelLoadError, ValueError) as e:
@@ -238,7 +238,8 @@ def _replay(args) -> int:
     img_path = args.image if args.image is not None else meta.get("image")
     image = load_image(img_path) if img_path else None
     target = args.target or meta.get("target") or "default"
-    if target == str(api.DEFAULT_TARGET):
+    from . import paths
+    if target == str(paths.DEFAULT_TARGET):
         target = "default"
     dtype = args.dtype or meta.get("dtype") or "auto"
     sm = meta.get("sampling") or {}

@@ -24,17 +24,10 @@ from typing import Any
 
 import torch
 
-from . import device as _device
-from .device import (DEVICES, DTYPES, KERNELS, _cpu_has_bf16, fast_bf16,  # noqa: F401 (re-exported)
-                     kernels_default, resolve_device)
-from .errors import InputError, ModelLoadError  # noqa: F401 (re-exported)
+from .device import DTYPES, kernels_default, resolve_device, resolve_dtype
+from .errors import InputError, ModelLoadError
 
 SENTINEL = "\ue000"   # private-use char marking where the user's text goes in the chat template
-
-
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> str:
-    """``core.device.resolve_dtype`` asking this module's ``fast_bf16`` (which tests replace)."""
-    return _device.resolve_dtype(dtype, device, fast=fast_bf16)
 
 
 @dataclass

@@ -11,10 +11,10 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
-from . import adapters
+from . import adapters, device as devices
 from .drafters import DraftSpec, make_drafter
+from .errors import ModelLoadError
 from .engine import generate
 from .sampling import SamplingConfig
 from .trace import Trace
@@ -55,10 +55,10 @@ def _evict(keep: tuple) -> None:
 
 def default_device(device: str | None = None) -> str:
     """``device``, or when None the operator's ``SPECSCOPE_DEVICE`` (unset: "cpu"), resolved by
-    ``adapters.resolve_device`` ("auto" -> cuda if there is a CUDA GPU). CPU unless asked."""
+    ``device.resolve_device`` ("auto" -> cuda if there is a CUDA GPU). CPU unless asked."""
     if device is None:
         device = os.environ.get("SPECSCOPE_DEVICE", "").strip() or "cpu"
-    return adapters.resolve_device(device)
+    return devices.resolve_device(device)
 
 
 def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False,
@@ -67,8 +67,8 @@ def load_target(name: str | None, dtype: str = "float32", trust_remote_code: boo
     the library default stays float32, the CLI, the bench and the app default to "auto".
     ``device``: cpu | cuda[:N] | auto; None = ``SPECSCOPE_DEVICE`` or cpu (see ``default_device``)."""
     device = default_device(device)
-    dtype = adapters.resolve_dtype(dtype, device)
-    kernels = kernels or adapters.kernels_default()
+    dtype = devices.resolve_dtype(dtype, device)
+    kernels = kernels or devices.kernels_default()
     key = ("target", resolve_target(name), dtype, device, kernels)
     with _cache_lock:
         if key not in _cache:
@@ -88,7 +88,7 @@ def load_pair(target: str | None, drafter: str | None = None, dtype: str = "floa
     if drafter in SHIPPED_DRAFTERS:
         path = SHIPPED_DRAFTERS[drafter]
         if not path.exists():
-            raise adapters.ModelLoadError(f"drafter {drafter!r} is not trained yet ({path} is missing)")
+            raise ModelLoadError(f"drafter {drafter!r} is not trained yet ({path} is missing)")
         drafter_arg = str(path)
     else:
         drafter_arg = drafter

@@ -36,14 +36,14 @@ def _cpu_has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu", fast=None) -> str:
-    """A dtype name; ``"auto"`` is bfloat16 where the device computes it fast (``fast(device)``,
-    default ``fast_bf16``), else float32. Losslessness is always against the target's own greedy
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> str:
+    """A dtype name; ``"auto"`` is bfloat16 where the device computes it fast (``fast_bf16``),
+    else float32. Losslessness is always against the target's own greedy
     decoding *in the same dtype*."""
     if isinstance(dtype, torch.dtype):
         return str(dtype).replace("torch.", "")
     if dtype == "auto":
-        return "bfloat16" if (fast or fast_bf16)(device) else "float32"
+        return "bfloat16" if fast_bf16(device) else "float32"
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; use auto or one of {sorted(DTYPES)}")
     return str(DTYPES[dtype]).replace("torch.", "")

@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 
 from .acceptance import accept_greedy, accept_sampling
-from .adapters import HFAdapter, InputError
+from .adapters import HFAdapter
+from .errors import InputError
 from .drafters.base import DraftContext, DraftSpec, Drafter
 from .policy import AutoPolicy
 from .sampling import SamplingConfig, probs, sample

@@ -626,7 +626,6 @@ def build_inputs(family, model_dir, prompt, image=None, tokenizer=None, image_pr
     ``prompt`` is the user text; the chat template adds the image placeholder (when ``image`` is
     given) and the generation prompt. Returns a dict of batch-1 tensors.
     """
-    import torch
     import transformers as T
 
     tok = tokenizer or T.AutoTokenizer.from_pretrained(model_dir)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from . import api
-from .adapters import InputError, ModelLoadError
+from . import api, paths
+from .errors import InputError, ModelLoadError
 from .drafters import DraftSpec
 from .sampling import SamplingConfig
 from .scenes.generator import heldout_seeds
@@ -64,9 +64,9 @@ def _local_dir(name: str, role: str) -> str | None:
     """The directory holding ``name``'s weights, when they are local (the default target, a
     shipped drafter, a model or head directory); None for Hub ids and weightless drafters."""
     if role == "target" and (not name or name == "default"):
-        name = str(api.DEFAULT_TARGET)
+        name = str(paths.DEFAULT_TARGET)
     elif role == "drafter":
-        name = str(api.SHIPPED_DRAFTERS.get(name, name))
+        name = str(paths.SHIPPED_DRAFTERS.get(name, name))
         name = name[4:] if name.lower().startswith("msd:") else name
     return name if os.path.isdir(name) else None
 

@@ -21,14 +21,8 @@ import time
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-# The tiny-model builder is moving from tests/ to core/tiny.py; scripts must not depend on tests/.
-# The fallback import goes once core/tiny.py lands.
-try:
-    from core.tiny import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir
-except ImportError:
-    from tests.tiny_models import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir
-
-from core import api, audit, replay
+from core import api, audit, paths, replay  # noqa: E402
+from core.tiny import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir  # noqa: E402
 
 SHAPES = "chain:4,tree:3x2x1,dynamic:5/4/20"
 PROMPTS = ("Describe the picture.", "What color is the car?")
@@ -98,8 +92,8 @@ def main(argv=None) -> int:
             rows.append({"family": fam, "drafter": args.drafter, "error": f"{type(e).__name__}: {e}"[:160]})
         print(f"done {fam}", file=sys.stderr, flush=True)
     if not args.no_default:
-        if api.SHIPPED_DRAFTERS.get("msd") is not None and api.SHIPPED_DRAFTERS["msd"].exists() \
-                and api.DEFAULT_TARGET.exists():
+        if paths.SHIPPED_DRAFTERS.get("msd") is not None and paths.SHIPPED_DRAFTERS["msd"].exists() \
+                and paths.DEFAULT_TARGET.exists():
             try:
                 rows.append(audit_pair("default pair", "default", "msd", audit.default_inputs(2), shapes,
                                        args.default_tokens))

@@ -8,8 +8,9 @@ import shutil
 import pytest
 import torch
 
-from core import adapters, device, errors
-from core.adapters import Encoded, InputError, ModelLoadError
+from core import adapters, device
+from core.adapters import Encoded
+from core.errors import InputError, ModelLoadError
 from core.tiny import tiny_image, tiny_model_dir
 
 
@@ -106,8 +107,7 @@ def test_text_only_encoding_has_no_image(llama):
 
 
 # ---- errors ---------------------------------------------------------------------------------
-def test_the_error_types_live_in_core_errors():
-    assert adapters.InputError is errors.InputError and adapters.ModelLoadError is errors.ModelLoadError
+def test_the_error_types():
     assert issubclass(InputError, ValueError) and issubclass(ModelLoadError, RuntimeError)
 
 
@@ -163,12 +163,11 @@ def test_resolve_dtype():
         device.resolve_dtype("float8")
 
 
-def test_adapters_resolve_dtype_asks_adapters_fast_bf16(monkeypatch):
-    """Code and tests that replace ``adapters.fast_bf16`` still steer ``adapters.resolve_dtype``."""
-    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": True)
-    assert adapters.resolve_dtype("auto") == "bfloat16"
-    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": False)
-    assert adapters.resolve_dtype("auto") == "float32"
+def test_auto_dtype_follows_native_bf16_support(monkeypatch):
+    monkeypatch.setattr(device, "fast_bf16", lambda device="cpu": True)
+    assert device.resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(device, "fast_bf16", lambda device="cpu": False)
+    assert device.resolve_dtype("auto") == "float32"
 
 
 def test_fast_bf16_on_cpu_reads_the_cpu_flags(monkeypatch):
@@ -195,7 +194,6 @@ def test_resolve_device(monkeypatch):
     assert device.resolve_device("auto") == "cuda" and device.resolve_device("cuda:1") == "cuda:1"
     with pytest.raises(InputError, match="no CUDA device"):
         device.resolve_device("cuda:2")
-    assert adapters.resolve_device is device.resolve_device
 
 
 def test_kernels_default(monkeypatch):
@@ -207,13 +205,11 @@ def test_kernels_default(monkeypatch):
     monkeypatch.setenv("SPECSCOPE_KERNELS", "fastest")
     with pytest.raises(InputError, match="SPECSCOPE_KERNELS"):
         device.kernels_default()
-    assert adapters.kernels_default is device.kernels_default and adapters.KERNELS == device.KERNELS
 
 
 def test_paths_registry():
-    from core import api, paths
+    from core import paths
     assert paths.DEFAULT_TARGET == paths.ASSETS / "target" and paths.ASSETS == paths.ROOT / "assets"
-    assert api.SHIPPED_DRAFTERS is paths.SHIPPED_DRAFTERS and api.resolve_target is paths.resolve_target
     assert paths.resolve_target("some/model") == "some/model"
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import api
+from core import api, paths
 from core.drafters import DraftSpec
 from core.sampling import SamplingConfig
 from core.scenes.generator import heldout_seeds
 from core.scenes.tasks import make_sample
 
-HAVE_TARGET = (api.DEFAULT_TARGET / "config.json").exists()
+HAVE_TARGET = (paths.DEFAULT_TARGET / "config.json").exists()
 pytestmark = pytest.mark.skipif(not HAVE_TARGET, reason="assets/target not trained yet")
 
 SPECS = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(2, 2, 1)),
@@ -41,9 +41,9 @@ def test_default_target_loads_like_a_hub_model():
     assert 1e6 < n < 150e6
 
 
-@pytest.mark.parametrize("drafter", ["ngram", "layerskip:2", *api.SHIPPED_DRAFTERS])
+@pytest.mark.parametrize("drafter", ["ngram", "layerskip:2", *paths.SHIPPED_DRAFTERS])
 def test_shipped_drafters_are_lossless_with_the_default_target(drafter):
-    if drafter in api.SHIPPED_DRAFTERS and not (api.SHIPPED_DRAFTERS[drafter] / "config.json").exists():
+    if drafter in paths.SHIPPED_DRAFTERS and not (paths.SHIPPED_DRAFTERS[drafter] / "config.json").exists():
         pytest.fail(f"shipped drafter {drafter} is missing from assets/")
     pair = api.load_pair("default", drafter)
     greedy = SamplingConfig()
@@ -55,11 +55,11 @@ def test_shipped_drafters_are_lossless_with_the_default_target(drafter):
             assert sp.summary()["target_forwards"] <= ar.summary()["target_forwards"]
 
 
-@pytest.mark.parametrize("drafter", ["ngram", *api.SHIPPED_DRAFTERS])
+@pytest.mark.parametrize("drafter", ["ngram", *paths.SHIPPED_DRAFTERS])
 def test_shipped_drafters_are_lossless_in_bfloat16(drafter):
     """The CLI, the bench and the app default to bfloat16 where the CPU computes it natively
     ("auto"); losslessness is then against the target's own greedy decoding in bfloat16."""
-    if drafter in api.SHIPPED_DRAFTERS and not (api.SHIPPED_DRAFTERS[drafter] / "config.json").exists():
+    if drafter in paths.SHIPPED_DRAFTERS and not (paths.SHIPPED_DRAFTERS[drafter] / "config.json").exists():
         pytest.fail(f"shipped drafter {drafter} is missing from assets/")
     pair = api.load_pair("default", drafter, dtype="bfloat16")
     assert pair.target.dtype == torch.bfloat16

@@ -1,4 +1,4 @@
-"""Device selection (core.adapters.resolve_device, core.api, --device): CPU is the default, CUDA
+"""Device selection (core.device.resolve_device, core.api, --device): CPU is the default, CUDA
 is opt-in, and asking for CUDA on a machine without one is a one-line user error. CPU-only: the
 CUDA path itself is not exercised here (no GPU), only how it is chosen and refused."""
 import json
@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from core import api, bench
-from core.adapters import InputError, resolve_device
+from core.device import resolve_device
+from core.errors import InputError
 from tests.tiny_models import tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +119,7 @@ def test_cache_key_and_dtype_follow_the_device(monkeypatch):
     monkeypatch.setattr(api, "_cache", OrderedDict())
     monkeypatch.setattr(api.adapters, "load", fake_load)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(api.adapters, "fast_bf16", lambda device="cpu": str(device).startswith("cuda"))
+    monkeypatch.setattr(api.devices, "fast_bf16", lambda device="cpu": str(device).startswith("cuda"))
     cpu = api.load_target("some/model", "auto", device="cpu")
     gpu = api.load_target("some/model", "auto", device="cuda")
     assert cpu is not gpu
@@ -171,7 +172,7 @@ def test_bench_device_cuda_without_a_gpu_is_one_line(capsys):
 
 
 def test_app_default_precision_follows_the_device_and_survives_a_bad_one(monkeypatch):
-    from core.adapters import resolve_dtype
+    from core.device import resolve_dtype
     from ui import presets
     monkeypatch.setenv("SPECSCOPE_DEVICE", "cuda")
     if not torch.cuda.is_available():   # the UI still builds; the load reports the bad device

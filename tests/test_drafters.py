@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from core import adapters
+from core import adapters, errors
 from core.drafters import (DraftSpec, Drafter, ModelDrafter, MSDHead, NgramDrafter, assistant_model,
                            make_drafter)
 from core.drafters.base import DraftContext
@@ -139,7 +139,7 @@ def test_third_party_module_class_drafter(tmp_path, monkeypatch):
     ar = generate(tgt, PROMPT, max_new_tokens=10)
     sp = generate(tgt, PROMPT, None, d, DraftSpec("chain", gamma=2), max_new_tokens=10)
     assert d.begun and sp.output == ar.output and len(sp.steps) >= 1
-    with pytest.raises(adapters.InputError, match="cannot import drafter"):
+    with pytest.raises(errors.InputError, match="cannot import drafter"):
         make_drafter("my_drafters:Missing", tgt)
 
 

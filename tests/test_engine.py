@@ -206,26 +206,12 @@ def test_confidence_pruning_stays_lossless_and_drafts_less(family):
         DraftSpec("chain", min_prob=1.5)
 
 
-def test_auto_dtype_follows_native_bf16_support(monkeypatch):
-    from core import adapters
-    from core.adapters import InputError, resolve_dtype
-
-    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": True)
-    assert resolve_dtype("auto") == "bfloat16"
-    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": False)
-    assert resolve_dtype("auto") == "float32"
-    assert resolve_dtype("bf16") == "bfloat16" and resolve_dtype("float32") == "float32"
-    assert resolve_dtype(torch.bfloat16) == "bfloat16"
-    with pytest.raises(InputError, match="unknown dtype"):
-        resolve_dtype("float8")
-
-
 def test_bench_records_the_resolved_dtype(monkeypatch):
-    from core import adapters, bench
+    from core import bench, device
 
-    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(device, "fast_bf16", lambda device="cpu": False)
     assert bench.parse_args(["--quick"]).dtype == "float32"
-    monkeypatch.setattr(adapters, "fast_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(device, "fast_bf16", lambda device="cpu": True)
     assert bench.parse_args(["--quick"]).dtype == "bfloat16"
     assert bench.parse_args(["--quick", "--dtype", "float32"]).dtype == "float32"
 

@@ -1,7 +1,6 @@
 """core.engine.generate refuses bad inputs with a clear InputError before any decoding: a prompt
 beyond the model's context (the CLI path has no character limit), a bad token budget, and bad
 sampling settings (core.sampling.SamplingConfig). The app's side: tests/test_ui_limits.py."""
-import time
 
 import pytest
 
@@ -18,11 +17,13 @@ def target():
     return adapters.load(tiny_model_dir("llava"))
 
 
-def test_a_prompt_longer_than_the_context_is_refused_quickly(target):
-    t0 = time.perf_counter()
+def test_a_prompt_longer_than_the_context_is_refused_before_any_forward(target, monkeypatch):
+    def no_prefill(*a, **kw):
+        raise AssertionError("the target ran on a prompt longer than its context")
+
+    monkeypatch.setattr(target, "prefill", no_prefill)
     with pytest.raises(InputError, match="prompt too long"):
         generate(target, "Describe the image. " * 5000, None, max_new_tokens=4)
-    assert time.perf_counter() - t0 < 10
 
 
 def test_the_budget_shrinks_to_the_context_left(target):

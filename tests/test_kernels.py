@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from core import adapters, kernels
+from core import adapters, errors, kernels
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter
 from core.engine import generate
 from tests.tiny_models import tiny_image, tiny_model_dir
@@ -49,7 +49,7 @@ def test_accelerate_swaps_linears_and_keeps_tied_weights():
 
 @pytest.mark.parametrize("path", kernels.LOSSY)
 def test_lossy_paths_are_never_forced_on_a_target(path):
-    with pytest.raises(adapters.InputError, match="not available"):
+    with pytest.raises(errors.InputError, match="not available"):
         adapters.load(tiny_model_dir("llama"), kernels=path)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.adapters import InputError, ModelLoadError
+from core.errors import InputError, ModelLoadError
 from core.drafters import make_drafter
 from tests.tiny_models import tiny_model_dir
 

@@ -4,7 +4,7 @@ never run during a replay."""
 import pytest
 import torch
 
-from core import adapters, replay
+from core import adapters, errors, replay
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
 from core.engine import generate
 from core.sampling import SamplingConfig
@@ -156,7 +156,7 @@ def test_msd_on_the_default_pair():
     from core.bench import scene_samples
     try:
         pair = api.load_pair("default", "msd", dtype="float32", kernels="stock")
-    except adapters.ModelLoadError as e:
+    except errors.ModelLoadError as e:
         pytest.skip(str(e))
     s = scene_samples(1)[0]
     rec = replay.record(pair.target, s.prompt, s.image, max_new_tokens=24)

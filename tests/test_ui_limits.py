@@ -26,6 +26,9 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.app_server import served_app  # noqa: E402
 from core.tiny import tiny_image, tiny_model_dir  # noqa: E402
+from ui import session  # noqa: E402
+from ui.tabs import compare as compare_tab  # noqa: E402
+from ui.tabs import run as run_tab  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")   # gr.Warning / gr.Info outside a request
 
@@ -68,16 +71,22 @@ def run_api(app, client=None, **kw):
     return submit(app, client, **kw).result(timeout=CALL_TIMEOUT)
 
 
-def decode(app, **kw) -> list[tuple]:
-    """run_decoding in-process (the /run handler itself, so NaN / None / strings reach it)."""
+def decode(app, **kw) -> list[dict]:
+    """run_decoding in-process (the /run handler itself, so NaN / None / strings reach it); it
+    yields {output name: value}."""
     args = dict(RUN_DEFAULTS, image=app["image"], prompt="Describe the image.", target=app["target"],
                 drafter="layerskip", strategy="dynamic")
     args.update(kw)
-    return list(app["ui"].run_decoding(**args))
+    return list(run_tab.run_decoding(**args))
 
 
 def status(outs) -> str:
-    return outs[-1][0]
+    return outs[-1]["status"]
+
+
+def api_result(out) -> dict:
+    """The /run API's "result" output (the API reports the outputs in ``run_tab.OUTPUTS`` order)."""
+    return out[run_tab.OUTPUTS.index("result")]
 
 
 def assert_clear_error(outs, *needles):
@@ -90,7 +99,7 @@ def assert_clear_error(outs, *needles):
 def assert_done(outs):
     s = status(outs)
     assert "Done" in s, s
-    return outs[-1][-1]        # the Trace (state)
+    return outs[-1]["state"]        # the Trace
 
 
 # ====================================================================== concurrency
@@ -130,15 +139,14 @@ def test_ten_simultaneous_visitors_all_finish_and_the_app_keeps_serving(app):
         else:
             assert "Done" in msg, (i, msg)
     out = run_api(app, max_new_tokens=6)                      # the app still answers afterwards
-    assert "Done" in out[0] and len(out[-1]["token_ids"]) == 6
+    assert "Done" in out[0] and len(api_result(out)["token_ids"]) == 6
 
 
 def test_a_full_queue_gives_a_clear_busy_message(app, monkeypatch):
     """Visitors beyond the queue's size are told it is full (QueueError), not left hanging; the
     queued ones finish once the model is free."""
-    ui_app = app["ui"]
     started, release = threading.Event(), threading.Event()
-    real = ui_app.parse_params
+    real = run_tab.parse_params
 
     def held(*args, **kw):           # the first request holds the model slot until released
         if args[1] == "hold":
@@ -146,7 +154,7 @@ def test_a_full_queue_gives_a_clear_busy_message(app, monkeypatch):
             assert release.wait(30)
         return real(*args, **kw)
 
-    monkeypatch.setattr(ui_app, "parse_params", held)
+    monkeypatch.setattr(run_tab, "parse_params", held)
     queue = app["demo"]._queue
     old_max = queue.max_size
     queue.max_size = 2
@@ -251,10 +259,10 @@ def test_tricky_prompts_run_and_are_encoded_as_the_core_encodes_them(app, which)
     (None, "type a prompt"),
     (12345, "must be text"),
 ])
-def test_empty_and_huge_prompts_are_refused_quickly(app, prompt, needle):
-    t0 = time.perf_counter()
-    assert_clear_error(decode(app, prompt=prompt), needle)
-    assert time.perf_counter() - t0 < 2
+def test_empty_and_huge_prompts_are_refused_before_any_model_work(app, prompt, needle):
+    outs = decode(app, prompt=prompt)
+    assert len(outs) == 1, status(outs)           # the first thing the handler says is the refusal
+    assert_clear_error(outs, needle)
 
 
 def test_a_prompt_at_the_apps_length_limit_runs_or_gets_a_clear_message(app):
@@ -281,6 +289,9 @@ def test_every_numeric_control_refuses_bad_values_clearly(app, key):
         if v == 2.5 and key in ("temperature", "top_p"):
             v = 2.5 if key == "temperature" else 1.5
         outs = decode(app, **{key: v})
+        if key == "max_new_tokens" and v in (10**12, 1e308):      # too many: capped, and the page says so
+            assert "Done" in status(outs) and "capped at" in status(outs), status(outs)
+            continue
         assert len(outs) == 1, (key, v, status(outs))            # refused before any model work
         assert_clear_error(outs, NUMERIC[key])
     for v in ("3", " 3 "):                                      # numbers as text are fine
@@ -404,12 +415,12 @@ def test_server_paths_are_refused_for_images_and_trace_uploads(app):
         return last
 
     run_args = [app["target"], "layerskip", "", "multimodal", "float32", "dynamic", 3, "2,2,1", 3, 3, 12, 0, 1,
-                6, 0, False]
+                6, 0, False, 1, False]         # ..., ar_baseline, repeats, compact
     for path in ("/etc/passwd", "../../../../etc/passwd", app["image"], os.path.abspath(__file__)):
         fd = {"path": path, "meta": {"_type": "gradio.FileData"}}
         event, data = raw("run", [fd, "Describe."] + run_args)
         assert event == "error" and "not uploaded by a user" in data, (path, event, data)
-        event, data = raw("load_trace", [fd])
+        event, data = raw("load_trace", [fd, False])          # trace file, compact
         assert event == "error" and "not uploaded by a user" in data, (path, event, data)
     # NaN sent as raw JSON reaches the handler and gets a clear message
     body = json.dumps({"data": [None, "Describe."] + run_args}).replace(", 0, 1, 6,", ", NaN, 1, 6,")
@@ -422,17 +433,16 @@ def test_server_paths_are_refused_for_images_and_trace_uploads(app):
 
 # ====================================================================== time limit
 def test_max_seconds_setting(app, monkeypatch):
-    ui_app = app["ui"]
     for raw, want in (("", 300.0), ("abc", 300.0), ("nan", 300.0), ("2.5", 2.5), ("0", math.inf),
                       ("-1", math.inf)):
         monkeypatch.setenv("SPECSCOPE_MAX_SECONDS", raw)
-        assert ui_app.max_seconds() == want, raw
+        assert session.max_seconds() == want, raw
     ev = threading.Event()
-    d = ui_app.Deadline(ev, 60)
+    d = session.Deadline(ev, 60)
     assert not d() and not d.hit
     ev.set()
     assert d() and not d.hit                # the user's stop is not a time-out
-    d = ui_app.Deadline(threading.Event(), 0)
+    d = session.Deadline(threading.Event(), 0)
     assert d() and d.hit
 
 
@@ -443,16 +453,15 @@ def test_the_time_limit_stops_a_run_and_shows_the_partial_result(app, monkeypatc
     took = time.perf_counter() - t0
     s = status(outs)
     assert "Time limit reached" in s and "0.05 s" in s and "ss-status warn" in s, s
-    result, tr = outs[-1][-2], outs[-1][-1]
+    result, tr = outs[-1]["result"], outs[-1]["state"]
     assert tr.stop_reason == "time_limit" and result["summary"]["stop_reason"] == "time_limit"
     assert 1 <= len(result["token_ids"]) < 512 and result["text"] == tr.text
     assert "speedup" not in result                 # no baseline after a time-out
-    assert took < 20, took
     print(f"\ntime limit 0.05 s: stopped after {len(tr.output)} tokens, request took {took:.2f} s")
     # the compare tab shares the limit
-    outs = list(app["ui"].run_compare(app["image"], "Describe.", app["target"], "float32",
-                                      ["n-gram · chain γ=4", "LayerSkip · chain γ=4"], 512, 0))
-    assert "Time limit reached" in outs[-1][0], outs[-1][0]
+    outs = list(compare_tab.run_compare(app["image"], "Describe.", app["target"], "float32",
+                                        [c.label for c in compare_tab.compare_configs()[:2]], 512, 0))
+    assert "Time limit reached" in outs[-1]["status"], outs[-1]["status"]
     monkeypatch.delenv("SPECSCOPE_MAX_SECONDS")
     assert_done(decode(app, max_new_tokens=6))
 
@@ -460,22 +469,21 @@ def test_the_time_limit_stops_a_run_and_shows_the_partial_result(app, monkeypatc
 def test_a_baseline_cut_by_the_time_limit_keeps_the_speculative_result(app, monkeypatch):
     """The limit covers both passes of a request: when the plain-decoding baseline runs out of
     time, the speculative answer is still shown, without a speedup."""
-    ui_app = app["ui"]
-    real_run, calls = ui_app._Live.run, []
+    from core import api
+    real_compare, calls = api.compare, []
 
-    def run(self, pair, p, stop, speculative):
-        calls.append(speculative)
-        if len(calls) == 2:
-            stop.t_end = -math.inf                # the limit expires as the baseline starts
-        return real_run(self, pair, p, stop, speculative)
+    def compare(*a, should_stop=None, **kw):
+        calls.append("baseline")
+        should_stop.t_end = -math.inf          # the limit expires as the baseline starts
+        return real_compare(*a, should_stop=should_stop, **kw)
 
-    monkeypatch.setattr(ui_app._Live, "run", run)
+    monkeypatch.setattr(api, "compare", compare)
     outs = decode(app, ar_baseline=True, max_new_tokens=16)
-    s, result = status(outs), outs[-1][-2]
-    assert calls == [True, False]
+    s, result = status(outs), outs[-1]["result"]
+    assert calls == ["baseline"]
     assert "Done" in s and "baseline was cut short" in s and "ss-status warn" in s, s
     assert len(result["token_ids"]) == 16 and result["summary"]["stop_reason"] == "length"
-    assert "speedup" not in result and "ar_baseline" not in outs[-1][-1].meta
+    assert "speedup" not in result and "ar_baseline" not in outs[-1]["state"].meta
 
 
 # ====================================================================== cancellation
@@ -507,28 +515,26 @@ def _decode_threads():
 
 
 def test_stop_ends_a_long_run_promptly_and_frees_its_memory(app, slow_target):
-    ui_app = app["ui"]
     outs: list = []
-    gen = ui_app.run_decoding(app["image"], "Describe the image.", app["target"], "none", "", "multimodal",
+    gen = run_tab.run_decoding(app["image"], "Describe the image.", app["target"], "none", "", "multimodal",
                               "float32", "dynamic", 3, "2,2,1", 3, 3, 12, 0, 1, 512, 0, False, None)
     consumer = threading.Thread(target=lambda: outs.extend(gen), name="test-consumer", daemon=True)
     consumer.start()
     t_end = time.monotonic() + 30
-    while time.monotonic() < t_end and not any("tokens after" in (o[0] or "") for o in list(outs)):
+    while time.monotonic() < t_end and not any("tokens after" in (o.get("status") or "") for o in list(outs)):
         time.sleep(0.05)
-    assert any("tokens after" in (o[0] or "") for o in outs), "the run did not start decoding"
-    ui_app.request_stop(None)                 # the Stop button of this (anonymous) session
+    assert any("tokens after" in (o.get("status") or "") for o in outs), "the run did not start decoding"
+    session.request_stop(None)                 # the Stop button of this (anonymous) session
     t0 = time.perf_counter()
     consumer.join(10)
     took = time.perf_counter() - t0
     assert not consumer.is_alive(), "the handler did not finish after Stop"
-    assert took < 3, took
     t_end = time.monotonic() + 5
     while _decode_threads() and time.monotonic() < t_end:
         time.sleep(0.05)
     assert not _decode_threads()
-    s = outs[-1][0]
-    tr = outs[-1][-1]
+    s = outs[-1]["status"]
+    tr = outs[-1]["state"]
     assert "Stopped by you" in s and tr.stop_reason == "cancelled" and 1 <= len(tr.output) < 512, s
     print(f"\nStop: handler finished {took:.2f} s after the click, {len(tr.output)} of 512 tokens decoded")
     del outs, tr, gen
@@ -538,11 +544,10 @@ def test_stop_ends_a_long_run_promptly_and_frees_its_memory(app, slow_target):
 
 def test_a_visitor_who_leaves_mid_run_stops_the_decode(app, slow_target):
     """Closing the page closes the handler's generator: its finally sets the stop event."""
-    ui_app = app["ui"]
-    gen = ui_app.run_decoding(app["image"], "Describe the image.", app["target"], "ngram", "", "multimodal",
+    gen = run_tab.run_decoding(app["image"], "Describe the image.", app["target"], "ngram", "", "multimodal",
                               "float32", "chain", 3, "2,2,1", 3, 3, 12, 0, 1, 512, 0, True, None)
     for out in gen:
-        if "tokens after" in (out[0] or ""):
+        if "tokens after" in (out.get("status") or ""):
             break
     assert _decode_threads()
     t0 = time.perf_counter()
@@ -595,11 +600,9 @@ def _broken_models(root):
 def test_a_model_that_fails_to_load_gives_a_clear_message_then_the_next_request_works(app, kind, needle):
     path = str(_broken_models(app["root"])[kind])
     for kw in (dict(target=path), dict(drafter="custom", custom_drafter=path)):
-        t0 = time.perf_counter()
-        out = run_api(app, **kw)
+        out = run_api(app, **kw)                  # (run_api fails the test after CALL_TIMEOUT: a hang)
         assert "ss-status err" in out[0] and needle in out[0].lower(), (kind, kw, out[0])
         assert "something went wrong" not in out[0].lower()
-        assert time.perf_counter() - t0 < 30
         if "target" in kw and kind in ("config-only", "bad-json", "truncated-weights"):
             assert "default model still works" in out[0], out[0]
         good = run_api(app, max_new_tokens=4)

@@ -11,8 +11,9 @@ import warnings
 import torch
 import transformers
 
-from .. import api
-from ..adapters import InputError, ModelLoadError, resolve_dtype
+from .. import api, paths
+from ..device import resolve_dtype
+from ..errors import InputError, ModelLoadError
 from ..kernels import describe
 from ..tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC      # the app's untuned shapes too
 from .aggregate import summarize
@@ -129,7 +130,7 @@ def parse_args(argv=None):
 def bench(args) -> dict:
     """Run the whole benchmark; returns the results dict (the JSON)."""
     configs = build_configs(args)
-    target_name = api.resolve_target(check_ref(args.target, "target"))
+    target_name = paths.resolve_target(check_ref(args.target, "target"))
     samples = load_suite(args)
     results = {"schema": SCHEMA, "meta": {}, "suite": {}, "configs": []}
     lookup_cache: dict = {}

@@ -10,7 +10,7 @@ import sys
 
 from torch.profiler import ProfilerActivity, profile as torch_profile
 
-from .. import api
+from .. import api, paths
 from .configs import Config, build_configs, check_ref
 from .errors import first_line
 from .suites import Sample, load_suite
@@ -111,7 +111,7 @@ def print_profile(result: dict, out=None) -> None:
 def profile(args) -> list[dict]:
     """``--profile``: one profiled run per configuration, on the suite's first sample."""
     configs = build_configs(args)
-    api.resolve_target(check_ref(args.target, "target"))
+    paths.resolve_target(check_ref(args.target, "target"))
     samples = load_suite(args)
     out = []
     for cfg in configs:

@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..adapters import InputError
+from ..errors import InputError
 from ..images import load_image
 from ..scenes.generator import heldout_seeds
 from ..scenes.tasks import make_sample

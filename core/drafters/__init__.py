@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import os
 
-from ..adapters import InputError, ModelLoadError, load
+from ..adapters import load
+from ..errors import InputError, ModelLoadError
 from .base import (CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, assistant_model, build_tree, draft_dtype,
                    spec_for)
 from .msd import MSDDrafter, MSDHead, is_msd_dir

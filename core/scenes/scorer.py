@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from .generator import COLOR_NAMES, LOCATIONS, SHAPES, SIZES, WORDS
+from .generator import COLOR_NAMES, LOCATIONS, SHAPES, SIZES
 
 _NUM_WORDS = {w: i for i, w in enumerate(
     ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

@@ -7,10 +7,9 @@ canonical answer form, so answers are deterministic given (scene, task) and lear
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 from .generator import (
-    COLOR_NAMES, LOCATIONS, SHAPES, SIZES, WORDS, render, sample_scene,
+    COLOR_NAMES, SHAPES, SIZES, WORDS, render, sample_scene,
 )
 
 IMAGE_TASKS = ("describe", "caption", "count", "attribute", "spatial", "reading")

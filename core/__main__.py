@@ -71,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="default: the trace's dtype, else auto")
     rp.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
     rp.add_argument("--no-costs", action="store_true", help="rank by tau only (skip the measured cost curve)")
-    rp.add_argument("--check", action="store_true", help="also run each drafter x shape for real and print its tau")
+    rp.add_argument("--check", action="store_true",
+                    help="also decode each drafter x shape for real: its tau and measured speedup (median of --repeats)")
+    rp.add_argument("--repeats", type=int, default=3, help="timed rounds per shape with --check (default 3)")
     rp.add_argument("--json", action="store_true")
 
     au = sub.add_parser("audit", help="integration audit: plain vs speculative logits at every position")
@@ -252,18 +254,20 @@ def _replay(args) -> int:
                         max_new_tokens=args.max_new_tokens, stop_reason=tr.stop_reason if tr else None)
     curve = None if args.no_costs else target_curve(tgt)
     rows = replay.rank(rec, {n: p.drafter for n, p in pairs.items()}, shapes, curve, sampling)
-    if args.check:
+    if args.check:   # the same shapes decoded for real: plain and speculative, alternating (api.compare)
         for row in rows:
-            real = api.run(pairs[row["drafter"]], prompt, image, replay.parse_shape(row["shape"]), sampling,
-                           len(rec.output), detail=False)
-            row["real_tau"] = real.summary()["tau"]
+            res = api.compare(pairs[row["drafter"]], prompt, image, replay.parse_shape(row["shape"]), sampling,
+                              len(rec.output), repeats=args.repeats, detail=False)
+            row["real_tau"] = res["spec"].summary()["tau"]
+            row["real_speedup"] = round(res["speedup"], 3)
     info = {"tokens": len(rec.output), "mismatches": rec.mismatches, "near_ties": rec.near_ties(),
             "estimate": not sampling.greedy}
     if args.json:
         print(json.dumps({"recording": info, "rows": rows}))
         return 0
     cols = ["drafter", "shape", "tau"] + (["tau_estimate"] if not sampling.greedy else []) \
-        + (["real_tau"] if args.check else []) + ([] if curve is None else ["predicted_tok_s", "predicted_speedup"])
+        + ([] if curve is None else ["predicted_tok_s", "predicted_speedup"]) \
+        + (["real_tau", "real_speedup"] if args.check else [])
     print("  ".join(f"{c:>18s}" if i > 1 else f"{c:<22s}" for i, c in enumerate(cols)))
     for row in rows:
         print("  ".join(f"{str(row.get(c, '')):>18s}" if i > 1 else f"{str(row[c])[:22]:<22s}"

@@ -181,3 +181,28 @@ def test_teach_map_marks_the_runs_own_point():
     point = M.run_point(tr, costs.target_curve(api.load_pair("default", "msd").target))
     assert list(star.x) == [point["gamma"]] and list(star.y) == pytest.approx([point["alpha"]])
     assert teach.cleared()["map"] is None
+
+
+def test_marking_follows_the_dependence_rule_not_one_of_its_halves():
+    """A token is marked when its argmax changes OR its KL is above the threshold (core/visual.py),
+    exactly as its record says; hover texts escape quotes."""
+    from ui import render
+    from ui.synthetic import synthetic_trace
+    tr = synthetic_trace(6, seed=1, strategy="chain")
+    n = len(tr.output)
+    recs = []
+    for i in range(n):
+        kind = i % 3              # 0: KL only, 1: argmax only, 2: neither
+        recs.append({"index": i, "token": tr.output[i], "kl": 2.5 if kind == 0 else 0.1,
+                     "argmax_img": tr.output[i], "argmax_noimg": tr.output[0] if kind == 1 else tr.output[i],
+                     "changed": kind == 1, "image_dependent": kind in (0, 1)})
+    tr.visual = {"tokens": recs, "n_dependent": sum(r["image_dependent"] for r in recs), "cost_s": 0.5,
+                 "threshold_nats": 1.0}
+    html = render.visual_panel_html(tr, V.split_acceptance(tr))
+    marked = [int(i) for i in re.findall(r'class="ss-tok ss-vis" data-i="(\d+)"', html)]
+    assert marked == [i for i in range(n) if i % 3 in (0, 1)]
+    assert f'data-dependent="{len(marked)}"' in html and "0.50 s" in html
+    assert render.split_line(V.split_acceptance(tr)) in html
+    tr.vocab[str(tr.output[0])] = 'say "hi"'
+    out = render.visual_answer_html(tr)                     # "argmax without the image: say "hi"" in a title
+    assert "&quot;hi&quot;" in out and re.search(r'title="[^"]*"hi', out) is None

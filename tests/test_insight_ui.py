@@ -83,6 +83,7 @@ def test_toggle_on_marks_exactly_the_image_dependent_tokens(calls):
     assert dependent and marked == dependent                         # exactly those, in order
     assert len(re.findall(r'data-i="\d+"', html)) == len(tr.output)  # every token shown once
     assert html.count('class="ss-eye"') == len(dependent) + 1        # one eye per marked token (+ the legend's)
+    assert re.findall(r'data-i="(\d+)"[^>]*>[^<]*<span class="ss-eye"', html) == [str(i) for i in dependent]
     for r in tr.visual["tokens"]:                                     # KL and argmax change on hover
         if r["image_dependent"]:
             span = re.search(rf'data-i="{r["index"]}"[^>]*title="([^"]*)"', html).group(1)

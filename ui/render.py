@@ -752,13 +752,13 @@ def visual_answer_html(trace) -> str:
         if r is not None and r.get("image_dependent"):
             parts.append(f'<span class="ss-tok ss-vis" data-i="{i}" style="background:{bg}" '
                          f'title="{_attr("needs the image · " + (label or "") + " · " + visual_tip(tr, r))}">{txt}'
-                         f'<sup class="ss-eye" aria-label="needs the image">👁</sup></span>')
+                         f'<span class="ss-eye" role="img" aria-label="needs the image"></span></span>')
         else:
             tip = f"{label or ''}" + (f" · {visual_tip(tr, r)}" if r is not None else "")
             parts.append(f'<span class="ss-tok" data-i="{i}" style="background:{bg}" title="{_attr(tip)}">{txt}</span>')
     legend = "".join(f'<span><span class="sw" style="background:{c}"></span>{_esc(n)}</span>'
                      for n, c in COLOR_MAP.items())
-    legend += '<span><span class="ss-vis-key">abc<sup class="ss-eye">👁</sup></span> needs the image</span>'
+    legend += '<span><span class="ss-vis-key">abc<span class="ss-eye"></span></span> needs the image</span>'
     return (f'<div class="ss-vis-answer">{"".join(parts)}</div>'
             f'<div class="ss-legend">{legend}</div>')
 

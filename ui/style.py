@@ -34,7 +34,10 @@ CSS = """
 .ss-vis-answer .ss-tok {border-radius: 4px; padding: 1px 2px; margin: 0 1px; white-space: pre-wrap; color: #111827}
 .ss-vis-answer .ss-vis, .ss-vis-key {text-decoration: underline; text-decoration-color: #7c2d12;
                                      text-decoration-thickness: 2px; text-underline-offset: 3px; font-weight: 650}
-.ss-eye {font-size: 0.62em; margin-left: 1px; vertical-align: super; line-height: 0}
+.ss-eye {display: inline-block; position: relative; width: 9px; height: 6px; margin: 0 0 0 2px; vertical-align: 0.55em;
+          border: 1.5px solid #7c2d12; border-radius: 50%; background: #fff}
+.ss-eye::after {content: ""; position: absolute; left: 2.5px; top: 1px; width: 3px; height: 3px; border-radius: 50%;
+                background: #7c2d12}
 .ss-vis-note {font-size: 0.92rem; color: #475569}
 .ss-note {color: #64748b; font-size: 0.9rem}
 .ss-teach-progress {font-size: 1.5rem; font-weight: 700; color: #0f172a}

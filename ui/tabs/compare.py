@@ -262,7 +262,7 @@ def replay_table(rows: list[dict], sampling: bool = False):
             row.append(r.get("tau_estimate"))
         data.append(row)
     label = f"Shapes ranked by speedup, {REPLAY_LABEL}" + (": an estimate at T > 0" if sampling else "")
-    return gr.update(value={"headers": cols, "data": data}, label=label)
+    return gr.update(value={"headers": cols, "data": data}, label=label, visible=bool(data))
 
 
 @gpu
@@ -364,7 +364,8 @@ def build(ctx, target, dtype) -> dict:
                                    label="Results", elem_id="ss-compare-table", column_widths=WIDTHS)
             r_status = gr.HTML("", elem_id="ss-replay-status")
             r_table = gr.Dataframe(headers=REPLAY_COLUMNS, value=[], interactive=False, wrap=True,
-                                   label=f"Shapes ranked by speedup, {REPLAY_LABEL}", elem_id="ss-replay-table")
+                                   label=f"Shapes ranked by speedup, {REPLAY_LABEL}", elem_id="ss-replay-table",
+                                   visible=False)
             gr.Markdown("τ = tokens per target forward (incl. bonus) · accepted per step = accepted draft "
                         "tokens per step (excl. bonus) · speedup = plain wall time / speculative wall "
                         "time, median and range of the timed runs · same output = same token ids as plain "

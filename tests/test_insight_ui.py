@@ -161,7 +161,7 @@ def test_replay_sweep_is_ranked_and_its_chain_tau_is_a_real_runs():
     for g in (2, 4):
         real = api.run(pair, PROMPT, img, DraftSpec("chain", gamma=g), SamplingConfig(), 16)
         row = next(r for r in data if r[1] == f"chain:{g}")
-        assert row[2] == pytest.approx(real.summary()["tau"], abs=1e-4), (g, row, real.summary()["tau"])
+        assert row[2] == round(real.summary()["tau"], 2), (g, row, real.summary()["tau"])
 
 
 def test_replay_sweep_at_a_temperature_is_labelled_an_estimate():

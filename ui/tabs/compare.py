@@ -256,10 +256,11 @@ def replay_table(rows: list[dict], sampling: bool = False):
     cols = REPLAY_COLUMNS + (["τ estimate (T>0)"] if sampling else [])
     data = []
     for i, r in enumerate(rows, 1):
-        row = [i, r["shape"], r["tau"], r.get("predicted_tok_s"),
+        tok_s = r.get("predicted_tok_s")
+        row = [i, r["shape"], round(r["tau"], 2), round(tok_s, 1) if tok_s is not None else None,
                f"{r['predicted_speedup']:.2f}×" if r.get("predicted_speedup") is not None else None]
         if sampling:
-            row.append(r.get("tau_estimate"))
+            row.append(round(r["tau_estimate"], 2) if r.get("tau_estimate") is not None else None)
         data.append(row)
     label = f"Shapes ranked by speedup, {REPLAY_LABEL}" + (": an estimate at T > 0" if sampling else "")
     return gr.update(value={"headers": cols, "data": data}, label=label, visible=bool(data))

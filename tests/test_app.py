@@ -344,7 +344,7 @@ def test_presets_that_cannot_load_fall_back_to_the_default(app, monkeypatch):
 
 
 def test_model_id_rules(app, monkeypatch, tmp_path):
-    from core.adapters import InputError, ModelLoadError
+    from core.errors import InputError, ModelLoadError
     from ui import limits
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert limits.check_model_id(app["target"], "target") == app["target"]   # the operator's default
@@ -397,18 +397,18 @@ def test_an_error_clears_the_previous_result(app):
 
 
 def test_no_server_paths_in_messages():
-    from core import api
-    from core.adapters import InputError
+    from core.errors import InputError
+    from core.paths import ROOT
     from ui.common import friendly
-    for raw in (f"drafter 'msd' is not trained yet ({api.ROOT}/assets/drafters/msd is missing)",
+    for raw in (f"drafter 'msd' is not trained yet ({ROOT}/assets/drafters/msd is missing)",
                 "cannot read /tmp/gradio/abc123/upload.png: broken", "no file at /srv/data/models/x/config.json"):
         msg = friendly(InputError(raw))
-        assert str(api.ROOT) not in msg and "/tmp/" not in msg and "/srv/" not in msg, msg
-    assert "assets/drafters/msd" in friendly(InputError(f"x ({api.ROOT}/assets/drafters/msd is missing)"))
+        assert str(ROOT) not in msg and "/tmp/" not in msg and "/srv/" not in msg, msg
+    assert "assets/drafters/msd" in friendly(InputError(f"x ({ROOT}/assets/drafters/msd is missing)"))
 
 
 def test_max_new_tokens_is_refused_below_one_and_capped_above_the_limit():
-    from core.adapters import InputError
+    from core.errors import InputError
     from ui import limits
     assert limits.check_max_new(64) == (64, "")
     v, note = limits.check_max_new(99999999)

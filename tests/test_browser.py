@@ -272,6 +272,49 @@ def test_compare_and_teach_tabs(page):
     assert not page.errors, page.errors
 
 
+def test_which_tokens_need_the_image(browser, url, tmp_path):
+    """The toggle on: after the run the answer is shown with its image-dependent tokens marked
+    (as many as the panel says), each with its KL on hover, and the split line. Own page: the
+    toggle stays off for the other tests. Then Teach's collapsed speedup map, opened."""
+    pg = open_page(browser, url, DESKTOP)
+    try:
+        img = tmp_path / "upload.png"
+        tiny_image(120, 90, 7).save(img)
+        upload_image(pg, img)
+        pg.locator("#ss-visual-toggle input[type=checkbox]").check()
+        s = run_and_wait(pg)
+        assert "Done" in s, s
+        pg.wait_for_selector("#ss-visual .ss-vis-answer", timeout=15_000)
+        assert not pg.locator("#ss-answer").is_visible()              # the marked answer replaces it
+        n_dep = int(pg.locator("#ss-visual .ss-vis-head").get_attribute("data-dependent"))
+        marked = pg.locator("#ss-visual .ss-vis-answer .ss-vis")
+        assert marked.count() == n_dep
+        assert pg.locator("#ss-visual .ss-vis-answer .ss-tok").count() >= 1
+        assert re.search(r"image-dependent tokens: (\d+%|n/a) of drafts accepted; other tokens: (\d+%|n/a)",
+                         pg.locator("#ss-visual .ss-split").inner_text())
+        tips = pg.eval_on_selector_all("#ss-visual .ss-tok", "els => els.map(e => e.title)")
+        assert all("nats" in t for t in tips), tips[:3]
+        if n_dep:
+            assert "needs the image" in (marked.first.get_attribute("title") or "")
+            style = marked.first.evaluate("e => getComputedStyle(e).textDecorationLine")
+            assert "underline" in style
+        shot(pg, "desktop-run-visual.png")
+        with pg.expect_download(timeout=15_000) as dl:                # the trace carries the records
+            pg.locator("#ss-download").click()
+        data = json.loads(open(dl.value.path()).read())
+        assert data["visual"]["n_dependent"] == n_dep
+        open_tab(pg, "Teach")
+        pg.locator("#ss-teach-start").click()
+        pg.wait_for_selector("text=Walk through them", timeout=60_000)
+        pg.get_by_text("Where the speedup comes from", exact=True).click()
+        pg.wait_for_selector("#ss-teach-map .js-plotly-plot", timeout=15_000)
+        pg.locator("#ss-teach-map").scroll_into_view_if_needed()
+        shot(pg, "desktop-teach-map.png")
+        assert not pg.errors, pg.errors
+    finally:
+        pg.context.close()
+
+
 def test_no_overlapping_labels_in_a_large_tree(page, tmp_path):
     from ui.synthetic import synthetic_trace
     tr = synthetic_trace(3, seed=11, strategy="dynamic", budget=45, top_k=6, depth=7)

@@ -12,7 +12,7 @@ Tabs: Run (live decoding + speedup against plain decoding), Compare (several dra
 strategies on one input), Teach (one step at a time, plain-language explanations), Trace
 viewer (re-render a saved trace without a model), About.
 
-Public API endpoints (gradio_client): /run (streaming), /compare (streaming), /teach_start,
+Public API endpoints (gradio_client): /run (streaming), /compare (streaming), /replay_sweep, /teach_start,
 /teach_step, /load_trace. Every handler turns bad input into a message in the page and
 keeps the app serving; unexpected errors are logged and shown as a short generic message.
 Each request's decoding has a time limit (``SPECSCOPE_MAX_SECONDS``, default 300 s): when it

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core import api
-from core.adapters import InputError, ModelLoadError
+from core.errors import InputError, ModelLoadError
 from core.images import load_image
+from core.paths import ASSETS, ROOT
 
 from . import limits, render
 from .session import prune_session
 
-EXAMPLES_DIR = api.ASSETS / "examples"
+EXAMPLES_DIR = ASSETS / "examples"
 EXPECTED = (InputError, ModelLoadError, ValueError)
 GENERIC_ERROR = "Something went wrong on the server (it has been logged). Please try again."
 
@@ -66,8 +66,8 @@ _ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"(),;:]+/)+([^\s'\"(),;:]*)")
 def scrub(msg: str) -> str:
     """No server paths in messages: the project root becomes relative, any other absolute
     path shows its last part only."""
-    root = str(api.ROOT).rstrip("/") + "/"
-    msg = msg.replace(root, "").replace(str(api.ROOT), ".")
+    root = str(ROOT).rstrip("/") + "/"
+    msg = msg.replace(root, "").replace(str(ROOT), ".")
     for tmp in {tempfile.gettempdir(), "/tmp"}:
         msg = re.sub(re.escape(tmp.rstrip("/")) + r"/[^\s'\"]*?([^/\s'\"]+)(?=['\"\s)]|$)", r"\1", msg)
     return _ABS_PATH.sub(lambda m: m.group(1) or "a folder", msg)

@@ -24,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from core.adapters import InputError, ModelLoadError
-from core.api import ASSETS, SHIPPED_DRAFTERS
+from core.errors import InputError, ModelLoadError
+from core.paths import ASSETS, SHIPPED_DRAFTERS
 
 MAX_PROMPT_CHARS = 4000
 MAX_NEW_TOKENS = 512

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.adapters import InputError, resolve_dtype
-from core.api import SHIPPED_DRAFTERS
+from core.device import resolve_dtype
+from core.errors import InputError
+from core.paths import SHIPPED_DRAFTERS
 
 from . import limits
 

@@ -83,6 +83,11 @@ def _esc(s: str) -> str:
     return html.escape(s, quote=False)
 
 
+def _attr(s: str) -> str:
+    """Text for an HTML attribute (quotes escaped too)."""
+    return html.escape(str(s), quote=True)
+
+
 # a small template built once: plotly's named templates are deep-copied on every figure (~60 ms)
 _TEMPLATE = go.layout.Template(layout=dict(
     font=FONT, paper_bgcolor="white", plot_bgcolor="white", colorway=[GREEN, BLUE, ORANGE, RED, SLATE],
@@ -708,3 +713,66 @@ def compare_figure(rows: list[dict], height: int = 380) -> go.Figure:
                               y=1.02, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
                               font=dict(size=13))]))
     return fig
+
+
+# ---------------------------------------------------------------- 5. which tokens need the image
+def _pct(rate) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.0f}%"
+
+
+def split_line(split: dict) -> str:
+    """"image-dependent tokens: 41% of drafts accepted; other tokens: 93%" from
+    ``core.visual.split_acceptance`` (its ``accept_rate``: drafted positions with an accepted draft)."""
+    return (f"image-dependent tokens: {_pct(split['image_dependent']['accept_rate'])} of drafts accepted; "
+            f"other tokens: {_pct(split['other']['accept_rate'])}")
+
+
+def visual_tip(trace: Trace, rec: dict) -> str:
+    """The hover text of one token's visual-dependence record."""
+    tip = f"KL(with image ‖ without) = {rec['kl']:.2f} nats"
+    if rec.get("changed"):
+        tip += f"; argmax changes without the image (→ {visible(piece(trace, rec.get('argmax_noimg')), 16)})"
+    else:
+        tip += "; argmax stays the same without the image"
+    return tip
+
+
+def visual_answer_html(trace) -> str:
+    """The coloured answer (the same colours as ``highlighted_tokens``) with every image-dependent
+    token (``trace.visual``) underlined and marked with a small eye; hover a token for its KL and
+    whether the argmax changes without the image. Dark text on light colours."""
+    tr = as_trace(trace)
+    recs = {r["index"]: r for r in (tr.visual or {}).get("tokens", [])}
+    parts = []
+    for i, (tok, origin, _) in enumerate(tr.token_origins()):
+        label = _ORIGIN_LABEL.get(origin)
+        bg = COLOR_MAP.get(label, "transparent")
+        r = recs.get(i)
+        txt = _esc(piece(tr, tok))
+        if r is not None and r.get("image_dependent"):
+            parts.append(f'<span class="ss-tok ss-vis" data-i="{i}" style="background:{bg}" '
+                         f'title="{_attr("needs the image · " + (label or "") + " · " + visual_tip(tr, r))}">{txt}'
+                         f'<span class="ss-eye" role="img" aria-label="needs the image"></span></span>')
+        else:
+            tip = f"{label or ''}" + (f" · {visual_tip(tr, r)}" if r is not None else "")
+            parts.append(f'<span class="ss-tok" data-i="{i}" style="background:{bg}" title="{_attr(tip)}">{txt}</span>')
+    legend = "".join(f'<span><span class="sw" style="background:{c}"></span>{_esc(n)}</span>'
+                     for n, c in COLOR_MAP.items())
+    legend += '<span><span class="ss-vis-key">abc<span class="ss-eye"></span></span> needs the image</span>'
+    return (f'<div class="ss-vis-answer">{"".join(parts)}</div>'
+            f'<div class="ss-legend">{legend}</div>')
+
+
+def visual_panel_html(trace, split: dict | None = None) -> str:
+    """The Run tab's "Which tokens need the image?" result: the share of image-dependent tokens
+    and what finding them cost, the split line (``split``: ``core.visual.split_acceptance`` of a
+    speculative run; None for a plain run) and the marked answer."""
+    tr = as_trace(trace)
+    v = tr.visual or {}
+    n, dep = len(v.get("tokens", [])), int(v.get("n_dependent", 0))
+    head = (f'<div class="ss-vis-head" data-dependent="{dep}"><b>{dep} of {n} tokens need the image</b> '
+            f'(KL &gt; {v.get("threshold_nats", 1.0):g} nat or the argmax changes without it; measured with '
+            f'two target forwards in {float(v.get("cost_s", 0.0)):.2f} s, after the timed runs)')
+    if split is not None:
+        head += f'<div class="ss-split">{_esc(split_line(split))}</div>'
+    return head + "</div>" + visual_answer_html(tr)

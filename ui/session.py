@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from core import api
-from core.adapters import ModelLoadError
+from core.errors import ModelLoadError
 
 from . import limits
 

@@ -27,6 +27,18 @@ CSS = """
 .ss-legend .sw {display: inline-block; width: 13px; height: 13px; border-radius: 3px;
                 vertical-align: -2px; margin-right: 5px}
 #ss-answer .textfield, #tv-answer .textfield {font-size: 1.08rem; line-height: 1.9}
+.ss-vis-head {font-size: 0.95rem; color: #1f2937; margin: 2px 0 6px 0}
+.ss-split {font-weight: 650; color: #0f172a; margin-top: 3px}
+.ss-vis-answer {font-size: 1.08rem; line-height: 2.1; color: #111827; padding: 8px 10px; border-radius: 10px;
+                border: 1px solid #e2e8f0; background: #fff; max-height: 260px; overflow-y: auto}
+.ss-vis-answer .ss-tok {border-radius: 4px; padding: 1px 2px; margin: 0 1px; white-space: pre-wrap; color: #111827}
+.ss-vis-answer .ss-vis, .ss-vis-key {text-decoration: underline; text-decoration-color: #7c2d12;
+                                     text-decoration-thickness: 2px; text-underline-offset: 3px; font-weight: 650}
+.ss-eye {display: inline-block; position: relative; width: 9px; height: 6px; margin: 0 0 0 2px; vertical-align: 0.55em;
+          border: 1.5px solid #7c2d12; border-radius: 50%; background: #fff}
+.ss-eye::after {content: ""; position: absolute; left: 2.5px; top: 1px; width: 3px; height: 3px; border-radius: 50%;
+                background: #7c2d12}
+.ss-vis-note {font-size: 0.92rem; color: #475569}
 .ss-note {color: #64748b; font-size: 0.9rem}
 .ss-teach-progress {font-size: 1.5rem; font-weight: 700; color: #0f172a}
 .ss-teach-text {font-size: 1.45rem; line-height: 1.7; padding: 10px 16px; max-height: 190px; overflow-y: auto; border-radius: 12px;

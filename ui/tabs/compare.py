@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core import api
-from core.adapters import InputError
+from core import api, replay as RP, visual as V
 from core.drafters import DraftSpec
+from core.errors import InputError
+from core.paths import SHIPPED_DRAFTERS
 from core.sampling import SamplingConfig
 from core.tune import tuned_spec
 
@@ -21,6 +22,7 @@ from .run import NO_IMAGE
 
 log = logging.getLogger("specscope.app")
 OUTPUTS = ("status", "table", "fig")
+REPLAY_OUTPUTS = ("status", "table")
 
 
 # ====================================================================== Compare tab
@@ -56,7 +58,7 @@ def compare_configs() -> list[CompareConfig]:
 
 def compare_choices() -> list[tuple[str, str]]:
     """(shown label, value) per configuration; untrained shipped drafters are marked."""
-    return [(c.label + ("" if c.drafter not in api.SHIPPED_DRAFTERS or presets.shipped_available(c.drafter)
+    return [(c.label + ("" if c.drafter not in SHIPPED_DRAFTERS or presets.shipped_available(c.drafter)
                         else " (not trained yet)"), c.label) for c in compare_configs()]
 
 
@@ -77,6 +79,7 @@ def refresh_choices():
 
 
 COLUMNS = ["configuration", "τ", "accepted per step", "tok/s", "plain tok/s", "speedup (range)", "same output"]
+VISUAL_COLUMNS = ["acc. image-dep.", "acc. other"]
 
 
 def speed_cell(med: float, rounds: list[float]) -> str:
@@ -85,16 +88,53 @@ def speed_cell(med: float, rounds: list[float]) -> str:
 WIDTHS = ["30%", "8%", "13%", "10%", "12%", "15%", "12%"]
 
 
-def table_update(rows: list[list]):
-    """The results table; the "note" column only when some row has a note."""
+def table_update(rows: list[list], visual: bool = False):
+    """The results table; the "note" column only when some row has a note. ``visual``: the rows
+    carry the acceptance on image-dependent / other tokens before the note."""
+    cols = COLUMNS + (VISUAL_COLUMNS if visual else [])
+    if visual:
+        widths = ["22%", "6%", "9%", "7%", "8%", "12%", "8%", "9%", "8%"]
+        note_widths = ["19%", "5%", "8%", "6%", "7%", "11%", "7%", "8%", "7%", "22%"]
+    else:
+        widths, note_widths = WIDTHS, ["24%", "6%", "10%", "8%", "9%", "13%", "9%", "21%"]
     if any(r[-1] for r in rows):
-        return gr.update(value={"headers": COLUMNS + ["note"], "data": rows},
-                         column_widths=["24%", "6%", "10%", "8%", "9%", "13%", "9%", "21%"])
-    return gr.update(value={"headers": COLUMNS, "data": [r[:-1] for r in rows]}, column_widths=WIDTHS)
+        return gr.update(value={"headers": cols + ["note"], "data": rows}, column_widths=note_widths)
+    return gr.update(value={"headers": cols, "data": [r[:-1] for r in rows]}, column_widths=widths)
+
+
+def rate_cell(c: dict) -> str:
+    """"86% (6/7)": a class's accept_rate with its drafted positions (``split_acceptance``)."""
+    if c["accept_rate"] is None:
+        return "n/a (not drafted)"
+    return f"{100 * c['accept_rate']:.0f}% ({round(c['accept_rate'] * c['tried'])}/{c['tried']})"
+
+
+class VisualCache:
+    """The classification of each output, computed once: at T=0 every row reproduces the shared
+    plain baseline's output, so one pair of target forwards serves all rows (an output that
+    differs, e.g. when sampling, gets its own)."""
+
+    def __init__(self, prompt, image):
+        self.prompt, self.image, self.by_output, self.cost_s = prompt, image, {}, 0.0
+
+    def of(self, pair, trace) -> dict:
+        key = tuple(trace.output)
+        if key not in self.by_output:
+            res = api.visual_dependence(pair, trace, self.prompt, self.image, store=False)
+            self.by_output[key] = res
+            self.cost_s += res["cost_s"]
+        return self.by_output[key]
+
+    def cells(self, pair, baseline: list, spec_trace) -> tuple[list, dict]:
+        """The two cells of a row and its split (``split_acceptance`` with the classification of
+        the row's own output: the baseline's when they are identical)."""
+        base = baseline[0] if baseline and baseline[0].output == spec_trace.output else spec_trace
+        split = V.split_acceptance(spec_trace, self.of(pair, base))
+        return [rate_cell(split["image_dependent"]), rate_cell(split["other"])], split
 
 
 @gpu
-def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperature, repeats=3,
+def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperature, repeats=3, visual=False,
                 request: gr.Request = None):
     """Decode the same input with each selected configuration. One plain-decoding baseline for
     the input, measured ``repeats`` times interleaved with the first configuration's runs, is
@@ -131,7 +171,10 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
             gr.Warning(n)
         with_notes = lambda h: h + "".join(status_html(esc(n), "warn") for n in notes)  # noqa: E731
         sampling = SamplingConfig(temperature=temp, seed=0)
-        yield {"status": with_notes(status_html("Loading the target…", "busy")), "table": table_update([]),
+        vis = VisualCache(prompt, img) if visual and img is not None else None
+        if visual and img is None:
+            notes.append("Which tokens need the image: no image, so there is nothing to measure.")
+        yield {"status": with_notes(status_html("Loading the target…", "busy")), "table": table_update([], vis is not None),
                "fig": render.compare_figure([])}
         limit = Deadline(stop)           # one time limit for all configurations of this request
         baseline = None                  # plain runs of this input, shared by every row
@@ -148,7 +191,7 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
                 res = api.compare(pair, prompt, img, cfg.spec, sampling, max_new, repeats=rounds_n,
                                   baseline=baseline, should_stop=limit, meta={"temperature": temp})
             except EXPECTED as e:
-                rows.append([cfg.label, None, None, None, None, None, "", friendly(e)])
+                rows.append([cfg.label, None, None, None, None, None, ""] + (["", ""] if vis else []) + [friendly(e)])
                 continue
             if any(r.stop_reason == "cancelled" for r in res["ar_runs"] + res["spec_runs"]):
                 break
@@ -157,13 +200,18 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
             sp, ar = res["spec"], res["ar"]
             s, a = sp.summary(), ar.summary()
             note = "" if res["identical"] else differs_note(temp, pair.target.dtype)
-            rows.append([cfg.label, round(s["tau"], 2), round(s["accepted_per_step"], 2), round(s["tokens_per_s"], 1),
-                         round(a["tokens_per_s"], 1), speed_cell(res["speedup"], res["speedups"]),
-                         "✓ yes" if res["identical"] else "✗ no", note])
-            fig_rows.append({"config": cfg.label, "tau": s["tau"], "speedup": res["speedup"],
-                             "speedups": res["speedups"], "tokens_per_s": s["tokens_per_s"],
-                             "identical": res["identical"]})
-            yield {"table": table_update(rows), "fig": render.compare_figure(fig_rows)}
+            row = [cfg.label, round(s["tau"], 2), round(s["accepted_per_step"], 2), round(s["tokens_per_s"], 1),
+                   round(a["tokens_per_s"], 1), speed_cell(res["speedup"], res["speedups"]),
+                   "✓ yes" if res["identical"] else "✗ no"]
+            fig_row = {"config": cfg.label, "tau": s["tau"], "speedup": res["speedup"],
+                       "speedups": res["speedups"], "tokens_per_s": s["tokens_per_s"],
+                       "identical": res["identical"]}
+            if vis is not None:          # after this row's timed runs: never inside a timed region
+                cells, fig_row["split"] = vis.cells(pair, baseline, sp)
+                row += cells
+            rows.append(row + [note])
+            fig_rows.append(fig_row)
+            yield {"table": table_update(rows, vis is not None), "fig": render.compare_figure(fig_rows)}
         done = "Stopped." if stop.is_set() else f"{limit.message()}." if limit.hit else "Done."
         slower = [r["config"] for r in fig_rows if r["speedup"] < 1]
         kind = "warn" if stop.is_set() or limit.hit or slower else "ok"
@@ -173,7 +221,12 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
         if slower:
             msg += (f" <b>{len(slower)} slower than plain decoding</b> here: "
                     + ", ".join(esc(c) for c in slower) + ".")
-        yield {"status": with_notes(status_html(msg, kind)), "table": table_update(rows),
+        if vis is not None and vis.by_output:
+            first = next(iter(vis.by_output.values()))
+            msg += (f" Which tokens need the image: {first['n_dependent']} of {len(first['tokens'])} output "
+                    f"tokens (classified from the plain baseline's output, {vis.cost_s:.2f} s of target "
+                    "forwards after the timed runs); acc. = drafted positions where a draft was accepted.")
+        yield {"status": with_notes(status_html(msg, kind)), "table": table_update(rows, vis is not None),
                "fig": render.compare_figure(fig_rows)}
     except EXPECTED as e:
         msg = friendly(e)
@@ -186,6 +239,84 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
         yield {"status": status_html(GENERIC_ERROR, "err"), "table": table_update([]),
                "fig": render.compare_figure([])}
     finally:             # also when the page goes away mid-run: stop the worker thread
+        stop.set()
+        end_stop(request, stop)
+
+
+# ====================================================================== offline shape sweep (replay)
+SWEEP_SHAPES = ("chain:2", "chain:4", "chain:6", "chain:8", "tree:3x2x1", "tree:2x2x2", "dynamic:5/4/20",
+                "dynamic:8/4/20")
+REPLAY_COLUMNS = ["#", "shape", "replay τ", "predicted tok/s", "predicted speedup"]
+REPLAY_LABEL = "predicted (replay + measured cost model)"
+
+
+def replay_table(rows: list[dict], sampling: bool = False):
+    """The ranked sweep (``core.replay.rank`` rows, best first). At T > 0 the τ estimate along the
+    recorded path is added and every number is labelled an estimate."""
+    cols = REPLAY_COLUMNS + (["τ estimate (T>0)"] if sampling else [])
+    data = []
+    for i, r in enumerate(rows, 1):
+        tok_s = r.get("predicted_tok_s")
+        row = [i, r["shape"], round(r["tau"], 2), round(tok_s, 1) if tok_s is not None else None,
+               f"{r['predicted_speedup']:.2f}×" if r.get("predicted_speedup") is not None else None]
+        if sampling:
+            row.append(round(r["tau_estimate"], 2) if r.get("tau_estimate") is not None else None)
+        data.append(row)
+    label = f"Shapes ranked by speedup, {REPLAY_LABEL}" + (": an estimate at T > 0" if sampling else "")
+    return gr.update(value={"headers": cols, "data": data}, label=label, visible=bool(data))
+
+
+@gpu
+def run_replay(image, prompt, target, dtype, drafter, max_new_tokens, temperature, request: gr.Request = None):
+    """Record one plain target run of the input (``core.replay.record``), then score the chosen
+    drafter on every shape of ``SWEEP_SHAPES`` without running the target again, priced with the
+    measured cost curve. Predictions, not measurements."""
+    from core import costs
+    from .run import resolve_drafter
+    stop = new_stop(request)
+    try:
+        prompt = limits.check_prompt(prompt)
+        target = limits.check_model_id(target or limits.default_target(), "target")
+        if dtype not in ("float32", "bfloat16"):
+            raise InputError(f"precision must be float32 or bfloat16, got {dtype!r}")
+        max_new, _ = limits.check_max_new(max_new_tokens)
+        temp = limits.check_float("temperature", temperature, 0.0, 2.0)
+        name = resolve_drafter(drafter, None) if drafter != "custom" else None
+        if name is None:
+            raise InputError("pick a drafter to sweep (n-gram, LayerSkip or a trained drafter)")
+        img = read_image(image)
+        sampling = SamplingConfig(temperature=temp, seed=0)
+        yield {"status": status_html("Recording one plain target run, then replaying "
+                                     f"{len(SWEEP_SHAPES)} shapes…", "busy"), "table": replay_table([])}
+        pair = api.load_pair(target, name, dtype=dtype)
+        rec = RP.record(pair.target, prompt, img, max_new_tokens=max_new)
+        curve = costs.target_curve(pair.target)
+        import time
+        t0 = time.perf_counter()
+        rows = RP.rank(rec, {name: pair.drafter}, [RP.parse_shape(x) for x in SWEEP_SHAPES], curve, sampling)
+        took = time.perf_counter() - t0
+        best = rows[0]
+        plain_tok_s = len(rec.output) / best["ar_s"] if best.get("ar_s") else 0.0
+        msg = (f"Replayed {len(rows)} shapes for <b>{esc(name)}</b> against one recorded run of "
+               f"{len(rec.output)} tokens in {took:.1f} s (the target was not run again). Best: "
+               f"<b>{esc(best['shape'])}</b>, τ {best['tau']:.2f}, {best['predicted_speedup']:.2f}× "
+               f"{REPLAY_LABEL}; plain decoding priced at {plain_tok_s:.1f} tok/s from the same cost curve.")
+        if not sampling.greedy:
+            msg += (" <b>Estimate:</b> at T > 0 the recorded greedy output is one path; "
+                    "τ estimate = 1 + expected accepted tokens per step along it.")
+        if rec.mismatches:
+            msg += f" {len(rec.mismatches)} near-tie position(s) where teacher forcing differs from the run."
+        yield {"status": status_html(msg, "ok" if sampling.greedy else "warn"),
+               "table": replay_table(rows, not sampling.greedy)}
+    except EXPECTED as e:
+        msg = friendly(e)
+        gr.Warning(msg)
+        yield {"status": status_html(esc(msg), "err"), "table": replay_table([])}
+    except Exception:  # noqa: BLE001
+        log.exception("replay sweep failed")
+        gr.Warning(GENERIC_ERROR)
+        yield {"status": status_html(GENERIC_ERROR, "err"), "table": replay_table([])}
+    finally:
         stop.set()
         end_stop(request, stop)
 
@@ -212,6 +343,18 @@ def build(ctx, target, dtype) -> dict:
                                       info=f"1 to {limits.MAX_NEW_TOKENS}")
                 c_temp = gr.Slider(0, 2, value=d.temperature, step=0.05, label="Temperature")
                 c_repeats = gr.Number(value=d.repeats, precision=0, minimum=1, maximum=9, label="Timed runs")
+            c_visual = gr.Checkbox(value=False, label="Which tokens need the image?", elem_id="ss-compare-visual",
+                                   info="adds acceptance on image-dependent vs other tokens per row; two target "
+                                        "forwards once per input, after the timed runs")
+            with gr.Accordion("Sweep shapes offline (replay)", open=False, elem_id="ss-replay"):
+                gr.Markdown("One recorded target run scores the drafter on "
+                            + ", ".join(SWEEP_SHAPES) + " in seconds, without running the target again: "
+                            f"{REPLAY_LABEL}.", elem_classes=["ss-note"])
+                with gr.Row():
+                    r_drafter = gr.Dropdown([c for c in presets.drafter_choices() if c[1] not in ("none", "custom")],
+                                            value=ctx.drafter_default, label="Drafter", scale=3,
+                                            elem_classes=["ss-drafter"])
+                    r_btn = gr.Button("Sweep shapes offline (replay)", scale=2, elem_id="ss-replay-btn")
             if ex_rows:
                 gr.Examples(ex_rows, inputs=[c_image, c_prompt], label="Examples",
                             examples_per_page=4, cache_examples=False)
@@ -220,6 +363,10 @@ def build(ctx, target, dtype) -> dict:
             c_fig = gr.Plot(show_label=False, value=render.compare_figure([]), elem_id="ss-compare-fig")
             c_table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True,
                                    label="Results", elem_id="ss-compare-table", column_widths=WIDTHS)
+            r_status = gr.HTML("", elem_id="ss-replay-status")
+            r_table = gr.Dataframe(headers=REPLAY_COLUMNS, value=[], interactive=False, wrap=True,
+                                   label=f"Shapes ranked by speedup, {REPLAY_LABEL}", elem_id="ss-replay-table",
+                                   visible=False)
             gr.Markdown("τ = tokens per target forward (incl. bonus) · accepted per step = accepted draft "
                         "tokens per step (excl. bonus) · speedup = plain wall time / speculative wall "
                         "time, median and range of the timed runs · same output = same token ids as plain "
@@ -228,7 +375,11 @@ def build(ctx, target, dtype) -> dict:
                         elem_classes=["ss-note"])
 
     outs = Outputs(ctx.demo, status=c_status, table=c_table, fig=c_fig)
-    c_btn.click(outs.bind(run_compare), [c_image, c_prompt, target, dtype, c_configs, c_max_new, c_temp, c_repeats],
-                outs.list, api_name="compare", show_progress="minimal", **ctx.model)
+    c_btn.click(outs.bind(run_compare), [c_image, c_prompt, target, dtype, c_configs, c_max_new, c_temp, c_repeats,
+                                         c_visual], outs.list, api_name="compare", show_progress="minimal", **ctx.model)
+    r_outs = Outputs(ctx.demo, status=r_status, table=r_table)
+    assert tuple(r_outs.names) == REPLAY_OUTPUTS
+    r_btn.click(r_outs.bind(run_replay), [c_image, c_prompt, target, dtype, r_drafter, c_max_new, c_temp],
+                r_outs.list, api_name="replay_sweep", show_progress="minimal", **ctx.model)
     c_stop.click(request_stop, None, None, api_visibility="private", concurrency_limit=None)
     return {"configs": c_configs}

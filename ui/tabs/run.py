@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core import api
-from core.adapters import InputError
+from core import api, visual as V
+from core.errors import InputError
+from core.paths import ROOT, SHIPPED_DRAFTERS
 from core.drafters import CHOICES, DraftSpec, spec_for
 from core.sampling import SamplingConfig
 from core.trace import Trace
@@ -31,8 +32,9 @@ STRATEGY_CHOICES = [("auto (measured)", "auto"), ("chain", "chain"), ("static tr
                     ("dynamic tree", "dynamic")]
 # the /run API's outputs, in this order (results / more: the sections hidden until there is a result)
 OUTPUTS = ("status", "answer", "tree", "step", "spec_text", "ar_text", "summary", "time_fig", "acc_fig",
-           "depth_fig", "steps_html", "download", "result", "state", "results", "more")
+           "depth_fig", "steps_html", "download", "result", "visual", "state", "results", "more")
 NO_IMAGE = "No image: answering from the text only."
+VISUAL_NO_IMAGE = "Which tokens need the image: this run had no image, so there is nothing to measure."
 
 
 # ====================================================================== parameters
@@ -93,7 +95,7 @@ def parse_params(image, prompt, target, drafter, custom_drafter, mode, dtype, st
 def drafter_display(name: str | None, pair) -> str:
     """A short drafter name for the page: the registry name rather than a local path."""
     full = getattr(pair.drafter, "name", None) or str(name)
-    if name in api.SHIPPED_DRAFTERS or ("/" in full and full.split(" ")[0].startswith(str(api.ROOT))):
+    if name in SHIPPED_DRAFTERS or ("/" in full and full.split(" ")[0].startswith(str(ROOT))):
         return f"the {name} drafter"
     return full.rsplit("/", 1)[-1] if full.startswith("/") else full
 
@@ -109,7 +111,8 @@ def cleared() -> dict:
     """Every result view emptied and hidden: what an error leaves (no stale answer below it)."""
     return dict(answer=[], tree=None, step=gr.update(visible=False, value=1), spec_text="", ar_text="",
                 summary="", time_fig=None, acc_fig=None, depth_fig=None, steps_html="", download=None,
-                result=None, state=None, results=gr.update(visible=False), more=gr.update(visible=False))
+                result=None, visual=gr.update(value="", visible=False), state=None, results=gr.update(visible=False),
+                more=gr.update(visible=False))
 
 
 def speed_message(med: float, rounds: list[float]) -> tuple[str, str]:
@@ -125,11 +128,33 @@ def with_notes(html_status: str, notes) -> str:
     return html_status + "".join(status_html(esc(n), "warn") for n in notes)
 
 
+def visual_views(pair, tr: Trace, p: RunParams, wanted: bool) -> dict:
+    """The "Which tokens need the image?" outputs of a finished run. Off: nothing is computed.
+    On with an image: ``api.visual_dependence`` (two target forwards; call it only after the
+    timed runs), stored in ``tr.visual``; the answer is shown marked instead of the plain one.
+    On without an image: a short note."""
+    if not wanted:
+        return {"visual": gr.update(value="", visible=False)}
+    if p.image is None:
+        return {"visual": gr.update(value=f'<div class="ss-vis-note">{esc(VISUAL_NO_IMAGE)}</div>', visible=True)}
+    res = api.visual_dependence(pair, tr, p.prompt, p.image)
+    for r in res["tokens"]:              # the pieces the hover names ("argmax without the image: …")
+        k = str(r["argmax_noimg"])
+        if k not in tr.vocab:
+            try:
+                tr.vocab[k] = pair.target.decode_piece(int(k))
+            except Exception:  # noqa: BLE001  a piece the tokenizer cannot decode stays "<id>"
+                pass
+    split = V.split_acceptance(tr) if pair.drafter is not None else None
+    return {"visual": gr.update(value=render.visual_panel_html(tr, split), visible=True),
+            "answer": gr.update(value=render.highlighted_tokens(tr), visible=False)}
+
+
 # ====================================================================== the handler
 @gpu
 def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, strategy, gamma, branching,
                  depth, top_k, budget, temperature, top_p, max_new_tokens, seed, ar_baseline, repeats=3,
-                 compact=False, request: gr.Request = None):
+                 compact=False, visual=False, request: gr.Request = None):
     """Decode once live (shown as it goes), then time plain vs speculative decoding ``repeats``
     times, alternating, without redrawing the page (the median and range are reported)."""
     stop = new_stop(request)
@@ -141,7 +166,8 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
         for n in p.notes:
             gr.Warning(n)
         busy = lambda msg: with_notes(status_html(msg, "busy"), p.notes)  # noqa: E731
-        yield dict(status=busy("Loading the models (the first use takes a few seconds)…"), answer=[],
+        yield dict(status=busy("Loading the models (the first use takes a few seconds)…"),
+                   answer=gr.update(value=[], visible=True), visual=gr.update(value="", visible=False),
                    more=gr.update(visible=False))
         t0 = time.perf_counter()
         pair = api.load_pair(p.target, p.drafter, dtype=p.dtype, mode=p.mode)
@@ -201,8 +227,12 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
             tr.meta["ar_baseline"] = {"output": list(ar.output), "wall_s": round(ar.wall_s, 6), "text": ar.text,
                                       "stop_reason": ar.stop_reason, "speedup": round(med, 4),
                                       "speedups": [round(x, 4) for x in rounds]}
-        path = save_trace(tr)
-        views = full_views(tr, ar, compact)
+        want_visual = bool(visual) and not (cancelled or timed_out)
+        if want_visual and p.image is not None:   # after the timed runs: these forwards are never timed
+            yield dict(status=busy("Which tokens need the image: two target forwards, with and without the image…"))
+        vis = visual_views(pair, tr, p, want_visual)
+        path = save_trace(tr)            # with tr.visual when it was measured
+        views = full_views(tr, ar, compact) | vis
         sm = tr.summary()
         kind = "ok"
         msg = f"Done: {sm['new_tokens']} tokens in {sm['wall_s']:.2f} s, τ = {sm['tau']:.2f} tokens per target forward"
@@ -223,8 +253,13 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
         elif baseline_cut:
             msg += f". {limit.message()}: the plain-decoding baseline was cut short, so no speedup is shown"
             kind = "warn"
+        payload = result_payload(tr, ar, path)
+        if tr.visual:
+            payload["visual"] = {k: tr.visual[k] for k in ("n_dependent", "share_dependent", "cost_s")}
+            if speculative:
+                payload["visual"]["split"] = V.split_acceptance(tr)
         yield dict(status=with_notes(status_html(msg + ".", kind), p.notes), **views, download=path,
-                   result=result_payload(tr, ar, path), state=tr, results=gr.update(visible=True),
+                   result=payload, state=tr, results=gr.update(visible=True),
                    more=gr.update(visible=True))
     except EXPECTED as e:
         msg = friendly(e)
@@ -316,6 +351,9 @@ def build(ctx) -> dict:
                                          "measured costs and the drafter's confidence")
                 ar_baseline = gr.Checkbox(value=True, label="Also run plain decoding: measures the speedup "
                                                             f"({d.repeats} timed runs each), checks the output")
+                visual = gr.Checkbox(value=False, label="Which tokens need the image?", elem_id="ss-visual-toggle",
+                                     info="marks the answer's image-dependent tokens and their acceptance; costs "
+                                          "two target forwards after the timed runs (the seconds are shown)")
             if ex_rows:
                 with gr.Column(elem_classes=["ss-rest"]):
                     gr.Examples(ex_rows, inputs=[image, prompt], label="Examples: click one",
@@ -360,6 +398,7 @@ def build(ctx) -> dict:
             answer = gr.HighlightedText(label="Answer: every token coloured by where it came from",
                                         color_map=render.COLOR_MAP, show_legend=True,
                                         combine_adjacent=False, elem_id="ss-answer")
+            visual_html = gr.HTML(visible=False, elem_id="ss-visual")
             with gr.Column(visible=False, elem_id="ss-results") as results:
                 tree_plot = gr.Plot(show_label=False, elem_id="ss-tree")
                 with gr.Row(equal_height=True, elem_id="ss-stepnav"):
@@ -394,12 +433,13 @@ def build(ctx) -> dict:
 
     outs = Outputs(ctx.demo, status=run_status, answer=answer, tree=tree_plot, step=step, spec_text=spec_text,
                    ar_text=ar_text, summary=summary, time_fig=time_fig, acc_fig=acc_fig, depth_fig=depth_fig,
-                   steps_html=steps_html, download=download, result=result, state=run_state, results=results,
+                   steps_html=steps_html, download=download, result=result, visual=visual_html, state=run_state,
+                   results=results,
                    more=more)
     assert tuple(outs.names) == OUTPUTS
     model, light = ctx.model, ctx.light
     run_inputs = [image, prompt, target, drafter, custom_drafter, mode, dtype, strategy, gamma, branching,
-                  depth, top_k, budget, temperature, top_p, max_new, seed, ar_baseline, repeats, compact]
+                  depth, top_k, budget, temperature, top_p, max_new, seed, ar_baseline, repeats, compact, visual]
     run_btn.click(outs.bind(run_decoding), run_inputs, outs.list, api_name="run", show_progress="minimal", **model)
     stop_btn.click(request_stop, None, None, api_visibility="private", concurrency_limit=None)
     step.input(show_step, [run_state, step, compact], tree_plot, api_visibility="private",
@@ -413,4 +453,4 @@ def build(ctx) -> dict:
                   mode=mode, dtype=dtype, preset_note=preset_note)
     preset.select(pre.bind(apply_preset), preset, pre.list, api_visibility="private", show_progress="hidden",
                   **light)
-    return {"target": target, "dtype": dtype, "drafter": drafter, "compact": compact}
+    return {"target": target, "dtype": dtype, "drafter": drafter, "compact": compact, "visual": visual}

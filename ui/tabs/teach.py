@@ -6,20 +6,21 @@ import logging
 
 import gradio as gr
 
-from core import api
-from core.adapters import InputError
+from core import api, costs, speedup_model as M
+from core.errors import InputError
 from core.drafters import DraftSpec
 from core.sampling import SamplingConfig
 from core.trace import Trace
 
 from .. import limits, presets, render
+from ..insight import TEACH, speedup_map
 from ..common import (EXPECTED, GENERIC_ERROR, Outputs, SafeImage, defaults, esc, friendly, legend_html, read_image,
                       status_html)
 from ..session import end_stop, gpu, new_stop
 from .run import NO_IMAGE, drafter_display, resolve_drafter
 
 log = logging.getLogger("specscope.app")
-OUTPUTS = ("status", "progress", "tree", "text", "explain", "index", "state", "shown")
+OUTPUTS = ("status", "progress", "tree", "text", "explain", "index", "map", "state", "shown")
 EMPTY_TEXT = '<div class="ss-teach-text"><span class="old">The answer will grow here, new tokens coloured.</span></div>'
 
 
@@ -178,6 +179,16 @@ def teach_view(tr: Trace, k: int, status: str | None = None, compact: bool = Fal
     return out
 
 
+def speedup_map_of(pair, tr: Trace):
+    """ui/insight.py's map for this run: the target's measured cost curve (core/costs.py, measured
+    once per process), the run's own draft cost ratio, and its (alpha, gamma) marked."""
+    curve = costs.target_curve(pair.target)
+    point = M.run_point(tr, curve)
+    return speedup_map(M.grid(curve, draft_ratio=point["draft_ratio"]), point,
+                       title=f"Predicted speedup for this machine's verify cost (c(9)/c(1) = "
+                             f"{M.verify_ratio(curve, 9):.2f}); ★ = your run")
+
+
 @gpu
 def teach_start(image, prompt, drafter, shape, compact=False, request: gr.Request = None):
     """Decode once (greedy) on the default model and show the prefill; then walk with teach_step."""
@@ -200,7 +211,7 @@ def teach_start(image, prompt, drafter, shape, compact=False, request: gr.Reques
                f"{esc(drafter_display(drafter_name, pair))}. "
                "Walk through them with <b>Next ▶</b>.")
         status = status_html(msg, "ok") + (status_html(NO_IMAGE, "warn") if img is None else "")
-        return {**teach_view(tr, 0, status, bool(compact)), "state": tr}
+        return {**teach_view(tr, 0, status, bool(compact)), "state": tr, "map": speedup_map_of(pair, tr)}
     except EXPECTED as e:
         gr.Warning(friendly(e))
         return dict(status=status_html(esc(friendly(e)), "err"), **cleared())
@@ -216,7 +227,7 @@ def teach_start(image, prompt, drafter, shape, compact=False, request: gr.Reques
 def cleared() -> dict:
     """What an error leaves: no stale answer, tree or explanation of an earlier run."""
     return dict(progress='<div class="ss-teach-progress">Not started</div>', tree=None, text=EMPTY_TEXT,
-                explain="", index=0, state=None, shown=gr.update(visible=False))
+                explain="", index=0, map=None, state=None, shown=gr.update(visible=False))
 
 
 def teach_step(tr, step, compact=False):
@@ -279,10 +290,14 @@ def build(ctx, compact) -> dict:
                                         minimum=0, elem_id="ss-teach-index")
                 with gr.Column(scale=6, min_width=300):
                     t_tree = gr.Plot(show_label=False, elem_id="ss-teach-tree")
+            # below the step view, collapsed: the step text and the tree keep their one screen
+            with gr.Accordion("Where the speedup comes from", open=False, elem_id="ss-teach-insight"):
+                t_map = gr.Plot(show_label=False, elem_id="ss-teach-map")
+                gr.Markdown(TEACH, elem_classes=["ss-teach-insight-text"])
     t_state = gr.State(None, time_to_live=limits.STATE_TTL_SECONDS)
 
     outs = Outputs(ctx.demo, status=t_status, progress=t_progress, tree=t_tree, text=t_text, explain=t_explain,
-                   index=t_index, state=t_state, shown=t_shown)
+                   index=t_index, map=t_map, state=t_state, shown=t_shown)
     model, light = ctx.model, ctx.light
     t_start.click(outs.bind(teach_start), [t_image, t_prompt, t_drafter, t_shape, compact], outs.list,
                   api_name="teach_start", **model)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import api
-from core.adapters import InputError
+from core.errors import InputError
+from core.paths import ASSETS
 from core.trace import Trace
 
 from .. import limits, render
@@ -36,7 +36,7 @@ def _trace_text(file) -> str:
         raise InputError("this is not a SpecScope trace: the file is not UTF-8 JSON text") from None
 
 
-EXAMPLE_TRACE = api.ASSETS / "examples" / "example_trace.json"
+EXAMPLE_TRACE = ASSETS / "examples" / "example_trace.json"
 
 
 def cleared() -> dict:

@@ -20,7 +20,7 @@ from .sampling import SamplingConfig
 from .trace import Trace
 from .streaming import stream  # noqa: F401
 
-from .paths import ASSETS, DEFAULT_TARGET, ROOT, SHIPPED_DRAFTERS, resolve_target  # noqa: F401
+from .paths import SHIPPED_DRAFTERS, resolve_target
 
 
 @dataclass

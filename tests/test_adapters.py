@@ -154,8 +154,6 @@ def test_a_bad_dtype_is_an_input_error():
 
 # ---- dtype / device / kernels policy (core/device.py) ---------------------------------------
 def test_resolve_dtype():
-    assert device.resolve_dtype("auto", fast=lambda d: True) == "bfloat16"
-    assert device.resolve_dtype("auto", fast=lambda d: False) == "float32"
     assert device.resolve_dtype("bf16") == "bfloat16" and device.resolve_dtype("fp32") == "float32"
     assert device.resolve_dtype("fp16") == "float16"
     assert device.resolve_dtype(torch.bfloat16) == "bfloat16"

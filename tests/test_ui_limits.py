@@ -415,7 +415,7 @@ def test_server_paths_are_refused_for_images_and_trace_uploads(app):
         return last
 
     run_args = [app["target"], "layerskip", "", "multimodal", "float32", "dynamic", 3, "2,2,1", 3, 3, 12, 0, 1,
-                6, 0, False, 1, False]         # ..., ar_baseline, repeats, compact
+                6, 0, False, 1, False, False]   # ..., ar_baseline, repeats, compact, visual
     for path in ("/etc/passwd", "../../../../etc/passwd", app["image"], os.path.abspath(__file__)):
         fd = {"path": path, "meta": {"_type": "gradio.FileData"}}
         event, data = raw("run", [fd, "Describe."] + run_args)

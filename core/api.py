@@ -7,115 +7,17 @@
 """
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
-
-from . import adapters, device as devices
-from .drafters import DraftSpec, make_drafter
-from .errors import ModelLoadError
+from .device import threads_from_env
+from .drafters import DraftSpec
 from .engine import generate
+from .pairs import Pair, default_device, load_pair, load_target, max_models, policy_for
 from .sampling import SamplingConfig
-from .trace import Trace
-from .streaming import stream  # noqa: F401
+from .streaming import stream
+from .trace import Trace, result_json
 
-from .paths import SHIPPED_DRAFTERS, resolve_target
-
-
-@dataclass
-class Pair:
-    target: adapters.HFAdapter
-    drafter: object | None
-    target_name: str
-    drafter_name: str | None
-
-
-_cache: "OrderedDict[tuple, object]" = OrderedDict()
-_cache_lock = threading.RLock()
-
-
-def max_models() -> int:
-    """Targets kept in memory (least recently used dropped first, with their drafters)."""
-    try:
-        return max(1, int(os.environ.get("SPECSCOPE_MAX_MODELS", "2")))
-    except ValueError:
-        return 2
-
-
-def _evict(keep: tuple) -> None:
-    targets = [k for k in _cache if k[0] == "target"]
-    while len(targets) > max_models():
-        old = next(k for k in targets if k != keep)
-        tid = id(_cache.pop(old))
-        for k in [k for k in _cache if k[0] == "drafter" and k[1] == tid]:
-            del _cache[k]
-        targets.remove(old)
-
-
-def default_device(device: str | None = None) -> str:
-    """``device``, or when None the operator's ``SPECSCOPE_DEVICE`` (unset: "cpu"), resolved by
-    ``device.resolve_device`` ("auto" -> cuda if there is a CUDA GPU). CPU unless asked."""
-    if device is None:
-        device = os.environ.get("SPECSCOPE_DEVICE", "").strip() or "cpu"
-    return devices.resolve_device(device)
-
-
-def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False,
-                device: str | None = None, kernels: str | None = None) -> adapters.HFAdapter:
-    """``dtype`` may be "auto" (bfloat16 where the CPU/GPU computes it natively, else float32);
-    the library default stays float32, the CLI, the bench and the app default to "auto".
-    ``device``: cpu | cuda[:N] | auto; None = ``SPECSCOPE_DEVICE`` or cpu (see ``default_device``)."""
-    device = default_device(device)
-    dtype = devices.resolve_dtype(dtype, device)
-    kernels = kernels or devices.kernels_default()
-    key = ("target", resolve_target(name), dtype, device, kernels)
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = adapters.load(key[1], dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                        kernels=kernels)
-        _cache.move_to_end(key)
-        _evict(key)
-        return _cache[key]
-
-
-def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
-              mode: str = "multimodal", trust_remote_code: bool = False, device: str | None = None,
-              kernels: str | None = None, **options) -> Pair:
-    """The target (cached per name, dtype and device) and a drafter for it; drafters run on the
-    target's device (``drafters.base.draft_dtype``: fp32 on a CPU, the target's dtype on a GPU)."""
-    tgt = load_target(target, dtype, trust_remote_code, device, kernels)
-    if drafter in SHIPPED_DRAFTERS:
-        path = SHIPPED_DRAFTERS[drafter]
-        if not path.exists():
-            raise ModelLoadError(f"drafter {drafter!r} is not trained yet ({path} is missing)")
-        drafter_arg = str(path)
-    else:
-        drafter_arg = drafter
-    d = None
-    if drafter_arg and str(drafter_arg).lower() not in ("none", "ar"):
-        key = ("drafter", id(tgt), drafter_arg, mode, tuple(sorted(options.items())))
-        with _cache_lock:
-            if key not in _cache:
-                # drafter models pick their own dtype (drafters.base.draft_dtype: fp32 on a CPU)
-                _cache[key] = make_drafter(drafter_arg, tgt, mode=mode,
-                                           kernels=tgt.kernels.get("requested"), **options)
-            d = _cache[key]
-    return Pair(tgt, d, resolve_target(target), drafter)
-
-
-_policies: dict = {}
-
-
-def policy_for(pair: Pair, sampling: SamplingConfig):
-    """The adaptive-length policy of this target + drafter (one for greedy, one for sampling): its
-    cost model and acceptance statistics carry over from run to run, like a warm cache."""
-    from .policy import AutoPolicy
-    key = (id(pair.target), id(pair.drafter), sampling.greedy)
-    with _cache_lock:
-        if key not in _policies:
-            _policies[key] = AutoPolicy.measured(pair.target)
-        return _policies[key]
+# the facade: what the CLI, the app, the bench and the tuner call
+__all__ = ["Pair", "load_pair", "load_target", "default_device", "max_models", "policy_for", "warm", "run",
+           "compare", "stream", "result_json", "threads_from_env", "visual_dependence"]
 
 
 def run(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
@@ -177,21 +79,6 @@ def compare(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
     return {"ar": ars[mid], "spec": sps[mid], "speedup": _median(ratios), "speedups": ratios,
             "ar_runs": ars, "spec_runs": sps,
             "identical": all(a.output == s.output for a, s in zip(ars, sps))}
-
-
-def result_json(trace: Trace) -> dict:
-    s = trace.summary()
-    return {"text": trace.text, "token_ids": list(trace.output),
-            "summary": {k: s[k] for k in ("new_tokens", "target_forwards", "tau", "wall_s", "tokens_per_s")}
-            | {"accepted_per_step": s["accepted_per_step"], "acceptance_by_depth": s["acceptance_by_depth"],
-               "stop_reason": s["stop_reason"]}}
-
-
-def threads_from_env() -> None:
-    n = os.environ.get("SPECSCOPE_THREADS")
-    if n:
-        import torch
-        torch.set_num_threads(int(n))
 
 
 def visual_dependence(pair: Pair, trace: Trace, prompt: str, image=None, baseline: str = "none",

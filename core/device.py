@@ -82,3 +82,10 @@ def kernels_default() -> str:
 
 
 KERNELS = ("auto", "stock", "dense", "onednn", "bf16", "int8")
+
+
+def threads_from_env() -> None:
+    """``SPECSCOPE_THREADS``: the operator's torch thread count (unset: torch's default)."""
+    n = os.environ.get("SPECSCOPE_THREADS")
+    if n:
+        torch.set_num_threads(int(n))

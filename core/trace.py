@@ -134,3 +134,12 @@ def _upgrade_step(s: dict) -> dict:
         n = min(len(s["accepted"]), len(s.get("committed", [])))
         s["accepted"], s["discarded"] = s["accepted"][:n], s["accepted"][n:]
     return s
+
+
+def result_json(trace: Trace) -> dict:
+    """The run as the CLI's ``--json`` and the app's raw result report it."""
+    s = trace.summary()
+    return {"text": trace.text, "token_ids": list(trace.output),
+            "summary": {k: s[k] for k in ("new_tokens", "target_forwards", "tau", "wall_s", "tokens_per_s")}
+            | {"accepted_per_step": s["accepted_per_step"], "acceptance_by_depth": s["acceptance_by_depth"],
+               "stop_reason": s["stop_reason"]}}

@@ -16,7 +16,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.app_server import served_app  # noqa: E402
-from tests.tiny_models import tiny_image, tiny_model_dir  # noqa: E402
+from core.tiny import tiny_image, tiny_model_dir  # noqa: E402
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "assets", "examples", "scene_describe_1.png")

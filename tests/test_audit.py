@@ -6,7 +6,7 @@ import torch
 
 from core import adapters, audit
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter
-from tests.tiny_models import VISION_FAMILIES, tiny_image, tiny_model_dir
+from core.tiny import VISION_FAMILIES, tiny_image, tiny_model_dir
 
 SHAPES = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)),
           DraftSpec("dynamic", depth=5, top_k=4, budget=20)]

@@ -11,7 +11,7 @@ from core import api, bench
 from core.bench import hf as bench_hf
 from core.bench import profiling as bench_profile
 from core.drafters import DraftSpec
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 PROMPTS = [{"image": "a.png", "prompt": "Describe the picture."},
            {"image": "b.png", "prompt": "What color is the car?"},

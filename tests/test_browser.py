@@ -18,7 +18,7 @@ if not os.path.exists(CHROMIUM):
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from tests.app_server import served_app  # noqa: E402
-from tests.tiny_models import tiny_image, tiny_model_dir  # noqa: E402
+from core.tiny import tiny_image, tiny_model_dir  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,20 +97,6 @@ def test_user_errors_are_one_line(args, needle, other_tokenizer_model):
 def test_trust_remote_code_refused_without_operator_opt_in():
     r = cli("run", "--target", tiny_model_dir("llama"), "--prompt", "hi", "--trust-remote-code")
     assert r.returncode == 2 and "trust_remote_code is disabled" in r.stderr
-
-
-def test_model_cache_keeps_at_most_max_models_targets(monkeypatch):
-    from core import api
-    from tests.tiny_models import tiny_model_dir
-    monkeypatch.setenv("SPECSCOPE_MAX_MODELS", "1")
-    a, b = tiny_model_dir("llava"), tiny_model_dir("llama")
-    pa = api.load_pair(a, "ngram")
-    assert api.load_pair(a, "ngram").target is pa.target            # cached
-    api.load_pair(b, "ngram")
-    keys = [k for k in api._cache if k[0] == "target"]
-    assert [k[1] for k in keys] == [b]                               # a and its drafter dropped
-    assert not any(k[0] == "drafter" and k[1] == id(pa.target) for k in api._cache)
-    assert api.load_pair(a).target is not pa.target                  # reloaded on demand
 
 
 def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path):

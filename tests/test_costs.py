@@ -2,7 +2,7 @@
 import pytest
 
 from core import adapters, costs
-from tests.tiny_models import tiny_model_dir
+from core.tiny import tiny_model_dir
 
 
 def test_interpolation_and_extrapolation():

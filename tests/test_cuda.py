@@ -10,7 +10,7 @@ from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter, s
 from core.engine import generate
 from core.policy import AutoPolicy
 from core.sampling import SamplingConfig
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 SPECS = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)),

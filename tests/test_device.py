@@ -10,10 +10,10 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from core import api, bench
+from core import api, bench, pairs
 from core.device import resolve_device
 from core.errors import InputError
-from tests.tiny_models import tiny_model_dir
+from core.tiny import tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")
@@ -116,10 +116,10 @@ def test_cache_key_and_dtype_follow_the_device(monkeypatch):
         calls.append((name, dtype, device))
         return Fake(dtype, device)
 
-    monkeypatch.setattr(api, "_cache", OrderedDict())
-    monkeypatch.setattr(api.adapters, "load", fake_load)
+    monkeypatch.setattr(pairs, "_cache", OrderedDict())
+    monkeypatch.setattr(pairs.adapters, "load", fake_load)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(api.devices, "fast_bf16", lambda device="cpu": str(device).startswith("cuda"))
+    monkeypatch.setattr(pairs.devices, "fast_bf16", lambda device="cpu": str(device).startswith("cuda"))
     cpu = api.load_target("some/model", "auto", device="cpu")
     gpu = api.load_target("some/model", "auto", device="cuda")
     assert cpu is not gpu

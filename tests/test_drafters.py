@@ -13,7 +13,7 @@ from core.drafters.base import DraftContext
 from core.drafters.msd import MSDDrafter
 from core.engine import generate
 from core.tree import DraftTree
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 PROMPT = "hello world hello world hello"
 _loaded: dict = {}

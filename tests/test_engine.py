@@ -11,7 +11,7 @@ import torch
 from core import adapters
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
 from core.engine import generate
-from tests.tiny_models import VISION_FAMILIES, tiny_image, tiny_model_dir
+from core.tiny import VISION_FAMILIES, tiny_image, tiny_model_dir
 
 FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama", "qwen2"]
 SPECS = [DraftSpec("chain", gamma=1), DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)),

@@ -11,7 +11,7 @@ from core.policy import AcceptanceStats, AutoPolicy
 from core.sampling import SamplingConfig
 from core.tree import DraftTree
 from tests import test_sampling as ts
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 
 def policy(target_s: dict, per_forward: float, rate_obs=()) -> AutoPolicy:

@@ -8,7 +8,7 @@ from core import adapters, errors, replay
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
 from core.engine import generate
 from core.sampling import SamplingConfig
-from tests.tiny_models import VISION_FAMILIES, tiny_image, tiny_model_dir
+from core.tiny import VISION_FAMILIES, tiny_image, tiny_model_dir
 
 SHAPES = ["chain:1", "chain:4", "tree:3x2x1", "dynamic:5/4/20"]
 DRAFTERS = ["self", "small", "small-text", "layerskip", "ngram"]

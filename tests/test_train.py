@@ -393,7 +393,7 @@ def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path
     from transformers import LlavaForConditionalGeneration
 
     from core.train import grow, target
-    from tests.tiny_models import build_inputs
+    from core.tiny import build_inputs
 
     d = tiny_model_dir("llava")
     src = LlavaForConditionalGeneration.from_pretrained(d, dtype=torch.float32).eval()

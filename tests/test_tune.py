@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from core import tune
-from tests.tiny_models import tiny_model_dir
+from core.tiny import tiny_model_dir
 
 
 def test_tune_saves_the_fastest_shape_and_cli_uses_it(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ from core import adapters, api, visual
 from core.drafters import ModelDrafter
 from core.engine import generate
 from core.trace import Step, Trace
-from tests.tiny_models import tiny_image, tiny_model_dir
+from core.tiny import tiny_image, tiny_model_dir
 
 _loaded: dict = {}
 

@@ -5,7 +5,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from ..api import SHIPPED_DRAFTERS
+from ..paths import SHIPPED_DRAFTERS
 from ..drafters import DraftSpec, spec_for
 from ..sampling import SamplingConfig
 from .errors import BenchError

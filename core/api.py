@@ -12,7 +12,7 @@ from .drafters import DraftSpec
 from .engine import generate
 from .pairs import Pair, default_device, load_pair, load_target, max_models, policy_for
 from .sampling import SamplingConfig
-from .streaming import stream
+from .streaming import follow
 from .trace import Trace, result_json
 
 # the facade: what the CLI, the app, the bench and the tuner call
@@ -27,6 +27,19 @@ def run(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
     if drafter is not None and spec.adaptive and "policy" not in kw:
         kw["policy"] = policy_for(pair, sampling)
     return generate(pair.target, prompt, image, drafter, spec, sampling, max_new_tokens, **kw)
+
+
+def stream(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
+           sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int = 64, *, speculative: bool = True,
+           should_stop=None, every: float = 0.25, **kw):
+    """``run`` in a worker thread (``core/streaming.py``): yields snapshot traces while steps
+    complete, then the finished trace. ``kw`` as for ``run`` (``meta=``, ``detail=`` ...)."""
+    spec, sampling = spec or DraftSpec(), sampling or SamplingConfig()
+
+    def decode(on_step, should_stop):
+        return run(pair, prompt, image, spec, sampling, max_new_tokens, speculative, on_step=on_step,
+                   should_stop=should_stop, **kw)
+    return follow(decode, pair.target, should_stop, every)
 
 
 _warmed: set = set()

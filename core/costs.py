@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from .machine import machine_key, tuning_path
+
 SIZES = (1, 2, 4, 8, 16, 32)
 EMA = 0.2                      # weight of a new observation in the online estimates
 
@@ -64,7 +66,6 @@ def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dic
 
 
 def _key(adapter) -> str:
-    from .tune import machine_key
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
     return (f"costs|{machine_key(adapter.name, '')}|{adapter.dtype}|{adapter.device}|"
             f"kernels={hashlib.sha1(kern.encode()).hexdigest()[:10]}")
@@ -78,7 +79,6 @@ def target_curve(adapter, refresh: bool = False) -> dict[int, float]:
     default target, 15 s for a 1.5B model on 2 cores) and kept in memory. Not kept on disk: a
     curve measured while something else loaded the machine would mislead every later run. It is
     also written to the tuning file (``tuning_path()``, key "costs") for the record."""
-    from .tune import tuning_path
     key = _key(adapter)
     if key in _curves and not refresh:
         return dict(_curves[key])

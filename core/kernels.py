@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .machine import cpu_name, tuning_path
+
 ROWS = (1, 2, 4, 8, 16, 32, 64)       # row counts measured; inputs between two use the larger one
 
 
@@ -161,14 +163,12 @@ def measure_linear(lin: nn.Linear, paths, rows=ROWS, reps: int = 3) -> dict[str,
 
 
 def _key(lin: nn.Linear, paths) -> str:
-    from .tune import _cpu_name
-    return (f"{_cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
+    return (f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
             f"{str(lin.weight.dtype).replace('torch.', '')}|{lin.out_features}x{lin.in_features}|"
             f"bias={lin.bias is not None}|{','.join(paths)}")
 
 
 def _cached(key: str):
-    from .tune import tuning_path
     try:
         return json.loads(tuning_path().read_text()).get("kernels", {}).get(key)
     except (OSError, ValueError):
@@ -176,7 +176,6 @@ def _cached(key: str):
 
 
 def _store(entries: dict) -> None:
-    from .tune import tuning_path
     path = tuning_path()
     try:
         data = json.loads(path.read_text())

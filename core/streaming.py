@@ -1,6 +1,6 @@
 """Decode in a worker thread and watch it step by step (for live displays; no UI import).
 
-    for tr in stream(pair, prompt, image, spec, sampling, 64):
+    for tr in api.stream(pair, prompt, image, spec, sampling, 64):   # = follow(<api.run bound>, ...)
         show(tr)                     # snapshots while decoding, then the finished trace
 
 Every item is a ``Trace``. While decoding, each is a snapshot of the steps done so far
@@ -46,19 +46,13 @@ def snapshot(tr: Trace, pieces: _Pieces) -> Trace:
                  t_prefill=tr.t_prefill, steps=steps, output=out, vocab=dict(pieces.vocab))
 
 
-def stream(pair, prompt: str, image=None, spec=None, sampling=None, max_new_tokens: int = 64, *,
-           speculative: bool = True, should_stop: Callable[[], bool] | None = None, every: float = 0.25,
-           **kw) -> Iterator[Trace]:
-    """``api.run`` in a worker thread, yielding a snapshot ``Trace`` at most every ``every`` s
-    while steps complete, then the finished trace (also the generator's return value).
-    ``should_stop``: polled by the engine between steps (a Stop button, a time limit);
-    ``kw``: passed on to ``api.run`` (``meta=``, ``detail=`` ...)."""
-    from . import api   # api re-exports this function: import it late
-
-    if spec is not None:
-        kw["spec"] = spec
-    if sampling is not None:
-        kw["sampling"] = sampling
+def follow(decode: Callable[..., Trace], target, should_stop: Callable[[], bool] | None = None,
+           every: float = 0.25) -> Iterator[Trace]:
+    """Run ``decode(on_step=, should_stop=)`` (a decoding call: ``api.run`` with its inputs bound)
+    in a worker thread, yielding a snapshot ``Trace`` at most every ``every`` s while steps
+    complete, then the finished trace (also the generator's return value). ``should_stop``:
+    polled by the engine between steps (a Stop button, a time limit); a consumer that goes away
+    stops the decoder after its current step."""
     box: dict = {"trace": None, "n": 0, "error": None, "result": None}
     closed = threading.Event()
 
@@ -71,12 +65,11 @@ def stream(pair, prompt: str, image=None, spec=None, sampling=None, max_new_toke
 
     def work() -> None:
         try:
-            box["result"] = api.run(pair, prompt, image, max_new_tokens=max_new_tokens, speculative=speculative,
-                                    on_step=on_step, should_stop=stop, **kw)
+            box["result"] = decode(on_step=on_step, should_stop=stop)
         except BaseException as e:  # noqa: BLE001  re-raised in the consumer's thread
             box["error"] = e
 
-    pieces = _Pieces(pair.target)
+    pieces = _Pieces(target)
     th = threading.Thread(target=work, name="specscope-decode", daemon=True)
     th.start()
     shown = 0
@@ -87,7 +80,7 @@ def stream(pair, prompt: str, image=None, spec=None, sampling=None, max_new_toke
                 shown = box["n"]
                 yield snapshot(box["trace"], pieces)
     finally:
-        closed.set()          # a consumer that went away: the decoder stops after its step
+        closed.set()
     if box["error"] is not None:
         raise box["error"]
     yield box["result"]

@@ -17,19 +17,15 @@ machine as much as on the drafter, and this measures it instead of guessing:
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from . import api, paths
+from . import api
+from .machine import machine_key, tuning_path
 from .errors import InputError, ModelLoadError
 from .drafters import DraftSpec
 from .sampling import SamplingConfig
@@ -40,68 +36,6 @@ from .scenes.tasks import make_sample
 # were chosen: docs/results/measurements-in-docstrings.md
 DEFAULT_CHAIN = DraftSpec("chain", gamma=6)
 DEFAULT_DYNAMIC = DraftSpec("dynamic", depth=8, top_k=4, budget=20)
-
-
-def tuning_path() -> Path:
-    return Path(os.environ.get("SPECSCOPE_TUNING", Path.home() / ".cache" / "specscope" / "tuning.json"))
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                        platform.machine())
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-_cpu_name = cpu_name        # the name core/kernels.py imports
-
-
-def _local_dir(name: str, role: str) -> str | None:
-    """The directory holding ``name``'s weights, when they are local (the default target, a
-    shipped drafter, a model or head directory); None for Hub ids and weightless drafters."""
-    if role == "target" and (not name or name == "default"):
-        name = str(paths.DEFAULT_TARGET)
-    elif role == "drafter":
-        name = str(paths.SHIPPED_DRAFTERS.get(name, name))
-        name = name[4:] if name.lower().startswith("msd:") else name
-    return name if os.path.isdir(name) else None
-
-
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    """Size + the first and last MiB: retrained weights change those bytes, and a 14 GB local
-    checkpoint is not read whole when the app starts."""
-    h = hashlib.sha1(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(size - (1 << 20))
-        h.update(f.read(1 << 20))
-    return h.hexdigest()
-
-
-def weights_fingerprint(name: str, role: str) -> str:
-    """A short hash of a local model's weight files ("" when there are none): a tuned shape is
-    only valid for the weights it was measured with, and retraining keeps names and shapes."""
-    d = _local_dir(name, role)
-    if d is None:
-        return ""
-    h = hashlib.sha1()
-    for f in sorted(Path(d).glob("*.safetensors")) + sorted(Path(d).glob("*.bin")):
-        st = f.stat()
-        h.update(f.name.encode() + _digest(str(f), st.st_size, st.st_mtime_ns).encode())
-    return h.hexdigest()[:12]
-
-
-def machine_key(target: str, drafter: str) -> str:
-    """Tuned shapes are per CPU, thread count, target and drafter, and per their weights."""
-    where = os.path.abspath(target) if os.path.isdir(target) else target
-    fp = f"{weights_fingerprint(target, 'target')}:{weights_fingerprint(drafter, 'drafter')}"
-    return f"{cpu_name()}|threads={torch.get_num_threads()}|{where}|{drafter}|{fp}"
 
 
 def tuned_spec(target: str, drafter: str, strategy: str) -> DraftSpec:

@@ -420,7 +420,7 @@ def test_max_new_tokens_is_refused_below_one_and_capped_above_the_limit():
 
 def test_named_outputs_map_names_to_components():
     import gradio as gr
-    from ui.common import Outputs
+    from ui.outputs import Outputs
     with gr.Blocks():
         a, b = gr.Textbox(), gr.Number()
     outs = Outputs(None, status=a, count=b)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from core import tune
+from core import machine, tune
 from core.tiny import tiny_model_dir
 
 
@@ -16,7 +16,7 @@ def test_tune_saves_the_fastest_shape_and_cli_uses_it(tmp_path, monkeypatch, cap
                     "--n", "1", "--max-new-tokens", "8"])
     out = capsys.readouterr().out
     assert rc == 0 and "| chain gamma=3 |" in out and "budget=9" in out
-    entry = json.loads(path.read_text())[tune.machine_key(target, "ngram")]
+    entry = json.loads(path.read_text())[machine.machine_key(target, "ngram")]
     assert entry["chain"]["gamma"] in (2, 3) and entry["dynamic"]["budget"] in (4, 9)
     assert sorted(map(int, entry["forward_ms"])) == [1, 2, 4, 8, 16, 32, 64]
     spec = tune.tuned_spec(target, "ngram", "dynamic")
@@ -43,15 +43,15 @@ def test_tuned_shape_is_dropped_when_the_weights_change(tmp_path, monkeypatch):
     shutil.copytree(tiny_model_dir("llava"), target)
     path = tmp_path / "tuning.json"
     monkeypatch.setenv("SPECSCOPE_TUNING", str(path))
-    key = tune.machine_key(str(target), "ngram")
+    key = machine.machine_key(str(target), "ngram")
     path.write_text(json.dumps({key: {"dynamic": {"depth": 3, "top_k": 2, "budget": 5}}}))
     assert tune.tuned_spec(str(target), "ngram", "dynamic").budget == 5
     weights = next(target.glob("*.safetensors"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF                       # "retrained": same file name and size, other bytes
     weights.write_bytes(bytes(data))
-    assert tune.machine_key(str(target), "ngram") != key
+    assert machine.machine_key(str(target), "ngram") != key
     assert tune.tuned_spec(str(target), "ngram", "dynamic") == tune.DEFAULT_DYNAMIC
     # the shipped drafters and the default target are fingerprinted by their asset directories
-    assert tune.weights_fingerprint("ngram", "drafter") == ""
-    assert tune.weights_fingerprint("no/such-hub-id", "target") == ""
+    assert machine.weights_fingerprint("ngram", "drafter") == ""
+    assert machine.weights_fingerprint("no/such-hub-id", "target") == ""

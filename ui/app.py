@@ -26,7 +26,8 @@ import gradio as gr
 
 from . import limits, presets
 from .about import ABOUT, HEADER
-from .common import Defaults, Outputs, defaults, load_examples
+from .common import Defaults, defaults, load_examples
+from .outputs import Outputs
 from .session import WARMUP
 from .style import CSS, THEME
 from .tabs import compare, run, teach, trace

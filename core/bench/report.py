@@ -8,7 +8,7 @@ import platform
 import torch
 import transformers
 
-from ..tune import cpu_name
+from ..machine import cpu_name
 
 
 COLUMNS = ["config", "tau", "acc/step", "tok/s AR", "tok/s spec", "speedup", "ideal", "exact",

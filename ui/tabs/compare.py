@@ -15,8 +15,9 @@ from core.sampling import SamplingConfig
 from core.tune import tuned_spec
 
 from .. import limits, presets, render
-from ..common import (EXPECTED, GENERIC_ERROR, Outputs, SafeImage, defaults, differs_note, esc, fallback_hint,
+from ..common import (EXPECTED, GENERIC_ERROR, SafeImage, defaults, differs_note, esc, fallback_hint,
                       friendly, read_image, status_html)
+from ..outputs import Outputs
 from ..session import Deadline, end_stop, gpu, new_stop, request_stop
 from .run import NO_IMAGE
 

@@ -19,8 +19,9 @@ from core.sampling import SamplingConfig
 from core.trace import Trace
 
 from .. import limits, presets, render
-from ..common import (EXPECTED, GENERIC_ERROR, Outputs, SafeImage, differs_note, esc, fallback_hint, friendly,
+from ..common import (EXPECTED, GENERIC_ERROR, SafeImage, differs_note, esc, fallback_hint, friendly,
                       read_image, status_html)
+from ..outputs import Outputs
 from ..session import Deadline, end_stop, gpu, new_stop, request_stop
 from ..views import full_views, result_payload, save_trace, step_slider_update
 

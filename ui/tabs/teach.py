@@ -14,8 +14,9 @@ from core.trace import Trace
 
 from .. import limits, presets, render
 from ..insight import TEACH, speedup_map
-from ..common import (EXPECTED, GENERIC_ERROR, Outputs, SafeImage, defaults, esc, friendly, legend_html, read_image,
+from ..common import (EXPECTED, GENERIC_ERROR, SafeImage, defaults, esc, friendly, legend_html, read_image,
                       status_html)
+from ..outputs import Outputs
 from ..session import end_stop, gpu, new_stop
 from .run import NO_IMAGE, drafter_display, resolve_drafter
 

@@ -11,7 +11,8 @@ from core.paths import ASSETS
 from core.trace import Trace
 
 from .. import limits, render
-from ..common import EXPECTED, GENERIC_ERROR, Outputs, esc, friendly, scrub, status_html
+from ..common import EXPECTED, GENERIC_ERROR, esc, friendly, scrub, status_html
+from ..outputs import Outputs
 from ..views import ar_from_meta, full_views
 
 log = logging.getLogger("specscope.app")

@@ -1,0 +1,76 @@
+"""What identifies a measurement: this machine (CPU model, threads), the weights it was taken
+with, and the file where measured results are kept (tuned shapes, kernel paths, cost curves).
+
+    tuning_path()                 ~/.cache/specscope/tuning.json (SPECSCOPE_TUNING to move it)
+    machine_key(target, drafter)  "<cpu>|threads=N|<target>|<drafter>|<weights fingerprints>"
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from . import paths
+
+
+def tuning_path() -> Path:
+    return Path(os.environ.get("SPECSCOPE_TUNING", Path.home() / ".cache" / "specscope" / "tuning.json"))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                        platform.machine())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _local_dir(name: str, role: str) -> str | None:
+    """The directory holding ``name``'s weights, when they are local (the default target, a
+    shipped drafter, a model or head directory); None for Hub ids and weightless drafters."""
+    if role == "target" and (not name or name == "default"):
+        name = str(paths.DEFAULT_TARGET)
+    elif role == "drafter":
+        name = str(paths.SHIPPED_DRAFTERS.get(name, name))
+        name = name[4:] if name.lower().startswith("msd:") else name
+    return name if os.path.isdir(name) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """Size + the first and last MiB: retrained weights change those bytes, and a 14 GB local
+    checkpoint is not read whole when the app starts."""
+    h = hashlib.sha1(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
+def weights_fingerprint(name: str, role: str) -> str:
+    """A short hash of a local model's weight files ("" when there are none): a tuned shape is
+    only valid for the weights it was measured with, and retraining keeps names and shapes."""
+    d = _local_dir(name, role)
+    if d is None:
+        return ""
+    h = hashlib.sha1()
+    for f in sorted(Path(d).glob("*.safetensors")) + sorted(Path(d).glob("*.bin")):
+        st = f.stat()
+        h.update(f.name.encode() + _digest(str(f), st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()[:12]
+
+
+def machine_key(target: str, drafter: str) -> str:
+    """Tuned shapes are per CPU, thread count, target and drafter, and per their weights."""
+    where = os.path.abspath(target) if os.path.isdir(target) else target
+    fp = f"{weights_fingerprint(target, 'target')}:{weights_fingerprint(drafter, 'drafter')}"
+    return f"{cpu_name()}|threads={torch.get_num_threads()}|{where}|{drafter}|{fp}"

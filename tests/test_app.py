@@ -318,17 +318,6 @@ def test_stop_event_cancels_a_run(app):
     assert items[-1].stop_reason == "cancelled"
 
 
-def test_stream_yields_snapshots_then_the_finished_trace(app):
-    from core import api
-    from core.drafters import DraftSpec
-    pair = api.load_pair(app["target"], "ngram")
-    items = list(api.stream(pair, "Describe.", None, DraftSpec("chain", gamma=3), None, 24, every=0.0))
-    assert items and items[-1].stop_reason and len(items[-1].output) == 24
-    for snap in items[:-1]:
-        assert snap.stop_reason == "" and len(snap.output) <= 24
-        assert all(str(t) in snap.vocab for t in snap.output)       # pieces resolved for what it holds
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")   # gr.Warning outside a request
 def test_presets_that_cannot_load_fall_back_to_the_default(app, monkeypatch):
     from ui import presets

@@ -82,7 +82,7 @@ def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: b
 # ---------------------------------------------------------------- auxiliary grid supervision
 #
 # Learning from the answer text alone, the vision tower learns colour/shape/position binding
-# very slowly (80 CPU-minutes: 0.21 held-out accuracy). The generator knows what is in each of
+# very slowly (stage 1 in assets/target/TRAINING.md). The generator knows what is in each of
 # the 3x3 cells, so during training every image token (after the projector, i.e. exactly what the
 # language model reads) also predicts the content of the cell its patch lies in: kind (empty /
 # shape / word), colour, size and word. Small linear heads, discarded at save time: the shipped

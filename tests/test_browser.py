@@ -125,6 +125,7 @@ def test_before_a_run_there_are_no_empty_placeholders(page):
     assert page.locator("#ss-results").count() == 0 or not page.locator("#ss-results").is_visible()
     assert not page.locator("#ss-download").is_visible()            # no Download button that does nothing
     assert not page.locator("#ss-stepnav").is_visible()             # no stray step buttons
+    assert not page.locator("#ss-answer").is_visible()              # no empty answer box either
     run = page.locator("#ss-run").bounding_box()
     assert run["y"] + run["height"] <= DESKTOP["height"]            # the Run button is above the fold
     shot(page, "desktop-run-before.png")
@@ -333,12 +334,14 @@ def test_no_overlapping_labels_in_a_large_tree(page, tmp_path):
 def test_phone_layout(browser, url):
     pg = open_page(browser, url, PHONE)
     try:
-        run, ans = pg.locator("#ss-run").bounding_box(), pg.locator("#ss-answer").bounding_box()
-        assert ans["y"] - (run["y"] + run["height"]) < 250, (run, ans)     # the answer right after Run
+        run, where = pg.locator("#ss-run").bounding_box(), pg.locator("#ss-run-status").bounding_box()
+        assert where["y"] - (run["y"] + run["height"]) < 250, (run, where)  # results start right after Run
         assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2   # no sideways scroll
         shot(pg, "phone-run-before.png")
         s = run_and_wait(pg)
         assert "Done" in s, s
+        run, ans = pg.locator("#ss-run").bounding_box(), pg.locator("#ss-answer").bounding_box()
+        assert ans["y"] - (run["y"] + run["height"]) < 500, (run, ans)     # the answer under its status
         pg.wait_for_selector("#ss-tree g.annotation", timeout=15_000)
         assert not chip_overlaps(pg, "#ss-tree")[1]
         shot(pg, "phone-run.png")

@@ -398,7 +398,8 @@ def build(ctx) -> dict:
                                  elem_id="ss-run-status")
             answer = gr.HighlightedText(label="Answer: every token coloured by where it came from",
                                         color_map=render.COLOR_MAP, show_legend=True,
-                                        combine_adjacent=False, elem_id="ss-answer")
+                                        combine_adjacent=False, elem_id="ss-answer",
+                                        visible=False)     # shown by the first yield of a run
             visual_html = gr.HTML(visible=False, elem_id="ss-visual")
             with gr.Column(visible=False, elem_id="ss-results") as results:
                 tree_plot = gr.Plot(show_label=False, elem_id="ss-tree")

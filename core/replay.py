@@ -81,16 +81,14 @@ def record(target, prompt: str, image=None, output: list[int] | None = None, max
         tr = generate(target, prompt, image, max_new_tokens=max_new_tokens, detail=False)
         output, stop_reason = list(tr.output), tr.stop_reason
     enc = target.encode(prompt, image)
-    t0 = time.perf_counter()
-    sess, _, pre_hidden = target.prefill(enc, want_hidden=want_hidden)
-    t_prefill = time.perf_counter() - t0
-    logits, hidden, pre_hidden, embeds = teacher_forced(target, enc, list(output), want_hidden)
+    timings: dict = {}
+    logits, hidden, pre_hidden, embeds = teacher_forced(target, enc, list(output), want_hidden, timings)
     top = torch.topk(logits, 2, dim=-1)
     if stop_reason is None:
         stop_reason = "eos" if output and output[-1] in target.eos_ids else "length"
     return Recording(target, prompt, image, enc, list(output), top.indices[:, 0].tolist(),
                      (top.values[:, 0] - top.values[:, 1]).tolist(), logits, hidden, pre_hidden, embeds,
-                     t_prefill, stop_reason, dict(meta or {}))
+                     timings["prefill_s"], stop_reason, dict(meta or {}))
 
 
 def _walk(tree: DraftTree, truth) -> tuple[list[int], int, list[int], bool]:

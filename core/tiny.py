@@ -714,3 +714,17 @@ def llava_next_num_image_tokens(orig_h: int, orig_w: int, config, select_best_re
     if config.vision_feature_select_strategy == "default":
         n -= 1
     return n
+
+
+def adapter_cache():
+    """``load(family, **make_kw)``: the tiny model of ``family`` loaded as a SpecScope adapter,
+    kept after the first call (one cache per caller, e.g. per test module)."""
+    from core import adapters
+    loaded: dict = {}
+
+    def load(family: str, **kw):
+        key = (family, tuple(sorted(kw.items())))
+        if key not in loaded:
+            loaded[key] = adapters.load(tiny_model_dir(family, **kw))
+        return loaded[key]
+    return load

@@ -40,7 +40,7 @@ KL_THRESHOLD = 1.0        # nats
 
 
 @torch.inference_mode()
-def teacher_forced(target, enc, output: list[int], want_hidden: bool = False):
+def teacher_forced(target, enc, output: list[int], want_hidden: bool = False, timings: dict | None = None):
     """The target's rows over ``prompt + output`` in one prefill and one block forward.
 
     Returns ``(logits, hidden, prefill_hidden, embeds)``: ``logits[i]`` is the distribution the
@@ -48,8 +48,11 @@ def teacher_forced(target, enc, output: list[int], want_hidden: bool = False):
     plus one extra last row (after the last output token). ``hidden[j]`` (if asked) is the
     target's last hidden state at output token j (the state the engine passes to a drafter's
     commit for that token); ``prefill_hidden`` (T, H) and ``embeds`` are what a prefill gives
-    ``DraftContext`` (``target_hidden`` / ``target_embeds``)."""
+    ``DraftContext`` (``target_hidden`` / ``target_embeds``). ``timings``: gets ``prefill_s``."""
+    t0 = time.perf_counter()
     sess, last, pre_hidden = target.prefill(enc, want_hidden=want_hidden)
+    if timings is not None:
+        timings["prefill_s"] = time.perf_counter() - t0
     rows = [last.view(1, -1).float()]
     hidden = None
     if output:

@@ -4,20 +4,13 @@ offset, injected by the test only, is flagged."""
 import pytest
 import torch
 
-from core import adapters, audit
+from core import audit
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter
-from core.tiny import VISION_FAMILIES, tiny_image, tiny_model_dir
+from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
 
 SHAPES = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)),
           DraftSpec("dynamic", depth=5, top_k=4, budget=20)]
-_loaded: dict = {}
-
-
-def load(family, **kw):
-    key = (family, tuple(sorted(kw.items())))
-    if key not in _loaded:
-        _loaded[key] = adapters.load(tiny_model_dir(family, **kw))
-    return _loaded[key]
+load = adapter_cache()            # tiny models loaded once per module
 
 
 def inputs(family):

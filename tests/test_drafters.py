@@ -6,24 +6,17 @@ import textwrap
 
 import pytest
 
-from core import adapters, errors
+from core import errors
 from core.drafters import (DraftSpec, Drafter, ModelDrafter, MSDHead, NgramDrafter, assistant_model,
                            make_drafter)
 from core.drafters.base import DraftContext
 from core.drafters.msd import MSDDrafter
 from core.engine import generate
 from core.tree import DraftTree
-from core.tiny import tiny_image, tiny_model_dir
+from core.tiny import adapter_cache, tiny_image, tiny_model_dir
 
 PROMPT = "hello world hello world hello"
-_loaded: dict = {}
-
-
-def load(name, **kw):
-    key = (name, tuple(sorted(kw.items())))
-    if key not in _loaded:
-        _loaded[key] = adapters.load(tiny_model_dir(name, **kw))
-    return _loaded[key]
+load = adapter_cache()            # tiny models loaded once per module
 
 
 def target():

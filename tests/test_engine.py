@@ -11,27 +11,22 @@ import torch
 from core import adapters
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
 from core.engine import generate
-from core.tiny import VISION_FAMILIES, tiny_image, tiny_model_dir
+from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image
 
 FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama", "qwen2"]
 SPECS = [DraftSpec("chain", gamma=1), DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)),
          DraftSpec("dynamic", depth=5, top_k=4, budget=20)]
 PROMPTS = ["Describe the picture.", "hello world hello world hello"]
 DRAFTERS = ["self", "small-mm", "small-text", "layerskip", "ngram"]
-_loaded: dict = {}
+load = adapter_cache()            # tiny models loaded once per module
 
 
 def target(family):
-    if family not in _loaded:
-        _loaded[family] = adapters.load(tiny_model_dir(family))
-    return _loaded[family]
+    return load(family)
 
 
-def small(family):
-    key = family + "-small"
-    if key not in _loaded:
-        _loaded[key] = adapters.load(tiny_model_dir(family, num_layers=1, seed=1))
-    return _loaded[key]
+def small(family):                  # a 1-layer random model of the same family
+    return load(family, num_layers=1, seed=1)
 
 
 def image_for(family):

@@ -4,23 +4,16 @@ never run during a replay."""
 import pytest
 import torch
 
-from core import adapters, errors, replay
+from core import errors, replay
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
 from core.engine import generate
 from core.sampling import SamplingConfig
-from core.tiny import VISION_FAMILIES, tiny_image, tiny_model_dir
+from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
 
 SHAPES = ["chain:1", "chain:4", "tree:3x2x1", "dynamic:5/4/20"]
 DRAFTERS = ["self", "small", "small-text", "layerskip", "ngram"]
 PROMPTS = {"describe": "Describe the picture.", "repeat": "hello world hello world hello"}
-_loaded: dict = {}
-
-
-def load(family, **kw):
-    key = (family, tuple(sorted(kw.items())))
-    if key not in _loaded:
-        _loaded[key] = adapters.load(tiny_model_dir(family, **kw))
-    return _loaded[key]
+load = adapter_cache()            # tiny models loaded once per module
 
 
 def drafter(family, name):
@@ -187,3 +180,16 @@ def test_cli_run_then_replay(tmp_path, monkeypatch, capsys):
     assert all(r["tau"] == r["real_tau"] and r["real_speedup"] > 0 for r in out["rows"])
     assert [r["tau"] for r in out["rows"]] == sorted((r["tau"] for r in out["rows"]), reverse=True)
     assert main(["replay", "--trace", str(tr), "--shapes", "auto"]) == 2     # a user error, not a crash
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["replay", "--trace", "/no/such/run.json", "--drafters", "ngram"], "cannot read trace"),
+    (["replay", "--trace", "README.md", "--drafters", "ngram"], "not a SpecScope trace"),
+    (["replay", "--prompt", "hi", "--drafters", "ngram", "--shapes", "chain:x"], "bad shape"),
+    (["audit", "--drafter", "ngram", "--shapes", "bogus"], "bad shape"),
+])
+def test_cli_bad_input_is_a_one_line_error(argv, needle, capsys):
+    from core.__main__ import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.count("\n") == 0 and "Traceback" not in err, err

@@ -9,16 +9,9 @@ from core import adapters, api, visual
 from core.drafters import ModelDrafter
 from core.engine import generate
 from core.trace import Step, Trace
-from core.tiny import tiny_image, tiny_model_dir
+from core.tiny import adapter_cache, tiny_image, tiny_model_dir
 
-_loaded: dict = {}
-
-
-def target(family, **kw):
-    key = (family, tuple(sorted(kw.items())))
-    if key not in _loaded:
-        _loaded[key] = adapters.load(tiny_model_dir(family, **kw))
-    return _loaded[key]
+target = adapter_cache()            # tiny models loaded once per module
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])

@@ -3,6 +3,7 @@ against plain decoding. Public API: /compare (streaming)."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -134,6 +135,17 @@ class VisualCache:
         return [rate_cell(split["image_dependent"]), rate_cell(split["other"])], split
 
 
+def checked_inputs(prompt, target, dtype, max_new_tokens, temperature):
+    """The inputs Compare and its replay sweep share, checked: (prompt, target, max new tokens,
+    the capped note or "", temperature)."""
+    prompt = limits.check_prompt(prompt)
+    target = limits.check_model_id(target or limits.default_target(), "target")
+    if dtype not in ("float32", "bfloat16"):
+        raise InputError(f"precision must be float32 or bfloat16, got {dtype!r}")
+    max_new, capped = limits.check_max_new(max_new_tokens)
+    return prompt, target, max_new, capped, limits.check_float("temperature", temperature, 0.0, 2.0)
+
+
 @gpu
 def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperature, repeats=3, visual=False,
                 request: gr.Request = None):
@@ -144,12 +156,7 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
     rows: list[list] = []
     fig_rows: list[dict] = []
     try:
-        prompt = limits.check_prompt(prompt)
-        target = limits.check_model_id(target or limits.default_target(), "target")
-        if dtype not in ("float32", "bfloat16"):
-            raise InputError(f"precision must be float32 or bfloat16, got {dtype!r}")
-        max_new, capped = limits.check_max_new(max_new_tokens)
-        temp = limits.check_float("temperature", temperature, 0.0, 2.0)
+        prompt, target, max_new, capped, temp = checked_inputs(prompt, target, dtype, max_new_tokens, temperature)
         rounds_n = limits.check_int("timing runs", repeats if repeats is not None else 3, 1, 9)
         if isinstance(configs, str):
             configs = [configs]
@@ -276,12 +283,7 @@ def run_replay(image, prompt, target, dtype, drafter, max_new_tokens, temperatur
     from .run import resolve_drafter
     stop = new_stop(request)
     try:
-        prompt = limits.check_prompt(prompt)
-        target = limits.check_model_id(target or limits.default_target(), "target")
-        if dtype not in ("float32", "bfloat16"):
-            raise InputError(f"precision must be float32 or bfloat16, got {dtype!r}")
-        max_new, _ = limits.check_max_new(max_new_tokens)
-        temp = limits.check_float("temperature", temperature, 0.0, 2.0)
+        prompt, target, max_new, _, temp = checked_inputs(prompt, target, dtype, max_new_tokens, temperature)
         name = resolve_drafter(drafter, None) if drafter != "custom" else None
         if name is None:
             raise InputError("pick a drafter to sweep (n-gram, LayerSkip or a trained drafter)")
@@ -292,7 +294,6 @@ def run_replay(image, prompt, target, dtype, drafter, max_new_tokens, temperatur
         pair = api.load_pair(target, name, dtype=dtype)
         rec = RP.record(pair.target, prompt, img, max_new_tokens=max_new)
         curve = costs.target_curve(pair.target)
-        import time
         t0 = time.perf_counter()
         rows = RP.rank(rec, {name: pair.drafter}, [RP.parse_shape(x) for x in SWEEP_SHAPES], curve, sampling)
         took = time.perf_counter() - t0

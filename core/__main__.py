@@ -1,4 +1,4 @@
-"""Command line: python -m core run|compare|visual|replay|audit ...  (see README "CLI", docs/insight.md)."""
+"""Command line: python -m core run|compare|visual|replay|audit|export ...  (see README "CLI", docs/insight.md)."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
     au.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
     au.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="write a draft head in a serving engine's layout (EAGLE-3: speculators / "
+                                       "SpecForge; docs/eagle3.md)")
+    ex.add_argument("out", help="output directory (new or empty)")
+    ex.add_argument("--drafter", required=True, help="an EAGLE-3 head directory (SpecScope, speculators or SpecForge)")
+    ex.add_argument("--format", default="speculators", choices=["speculators", "specforge"])
+    ex.add_argument("--verifier", default=None, help="the target's name for the serving engine (default: the one "
+                                                      "the head records)")
+    ex.add_argument("--target", default=None, help="the target (for a head that names no aux layers: their default "
+                                                   "depends on its layer count)")
+    ex.add_argument("--speculative-tokens", type=int, default=None,
+                    help="draft length written into the speculators proposal method (default: as recorded, else 3)")
+    ex.add_argument("--json", action="store_true")
     return p
 
 
@@ -111,6 +124,13 @@ def _main(args) -> int:
         return _replay(args)
     if args.cmd == "audit":
         return _audit(args)
+    if args.cmd == "export":
+        from .export import export
+        res = export(args.drafter, args.out, args.format, args.verifier, args.target, args.speculative_tokens)
+        print(json.dumps(res) if args.json else
+              f"wrote {res['out']} ({res['format']}; verifier {res['verifier']}, aux layers {res['aux_layer_ids']}, "
+              f"draft vocab {res['draft_vocab_size']}, norm_before_residual {res['norm_before_residual']})")
+        return 0
     from . import api
     from .drafters import spec_for
     from .images import load_image

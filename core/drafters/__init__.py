@@ -4,6 +4,8 @@
     ngram                     prompt / n-gram lookup (training-free)
     layerskip[:K]             the target's first K layers + its head (self-speculation)
     msd:<dir> | <EAGLE dir>   an MSD / EAGLE draft head over the target's features
+    eagle3:<dir> | <EAGLE-3 dir>  an EAGLE-3 head (speculators layout or SpecForge's;
+                              core/drafters/eagle3.py) over three of the target's layers
     <Hub id or directory>     a separate small model sharing the target's tokenizer;
                               mode "multimodal" (it sees the image) or "text-only"
     package.module:Class      a third-party drafter, constructed as Class(target, **options);
@@ -18,6 +20,7 @@ from ..adapters import load
 from ..errors import InputError, ModelLoadError
 from .base import (CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, assistant_model, build_tree, draft_dtype,
                    spec_for)
+from .eagle3 import Eagle3Drafter, is_eagle3_dir
 from .msd import MSDDrafter, MSDHead, is_msd_dir
 from .ngram import NgramDrafter
 
@@ -58,6 +61,12 @@ def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal",
         total = len(target.text_module().layers)
         k = k or max(1, total // 4)
         return ModelDrafter(target.truncated(k), f"layerskip ({k}/{total} layers)", use_image=True)
+    if low.startswith("eagle3:") or is_eagle3_dir(name):     # before msd: its weights look like one
+        path = name[7:] if low.startswith("eagle3:") else name
+        try:
+            return Eagle3Drafter(target, path, name=f"eagle3 head ({os.path.basename(path.rstrip('/'))})")
+        except Exception as e:  # noqa: BLE001  missing files, offline Hub, broken checkpoint, wrong target
+            raise ModelLoadError(f"cannot load EAGLE-3 head {path!r}: {type(e).__name__}: {e}") from None
     if low.startswith("msd:") or is_msd_dir(name):
         path = name[4:] if low.startswith("msd:") else name
         try:

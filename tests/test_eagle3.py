@@ -1,0 +1,423 @@
+"""EAGLE-3 heads (core/drafters/eagle3.py): loaded from the speculators layout and SpecForge's names
+through the registry (the path a downloaded head takes), lossless decoding for every tiny family
+and draft strategy, proposals equal to an independent full-sequence reference (aux taps, fused
+features, commit alignment, the vocabulary map), both norm conventions, broken checkpoints, the
+export command's round trip and the replay."""
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from core import errors
+from core.adapters import Encoded
+from core.drafters import DraftContext, DraftSpec, make_drafter, spec_for
+from core.drafters.eagle3 import (Eagle3Config, Eagle3Drafter, Eagle3Head, default_aux_layers, is_eagle3_dir,
+                                  layer_config, new_head)
+from core.engine import generate
+from core.sampling import SamplingConfig
+from core.tiny import FAMILIES, adapter_cache, tiny_image
+
+load = adapter_cache()
+PROMPT = "Describe the picture."
+SPECS = [DraftSpec("chain", gamma=3), DraftSpec("tree", branching=(2, 2)),
+         DraftSpec("dynamic", depth=3, top_k=3, budget=8), spec_for("auto", gamma=4)]
+
+
+def image_for(tgt):
+    return tiny_image() if tgt.is_multimodal else None
+
+
+def saved(tmp_path, tgt, name="head", fmt="speculators", **kw):
+    """A random head for ``tgt`` saved in ``fmt``: the directory."""
+    kw.setdefault("seed", 0)
+    head = new_head(tgt, **kw)
+    path = str(tmp_path / name)
+    head.save(path, fmt=fmt)
+    return path, head
+
+
+def drafted(trace):
+    return [(s.tokens, s.parents, s.q) for s in trace.steps]
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lossless_for_every_family_and_strategy(family, tmp_path):
+    """A random EAGLE-3 head saved in the speculators layout and loaded by name: every strategy
+    gives the target's own greedy output, and every drafted token is in the draft vocabulary."""
+    tgt = load(family)
+    vocab = list(range(1, tgt.vocab_size, 3))              # a reduced draft vocabulary: d2t non-trivial
+    odd = FAMILIES.index(family) % 2 == 1
+    path, _ = saved(tmp_path, tgt, draft_vocab=vocab, norm_before_residual=odd,
+                    hidden_size=48 if family == "qwen2" else None)      # own embeddings, Ht != H
+    d = make_drafter(path, tgt)
+    assert isinstance(d, Eagle3Drafter) and d.needs_hidden and d.name.startswith("eagle3 head")
+    img = image_for(tgt)
+    ar = generate(tgt, PROMPT, img, max_new_tokens=10)
+    allowed = set(vocab)
+    for spec in SPECS:
+        sp = generate(tgt, PROMPT, img, d, spec, max_new_tokens=10)
+        assert sp.output == ar.output, (family, spec.strategy)
+        toks = [t for s in sp.steps for t in s.tokens]
+        assert toks and set(toks) <= allowed, (family, spec.strategy)
+
+
+# ---------------------------------------------------------------------------------------------
+def reference(tgt, head, ids, prompt, image, output):
+    """Independent of the drafter: one full target prefill over prompt + output with its own hooks,
+    the head over every (aux_t, token_{t+1}) pair at once (causal). Returns the head's outputs h
+    (pair index -> H) and draft-vocabulary logits."""
+    enc = tgt.encode(prompt, image)
+    seq = torch.cat([enc.input_ids, torch.tensor([output])], dim=1)
+    text = tgt.text_module()
+    L = len(text.layers)
+    got = {}
+
+    def grab(i):
+        def hook(_m, args, kwargs):
+            got[i] = (args[0] if args else kwargs["hidden_states"])[0]
+        return hook
+    hooks = [(text.layers[i] if i < L else text.norm).register_forward_pre_hook(grab(i), with_kwargs=True)
+             for i in sorted(set(ids))]
+    try:
+        sess, _, _ = tgt.prefill(Encoded(seq, enc.extra, enc.has_image), want_hidden=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    s = seq[0]
+    with torch.no_grad():
+        aux = torch.cat([got[i] for i in ids], dim=-1).float()
+        emb_mod = head.embed_tokens if head.embed_tokens is not None else tgt.model.get_input_embeddings()
+        e = emb_mod(s[1:]).float()
+        cfg = tgt.model.config
+        img_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
+        if sess.embeds is not None and img_id is not None:
+            vis = (s[1:] == img_id).unsqueeze(-1)
+            e = torch.where(vis, sess.embeds[0, 1:].float(), e)
+        x = torch.cat([e, head.fc(aux[:-1])], dim=-1)
+        n = x.shape[0]
+        mask = torch.full((n, n), torch.finfo(x.dtype).min).triu(1).view(1, 1, n, n)
+        kv = [None, None]
+        h = head.step(x.unsqueeze(0), torch.arange(n).view(1, -1), mask, kv)[0]
+    return h, head.logits(h), kv, e, enc.length
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "llama"])
+def test_proposals_equal_a_full_sequence_reference(family, tmp_path):
+    """Drive the drafter by hand (the engine's calls, with some drafted tokens force-accepted so
+    commits keep several rows) and check every proposal against ``reference``: the first token and
+    its probability at each root, and the second (fed the head's own output). Catches misaligned
+    aux rows, a wrong fc input order, a stale head cache and a wrong vocabulary map."""
+    tgt = load(family)
+    special = set(tgt.tokenizer.added_tokens_decoder)      # forced into the sequence, an image token
+    vocab = [t for t in range(0, tgt.vocab_size, 2) if t not in special][::-1]    # would break the prefill
+    path, _ = saved(tmp_path, tgt, draft_vocab=vocab, seed=3)
+    d = make_drafter(path, tgt)
+    head = d.head
+    img = image_for(tgt)
+    enc = tgt.encode(PROMPT, img)
+    sess, logits, hidden = tgt.prefill(enc, want_hidden=True)
+    out = [int(logits.argmax())]
+    d.begin(DraftContext(target=tgt, prompt_ids=enc.input_ids[0].tolist(), prompt=PROMPT, image=img, encoded=enc,
+                         target_hidden=hidden, tokens=out, target_embeds=sess.embeds))
+    steps = []
+    gen = torch.Generator().manual_seed(0)
+    for i in range(6):
+        root = out[-1]
+        tree = d.propose(root, DraftSpec("chain", gamma=2), SamplingConfig(), gen)
+        base = sess.length
+        lg, hid = tgt.forward(sess, [root] + tree.tokens, want_hidden=True)    # a chain: causal verify
+        acc = [0, 1][: i % 3]                              # 0, 1 or 2 drafted tokens kept
+        new = [tree.tokens[a] for a in acc] + [int(lg[len(acc)].argmax())]
+        kept = [0] + [a + 1 for a in acc]
+        tgt.keep(sess, base, kept)
+        d.commit(tree, acc, new, hid[kept])
+        steps.append((enc.length + len(out) - 1, list(tree.tokens), list(tree.q_tok)))
+        out += new
+    h, lgt, kv, e, _ = reference(tgt, head, d.aux_layer_ids, PROMPT, img, out)
+    to_target = head.draft_to_target()
+    for r, toks, q in steps:
+        p = torch.softmax(lgt[r - 1], -1)
+        assert toks[0] == int(to_target[p.argmax()]), r
+        assert q[0] == pytest.approx(float(p.max()), rel=1e-4, abs=1e-6)
+        # depth 2: the head's own output at the root pair, with the chosen token, after pairs < r
+        sub = [kv[0][..., : r, :], kv[1][..., : r, :]]
+        d1 = int((to_target == toks[0]).nonzero())
+        emb = (head.embed_tokens if head.embed_tokens is not None else tgt.model.get_input_embeddings())
+        with torch.no_grad():
+            x = head.fuse(emb(torch.tensor([toks[0]])).float(), h[r - 1: r])
+            h2 = head.step(x.unsqueeze(0), torch.tensor([[r]]), None, sub)[0]
+        p2 = torch.softmax(head.logits(h2)[0], -1)
+        assert toks[1] == int(to_target[p2.argmax()]) and d1 >= 0, r
+        assert q[1] == pytest.approx(float(p2.max()), rel=1e-4, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+def naive_layer(head, x, nbr):
+    """The EAGLE-3 layer as the speculators reference writes it (separate q/k/v, rotate_half,
+    explicit causal softmax, repeated kv heads), for a (n, 2H) input at positions 0..n-1."""
+    c, lay = head.config, head.layers[0]
+    H = c.hidden_size
+    a = lay.self_attn
+    eps = lay.hidden_norm.eps
+
+    def rms(t, w):
+        return w * (t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps))
+    emb, hid = x[:, :H], x[:, H:]
+    if nbr:
+        hid = rms(hid, lay.hidden_norm.weight)
+        residual = hid
+    else:
+        residual = hid
+        hid = rms(hid, lay.hidden_norm.weight)
+    inp = torch.cat([rms(emb, lay.input_layernorm.weight), hid], -1)
+    n, d = x.shape[0], a.head_dim
+    q = a.q_proj(inp).view(n, a.nq, d)
+    k = a.k_proj(inp).view(n, a.nk, d)
+    v = a.v_proj(inp).view(n, a.nk, d)
+    if hasattr(a, "q_norm"):
+        q, k = rms(q, a.q_norm.weight), rms(k, a.k_norm.weight)
+    cos, sin = head.rotary(x, torch.arange(n).view(1, -1))
+    cos, sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)
+
+    def rot(t):
+        return torch.cat([-t[..., d // 2:], t[..., : d // 2]], -1)
+    q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+    rep = a.nq // a.nk
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    s = torch.einsum("ihd,jhd->hij", q, k) / d ** 0.5
+    s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    o = torch.einsum("hij,jhd->ihd", torch.softmax(s, -1), v).reshape(n, -1)
+    x1 = residual + a.o_proj(o)
+    m = lay.mlp
+    h = rms(x1, lay.post_attention_layernorm.weight)
+    return x1 + m.down_proj(F.silu(m.gate_proj(h)) * m.up_proj(h))
+
+
+@pytest.mark.parametrize("nbr", [False, True])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_step_matches_the_reference_layer(nbr, qk_norm):
+    """The packed, cached ``step`` (one call for a block, then one row at a time) equals the
+    naive layer for both residual conventions, GQA and Qwen3-style q/k norms."""
+    tc = load("llama").model.config
+    lay = layer_config(tc, hidden_size=64, heads=4, kv_heads=2, intermediate_size=96)
+    cfg = Eagle3Config(layer=lay, draft_vocab_size=50, target_vocab_size=400, target_hidden_size=64,
+                       norm_before_residual=nbr, aux_layer_ids=[0, 1, 2], qk_norm=qk_norm)
+    torch.manual_seed(1)
+    head = Eagle3Head(cfg)
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.dim() > 1 else 0.5) + (1.0 if "norm" in name else 0.0))
+    head.eval()
+    x = torch.randn(7, 128)
+    with torch.no_grad():
+        ref = naive_layer(head, x, nbr)
+        kv = [None, None]
+        n = 4
+        mask = torch.full((n, n), torch.finfo(x.dtype).min).triu(1).view(1, 1, n, n)
+        got = [head.step(x[:n].unsqueeze(0), torch.arange(n).view(1, -1), mask, kv)[0]]
+        for t in range(n, 7):
+            got.append(head.step(x[t: t + 1].unsqueeze(0), torch.tensor([[t]]), None, kv)[0])
+    assert torch.allclose(torch.cat(got), ref, atol=1e-4, rtol=1e-4)
+    # the other convention gives another layer (the flag is not a no-op)
+    assert not torch.allclose(naive_layer(head, x, not nbr), ref, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_vocabulary_map(tmp_path):
+    """Draft id j proposes target id j + d2t[j]; t2d marks exactly the draft vocabulary; both are
+    saved and read back; a head drafting over the full vocabulary needs no d2t."""
+    tgt = load("llama")
+    vocab = [7, 300, 5, 42, 399, 0, 123]
+    path, head = saved(tmp_path, tgt, draft_vocab=vocab)
+    sd = load_file(os.path.join(path, "model.safetensors"))
+    assert sd["d2t"].dtype == torch.int64 and sd["t2d"].dtype == torch.bool
+    assert (torch.arange(len(vocab)) + sd["d2t"]).tolist() == vocab
+    assert sd["t2d"].nonzero().view(-1).tolist() == sorted(vocab) and sd["t2d"].numel() == tgt.vocab_size
+    d = make_drafter(path, tgt)
+    for j, t in enumerate(vocab):
+        with torch.no_grad():
+            d.head.lm_head.weight.zero_()
+            d.head.lm_head.weight[j] = 1.0               # only draft id j scores
+        h = torch.ones(1, d.head.config.hidden_size)
+        logits = d._logits(h)[0]
+        assert int(logits.argmax()) == t
+        assert torch.isinf(logits).sum() == tgt.vocab_size - len(vocab)      # never drafted elsewhere
+    # full draft vocabulary: no d2t / t2d needed (identity)
+    path2, _ = saved(tmp_path, tgt, name="full")
+    sd2 = load_file(os.path.join(path2, "model.safetensors"))
+    save_file({k: v for k, v in sd2.items() if k not in ("d2t", "t2d")}, os.path.join(path2, "model.safetensors"))
+    assert make_drafter(path2, tgt).vocab_index.tolist() == list(range(tgt.vocab_size))
+
+
+def test_norm_before_residual_is_read_and_written(tmp_path):
+    """The flag is written explicitly, read back (same proposals as the head in memory), and a
+    config without it means speculators' default (False): other proposals."""
+    tgt = load("llava")
+    img = image_for(tgt)
+    path, head = saved(tmp_path, tgt, draft_vocab=list(range(0, 400, 2)), norm_before_residual=True, seed=5)
+    cfg = json.loads(open(os.path.join(path, "config.json")).read())
+    assert cfg["norm_before_residual"] is True
+    d = make_drafter(path, tgt)
+    assert d.head.config.norm_before_residual is True
+    mem = Eagle3Drafter(tgt, head=head)
+    spec = DraftSpec("chain", gamma=3)
+    a = drafted(generate(tgt, PROMPT, img, d, spec, max_new_tokens=8))
+    assert a == drafted(generate(tgt, PROMPT, img, mem, spec, max_new_tokens=8))
+    del cfg["norm_before_residual"]
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    d2 = make_drafter(path, tgt)
+    assert d2.head.config.norm_before_residual is False
+    assert drafted(generate(tgt, PROMPT, img, d2, spec, max_new_tokens=8)) != a
+
+
+def test_specforge_names_and_aux_convention(tmp_path):
+    """A SpecForge checkpoint (``midlayer.*``, no fc bias, aux ids as 'output of layer i') loads to
+    the same head: the same proposals as the speculators copy."""
+    tgt = load("idefics3")
+    img = image_for(tgt)
+    sp_path, head = saved(tmp_path, tgt, name="sp", draft_vocab=list(range(3, 400, 4)), fc_bias=False,
+                          aux_layer_ids=[2, 0, 1])
+    sf_path = str(tmp_path / "sf")
+    head.save(sf_path, fmt="specforge")
+    keys = set(load_file(os.path.join(sf_path, "model.safetensors")))
+    assert "midlayer.self_attn.q_proj.weight" in keys and not any(k.startswith("layers.") for k in keys)
+    assert "fc.bias" not in keys
+    cfg = json.loads(open(os.path.join(sf_path, "config.json")).read())
+    assert cfg["architectures"] == ["LlamaForCausalLMEagle3"] and "speculators_model_type" not in cfg
+    assert cfg["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [1, -1, 0]
+    assert is_eagle3_dir(sf_path)
+    d_sf, d_sp = make_drafter(sf_path, tgt), make_drafter(sp_path, tgt)
+    assert d_sf.aux_layer_ids == d_sp.aux_layer_ids == [2, 0, 1]
+    assert d_sf.head.fc.bias is None
+    spec = DraftSpec("tree", branching=(2, 2))
+    a = generate(tgt, PROMPT, img, d_sf, spec, max_new_tokens=8)
+    assert drafted(a) == drafted(generate(tgt, PROMPT, img, d_sp, spec, max_new_tokens=8))
+    # a checkpoint naming no aux layers runs on the target's default ones
+    del cfg["eagle_config"]
+    with open(os.path.join(sf_path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    assert make_drafter("eagle3:" + sf_path, tgt).aux_layer_ids == default_aux_layers(2) == [2, 1, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+def _edit(path, config=None, weights=None):
+    if config:
+        cfg = json.loads(open(os.path.join(path, "config.json")).read())
+        config(cfg)
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(cfg, f)
+    if weights:
+        sd = load_file(os.path.join(path, "model.safetensors"))
+        weights(sd)
+        save_file(sd, os.path.join(path, "model.safetensors"))
+
+
+BROKEN = {
+    "missing key": (None, lambda sd: sd.pop("layers.0.hidden_norm.weight"),
+                    "missing layers.0.hidden_norm.weight"),
+    "wrong target hidden size": (lambda c: c.__setitem__("target_hidden_size", 32),
+                                 lambda sd: sd.__setitem__("fc.weight", sd["fc.weight"][:, :96].contiguous()),
+                                 "hidden size 32 .* has 64"),
+    "weights disagree with config": (None, lambda sd: sd.__setitem__("fc.weight", sd["fc.weight"][:, :150].contiguous()),
+                                     r"fc.weight is \[64, 150\], expected \[64, 192\]"),
+    "d2t out of range": (None, lambda sd: sd["d2t"].__setitem__(0, 5000), "outside the target vocabulary"),
+    "no d2t": (None, lambda sd: sd.pop("d2t"), "no d2t mapping"),
+    "aux layer out of range": (lambda c: c.__setitem__("eagle_aux_hidden_state_layer_ids", [0, 1, 7]), None,
+                               r"do not fit the target's 2 layers"),
+    "two aux layers": (lambda c: c.__setitem__("eagle_aux_hidden_state_layer_ids", [0, 1]), None,
+                       "fuses 3 target layers"),
+    "unknown weight": (None, lambda sd: sd.__setitem__("layers.0.extra.weight", torch.zeros(2)),
+                       "unknown weights layers.0.extra.weight"),
+    "no layer config": (lambda c: c.pop("transformer_layer_config"), None, "without transformer_layer_config"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_checkpoints_fail_with_a_clear_message(case, tmp_path):
+    tgt = load("llama")
+    path, _ = saved(tmp_path, tgt, draft_vocab=list(range(100)))
+    config, weights, msg = BROKEN[case]
+    _edit(path, config, weights)
+    with pytest.raises(errors.ModelLoadError, match="cannot load EAGLE-3 head .*" + msg):
+        make_drafter(path, tgt)
+
+
+def test_not_an_eagle3_directory(tmp_path):
+    tgt = load("llama")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert not is_eagle3_dir(str(tmp_path))
+    with pytest.raises(errors.ModelLoadError, match="not an EAGLE-3 head"):
+        make_drafter(f"eagle3:{tmp_path}", tgt)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_export_round_trip(tmp_path, capsys):
+    """``python -m core export``: speculators and SpecForge copies of a head with every field
+    explicit, loading to the same proposals; a second export into the same directory is refused."""
+    from core.__main__ import main
+    tgt = load("qwen2_vl")
+    img = image_for(tgt)
+    src, _ = saved(tmp_path, tgt, name="src", draft_vocab=list(range(2, 400, 3)), norm_before_residual=True)
+    out = str(tmp_path / "spec")
+    assert main(["export", "--drafter", src, "--format", "speculators", out, "--verifier", "org/target",
+                 "--speculative-tokens", "5"]) == 0
+    cfg = json.loads(open(os.path.join(out, "config.json")).read())
+    assert cfg["speculators_model_type"] == "eagle3" and cfg["architectures"] == ["Eagle3Speculator"]
+    assert cfg["norm_before_residual"] is True and cfg["target_hidden_size"] == 64
+    assert cfg["eagle_aux_hidden_state_layer_ids"] == [2, 1, 0] and cfg["draft_vocab_size"] == 133
+    sc = cfg["speculators_config"]
+    assert sc["algorithm"] == "eagle3" and sc["default_proposal_method"] == "greedy"
+    assert sc["proposal_methods"][0] == {"proposal_type": "greedy", "speculative_tokens": 5, "verifier_accept_k": 1,
+                                         "accept_tolerance": 0.0}
+    assert sc["verifier"]["name_or_path"] == "org/target"
+    assert sc["verifier"]["architectures"] == ["Qwen2VLForConditionalGeneration"]
+    lc = cfg["transformer_layer_config"]
+    assert lc["num_hidden_layers"] == 1 and lc["vocab_size"] == 400 and lc["hidden_size"] == 64
+    sf = str(tmp_path / "sf")
+    assert main(["export", "--drafter", out, "--format", "specforge", sf]) == 0
+    spec = DraftSpec("dynamic", depth=3, top_k=3, budget=8)
+    ref = drafted(generate(tgt, PROMPT, img, make_drafter(src, tgt), spec, max_new_tokens=8))
+    for p in (out, sf):
+        assert drafted(generate(tgt, PROMPT, img, make_drafter(p, tgt), spec, max_new_tokens=8)) == ref, p
+    capsys.readouterr()
+    assert main(["export", "--drafter", src, out]) == 2
+    assert "already holds a model" in capsys.readouterr().err
+    assert main(["export", "--drafter", str(tmp_path), str(tmp_path / "x")]) == 2      # no head there
+    assert "holds no EAGLE-3 head" in capsys.readouterr().err
+
+
+def test_replay_scores_like_the_live_run(tmp_path):
+    """The replay drives the drafter without target forwards: the aux rows are found in the
+    recording's forwards; same tau as a real run."""
+    from core import replay
+    tgt = load("llava")
+    img = image_for(tgt)
+    path, _ = saved(tmp_path, tgt, aux_layer_ids=[1, 2, 0])
+    d = make_drafter(path, tgt)
+    spec = DraftSpec("chain", gamma=3)
+    live = generate(tgt, PROMPT, img, d, spec, max_new_tokens=10)
+    rec = replay.record(tgt, PROMPT, img, output=list(live.output))
+    res = replay.replay(rec, d, spec)
+    assert res["matches_recording"] and res["tau"] == pytest.approx(live.summary()["tau"], abs=1e-3)
+    assert res["verify_sizes"] == [1 + len(s.tokens) for s in live.steps]
+
+
+def test_hooks_are_removed(tmp_path):
+    tgt = load("llama")
+    layer = tgt.text_module().layers[1]
+    before = len(layer._forward_pre_hooks)
+    path, _ = saved(tmp_path, tgt, aux_layer_ids=[0, 1, 2])
+    d = make_drafter(path, tgt)
+    assert len(layer._forward_pre_hooks) == before + 1
+    d.close()
+    assert len(layer._forward_pre_hooks) == before
+    d2 = make_drafter(path, tgt)
+    del d2
+    import gc
+    gc.collect()
+    assert len(layer._forward_pre_hooks) == before

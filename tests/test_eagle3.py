@@ -421,3 +421,94 @@ def test_hooks_are_removed(tmp_path):
     import gc
     gc.collect()
     assert len(layer._forward_pre_hooks) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# training: python -m core.train eagle3
+
+
+def test_ttt_steps_compute_what_drafting_computes():
+    """Training-time test step j at query t equals drafting depth j + 1 below the root x_{t+1}:
+    the head's own output fed back one position on (rope t + j), attending the real pairs up to t
+    and its own chain. Checked against ``head.step`` with the cache of pairs <= t, as drafting."""
+    from core.train.eagle3 import AuxTaps, target_features, ttt_loss
+    tgt = load("llava")
+    head = new_head(tgt, aux_layer_ids=[0, 1, 2], seed=4)
+    taps = AuxTaps(tgt, [0, 1, 2])
+    try:
+        f = target_features(tgt, taps, {"prompt": "hello world", "image": None, "answer": "one two three four"})
+    finally:
+        taps.remove()
+    outs = []
+    with torch.no_grad():
+        ttt_loss(head, tgt, f, 3, outputs=outs)
+        ids = f["ids"]
+        emb = tgt.model.get_input_embeddings()
+        g = head.features(f["aux"][:-1])
+        n = g.shape[0]
+        x = head.fuse(emb(ids[1:]).float(), g)
+        kv = [None, None]
+        mask = torch.full((n, n), torch.finfo(g.dtype).min).triu(1).view(1, 1, n, n)
+        h0 = head.step(x.unsqueeze(0), torch.arange(n).view(1, -1), mask, kv)[0]
+        assert torch.allclose(outs[0], h0, atol=1e-5)
+        for t in (0, 3, n - 4):
+            cache = [kv[0][..., : t + 1, :], kv[1][..., : t + 1, :]]
+            h = h0[t: t + 1]
+            for j in (1, 2):                              # depth j + 1: token x_{t+1+j} at rope t + j
+                xin = head.fuse(emb(ids[t + 1 + j: t + 2 + j]).float(), h)
+                h = head.step(xin.unsqueeze(0), torch.tensor([[t + j]]), None, cache)[0]
+                assert torch.allclose(outs[j][t], h[0], atol=1e-5), (t, j)
+
+
+def test_ttt_loss_learns():
+    from core.train.eagle3 import AuxTaps, target_features, ttt_loss
+    tgt = load("llama")
+    head = new_head(tgt, draft_vocab=list(range(0, 400, 2)), aux_layer_ids=[0, 1, 2], seed=0)
+    taps = AuxTaps(tgt, [0, 1, 2])
+    try:
+        f = target_features(tgt, taps, {"prompt": "hello", "image": None, "answer": "a b c d e f g"})
+    finally:
+        taps.remove()
+    f["logits"] = f["logits"] * 300          # the tiny random target is near-uniform: make it decided
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss, acc = ttt_loss(head, tgt, f, 2)
+        first = first if first is not None else (loss.item(), acc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first[1] == [0.0, 0.0] and loss.item() < 0.2 * first[0] and min(acc) >= 0.8
+
+
+def test_train_command_smoke_and_resume(tmp_path):
+    """A few steps on a tiny target with self-distilled answers: progress logged, checkpoint,
+    resume, a draft vocabulary of the most frequent tokens, a head that loads and decodes
+    losslessly."""
+    from core.train.__main__ import main
+    tgt = load("llava")
+    tiny_image().save(tmp_path / "img.png")
+    rows = [{"image": None, "prompt": "hello world"}, {"image": "img.png", "prompt": "Describe the picture."},
+            {"image": None, "prompt": "count to three"}]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out, run = str(tmp_path / "head"), tmp_path / "run"
+    common = ["eagle3", "--target", tgt.name, "--data", str(tmp_path / "data.jsonl"), "--out", out,
+              "--run-dir", str(run), "--batch", "2", "--ttt", "2", "--draft-vocab", "16", "--vocab-samples", "6",
+              "--answer-tokens", "6", "--threads", "1", "--aux-layers", "2,0,1"]
+    torch.set_num_threads(1)
+    assert main(common + ["--steps", "2"]) == 0
+    assert (run / "ckpt.pt").exists()
+    assert main(common + ["--steps", "3", "--resume"]) == 0
+    logtxt = (run / "log.txt").read_text()
+    assert "resuming from step 2" in logtxt and "step 3 loss" in logtxt and "saved" in logtxt
+    voc = json.loads((run / "vocab.json").read_text())
+    chosen, counts = voc["draft_to_target"], {int(k): v for k, v in voc["counts"].items()}
+    assert len(chosen) == 16 and len(counts) > 16
+    low = min(counts.get(t, 0) for t in chosen[1:])       # chosen[0]: EOS, always in
+    assert all(c <= low for t, c in counts.items() if t not in chosen)
+    d = make_drafter(out, tgt)
+    cfg = json.loads(open(os.path.join(out, "config.json")).read())
+    assert cfg["specscope"]["steps"] == 3 and cfg["eagle_aux_hidden_state_layer_ids"] == [2, 0, 1]
+    img = tiny_image()
+    ar = generate(tgt, PROMPT, img, max_new_tokens=8)
+    assert generate(tgt, PROMPT, img, d, DraftSpec("chain", gamma=3), max_new_tokens=8).output == ar.output

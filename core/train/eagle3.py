@@ -1,0 +1,272 @@
+"""Train an EAGLE-3 head (core/drafters/eagle3.py) for any target the engine loads.
+
+    python -m core.train eagle3 --target assets/target --out runs/eagle3 --minutes 30
+    python -m core.train eagle3 --target <hub id> --data prompts.jsonl --out runs/eagle3-x --minutes 600
+
+Data: scenes (the project's generator) or a JSONL of {"image": path|null, "prompt", "answer"?}
+(core.train.msd.SampleSource). Answers are self-distilled: the target's own greedy answer to
+each prompt (``--no-distill`` keeps the data's answers), so the head learns what the target
+says. The draft vocabulary (``--draft-vocab`` ids) is the most frequent tokens of the first
+``--vocab-samples`` training samples (prompt + answer), EOS always in.
+
+Per sample the frozen target runs once: its residual stream at the three aux layers (taps as
+in drafting), its input embeddings (image features merged) and its logits at every position.
+Training-time test over ``--ttt`` draft steps: step 0 reads the fused target features; step j
+feeds the head's own outputs of step j - 1 (one position further on, rope position t + j), its
+queries seeing the real pairs up to t and their own chain (the tree mask of drafting). Loss:
+cross-entropy against the target's distribution restricted to the draft vocabulary, on answer
+positions, step j weighted 0.8^j. Checkpointed (``--run-dir``/ckpt.pt) and resumable
+(``--resume``); progress in ``--run-dir``/log.txt. The head is saved in the speculators layout
+(vLLM loads it; ``python -m core export`` rewrites it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from core import adapters
+from core.drafters.eagle3 import AuxTaps, Eagle3Head, default_aux_layers, new_head
+from core.train.common import log, lr_at
+from core.train.msd import SampleSource
+
+
+# ---------------------------------------------------------------- data
+def distill(target, sample: dict, max_new_tokens: int) -> dict:
+    """The sample with the target's own greedy answer."""
+    from core.engine import generate
+    tr = generate(target, sample["prompt"], sample["image"], max_new_tokens=max_new_tokens, detail=False)
+    return dict(sample, answer=tr.text.strip())
+
+
+def sample_ids(target, sample: dict):
+    """(encoded prompt, full ids (prompt + answer + eos))."""
+    enc = target.encode(sample["prompt"], sample["image"])
+    ans = target.tokenizer(sample["answer"], add_special_tokens=False)["input_ids"]
+    eos = target.tokenizer.eos_token_id
+    ids = torch.cat([enc.input_ids, torch.tensor([ans + ([eos] if eos is not None else [])])], dim=1)
+    return enc, ids
+
+
+def draft_vocabulary(target, samples: list[dict], size: int) -> tuple[list[int], dict]:
+    """The ``size`` most frequent token ids of the samples (EOS first, then by count, then by id),
+    padded with the lowest unused ids when the data holds fewer; and the counts."""
+    counts: Counter = Counter()
+    for s in samples:
+        _, ids = sample_ids(target, s)
+        counts.update(ids[0].tolist())
+    size = min(size, target.vocab_size)
+    eos = sorted(target.eos_ids)
+    order = [t for t in eos if t < target.vocab_size][:1]
+    order += [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if t not in order]
+    order = order[:size]
+    used = set(order)
+    order += [t for t in range(target.vocab_size) if t not in used][: size - len(order)]
+    return order, {str(k): v for k, v in counts.items()}
+
+
+@torch.no_grad()
+def target_features(target, taps: AuxTaps, sample: dict) -> dict:
+    """What one training sample needs from the frozen target (clones: outside inference mode)."""
+    enc, ids = sample_ids(target, sample)
+    full = adapters.Encoded(ids, enc.extra, enc.has_image)
+    sess, logits, hidden = target.prefill(full, want_hidden=True, all_logits=True)
+    aux = taps.lookup(hidden)
+    taps.clear()
+    return {"ids": ids[0].clone(), "aux": aux.float().clone(), "logits": logits.float().clone(),
+            "embeds": None if sess.embeds is None else sess.embeds[0].float().clone(), "prompt_len": enc.length}
+
+
+# ---------------------------------------------------------------- loss
+def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=None, decay: float = 0.8,
+             outputs: list | None = None):
+    """Training-time-test loss of one sample over ``steps`` draft steps. Returns (loss, top-1
+    agreement with the target per step). ``outputs``: gets each step's head outputs (n, H)."""
+    ids, aux, tl, plen = feats["ids"], feats["aux"], feats["logits"], feats["prompt_len"]
+    T = ids.shape[0]
+    n = T - 1                                          # pairs (g_t, x_{t+1}), t = 0 .. T-2
+    emb_mod = head.embed_tokens if head.embed_tokens is not None else target.model.get_input_embeddings()
+    vocab = head.draft_to_target()
+    with torch.no_grad():
+        p_all = torch.softmax(tl[:, vocab], -1)        # target's distribution over the draft vocabulary
+    g = head.features(aux[:-1])
+    dt = g.dtype
+    big = torch.finfo(dt).min
+    causal = torch.zeros(n, n, dtype=dt).masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), big)
+    diag = torch.full((n, n), big, dtype=dt).fill_diagonal_(0.0)
+    kv = [None, None]
+    h = g
+    total, accs = 0.0, []
+    for j in range(steps):
+        tok_idx = torch.arange(n) + 1 + j              # position t reads x_{t+1+j}
+        valid = tok_idx + 1 < T                        # its target x_{t+2+j} exists
+        valid &= tok_idx + 1 >= plen                   # ... and is an answer token
+        toks = ids[tok_idx.clamp(max=T - 1)]
+        with torch.no_grad():
+            e = emb_mod(toks).to(dt)
+        vis = None
+        if feats["embeds"] is not None and image_token_id is not None:
+            vis = (toks == image_token_id) & (tok_idx < T)
+        # step 0: the fused target features; step j: the head's own outputs of step j - 1 (row t)
+        x = head.fuse(e, h, None if vis is None else feats["embeds"][tok_idx.clamp(max=T - 1)], vis)
+        mask = torch.cat([causal] + [diag] * j, dim=1).view(1, 1, n, n * (j + 1))
+        h = head.step(x.unsqueeze(0), (torch.arange(n) + j).view(1, -1), mask, kv)[0]
+        if outputs is not None:
+            outputs.append(h)
+        if not bool(valid.any()):
+            break
+        logq = torch.log_softmax(head.logits(h[valid]).float(), -1)
+        p = p_all[tok_idx[valid]]                      # target row t+1+j predicts x_{t+2+j}
+        p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
+        total = total + (decay ** j) * -(p * logq).sum(-1).mean()
+        accs.append(float((logq.argmax(-1) == p.argmax(-1)).float().mean()))
+    return total, accs
+
+
+# ---------------------------------------------------------------- main
+def _source(data: str, seed: int, style: str) -> SampleSource:
+    """MSD's sample source; JSONL rows may omit the answer (it is distilled)."""
+    src = SampleSource(data, seed=seed, style=style)
+    for r in src.rows or []:
+        r.setdefault("answer", "")
+    return src
+
+
+def main(argv=None):
+    from core.scenes.tasks import ANSWER_STYLES
+
+    ap = argparse.ArgumentParser(prog="python -m core.train eagle3", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", default="assets/target")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", default="scenes", help="'scenes' or a JSONL of {image, prompt, answer?}")
+    ap.add_argument("--no-distill", action="store_true", help="train on the data's answers, not the target's")
+    ap.add_argument("--answer-tokens", type=int, default=64, help="length of the self-distilled answers")
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (smoke test)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ttt", type=int, default=3, help="training-time-test draft steps")
+    ap.add_argument("--draft-vocab", type=int, default=32000)
+    ap.add_argument("--vocab-samples", type=int, default=256)
+    ap.add_argument("--hidden-size", type=int, default=None, help="the head's width (default: the target's)")
+    ap.add_argument("--aux-layers", default=None, help="three comma-separated layer ids (default [2, L//2, L-3])")
+    ap.add_argument("--norm-before-residual", action="store_true")
+    ap.add_argument("--multimodal-share", type=float, default=0.5, help="share of samples with an image")
+    ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--run-dir", default=None)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not 1 <= args.ttt <= 8:
+        ap.error("--ttt must be in [1, 8]")
+    aux_ids = None
+    if args.aux_layers:
+        try:
+            aux_ids = [int(x) for x in args.aux_layers.split(",")]
+        except ValueError:
+            ap.error(f"--aux-layers takes three comma-separated integers, got {args.aux_layers!r}")
+        if len(aux_ids) != 3:
+            ap.error("--aux-layers takes three layer ids")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir or f"runs/{Path(args.out).name}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "ckpt.pt"
+
+    from core.paths import resolve_target
+    target = adapters.load(resolve_target(args.target), dtype="float32", kernels="stock")
+    for p in target.model.parameters():
+        p.requires_grad_(False)
+    n_layers = len(target.text_module().layers)
+    aux_ids = aux_ids or default_aux_layers(n_layers)
+    cfg = target.model.config
+    image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
+    src = _source(args.data, args.seed, args.answer_style)
+
+    def next_sample():
+        s = src.get(args.multimodal_share)
+        return s if args.no_distill or not s.get("prompt") else distill(target, s, args.answer_tokens)
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False) if args.resume and ckpt.exists() else None
+    if state is not None:
+        vocab = state["vocab"]
+        log(f"resuming from step {state['step']} ({state['elapsed']:.0f}s)", run_dir)
+    else:
+        t0 = time.time()
+        vocab, counts = draft_vocabulary(target, [next_sample() for _ in range(args.vocab_samples)], args.draft_vocab)
+        (run_dir / "vocab.json").write_text(json.dumps({"draft_to_target": vocab, "counts": counts}))
+        log(f"draft vocabulary: {len(vocab)} ids from {len(counts)} distinct tokens of {args.vocab_samples} samples "
+            f"({time.time() - t0:.0f}s)", run_dir)
+    head = new_head(target, hidden_size=args.hidden_size, draft_vocab=vocab, aux_layer_ids=aux_ids,
+                    norm_before_residual=args.norm_before_residual, seed=args.seed)
+    head.train()
+    taps = AuxTaps(target, head.config.aux_layer_ids)
+    params = [p for n_, p in head.named_parameters() if not n_.startswith("embed_tokens")]
+    if head.embed_tokens is not None:
+        head.embed_tokens.weight.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = state["step"], state["elapsed"]
+        src = _source(args.data, args.seed + step, args.answer_style)
+
+    def save_ckpt():
+        torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "vocab": vocab,
+                    "elapsed": time.time() - t_start}, ckpt)
+
+    total = args.minutes * 60
+    t_start = time.time() - elapsed
+    last_ck = time.time()
+    hist: list[float] = []
+    while True:
+        elapsed = time.time() - t_start
+        if elapsed >= total or (args.steps and step >= args.steps):
+            break
+        batch = [target_features(target, taps, next_sample()) for _ in range(args.batch)]
+        lr = lr_at(step, elapsed / total, args.lr, warmup=20)
+        for gr in opt.param_groups:
+            gr["lr"] = lr
+        losses, accs = [], []
+        for f in batch:
+            loss, acc = ttt_loss(head, target, f, args.ttt, image_token_id)
+            if torch.is_tensor(loss):
+                losses.append(loss)
+                accs.append(acc)
+        if not losses:
+            continue
+        loss = torch.stack(losses).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        depth_acc = [sum(a[j] for a in accs if len(a) > j) / max(1, sum(1 for a in accs if len(a) > j))
+                     for j in range(args.ttt)]
+        hist.append(depth_acc[0])
+        if step % 10 == 0 or args.steps:
+            log(f"step {step} loss {loss.item():.4f} top1/depth {' '.join(f'{a:.3f}' for a in depth_acc)} "
+                f"lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s", run_dir)
+        if time.time() - last_ck > args.checkpoint_every:
+            save_ckpt()
+            last_ck = time.time()
+    save_ckpt()
+    taps.remove()
+    head.config.meta["specscope"] = {"target": str(args.target), "steps": step, "ttt": args.ttt,
+                                     "minutes": round((time.time() - t_start) / 60, 2), "data": args.data,
+                                     "distilled": not args.no_distill,
+                                     "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4)}
+    head.config.meta["speculative_tokens"] = args.ttt
+    head.eval().save(args.out)
+    log(f"saved {args.out} after {step} steps", run_dir)
+
+
+if __name__ == "__main__":
+    main()

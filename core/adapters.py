@@ -26,6 +26,7 @@ import torch
 
 from .device import DTYPES, kernels_default, resolve_device, resolve_dtype
 from .errors import InputError, ModelLoadError
+from .rows import STOCK, causal_mask, padded_inputs, row_set
 
 SENTINEL = "\ue000"   # private-use char marking where the user's text goes in the chat template
 
@@ -188,23 +189,33 @@ class HFAdapter:
 
     @torch.inference_mode()
     def forward(self, sess: Session, ids, positions: torch.Tensor | None = None,
-                attn: torch.Tensor | None = None, want_hidden: bool = False):
+                attn: torch.Tensor | None = None, want_hidden: bool = False, rows: int | None = None):
         """Feed a block of n tokens after the cache. ``positions`` default to the next slots,
-        ``attn`` (bool, (n, len+n)) defaults to causal. Returns logits (n, V), hidden (n, H)|None."""
-        if not torch.is_tensor(ids):
-            ids = torch.tensor(ids, dtype=torch.long)
-        n = ids.numel()
+        ``attn`` (bool, (n, len+n)) defaults to causal. Returns logits (n, V), hidden (n, H)|None.
+
+        ``rows``: run the forward at this many rows (>= n), dummy rows after the real ones
+        (``core.rows``: the row counts whose rows compute bit-identically); the cache then holds
+        ``rows`` new slots, the dummies' last, for ``keep`` to drop. Always fed with an explicit
+        mask, so every padded forward takes the same attention path."""
+        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
+        n = len(ids)
         start = sess.length
         if positions is None:
             positions = torch.arange(start, start + n)
+        if rows is not None:
+            if attn is None:
+                attn = causal_mask(start, n, start + n)
+            ids, positions, attn = padded_inputs(ids, positions, attn, start, rows)
         kw = {}
         if attn is not None:
             kw["attention_mask"] = self.float_mask(attn)
-        out = self.model(input_ids=ids.view(1, n).to(self.device), past_key_values=sess.cache, use_cache=True,
+        m = len(ids)
+        out = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+                         past_key_values=sess.cache, use_cache=True,
                          position_ids=self.position_ids(sess, positions.to(self.device)),
                          output_hidden_states=want_hidden, **kw)
-        sess.length = start + n
-        return out.logits[0], (out.hidden_states[-1][0] if want_hidden else None)
+        sess.length = start + m
+        return out.logits[0, :n], (out.hidden_states[-1][0, :n] if want_hidden else None)
 
     def keep(self, sess: Session, base: int, rows: list[int]) -> None:
         """Keep cache slots [0, base) plus base + rows (rows ascending); drop the rest."""
@@ -223,15 +234,17 @@ class HFAdapter:
         sess.length = base + k
 
     @torch.inference_mode()
-    def probe(self, prefix: int = 32):
+    def probe(self, prefix: int = 32, padded: bool = False):
         """For timing: a function ``run(n)`` doing one decode forward of n tokens after a
-        ``prefix``-token text prompt (its cache rolled back after each call)."""
+        ``prefix``-token text prompt (its cache rolled back after each call). ``padded``: at the
+        row count the engine's exact forwards use (``core.rows``), as a verify of n tokens costs."""
         ids = torch.full((1, prefix), int(self.eos_ids and min(self.eos_ids) or 0), device=self.device)
         sess, _, _ = self.prefill(Encoded(ids))
+        rows = row_set(self) if padded else STOCK
 
         @torch.inference_mode()
         def run(n: int) -> None:
-            self.forward(sess, [0] * n)
+            self.forward(sess, [0] * n, rows=rows.pad(n) if rows.exact else None)
             self.keep(sess, prefix, [])
         return run
 

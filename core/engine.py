@@ -22,6 +22,7 @@ from .adapters import HFAdapter
 from .errors import InputError
 from .drafters.base import DraftContext, DraftSpec, Drafter
 from .policy import AutoPolicy
+from .rows import STOCK, RowSet, row_set
 from .sampling import SamplingConfig, probs, sample
 from .trace import Step, Trace
 from .tree import DraftTree, verify_layout
@@ -42,7 +43,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
              on_step: Callable[[Trace], None] | None = None,
              should_stop: Callable[[], bool] | None = None, meta: dict | None = None,
              policy: AutoPolicy | None = None,
-             on_phase: Callable[..., None] | None = None) -> Trace:
+             on_phase: Callable[..., None] | None = None, exact: bool = True) -> Trace:
     """Decode ``prompt`` (+ ``image``) with ``target``; speculatively if ``drafter`` is given.
 
     ``detail`` records the target probability of every drafted token (a softmax over the
@@ -53,7 +54,12 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     ``on_phase(name, seconds, **data)`` is called after each phase of a step, in order:
     "propose", "verify" (data: ``tokens`` fed, ``positions``, ``logits`` of every row), "accept",
     "keep", "commit", "record". Profilers and the integration audit read it; the loop is never
-    patched."""
+    patched.
+
+    ``exact`` (default): every target forward after the prefill runs at a row count of the
+    target's row-invariant group (``core.rows``), plain steps and verifies alike, so speculative
+    output is plain output bit for bit. ``exact=False`` (plain decoding only): unpadded one-row
+    steps, the fastest plain decoding where padding costs time."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     t_start = time.perf_counter()
@@ -61,7 +67,10 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     gen = torch.Generator(device=target.device).manual_seed(int(sampling.seed or 0))
     enc = target.encode(prompt, image)
     limit = context_limit(target)
-    reserve = 1 + (spec.max_nodes if drafter is not None else 0)
+    if drafter is not None and not exact:
+        raise InputError("speculative decoding always runs exact (row-invariant) forwards")
+    rows = row_set(target) if exact else STOCK
+    reserve = max(1 + (spec.max_nodes if drafter is not None else 0), rows.cap)
     if enc.length + reserve >= limit:
         raise InputError(f"prompt too long: {enc.length} tokens, the model's context is {limit}")
     max_new_tokens = min(max_new_tokens, limit - enc.length - reserve)
@@ -78,6 +87,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     trace.meta.setdefault("sampling", {"temperature": sampling.temperature, "top_k": sampling.top_k,
                                        "top_p": sampling.top_p, "seed": sampling.seed})
     trace.meta.setdefault("dtype", str(target.dtype).replace("torch.", ""))
+    trace.meta.setdefault("rows", {"exact": rows.exact, "sizes": list(rows.sizes)})
     if drafter is not None:
         trace.meta.setdefault("spec", {"gamma": spec.gamma, "branching": list(spec.branching),
                                        "depth": spec.depth, "top_k": spec.top_k, "budget": spec.budget,
@@ -89,6 +99,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     root = _pick(logits, sampling, gen)
     out = [root]
     trace.first_token = root
+    trace.first_margin = _margins(logits.view(1, -1))[0]
     trace.t_prefill = time.perf_counter() - t_start
     stop = "eos" if root in target.eos_ids else ("length" if max_new_tokens <= 1 else "")
 
@@ -100,7 +111,7 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
         trace.t_prefill += time.perf_counter() - t0
 
     run = Decoding(target, drafter, spec, sampling, gen, policy, sess, out, trace, max_new_tokens, detail,
-                   skip_ok=bool(getattr(drafter, "can_skip", False)), on_phase=on_phase)
+                   skip_ok=bool(getattr(drafter, "can_skip", False)), on_phase=on_phase, rows=rows)
     while not stop:
         if should_stop is not None and should_stop():
             stop = "cancelled"
@@ -138,6 +149,7 @@ class Decoding:
     detail: bool = True
     skip_ok: bool = False
     on_phase: Callable[..., None] | None = None
+    rows: RowSet = STOCK          # the row counts target forwards run at (core/rows.py)
 
 
 class _Clock:
@@ -166,17 +178,20 @@ def step(run: Decoding, root: int) -> tuple[list[int], str]:
     tree = d.propose(root, run.spec, run.sampling, run.gen) if drafted else EMPTY
     if run.policy is not None and len(tree):
         tree = run.policy.trim(tree)        # drafted tokens not worth their share of the verify
+    if run.rows.exact and len(tree) >= run.rows.cap:
+        tree = tree.truncate(list(range(run.rows.cap - 1)))   # the first nodes: ancestor-closed
     t_propose = clock.phase("propose")
     # verify: [root] + tree in ONE forward, the tree mask over the cached prefix
     base, fed = run.sess.length, [root] + tree.tokens
     want_hidden = bool(d and d.needs_hidden)
+    pad = run.rows.pad(len(fed)) if run.rows.exact else None
     if len(tree):
         depths, mask = verify_layout(tree, base)
         positions = base + depths
-        logits, hidden = run.target.forward(run.sess, fed, positions, mask, want_hidden=want_hidden)
+        logits, hidden = run.target.forward(run.sess, fed, positions, mask, want_hidden=want_hidden, rows=pad)
     else:
         positions = torch.tensor([base])
-        logits, hidden = run.target.forward(run.sess, fed, want_hidden=want_hidden)
+        logits, hidden = run.target.forward(run.sess, fed, positions, want_hidden=want_hidden, rows=pad)
     t_verify = clock.phase("verify", tokens=fed, positions=positions, logits=logits)
     # accept
     if run.sampling.greedy:
@@ -235,9 +250,18 @@ def _record(run: Decoding, tree: DraftTree, verdict, new: list[int], logits, row
         q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=verdict.accepted[:len(new)],
         rejected=verdict.rejected, token=verdict.token, kind=verdict.kind, committed=new,
         t_draft=t_draft, t_verify=t_verify, t_other=t_other + (time.perf_counter() - t0),
-        discarded=verdict.accepted[len(new):]))
+        discarded=verdict.accepted[len(new):],
+        margins=_margins(logits[[0] + [a + 1 for a in verdict.accepted[:len(new) - 1]]])))
     run.trace.t_trace += time.perf_counter() - t0
     clock.phase("record")
+
+
+def _margins(rows: torch.Tensor) -> list[float]:
+    """Top-1 minus top-2 logit of each row: how near a tie the target's choice was."""
+    if rows.shape[-1] < 2:
+        return [float("inf")] * rows.shape[0]
+    top = rows.float().topk(2, dim=-1).values
+    return [round(x, 6) for x in (top[:, 0] - top[:, 1]).tolist()]
 
 
 def _pick(logits: torch.Tensor, sampling: SamplingConfig, gen) -> int:

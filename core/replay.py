@@ -37,6 +37,7 @@ import torch
 
 from .drafters.base import DraftContext, DraftSpec
 from .sampling import SamplingConfig, probs
+from .trace import tau
 from .tree import DraftTree
 from .visual import teacher_forced
 
@@ -185,7 +186,7 @@ def replay(rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = 
         ok = sum(1 for a in acc_counts if a >= d)
         by_depth.append(round(ok / tried, 4) if tried else None)
     res = {"tokens": n, "steps": steps, "target_forwards": 1 + steps if n else 0,
-           "tau": round(n / (1 + steps), 4) if n else 0.0,
+           "tau": round(tau(n, steps), 4),
            "accepted_per_step": round(sum(acc_counts) / steps, 4) if steps else 0.0,
            "acceptance_by_depth": by_depth, "verify_sizes": verify_sizes, "draft_s": step_draft_s,
            "draft_s_total": t_draft, "matches_recording": out == out_rec[:n], "stop_reason": stop,

@@ -10,8 +10,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-SCHEMA = "specscope.trace/2"
-READABLE = ("specscope.trace/1", SCHEMA)   # /2 added Step.discarded (accepted only counts committed tokens)
+SCHEMA = "specscope.trace/3"
+
+
+def tau(new_tokens: int, steps: int) -> float:
+    """τ as the papers define it (mean acceptance length): tokens committed per speculative step,
+    the target's bonus / correction token included, the prefill's first token excluded. Plain
+    decoding has τ = 1."""
+    if not steps:
+        return 1.0 if new_tokens else 0.0
+    return (new_tokens - 1) / steps
+# /2 added Step.discarded (accepted only counts committed tokens); /3 Step.margins, Trace.first_margin
+# (the target's top-2 logit margin behind every committed token: core/divergence.py reads them)
+READABLE = ("specscope.trace/1", "specscope.trace/2", SCHEMA)
 
 
 @dataclass
@@ -31,6 +42,7 @@ class Step:
     t_verify: float
     t_other: float
     discarded: list[int] = field(default_factory=list)  # accepted by the target, but after EOS / the budget: not kept
+    margins: list[float] = field(default_factory=list)  # top-1 minus top-2 target logit behind each committed token
 
 
 @dataclass
@@ -38,6 +50,7 @@ class Trace:
     meta: dict = field(default_factory=dict)
     prompt_tokens: int = 0
     first_token: int | None = None     # produced by the prefill forward
+    first_margin: float | None = None  # the prefill row's top-1 minus top-2 logit
     t_prefill: float = 0.0
     t_trace: float = 0.0               # time spent recording steps (included in t_other)
     steps: list[Step] = field(default_factory=list)
@@ -68,7 +81,7 @@ class Trace:
         return {
             "new_tokens": n,
             "target_forwards": fwd,
-            "tau": round(n / fwd, 4) if fwd else 0.0,               # tokens per target forward, incl. bonus
+            "tau": round(tau(n, steps), 4),       # tokens per speculative step, bonus incl., prefill excl.
             "accepted_per_step": round(sum(acc) / steps, 4) if steps else 0.0,  # excl. bonus
             "drafted_per_step": round(drafted / steps, 4) if steps else 0.0,
             "acceptance_by_depth": by_depth,
@@ -79,6 +92,13 @@ class Trace:
             "trace_overhead": round(self.t_trace / self.wall_s, 5) if self.wall_s > 0 else 0.0,
             "stop_reason": self.stop_reason,
         }
+
+    def margins(self) -> list[float | None]:
+        """The target's top-2 logit margin behind every output token (None where not recorded)."""
+        out = [self.first_margin] if self.output else []
+        for s in self.steps:
+            out += list(s.margins) + [None] * (len(s.committed) - len(s.margins))
+        return out[:len(self.output)]
 
     def token_origins(self) -> list[tuple[int, str, int]]:
         """(token id, origin, step) for every output token; origin in

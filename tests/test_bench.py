@@ -154,7 +154,7 @@ def test_markdown_table_has_every_config(quick_run):
     assert lines[0].startswith("| config | tau | acc/step | tok/s AR | tok/s spec | speedup | ideal | exact")
     for c in res["configs"]:
         assert sum(1 for ln in lines if ln.startswith(f"| {c['id']} |")) == 1, c["id"]
-    assert "tokens per target forward (incl. bonus)" in table
+    assert "tokens per speculative step (incl. bonus, excl. prefill)" in table
 
 
 def test_html_report_written(quick_run):

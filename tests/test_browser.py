@@ -177,7 +177,7 @@ def test_run_in_the_browser(page, tmp_path):
     with page.expect_download(timeout=15_000) as dl:
         page.locator("#ss-download").click()
     data = json.loads(open(dl.value.path()).read())
-    assert data["schema"] == "specscope.trace/2" and data["output"]
+    assert data["schema"] == "specscope.trace/3" and data["output"]
     assert len(data["meta"]["ar_baseline"]["speedups"]) == 3
     assert not page.errors, page.errors
 

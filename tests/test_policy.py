@@ -185,8 +185,8 @@ class Perturbed:
         sess, logits, hidden = self.a.prefill(enc, **kw)
         return sess, logits + self.shift, hidden
 
-    def forward(self, sess, ids, positions=None, attn=None, want_hidden=False):
-        logits, hidden = self.a.forward(sess, ids, positions, attn, want_hidden)
+    def forward(self, sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
+        logits, hidden = self.a.forward(sess, ids, positions, attn, want_hidden, rows)
         return logits + self.shift, hidden
 
 

@@ -110,8 +110,8 @@ class Shifted:
         sess, logits, hidden = self.a.prefill(enc, **kw)
         return sess, logits * self.gain + self.shift.to(logits.dtype), hidden
 
-    def forward(self, sess, ids, positions=None, attn=None, want_hidden=False):
-        logits, hidden = self.a.forward(sess, ids, positions, attn, want_hidden)
+    def forward(self, sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
+        logits, hidden = self.a.forward(sess, ids, positions, attn, want_hidden, rows)
         return logits * self.gain + self.shift.to(logits.dtype), hidden
 
 
@@ -132,8 +132,8 @@ class Ranked(Shifted):
         sess, logits, hidden = self.a.prefill(enc, **kw)
         return sess, self._ranks(logits), hidden
 
-    def forward(self, sess, ids, positions=None, attn=None, want_hidden=False):
-        logits, hidden = self.a.forward(sess, ids, positions, attn, want_hidden)
+    def forward(self, sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
+        logits, hidden = self.a.forward(sess, ids, positions, attn, want_hidden, rows)
         return self._ranks(logits), hidden
 
 

@@ -28,11 +28,11 @@ def aggregate(records: list[dict], hf: list[dict] | None, temperature: float) ->
     sp = [x for r in records for x in r["spec"]]
     ar_wall, sp_wall = total(ar, "wall_s"), total(sp, "wall_s")
     ar_tok, sp_tok = total(ar, "new_tokens"), total(sp, "new_tokens")
-    steps, fwd = total(sp, "steps"), total(sp, "forwards")
+    steps = total(sp, "steps")
     depth = max((len(x["depth_tried"]) for x in sp), default=0)
     tried = [sum(x["depth_tried"][d] for x in sp if d < len(x["depth_tried"])) for d in range(depth)]
     ok = [sum(x["depth_ok"][d] for x in sp if d < len(x["depth_ok"])) for d in range(depth)]
-    tau = _ratio(sp_tok, fwd)
+    tau = _ratio(sp_tok - sum(1 for x in sp if x["new_tokens"]), steps)   # core.trace.tau, pooled
     c_ar = _ratio(total(ar, "verify_s"), total(ar, "steps"))
     c_sp = _ratio(total(sp, "draft_s") + total(sp, "verify_s") + total(sp, "other_s"), steps)
     ideal = tau * c_ar / c_sp if (tau and c_ar and c_sp) else None
@@ -170,7 +170,7 @@ def summarize(cfg: Config, records: list[dict]) -> dict:
             "id": r["sample"].id, "group": r["sample"].group, "task": r["sample"].task, "exact": r["exact"],
             "ar_wall_s": _r(sum(x["wall_s"] for x in a), 6), "spec_wall_s": _r(sum(x["wall_s"] for x in s), 6),
             "ar_new_tokens": a[0]["new_tokens"], "spec_new_tokens": s[0]["new_tokens"],
-            "tau": _r(_ratio(sum(x["new_tokens"] for x in s), sum(x["forwards"] for x in s))),
+            "tau": _r(_ratio(sum(x["new_tokens"] - 1 for x in s if x["new_tokens"]), sum(x["steps"] for x in s))),
             "spec_text": s[0]["text"][:300], "stop_reason": s[0]["stop_reason"],
         })
         if any(x.get("visual") for x in s):

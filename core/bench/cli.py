@@ -175,7 +175,7 @@ def bench(args) -> dict:
         "env": environment(), "visual": visual_cache.meta() if visual_cache is not None else visual_meta,
         "kernels": {"target": describe(tgt.kernels), "target_paths": tgt.kernels.get("paths"),
                     "hf_baselines": args.hf_kernels},
-        "columns": {"tau": "tokens per target forward (incl. bonus)",
+        "columns": {"tau": "tokens per speculative step (incl. bonus, excl. prefill)",
                     "accepted_per_step": "accepted draft tokens per step (excl. bonus)",
                     "speedup": "total AR wall / total speculative wall (same samples, interleaved)",
                     "ideal_speedup": "tau * AR step cost / speculative step cost (measured step times)"},

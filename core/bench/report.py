@@ -58,7 +58,7 @@ def markdown_table(results: dict) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
     for _, cells in table_rows(results):
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    notes = ["tau = tokens per target forward (incl. bonus); acc/step = accepted draft tokens per step "
+    notes = ["tau = tokens per speculative step (incl. bonus, excl. prefill); acc/step = accepted draft tokens per step "
              "(excl. bonus); speedup = total AR wall / total spec wall (* = AR and spec produced different "
              "token counts; see throughput_ratio); ideal = tau x AR step cost / spec step cost; "
              "HF plain: (AR n.nnx) = our AR tok/s / transformers generate() tok/s."]
@@ -155,7 +155,7 @@ def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:
                      yaxis_title="speedup (x)")
     figs.append(f1)
     f2 = go.Figure()
-    f2.add_bar(name="tau: tokens per target forward (incl. bonus)", x=labels, y=[m["tau"] for m in metrics])
+    f2.add_bar(name="tau: tokens per speculative step (incl. bonus, excl. prefill)", x=labels, y=[m["tau"] for m in metrics])
     f2.add_bar(name="accepted draft tokens per step (excl. bonus)", x=labels,
                y=[m["accepted_per_step"] for m in metrics])
     f2.update_layout(title="Acceptance", barmode="group")
@@ -192,7 +192,7 @@ def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} td:first-child{{text-align:left}}</style>
 </head><body><h1>SpecScope benchmark</h1><p>{info}</p>
 <table><tr>{head}</tr>{body}</table>
-<p>tau = tokens per target forward (incl. bonus). acc/step = accepted draft tokens per step (excl. bonus).
+<p>tau = tokens per speculative step (incl. bonus, excl. prefill). acc/step = accepted draft tokens per step (excl. bonus).
 speedup = total AR wall time / total speculative wall time, AR and speculative runs interleaved per sample.
 ideal = tau &times; (AR step cost) / (speculative step cost), from the measured per-step times.</p>
 {''.join(parts)}</body></html>"""

@@ -1,0 +1,264 @@
+"""Row-invariant target forwards: the row counts at which a forward computes every row the same way.
+
+A forward of n new tokens multiplies an (n, H) block by every weight matrix. Math libraries pick
+their algorithm by the block's shape: on one CPU a one-row product takes a GEMV path and a 2-row
+one a GEMM path; on another, rows are computed in register blocks of 8 and the rows of a partial
+block take a different micro-kernel. The results agree to rounding, not to the bit, and a
+speculative step verifies its tokens in a forward of several rows while plain decoding computes
+each token in a forward of one. In float32 the difference almost never flips a token; in bfloat16
+it flips near-ties (measured: 1-2 of 4 real prompts).
+
+So the set of row counts that compute alike is measured, never assumed, on the target at hand:
+
+    rows = row_set(adapter)        # cached per machine, dtype, device, product paths and model
+    rows.pad(n)                    # the row count a forward of n tokens is run at (None: too many)
+
+The probe decodes one fixed token sequence after a fixed prompt in chunks of s rows, for every
+candidate s (the last chunk padded to s), each chunk with an explicit causal mask exactly as the
+engine's verify forwards are fed, and groups the sizes whose logits agree bit for bit at every
+position: chunked decoding at two sizes of one group gives the same numbers, so any mix of them
+does. The engine then runs every target forward (plain steps and verifies) at a size of the chosen
+group: plain decoding and speculative decoding are the same computation, row for row.
+
+The group chosen is the one with the cheapest smallest size among those reaching ``REACH`` rows (a
+step of the automatic chain, root included). A group without 1 means plain steps are padded (a
+dummy row after the real one, its KV slot dropped): where that costs time, the fastest plain
+decoding (unpadded) stays the speed baseline and the padded one the identity reference (core/api.py
+records which is which). Where no group reaches 2 rows the engine does not pad and says so; any
+divergence left is then explained by ``core.divergence``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .machine import cpu_name, tuning_path
+
+CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
+TOKENS = 48                    # positions compared
+REACH = 17                     # AUTO_CAP + the root: a group should verify a full automatic chain
+PREFIX = 24                    # prompt tokens before the probe sequence
+VERSION = 2                    # bump when the probe changes: cached sets are measured again
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """The measured group of row counts (ascending); empty when none was found."""
+    sizes: tuple[int, ...] = ()
+    groups: tuple[tuple[int, ...], ...] = ()        # every group found, for the record
+    seconds: dict = field(default_factory=dict)     # size -> seconds of one forward (probe timing)
+    measured_s: float = 0.0
+    attention: str = ""                             # the attention implementation it holds for
+
+    @property
+    def exact(self) -> bool:
+        return len(self.sizes) > 0
+
+    @property
+    def cap(self) -> int:
+        """The most rows one forward may have (0: no invariant group, forwards are not padded)."""
+        return max(self.sizes, default=0)
+
+    def pad(self, n: int) -> int | None:
+        """The row count a forward of ``n`` tokens runs at: the smallest size of the group >= n;
+        ``n`` itself when there is no group; None when ``n`` is above the group (draft less)."""
+        if not self.sizes:
+            return n
+        return next((s for s in self.sizes if s >= n), None)
+
+    def to_json(self) -> dict:
+        return {"sizes": list(self.sizes), "groups": [list(g) for g in self.groups],
+                "seconds": {str(k): round(v, 6) for k, v in self.seconds.items()},
+                "measured_s": round(self.measured_s, 2), "attention": self.attention}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RowSet":
+        return cls(tuple(d.get("sizes", ())), tuple(tuple(g) for g in d.get("groups", ())),
+                   {int(k): float(v) for k, v in d.get("seconds", {}).items()}, float(d.get("measured_s", 0.0)),
+                   str(d.get("attention", "")))
+
+
+STOCK = RowSet()     # no padding: what a forward does without the measurement
+
+
+def causal_mask(start: int, n: int, width: int) -> torch.Tensor:
+    """(n, width) bool: row i sees the cache [0, start) and the new rows 0..i."""
+    m = torch.zeros(n, width, dtype=torch.bool)
+    m[:, :start] = True
+    m[:, start:start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+    return m
+
+
+def padded_inputs(ids: list[int], positions: torch.Tensor, attn: torch.Tensor, start: int, rows: int):
+    """``ids`` / ``positions`` / ``attn`` (n rows over ``start + n`` columns) grown to ``rows`` rows:
+    each dummy row repeats the last token at the last position and sees the cache and itself only,
+    and no real row sees a dummy (their KV slots come after the real ones and are dropped)."""
+    n = len(ids)
+    extra = rows - n
+    if extra <= 0:
+        return ids, positions, attn
+    ids = list(ids) + [ids[-1]] * extra
+    positions = torch.cat([positions, positions[-1:].expand(extra)])
+    mask = torch.zeros(rows, start + rows, dtype=torch.bool)
+    mask[:n, :start + n] = attn
+    mask[n:, :start] = True
+    mask[torch.arange(n, rows), start + torch.arange(n, rows)] = True
+    return ids, positions, mask
+
+
+def _key(adapter) -> str:
+    cfg = adapter.model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    shape = {k: getattr(cfg, k, None) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                   "num_attention_heads", "num_key_value_heads", "vocab_size")}
+    kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
+    h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
+    return (f"rows/{VERSION}|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
+            f"{str(adapter.dtype).replace('torch.', '')}|{adapter.device}|{h}")
+
+
+def _cached(key: str) -> RowSet | None:
+    try:
+        d = json.loads(tuning_path().read_text()).get("rows", {}).get(key)
+    except (OSError, ValueError):
+        return None
+    return RowSet.from_json(d) if isinstance(d, dict) else None
+
+
+def _store(key: str, rows: RowSet) -> None:
+    path = tuning_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault("rows", {})[key] = rows.to_json()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    except OSError:
+        pass     # a read-only home: measured again in the next process
+
+
+def _pattern(s: int) -> list[int]:
+    """Real rows per chunk when probing size ``s``: full, 1, s-1, 2, ... (every alignment of the
+    real rows against the cache, as drafts of any length give)."""
+    out = []
+    for i in range(s):
+        r = s - i // 2 if i % 2 == 0 else 1 + i // 2
+        out.append(r)
+    return out
+
+
+def attention(adapter) -> str:
+    cfg = adapter.model.config
+    sub = getattr(cfg, "text_config", None)
+    return str(getattr(sub or cfg, "_attn_implementation", None) or "")
+
+
+def set_attention(adapter, impl: str) -> None:
+    """Run the decoder's attention through ``impl`` (transformers' attention interface); the vision
+    tower (prefill only) keeps its own."""
+    if not impl or attention(adapter) == impl:
+        return
+    model = adapter.model
+    model.set_attn_implementation({"text_config": impl} if hasattr(model.config, "text_config") else impl)
+
+
+@torch.inference_mode()
+def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefix: int = PREFIX, seed: int = 0):
+    """Chunked decoding of one token sequence at every candidate size s, the real rows of each chunk
+    varying (``_pattern``) and padded to s. Returns (groups of sizes whose logits agree bit for bit
+    at every position, seconds of one forward per size)."""
+    from .adapters import Encoded
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, adapter.vocab_size, (prefix + tokens,), generator=g)
+    sess, _, _ = adapter.prefill(Encoded(ids[:prefix].view(1, -1).to(adapter.device)))
+    reps: list[tuple[list[int], torch.Tensor]] = []          # (sizes, logits) of each group found
+    seconds: dict[int, float] = {}
+    sync = torch.cuda.synchronize if torch.device(adapter.device).type == "cuda" else (lambda: None)
+    for s in candidates:
+        chunks, best, at, pattern = [], float("inf"), 0, _pattern(s)
+        while at < tokens:
+            r = min(pattern[len(chunks) % len(pattern)], tokens - at)
+            part = ids[prefix + at: prefix + at + r].tolist()
+            start = sess.length
+            sync()
+            t0 = time.perf_counter()
+            lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r),
+                                    rows=s)
+            sync()
+            best = min(best, time.perf_counter() - t0)
+            adapter.keep(sess, start, list(range(r)))
+            chunks.append(lg.float())
+            at += r
+        adapter.keep(sess, prefix, [])
+        seconds[s] = best
+        logits = torch.cat(chunks)
+        for sizes, ref in reps:
+            if torch.equal(ref, logits):
+                sizes.append(s)
+                break
+        else:
+            reps.append(([s], logits))
+    return [tuple(sizes) for sizes, _ in reps], seconds
+
+
+def choose(groups, seconds: dict[int, float], reach: int = REACH) -> tuple[int, ...]:
+    """The group to run at: among those reaching ``reach`` rows (or as far as any group reaches),
+    the one whose smallest size (a plain step) measured cheapest; () when none reaches 2 rows."""
+    top = max((max(g) for g in groups), default=0)
+    need = max(2, min(reach, top))
+    fit = [g for g in groups if max(g) >= need]
+    if not fit:
+        return ()
+    return min(fit, key=lambda g: (seconds.get(min(g), 0.0), -max(g)))
+
+
+def _better(a: RowSet, b: RowSet) -> bool:
+    """Is ``a`` a better group than ``b``: reaching further (up to REACH), then a cheaper plain step."""
+    ra, rb = min(a.cap, REACH), min(b.cap, REACH)
+    if ra != rb:
+        return ra > rb
+    return a.seconds.get(min(a.sizes, default=0), 0.0) < b.seconds.get(min(b.sizes, default=0), 0.0)
+
+
+_sets: dict[str, RowSet] = {}
+
+
+def row_set(adapter, refresh: bool = False) -> RowSet:
+    """The adapter's row-invariant group, with the attention path it holds for (applied to the
+    model): measured at the target's first use on this machine for the model's attention and for
+    eager attention (a second for the default target, a few minutes for a 1.5B model on 2 cores),
+    then read from the tuning file (``tuning_path()``, key "rows")."""
+    key = _key(adapter)
+    if not refresh:
+        hit = _sets.get(key) or _cached(key)
+        if hit is not None:
+            _sets[key] = hit
+            set_attention(adapter, hit.attention)
+            return hit
+    t0 = time.perf_counter()
+    best = None
+    for impl in dict.fromkeys([attention(adapter), "eager"]):
+        set_attention(adapter, impl)
+        groups, seconds = probe(adapter)
+        found = RowSet(choose(groups, seconds), tuple(groups), seconds, 0.0, impl)
+        if best is None or (found.exact and (not best.exact or _better(found, best))):
+            best = found
+    rows = dataclasses.replace(best, measured_s=time.perf_counter() - t0)
+    set_attention(adapter, rows.attention)
+    _sets[key] = rows
+    _store(key, rows)
+    return rows
+
+
+def describe(rows: RowSet) -> str:
+    if not rows.exact:
+        return "no row-invariant forward found on this machine: forwards unpadded"
+    pad = "plain steps unpadded" if rows.sizes[0] == 1 else f"plain steps padded to {rows.sizes[0]} rows"
+    return f"rows {', '.join(map(str, rows.sizes))} compute alike ({pad}; at most {rows.cap} per forward)"

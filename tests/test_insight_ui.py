@@ -153,14 +153,15 @@ def test_replay_sweep_is_ranked_and_its_chain_tau_is_a_real_runs():
     assert "predicted (replay + measured cost model)" in table["label"] and "estimate" not in table["label"]
     data = table["value"]["data"]
     assert [r[0] for r in data] == list(range(1, len(C.SWEEP_SHAPES) + 1))
-    assert sorted(r[1] for r in data) == sorted(C.SWEEP_SHAPES)
+    assert sorted(r[1] for r in data) == sorted(C.shape_name(x) for x in C.SWEEP_SHAPES)
+    assert not any(":" in r[1] and "dynamic" not in r[1] for r in data)       # the page's names, not "chain:8"
     speedups = [float(r[4].rstrip("×")) for r in data]
     assert speedups == sorted(speedups, reverse=True)                  # ranked, best first
     pair = api.load_pair("default", "msd", dtype="float32")
     img = load_image(IMAGE)
     for g in (2, 4):
         real = api.run(pair, PROMPT, img, DraftSpec("chain", gamma=g), SamplingConfig(), 16)
-        row = next(r for r in data if r[1] == f"chain:{g}")
+        row = next(r for r in data if r[1] == f"chain γ={g}")
         assert row[2] == round(real.summary()["tau"], 2), (g, row, real.summary()["tau"])
 
 

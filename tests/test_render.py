@@ -337,8 +337,11 @@ def test_depth_figure():
     tr = TRACES["chain"]
     fig = _valid(R.depth_figure(tr))
     bars, line = fig.data
-    assert list(bars.y) == tr.summary()["acceptance_by_depth"]
-    assert list(bars.x) == list(range(1, 6))
+    reach = tr.summary()["acceptance_by_depth"]
+    assert list(bars.y) == reach[: len(bars.y)]
+    assert list(bars.x) == list(range(1, len(bars.y) + 1))
+    deepest = max(d for d, r in enumerate(reach, 1) if r)      # one empty depth at most, past the deepest
+    assert len(bars.y) == min(len(reach), deepest + 1)
     assert all(0 <= v <= 1 for v in line.y) and line.y[0] == pytest.approx(bars.y[0])
     assert list(bars.y) == sorted(bars.y, reverse=True)                 # reaching deeper is rarer
     ar = _valid(R.depth_figure(TRACES["ar"]))
@@ -382,23 +385,29 @@ def test_summary_markdown():
 
 def test_compare_figure():
     rows = [dict(config="AR", tau=1.0, speedup=1.0, tokens_per_s=40.0, identical=True),
-            dict(config="chain 5", tau=2.6, speedup=1.7, tokens_per_s=68.0, identical=True),
+            dict(config="n-gram · chain 5", tau=2.6, speedup=1.7, tokens_per_s=68.0, identical=True),
             dict(config="tree 60 bf16", tau=3.4, speedup=2.0, tokens_per_s=80.0, identical=False)]
     fig = _valid(R.compare_figure(rows))
     tau, spd = fig.data
-    assert list(tau.y) == [1.0, 2.6, 3.4] and list(spd.y) == [1.0, 1.7, 2.0]
-    assert list(tau.x) == ["AR", "chain 5", "⚠ tree 60 bf16"]
-    # separate axes: τ (tokens) on the left panel, the speedup (×) with its 1.0 line on the right
+    # horizontal bars, the names on the y axis (two short lines each), first row on top
+    assert tau.orientation == "h" and list(tau.x) == [1.0, 2.6, 3.4] and list(spd.x) == [1.0, 1.7, 2.0]
+    assert list(tau.y) == ["AR", "n-gram<br>chain 5", "⚠ tree 60 bf16"]
+    assert fig.layout.yaxis.autorange == "reversed"
+    # separate axes: τ (tokens) in the upper panel, the speedup (×) with its 1.0 line below it
     assert tau.yaxis == "y" and spd.yaxis == "y2" and spd.xaxis == "x2"
-    assert fig.layout.shapes[0].y0 == 1.0 and fig.layout.shapes[0].yref == "y2"
-    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]
+    assert fig.layout.shapes[0].x0 == 1.0 and fig.layout.shapes[0].xref == "x2"
+    assert fig.layout.yaxis2.domain[1] < fig.layout.yaxis.domain[0]
     assert "2.00×" in spd.text
-    # a slowdown is amber, and the per-round range is drawn
+    # the axes run far enough past the longest bar for its number
+    assert fig.layout.xaxis2.range[1] >= 2 * 2.0 and fig.layout.xaxis.range[1] > 3.4
+    # a slowdown is amber, and the per-round range is written after the median
     slow = _valid(R.compare_figure([dict(config="x", tau=2.0, speedup=0.8, speedups=[0.7, 0.8, 0.95],
                                          tokens_per_s=1.0, identical=True)]))
     assert slow.data[1].marker.color[0] != R.BLUE
     assert "0.80×" in slow.data[1].text[0] and "0.70–0.95" in slow.data[1].text[0]
     assert not _valid(R.compare_figure([])).data
+    # the figure grows with the rows: 40 px a row per panel
+    assert R.compare_figure(rows * 3).layout.height > fig.layout.height
 
 
 # ---------------------------------------------------------------- empty traces, speed

@@ -82,6 +82,6 @@ def test_speedup_map_figure():
     names = [t.name for t in fig.data]
     assert names == ["speedup", "break-even (1×)", "best γ per α", "this run"]
     assert list(fig.data[0].z[2]) == g["speedup"][2]
-    assert "1.60×" in fig.data[3].text[0]
+    assert "1.60×" in fig.layout.annotations[0].text and fig.layout.annotations[0].bgcolor == "white"
     assert len(speedup_map(g).data) == 3
     assert "(1 − α^(γ+1)) / (1 − α)" in TEACH

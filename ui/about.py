@@ -23,13 +23,13 @@ keeps the output *distribution* identical.
 
 | colour | meaning |
 |---|---|
-| 🟩 green | accepted draft token (the target agreed) |
-| 🟦 blue | *bonus* token: the target's own token after a fully accepted draft |
-| 🟧 orange | *correction*: the target's token in place of a rejected draft |
-| 🟥 red | rejected draft token (in the tree) |
-| ▫️ pale, struck through | *discarded*: the target agreed, but the answer had already ended (end of text or the length limit), so it is not kept and not counted as accepted |
-| ⬜ grey | drafted below a rejected token: never checked |
-| ⬛ slate | the root (last committed token) / the first token from the prefill |
+| <span class="ss-sw ss-sw-accepted"></span>&nbsp;green | accepted draft token (the target agreed) |
+| <span class="ss-sw ss-sw-bonus"></span>&nbsp;blue | *bonus* token: the target's own token after a fully accepted draft |
+| <span class="ss-sw ss-sw-correction"></span>&nbsp;orange | *correction*: the target's token in place of a rejected draft |
+| <span class="ss-sw ss-sw-rejected"></span>&nbsp;red | rejected draft token (in the tree) |
+| <span class="ss-sw ss-sw-discarded"></span>&nbsp;pale, struck through | *discarded*: the target agreed, but the answer had already ended (end of text or the length limit), so it is not kept and not counted as accepted |
+| <span class="ss-sw ss-sw-unreached"></span>&nbsp;grey | drafted below a rejected token: never checked |
+| <span class="ss-sw ss-sw-root"></span>&nbsp;slate | the root (last committed token) / the first token from the prefill |
 
 **Numbers**
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from . import limits, presets
+from . import limits, presets, render
 from .about import ABOUT, HEADER
 from .common import Defaults, defaults, load_examples
 from .outputs import Outputs
@@ -63,6 +63,9 @@ def build_app() -> gr.Blocks:
         ctx = BuildContext(demo, load_examples(), defaults(), presets.default_drafter(), chain_default, dyn_default)
         gr.HTML(HEADER)
         model_bar = gr.HTML(WARMUP.html())
+        # an empty plot drawn off screen as the page loads: the browser fetches and starts plotly
+        # then, so the first draft tree of a run is drawn at once (not a blank box for seconds)
+        gr.Plot(render.empty_figure(), show_label=False, elem_id="ss-plotly-preload", container=False)
         timer = gr.Timer(1.5, active=True)
 
         with gr.Tabs():
@@ -75,7 +78,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Trace viewer", id="traces"):
                 trace.build(ctx, shared["compact"])
             with gr.Tab("About", id="about"):
-                gr.Markdown(ABOUT)
+                gr.Markdown(ABOUT, elem_id="ss-about")
 
         # a screen too narrow for the desktop tree layout (DESKTOP_WIDTH px of plot in the Run tab:
         # a phone, a tablet, a small laptop) gets compact trees; the page tells the server once, on load

@@ -34,7 +34,7 @@ class Defaults:
     """The defaults of every tab (Run, Compare, Teach), from one place."""
     strategy: str = "auto"         # Run's draft shape; Compare / Teach offer fixed shapes of gamma
     gamma: int = 6                 # chain length (core.tune's default; a tuned value wins)
-    max_new_tokens: int = 64
+    max_new_tokens: int = 96         # the examples' longest answer (73 tokens) fits, with room
     repeats: int = 3               # timing rounds (plain and speculative, alternating)
     temperature: float = 0.0
 
@@ -52,8 +52,9 @@ def esc(s) -> str:
 
 
 def status_html(msg: str, kind: str = "") -> str:
-    """``kind``: "" | ok | busy | warn | err."""
-    icon = {"ok": "✓", "busy": "⏳", "err": "⚠", "warn": "⚠"}.get(kind, "")
+    """``kind``: "" | ok | busy | warn | err. The busy mark is a CSS spinner (ui/style.py), not
+    an emoji: a machine without an emoji font would draw an empty box."""
+    icon = {"ok": "✓", "err": "⚠", "warn": "⚠"}.get(kind, "")
     return f'<div class="ss-status {kind}">{icon + " " if icon else ""}{msg}</div>'
 
 
@@ -68,6 +69,22 @@ def scrub(msg: str) -> str:
     for tmp in {tempfile.gettempdir(), "/tmp"}:
         msg = re.sub(re.escape(tmp.rstrip("/")) + r"/[^\s'\"]*?([^/\s'\"]+)(?=['\"\s)]|$)", r"\1", msg)
     return _ABS_PATH.sub(lambda m: m.group(1) or "a folder", msg)
+
+
+KEEP_VERBATIM = ("vocab", "text", "prompt", "output", "steps")
+
+
+def scrub_tree(obj, keep=KEEP_VERBATIM):
+    """``scrub`` applied to every string of a JSON-like value (dicts, lists), so a result or a
+    trace shown or downloaded names a model folder or a file by its short name, never by a server
+    path. Keys in ``keep`` (the answer's text, its tokens, the prompt) are left as they are."""
+    if isinstance(obj, str):
+        return scrub(obj)
+    if isinstance(obj, dict):
+        return {k: v if k in keep else scrub_tree(v, keep) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_tree(v, keep) for v in obj]
+    return obj
 
 
 def friendly(e: BaseException) -> str:
@@ -143,11 +160,21 @@ def SafeImage(**kw) -> gr.Image:
 
 
 def read_image(path):
-    """The handler side of SafeImage: None (no image) or an RGB PIL image, else InputError."""
+    """The handler side of SafeImage: None (no image) or an RGB PIL image, else InputError (in
+    the page's words: no library names)."""
     if path is None or path == "":
         return None
     if isinstance(path, dict):        # {"path": ...} from some clients
         path = path.get("path")
-    if hasattr(path, "size") and hasattr(path, "mode"):
-        return load_image(path)
-    return load_image(str(path))
+    try:
+        if hasattr(path, "size") and hasattr(path, "mode"):
+            return load_image(path)
+        return load_image(str(path))
+    except InputError as e:
+        raise InputError(plain_words(str(e))) from None
+
+
+def plain_words(msg: str) -> str:
+    """A message without the names of the libraries behind it."""
+    return re.sub(r"\s+", " ", msg.replace("an image PIL can read", "an image this app can read")
+                  .replace("PIL ", "")).strip()

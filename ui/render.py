@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import unicodedata
 from statistics import mean
 
@@ -79,6 +80,23 @@ def visible(s: str, maxlen: int = 12) -> str:
     return t if len(t) <= maxlen else t[: maxlen - 1] + "…"
 
 
+def wrap(text: str, width: int) -> str:
+    """Break a one-line plotly title (HTML-ish: <b>..</b> allowed) into lines of at most ``width``
+    visible characters, joined by <br>; it breaks at spaces only (plotly titles never wrap by
+    themselves, so a long one runs off the figure)."""
+    lines, cur, n = [], [], 0
+    words = text.replace(" · ", " ·\u00a0").split(" ")       # a "·" starts the next line, never ends one
+    for word in words:
+        w = len(html.unescape(re.sub(r"<[^>]+>", "", word)))
+        if cur and n + 1 + w > width:
+            lines.append(" ".join(cur))
+            cur, n = [], 0
+        n += w + (1 if cur else 0)
+        cur.append(word)
+    lines.append(" ".join(cur))
+    return "<br>".join(line for line in lines if line).replace("\u00a0", " ")
+
+
 def _esc(s: str) -> str:
     return html.escape(s, quote=False)
 
@@ -132,6 +150,12 @@ def _placeholder(message: str, height: int = TREE_HEIGHT) -> go.Figure:
         height=height, xaxis=dict(visible=False), yaxis=dict(visible=False),
         annotations=[dict(text=message, x=0.5, y=0.5, xref="paper", yref="paper",
                           showarrow=False, font=dict(size=15, color="#64748b"))]))
+
+
+def empty_figure() -> go.Figure:
+    """A blank 40 px figure (the page draws one off screen as it loads, to start plotly early)."""
+    return _fig([], _layout(height=40, width=40, margin=dict(l=0, r=0, t=0, b=0),
+                            xaxis=dict(visible=False), yaxis=dict(visible=False)))
 
 
 def _roots(trace: Trace) -> list[int | None]:
@@ -302,10 +326,32 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
         maxlen, fsize = (10 if compact else 12), min(base_font, 13)
         long_side = max(chip_size(visible(t, maxlen), fsize + 1)[0] for col in cols for t in col)
         col_w, col_x = spread([chip_size("x", fsize + 1)[1]] * len(cols), width)
+    # ---- title and frame
+    m = len(s.accepted)
+    if n:
+        title = f"Step {k + 1}: accepted {m} of {n} drafted"
+    else:
+        title = f"Step {k + 1}: no draft (plain autoregressive step)"
+    where = f" · step {k + 1} of {len(tr.steps)}"
+    if not added_kept:   # cut at EOS / the length limit inside the accepted path
+        sub = (f"the answer ended after {len(s.committed)} accepted token{'s' if len(s.committed) != 1 else ''}"
+               " (end of text or the length limit): " + (
+                   f"the other {len(discarded)} accepted and the target's own token are discarded" if discarded
+                   else "the target's own token is discarded") + where)
+    elif n == 0:
+        sub = f"the target wrote {_esc(repr(piece(tr, s.token)))} itself: one token for one forward{where}"
+    else:
+        sub = (f"then the target added {_esc(repr(piece(tr, s.token)))} as a <b>{s.kind}</b>"
+               f" · committed {len(s.committed)} token{'s' if len(s.committed) != 1 else ''}{where}")
+    if compact:          # a phone: no step count (the slider says it)
+        title = title.replace(" drafted", "")
+        sub = sub.rsplit(" · step ", 1)[0]
+    sub = wrap(sub, int(width / 6.8))            # 12 px text: about 6.8 px a character
+    title = wrap(title, int(width / 10.5))       # 17 px bold
     # ---- vertical: rows far enough apart that chips of a column never touch
     chip_h = long_side if rotate else chip_size("x", fsize + 1)[1]
     pitch = chip_h + ROW_GAP_PX
-    top, bottom = 72, (58 if compact else 40)
+    top, bottom = 72 + 15 * sub.count("<br>") + 21 * title.count("<br>"), (58 if compact else 40)
     if height is None:
         height = max(TREE_HEIGHT - (80 if compact else 0), int(top + bottom + pitch * leaves + 12))
     else:
@@ -362,6 +408,8 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
         groups[status[i]].append(i)
     # legend entries first, in reading order (visible dummy points; the real markers are invisible)
     legend_names = {"discarded": "discarded (after the end)"}
+    if not n:
+        legend_names[s.kind] = "the target's token"
     for name in ("root", "accepted", s.kind, "discarded", "rejected", "unreached"):
         if groups.get(name):
             data.append(_tr("scatter", x=[None], y=[None], mode="markers", name=legend_names.get(name, name),
@@ -397,23 +445,6 @@ def tree_figure(trace, step_index: int, height: int | None = None, compact: bool
                 font=dict(size=fsize + (1 if i in (-1, added) else 0), color=STATUS_TEXT[name], family=MONO),
                 xanchor="center", yanchor="middle", **({"textangle": -90} if rotate else {})))
 
-    # ---- title and frame
-    m = len(s.accepted)
-    if n:
-        title = f"Step {k + 1}: accepted {m} of {n} drafted"
-    else:
-        title = f"Step {k + 1}: no draft (plain autoregressive step)"
-    if not added_kept:   # cut at EOS / the length limit inside the accepted path
-        sub = (f"the output ended after {len(s.committed)} accepted token{'s' if len(s.committed) != 1 else ''}"
-               f" (EOS or length limit); {len(discarded) + 1} more accepted / added were discarded"
-               f" · step {k + 1} of {len(tr.steps)}")
-    else:
-        sub = (f"then the target added {_esc(repr(piece(tr, s.token)))} as a <b>{s.kind}</b>"
-               f" · committed {len(s.committed)} token{'s' if len(s.committed) != 1 else ''}"
-               f" · step {k + 1} of {len(tr.steps)}")
-    if compact:          # a phone: the subtitle on two short lines, no step count
-        title = title.replace(" drafted", "")
-        sub = sub.rsplit(" · step ", 1)[0].replace(" · ", "<br>", 1)
     total_w = col_x[-1] + col_w[-1] / 2
     lo, hi = -col_w[0] / 2 - 8, total_w + 8
     if hi - lo < width:                          # a narrow tree: centred, not stretched
@@ -501,7 +532,7 @@ def rejected_html(trace, max_rows: int | None = None, only_rejections: bool = Fa
 
 
 # ---------------------------------------------------------------- 3. charts
-def accept_length_figure(trace, height: int = 320) -> go.Figure:
+def accept_length_figure(trace, height: int = 350) -> go.Figure:
     """Per step: accepted draft tokens (excl. bonus) in front of the drafted depth."""
     tr = as_trace(trace)
     if not tr.steps:
@@ -521,24 +552,28 @@ def accept_length_figure(trace, height: int = 320) -> go.Figure:
         ],
         layout=_layout(
             height=height, barmode="overlay", bargap=0.15 if len(xs) < 80 else 0.0,
-            title=_title("Accepted draft tokens per step",
-                         f"mean {avg:.2f} accepted (excl. bonus) · light bar = drafted depth"),
+            title=_title("Accepted draft tokens per step", f"mean {avg:.2f} accepted (excl. bonus): the line"),
             xaxis=dict(title="step", showgrid=False, zeroline=False),
             yaxis=dict(title="tokens", gridcolor="#eef2f6", rangemode="tozero",
                        **({"dtick": 1} if max(drafted + acc) <= 10 else {})),
-            legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-            margin=dict(l=55, r=20, t=80, b=45), shapes=[_hline(avg, "#1f7a45")],
+            # the legend under the plot: above it, it would run into the subtitle on a narrow screen
+            legend=dict(orientation="h", x=0, xanchor="left", y=0.01, yref="container", yanchor="bottom"),
+            margin=dict(l=55, r=20, t=80, b=92), shapes=[_hline(avg, "#1f7a45")],
         ))
     return fig
 
 
-def depth_figure(trace, height: int = 320) -> go.Figure:
+def depth_figure(trace, height: int = 350) -> go.Figure:
     """Acceptance by depth: bars = share of steps whose accepted path reached depth d
     (among steps that drafted that deep), line = acceptance at d given d-1 accepted."""
     tr = as_trace(trace)
     reach = tr.summary()["acceptance_by_depth"]
     if not reach:
         return _placeholder("No draft tokens: nothing to accept (autoregressive run)", height)
+    # up to one depth past the deepest accepted one: an auto chain drafts up to 16 deep, and
+    # depths no step ever reached would only be empty bars along the axis
+    deepest = max((d for d, r in enumerate(reach, 1) if r), default=0)
+    reach = reach[: min(len(reach), deepest + 1)]
     depths = list(range(1, len(reach) + 1))
     cond = []
     for d in depths:
@@ -556,10 +591,10 @@ def depth_figure(trace, height: int = 320) -> go.Figure:
                          hovertemplate="depth %{x}<br>%{y:.1%} given depth %{x}−1 accepted<extra></extra>")],
         layout=_layout(
             height=height, title=_title("Acceptance by depth"),
-            xaxis=dict(title="depth in the draft", dtick=1, showgrid=False),
+            xaxis=dict(title="depth in the draft", dtick=1, showgrid=False, range=[0.5, len(depths) + 0.5]),
             yaxis=dict(title="rate", range=[0, 1.12], tickformat=".0%", gridcolor="#eef2f6"),
-            legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-            margin=dict(l=60, r=20, t=80, b=45)))
+            legend=dict(orientation="h", x=0, xanchor="left", y=0.01, yref="container", yanchor="bottom"),
+            margin=dict(l=60, r=20, t=56, b=92)))
     return fig
 
 
@@ -655,16 +690,18 @@ def summary_markdown(trace, ar_trace=None, speedup: float | None = None, speedup
 
 
 # ---------------------------------------------------------------- 4. comparison
-def compare_figure(rows: list[dict], height: int = 380) -> go.Figure:
-    """Two panels side by side, each with its own axis: τ (tokens per target forward) and the
-    measured speedup (×, with a 1.0 line = as fast as plain decoding; a bar below it is amber).
+def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
+    """Two panels, one above the other, each with its own axis: τ (tokens per target forward)
+    and the measured speedup (×, with a dashed line at 1 = as fast as plain decoding; a bar below
+    it is amber). Horizontal bars with the configuration names on the left (two short lines
+    each), so the names and numbers stay readable at any width, a phone's included.
 
     ``rows``: dicts with "config", "tau", "speedup", optional "speedups" (per-round ratios:
-    shown as the range under the median), "tokens_per_s", "identical". A config whose output differs from plain
-    decoding gets a ⚠ in its name.
+    shown as the range after the median), "tokens_per_s", "identical". A config whose output
+    differs from plain decoding gets a ⚠ in its name. ``height`` defaults to what the rows need.
     """
     if not rows:
-        return _placeholder("No configurations compared yet", height)
+        return _placeholder("No configurations compared yet", height or 240)
     names = [("⚠ " if r.get("identical") is False else "") + str(r.get("config", "?")).replace(" · ", "<br>")
              for r in rows]
     tau = [r.get("tau") for r in rows]
@@ -676,42 +713,47 @@ def compare_figure(rows: list[dict], height: int = 380) -> go.Figure:
     def num(v):
         return isinstance(v, (int, float)) and not math.isnan(v)
 
-    def txt(vals, fmt):
-        return [fmt.format(v) if num(v) else "" for v in vals]
     lo = [min(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
     hi = [max(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
     spd_text = [("" if not num(v) else f"{v:.2f}×" if len(r.get("speedups") or []) < 2
-                 else f"{v:.2f}×<br><span style='font-size:11px'>{a:.2f}–{b:.2f}</span>")
-                for r, v, a, b in zip(rows, spd, lo, hi)]
+                 else f"{v:.2f}× ({a:.2f}–{b:.2f})") for r, v, a, b in zip(rows, spd, lo, hi)]
     cd2 = [(t, i, a if a is not None else 0, b if b is not None else 0) for (t, i), a, b in zip(cd, lo, hi)]
     colors = [BLUE if not num(v) or v >= 1 else "#f59e0b" for v in spd]
-    top = max([v for v in spd if num(v)] + [1.0])
+    top_spd = max([v for v in spd if num(v)] + [1.0])
+    top_tau = max([v for v in tau if num(v)] + [1.0])
+    # pixels: each panel one 40 px row per configuration; room between them for the upper
+    # panel's tick labels and axis title; the numbers sit right of their bars (the axes run
+    # far enough past the longest bar for the text, a median and its range, to fit)
+    row_px, top, gap, bottom = 40, 64, 78, 56
+    panel = row_px * len(rows) + 8
+    height = height or top + 2 * panel + gap + bottom
+    inner = height - top - bottom
+    split = (panel / inner, (panel + gap) / inner)
     fig = _fig(
-        data=[_tr("bar", x=names, y=tau, name="τ (tokens per target forward)", marker=dict(color=GREEN),
-                  text=txt(tau, "{:.2f}"), textposition="outside", cliponaxis=False, customdata=cd,
+        data=[_tr("bar", y=names, x=tau, orientation="h", name="τ (tokens per target forward)",
+                  marker=dict(color=GREEN), text=[f"{v:.2f}" if num(v) else "" for v in tau],
+                  textposition="outside", cliponaxis=False, customdata=cd, textfont=dict(size=12),
                   xaxis="x", yaxis="y", showlegend=False,
-                  hovertemplate="%{x}<br>τ %{y:.2f} tokens per target forward<br>%{customdata[0]} tok/s · "
+                  hovertemplate="%{y}<br>τ %{x:.2f} tokens per target forward<br>%{customdata[0]} tok/s · "
                                 "%{customdata[1]}<extra></extra>"),
-              _tr("bar", x=names, y=spd, name="speedup vs plain decoding", marker=dict(color=colors),
-                  text=spd_text, textposition="outside", cliponaxis=False, customdata=cd2,
-                  xaxis="x2", yaxis="y2", showlegend=False,
-                  hovertemplate="%{x}<br>speedup %{y:.2f}× (median; range %{customdata[2]:.2f}–"
+              _tr("bar", y=names, x=spd, orientation="h", name="speedup vs plain decoding",
+                  marker=dict(color=colors), text=spd_text, textposition="outside", cliponaxis=False,
+                  customdata=cd2, textfont=dict(size=12), xaxis="x2", yaxis="y2", showlegend=False,
+                  hovertemplate="%{y}<br>speedup %{x:.2f}× (median; range %{customdata[2]:.2f}–"
                                 "%{customdata[3]:.2f})<br>%{customdata[0]} tok/s · %{customdata[1]}<extra></extra>")],
         layout=_layout(
-            height=height, bargap=0.35, title=_title("Configurations compared"),
-            xaxis=dict(domain=[0, 0.45], showgrid=False, automargin=True, tickangle=0),
-            yaxis=dict(title="τ: tokens per target forward", gridcolor="#eef2f6", rangemode="tozero"),
-            xaxis2=dict(domain=[0.55, 1], showgrid=False, automargin=True, anchor="y2", tickangle=0),
-            yaxis2=dict(title="speedup (×, plain = 1)", gridcolor="#eef2f6", range=[0, top * 1.3],
-                        anchor="x2"),
-            margin=dict(l=55, r=20, t=80, b=60),
-            shapes=[dict(type="line", xref="x2 domain", x0=0, x1=1, yref="y2", y0=1.0, y1=1.0,
-                         line=dict(color="#64748b", width=1, dash="dash"), layer="above")],
-            annotations=[dict(text="<b>τ</b> (tokens per target forward)", x=0.0, xref="paper", y=1.02, yref="paper",
-                              xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=13)),
-                         dict(text="<b>speedup</b> vs plain decoding (median, range below)", x=0.55, xref="paper",
-                              y=1.02, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
-                              font=dict(size=13))]))
+            height=height, bargap=0.3, title=_title("Configurations compared"),
+            yaxis=dict(domain=[split[1], 1], autorange="reversed", showgrid=False, automargin=True,
+                       anchor="x", tickfont=dict(size=12)),
+            xaxis=dict(title=dict(text="<b>τ</b>: tokens per target forward", standoff=6), anchor="y",
+                       gridcolor="#eef2f6", range=[0, top_tau * 1.3], rangemode="tozero", automargin=True),
+            yaxis2=dict(domain=[0, split[0]], autorange="reversed", showgrid=False, automargin=True,
+                        anchor="x2", tickfont=dict(size=12)),
+            xaxis2=dict(title=dict(text="<b>speedup</b> × (dashed line: plain)", standoff=6),
+                        anchor="y2", gridcolor="#eef2f6", range=[0, top_spd * 2.0], automargin=True),
+            margin=dict(l=12, r=16, t=top, b=bottom),
+            shapes=[dict(type="line", yref="y2 domain", y0=0, y1=1, xref="x2", x0=1.0, x1=1.0,
+                         line=dict(color="#64748b", width=1, dash="dash"), layer="below")]))
     return fig
 
 
@@ -737,6 +779,17 @@ def visual_tip(trace: Trace, rec: dict) -> str:
     return tip
 
 
+def split_lead(text: str) -> tuple[str, str]:
+    """(leading spaces, the rest), both HTML-escaped, for a coloured token chip: the space before
+    a word goes before its chip, so a line never breaks inside a chip (a coloured sliver left at
+    the end of one line, the word on the next). A token of spaces only keeps one, unbreakable,
+    inside its chip."""
+    rest = text.lstrip(" ")
+    if not rest:
+        return "", "\u00a0" * max(len(text), 1) if text else ""
+    return _esc(text[: len(text) - len(rest)]), _esc(rest)
+
+
 def visual_answer_html(trace) -> str:
     """The coloured answer (the same colours as ``highlighted_tokens``) with every image-dependent
     token (``trace.visual``) underlined and marked with a small eye; hover a token for its KL and
@@ -748,7 +801,8 @@ def visual_answer_html(trace) -> str:
         label = _ORIGIN_LABEL.get(origin)
         bg = COLOR_MAP.get(label, "transparent")
         r = recs.get(i)
-        txt = _esc(piece(tr, tok))
+        lead, txt = split_lead(piece(tr, tok))
+        parts.append(lead)
         if r is not None and r.get("image_dependent"):
             parts.append(f'<span class="ss-tok ss-vis" data-i="{i}" style="background:{bg}" '
                          f'title="{_attr("needs the image · " + (label or "") + " · " + visual_tip(tr, r))}">{txt}'

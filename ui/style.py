@@ -22,6 +22,19 @@ CSS = """
 .ss-status.busy {background: #eff6ff; border-color: #bfdbfe}
 .ss-status.err {background: #fef2f2; border-color: #fecaca; color: #991b1b}
 .ss-status.warn {background: #fffbeb; border-color: #fde68a; color: #92400e}
+/* the busy mark: a CSS spinner (an hourglass emoji is an empty box where no emoji font is installed) */
+.ss-status.busy::before {content: ""; display: inline-block; box-sizing: border-box; width: 0.9em; height: 0.9em;
+                         margin-right: 0.45em; vertical-align: -0.1em; border-radius: 50%;
+                         border: 2px solid #bfdbfe; border-top-color: #1e40af; animation: ss-spin 0.9s linear infinite}
+@keyframes ss-spin {to {transform: rotate(360deg)}}
+/* About's colour swatches (drawn, not emoji) */
+.ss-sw {display: inline-block; width: 0.95em; height: 0.95em; border-radius: 3px; vertical-align: -0.12em;
+        border: 1px solid rgba(15, 23, 42, 0.18)}
+.ss-sw-accepted {background: #2e9e5b} .ss-sw-bonus {background: #2f6fdb} .ss-sw-correction {background: #ef8a17}
+.ss-sw-rejected {background: #d64545} .ss-sw-discarded {background: #eef1f5; border-color: #aeb6c2}
+.ss-sw-unreached {background: #c5ccd6} .ss-sw-root {background: #334155}
+#ss-about table td, #ss-about table th {word-break: normal !important; overflow-wrap: normal !important;
+                                        hyphens: none}
 .ss-legend {display: flex; flex-wrap: wrap; gap: 6px 14px; font-size: 0.88rem; color: #475569;
             align-items: center; padding: 2px 2px}
 .ss-legend .sw {display: inline-block; width: 13px; height: 13px; border-radius: 3px;
@@ -31,7 +44,7 @@ CSS = """
 .ss-split {font-weight: 650; color: #0f172a; margin-top: 3px}
 .ss-vis-answer {font-size: 1.08rem; line-height: 2.1; color: #111827; padding: 8px 10px; border-radius: 10px;
                 border: 1px solid #e2e8f0; background: #fff; max-height: 260px; overflow-y: auto}
-.ss-vis-answer .ss-tok {border-radius: 4px; padding: 1px 2px; margin: 0 1px; white-space: pre-wrap; color: #111827}
+.ss-vis-answer .ss-tok {border-radius: 4px; padding: 1px 2px; margin: 0 1px; white-space: pre; color: #111827}
 .ss-vis-answer .ss-vis, .ss-vis-key {text-decoration: underline; text-decoration-color: #7c2d12;
                                      text-decoration-thickness: 2px; text-underline-offset: 3px; font-weight: 650}
 .ss-eye {display: inline-block; position: relative; width: 9px; height: 6px; margin: 0 0 0 2px; vertical-align: 0.55em;
@@ -41,10 +54,11 @@ CSS = """
 .ss-vis-note {font-size: 0.92rem; color: #475569}
 .ss-note {color: #64748b; font-size: 0.9rem}
 .ss-teach-progress {font-size: 1.5rem; font-weight: 700; color: #0f172a}
-.ss-teach-text {font-size: 1.45rem; line-height: 1.7; padding: 10px 16px; max-height: 190px; overflow-y: auto; border-radius: 12px;
+.ss-teach-text {font-size: 1.45rem; line-height: 1.6; padding: 8px 16px; max-height: 136px; overflow-y: auto; border-radius: 12px;
                 background: #f8fafc; border: 1px solid #e2e8f0; white-space: pre-wrap;
-                word-break: break-word; min-height: 70px; color: #0f172a}
-.ss-teach-text .tk {border-radius: 6px; padding: 1px 3px; white-space: pre-wrap}
+                word-break: break-word; min-height: 70px; color: #0f172a;
+                display: flex; flex-direction: column-reverse}   /* scrolled to its end: the new tokens */
+.ss-teach-text .tk {border-radius: 6px; padding: 1px 3px; white-space: pre}
 .ss-teach-text .tk.accepted {background: #7fd19b}
 .ss-teach-text .tk.bonus {background: #8fb4f5}
 .ss-teach-text .tk.correction {background: #f7b866}
@@ -52,12 +66,12 @@ CSS = """
 .ss-teach-text .tk.rejected {color: #b91c1c; text-decoration: line-through; text-decoration-thickness: 3px;
                               background: #fde4e4; white-space: nowrap; display: inline-block}
 .ss-teach-text .old {color: #334155}
-.ss-explain {font-size: 1.2rem; line-height: 1.5; color: #1f2937}
-.ss-explain ol {margin: 4px 0 0 0; padding-left: 1.4em}
-.ss-explain li {margin: 6px 0}
+.ss-explain {font-size: 1.12rem; line-height: 1.45; color: #1f2937}
+.ss-explain ol {margin: 0; padding-left: 1.4em}
+.ss-explain li {margin: 3px 0}
 .ss-explain .q {font-family: ui-monospace, Menlo, Consolas, monospace; background: #eef2f6;
                 border-radius: 6px; padding: 0 6px; white-space: pre-wrap; word-break: break-word}
-.ss-explain .tally {margin-top: 10px; font-weight: 650; color: #0f172a}
+.ss-explain .tally {margin-top: 6px; font-weight: 650; color: #0f172a}
 .ss-big-btn button, button.ss-big-btn {font-size: 1.2rem !important; min-height: 48px}
 /* a long drafter name: ellipsis, never under the dropdown's arrow */
 .ss-drafter input {text-overflow: ellipsis; padding-right: 30px !important}
@@ -84,9 +98,13 @@ CSS = """
   .ss-header .ss-title {font-size: 1.3rem}
   .ss-header .ss-sub {display: block; margin: 0; font-size: 0.85rem}
   .ss-teach-text {font-size: 1.15rem}
+  /* plotly's toolbar would sit on the plots' titles; on a touch screen pinch-zoom does its job */
+  .js-plotly-plot .modebar-container {display: none !important}
   .ss-explain {font-size: 1.05rem}
 }
 footer {display: none !important}
+#ss-plotly-preload {position: absolute !important; left: -10000px; top: 0; width: 40px !important;
+                    height: 40px; overflow: hidden; opacity: 0; pointer-events: none}
 """
 
 THEME = gr.themes.Soft(

@@ -1,6 +1,7 @@
 """Every view of a finished trace, shared by the Run tab and the Trace viewer (no handlers)."""
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import uuid
@@ -12,6 +13,7 @@ from core import api
 from core.trace import Trace
 
 from . import render
+from .common import scrub_tree
 
 TRACE_DIR = Path(tempfile.gettempdir()) / "specscope-traces"
 
@@ -28,10 +30,12 @@ def ar_from_meta(tr: Trace) -> Trace | None:
 
 
 def step_slider_update(tr: Trace, value: int | None = None):
-    """The step slider of a trace; ``value`` (1-based) defaults to the most informative step."""
+    """The step slider of a trace; ``value`` (1-based) defaults to the most informative step.
+    Hidden while there is one step only (nothing to revisit; a slider needs two ends, and an end
+    of 2 beside "1 to 1" would be untrue)."""
     n = len(tr.steps)
     v = render.most_informative_step(tr) + 1 if value is None else min(max(int(value), 1), max(n, 1))
-    return gr.update(minimum=1, maximum=max(n, 2), value=v, visible=n > 0,
+    return gr.update(minimum=1, maximum=max(n, 2), value=v, visible=n > 1,
                      label=f"Step (1 to {n})" if n else "Step", info="drag to revisit any step's draft tree")
 
 
@@ -77,6 +81,12 @@ def full_views(tr: Trace, ar: Trace | None, compact: bool = False) -> dict:
 
 
 def result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
+    """The /run result and the page's "Raw result (JSON)": no server path in it (model folders
+    and the trace file by their short names, ``common.scrub_tree``)."""
+    return scrub_tree(_result_payload(tr, ar, path))
+
+
+def _result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
     out = api.result_json(tr)
     out["meta"] = {k: v for k, v in tr.meta.items() if k != "ar_baseline"}
     if ar is not None:
@@ -103,6 +113,6 @@ def save_trace(tr: Trace) -> str:
         except OSError:
             pass
     path = TRACE_DIR / f"specscope-trace-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.json"
-    path.write_text(tr.to_json())
+    path.write_text(json.dumps(scrub_tree(tr.to_dict())))    # the download names no server path
     return str(path)
 

@@ -87,18 +87,18 @@ VISUAL_COLUMNS = ["acc. image-dep.", "acc. other"]
 def speed_cell(med: float, rounds: list[float]) -> str:
     """"1.93× (1.76–2.25)": the median of the timed runs and their range."""
     return f"{med:.2f}× ({min(rounds):.2f}–{max(rounds):.2f})" if len(rounds) > 1 else f"{med:.2f}×"
-WIDTHS = ["30%", "8%", "13%", "10%", "12%", "15%", "12%"]
+# in px, not %: a phone scrolls the table sideways instead of squeezing each column to a letter
+WIDTHS = ["170px", "60px", "86px", "66px", "70px", "112px", "72px"]
+VISUAL_WIDTHS = ["96px", "86px"]
+NOTE_WIDTH = "280px"
 
 
 def table_update(rows: list[list], visual: bool = False):
     """The results table; the "note" column only when some row has a note. ``visual``: the rows
     carry the acceptance on image-dependent / other tokens before the note."""
     cols = COLUMNS + (VISUAL_COLUMNS if visual else [])
-    if visual:
-        widths = ["22%", "6%", "9%", "7%", "8%", "12%", "8%", "9%", "8%"]
-        note_widths = ["19%", "5%", "8%", "6%", "7%", "11%", "7%", "8%", "7%", "22%"]
-    else:
-        widths, note_widths = WIDTHS, ["24%", "6%", "10%", "8%", "9%", "13%", "9%", "21%"]
+    widths = WIDTHS + (VISUAL_WIDTHS if visual else [])
+    note_widths = widths + [NOTE_WIDTH]
     if any(r[-1] for r in rows):
         return gr.update(value={"headers": cols + ["note"], "data": rows}, column_widths=note_widths)
     return gr.update(value={"headers": cols, "data": [r[:-1] for r in rows]}, column_widths=widths)
@@ -255,6 +255,22 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
 SWEEP_SHAPES = ("chain:2", "chain:4", "chain:6", "chain:8", "tree:3x2x1", "tree:2x2x2", "dynamic:5/4/20",
                 "dynamic:8/4/20")
 REPLAY_COLUMNS = ["#", "shape", "replay τ", "predicted tok/s", "predicted speedup"]
+REPLAY_WIDTHS = ["36px", "190px", "70px", "86px", "90px"]
+
+
+def shape_name(shape: str) -> str:
+    """A replay shape (``core.replay``'s "chain:8", "tree:3x2x1", "dynamic:8/4/20") named as the
+    rest of the page names shapes: "chain γ=8", "static tree 3,2,1", "dynamic tree: depth 8,
+    top-4, 20 nodes"."""
+    kind, _, arg = str(shape).partition(":")
+    if kind == "chain":
+        return f"chain γ={arg}"
+    if kind == "tree":
+        return "static tree " + arg.replace("x", ",")
+    if kind == "dynamic" and arg.count("/") == 2:
+        d, k, b = arg.split("/")
+        return f"dynamic tree: depth {d}, top-{k}, {b} nodes"
+    return str(shape)
 REPLAY_LABEL = "predicted (replay + measured cost model)"
 
 
@@ -265,13 +281,14 @@ def replay_table(rows: list[dict], sampling: bool = False):
     data = []
     for i, r in enumerate(rows, 1):
         tok_s = r.get("predicted_tok_s")
-        row = [i, r["shape"], round(r["tau"], 2), round(tok_s, 1) if tok_s is not None else None,
+        row = [i, shape_name(r["shape"]), round(r["tau"], 2), round(tok_s, 1) if tok_s is not None else None,
                f"{r['predicted_speedup']:.2f}×" if r.get("predicted_speedup") is not None else None]
         if sampling:
             row.append(round(r["tau_estimate"], 2) if r.get("tau_estimate") is not None else None)
         data.append(row)
     label = f"Shapes ranked by speedup, {REPLAY_LABEL}" + (": an estimate at T > 0" if sampling else "")
-    return gr.update(value={"headers": cols, "data": data}, label=label, visible=bool(data))
+    widths = REPLAY_WIDTHS + (["96px"] if sampling else [])
+    return gr.update(value={"headers": cols, "data": data}, label=label, visible=bool(data), column_widths=widths)
 
 
 @gpu
@@ -301,7 +318,7 @@ def run_replay(image, prompt, target, dtype, drafter, max_new_tokens, temperatur
         plain_tok_s = len(rec.output) / best["ar_s"] if best.get("ar_s") else 0.0
         msg = (f"Replayed {len(rows)} shapes for <b>{esc(name)}</b> against one recorded run of "
                f"{len(rec.output)} tokens in {took:.1f} s (the target was not run again). Best: "
-               f"<b>{esc(best['shape'])}</b>, τ {best['tau']:.2f}, {best['predicted_speedup']:.2f}× "
+               f"<b>{esc(shape_name(best['shape']))}</b>, τ {best['tau']:.2f}, {best['predicted_speedup']:.2f}× "
                f"{REPLAY_LABEL}; plain decoding priced at {plain_tok_s:.1f} tok/s from the same cost curve.")
         if not sampling.greedy:
             msg += (" <b>Estimate:</b> at T > 0 the recorded greedy output is one path; "
@@ -350,13 +367,13 @@ def build(ctx, target, dtype) -> dict:
                                         "forwards once per input, after the timed runs")
             with gr.Accordion("Sweep shapes offline (replay)", open=False, elem_id="ss-replay"):
                 gr.Markdown("One recorded target run scores the drafter on "
-                            + ", ".join(SWEEP_SHAPES) + " in seconds, without running the target again: "
+                            + "; ".join(shape_name(x) for x in SWEEP_SHAPES) + " in seconds, without running the target again: "
                             f"{REPLAY_LABEL}.", elem_classes=["ss-note"])
-                with gr.Row():
-                    r_drafter = gr.Dropdown([c for c in presets.drafter_choices() if c[1] not in ("none", "custom")],
-                                            value=ctx.drafter_default, label="Drafter", scale=3,
-                                            elem_classes=["ss-drafter"])
-                    r_btn = gr.Button("Sweep shapes offline (replay)", scale=2, elem_id="ss-replay-btn")
+                # one above the other: side by side the drafter's name was cut to a few words
+                r_drafter = gr.Dropdown([c for c in presets.drafter_choices() if c[1] not in ("none", "custom")],
+                                        value=ctx.drafter_default, label="Drafter", elem_classes=["ss-drafter"],
+                                        elem_id="ss-replay-drafter")
+                r_btn = gr.Button("Sweep shapes offline (replay)", elem_id="ss-replay-btn")
             if ex_rows:
                 gr.Examples(ex_rows, inputs=[c_image, c_prompt], label="Examples",
                             examples_per_page=4, cache_examples=False)
@@ -368,7 +385,7 @@ def build(ctx, target, dtype) -> dict:
             r_status = gr.HTML("", elem_id="ss-replay-status")
             r_table = gr.Dataframe(headers=REPLAY_COLUMNS, value=[], interactive=False, wrap=True,
                                    label=f"Shapes ranked by speedup, {REPLAY_LABEL}", elem_id="ss-replay-table",
-                                   visible=False)
+                                   visible=False, column_widths=REPLAY_WIDTHS)
             gr.Markdown("τ = tokens per target forward (incl. bonus) · accepted per step = accepted draft "
                         "tokens per step (excl. bonus) · speedup = plain wall time / speculative wall "
                         "time, median and range of the timed runs · same output = same token ids as plain "

@@ -453,6 +453,6 @@ def build(ctx) -> dict:
                    api_visibility="private", show_progress="hidden", **light)
     pre = Outputs(ctx.demo, preset=preset, target=target, drafter=drafter, custom_drafter=custom_drafter,
                   mode=mode, dtype=dtype, preset_note=preset_note)
-    preset.select(pre.bind(apply_preset), preset, pre.list, api_visibility="private", show_progress="hidden",
+    preset.input(pre.bind(apply_preset), preset, pre.list, api_visibility="private", show_progress="hidden",
                   **light)
     return {"target": target, "dtype": dtype, "drafter": drafter, "compact": compact, "visual": visual}

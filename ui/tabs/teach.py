@@ -22,9 +22,11 @@ from .run import NO_IMAGE, drafter_display, resolve_drafter
 
 log = logging.getLogger("specscope.app")
 OUTPUTS = ("status", "progress", "tree", "text", "explain", "index", "map", "state", "shown")
-EMPTY_TEXT = '<div class="ss-teach-text"><span class="old">The answer will grow here, new tokens coloured.</span></div>'
+EMPTY_TEXT = ('<div class="ss-teach-text"><div><span class="old">The answer will grow here, new tokens coloured.'
+              '</span></div></div>')
 
 
+SCROLL_TO_STEP_VIEW = "() => { document.querySelector('#ss-teach-status')?.scrollIntoView({block: 'start'}) }"
 TREE_SHAPE = (2, 2, 1)
 TREE_WIDTH = 440        # px the Teach tree is laid out for (its plot is ~500 px wide at 1440 px)
 
@@ -73,8 +75,13 @@ def explain_step(tr: Trace, k: int) -> str:
         last = path[-1] if path else -1
         refused = [i for i in kids.get(last, []) if i in set(s.rejected)]
         refused.sort(key=lambda i: -s.q[i])
-        if m == 0 and discarded:
-            pass
+        if discarded:                        # the answer ended inside what the target agreed with
+            agreed = list(s.accepted) + discarded
+            kept = (f"only the first {m} ({_q(tr, [s.tokens[i] for i in s.accepted])}) "
+                    f"fit{'s' if m == 1 else ''} in the answer" if m else "none of them fits in the answer")
+            items.append(f"<b>Accept:</b> it agreed with {_q(tr, [s.tokens[i] for i in agreed])} "
+                         f"({len(agreed)} token{'s' if len(agreed) > 1 else ''}), but {kept}: the answer "
+                         "ends there (end of text or the length limit).")
         elif m == 0:
             what = (f"{_q(tr, [s.tokens[refused[0]]])}" if len(refused) == 1 else
                     ", ".join(_q(tr, [s.tokens[i]]) for i in refused[:4]) + (" …" if len(refused) > 4 else ""))
@@ -91,9 +98,9 @@ def explain_step(tr: Trace, k: int) -> str:
     discarded = list(getattr(s, "discarded", None) or []) if n else []
     added_kept = len(s.committed) > m
     if discarded:
-        items.append(f"<b>Discarded:</b> it also agreed with {_q(tr, [s.tokens[i] for i in discarded])}, but the "
-                     "answer had already ended there (end of text or the length limit), so "
-                     f"{'it is' if len(discarded) == 1 else 'they are'} not kept and do not count as accepted.")
+        items.append(f"<b>Discarded:</b> {_q(tr, [s.tokens[i] for i in discarded])} came after the end, so "
+                     f"{'it is' if len(discarded) == 1 else 'they are'} not kept and "
+                     f"{'does' if len(discarded) == 1 else 'do'} not count as accepted.")
     if not added_kept:
         items.append("<b>End:</b> the answer is complete, so the target's own next token is not needed.")
     elif s.kind == "bonus" and n:
@@ -135,11 +142,11 @@ def teach_text_html(tr: Trace, k: int) -> str:
     for tok, origin, step in origins:
         if step > k - 1:
             break
-        txt = esc(render.piece(tr, tok))
+        lead, txt = render.split_lead(render.piece(tr, tok))   # the space before a word: outside its chip
         if step == k - 1 or (k == 0 and step == -1):
-            parts.append(f'<span class="tk {origin}">{txt}</span>')
+            parts.append(f'{lead}<span class="tk {origin}">{txt}</span>')
         else:
-            parts.append(f'<span class="old">{txt}</span>')
+            parts.append(f'{lead}<span class="old">{txt}</span>')
     if k >= 1:
         s = tr.steps[k - 1]
         if s.kind == "correction":
@@ -157,7 +164,8 @@ def teach_text_html(tr: Trace, k: int) -> str:
                         parts.insert(j, strike)
                         break
     body = "".join(parts) or '<span class="old">(nothing yet)</span>'
-    return f'<div class="ss-teach-text">{body}</div>'
+    # the inner div: the box scrolls from its bottom (CSS column-reverse), where the new tokens are
+    return f'<div class="ss-teach-text"><div>{body}</div></div>'
 
 
 
@@ -186,8 +194,8 @@ def speedup_map_of(pair, tr: Trace):
     curve = costs.target_curve(pair.target)
     point = M.run_point(tr, curve)
     return speedup_map(M.grid(curve, draft_ratio=point["draft_ratio"]), point,
-                       title=f"Predicted speedup for this machine's verify cost (c(9)/c(1) = "
-                             f"{M.verify_ratio(curve, 9):.2f}); ★ = your run")
+                       title="Predicted speedup on this machine",
+                       subtitle=f"verify cost c(9)/c(1) = {M.verify_ratio(curve, 9):.2f}<br>★ = your run")
 
 
 @gpu
@@ -243,6 +251,16 @@ def teach_step(tr, step, compact=False):
     return teach_view(tr, k, compact=bool(compact))
 
 
+def nav_state(tr, idx):
+    """◀ Previous and Next ▶ enabled only where they lead somewhere: no Next on the last step."""
+    n = len(tr.steps) if isinstance(tr, Trace) else -1
+    try:
+        k = int(idx or 0)
+    except (TypeError, ValueError):
+        k = 0
+    return gr.update(interactive=n >= 0 and k > 0), gr.update(interactive=0 <= k < n)
+
+
 def teach_next(tr, idx, compact=False):
     return teach_step(tr, (int(idx or 0) + 1) if isinstance(tr, Trace) and int(idx or 0) < len(tr.steps)
                       else int(idx or 0), compact)
@@ -277,20 +295,22 @@ def build(ctx, compact) -> dict:
                     gr.Examples(ex_rows, inputs=[t_image, t_prompt], label="Examples",
                                 examples_per_page=4, cache_examples=False)
         with gr.Column(scale=9, elem_classes=["ss-stack-right"]):
-            t_status = gr.HTML(status_html("Press <b>Start</b>."))
+            t_status = gr.HTML(status_html("Press <b>Start</b>."), elem_id="ss-teach-status")
             with gr.Row(equal_height=True, elem_classes=["ss-teach-nav"]):
-                t_prev = gr.Button("◀ Previous", elem_classes=["ss-big-btn"], scale=1, min_width=120)
+                t_prev = gr.Button("◀ Previous", elem_classes=["ss-big-btn"], scale=1, min_width=120,
+                                   interactive=False, elem_id="ss-teach-prev")
                 t_progress = gr.HTML('<div class="ss-teach-progress">Not started</div>')
-                t_next = gr.Button("Next ▶", variant="primary", elem_classes=["ss-big-btn"], scale=1, min_width=120)
+                t_next = gr.Button("Next ▶", variant="primary", elem_classes=["ss-big-btn"], scale=1, min_width=120,
+                                   interactive=False, elem_id="ss-teach-next")
             t_text = gr.HTML(EMPTY_TEXT, elem_id="ss-teach-text")
             gr.HTML(legend_html())
             with gr.Row(equal_height=False, visible=False) as t_shown:
-                with gr.Column(scale=5, min_width=300):
+                with gr.Column(scale=6, min_width=300):
                     t_explain = gr.HTML(elem_id="ss-teach-explain")
+                with gr.Column(scale=5, min_width=300):
+                    t_tree = gr.Plot(show_label=False, elem_id="ss-teach-tree")
                     t_index = gr.Number(value=0, precision=0, label="Step shown (0 = prefill)",
                                         minimum=0, elem_id="ss-teach-index")
-                with gr.Column(scale=6, min_width=300):
-                    t_tree = gr.Plot(show_label=False, elem_id="ss-teach-tree")
             # below the step view, collapsed: the step text and the tree keep their one screen
             with gr.Accordion("Where the speedup comes from", open=False, elem_id="ss-teach-insight"):
                 t_map = gr.Plot(show_label=False, elem_id="ss-teach-map")
@@ -300,11 +320,17 @@ def build(ctx, compact) -> dict:
     outs = Outputs(ctx.demo, status=t_status, progress=t_progress, tree=t_tree, text=t_text, explain=t_explain,
                    index=t_index, map=t_map, state=t_state, shown=t_shown)
     model, light = ctx.model, ctx.light
+    nav = dict(fn=nav_state, inputs=[t_state, t_index], outputs=[t_prev, t_next], api_visibility="private",
+               show_progress="hidden", queue=False)
     t_start.click(outs.bind(teach_start), [t_image, t_prompt, t_drafter, t_shape, compact], outs.list,
-                  api_name="teach_start", **model)
-    t_index.submit(outs.bind(teach_step), [t_state, t_index, compact], outs.list, api_name="teach_step", **light)
+                  api_name="teach_start", **model).then(**nav)
+    # the step view is what a class reads: bring it to the top of the window (status, buttons,
+    # answer, explanation and tree then fit one 900 px screen)
+    t_start.click(None, None, None, js=SCROLL_TO_STEP_VIEW, api_visibility="private", queue=False)
+    t_index.submit(outs.bind(teach_step), [t_state, t_index, compact], outs.list, api_name="teach_step",
+                   **light).then(**nav)
     t_next.click(outs.bind(teach_next), [t_state, t_index, compact], outs.list, api_visibility="private",
-                 show_progress="hidden", **light)
+                 show_progress="hidden", **light).then(**nav)
     t_prev.click(outs.bind(teach_prev), [t_state, t_index, compact], outs.list, api_visibility="private",
-                 show_progress="hidden", **light)
+                 show_progress="hidden", **light).then(**nav)
     return {"t_drafter": t_drafter}

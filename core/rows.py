@@ -210,7 +210,9 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefix: int = PR
 
 def choose(groups, seconds: dict[int, float], reach: int = REACH) -> tuple[int, ...]:
     """The group to run at: among those reaching ``reach`` rows (or as far as any group reaches),
-    the one whose smallest size (a plain step) measured cheapest; () when none reaches 2 rows."""
+    the one whose smallest size (a plain step) measured cheapest; () when none reaches 2 rows. A
+    group of one size is no evidence (its decoding was compared with nothing) and is never chosen."""
+    groups = [g for g in groups if len(g) >= 2]
     top = max((max(g) for g in groups), default=0)
     need = max(2, min(reach, top))
     fit = [g for g in groups if max(g) >= need]
@@ -250,7 +252,7 @@ def row_set(adapter, refresh: bool = False) -> RowSet:
         found = RowSet(choose(groups, seconds), tuple(groups), seconds, 0.0, impl)
         if best is None or (found.exact and (not best.exact or _better(found, best))):
             best = found
-    rows = dataclasses.replace(best, measured_s=time.perf_counter() - t0)
+    rows = RowSet.from_json(dataclasses.replace(best, measured_s=time.perf_counter() - t0).to_json())
     set_attention(adapter, rows.attention)
     _sets[key] = rows
     _store(key, rows)

@@ -1,0 +1,193 @@
+"""Speculative decoding is plain decoding bit for bit, in bfloat16 and float32 (core/rows.py).
+
+Every family's tiny model, both dtypes: the logits row behind every committed token of a chain /
+automatic-chain run equals, bit for bit, the row behind the same token in exact plain decoding;
+every strategy (trees included) gives the same tokens. Then the pieces: the padding of a forward,
+the choice of the row group, the divergence classifier and the speedup bound.
+
+Without the padding these fail here: `SPECSCOPE_TEST_UNPADDED=1 pytest tests/test_exact.py`
+runs the same checks on forwards of the row count the step happens to have (what the engine did
+before), and the bit-for-bit test goes red on this machine kind and on the AVX512-BF16 one.
+"""
+import os
+
+import pytest
+import torch
+
+from core import adapters, api, engine, rows as R
+from core.divergence import explain, explain_traces, tolerance
+from core.drafters import ModelDrafter, spec_for
+from core.engine import generate
+from core.tiny import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir
+from core.trace import Step, Trace
+
+DTYPES = ("float32", "bfloat16")
+STRATEGIES = ("auto", "chain", "tree", "dynamic")
+PROMPT = "Describe the picture in a few words."
+N = 24
+
+
+@pytest.fixture(autouse=True)
+def _unpadded(monkeypatch):
+    if os.environ.get("SPECSCOPE_TEST_UNPADDED") == "1":
+        monkeypatch.setattr(engine, "row_set", lambda adapter, refresh=False: R.STOCK)
+
+
+_loaded: dict = {}
+
+
+def target(family, dtype):
+    if (family, dtype) not in _loaded:
+        _loaded[(family, dtype)] = adapters.load(tiny_model_dir(family), dtype=dtype)
+    return _loaded[(family, dtype)]
+
+
+def decode(tgt, drafter, strategy):
+    """The trace and the logits row behind every committed token after the first."""
+    image = tiny_image() if tgt.family != "causal" else None
+    seen = []
+    tr = generate(tgt, PROMPT, image, drafter, spec_for(strategy), max_new_tokens=N,
+                  on_phase=lambda name, s, **d: seen.append(d["logits"].float().clone()) if name == "verify" else None)
+    rows = []
+    for st, lg in zip(tr.steps, seen):
+        rows += [lg[r] for r in ([0] + [a + 1 for a in st.accepted])[:len(st.committed)]]
+    return tr, rows
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_speculative_is_plain_decoding_bit_for_bit(family, dtype):
+    tgt = target(family, dtype)
+    drafter = ModelDrafter(tgt.truncated(1), "first layer", use_image=True)
+    ref, ref_rows = decode(tgt, None, "chain")
+    assert len(ref.output) > 4
+    for strategy in STRATEGIES:
+        tr, rows = decode(tgt, drafter, strategy)
+        assert tr.output == ref.output, (strategy, explain_traces(ref, tr).text)
+        if strategy in ("auto", "chain"):
+            if strategy == "chain":
+                assert all(len(s.tokens) for s in tr.steps[:-1]), strategy      # verifies of several rows
+            bad = [i for i, (a, b) in enumerate(zip(ref_rows, rows)) if not torch.equal(a, b)]
+            assert not bad, f"{strategy}: logits differ from plain decoding at tokens {bad[:5]}"
+
+
+def test_tokens_outside_the_vision_families_too():
+    assert set(VISION_FAMILIES) < set(FAMILIES)         # the loop above covers text-only families
+
+
+# ---- the padded forward ----------------------------------------------------------------------
+def test_padded_inputs_hide_the_dummies():
+    attn = R.causal_mask(5, 2, 7)
+    ids, pos, mask = R.padded_inputs([7, 8], torch.tensor([5, 6]), attn, 5, 4)
+    assert ids == [7, 8, 8, 8] and pos.tolist() == [5, 6, 6, 6]
+    assert mask.shape == (4, 9)
+    assert not mask[:2, 7:].any()                      # real rows never see a dummy
+    assert mask[:2, :7].equal(attn)
+    assert mask[2:, :5].all() and mask[2, 7] and mask[3, 8] and not mask[2, 8] and not mask[2, 5]
+
+
+def test_padding_changes_nothing_but_the_row_count():
+    tgt = target("llama", "float32")
+    enc = tgt.encode(PROMPT)
+    sess, _, _ = tgt.prefill(enc)
+    base = sess.length
+    a, _ = tgt.forward(sess, [5, 6, 7], rows=8)
+    assert a.shape[0] == 3 and sess.length == base + 8       # the dummies' slots, for keep to drop
+    tgt.keep(sess, base, [0, 1, 2])
+    assert sess.length == base + 3
+    b, _ = tgt.forward(sess, [9], rows=8)
+    tgt.keep(sess, base, [])
+    c, _ = tgt.forward(sess, [5, 6, 7, 9], rows=8)
+    assert torch.allclose(a, c[:3], atol=1e-5) and torch.allclose(b[0], c[3], atol=1e-5)
+
+
+# ---- choosing the group -------------------------------------------------------------------------
+def test_choose_prefers_a_group_that_reaches_then_the_cheapest_plain_step():
+    sec = {1: 1.0, 2: 1.5, 4: 1.8, 8: 2.0, 16: 3.0, 32: 4.0}
+    assert R.choose([(1,), (2,), (4, 8), (8, 16, 32)], sec) == (8, 16, 32)        # (4, 8) cannot verify 17
+    assert R.choose([(1, 2, 4, 8, 16, 32)], sec) == (1, 2, 4, 8, 16, 32)
+    assert R.choose([(1, 16, 32), (2, 4, 8, 16, 32)], sec) == (1, 16, 32)
+    assert R.choose([(1,), (2,)], sec) == ()                                        # nothing verifies 2 rows
+    assert R.choose([(1,), (2, 4)], sec) == (2, 4)                                  # as far as any reaches
+
+
+def test_rowset_pads_and_caps():
+    rs = R.RowSet((4, 8, 16))
+    assert [rs.pad(n) for n in (1, 4, 5, 16, 17)] == [4, 4, 8, 16, None] and rs.cap == 16
+    assert R.STOCK.pad(5) == 5 and not R.STOCK.exact
+    assert R.RowSet.from_json(rs.to_json()) == rs
+
+
+def test_engine_caps_a_tree_at_the_group():
+    tgt = target("llama", "float32")
+    rs = R.row_set(tgt)
+    drafter = ModelDrafter(tgt.truncated(1), "first layer")
+    tr = generate(tgt, PROMPT, None, drafter, spec_for("tree", branching=(8, 8)), max_new_tokens=N)
+    assert tr.meta["rows"] == {"exact": rs.exact, "sizes": list(rs.sizes)}
+    if rs.exact:
+        assert all(len(s.tokens) + 1 <= rs.cap for s in tr.steps)
+
+
+def test_row_set_is_cached_per_machine(monkeypatch):
+    tgt = target("qwen2", "float32")
+    first = R.row_set(tgt)
+    monkeypatch.setattr(R, "probe", lambda *a, **k: pytest.fail("measured twice"))
+    assert R.row_set(tgt) == first
+    R._sets.clear()                                   # a new process: read back from the tuning file
+    assert R.row_set(tgt) == first
+
+
+# ---- divergences ------------------------------------------------------------------------------
+def test_divergence_classes():
+    assert explain([1, 2, 3], [1, 2, 3]).kind == "identical"
+    assert explain([1, 2, 3], [1, 2]).kind == "shorter"
+    near = explain([1, 2, 3], [1, 2, 4], [5.0, 4.0, 0.02], [5.0, 4.0, 0.06], "bfloat16")
+    assert near.kind == "near-tie" and near.position == 2 and "bfloat16 rounding tie at token 2" in near.text
+    real = explain([1, 2, 3], [1, 2, 4], [5.0, 4.0, 3.5], [5.0, 4.0, 0.01], "bfloat16")
+    assert real.kind == "disagreement" and "real disagreement" in real.text
+    assert explain([1, 2, 3], [1, 2, 4], [1, 1, 0.02], [1, 1, 0.02], "float32").kind == "disagreement"
+    assert explain([1, 2], [1, 3]).kind == "disagreement"          # no margins recorded: not excused
+    assert tolerance("bfloat16", 16) > tolerance("float16", 16) > tolerance("float32", 16)
+
+
+def test_traces_record_the_margin_behind_every_token():
+    tgt = target("llama", "float32")
+    tr = generate(tgt, PROMPT, None, ModelDrafter(tgt.truncated(1), "first layer"), spec_for("chain"),
+                  max_new_tokens=N)
+    m = tr.margins()
+    assert len(m) == len(tr.output) and all(x is not None and x >= 0 for x in m)
+    back = Trace.from_json(tr.to_json())
+    assert back.margins() == m
+
+
+# ---- the bound of a speedup -------------------------------------------------------------------
+def _trace(tokens: int, steps: int, wall: float) -> Trace:
+    st = [Step([], [], [], [], None, [], [], 0, "bonus", [0] * ((tokens - 1) // steps), 0, 0, 0)
+          for _ in range(steps)]
+    return Trace(steps=st, output=[0] * tokens, wall_s=wall)
+
+
+def test_a_speedup_above_its_bound_is_measured_again_then_flagged(monkeypatch):
+    calls = []
+
+    def fake_run(pair, prompt, image=None, spec=None, sampling=None, n=64, speculative=True, **kw):
+        calls.append(speculative)
+        # plain: 33 tokens in 1 s; speculative: tau 2 (32 tokens in 16 steps), impossibly in 0.1 s
+        return _trace(33, 16, 0.1) if speculative else _trace(33, 32, 1.0)
+    monkeypatch.setattr(api, "run", fake_run)
+    monkeypatch.setattr(api, "row_set", lambda t: R.RowSet((1, 2, 4)))
+    res = api.compare(api.Pair(None, None, "t", "d"), "p", warmup=False, repeats=3)
+    assert res["bounds"] == [2.0] * 3 and res["above_bound"]
+    assert calls.count(True) == 6                       # each round above its bound measured again once
+    assert api.speedup(_trace(33, 32, 1.0), _trace(33, 16, 0.5)) == pytest.approx(2.0)
+
+
+def test_speedup_compares_tokens_per_second():
+    plain, spec = _trace(65, 64, 2.0), _trace(49, 12, 0.5)     # different lengths (T > 0)
+    assert api.speedup(plain, spec) == pytest.approx((49 / 0.5) / (65 / 2.0))
+    assert api.bound(spec) == 4.0
+
+
+def test_tau_is_per_speculative_step():
+    tr = _trace(21, 4, 1.0)
+    assert tr.summary()["tau"] == 5.0 and tr.summary()["target_forwards"] == 5

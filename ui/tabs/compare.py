@@ -378,7 +378,7 @@ def build(ctx, target, dtype) -> dict:
                 gr.Examples(ex_rows, inputs=[c_image, c_prompt], label="Examples",
                             examples_per_page=4, cache_examples=False)
         with gr.Column(scale=7):
-            c_status = gr.HTML(status_html("Tick configurations and press <b>Compare</b>."))
+            c_status = gr.HTML(status_html("Tick configurations and press <b>Compare</b>."), elem_id="ss-compare-status")
             c_fig = gr.Plot(show_label=False, value=render.compare_figure([]), elem_id="ss-compare-fig")
             c_table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True,
                                    label="Results", elem_id="ss-compare-table", column_widths=WIDTHS)

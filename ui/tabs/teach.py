@@ -117,7 +117,7 @@ def explain_step(tr: Trace, k: int) -> str:
     tally = (f"This step: {committed} new token{'s' if committed != 1 else ''} for one target forward. "
              f"So far: {total} tokens in {fwd} forwards = {total / fwd:.2f} tokens per forward "
              f"(plain decoding: 1.00).")
-    if committed < m + 1:
+    if committed < m + 1 or k == len(tr.steps) - 1:
         tally += " The answer ends here."
     return ('<div class="ss-explain"><ol>' + "".join(f"<li>{x}</li>" for x in items) + "</ol>"
             f'<div class="tally">{tally}</div></div>')

@@ -20,8 +20,16 @@ position: chunked decoding at two sizes of one group gives the same numbers, so 
 does. The engine then runs every target forward (plain steps and verifies) at a size of the chosen
 group: plain decoding and speculative decoding are the same computation, row for row.
 
-The group chosen is the one with the cheapest smallest size among those reaching ``REACH`` rows (a
-step of the automatic chain, root included). A group without 1 means plain steps are padded (a
+Trees need one more thing: a node's ancestors sit at scattered columns of the verify block, where
+plain decoding had them contiguous, and sums over keys are blocked by column. So the probe also
+hides the sequence's next tokens in a tree behind decoy siblings and checks those rows, and it is
+run for three attention paths: eager, the model's own (SDPA), and ``core.tree_attention`` (each row
+attends over its keys gathered into position order). The first that makes chains and trees exact
+with unpadded plain steps wins; otherwise the one reaching furthest, with exact trees, then the
+cheapest plain step.
+
+Within a path, the group chosen is the one with the cheapest smallest size among those reaching
+``REACH`` rows (a step of the automatic chain, root included). A group without 1 means plain steps are padded (a
 dummy row after the real one, its KV slot dropped): where that costs time, the fastest plain
 decoding (unpadded) stays the speed baseline and the padded one the identity reference (core/api.py
 records which is which). Where no group reaches 2 rows the engine does not pad and says so; any
@@ -37,13 +45,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import tree_attention
 from .machine import cpu_name, tuning_path
 
-CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
-TOKENS = 48                    # positions compared
+CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
+TOKENS = 32                    # positions compared
 REACH = 17                     # AUTO_CAP + the root: a group should verify a full automatic chain
 PREFIX = 24                    # prompt tokens before the probe sequence
-VERSION = 2                    # bump when the probe changes: cached sets are measured again
+VERSION = 3                    # bump when the probe changes: cached sets are measured again
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class RowSet:
     seconds: dict = field(default_factory=dict)     # size -> seconds of one forward (probe timing)
     measured_s: float = 0.0
     attention: str = ""                             # the attention implementation it holds for
+    trees: bool = False                             # tree verifies too (not only chains) bit-identical
 
     @property
     def exact(self) -> bool:
@@ -74,13 +84,14 @@ class RowSet:
     def to_json(self) -> dict:
         return {"sizes": list(self.sizes), "groups": [list(g) for g in self.groups],
                 "seconds": {str(k): round(v, 6) for k, v in self.seconds.items()},
-                "measured_s": round(self.measured_s, 2), "attention": self.attention}
+                "measured_s": round(self.measured_s, 2), "attention": self.attention,
+                "trees": self.trees}
 
     @classmethod
     def from_json(cls, d: dict) -> "RowSet":
         return cls(tuple(d.get("sizes", ())), tuple(tuple(g) for g in d.get("groups", ())),
                    {int(k): float(v) for k, v in d.get("seconds", {}).items()}, float(d.get("measured_s", 0.0)),
-                   str(d.get("attention", "")))
+                   str(d.get("attention", "")), bool(d.get("trees", False)))
 
 
 STOCK = RowSet()     # no padding: what a forward does without the measurement
@@ -205,7 +216,45 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefix: int = PR
                 break
         else:
             reps.append(([s], logits))
-    return [tuple(sizes) for sizes, _ in reps], seconds
+    trees = {tuple(sizes): _trees_agree(adapter, sess, ids, prefix, ref, sizes) for sizes, ref in reps if len(sizes) > 1}
+    return [tuple(sizes) for sizes, _ in reps], seconds, trees
+
+
+def _trees_agree(adapter, sess, ids, prefix: int, ref: torch.Tensor, sizes) -> bool:
+    """Do tree verifies at these sizes give the chunked decoding's logits? The sequence's own next
+    tokens are hidden in a tree behind decoy siblings (so a node's ancestors sit at scattered
+    columns, as in a real tree), at two alignments; each true node's row must equal ``ref``."""
+    try:
+        return _trees_agree_at(adapter, sess, ids, prefix, ref, RowSet(tuple(sizes)))
+    finally:
+        adapter.keep(sess, prefix, [])
+
+
+def _trees_agree_at(adapter, sess, ids, prefix: int, ref: torch.Tensor, rows: RowSet) -> bool:
+    from .tree import DraftTree, verify_layout
+    for k in (3, 10):                         # tokens committed before the tree's root
+        if rows.pad(k) is None or k + 4 >= ref.shape[0]:
+            return False
+        part = ids[prefix: prefix + k].tolist()
+        adapter.forward(sess, part, torch.arange(prefix, prefix + k), causal_mask(prefix, k, prefix + k),
+                        rows=rows.pad(k))
+        adapter.keep(sess, prefix, list(range(k)))
+        base = sess.length
+        tree, true_rows, parent = DraftTree(), [0], -1
+        for depth in range(1, 4):             # a decoy first, then the true token, at every depth
+            decoy = tree.add(int(ids[prefix + k + depth]) ^ 1, parent, 0.5, 0.0)
+            tree.add(int(ids[prefix + k + 1]), decoy, 0.5, 0.0)
+            parent = tree.add(int(ids[prefix + k + depth]), parent, 0.5, 0.0, rank=1)
+            true_rows.append(parent + 1)
+        pad = rows.pad(len(tree) + 1)
+        if pad is None:
+            return False
+        depths, mask = verify_layout(tree, base)
+        lg, _ = adapter.forward(sess, [int(ids[prefix + k])] + tree.tokens, base + depths, mask, rows=pad)
+        adapter.keep(sess, prefix, [])
+        if not all(torch.equal(lg[r].float(), ref[k + i]) for i, r in enumerate(true_rows)):
+            return False
+    return True
 
 
 def choose(groups, seconds: dict[int, float], reach: int = REACH) -> tuple[int, ...]:
@@ -226,6 +275,8 @@ def _better(a: RowSet, b: RowSet) -> bool:
     ra, rb = min(a.cap, REACH), min(b.cap, REACH)
     if ra != rb:
         return ra > rb
+    if a.trees != b.trees:
+        return a.trees
     return a.seconds.get(min(a.sizes, default=0), 0.0) < b.seconds.get(min(b.sizes, default=0), 0.0)
 
 
@@ -246,10 +297,13 @@ def row_set(adapter, refresh: bool = False) -> RowSet:
             return hit
     t0 = time.perf_counter()
     best = None
-    for impl in dict.fromkeys([attention(adapter), "eager"]):
+    for impl in dict.fromkeys(["eager", attention(adapter), tree_attention.register()]):
+        if best is not None and best.exact and best.sizes[0] == 1 and best.trees and best.cap >= REACH:
+            break                             # nothing to gain: plain steps unpadded, trees exact
         set_attention(adapter, impl)
-        groups, seconds = probe(adapter)
-        found = RowSet(choose(groups, seconds), tuple(groups), seconds, 0.0, impl)
+        groups, seconds, trees = probe(adapter)
+        sizes = choose(groups, seconds)
+        found = RowSet(sizes, tuple(groups), seconds, 0.0, impl, trees.get(sizes, False))
         if best is None or (found.exact and (not best.exact or _better(found, best))):
             best = found
     rows = RowSet.from_json(dataclasses.replace(best, measured_s=time.perf_counter() - t0).to_json())

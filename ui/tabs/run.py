@@ -236,7 +236,7 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
         views = full_views(tr, ar, compact) | vis
         sm = tr.summary()
         kind = "ok"
-        msg = f"Done: {sm['new_tokens']} tokens in {sm['wall_s']:.2f} s, τ = {sm['tau']:.2f} tokens per target forward"
+        msg = f"Done: {sm['new_tokens']} tokens in {sm['wall_s']:.2f} s, τ = {sm['tau']:.2f} tokens per speculative step"
         if ar is not None and med is not None:
             same, _ = render.outputs_identical(tr, ar)
             speed, kind = speed_message(med, rounds)

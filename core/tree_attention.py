@@ -1,0 +1,82 @@
+"""Attention in which every row sees its keys in position order: a tree node computes like a chain's.
+
+In a verify forward a tree node attends to the cached prefix and to its ancestors, which sit at
+scattered columns of the new block (siblings in between, masked). Plain decoding computed the same
+token with the same keys contiguous. Masked columns weigh exactly zero, but the sums over keys are
+vectorised and blocked by column, so moving a key to another column changes how the terms are
+grouped and rounded: tree rows then differ from plain rows in the last bits (measured with eager
+and SDPA attention on CPUs of both kinds).
+
+Here each row first gathers its visible keys to the front, in column order (the prefix, then its
+ancestors root first, then itself: exactly plain decoding's layout), masked ones after them, and
+attends over that. The gather is the identity for plain steps and chains, so every forward, plain
+or verify, runs the same computation per row. ``core.rows`` measures whether it makes rows bit
+identical on the machine at hand and picks it only where it does.
+
+Registered with transformers' attention interface as ``NAME`` (``core.rows.set_attention``).
+Blocks of more than ``MAX_ROWS`` queries (a prompt's prefill) use eager attention: the prefill is
+shared by plain and speculative decoding, and gathering a long prompt's keys per row is costly.
+"""
+from __future__ import annotations
+
+import torch
+
+NAME = "specscope_rows"
+MAX_ROWS = 64
+
+
+def _eager(query, key, value, mask, scaling):
+    groups = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(groups, dim=1)
+    value = value.repeat_interleave(groups, dim=1)
+    w = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if mask is not None:
+        w = w + mask[..., : key.shape[-2]]
+    w = torch.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(w, value)
+
+
+def gathered(query, key, value, mask, scaling):
+    """``query`` (B, Hq, n, d), ``key`` / ``value`` (B, Hkv, L, d), ``mask`` additive (B, 1, n, >=L):
+    attention with each row's visible keys moved to the front in column order."""
+    b, hq, n, d = query.shape
+    hkv, length = key.shape[1], key.shape[2]
+    mask = mask[..., :length].expand(b, 1, n, length)
+    hidden = (mask[:, 0] != 0).to(torch.int8)                          # (B, n, L): 1 = masked
+    order = torch.sort(hidden, dim=-1, stable=True).indices            # visible first, in column order
+    idx = order[:, None, :, :, None].expand(b, hkv, n, length, d)
+    k = torch.gather(key[:, :, None].expand(b, hkv, n, length, d), 3, idx)      # (B, Hkv, n, L, d)
+    v = torch.gather(value[:, :, None].expand(b, hkv, n, length, d), 3, idx)
+    m = torch.gather(mask[:, 0], -1, order)[:, None, :, None, :]               # (B, 1, n, 1, L)
+    groups = hq // hkv
+    q = _rows4(query.view(b, hkv, groups, n, 1, d))
+    w = torch.matmul(q, k[:, :, None].transpose(-1, -2))[..., :1, :] * scaling  # (B, Hkv, G, n, 1, L)
+    w = w + m[:, :, None]
+    w = torch.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(_rows4(w), v[:, :, None])[..., :1, :]                     # (B, Hkv, G, n, 1, d)
+    return out.reshape(b, hq, n, d)
+
+
+def _rows4(x: torch.Tensor) -> torch.Tensor:
+    """One row grown to 4 (zeros after it): a product of one row takes a vector kernel whose sums
+    are split by length and thread, while the block kernel computes each row alike for any length."""
+    return torch.cat([x, x.new_zeros(*x.shape[:-2], 3, x.shape[-1])], dim=-2)
+
+
+def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' attention-function signature; returns (output (B, n, Hq, d), None)."""
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if attention_mask is None or query.shape[2] > MAX_ROWS:
+        out = _eager(query, key, value, attention_mask, scaling)
+    else:
+        out = gathered(query, key, value, attention_mask, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> str:
+    """Make ``NAME`` known to transformers (idempotent); returns it."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, eager_mask)
+    return NAME

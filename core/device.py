@@ -1,11 +1,12 @@
 """Dtype and device policy: which dtype and device a model runs in, and the operator's kernel choice.
 
     resolve_device("auto")            # "cuda" where a CUDA GPU is visible, else "cpu"
-    resolve_dtype("auto", device)     # "bfloat16" where the device computes it fast, else "float32"
+    resolve_dtype("auto", device)     # "bfloat16" where a plain step measured faster in it, else "float32"
     kernels_default()                 # SPECSCOPE_KERNELS, checked (default "auto")
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 
@@ -18,27 +19,83 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 def fast_bf16(device: str = "cpu") -> bool:
-    """Does this device multiply bf16 matrices natively (so bf16 is faster, not emulated)?
-    CUDA: ``is_bf16_supported``; CPU: the avx512_bf16 / amx_bf16 instructions (Linux flags);
-    without them bf16 is emulated and slower than float32."""
+    """Is a plain decoding step faster in bfloat16 than in float32 on this device? CUDA:
+    ``is_bf16_supported``. CPU: measured (``bf16_step_ratio``), not read from the CPU's flags: an
+    emulated bf16 can still win a memory-bound step, a native one can lose to small-op overhead."""
     if str(device).startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return _cpu_has_bf16()
+    return bf16_step_ratio() < BF16_WINS
+
+
+BF16_WINS = 0.9     # bf16 must be clearly faster: near a tie float32 keeps its precision
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_has_bf16() -> bool:
+def bf16_step_ratio() -> float:
+    """Seconds of a one-token decoding step in bfloat16 over float32 on this CPU: a small random
+    Llama-shaped decoder (two layers of a 1.5B model's widths, eager attention, a 64-token cache),
+    both dtypes alternated, median of 7. Measured once per CPU, thread count and torch (about a
+    second), then read from the tuning file (key "dtype")."""
+    import json
+    from .machine import cpu_name, tuning_path
+    key = f"dtype|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    path = tuning_path()
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    hit = data.get("dtype", {}).get(key)
+    if isinstance(hit, dict) and "ratio" in hit:
+        return float(hit["ratio"])
+    times = _step_times()
+    ratio = times["bfloat16"] / times["float32"]
+    data.setdefault("dtype", {})[key] = {"ratio": round(ratio, 4),
+                                         "seconds": {k: round(v, 6) for k, v in times.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
     except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+        pass
+    return ratio
+
+
+@torch.inference_mode()
+def _step_times(reps: int = 7) -> dict[str, float]:
+    import statistics
+    import time
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=1536, intermediate_size=8960, num_hidden_layers=2, num_attention_heads=12,
+                      num_key_value_heads=2, vocab_size=4096, attn_implementation="eager")
+    from transformers.initialization import no_init_weights
+    g = torch.Generator().manual_seed(0)
+    with no_init_weights():                      # random weights drawn below, not the slow init
+        base = LlamaForCausalLM(cfg).eval()
+    for p in base.parameters():
+        p.data = torch.randn(p.shape, generator=g) * 0.02 + (1.0 if p.dim() == 1 else 0.0)
+    models = {"float32": base, "bfloat16": copy.deepcopy(base).to(torch.bfloat16)}
+    ids = torch.randint(0, cfg.vocab_size, (1, 65))
+    step = {}
+    for name, m in models.items():
+        cache = DynamicCache()
+        m(input_ids=ids[:, :64], past_key_values=cache, use_cache=True)
+
+        def one(m=m, cache=cache):
+            m(input_ids=ids[:, 64:], past_key_values=cache, use_cache=True)
+            cache.crop(-1)
+        one()
+        step[name] = one
+    out: dict[str, list[float]] = {k: [] for k in step}
+    for _ in range(reps):
+        for name, fn in step.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in out.items()}
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> str:
-    """A dtype name; ``"auto"`` is bfloat16 where the device computes it fast (``fast_bf16``),
-    else float32. Losslessness is always against the target's own greedy
+    """A dtype name; ``"auto"`` is bfloat16 where a plain decoding step measured faster in it on this
+    device (``fast_bf16``), else float32. Losslessness is always against the target's own greedy
     decoding *in the same dtype*."""
     if isinstance(dtype, torch.dtype):
         return str(dtype).replace("torch.", "")

@@ -161,6 +161,22 @@ def test_resolve_dtype():
         device.resolve_dtype("float8")
 
 
+def test_bf16_step_ratio_is_measured_once_and_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "t.json"))
+    device.bf16_step_ratio.cache_clear()
+    monkeypatch.setattr(device, "_step_times", lambda: {"float32": 2.0, "bfloat16": 1.0})
+    assert device.bf16_step_ratio() == 0.5
+    device.bf16_step_ratio.cache_clear()
+    monkeypatch.setattr(device, "_step_times", lambda: pytest.fail("measured twice"))
+    assert device.bf16_step_ratio() == 0.5                             # read back from the tuning file
+    device.bf16_step_ratio.cache_clear()
+
+
+def test_step_times_measure_both_dtypes():
+    t = device._step_times(reps=1)
+    assert set(t) == {"float32", "bfloat16"} and all(v > 0 for v in t.values())
+
+
 def test_auto_dtype_follows_native_bf16_support(monkeypatch):
     monkeypatch.setattr(device, "fast_bf16", lambda device="cpu": True)
     assert device.resolve_dtype("auto") == "bfloat16"
@@ -168,10 +184,12 @@ def test_auto_dtype_follows_native_bf16_support(monkeypatch):
     assert device.resolve_dtype("auto") == "float32"
 
 
-def test_fast_bf16_on_cpu_reads_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(device, "_cpu_has_bf16", lambda: True)
+def test_fast_bf16_on_cpu_is_measured(monkeypatch):
+    monkeypatch.setattr(device, "bf16_step_ratio", lambda: 0.6)      # bf16 steps clearly faster
     assert device.fast_bf16("cpu")
-    monkeypatch.setattr(device, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device, "bf16_step_ratio", lambda: 0.95)     # a near tie: float32 keeps precision
+    assert not device.fast_bf16("cpu")
+    monkeypatch.setattr(device, "bf16_step_ratio", lambda: 1.4)
     assert not device.fast_bf16("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not device.fast_bf16("cuda")

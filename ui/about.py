@@ -33,10 +33,10 @@ keeps the output *distribution* identical.
 
 **Numbers**
 
-* **τ, tokens per target forward (incl. bonus)**: new tokens / target forwards (the prefill counts as one). Plain decoding has τ = 1.
+* **τ, tokens per speculative step (incl. bonus, excl. prefill)**: the mean acceptance length of the papers: tokens committed per speculative step, the target's own token included, the first token (from the prefill) not counted. Plain decoding has τ = 1.
 * **accepted draft tokens per step (excl. bonus)**: how many drafted tokens survive verification on average.
-* **speedup**: wall time of plain autoregressive decoding / wall time of speculative decoding, same target, same input, both measured warm, without redrawing the page meanwhile. Plain and speculative runs alternate (3 of each by default); the median is shown with the range, e.g. *1.9× (1.7–2.2 over 3 runs)*. Below 1× speculative decoding was slower than plain decoding, and the page says so.
-* **identical**: at temperature 0 the two outputs must match token for token (they do, unless low-precision arithmetic rounds a near-tie differently).
+* **speedup**: tokens per second of speculative decoding / tokens per second of plain autoregressive decoding, same target, same input, both measured warm, without redrawing the page meanwhile. Plain and speculative runs alternate (3 of each by default); the median is shown with the range, e.g. *1.9× (1.7–2.2 over 3 runs)*. Below 1× speculative decoding was slower than plain decoding, and the page says so.
+* **identical**: at temperature 0 the two outputs must match token for token (every target forward runs at a row count measured to compute each row bit for bit alike, so they do; where a machine has no such row count, a divergence is shown in amber when it is a rounding near-tie, in red when it is a real disagreement).
 
 **Drafters** (drop-down on the Run tab)
 

@@ -101,14 +101,32 @@ def fallback_hint(e: BaseException, target, msg: str = "") -> str:
     return ""
 
 
-def differs_note(temperature: float, dtype) -> str:
-    """Why a speculative output can differ from plain decoding's (shown next to "differs")."""
+def differs_note(temperature: float, divergence=None) -> str:
+    """Why a speculative output differs from plain decoding's (shown next to "differs"): at T > 0
+    only the distributions match; at T = 0 the classified divergence (core/divergence.py)."""
     if temperature > 0:
         return "sampling: only the distributions match, so the texts may differ"
-    if str(dtype).replace("torch.", "") in ("bfloat16", "float16"):
-        return ("low precision: a many-token verify rounds differently from a one-token step, "
-                "which can flip a near-tie; choose float32 for token-identical output")
-    return "a near-tie in the target's logits rounded differently (float32); please report it"
+    if divergence is None or divergence.identical:
+        return ""
+    if divergence.kind == "near-tie":
+        return divergence.text
+    return divergence.text + "; please report it"
+
+
+def identity_kind(temperature: float, divergence) -> str:
+    """The status colour of an identity verdict: ok (identical), warn (amber: a rounding near-tie,
+    or sampling), err (red: a real disagreement at T = 0)."""
+    if divergence is None or divergence.identical:
+        return "ok"
+    return "warn" if temperature > 0 or divergence.kind in ("near-tie", "shorter") else "err"
+
+
+def bound_note(res: dict) -> str:
+    """What the page says when a timed round measured above its bound (core.api.bound)."""
+    if not res.get("above_bound"):
+        return ""
+    return (f"a timed round measured above its bound (τ = {max(res['bounds']):.2f}: no speedup can exceed "
+            "the tokens per step) and again when re-measured: machine noise, that round is left out")
 
 
 def legend_html() -> str:

@@ -27,6 +27,7 @@ from core.trace import Step, Trace
 
 # ---------------------------------------------------------------- palette
 GREEN, RED, GREY, BLUE, ORANGE, SLATE = "#2e9e5b", "#d64545", "#c5ccd6", "#2f6fdb", "#ef8a17", "#334155"
+AMBER = "#b45309"
 DISCARDED = "#eef1f5"
 STATUS_COLOR = {"root": SLATE, "accepted": GREEN, "rejected": RED, "unreached": GREY,
                 "bonus": BLUE, "correction": ORANGE, "discarded": DISCARDED}
@@ -655,7 +656,7 @@ def summary_markdown(trace, ar_trace=None, speedup: float | None = None, speedup
     tr = as_trace(trace)
     sm = tr.summary()
     lines = ["| metric | value |", "|---|---|",
-             f"| **τ: tokens per target forward (incl. bonus)** | **{sm['tau']:.2f}** |",
+             f"| **τ: tokens per speculative step (incl. bonus, excl. prefill)** | **{sm['tau']:.2f}** |",
              f"| accepted draft tokens per step (excl. bonus) | {sm['accepted_per_step']:.2f} |",
              f"| drafted tokens per step | {sm['drafted_per_step']:.1f} |",
              f"| new tokens | {sm['new_tokens']} |",
@@ -669,12 +670,15 @@ def summary_markdown(trace, ar_trace=None, speedup: float | None = None, speedup
         speed = speedup if speedup is not None else (ar.wall_s / tr.wall_s if tr.wall_s > 0 and ar.wall_s > 0
                                                     else None)
         same, where = outputs_identical(tr, ar)
+        div = ((tr.meta or {}).get("ar_baseline") or {}).get("divergence")
+        if isinstance(div, dict):            # recorded against the identity reference (core.api.compare)
+            same, where = div.get("kind") == "identical", div.get("position")
         temp = (tr.meta or {}).get("temperature")
         sampling = isinstance(temp, (int, float)) and temp > 0
         extra = [f"| autoregressive tokens / s | {asm['tokens_per_s']:.1f} |",
                  f"| autoregressive wall time | {asm['wall_s']:.2f} s |",
-                 (f"| **measured speedup (AR wall / spec wall)** | **{speedup_text(speed, speedups)}** |" if speed >= 1
-                  else f"| **measured speedup (AR wall / spec wall)** | **{speedup_text(speed, speedups)}: "
+                 (f"| **measured speedup (spec tok/s ÷ AR tok/s)** | **{speedup_text(speed, speedups)}** |" if speed >= 1
+                  else f"| **measured speedup (spec tok/s ÷ AR tok/s)** | **{speedup_text(speed, speedups)}: "
                        "slower than plain decoding** |") if speed
                  else "| measured speedup | n/a |"]
         out += "\n" + "\n".join(extra)
@@ -683,15 +687,18 @@ def summary_markdown(trace, ar_trace=None, speedup: float | None = None, speedup
         elif sampling:
             badge = (_badge("≠ outputs differ (expected when sampling)", "#64748b") +
                      f" first difference at token {where}; at temperature {temp} compare distributions, not strings")
+        elif isinstance(div, dict) and div.get("kind") in ("near-tie", "shorter"):
+            badge = _badge("≈ identical up to a rounding tie", AMBER) + f" {html.escape(div.get('text', ''))}"
         else:
-            badge = _badge("✗ outputs differ", RED) + f" first difference at token {where}"
+            badge = _badge("✗ outputs differ", RED) + (f" {html.escape(div['text'])}" if isinstance(div, dict)
+                                                        else f" first difference at token {where}")
         out += "\n\n" + badge
     return out
 
 
 # ---------------------------------------------------------------- 4. comparison
 def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
-    """Two panels, one above the other, each with its own axis: τ (tokens per target forward)
+    """Two panels, one above the other, each with its own axis: τ (tokens per speculative step)
     and the measured speedup (×, with a dashed line at 1 = as fast as plain decoding; a bar below
     it is amber). Horizontal bars with the configuration names on the left (two short lines
     each), so the names and numbers stay readable at any width, a phone's included.
@@ -730,11 +737,11 @@ def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
     inner = height - top - bottom
     split = (panel / inner, (panel + gap) / inner)
     fig = _fig(
-        data=[_tr("bar", y=names, x=tau, orientation="h", name="τ (tokens per target forward)",
+        data=[_tr("bar", y=names, x=tau, orientation="h", name="τ (tokens per speculative step)",
                   marker=dict(color=GREEN), text=[f"{v:.2f}" if num(v) else "" for v in tau],
                   textposition="outside", cliponaxis=False, customdata=cd, textfont=dict(size=12),
                   xaxis="x", yaxis="y", showlegend=False,
-                  hovertemplate="%{y}<br>τ %{x:.2f} tokens per target forward<br>%{customdata[0]} tok/s · "
+                  hovertemplate="%{y}<br>τ %{x:.2f} tokens per speculative step<br>%{customdata[0]} tok/s · "
                                 "%{customdata[1]}<extra></extra>"),
               _tr("bar", y=names, x=spd, orientation="h", name="speedup vs plain decoding",
                   marker=dict(color=colors), text=spd_text, textposition="outside", cliponaxis=False,
@@ -745,7 +752,7 @@ def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
             height=height, bargap=0.3, title=_title("Configurations compared"),
             yaxis=dict(domain=[split[1], 1], autorange="reversed", showgrid=False, automargin=True,
                        anchor="x", tickfont=dict(size=12)),
-            xaxis=dict(title=dict(text="<b>τ</b>: tokens per target forward", standoff=6), anchor="y",
+            xaxis=dict(title=dict(text="<b>τ</b>: tokens per speculative step", standoff=6), anchor="y",
                        gridcolor="#eef2f6", range=[0, top_tau * 1.3], rangemode="tozero", automargin=True),
             yaxis2=dict(domain=[0, split[0]], autorange="reversed", showgrid=False, automargin=True,
                         anchor="x2", tickfont=dict(size=12)),

@@ -91,10 +91,14 @@ def _result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
     out["meta"] = {k: v for k, v in tr.meta.items() if k != "ar_baseline"}
     if ar is not None:
         same, where = render.outputs_identical(tr, ar)
+        div = (tr.meta.get("ar_baseline") or {}).get("divergence")
+        if isinstance(div, dict):          # against the identity reference (core.api.compare)
+            same, where = div.get("kind") == "identical", div.get("position")
+            out["divergence"] = div
         out["ar"] = {"text": ar.text, "tokens_per_s": ar.summary()["tokens_per_s"], "wall_s": round(ar.wall_s, 6)}
         med, rounds = speedups_of(tr)
         if med is None and tr.wall_s > 0:
-            med = ar.wall_s / tr.wall_s
+            med = api.speedup(ar, tr)
         out["speedup"] = round(med, 4) if med is not None else None
         out["speedups"] = [round(x, 4) for x in rounds]
         out["identical"] = same

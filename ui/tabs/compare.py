@@ -16,8 +16,8 @@ from core.sampling import SamplingConfig
 from core.tune import tuned_spec
 
 from .. import limits, presets, render
-from ..common import (EXPECTED, GENERIC_ERROR, SafeImage, defaults, differs_note, esc, fallback_hint,
-                      friendly, read_image, status_html)
+from ..common import (EXPECTED, GENERIC_ERROR, SafeImage, bound_note, defaults, differs_note, esc, fallback_hint,
+                      friendly, identity_kind, read_image, status_html)
 from ..outputs import Outputs
 from ..session import Deadline, end_stop, gpu, new_stop, request_stop
 from .run import NO_IMAGE
@@ -185,7 +185,7 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
         yield {"status": with_notes(status_html("Loading the target…", "busy")), "table": table_update([], vis is not None),
                "fig": render.compare_figure([])}
         limit = Deadline(stop)           # one time limit for all configurations of this request
-        baseline = None                  # plain runs of this input, shared by every row
+        baseline = reference = None      # plain runs of this input and its identity reference, shared by every row
         for i, cfg in enumerate(chosen):
             if limit():
                 break
@@ -197,20 +197,22 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
             try:
                 pair = api.load_pair(target, cfg.drafter, dtype=dtype, mode=cfg.mode)
                 res = api.compare(pair, prompt, img, cfg.spec, sampling, max_new, repeats=rounds_n,
-                                  baseline=baseline, should_stop=limit, meta={"temperature": temp})
+                                  baseline=baseline, reference=reference, should_stop=limit,
+                                  meta={"temperature": temp})
             except EXPECTED as e:
                 rows.append([cfg.label, None, None, None, None, None, ""] + (["", ""] if vis else []) + [friendly(e)])
                 continue
             if any(r.stop_reason == "cancelled" for r in res["ar_runs"] + res["spec_runs"]):
                 break
             if baseline is None:
-                baseline = res["ar_runs"]
-            sp, ar = res["spec"], res["ar"]
-            s, a = sp.summary(), ar.summary()
-            note = "" if res["identical"] else differs_note(temp, pair.target.dtype)
+                baseline, reference = res["ar_runs"], res["reference"]
+            sp = res["spec"]
+            s = sp.summary()
+            div = res["divergence"]
+            note = "; ".join(x for x in (differs_note(temp, div), bound_note(res)) if x)
+            same = "✓ yes" if res["identical"] else ("≈ tie" if identity_kind(temp, div) == "warn" else "✗ no")
             row = [cfg.label, round(s["tau"], 2), round(s["accepted_per_step"], 2), round(s["tokens_per_s"], 1),
-                   round(a["tokens_per_s"], 1), speed_cell(res["speedup"], res["speedups"]),
-                   "✓ yes" if res["identical"] else "✗ no"]
+                   round(res["plain_tokens_per_s"], 1), speed_cell(res["speedup"], res["speedups"]), same]
             fig_row = {"config": cfg.label, "tau": s["tau"], "speedup": res["speedup"],
                        "speedups": res["speedups"], "tokens_per_s": s["tokens_per_s"],
                        "identical": res["identical"]}
@@ -225,7 +227,7 @@ def run_compare(image, prompt, target, dtype, configs, max_new_tokens, temperatu
         kind = "warn" if stop.is_set() or limit.hit or slower else "ok"
         msg = (f"{done} {len(fig_rows)} configuration(s) measured on the same input, against one shared "
                f"plain-decoding baseline ({rounds_n} timed run{'s' if rounds_n != 1 else ''} each, median shown). "
-               "Speedup = plain wall time / speculative wall time.")
+               "Speedup = speculative tokens/s ÷ plain tokens/s.")
         if slower:
             msg += (f" <b>{len(slower)} slower than plain decoding</b> here: "
                     + ", ".join(esc(c) for c in slower) + ".")
@@ -386,7 +388,7 @@ def build(ctx, target, dtype) -> dict:
             r_table = gr.Dataframe(headers=REPLAY_COLUMNS, value=[], interactive=False, wrap=True,
                                    label=f"Shapes ranked by speedup, {REPLAY_LABEL}", elem_id="ss-replay-table",
                                    visible=False, column_widths=REPLAY_WIDTHS)
-            gr.Markdown("τ = tokens per target forward (incl. bonus) · accepted per step = accepted draft "
+            gr.Markdown("τ = tokens per speculative step (incl. bonus, excl. prefill) · accepted per step = accepted draft "
                         "tokens per step (excl. bonus) · speedup = plain wall time / speculative wall "
                         "time, median and range of the timed runs · same output = same token ids as plain "
                         f"decoding. Shapes: chain γ={d.gamma}; static tree 3,2,2,1; dynamic tree = depth "

@@ -19,7 +19,8 @@ from core.sampling import SamplingConfig
 from core.trace import Trace
 
 from .. import limits, presets, render
-from ..common import (EXPECTED, GENERIC_ERROR, SafeImage, differs_note, esc, fallback_hint, friendly,
+from ..common import (EXPECTED, GENERIC_ERROR, SafeImage, bound_note, differs_note, esc, fallback_hint, friendly,
+                      identity_kind,
                       read_image, status_html)
 from ..outputs import Outputs
 from ..session import Deadline, end_stop, gpu, new_stop, request_stop
@@ -227,7 +228,11 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
         if ar is not None:
             tr.meta["ar_baseline"] = {"output": list(ar.output), "wall_s": round(ar.wall_s, 6), "text": ar.text,
                                       "stop_reason": ar.stop_reason, "speedup": round(med, 4),
-                                      "speedups": [round(x, 4) for x in rounds]}
+                                      "speedups": [round(x, 4) for x in rounds], "baseline": res["baseline"],
+                                      "reference_output": list(res["reference"].output),
+                                      "divergence": res["divergence"].to_json(),
+                                      "bounds": [round(x, 4) for x in res["bounds"]],
+                                      "above_bound": res["above_bound"]}
         want_visual = bool(visual) and not (cancelled or timed_out)
         if want_visual and p.image is not None:   # after the timed runs: these forwards are never timed
             yield dict(status=busy("Which tokens need the image: two target forwards, with and without the image…"))
@@ -238,10 +243,14 @@ def run_decoding(image, prompt, target, drafter, custom_drafter, mode, dtype, st
         kind = "ok"
         msg = f"Done: {sm['new_tokens']} tokens in {sm['wall_s']:.2f} s, τ = {sm['tau']:.2f} tokens per speculative step"
         if ar is not None and med is not None:
-            same, _ = render.outputs_identical(tr, ar)
+            div = res["divergence"]
             speed, kind = speed_message(med, rounds)
             msg += (f"; {speed}, output "
-                    f"{'identical ✓' if same else 'differs (' + esc(differs_note(p.sampling.temperature, pair.target.dtype)) + ')'}")
+                    f"{'identical ✓' if div.identical else 'differs (' + esc(differs_note(p.sampling.temperature, div)) + ')'}")
+            same_kind = identity_kind(p.sampling.temperature, div)
+            kind = same_kind if same_kind != "ok" else kind
+            if res["above_bound"]:
+                msg += f"; {esc(bound_note(res))}"
         if p.spec.adaptive and tr.steps and speculative:
             lens = [len(st.tokens) for st in tr.steps]
             msg += (f"; auto drafted {sum(lens) / len(lens):.1f} tokens per step on average "

@@ -368,7 +368,7 @@ def test_summary_markdown():
     ar = synthetic_trace(seed=4, strategy="ar", max_new_tokens=80)
     sm = spec.summary()
     md = R.summary_markdown(spec)
-    assert "tokens per target forward (incl. bonus)" in md and f"{sm['tau']:.2f}" in md
+    assert "tokens per speculative step (incl. bonus, excl. prefill)" in md and f"{sm['tau']:.2f}" in md
     assert "accepted draft tokens per step (excl. bonus)" in md and f"{sm['accepted_per_step']:.2f}" in md
     assert str(sm["target_forwards"]) in md and "speedup" not in md
     md = R.summary_markdown(spec, ar)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import torch
 
+from .divergence import explain_traces
 from .drafters.base import DraftSpec
 from .engine import generate
 
@@ -98,18 +99,18 @@ def audit_one(target, drafter, prompt: str, image, spec: DraftSpec, max_new_toke
             compared += 1
             multi += len(tokens) > 1
             flips += int(logits[r].argmax() != ref[j].argmax())
-    div = next((i for i, (a, b) in enumerate(zip(po, so)) if a != b), None)
-    if div is None and len(po) != len(so):
-        div = min(len(po), len(so))
+    dtype = str(target.dtype).replace("torch.", "")
+    why = explain_traces(plain_tr, spec_tr)          # the page's and the bench's classifier
+    div = why.position
     margin = None
     if div is not None and div - 1 in ref:
         margin = round(_margin(ref[div - 1]), 6)
-    dtype = str(target.dtype).replace("torch.", "")
     tol = TOLERANCE.get(dtype, 1e-4)
     rel = max_diff / scale if scale > 0 else 0.0
     return {"shape": _label(spec), "tokens": len(so), "rows_compared": compared, "multi_token_rows": multi,
             "max_abs_diff": max_diff, "rel_diff": rel, "argmax_flips": flips, "identical": div is None,
             "first_divergence": div, "margin_at_divergence": margin, "tolerance": tol,
+            "divergence": why.kind, "divergence_text": why.text,
             "ok": div is None and rel <= tol}
 
 
@@ -146,8 +147,7 @@ def format_report(rep: dict) -> str:
              f"{'OK' if rep['ok'] else 'FLAGGED'} (max |logit diff| {rep['max_abs_diff']:.3g}, "
              f"relative {rep['rel_diff']:.3g})"]
     for r in rep["rows"]:
-        div = "identical" if r["identical"] else \
-            f"diverges at token {r['first_divergence']} (top-2 margin {r['margin_at_divergence']})"
+        div = "identical" if r["identical"] else r["divergence_text"]
         lines.append(f"  input {r['input']} {r['shape']:<16s} rows {r['rows_compared']:>4d} "
                      f"(multi-token {r['multi_token_rows']:>4d})  max diff {r['max_abs_diff']:.3g} (rel {r['rel_diff']:.2g})  "
                      f"argmax flips {r['argmax_flips']}  {div}  {'ok' if r['ok'] else 'FLAG'}")

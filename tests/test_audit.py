@@ -40,11 +40,11 @@ def test_wrong_position_offset_is_flagged(family, monkeypatch):
     tgt = load(family)
     real = tgt.forward
 
-    def shifted(sess, ids, positions=None, attn=None, want_hidden=False):
+    def shifted(sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
         n = len(ids) if not torch.is_tensor(ids) else ids.numel()
         if positions is not None and n > 1:            # only multi-token verify rows: +1
             positions = positions + 1
-        return real(sess, ids, positions, attn, want_hidden=want_hidden)
+        return real(sess, ids, positions, attn, want_hidden=want_hidden, rows=rows)
     monkeypatch.setattr(tgt, "forward", shifted)
     rep = audit.audit(tgt, drafters(family)["small"], inputs(family)[:1], SHAPES[:2], max_new_tokens=16)
     assert not rep["ok"]

@@ -204,9 +204,9 @@ def test_ideal_bound_from_step_costs():
     records = [{"sample": smp, "ar": [rec(20, 19, verify=1.9, wall=2.0)],
                 "spec": [rec(20, 4, verify=0.4, draft=0.15, other=0.05, wall=0.8)], "exact": True, "hf": None}]
     m = bench.aggregate(records, None, 0.0)
-    assert m["tau"] == 4.0                                  # 20 tokens / (1 prefill + 4 steps)
+    assert m["tau"] == 4.75                                 # 19 tokens after the prefill's / 4 steps
     assert m["step_cost_ar_ms"] == 100.0 and m["step_cost_spec_ms"] == 150.0
-    assert m["ideal_speedup"] == pytest.approx(4.0 * 100 / 150, abs=1e-4)
+    assert m["ideal_speedup"] == pytest.approx(4.75 * 100 / 150, abs=1e-4)
     assert m["speedup"] == 2.5 and m["exact"] == {"matched": 1, "n": 1}
     assert m["accepted_per_step"] == pytest.approx(15 / 4) and m["acceptance_by_depth"] == [0.5]
 

@@ -154,8 +154,8 @@ def bench(args) -> dict:
         res["drafter_name"] = getattr(pair.drafter, "name", cfg.drafter)
         for r in records:
             if r["exact"] is False:
-                a, sp = next((a, sp) for a, sp in zip(r["ar"], r["spec"]) if a["tokens"] != sp["tokens"])
-                res["divergences"].append(divergence(pair, r["sample"], a["tokens"], sp["tokens"]))
+                a, sp = next((a, sp) for a, sp in zip(r["ref"], r["spec"]) if a["tokens"] != sp["tokens"])
+                res["divergences"].append(divergence(pair, r["sample"], a, sp))
         results["configs"].append(res)
         m = res["groups"].get("all") or next(iter(res["groups"].values()))
         log(args, f"    tau {m['tau']}  speedup {m['speedup']}  ideal {m['ideal_speedup']}  "

@@ -5,13 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
-import torch
-
 from .. import api
 from .. import visual as V
+from ..divergence import explain
 from ..trace import Trace
 from .configs import Config
-from .errors import first_line
 from .hf import HFRunner
 from .suites import Sample
 
@@ -35,7 +33,7 @@ def run_record(trace: Trace) -> dict:
     split = summary["time_split"]
     tried, ok = depth_counts(trace)
     return {
-        "tokens": list(trace.output), "new_tokens": summary["new_tokens"], "steps": steps,
+        "tokens": list(trace.output), "margins": trace.margins(), "new_tokens": summary["new_tokens"], "steps": steps,
         "forwards": summary["target_forwards"], "accepted": summary["accepted_per_step"] * steps,
         "drafted": summary["drafted_per_step"] * steps, "depth_tried": tried, "depth_ok": ok,
         "wall_s": summary["wall_s"], "prefill_s": split["prefill"], "draft_s": split["draft"],
@@ -126,7 +124,7 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
     warm_up(pair, cfg, samples[0], args, baseline_pair, hf)
     records = []
     for i, smp in enumerate(samples):
-        ar_runs, sp_runs, base_runs, spec_traces = [], [], [], []
+        ar_runs, sp_runs, base_runs, spec_traces, refs = [], [], [], [], []
         hf_record = hf.new_record(smp) if hf is not None else None
         for r in range(args.repeats):
             seed = args.seed + 1000 * i + r
@@ -134,6 +132,7 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
             pair_runs = api.compare(pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens,
                                     warmup=False, repeats=1, detail=args.detail)
             ar_runs.append(run_record(pair_runs["ar"]))
+            refs.append(ar_runs[-1] if pair_runs["reference"] is pair_runs["ar"] else run_record(pair_runs["reference"]))
             sp_runs.append(run_record(pair_runs["spec"]))
             spec_traces.append(pair_runs["spec"])
             if baseline_pair is not None:
@@ -147,27 +146,20 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
                 run["visual"] = visual_counts(tr, visual_cache.get(pair, smp, tr.output))
         exact = None
         if cfg.temperature == 0:
-            exact = all(a["tokens"] == s["tokens"] for a, s in zip(ar_runs, sp_runs))
-        records.append({"sample": smp, "ar": ar_runs, "spec": sp_runs, "exact": exact, "hf": hf_record,
+            exact = all(a["tokens"] == s["tokens"] for a, s in zip(refs, sp_runs))     # the identity reference
+        records.append({"sample": smp, "ar": ar_runs, "spec": sp_runs, "ref": refs, "exact": exact, "hf": hf_record,
                         "base": base_runs or None})
     if hf is not None:
         hf.finish([r["hf"] for r in records])
     return records
 
 
-def divergence(pair, smp: Sample, ar: list[int], sp: list[int]) -> dict:
-    """Where a T=0 speculative output first left the AR output, and how close the target's
-    top-2 logits were there (a near-tie points at numerics, a wide margin at a bug)."""
-    pos = next((i for i, (a, b) in enumerate(zip(ar, sp)) if a != b), min(len(ar), len(sp)))
-    out = {"sample": smp.id, "position": pos, "ar_token": ar[pos] if pos < len(ar) else None,
-           "spec_token": sp[pos] if pos < len(sp) else None, "top2_margin": None}
-    try:
-        tgt = pair.target
-        with torch.inference_mode():
-            sess, logits, _ = tgt.prefill(tgt.encode(smp.prompt, smp.image))
-            row = logits if pos == 0 else tgt.forward(sess, ar[:pos])[0][-1]
-            top = torch.topk(row.float(), 2).values
-        out["top2_margin"] = round(float(top[0] - top[1]), 6)
-    except Exception as e:  # a diagnostic only
-        out["margin_error"] = first_line(e)
-    return out
+def divergence(pair, smp: Sample, ar: dict, sp: dict) -> dict:
+    """Where a T=0 speculative output first left the AR output, classified by the recorded margins
+    of both runs (``core.divergence``: a rounding near-tie or a real disagreement)."""
+    d = explain(ar["tokens"], sp["tokens"], ar.get("margins"), sp.get("margins"),
+                str(pair.target.dtype))
+    pos = d.position if d.position is not None else min(len(ar["tokens"]), len(sp["tokens"]))
+    return {"sample": smp.id, "position": pos, "ar_token": ar["tokens"][pos] if pos < len(ar["tokens"]) else None,
+            "spec_token": sp["tokens"][pos] if pos < len(sp["tokens"]) else None,
+            "top2_margin": d.margins[0] if d.margins else None, "kind": d.kind, "text": d.text}

@@ -86,8 +86,7 @@ def markdown_table(results: dict) -> str:
                 who = c["drafter_label"] if kind == "hf_assisted" else f"T={c['temperature']:g}"
                 notes.append(f"{label} ({who}) {'failed' if d.get('error') else 'skipped'}: {msg}")
         for dv in c["divergences"][:3]:
-            notes.append(f"{c['id']}: spec left AR on {dv['sample']} at token {dv['position']} "
-                         f"(target top-2 margin {dv['top2_margin']})")
+            notes.append(f"{c['id']}: spec left AR on {dv['sample']}: {dv.get('text') or dv['position']}")
     split = ["| config | draft ms/step | verify ms/step | other ms/step | spec step ms | AR step ms "
              "| prefill s (spec) | trace overhead |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in results["configs"]:

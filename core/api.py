@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+from . import costs
 from .device import threads_from_env
 from .drafters import DraftSpec
 from .divergence import explain_traces
@@ -132,6 +133,9 @@ def compare(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
         reference = ars[0] if not unpadded else run(pair, prompt, image, spec, sampling, max_new_tokens,
                                                     speculative=False, **kw)
     div = explain_traces(reference, sps[mid])
+    steps = [(a.wall_s - a.t_prefill) / len(a.steps) for a in ars if a.steps]
+    if steps:
+        costs.observe_plain(pair.target, _median(steps))      # prices replay and Teach's map alike
     return {"ar": ars[mid], "spec": sps[mid], "speedup": _median([ratios[i] for i in within]),
             "speedups": ratios, "ar_runs": ars, "spec_runs": sps, "reference": reference,
             "baseline": "unpadded" if unpadded else "exact",

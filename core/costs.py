@@ -97,6 +97,28 @@ def target_curve(adapter, refresh: bool = False) -> dict[int, float]:
     return dict(curve)
 
 
+_plain_step: dict[str, float] = {}
+
+
+def observe_plain(adapter, seconds_per_step: float) -> None:
+    """What a plain decoding step of ``adapter`` took in a measured run (``api.compare``'s speed
+    baseline): the engine's own per-step work on top of the bare forward the curve measures."""
+    if seconds_per_step > 0:
+        _plain_step[_key(adapter)] = seconds_per_step
+
+
+def priced_curve(adapter) -> dict[int, float]:
+    """The cost curve every prediction uses (replay, Teach's map): the measured forwards plus the
+    per-step overhead the last measured plain run showed, so that plain decoding is priced at the
+    speed the page measured for it (the bare curve alone prices it 2-3x faster on a small target)."""
+    curve = target_curve(adapter)
+    step = _plain_step.get(_key(adapter))
+    if step is None:
+        return curve
+    extra = max(0.0, step - curve[min(curve)])
+    return {n: c + extra for n, c in curve.items()}
+
+
 class CostModel:
     """Seconds per target forward, per drafted token, per step of overhead (see module docstring)."""
 

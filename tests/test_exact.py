@@ -176,6 +176,7 @@ def test_a_speedup_above_its_bound_is_measured_again_then_flagged(monkeypatch):
         return _trace(33, 16, 0.1) if speculative else _trace(33, 32, 1.0)
     monkeypatch.setattr(api, "run", fake_run)
     monkeypatch.setattr(api, "row_set", lambda t: R.RowSet((1, 2, 4)))
+    monkeypatch.setattr(api.costs, "observe_plain", lambda adapter, s: None)
     res = api.compare(api.Pair(None, None, "t", "d"), "p", warmup=False, repeats=3)
     assert res["bounds"] == [2.0] * 3 and res["above_bound"]
     assert calls.count(True) == 6                       # each round above its bound measured again once
@@ -191,3 +192,14 @@ def test_speedup_compares_tokens_per_second():
 def test_tau_is_per_speculative_step():
     tr = _trace(21, 4, 1.0)
     assert tr.summary()["tau"] == 5.0 and tr.summary()["target_forwards"] == 5
+
+
+def test_one_cost_model_for_measured_runs_replay_and_teach(monkeypatch):
+    """Predictions price plain decoding at the speed the page measured for it."""
+    from core import costs
+    tgt = target("llama", "float32")
+    monkeypatch.setattr(costs, "target_curve", lambda adapter, refresh=False: {1: 0.010, 8: 0.014})
+    monkeypatch.setattr(costs, "_plain_step", {})
+    assert costs.priced_curve(tgt) == {1: 0.010, 8: 0.014}          # nothing measured yet: the bare curve
+    costs.observe_plain(tgt, 0.025)                                 # a measured plain step: 15 ms of engine work more
+    assert costs.priced_curve(tgt) == pytest.approx({1: 0.025, 8: 0.029})

@@ -312,7 +312,7 @@ def run_replay(image, prompt, target, dtype, drafter, max_new_tokens, temperatur
                                      f"{len(SWEEP_SHAPES)} shapes…", "busy"), "table": replay_table([])}
         pair = api.load_pair(target, name, dtype=dtype)
         rec = RP.record(pair.target, prompt, img, max_new_tokens=max_new)
-        curve = costs.target_curve(pair.target)
+        curve = costs.priced_curve(pair.target)
         t0 = time.perf_counter()
         rows = RP.rank(rec, {name: pair.drafter}, [RP.parse_shape(x) for x in SWEEP_SHAPES], curve, sampling)
         took = time.perf_counter() - t0
@@ -321,7 +321,8 @@ def run_replay(image, prompt, target, dtype, drafter, max_new_tokens, temperatur
         msg = (f"Replayed {len(rows)} shapes for <b>{esc(name)}</b> against one recorded run of "
                f"{len(rec.output)} tokens in {took:.1f} s (the target was not run again). Best: "
                f"<b>{esc(shape_name(best['shape']))}</b>, τ {best['tau']:.2f}, {best['predicted_speedup']:.2f}× "
-               f"{REPLAY_LABEL}; plain decoding priced at {plain_tok_s:.1f} tok/s from the same cost curve.")
+               f"{REPLAY_LABEL}; plain decoding priced at {plain_tok_s:.1f} tok/s from the cost curve the page's "
+               "measured runs calibrate.")
         if not sampling.greedy:
             msg += (" <b>Estimate:</b> at T > 0 the recorded greedy output is one path; "
                     "τ estimate = 1 + expected accepted tokens per step along it.")

@@ -191,7 +191,7 @@ def teach_view(tr: Trace, k: int, status: str | None = None, compact: bool = Fal
 def speedup_map_of(pair, tr: Trace):
     """ui/insight.py's map for this run: the target's measured cost curve (core/costs.py, measured
     once per process), the run's own draft cost ratio, and its (alpha, gamma) marked."""
-    curve = costs.target_curve(pair.target)
+    curve = costs.priced_curve(pair.target)      # the one cost model of measured runs and replay
     point = M.run_point(tr, curve)
     return speedup_map(M.grid(curve, draft_ratio=point["draft_ratio"]), point,
                        title="Predicted speedup on this machine",

@@ -26,7 +26,7 @@ def test_summary_numbers_of_a_hand_built_trace():
     s = hand_built().summary()
     assert s["new_tokens"] == 6
     assert s["target_forwards"] == 3                 # prefill + 2 steps
-    assert s["tau"] == 2.0
+    assert s["tau"] == 2.5                           # (6 - the prefill's 1) / 2 steps: 3 + 2 committed
     assert s["accepted_per_step"] == 1.5             # (2 + 1) / 2, bonus excluded
     assert s["drafted_per_step"] == 2.5              # (3 + 2) / 2
     assert s["acceptance_by_depth"] == [1.0, 0.5]    # both steps accept depth 1, one depth 2

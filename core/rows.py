@@ -23,10 +23,10 @@ group: plain decoding and speculative decoding are the same computation, row for
 Trees need one more thing: a node's ancestors sit at scattered columns of the verify block, where
 plain decoding had them contiguous, and sums over keys are blocked by column. So the probe also
 hides the sequence's next tokens in a tree behind decoy siblings and checks those rows, and it is
-run for three attention paths: eager, the model's own (SDPA), and ``core.tree_attention`` (each row
-attends over its keys gathered into position order). The first that makes chains and trees exact
-with unpadded plain steps wins; otherwise the one reaching furthest, with exact trees, then the
-cheapest plain step.
+run for three attention paths in turn: eager, ``core.tree_attention`` (each row attends over its keys gathered
+into position order) and the model's own (SDPA). The first that makes chains and trees exact far
+enough wins (eager first: it is the cheaper one); otherwise the one reaching furthest, with exact
+trees, then the cheapest plain step.
 
 Within a path, the group chosen is the one with the cheapest smallest size among those reaching
 ``REACH`` rows (a step of the automatic chain, root included). A group without 1 means plain steps are padded (a
@@ -297,9 +297,9 @@ def row_set(adapter, refresh: bool = False) -> RowSet:
             return hit
     t0 = time.perf_counter()
     best = None
-    for impl in dict.fromkeys(["eager", attention(adapter), tree_attention.register()]):
-        if best is not None and best.exact and best.sizes[0] == 1 and best.trees and best.cap >= REACH:
-            break                             # nothing to gain: plain steps unpadded, trees exact
+    for impl in dict.fromkeys(["eager", tree_attention.register(), attention(adapter)]):
+        if best is not None and best.exact and best.trees and best.cap >= REACH:
+            break                             # exact for chains and trees, far enough: measure no more
         set_attention(adapter, impl)
         groups, seconds, trees = probe(adapter)
         sizes = choose(groups, seconds)

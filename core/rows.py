@@ -176,6 +176,8 @@ def set_attention(adapter, impl: str) -> None:
     tower (prefill only) keeps its own."""
     if not impl or attention(adapter) == impl:
         return
+    if impl == tree_attention.NAME:           # a group read from the tuning file in a new process
+        tree_attention.register()
     model = adapter.model
     model.set_attn_implementation({"text_config": impl} if hasattr(model.config, "text_config") else impl)
 

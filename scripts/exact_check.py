@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     items = _prompts(args.prompts)
     if args.unpadded:
         R.row_set = lambda adapter, refresh=False: R.STOCK          # what the engine did before
+        import core.adapters as A
         import core.engine as E
-        E.row_set = R.row_set
-        api.row_set = R.row_set
+        A.row_set = E.row_set = api.row_set = R.row_set
     rows = R.row_set(pair.target)
     print(f"# {cpu_name()} | {pair.target.dtype} | {pair.target.device} | {R.describe(rows)}"
           f" | attention {rows.attention or 'as loaded'} | measured in {rows.measured_s:.1f} s", flush=True)

@@ -137,6 +137,17 @@ def test_row_set_is_cached_per_machine(monkeypatch):
     assert R.row_set(tgt) == first
 
 
+def test_a_cached_gathered_attention_applies_in_a_new_process(monkeypatch):
+    """A group measured with core.tree_attention, read back where nothing registered it yet."""
+    from transformers import AttentionInterface
+    from core import tree_attention
+    tgt = adapters.load(tiny_model_dir("llama"), dtype="float32")
+    monkeypatch.setitem(R._sets, R._key(tgt), R.RowSet((4, 8), attention=tree_attention.NAME, trees=True))
+    monkeypatch.delitem(AttentionInterface._global_mapping, tree_attention.NAME, raising=False)
+    assert R.row_set(tgt).attention == R.attention(tgt) == tree_attention.NAME
+    assert len(generate(tgt, PROMPT, None, max_new_tokens=4).output) == 4
+
+
 # ---- divergences ------------------------------------------------------------------------------
 def test_divergence_classes():
     assert explain([1, 2, 3], [1, 2, 3]).kind == "identical"

@@ -19,9 +19,9 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 def fast_bf16(device: str = "cpu") -> bool:
-    """Is a plain decoding step faster in bfloat16 than in float32 on this device? CUDA:
-    ``is_bf16_supported``. CPU: measured (``bf16_step_ratio``), not read from the CPU's flags: an
-    emulated bf16 can still win a memory-bound step, a native one can lose to small-op overhead."""
+    """Is decoding faster in bfloat16 than in float32 on this device? CUDA: ``is_bf16_supported``.
+    CPU: measured (``bf16_step_ratio``: a plain step plus a 16-row verify), not read from the CPU's
+    flags: an emulated bf16 wins a memory-bound one-row step and loses the many-row verify."""
     if str(device).startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bf16_step_ratio() < BF16_WINS
@@ -32,13 +32,14 @@ BF16_WINS = 0.9     # bf16 must be clearly faster: near a tie float32 keeps its 
 
 @functools.lru_cache(maxsize=1)
 def bf16_step_ratio() -> float:
-    """Seconds of a one-token decoding step in bfloat16 over float32 on this CPU: a small random
+    """Seconds of a one-token decoding step plus a 16-token verify forward, in bfloat16 over float32
+    on this CPU (what plain and speculative decoding spend their time on): a small random
     Llama-shaped decoder (two layers of a 1.5B model's widths, eager attention, a 64-token cache),
     both dtypes alternated, median of 7. Measured once per CPU, thread count and torch (about a
     second), then read from the tuning file (key "dtype")."""
     import json
     from .machine import cpu_name, tuning_path
-    key = f"dtype|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    key = f"dtype/2|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
     path = tuning_path()
     try:
         data = json.loads(path.read_text())
@@ -73,15 +74,17 @@ def _step_times(reps: int = 7) -> dict[str, float]:
     for p in base.parameters():
         p.data = torch.randn(p.shape, generator=g) * 0.02 + (1.0 if p.dim() == 1 else 0.0)
     models = {"float32": base, "bfloat16": copy.deepcopy(base).to(torch.bfloat16)}
-    ids = torch.randint(0, cfg.vocab_size, (1, 65))
+    ids = torch.randint(0, cfg.vocab_size, (1, 80))
     step = {}
     for name, m in models.items():
         cache = DynamicCache()
         m(input_ids=ids[:, :64], past_key_values=cache, use_cache=True)
 
         def one(m=m, cache=cache):
-            m(input_ids=ids[:, 64:], past_key_values=cache, use_cache=True)
+            m(input_ids=ids[:, 64:65], past_key_values=cache, use_cache=True)
             cache.crop(-1)
+            m(input_ids=ids[:, 64:80], past_key_values=cache, use_cache=True)
+            cache.crop(-16)
         one()
         step[name] = one
     out: dict[str, list[float]] = {k: [] for k in step}

@@ -69,10 +69,12 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     limit = context_limit(target)
     if drafter is not None and not exact:
         raise InputError("speculative decoding always runs exact (row-invariant) forwards")
+    reserve = 1 + (spec.max_nodes if drafter is not None else 0)          # KV slots one step may fill
+    _check_fits(enc.length, reserve, limit)                                  # before any forward
     rows = row_set(target) if exact else STOCK
-    reserve = max(1 + (spec.max_nodes if drafter is not None else 0), rows.cap)
-    if enc.length + reserve >= limit:
-        raise InputError(f"prompt too long: {enc.length} tokens, the model's context is {limit}")
+    if rows.exact:
+        reserve = rows.pad(reserve) or rows.cap                              # its padded forward
+        _check_fits(enc.length, reserve, limit)
     max_new_tokens = min(max_new_tokens, limit - enc.length - reserve)
 
     adaptive = drafter is not None and spec.adaptive
@@ -130,6 +132,11 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     trace.text = target.decode(out)
     trace.finish(target.decode_piece)
     return trace
+
+
+def _check_fits(prompt_tokens: int, reserve: int, limit: int) -> None:
+    if prompt_tokens + reserve >= limit:
+        raise InputError(f"prompt too long: {prompt_tokens} tokens, the model's context is {limit}")
 
 
 @dataclass

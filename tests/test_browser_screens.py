@@ -27,7 +27,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from core.paths import ROOT  # noqa: E402
 from tests.app_server import served_app  # noqa: E402
-from tests.test_browser import ARGS, open_page, open_tab, run_and_wait  # noqa: E402
+from tests.test_browser import browser, open_page, open_tab, run_and_wait  # noqa: E402,F401  (browser: a fixture)
 
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")
@@ -120,14 +120,6 @@ def url():
     # the default model (assets/target with its best trained drafter), as a new user gets it
     with served_app({"SPECSCOPE_DEFAULT_TARGET": None, "HF_HUB_OFFLINE": "1"}) as (u, _, _):
         yield u
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module", params=list(SIZES))

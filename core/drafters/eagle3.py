@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import DraftContext, draft_dtype
-from .msd import MSDDrafter, MSDHead, fetch
+from .msd import MSDDrafter, MSDHead, _read_weights, fetch
 
 SPECULATORS_VERSION = "0.9.0"
 
@@ -332,7 +332,7 @@ class Eagle3Head(nn.Module):
         cfg = _read_config(path)
         config, renames = parse_config(cfg, path)
         sd = {}
-        for k, v in _read_all_weights(path).items():
+        for k, v in _read_weights(path).items():
             for prefix in ("model.", "draft_model."):
                 if k.startswith(prefix) and not k.startswith("model.layers."):
                     k = k[len(prefix):]
@@ -471,26 +471,6 @@ def parse_config(cfg: dict, path: str = "") -> tuple[Eagle3Config, list[tuple[st
     if config.aux_layer_ids is not None and len(config.aux_layer_ids) != 3:
         raise ValueError(f"{path}: EAGLE-3 fuses 3 target layers, the config names {len(config.aux_layer_ids)}")
     return config, renames
-
-
-def _read_all_weights(path: str) -> dict:
-    """model.safetensors, sharded safetensors (an index), or pytorch_model.bin."""
-    from safetensors.torch import load_file
-    index = os.path.join(path, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-        sd = {}
-        for name in files:
-            sd.update(load_file(os.path.join(path, name)))
-        return sd
-    st = os.path.join(path, "model.safetensors")
-    if os.path.exists(st):
-        return load_file(st)
-    bin_ = os.path.join(path, "pytorch_model.bin")
-    if os.path.exists(bin_):
-        return torch.load(bin_, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")
 
 
 def is_eagle3_dir(path: str) -> bool:

@@ -182,9 +182,18 @@ def fetch(path: str) -> str:
 
 
 def _read_weights(path: str) -> dict:
+    """model.safetensors, sharded safetensors (an index), or pytorch_model.bin."""
+    from safetensors.torch import load_file
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+        sd = {}
+        for name in files:
+            sd.update(load_file(os.path.join(path, name)))
+        return sd
     st = os.path.join(path, "model.safetensors")
     if os.path.exists(st):
-        from safetensors.torch import load_file
         return load_file(st)
     bin_ = os.path.join(path, "pytorch_model.bin")
     if os.path.exists(bin_):

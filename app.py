@@ -5,6 +5,7 @@
 The default target is ``SPECSCOPE_DEFAULT_TARGET`` if set, else the embedded model in
 assets/target. It loads in the background: the page is up before the model is.
 """
+
 import logging
 import os
 
@@ -12,8 +13,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from core import api  # noqa: E402
-from ui.app import build_app, launch  # noqa: E402
+from core import api
+from ui.app import build_app, launch
 
 demo = build_app()
 

@@ -17,6 +17,7 @@ are tried in draw order.
       lookup): q_x is a point mass on x, i.e. accept with prob p(x), else remove x.
   Either way the added token is distributed exactly as the target's p.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,10 +29,10 @@ from .tree import DraftTree
 
 @dataclass
 class Verdict:
-    accepted: list[int]      # node indices of the accepted path, root-side first
-    token: int               # the token the target adds after the path
-    rejected: list[int]      # nodes tried and rejected (children of accepted nodes)
-    corrected: bool          # True: `token` replaced rejected children; False: a bonus
+    accepted: list[int]  # node indices of the accepted path, root-side first
+    token: int  # the token the target adds after the path
+    rejected: list[int]  # nodes tried and rejected (children of accepted nodes)
+    corrected: bool  # True: `token` replaced rejected children; False: a bonus
 
     @property
     def kind(self) -> str:

@@ -14,6 +14,7 @@ wrong under eager attention). Families differ only in how the prompt and image
 become inputs and in how positions are passed (Qwen2-VL's M-RoPE adds
 ``rope_deltas``); the decoding loop never sees those differences.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,13 +29,13 @@ from .device import DTYPES, kernels_default, resolve_device, resolve_dtype
 from .errors import InputError, ModelLoadError
 from .rows import STOCK, causal_mask, padded_inputs, row_set
 
-SENTINEL = "\ue000"   # private-use char marking where the user's text goes in the chat template
+SENTINEL = "\ue000"  # private-use char marking where the user's text goes in the chat template
 
 
 @dataclass
 class Encoded:
-    input_ids: torch.Tensor                 # (1, T) long
-    extra: dict = field(default_factory=dict)   # pixel_values, image_grid_thw, ...
+    input_ids: torch.Tensor  # (1, T) long
+    extra: dict = field(default_factory=dict)  # pixel_values, image_grid_thw, ...
     has_image: bool = False
 
     @property
@@ -45,9 +46,9 @@ class Encoded:
 @dataclass
 class Session:
     cache: Any
-    length: int = 0          # KV slots filled
-    pos_offset: Any = 0      # added to logical positions (Qwen2-VL rope_deltas)
-    embeds: Any = None       # decoder input embeddings of the prompt (prefill with want_hidden)
+    length: int = 0  # KV slots filled
+    pos_offset: Any = 0  # added to logical positions (Qwen2-VL rope_deltas)
+    embeds: Any = None  # decoder input embeddings of the prompt (prefill with want_hidden)
 
 
 # --------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ class HFAdapter:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_ids = self._eos_ids()
         self._lock = threading.Lock()
-        self.kernels: dict = {"paths": "stock"}   # set by load(): the measured product paths
+        self.kernels: dict = {"paths": "stock"}  # set by load(): the measured product paths
 
     def generate_inputs(self, enc) -> dict:
         """Keyword arguments of ``self.model.generate`` for ``enc``: transformers' own decoding of
@@ -77,8 +78,7 @@ class HFAdapter:
     # ---- identity -----------------------------------------------------------------
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
-        for src in (getattr(self.model, "generation_config", None), self.model.config,
-                    getattr(self.model.config, "text_config", None)):
+        for src in (getattr(self.model, "generation_config", None), self.model.config, getattr(self.model.config, "text_config", None)):
             e = getattr(src, "eos_token_id", None) if src is not None else None
             if e is None:
                 continue
@@ -114,8 +114,7 @@ class HFAdapter:
         try:
             text = tpl_owner.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         except Exception:  # text-only templates want a plain string
-            text = tpl_owner.apply_chat_template([{"role": "user", "content": SENTINEL}],
-                                                 add_generation_prompt=True, tokenize=False)
+            text = tpl_owner.apply_chat_template([{"role": "user", "content": SENTINEL}], add_generation_prompt=True, tokenize=False)
         if isinstance(text, list):
             text = text[0]
         return text
@@ -134,8 +133,11 @@ class HFAdapter:
             ids = self._ids(before) + self._ids(prompt, literal=True) + self._ids(after)
         else:
             ids = self._ids(text)
-        if self.tokenizer.bos_token_id is not None and getattr(self.tokenizer, "add_bos_token", False) \
-                and (not ids or ids[0] != self.tokenizer.bos_token_id):
+        if (
+            self.tokenizer.bos_token_id is not None
+            and getattr(self.tokenizer, "add_bos_token", False)
+            and (not ids or ids[0] != self.tokenizer.bos_token_id)
+        ):
             ids = [self.tokenizer.bos_token_id] + ids
         extra: dict = {}
         if image is not None:
@@ -148,6 +150,7 @@ class HFAdapter:
     # ---- forward ----------------------------------------------------------------------
     def new_cache(self):
         from transformers import DynamicCache
+
         return DynamicCache()
 
     def prefill_kwargs(self, enc: Encoded) -> dict:
@@ -159,14 +162,21 @@ class HFAdapter:
         sess = Session(self.new_cache())
         handle = None
         if want_hidden:  # also keep the decoder's input embeddings (image features merged in)
+
             def grab(_module, args, kwargs):
                 sess.embeds = kwargs.get("inputs_embeds")
+
             handle = self.text_module().register_forward_pre_hook(grab, with_kwargs=True)
         try:
             with self._lock:
-                out = self.model(input_ids=enc.input_ids, past_key_values=sess.cache, use_cache=True,
-                                 output_hidden_states=want_hidden, logits_to_keep=0 if all_logits else 1,
-                                 **self.prefill_kwargs(enc))
+                out = self.model(
+                    input_ids=enc.input_ids,
+                    past_key_values=sess.cache,
+                    use_cache=True,
+                    output_hidden_states=want_hidden,
+                    logits_to_keep=0 if all_logits else 1,
+                    **self.prefill_kwargs(enc),
+                )
                 sess.pos_offset = self._pos_offset_after_prefill(enc)
         finally:
             if handle is not None:
@@ -188,8 +198,15 @@ class HFAdapter:
         return m.view(1, 1, *attn.shape)
 
     @torch.inference_mode()
-    def forward(self, sess: Session, ids, positions: torch.Tensor | None = None,
-                attn: torch.Tensor | None = None, want_hidden: bool = False, rows: int | None = None):
+    def forward(
+        self,
+        sess: Session,
+        ids,
+        positions: torch.Tensor | None = None,
+        attn: torch.Tensor | None = None,
+        want_hidden: bool = False,
+        rows: int | None = None,
+    ):
         """Feed a block of n tokens after the cache. ``positions`` default to the next slots,
         ``attn`` (bool, (n, len+n)) defaults to causal. Returns logits (n, V), hidden (n, H)|None.
 
@@ -210,10 +227,14 @@ class HFAdapter:
         if attn is not None:
             kw["attention_mask"] = self.float_mask(attn)
         m = len(ids)
-        out = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
-                         past_key_values=sess.cache, use_cache=True,
-                         position_ids=self.position_ids(sess, positions.to(self.device)),
-                         output_hidden_states=want_hidden, **kw)
+        out = self.model(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+            past_key_values=sess.cache,
+            use_cache=True,
+            position_ids=self.position_ids(sess, positions.to(self.device)),
+            output_hidden_states=want_hidden,
+            **kw,
+        )
         sess.length = start + m
         return out.logits[0, :n], (out.hidden_states[-1][0, :n] if want_hidden else None)
 
@@ -246,10 +267,11 @@ class HFAdapter:
         def run(n: int) -> None:
             self.forward(sess, [0] * n, rows=rows.pad(n) if rows.exact else None)
             self.keep(sess, prefix, [])
+
         return run
 
     # ---- self-speculation -----------------------------------------------------------
-    def truncated(self, n_layers: int) -> "HFAdapter":
+    def truncated(self, n_layers: int) -> HFAdapter:
         """A view of this model using only its first ``n_layers`` decoder layers (weights shared)."""
         text = self.text_module()
         total = len(text.layers)
@@ -302,20 +324,19 @@ class ProcessorImageMixin:
         pos = _find(ids, ph)
         if pos < 0:
             raise InputError("the chat template did not place an image placeholder")
-        proc = self.processor(text=[self.placeholder], images=[image], return_tensors="pt",
-                              add_special_tokens=False)
+        proc = self.processor(text=[self.placeholder], images=[image], return_tensors="pt", add_special_tokens=False)
         expanded = proc["input_ids"][0].tolist()
         extra = {k: v for k, v in proc.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         for k, v in extra.items():
-            if torch.is_tensor(v):   # on the model's device (a no-op on a CPU), floats in its dtype
+            if torch.is_tensor(v):  # on the model's device (a no-op on a CPU), floats in its dtype
                 extra[k] = v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
-        return ids[:pos] + expanded + ids[pos + len(ph):], extra
+        return ids[:pos] + expanded + ids[pos + len(ph) :], extra
 
 
 def _find(seq: list[int], sub: list[int]) -> int:
     n = len(sub)
     for i in range(len(seq) - n + 1):
-        if seq[i:i + n] == sub:
+        if seq[i : i + n] == sub:
             return i
     return -1
 
@@ -338,6 +359,7 @@ class Qwen2VLAdapter(LlavaAdapter):
     ``cache_len + depth + rope_deltas`` on all three rotary axes; losing that offset is the
     classic wrong-output bug. ``rope_deltas`` lives on the model, so it is reset before each
     prefill (a text-only prefill would otherwise inherit a stale one) and copied to the session."""
+
     family = "qwen2_vl"
 
     def __init__(self, model, tokenizer, processor=None, name=""):
@@ -365,6 +387,7 @@ class Qwen2VLAdapter(LlavaAdapter):
 
 class Idefics3Adapter(LlavaAdapter):
     """Idefics3 / SmolVLM: image split into tiles + a global view, 1-D positions."""
+
     family = "idefics3"
 
 
@@ -383,7 +406,7 @@ class FallbackProcessor:
         out = self.image_processor(images=images, return_tensors=return_tensors)
         grid = out["image_grid_thw"]
         merge = getattr(self.image_processor, "merge_size", 2)
-        n = int(grid[0].prod()) // (merge ** 2)
+        n = int(grid[0].prod()) // (merge**2)
         expanded = text[0].replace(self.image_token, self.image_token * n, 1)
         ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens, return_tensors=return_tensors)
         return {"input_ids": ids["input_ids"], "pixel_values": out["pixel_values"], "image_grid_thw": grid}
@@ -391,6 +414,7 @@ class FallbackProcessor:
 
 def _qwen_fallback(name_or_path: str):
     from transformers import AutoImageProcessor, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(name_or_path)
     ip = AutoImageProcessor.from_pretrained(name_or_path)
     template = getattr(tok, "chat_template", None)
@@ -401,6 +425,7 @@ def _qwen_fallback(name_or_path: str):
     if not template:
         try:
             from huggingface_hub import hf_hub_download
+
             template = open(hf_hub_download(name_or_path, "chat_template.jinja")).read()
         except Exception:
             template = None
@@ -422,9 +447,15 @@ def trust_remote_code_allowed() -> bool:
     return os.environ.get("SPECSCOPE_TRUST_REMOTE_CODE", "") == "1"
 
 
-def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu",
-         device_map: str | None = None, trust_remote_code: bool = False, kernels: str | None = None,
-         role: str = "target") -> HFAdapter:
+def load(
+    name_or_path: str,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+    kernels: str | None = None,
+    role: str = "target",
+) -> HFAdapter:
     """Load a target or drafter by Hub id or local directory, through ``from_pretrained``.
     ``device``: cpu (default), cuda[:N] or auto (see ``resolve_device``). ``kernels``: auto
     (default: each linear layer's product path measured fastest on this CPU for ``role``,
@@ -432,8 +463,7 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
     if trust_remote_code and not trust_remote_code_allowed():
-        raise ModelLoadError("trust_remote_code is disabled; the operator can enable it with "
-                             "SPECSCOPE_TRUST_REMOTE_CODE=1")
+        raise ModelLoadError("trust_remote_code is disabled; the operator can enable it with SPECSCOPE_TRUST_REMOTE_CODE=1")
     device = resolve_device(device)
     if dtype == "auto":
         dtype = resolve_dtype(dtype, device)
@@ -469,9 +499,9 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
     adapter = cls(model, tokenizer, processor, name=str(name_or_path))
     if kernels != "stock":
         from . import kernels as K
+
         try:
-            choice = K.accelerate(model, role, force=None if kernels == "auto" else kernels,
-                                  probe=adapter.probe)
+            choice = K.accelerate(model, role, force=None if kernels == "auto" else kernels, probe=adapter.probe)
         except ValueError as e:
             raise InputError(str(e)) from None
     adapter.kernels = dict(choice, requested=kernels)
@@ -480,6 +510,7 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
 
 def _load_processor(name_or_path: str, model_type: str, trust_remote_code: bool):
     from transformers import AutoProcessor
+
     loader = PROCESSOR_FALLBACKS.get(model_type)
     try:
         return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)

@@ -1,10 +1,11 @@
 """High-level entry points shared by the CLI, the app and the benchmark.
 
-    pair = load_pair("default", "ngram")                    # cached target + drafter
-    trace = run(pair, prompt, image, spec, sampling, max_new_tokens)
-    warm(pair, prompt, image, spec, sampling)                # one-off costs, outside timings
-    result = compare(pair, prompt, image, spec, sampling, max_new_tokens, repeats=3)
+pair = load_pair("default", "ngram")                    # cached target + drafter
+trace = run(pair, prompt, image, spec, sampling, max_new_tokens)
+warm(pair, prompt, image, spec, sampling)                # one-off costs, outside timings
+result = compare(pair, prompt, image, spec, sampling, max_new_tokens, repeats=3)
 """
+
 from __future__ import annotations
 
 from . import costs
@@ -19,46 +20,84 @@ from .streaming import follow
 from .trace import Trace, result_json
 
 # the facade: what the CLI, the app, the bench and the tuner call
-__all__ = ["Pair", "load_pair", "load_target", "default_device", "max_models", "policy_for", "warm", "run",
-           "compare", "speedup", "bound", "stream", "result_json", "threads_from_env", "visual_dependence"]
+__all__ = [
+    "Pair",
+    "load_pair",
+    "load_target",
+    "default_device",
+    "max_models",
+    "policy_for",
+    "warm",
+    "run",
+    "compare",
+    "speedup",
+    "bound",
+    "stream",
+    "result_json",
+    "threads_from_env",
+    "visual_dependence",
+]
 
 
-def run(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
-        sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int = 64, speculative: bool = True,
-        **kw) -> Trace:
+def run(
+    pair: Pair,
+    prompt: str,
+    image=None,
+    spec: DraftSpec = DraftSpec(),
+    sampling: SamplingConfig = SamplingConfig(),
+    max_new_tokens: int = 64,
+    speculative: bool = True,
+    **kw,
+) -> Trace:
     drafter = pair.drafter if speculative else None
     if drafter is not None and spec.adaptive and "policy" not in kw:
         kw["policy"] = policy_for(pair, sampling)
     return generate(pair.target, prompt, image, drafter, spec, sampling, max_new_tokens, **kw)
 
 
-def stream(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
-           sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int = 64, *, speculative: bool = True,
-           should_stop=None, every: float = 0.25, **kw):
+def stream(
+    pair: Pair,
+    prompt: str,
+    image=None,
+    spec: DraftSpec = DraftSpec(),
+    sampling: SamplingConfig = SamplingConfig(),
+    max_new_tokens: int = 64,
+    *,
+    speculative: bool = True,
+    should_stop=None,
+    every: float = 0.25,
+    **kw,
+):
     """``run`` in a worker thread (``core/streaming.py``): yields snapshot traces while steps
     complete, then the finished trace. ``kw`` as for ``run`` (``meta=``, ``detail=`` ...)."""
     spec, sampling = spec or DraftSpec(), sampling or SamplingConfig()
 
     def decode(on_step, should_stop):
-        return run(pair, prompt, image, spec, sampling, max_new_tokens, speculative, on_step=on_step,
-                   should_stop=should_stop, **kw)
+        return run(pair, prompt, image, spec, sampling, max_new_tokens, speculative, on_step=on_step, should_stop=should_stop, **kw)
+
     return follow(decode, pair.target, should_stop, every)
 
 
 _warmed: set = set()
 
 
-def warm(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
-         sampling: SamplingConfig = SamplingConfig(), tokens: int = 8, force: bool = False) -> bool:
+def warm(
+    pair: Pair,
+    prompt: str,
+    image=None,
+    spec: DraftSpec = DraftSpec(),
+    sampling: SamplingConfig = SamplingConfig(),
+    tokens: int = 8,
+    force: bool = False,
+) -> bool:
     """Pay the one-off costs (allocator, kernels, the cost model's first measurement) of this pair
     in this process, outside any timed run: one short plain and one short speculative run. Done
     once per (target, drafter, strategy, sampling kind) unless ``force``; returns whether it ran."""
-    key = (id(pair.target), id(pair.drafter), spec.strategy, sampling.greedy,
-           image is not None)
+    key = (id(pair.target), id(pair.drafter), spec.strategy, sampling.greedy, image is not None)
     if key in _warmed and not force:
         return False
-    run(pair, prompt, image, spec, sampling, tokens, speculative=False, detail=False)   # measures core.rows
-    if row_set(pair.target).sizes[:1] not in ((), (1,)):     # the unpadded speed baseline, too
+    run(pair, prompt, image, spec, sampling, tokens, speculative=False, detail=False)  # measures core.rows
+    if row_set(pair.target).sizes[:1] not in ((), (1,)):  # the unpadded speed baseline, too
         run(pair, prompt, image, spec, sampling, tokens, speculative=False, detail=False, exact=False)
     if pair.drafter is not None:
         run(pair, prompt, image, spec, sampling, tokens, detail=False)
@@ -72,7 +111,7 @@ def _median(xs: list[float]) -> float:
     return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
-SLACK = 1.10        # measurement noise allowed above a speedup's bound before a round is re-measured
+SLACK = 1.10  # measurement noise allowed above a speedup's bound before a round is re-measured
 
 
 def speedup(plain: Trace, spec: Trace) -> float:
@@ -89,9 +128,19 @@ def bound(spec: Trace) -> float:
     return max(1.0, spec.summary()["tau"])
 
 
-def compare(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
-            sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int = 64, warmup: bool = True,
-            repeats: int = 1, baseline: list | None = None, reference: Trace | None = None, **kw) -> dict:
+def compare(
+    pair: Pair,
+    prompt: str,
+    image=None,
+    spec: DraftSpec = DraftSpec(),
+    sampling: SamplingConfig = SamplingConfig(),
+    max_new_tokens: int = 64,
+    warmup: bool = True,
+    repeats: int = 1,
+    baseline: list | None = None,
+    reference: Trace | None = None,
+    **kw,
+) -> dict:
     """The same input decoded autoregressively and speculatively by the same target, ``repeats``
     times, alternating plain and speculative runs so that a slow moment of the machine hits both.
 
@@ -117,11 +166,10 @@ def compare(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
     sps: list[Trace] = []
     for i in range(repeats):
         if i >= len(ars):
-            ars.append(run(pair, prompt, image, spec, sampling, max_new_tokens, speculative=False,
-                           exact=not unpadded, **kw))
+            ars.append(run(pair, prompt, image, spec, sampling, max_new_tokens, speculative=False, exact=not unpadded, **kw))
         sps.append(run(pair, prompt, image, spec, sampling, max_new_tokens, **kw))
     ars = ars[:repeats]
-    for i in range(repeats):            # a round above its bound: measured again, once
+    for i in range(repeats):  # a round above its bound: measured again, once
         if speedup(ars[i], sps[i]) > bound(sps[i]) * SLACK:
             sps[i] = run(pair, prompt, image, spec, sampling, max_new_tokens, **kw)
     ratios = [speedup(a, s) for a, s in zip(ars, sps)]
@@ -130,28 +178,39 @@ def compare(pair: Pair, prompt: str, image=None, spec: DraftSpec = DraftSpec(),
     within = [i for i in range(repeats) if i not in above] or list(range(repeats))
     mid = sorted(within, key=lambda i: ratios[i])[(len(within) - 1) // 2]
     if reference is None:
-        reference = ars[0] if not unpadded else run(pair, prompt, image, spec, sampling, max_new_tokens,
-                                                    speculative=False, **kw)
+        reference = ars[0] if not unpadded else run(pair, prompt, image, spec, sampling, max_new_tokens, speculative=False, **kw)
     div = explain_traces(reference, sps[mid])
     steps = [(a.wall_s - a.t_prefill) / len(a.steps) for a in ars if a.steps]
     if steps:
-        costs.observe_plain(pair.target, _median(steps))      # prices replay and Teach's map alike
-    return {"ar": ars[mid], "spec": sps[mid], "speedup": _median([ratios[i] for i in within]),
-            "speedups": ratios, "ar_runs": ars, "spec_runs": sps, "reference": reference,
-            "baseline": "unpadded" if unpadded else "exact",
-            "plain_tokens_per_s": _median([a.summary()["tokens_per_s"] for a in ars]),
-            "bounds": bounds, "above_bound": bool(above),
-            "identical": all(s.output == reference.output for s in sps), "divergence": div}
+        costs.observe_plain(pair.target, _median(steps))  # prices replay and Teach's map alike
+    return {
+        "ar": ars[mid],
+        "spec": sps[mid],
+        "speedup": _median([ratios[i] for i in within]),
+        "speedups": ratios,
+        "ar_runs": ars,
+        "spec_runs": sps,
+        "reference": reference,
+        "baseline": "unpadded" if unpadded else "exact",
+        "plain_tokens_per_s": _median([a.summary()["tokens_per_s"] for a in ars]),
+        "bounds": bounds,
+        "above_bound": bool(above),
+        "identical": all(s.output == reference.output for s in sps),
+        "divergence": div,
+    }
 
 
-def visual_dependence(pair: Pair, trace: Trace, prompt: str, image=None, baseline: str = "none",
-                      threshold: float | None = None, store: bool = True) -> dict:
+def visual_dependence(
+    pair: Pair, trace: Trace, prompt: str, image=None, baseline: str = "none", threshold: float | None = None, store: bool = True
+) -> dict:
     """Per-token visual dependence of ``trace``'s output (core/visual.py): two teacher-forced
     target forwards, with and without the image; its cost in seconds is ``result["cost_s"]``.
     Stored in ``trace.visual`` unless ``store=False``."""
     from . import visual as V
-    res = V.visual_dependence(pair.target, prompt, image, list(trace.output), baseline=baseline,
-                              threshold=V.KL_THRESHOLD if threshold is None else threshold)
+
+    res = V.visual_dependence(
+        pair.target, prompt, image, list(trace.output), baseline=baseline, threshold=V.KL_THRESHOLD if threshold is None else threshold
+    )
     if store:
         trace.visual = res
     return res

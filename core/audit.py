@@ -33,6 +33,7 @@ bf16 tolerance is 10x what was measured, to be recalibrated on other models). A 
 more (a +1 shift of multi-token rows on the tiny llava / qwen2_vl / llama: rel_diff 1.2e-3 to
 2.3e-3, over 1000x the engine's).
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,15 +42,16 @@ from .divergence import explain_traces
 from .drafters.base import DraftSpec
 from .engine import generate
 
-TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}   # on rel_diff (see the docstring)
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}  # on rel_diff (see the docstring)
 
 
 def default_inputs(n: int = 2) -> list[tuple[str, object]]:
     """Held-out scenes (core/scenes) when available, else two text prompts."""
     try:
         from .bench import scene_samples
+
         return [(s.prompt, s.image) for s in scene_samples(n)]
-    except Exception:  # noqa: BLE001  the scenes package is owned elsewhere and may be mid-change
+    except Exception:  # the scenes package is owned elsewhere and may be mid-change
         return [("Describe the picture.", None), ("hello world hello world hello", None)][:n]
 
 
@@ -59,6 +61,7 @@ def _collect(target, prompt, image, drafter, spec, max_new_tokens):
     def on_phase(name, seconds, **data):
         if name == "verify":
             events.append((list(data["tokens"]), data["positions"].tolist(), data["logits"].detach().float().cpu()))
+
     tr = generate(target, prompt, image, drafter, spec, max_new_tokens=max_new_tokens, on_phase=on_phase)
     return tr, events
 
@@ -69,8 +72,7 @@ def _margin(row: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def audit_one(target, drafter, prompt: str, image, spec: DraftSpec, max_new_tokens: int = 32,
-              plain=None) -> dict:
+def audit_one(target, drafter, prompt: str, image, spec: DraftSpec, max_new_tokens: int = 32, plain=None) -> dict:
     """One input, one shape. ``plain``: a (trace, events) pair from an earlier plain run."""
     plain_tr, plain_ev = plain or _collect(target, prompt, image, None, DraftSpec(), max_new_tokens)
     T = plain_tr.prompt_tokens
@@ -82,14 +84,14 @@ def audit_one(target, drafter, prompt: str, image, spec: DraftSpec, max_new_toke
     so = spec_tr.output
     max_diff, compared, flips, multi, scale = 0.0, 0, 0, 0, 0.0
     for step, (tokens, pos, logits) in zip(spec_tr.steps, spec_ev):
-        k1 = pos[0] - T                       # output index of the root
+        k1 = pos[0] - T  # output index of the root
         if so[: k1 + 1] != po[: k1 + 1]:
-            break                             # the contexts differ from here on
+            break  # the contexts differ from here on
         for r in range(len(tokens)):
             j = pos[r] - T
             if r:
                 path = _path(step.parents, r - 1)
-                if [step.tokens[x] for x in path] != po[k1 + 1: k1 + 1 + len(path)]:
+                if [step.tokens[x] for x in path] != po[k1 + 1 : k1 + 1 + len(path)]:
                     continue
             if j not in ref:
                 continue
@@ -100,18 +102,29 @@ def audit_one(target, drafter, prompt: str, image, spec: DraftSpec, max_new_toke
             multi += len(tokens) > 1
             flips += int(logits[r].argmax() != ref[j].argmax())
     dtype = str(target.dtype).replace("torch.", "")
-    why = explain_traces(plain_tr, spec_tr)          # the page's and the bench's classifier
+    why = explain_traces(plain_tr, spec_tr)  # the page's and the bench's classifier
     div = why.position
     margin = None
     if div is not None and div - 1 in ref:
         margin = round(_margin(ref[div - 1]), 6)
     tol = TOLERANCE.get(dtype, 1e-4)
     rel = max_diff / scale if scale > 0 else 0.0
-    return {"shape": _label(spec), "tokens": len(so), "rows_compared": compared, "multi_token_rows": multi,
-            "max_abs_diff": max_diff, "rel_diff": rel, "argmax_flips": flips, "identical": div is None,
-            "first_divergence": div, "margin_at_divergence": margin, "tolerance": tol,
-            "divergence": why.kind, "divergence_text": why.text,
-            "ok": div is None and rel <= tol}
+    return {
+        "shape": _label(spec),
+        "tokens": len(so),
+        "rows_compared": compared,
+        "multi_token_rows": multi,
+        "max_abs_diff": max_diff,
+        "rel_diff": rel,
+        "argmax_flips": flips,
+        "identical": div is None,
+        "first_divergence": div,
+        "margin_at_divergence": margin,
+        "tolerance": tol,
+        "divergence": why.kind,
+        "divergence_text": why.text,
+        "ok": div is None and rel <= tol,
+    }
 
 
 def _path(parents: list[int], node: int) -> list[int]:
@@ -124,11 +137,11 @@ def _path(parents: list[int], node: int) -> list[int]:
 
 def _label(spec: DraftSpec) -> str:
     from .replay import shape_label
+
     return shape_label(spec)
 
 
-def audit(target, drafter, inputs: list[tuple[str, object]], shapes: list[DraftSpec],
-          max_new_tokens: int = 32) -> dict:
+def audit(target, drafter, inputs: list[tuple[str, object]], shapes: list[DraftSpec], max_new_tokens: int = 32) -> dict:
     """Every input x shape (one plain run per input). Returns {"ok", "max_abs_diff", "rows": [...]}."""
     rows = []
     for i, (prompt, image) in enumerate(inputs):
@@ -136,19 +149,28 @@ def audit(target, drafter, inputs: list[tuple[str, object]], shapes: list[DraftS
         for spec in shapes:
             r = audit_one(target, drafter, prompt, image, spec, max_new_tokens, plain=plain)
             rows.append({"input": i, "prompt": prompt[:60], **r})
-    return {"target": getattr(target, "name", ""), "drafter": getattr(drafter, "name", None),
-            "dtype": str(target.dtype).replace("torch.", ""), "ok": all(r["ok"] for r in rows),
-            "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0.0),
-            "rel_diff": max((r["rel_diff"] for r in rows), default=0.0), "rows": rows}
+    return {
+        "target": getattr(target, "name", ""),
+        "drafter": getattr(drafter, "name", None),
+        "dtype": str(target.dtype).replace("torch.", ""),
+        "ok": all(r["ok"] for r in rows),
+        "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0.0),
+        "rel_diff": max((r["rel_diff"] for r in rows), default=0.0),
+        "rows": rows,
+    }
 
 
 def format_report(rep: dict) -> str:
-    lines = [f"audit: target {rep['target']}, drafter {rep['drafter']}, {rep['dtype']}: "
-             f"{'OK' if rep['ok'] else 'FLAGGED'} (max |logit diff| {rep['max_abs_diff']:.3g}, "
-             f"relative {rep['rel_diff']:.3g})"]
+    lines = [
+        f"audit: target {rep['target']}, drafter {rep['drafter']}, {rep['dtype']}: "
+        f"{'OK' if rep['ok'] else 'FLAGGED'} (max |logit diff| {rep['max_abs_diff']:.3g}, "
+        f"relative {rep['rel_diff']:.3g})"
+    ]
     for r in rep["rows"]:
         div = "identical" if r["identical"] else r["divergence_text"]
-        lines.append(f"  input {r['input']} {r['shape']:<16s} rows {r['rows_compared']:>4d} "
-                     f"(multi-token {r['multi_token_rows']:>4d})  max diff {r['max_abs_diff']:.3g} (rel {r['rel_diff']:.2g})  "
-                     f"argmax flips {r['argmax_flips']}  {div}  {'ok' if r['ok'] else 'FLAG'}")
+        lines.append(
+            f"  input {r['input']} {r['shape']:<16s} rows {r['rows_compared']:>4d} "
+            f"(multi-token {r['multi_token_rows']:>4d})  max diff {r['max_abs_diff']:.3g} (rel {r['rel_diff']:.2g})  "
+            f"argmax flips {r['argmax_flips']}  {div}  {'ok' if r['ok'] else 'FLAG'}"
+        )
     return "\n".join(lines)

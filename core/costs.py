@@ -14,6 +14,7 @@ MKL and 2.1 with oneDNN. So the costs are measured, never assumed:
                   (per draft forward for model drafters, per step for model-free ones)
     other         the engine's own per-step overhead (acceptance, KV compaction), learned online
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,7 @@ import torch
 from .machine import machine_key, tuning_path
 
 SIZES = (1, 2, 4, 8, 16, 32)
-EMA = 0.2                      # weight of a new observation in the online estimates
+EMA = 0.2  # weight of a new observation in the online estimates
 
 
 def _interp(curve: dict[int, float], n: float) -> float:
@@ -36,7 +37,7 @@ def _interp(curve: dict[int, float], n: float) -> float:
     for a, b in zip(xs, xs[1:]):
         if n <= b:
             return curve[a] + (curve[b] - curve[a]) * (n - a) / (b - a)
-    a, b = xs[-2], xs[-1]                                   # beyond the last point: linear
+    a, b = xs[-2], xs[-1]  # beyond the last point: linear
     return curve[b] + (curve[b] - curve[a]) * (n - b) / (b - a)
 
 
@@ -44,7 +45,7 @@ def _interp(curve: dict[int, float], n: float) -> float:
 def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dict[int, float]:
     """Median seconds of one forward of n tokens after a ``prefix``-token prompt (KV cache warm).
     Sizes are measured in a mixed order (1, 4, 16, 32, 8, 2) so drift does not bend the curve."""
-    probe = adapter.probe(prefix, padded=True)      # as the engine's exact forwards run
+    probe = adapter.probe(prefix, padded=True)  # as the engine's exact forwards run
     for _ in range(2):
         probe(1)
     order = sorted(sizes, key=lambda n: (sizes.index(n) % 2, n if sizes.index(n) % 2 == 0 else -n))
@@ -55,7 +56,7 @@ def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dic
             sync()
             t0 = time.perf_counter()
             probe(n)
-            sync()                                  # a GPU returns before the work is done
+            sync()  # a GPU returns before the work is done
             out[n].append(time.perf_counter() - t0)
     curve = {n: statistics.median(v) for n, v in out.items()}
     # a forward of more tokens never costs less: keep the curve monotone against noise
@@ -67,8 +68,7 @@ def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dic
 
 def _key(adapter) -> str:
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
-    return (f"costs|{machine_key(adapter.name, '')}|{adapter.dtype}|{adapter.device}|"
-            f"kernels={hashlib.sha1(kern.encode()).hexdigest()[:10]}")
+    return f"costs|{machine_key(adapter.name, '')}|{adapter.dtype}|{adapter.device}|kernels={hashlib.sha1(kern.encode()).hexdigest()[:10]}"
 
 
 _curves: dict[str, dict[int, float]] = {}
@@ -124,12 +124,12 @@ class CostModel:
 
     def __init__(self, curve: dict[int, float], draft_per_forward: float | None = None):
         self.curve = dict(curve)
-        self.scale = 1.0                      # observed verify time / curve, EMA
-        self.point_scale: dict[int, float] = {}   # the same per measured point (nearest above)
-        self.seen: dict[int, float] = {}          # n -> seconds observed for exactly n tokens, EMA
+        self.scale = 1.0  # observed verify time / curve, EMA
+        self.point_scale: dict[int, float] = {}  # the same per measured point (nearest above)
+        self.seen: dict[int, float] = {}  # n -> seconds observed for exactly n tokens, EMA
         # until the drafter has been seen: a drafted token costs a quarter of a target token
         self.per_forward = draft_per_forward if draft_per_forward is not None else 0.25 * curve[min(curve)]
-        self.per_step = 0.0                   # model-free drafters: a fixed cost per step
+        self.per_step = 0.0  # model-free drafters: a fixed cost per step
         self.other = 0.0
         self.seen_draft = draft_per_forward is not None
 
@@ -157,14 +157,18 @@ class CostModel:
         old = self.seen.get(n_verify)
         self.seen[n_verify] = t_verify if old is None else old + EMA * (t_verify - old)
         self.other += EMA * (t_other - self.other)
-        if forwards:                          # a model drafter: cost per draft forward
+        if forwards:  # a model drafter: cost per draft forward
             x = t_draft / forwards
             self.per_forward = x if not self.seen_draft else self.per_forward + EMA * (x - self.per_forward)
             self.seen_draft = True
-        elif forwards == 0 and t_draft > 0:   # drafting without forwards (n-gram lookup)
+        elif forwards == 0 and t_draft > 0:  # drafting without forwards (n-gram lookup)
             self.per_step += EMA * (t_draft - self.per_step)
 
     def to_json(self) -> dict:
-        return {"target_s": {str(n): round(self.target(n), 6) for n in sorted(self.curve)},
-                "curve_scale": round(self.scale, 4), "draft_s_per_forward": round(self.per_forward, 6),
-                "draft_s_per_step": round(self.per_step, 6), "other_s": round(self.other, 6)}
+        return {
+            "target_s": {str(n): round(self.target(n), 6) for n in sorted(self.curve)},
+            "curve_scale": round(self.scale, 4),
+            "draft_s_per_forward": round(self.per_forward, 6),
+            "draft_s_per_step": round(self.per_step, 6),
+            "other_s": round(self.other, 6),
+        }

@@ -1,9 +1,10 @@
 """Dtype and device policy: which dtype and device a model runs in, and the operator's kernel choice.
 
-    resolve_device("auto")            # "cuda" where a CUDA GPU is visible, else "cpu"
-    resolve_dtype("auto", device)     # "bfloat16" where a plain step measured faster in it, else "float32"
-    kernels_default()                 # SPECSCOPE_KERNELS, checked (default "auto")
+resolve_device("auto")            # "cuda" where a CUDA GPU is visible, else "cpu"
+resolve_dtype("auto", device)     # "bfloat16" where a plain step measured faster in it, else "float32"
+kernels_default()                 # SPECSCOPE_KERNELS, checked (default "auto")
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,14 @@ import torch
 
 from .errors import InputError
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def fast_bf16(device: str = "cpu") -> bool:
@@ -27,7 +34,7 @@ def fast_bf16(device: str = "cpu") -> bool:
     return bf16_step_ratio() < BF16_WINS
 
 
-BF16_WINS = 0.9     # bf16 must be clearly faster: near a tie float32 keeps its precision
+BF16_WINS = 0.9  # bf16 must be clearly faster: near a tie float32 keeps its precision
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,6 +46,7 @@ def bf16_step_ratio() -> float:
     second), then read from the tuning file (key "dtype")."""
     import json
     from .machine import cpu_name, tuning_path
+
     key = f"dtype/2|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
     path = tuning_path()
     try:
@@ -50,8 +58,7 @@ def bf16_step_ratio() -> float:
         return float(hit["ratio"])
     times = _step_times()
     ratio = times["bfloat16"] / times["float32"]
-    data.setdefault("dtype", {})[key] = {"ratio": round(ratio, 4),
-                                         "seconds": {k: round(v, 6) for k, v in times.items()}}
+    data.setdefault("dtype", {})[key] = {"ratio": round(ratio, 4), "seconds": {k: round(v, 6) for k, v in times.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1))
@@ -65,11 +72,20 @@ def _step_times(reps: int = 7) -> dict[str, float]:
     import statistics
     import time
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(hidden_size=1536, intermediate_size=8960, num_hidden_layers=2, num_attention_heads=12,
-                      num_key_value_heads=2, vocab_size=4096, attn_implementation="eager")
+
+    cfg = LlamaConfig(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=2,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=4096,
+        attn_implementation="eager",
+    )
     from transformers.initialization import no_init_weights
+
     g = torch.Generator().manual_seed(0)
-    with no_init_weights():                      # random weights drawn below, not the slow init
+    with no_init_weights():  # random weights drawn below, not the slow init
         base = LlamaForCausalLM(cfg).eval()
     for p in base.parameters():
         p.data = torch.randn(p.shape, generator=g) * 0.02 + (1.0 if p.dim() == 1 else 0.0)
@@ -85,6 +101,7 @@ def _step_times(reps: int = 7) -> dict[str, float]:
             cache.crop(-1)
             m(input_ids=ids[:, 64:80], past_key_values=cache, use_cache=True)
             cache.crop(-16)
+
         one()
         step[name] = one
     out: dict[str, list[float]] = {k: [] for k in step}
@@ -123,11 +140,9 @@ def resolve_device(device: str | None = "auto") -> str:
         return "cpu"
     if d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise InputError("CUDA was requested but this machine has no CUDA GPU; use --device cpu "
-                             "(or SPECSCOPE_DEVICE=cpu)")
+            raise InputError("CUDA was requested but this machine has no CUDA GPU; use --device cpu (or SPECSCOPE_DEVICE=cpu)")
         if ":" in d and int(d[5:]) >= torch.cuda.device_count():
-            raise InputError(f"no CUDA device {d!r}: this machine has {torch.cuda.device_count()} "
-                             "(cuda:0 .. cuda:N-1)")
+            raise InputError(f"no CUDA device {d!r}: this machine has {torch.cuda.device_count()} (cuda:0 .. cuda:N-1)")
         return d
     raise InputError(f"unknown device {device!r}; use one of {', '.join(DEVICES)} (or cuda:N)")
 

@@ -11,14 +11,15 @@ choices were near-ties: both margins within a few units in the last place of the
 A wide margin on either side means the two runs computed different things (a bug: a wrong mask,
 position or cache slot). ``tolerance`` is that bound: ``REL[dtype]`` times the logit's magnitude.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 # relative rounding bound of a logit computed two ways: bf16 has 8 significant bits (2^-8), fp16 11,
 # fp32 24; a whole model accumulates a few units of those through its layers
-REL = {"bfloat16": 2.0 ** -6, "float16": 2.0 ** -9, "float32": 2.0 ** -16}
-FLOOR = 1e-4                 # the bound never drops below this (logits near 0)
+REL = {"bfloat16": 2.0**-6, "float16": 2.0**-9, "float32": 2.0**-16}
+FLOOR = 1e-4  # the bound never drops below this (logits near 0)
 
 
 def tolerance(dtype: str, logit_scale: float = 16.0) -> float:
@@ -27,10 +28,10 @@ def tolerance(dtype: str, logit_scale: float = 16.0) -> float:
 
 @dataclass
 class Divergence:
-    kind: str                          # identical | near-tie | disagreement | shorter
-    position: int | None = None        # first output index where the tokens differ
-    tokens: tuple | None = None        # (reference token, other token) there
-    margins: tuple | None = None       # (reference margin, other margin) there; None: not recorded
+    kind: str  # identical | near-tie | disagreement | shorter
+    position: int | None = None  # first output index where the tokens differ
+    tokens: tuple | None = None  # (reference token, other token) there
+    margins: tuple | None = None  # (reference margin, other margin) there; None: not recorded
     tolerance: float | None = None
     dtype: str = ""
 
@@ -47,11 +48,15 @@ class Divergence:
         m = self.margins or (None, None)
         shown = " / ".join("?" if x is None else f"{x:.3g}" for x in m)
         if self.kind == "near-tie":
-            return (f"identical up to a {self.dtype} rounding tie at token {self.position} "
-                    f"(top-2 margins {shown}, within {self.tolerance:.3g})")
-        return (f"differs from token {self.position}: a real disagreement (top-2 margins {shown}, "
-                f"rounding explains at most {self.tolerance:.3g})" if self.tolerance is not None else
-                f"differs from token {self.position} (margins not recorded)")
+            return (
+                f"identical up to a {self.dtype} rounding tie at token {self.position} (top-2 margins {shown}, within {self.tolerance:.3g})"
+            )
+        return (
+            f"differs from token {self.position}: a real disagreement (top-2 margins {shown}, "
+            f"rounding explains at most {self.tolerance:.3g})"
+            if self.tolerance is not None
+            else f"differs from token {self.position} (margins not recorded)"
+        )
 
     def to_json(self) -> dict:
         return asdict(self) | {"text": self.text}
@@ -65,8 +70,9 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
     return pos
 
 
-def explain(ref: list[int], other: list[int], ref_margins=None, other_margins=None, dtype: str = "float32",
-            logit_scale: float = 16.0) -> Divergence:
+def explain(
+    ref: list[int], other: list[int], ref_margins=None, other_margins=None, dtype: str = "float32", logit_scale: float = 16.0
+) -> Divergence:
     """Classify how ``other`` differs from ``ref`` (see module docstring)."""
     dtype = str(dtype).replace("torch.", "")
     pos = first_difference(ref, other)
@@ -77,6 +83,7 @@ def explain(ref: list[int], other: list[int], ref_margins=None, other_margins=No
 
     def at(ms):
         return ms[pos] if ms is not None and pos < len(ms) else None
+
     m = (at(ref_margins), at(other_margins))
     tol = tolerance(dtype, logit_scale)
     known = [x for x in m if x is not None]
@@ -88,5 +95,4 @@ def explain(ref: list[int], other: list[int], ref_margins=None, other_margins=No
 
 def explain_traces(ref, other) -> Divergence:
     """``explain`` for two traces of one input (their recorded margins and dtype)."""
-    return explain(list(ref.output), list(other.output), ref.margins(), other.margins(),
-                   ref.meta.get("dtype", "float32"))
+    return explain(list(ref.output), list(other.output), ref.margins(), other.margins(), ref.meta.get("dtype", "float32"))

@@ -9,11 +9,12 @@
 
 Every step is recorded in a Trace (core/trace.py).
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,13 +38,22 @@ def context_limit(adapter: HFAdapter) -> int:
 
 
 @torch.inference_mode()
-def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None = None,
-             spec: DraftSpec = DraftSpec(), sampling: SamplingConfig = SamplingConfig(),
-             max_new_tokens: int = 128, detail: bool = True,
-             on_step: Callable[[Trace], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, meta: dict | None = None,
-             policy: AutoPolicy | None = None,
-             on_phase: Callable[..., None] | None = None, exact: bool = True) -> Trace:
+def generate(
+    target: HFAdapter,
+    prompt: str,
+    image=None,
+    drafter: Drafter | None = None,
+    spec: DraftSpec = DraftSpec(),
+    sampling: SamplingConfig = SamplingConfig(),
+    max_new_tokens: int = 128,
+    detail: bool = True,
+    on_step: Callable[[Trace], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    meta: dict | None = None,
+    policy: AutoPolicy | None = None,
+    on_phase: Callable[..., None] | None = None,
+    exact: bool = True,
+) -> Trace:
     """Decode ``prompt`` (+ ``image``) with ``target``; speculatively if ``drafter`` is given.
 
     ``detail`` records the target probability of every drafted token (a softmax over the
@@ -69,11 +79,11 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     limit = context_limit(target)
     if drafter is not None and not exact:
         raise InputError("speculative decoding always runs exact (row-invariant) forwards")
-    reserve = 1 + (spec.max_nodes if drafter is not None else 0)          # KV slots one step may fill
-    _check_fits(enc.length, reserve, limit)                                  # before any forward
+    reserve = 1 + (spec.max_nodes if drafter is not None else 0)  # KV slots one step may fill
+    _check_fits(enc.length, reserve, limit)  # before any forward
     rows = row_set(target) if exact else STOCK
     if rows.exact:
-        reserve = rows.pad(reserve) or rows.cap                              # its padded forward
+        reserve = rows.pad(reserve) or rows.cap  # its padded forward
         _check_fits(enc.length, reserve, limit)
     max_new_tokens = min(max_new_tokens, limit - enc.length - reserve)
 
@@ -86,16 +96,27 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
     trace.meta.setdefault("target", target.name)
     trace.meta.setdefault("drafter", getattr(drafter, "name", None))
     trace.meta.setdefault("strategy", spec.strategy if drafter is not None else "ar")
-    trace.meta.setdefault("sampling", {"temperature": sampling.temperature, "top_k": sampling.top_k,
-                                       "top_p": sampling.top_p, "seed": sampling.seed})
+    trace.meta.setdefault(
+        "sampling", {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p, "seed": sampling.seed}
+    )
     trace.meta.setdefault("dtype", str(target.dtype).replace("torch.", ""))
     trace.meta.setdefault("rows", {"exact": rows.exact, "sizes": list(rows.sizes)})
     if drafter is not None:
-        trace.meta.setdefault("spec", {"gamma": spec.gamma, "branching": list(spec.branching),
-                                       "depth": spec.depth, "top_k": spec.top_k, "budget": spec.budget,
-                                       "adaptive": spec.adaptive})
-    trace.meta.setdefault("kernels", {"target": target.kernels.get("paths", "stock"),
-                                      "drafter": getattr(getattr(drafter, "lm", None), "kernels", {}).get("paths")})
+        trace.meta.setdefault(
+            "spec",
+            {
+                "gamma": spec.gamma,
+                "branching": list(spec.branching),
+                "depth": spec.depth,
+                "top_k": spec.top_k,
+                "budget": spec.budget,
+                "adaptive": spec.adaptive,
+            },
+        )
+    trace.meta.setdefault(
+        "kernels",
+        {"target": target.kernels.get("paths", "stock"), "drafter": getattr(getattr(drafter, "lm", None), "kernels", {}).get("paths")},
+    )
 
     sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden))
     root = _pick(logits, sampling, gen)
@@ -107,13 +128,37 @@ def generate(target: HFAdapter, prompt: str, image=None, drafter: Drafter | None
 
     if drafter is not None and not stop:
         t0 = time.perf_counter()
-        drafter.begin(DraftContext(target=target, prompt_ids=enc.input_ids[0].tolist(), prompt=prompt,
-                                   image=image, encoded=enc, target_hidden=hidden, tokens=out,
-                                   target_embeds=sess.embeds, policy=policy))
+        drafter.begin(
+            DraftContext(
+                target=target,
+                prompt_ids=enc.input_ids[0].tolist(),
+                prompt=prompt,
+                image=image,
+                encoded=enc,
+                target_hidden=hidden,
+                tokens=out,
+                target_embeds=sess.embeds,
+                policy=policy,
+            )
+        )
         trace.t_prefill += time.perf_counter() - t0
 
-    run = Decoding(target, drafter, spec, sampling, gen, policy, sess, out, trace, max_new_tokens, detail,
-                   skip_ok=bool(getattr(drafter, "can_skip", False)), on_phase=on_phase, rows=rows)
+    run = Decoding(
+        target,
+        drafter,
+        spec,
+        sampling,
+        gen,
+        policy,
+        sess,
+        out,
+        trace,
+        max_new_tokens,
+        detail,
+        skip_ok=bool(getattr(drafter, "can_skip", False)),
+        on_phase=on_phase,
+        rows=rows,
+    )
     while not stop:
         if should_stop is not None and should_stop():
             stop = "cancelled"
@@ -143,6 +188,7 @@ def _check_fits(prompt_tokens: int, reserve: int, limit: int) -> None:
 class Decoding:
     """What one ``generate`` call's steps share: the models, the settings, the target's KV
     session, the output so far (``out``, grown by every step) and the trace being recorded."""
+
     target: HFAdapter
     drafter: Drafter | None
     spec: DraftSpec
@@ -156,7 +202,7 @@ class Decoding:
     detail: bool = True
     skip_ok: bool = False
     on_phase: Callable[..., None] | None = None
-    rows: RowSet = STOCK          # the row counts target forwards run at (core/rows.py)
+    rows: RowSet = STOCK  # the row counts target forwards run at (core/rows.py)
 
 
 class _Clock:
@@ -184,9 +230,9 @@ def step(run: Decoding, root: int) -> tuple[list[int], str]:
     drafted = d is not None and (run.policy is None or not run.skip_ok or run.policy.should_draft(run.spec.gamma))
     tree = d.propose(root, run.spec, run.sampling, run.gen) if drafted else EMPTY
     if run.policy is not None and len(tree):
-        tree = run.policy.trim(tree)        # drafted tokens not worth their share of the verify
+        tree = run.policy.trim(tree)  # drafted tokens not worth their share of the verify
     if run.rows.exact and len(tree) >= run.rows.cap:
-        tree = tree.truncate(list(range(run.rows.cap - 1)))   # the first nodes: ancestor-closed
+        tree = tree.truncate(list(range(run.rows.cap - 1)))  # the first nodes: ancestor-closed
     t_propose = clock.phase("propose")
     # verify: [root] + tree in ONE forward, the tree mask over the cached prefix
     base, fed = run.sess.length, [root] + tree.tokens
@@ -208,7 +254,7 @@ def step(run: Decoding, root: int) -> tuple[list[int], str]:
         verdict = accept_sampling(tree, rows_p, run.gen)
     new, stop = _cut([tree.tokens[a] for a in verdict.accepted] + [verdict.token], run)
     run.out.extend(new)
-    kept = [0] + [a + 1 for a in verdict.accepted]         # rows of the root and the accepted path
+    kept = [0] + [a + 1 for a in verdict.accepted]  # rows of the root and the accepted path
     t_accept = clock.phase("accept")
     # commit: the target keeps the accepted path's KV slots, the drafter and the policy learn
     if not stop:
@@ -219,11 +265,20 @@ def step(run: Decoding, root: int) -> tuple[list[int], str]:
         d.commit(tree, verdict.accepted, new, hidden[kept] if hidden is not None else None)
     t_commit = time.perf_counter() - t0
     if run.policy is not None:
-        run.policy.observe(tree, verdict.accepted, verdict.rejected, t_propose + t_commit, t_verify,
-                           t_accept + t_keep, drafted)
+        run.policy.observe(tree, verdict.accepted, verdict.rejected, t_propose + t_commit, t_verify, t_accept + t_keep, drafted)
     t_after_commit = clock.phase("commit") - t_commit
-    _record(run, tree, verdict, new, logits, rows_p, clock, t_draft=t_propose + t_commit, t_verify=t_verify,
-            t_other=t_accept + t_keep + t_after_commit)
+    _record(
+        run,
+        tree,
+        verdict,
+        new,
+        logits,
+        rows_p,
+        clock,
+        t_draft=t_propose + t_commit,
+        t_verify=t_verify,
+        t_other=t_accept + t_keep + t_after_commit,
+    )
     return new, stop
 
 
@@ -240,8 +295,9 @@ def _cut(new: list[int], run: Decoding) -> tuple[list[int], str]:
     return new, stop
 
 
-def _record(run: Decoding, tree: DraftTree, verdict, new: list[int], logits, rows_p, clock: _Clock,
-            t_draft: float, t_verify: float, t_other: float) -> None:
+def _record(
+    run: Decoding, tree: DraftTree, verdict, new: list[int], logits, rows_p, clock: _Clock, t_draft: float, t_verify: float, t_other: float
+) -> None:
     """Append the step to the trace; accepted tokens past EOS or the budget were never committed
     and are recorded as discarded. ``detail``: the target probability of every drafted token."""
     t0 = clock.t
@@ -252,13 +308,25 @@ def _record(run: Decoding, tree: DraftTree, verdict, new: list[int], logits, row
         par = torch.tensor([p + 1 for p in tree.parents], device=rows_p.device)
         tok = torch.tensor(tree.tokens, device=rows_p.device)
         p_nodes = [round(x, 5) for x in rows_p[par, tok].tolist()]
-    run.trace.steps.append(Step(
-        tokens=list(tree.tokens), parents=list(tree.parents), depths=list(tree.depths),
-        q=[round(x, 5) for x in tree.q_tok], p=p_nodes, accepted=verdict.accepted[:len(new)],
-        rejected=verdict.rejected, token=verdict.token, kind=verdict.kind, committed=new,
-        t_draft=t_draft, t_verify=t_verify, t_other=t_other + (time.perf_counter() - t0),
-        discarded=verdict.accepted[len(new):],
-        margins=_margins(logits[[0] + [a + 1 for a in verdict.accepted[:len(new) - 1]]])))
+    run.trace.steps.append(
+        Step(
+            tokens=list(tree.tokens),
+            parents=list(tree.parents),
+            depths=list(tree.depths),
+            q=[round(x, 5) for x in tree.q_tok],
+            p=p_nodes,
+            accepted=verdict.accepted[: len(new)],
+            rejected=verdict.rejected,
+            token=verdict.token,
+            kind=verdict.kind,
+            committed=new,
+            t_draft=t_draft,
+            t_verify=t_verify,
+            t_other=t_other + (time.perf_counter() - t0),
+            discarded=verdict.accepted[len(new) :],
+            margins=_margins(logits[[0] + [a + 1 for a in verdict.accepted[: len(new) - 1]]]),
+        )
+    )
     run.trace.t_trace += time.perf_counter() - t0
     clock.phase("record")
 

@@ -1,4 +1,5 @@
 """The errors whose messages are meant for the user (the CLI, the app and the API show them as is)."""
+
 from __future__ import annotations
 
 

@@ -9,6 +9,7 @@ every field explicit (norm_before_residual, aux layer ids, target hidden size, t
 any EAGLE-3 head core/drafters/eagle3.py loads: one SpecScope trained (already in the
 speculators layout, with training notes), a speculators checkpoint, or a SpecForge one.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,20 @@ def target_layers(target: str) -> int:
     from transformers import AutoConfig
 
     from .paths import resolve_target
+
     cfg = AutoConfig.from_pretrained(resolve_target(target))
     tc = getattr(cfg, "text_config", None) or cfg
     return int(tc.num_hidden_layers)
 
 
-def export(drafter: str, out: str, fmt: str = "speculators", verifier: str | None = None,
-           target: str | None = None, speculative_tokens: int | None = None) -> dict:
+def export(
+    drafter: str,
+    out: str,
+    fmt: str = "speculators",
+    verifier: str | None = None,
+    target: str | None = None,
+    speculative_tokens: int | None = None,
+) -> dict:
     """Write the head at ``drafter`` into ``out`` in ``fmt``. ``verifier``: the name serving engines
     load as the target (default: the one the head records, else ``target``); ``target``: needed
     when the head names no aux layers (their default depends on the target's layer count).
@@ -40,8 +48,10 @@ def export(drafter: str, out: str, fmt: str = "speculators", verifier: str | Non
     if not os.path.isdir(drafter):
         raise ValueError(f"--drafter {drafter!r} is not a directory")
     if not is_eagle3_dir(drafter):
-        raise ValueError(f"{drafter!r} holds no EAGLE-3 head (config.json declares neither speculators_model_type "
-                         "'eagle3' nor a SpecForge Eagle3 architecture); only EAGLE-3 heads export")
+        raise ValueError(
+            f"{drafter!r} holds no EAGLE-3 head (config.json declares neither speculators_model_type "
+            "'eagle3' nor a SpecForge Eagle3 architecture); only EAGLE-3 heads export"
+        )
     if os.path.abspath(out) == os.path.abspath(drafter):
         raise ValueError("the output directory is the source directory")
     if os.path.exists(os.path.join(out, "config.json")):
@@ -50,18 +60,22 @@ def export(drafter: str, out: str, fmt: str = "speculators", verifier: str | Non
     c = head.config
     if c.aux_layer_ids is None:
         if not target:
-            raise ValueError("this head names no aux layer ids; pass --target (its layer count gives vLLM's default "
-                             "[2, L // 2, L - 3]) so the export can write them explicitly")
+            raise ValueError(
+                "this head names no aux layer ids; pass --target (its layer count gives vLLM's default "
+                "[2, L // 2, L - 3]) so the export can write them explicitly"
+            )
         c.aux_layer_ids = default_aux_layers(target_layers(target))
     if verifier:
         c.meta["verifier"] = verifier
     elif not c.meta.get("verifier") and target:
         c.meta["verifier"] = target
     if not c.meta.get("verifier"):
-        raise ValueError("the head records no verifier (target model); pass --verifier NAME (the Hub id serving "
-                         "engines load as the target)")
+        raise ValueError(
+            "the head records no verifier (target model); pass --verifier NAME (the Hub id serving engines load as the target)"
+        )
     if c.meta.get("verifier") == "default" or (target == "default" and c.meta["verifier"] == target):
         from .paths import DEFAULT_TARGET
+
         c.meta["verifier"] = str(DEFAULT_TARGET)
     if speculative_tokens is not None:
         if not 1 <= speculative_tokens <= 64:
@@ -70,6 +84,12 @@ def export(drafter: str, out: str, fmt: str = "speculators", verifier: str | Non
     head.save(out, fmt=fmt, extra={"exported_from": os.path.abspath(drafter)})
     with open(os.path.join(out, "config.json")) as f:
         written = json.load(f)
-    return {"format": fmt, "out": out, "verifier": c.meta["verifier"], "aux_layer_ids": list(c.aux_layer_ids),
-            "draft_vocab_size": c.draft_vocab_size, "norm_before_residual": c.norm_before_residual,
-            "keys": sorted(written)}
+    return {
+        "format": fmt,
+        "out": out,
+        "verifier": c.meta["verifier"],
+        "aux_layer_ids": list(c.aux_layer_ids),
+        "draft_vocab_size": c.draft_vocab_size,
+        "norm_before_residual": c.norm_before_residual,
+        "keys": sorted(written),
+    }

@@ -1,4 +1,5 @@
 """Safe image loading: every input either becomes a sane RGB image or a clear InputError."""
+
 from __future__ import annotations
 
 import io
@@ -9,9 +10,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
-MAX_PIXELS = 40_000_000        # refuse decompression bombs before decoding
+MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding
 MAX_BYTES = 50 * 1024 * 1024
-MAX_SIDE = 2048                # larger images are downscaled (models resize anyway)
+MAX_SIDE = 2048  # larger images are downscaled (models resize anyway)
 MAX_ASPECT = 20.0
 
 
@@ -55,7 +56,7 @@ def load_image(src) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if getattr(img, "is_animated", False):
-                img.seek(0)              # first frame of an animation
+                img.seek(0)  # first frame of an animation
             img.load()
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)

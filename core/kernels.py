@@ -26,6 +26,7 @@ Paths:
 A target keeps one dtype, so its AR steps and its verify steps are the same function of the
 weights; exactness of speculative output against AR output is tested on every path it may take.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,7 @@ from torch import nn
 
 from .machine import cpu_name, tuning_path
 
-ROWS = (1, 2, 4, 8, 16, 32, 64)       # row counts measured; inputs between two use the larger one
+ROWS = (1, 2, 4, 8, 16, 32, 64)  # row counts measured; inputs between two use the larger one
 
 
 def _onednn(x, w, b):
@@ -58,7 +59,7 @@ def _int8(x, packed, _):
 
 PATHS = {"dense": F.linear, "onednn": _onednn, "bf16": _bf16, "int8": _int8}
 ROLE_PATHS = {"target": ("dense", "onednn"), "drafter": ("dense", "onednn", "bf16", "int8")}
-LOSSY = ("bf16", "int8")          # never for a target: its numbers are the output
+LOSSY = ("bf16", "int8")  # never for a target: its numbers are the output
 
 
 def available(path: str, dtype: torch.dtype = torch.float32) -> bool:
@@ -71,7 +72,7 @@ def available(path: str, dtype: torch.dtype = torch.float32) -> bool:
     return path == "bf16" and dtype == torch.float32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _runs(fn, dtype: torch.dtype) -> bool:
     """Does this CPU run ``fn`` in ``dtype``? (oneDNN has no bf16 inner product without AVX512.)"""
     try:
@@ -88,10 +89,10 @@ class DispatchLinear(nn.Linear):
     def __init__(self, lin: nn.Linear, table: list[str], low: dict | None = None):
         nn.Module.__init__(self)
         self.in_features, self.out_features = lin.in_features, lin.out_features
-        self.weight, self.bias = lin.weight, lin.bias          # shared: tied weights stay tied
-        self.table = table                                     # table[rows] -> path (last = more)
-        self.low = low or {}                                   # path -> (weight, bias) copies
-        self.__dict__["stock"] = lin                           # the original module (unregistered)
+        self.weight, self.bias = lin.weight, lin.bias  # shared: tied weights stay tied
+        self.table = table  # table[rows] -> path (last = more)
+        self.low = low or {}  # path -> (weight, bias) copies
+        self.__dict__["stock"] = lin  # the original module (unregistered)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(1, x.shape[-1])
@@ -105,8 +106,7 @@ def stock(model: nn.Module):
     """The model exactly as transformers loaded it, for the duration of the block (the original
     ``nn.Linear`` modules put back; weights are shared, so this costs nothing): the baselines of
     transformers' own ``generate`` run on the stock model, as its users run it."""
-    swapped = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items()
-               if isinstance(m, DispatchLinear)]
+    swapped = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items() if isinstance(m, DispatchLinear)]
     for parent, name, m in swapped:
         parent._modules[name] = m.stock
     try:
@@ -127,14 +127,13 @@ def _time(fn, reps: int) -> float:
 
 
 def _bf16_copy(lin: nn.Linear):
-    return (lin.weight.detach().to(torch.bfloat16),
-            None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
+    return (lin.weight.detach().to(torch.bfloat16), None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
 
 
 def _int8_copy(lin: nn.Linear):
     w = lin.weight.detach()
     scale = (w.abs().amax(1) / 127).clamp(min=1e-12).double()
-    with warnings.catch_warnings():     # torch marks quantized tensors deprecated; fbgemm still runs them
+    with warnings.catch_warnings():  # torch marks quantized tensors deprecated; fbgemm still runs them
         warnings.simplefilter("ignore")
         q = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
     b = None if lin.bias is None else lin.bias.detach()
@@ -163,9 +162,11 @@ def measure_linear(lin: nn.Linear, paths, rows=ROWS, reps: int = 3) -> dict[str,
 
 
 def _key(lin: nn.Linear, paths) -> str:
-    return (f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
-            f"{str(lin.weight.dtype).replace('torch.', '')}|{lin.out_features}x{lin.in_features}|"
-            f"bias={lin.bias is not None}|{','.join(paths)}")
+    return (
+        f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
+        f"{str(lin.weight.dtype).replace('torch.', '')}|{lin.out_features}x{lin.in_features}|"
+        f"bias={lin.bias is not None}|{','.join(paths)}"
+    )
 
 
 def _cached(key: str):
@@ -186,7 +187,7 @@ def _store(entries: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1))
     except OSError:
-        pass     # a read-only home: measure again next time
+        pass  # a read-only home: measure again next time
 
 
 def _table(times: dict[str, dict[int, float]]) -> list[str]:
@@ -199,8 +200,7 @@ def _table(times: dict[str, dict[int, float]]) -> list[str]:
 PROBE_ROWS = (1, 4, 16)
 
 
-def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | None = None,
-               probe=None) -> dict:
+def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | None = None, probe=None) -> dict:
     """Swap the model's linear layers for ``DispatchLinear`` with measured paths (CPU only).
 
     Two measurements: each weight shape's paths in isolation (above), then, when ``probe`` is
@@ -219,8 +219,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
         if force not in PATHS or not available(force, dtype) or (force in LOSSY and role == "target"):
             raise ValueError(f"kernel path {force!r} is not available here for a {role} in {dtype}")
         paths = [force]
-    linears = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items()
-               if type(m) is nn.Linear]
+    linears = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items() if type(m) is nn.Linear]
     if not linears:
         return {"role": role, "paths": {}}
     t0 = time.perf_counter()
@@ -261,12 +260,11 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
                     m.table[n] = "dense"
                 for t in tables.values():
                     t[n] = "dense"
-    if all(p == "dense" for t in tables.values() for p in t):    # nothing won: the stock modules,
-        for parent, name, lin in linears:                        # without a dispatching frame
+    if all(p == "dense" for t in tables.values() for p in t):  # nothing won: the stock modules,
+        for parent, name, lin in linears:  # without a dispatching frame
             parent._modules[name] = lin
     summary = {shape: {str(n): t[n] for n in ROWS} for shape, t in tables.items()}
-    return {"role": role, "paths": summary, "whole_model_s": model_check,
-            "measured_s": round(time.perf_counter() - t0, 2)}
+    return {"role": role, "paths": summary, "whole_model_s": model_check, "measured_s": round(time.perf_counter() - t0, 2)}
 
 
 def _whole_model(swapped: list[DispatchLinear], probe, reps: int = 3) -> dict:
@@ -276,7 +274,7 @@ def _whole_model(swapped: list[DispatchLinear], probe, reps: int = 3) -> dict:
     out = {}
     for n in PROBE_ROWS:
         res = {}
-        for mode in ("stock", "measured", "stock", "measured"):      # alternated: drift hits both
+        for mode in ("stock", "measured", "stock", "measured"):  # alternated: drift hits both
             for m, t in zip(swapped, tables):
                 m.table = dense if mode == "stock" else t
             res.setdefault(mode, []).append(_time(lambda: probe(n), reps))

@@ -4,6 +4,7 @@ with, and the file where measured results are kept (tuned shapes, kernel paths, 
     tuning_path()                 ~/.cache/specscope/tuning.json (SPECSCOPE_TUNING to move it)
     machine_key(target, drafter)  "<cpu>|threads=N|<target>|<drafter>|<weights fingerprints>"
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,7 @@ def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                        platform.machine())
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.machine())
     except OSError:
         return platform.processor() or platform.machine()
 

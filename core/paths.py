@@ -1,5 +1,6 @@
 """Where the project's files are: the repository root, the shipped assets, the embedded default
 target and the drafters trained for it (core/train/*)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,6 +26,7 @@ def resolve_target(name: str | None) -> str:
         if not (DEFAULT_TARGET / "config.json").exists():
             raise ModelLoadError(
                 "the embedded default model is missing (assets/target); train it with "
-                "`python -m core.train.target --out assets/target` or pass --target")
+                "`python -m core.train.target --out assets/target` or pass --target"
+            )
         return str(DEFAULT_TARGET)
     return name

@@ -20,17 +20,18 @@ verdict on this step, so the output stays lossless: the target's greedy output a
 distribution at T > 0 (drafted tokens kept or dropped by a rule that does not look at the target
 leave rejection sampling exact).
 """
+
 from __future__ import annotations
 
 from .costs import CostModel, target_curve
 from .tree import DraftTree
 
 EDGES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0001)
-PRIOR = 2.0          # pseudo-observations per bin (at the bin's mid-point) and for the rate
-DECAY = 0.99         # calibration: older observations fade (a window of ~100 drafted tokens)
-RATE_DECAY = 0.95    # the recent acceptance rate: a window of ~20 tried tokens, because acceptance
-                     # changes with the text (a code block, then prose) faster than the calibration
-EXPLORE = 0.05       # share of time a drafter that does not pay may still spend being tried
+PRIOR = 2.0  # pseudo-observations per bin (at the bin's mid-point) and for the rate
+DECAY = 0.99  # calibration: older observations fade (a window of ~100 drafted tokens)
+RATE_DECAY = 0.95  # the recent acceptance rate: a window of ~20 tried tokens, because acceptance
+# changes with the text (a code block, then prose) faster than the calibration
+EXPLORE = 0.05  # share of time a drafter that does not pay may still spend being tried
 
 
 class AcceptanceStats:
@@ -67,24 +68,25 @@ class AcceptanceStats:
         self.rate_k = self.rate_k * RATE_DECAY + float(ok)
 
     def to_json(self) -> dict:
-        return {"rate": round(self.rate(), 4),
-                "calibration": {f"{a:g}-{min(b, 1):g}": round(k / n, 3)
-                                for a, b, n, k in zip(EDGES, EDGES[1:], self.n, self.k)}}
+        return {
+            "rate": round(self.rate(), 4),
+            "calibration": {f"{a:g}-{min(b, 1):g}": round(k / n, 3) for a, b, n, k in zip(EDGES, EDGES[1:], self.n, self.k)},
+        }
 
 
 class AutoPolicy:
     """Chooses each step's chain length from ``costs`` (seconds) and ``stats`` (acceptance)."""
 
     @classmethod
-    def measured(cls, target) -> "AutoPolicy":
+    def measured(cls, target) -> AutoPolicy:
         """A fresh policy from the target's measured cost curve (``costs.target_curve``)."""
         return cls(CostModel(target_curve(target)))
 
     def __init__(self, costs: CostModel, stats: AcceptanceStats | None = None):
         self.costs = costs
         self.stats = stats or AcceptanceStats()
-        self.skipped = 0.0             # target seconds of plain steps since the drafter last ran
-        self.exploring = True          # a fresh policy drafts once to see what the drafter costs
+        self.skipped = 0.0  # target seconds of plain steps since the drafter last ran
+        self.exploring = True  # a fresh policy drafts once to see what the drafter costs
 
     def plan(self, qs: list[float], cap: int) -> int:
         """The chain length L in [0, cap] with the most expected tokens per second, given the draft
@@ -135,8 +137,9 @@ class AutoPolicy:
         n = self.plan(tree.q_tok, len(tree))
         return tree if n == len(tree) else tree.truncate(list(range(n)))
 
-    def observe(self, tree: DraftTree, accepted: list[int], rejected: list[int], t_draft: float,
-                t_verify: float, t_other: float, drafted: bool) -> None:
+    def observe(
+        self, tree: DraftTree, accepted: list[int], rejected: list[int], t_draft: float, t_verify: float, t_other: float, drafted: bool
+    ) -> None:
         for i in accepted:
             self.stats.observe(tree.q_tok[i], True)
         for i in rejected:

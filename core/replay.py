@@ -28,6 +28,7 @@ along each step's first-child chain, sum over depths of the product of min(1, p/
 the target's processed probability at that recorded position and q the draft's. It is an
 estimate (the drafts below the recorded path are not the ones a real run would see).
 """
+
 from __future__ import annotations
 
 import time
@@ -41,7 +42,7 @@ from .trace import tau
 from .tree import DraftTree
 from .visual import teacher_forced
 
-NEAR_TIE = 1e-3          # logits: a top-2 margin below this may flip between verify batches
+NEAR_TIE = 1e-3  # logits: a top-2 margin below this may flip between verify batches
 
 
 @dataclass
@@ -50,35 +51,46 @@ class Recording:
     prompt: str
     image: object
     enc: object
-    output: list[int]                 # the recorded run's tokens
-    argmax: list[int]                 # teacher-forced argmax at output index i (len(output) + 1)
-    margin: list[float]               # top-1 minus top-2 logit there
-    logits: torch.Tensor              # (len(output) + 1, V) float32
-    hidden: torch.Tensor | None       # (len(output), H): hidden state at output token j
+    output: list[int]  # the recorded run's tokens
+    argmax: list[int]  # teacher-forced argmax at output index i (len(output) + 1)
+    margin: list[float]  # top-1 minus top-2 logit there
+    logits: torch.Tensor  # (len(output) + 1, V) float32
+    hidden: torch.Tensor | None  # (len(output), H): hidden state at output token j
     prefill_hidden: torch.Tensor | None
     embeds: torch.Tensor | None
-    t_prefill: float = 0.0            # seconds of the recording's prefill (prices the replay's)
+    t_prefill: float = 0.0  # seconds of the recording's prefill (prices the replay's)
     stop_reason: str = ""
     meta: dict = field(default_factory=dict)
 
     @property
     def mismatches(self) -> list[dict]:
         """Output indices where the teacher-forced argmax differs from the recorded token."""
-        return [{"index": i, "recorded": t, "argmax": self.argmax[i], "margin": round(self.margin[i], 6)}
-                for i, t in enumerate(self.output) if self.argmax[i] != t]
+        return [
+            {"index": i, "recorded": t, "argmax": self.argmax[i], "margin": round(self.margin[i], 6)}
+            for i, t in enumerate(self.output)
+            if self.argmax[i] != t
+        ]
 
     def near_ties(self, tol: float = NEAR_TIE) -> list[dict]:
-        return [{"index": i, "margin": round(m, 6)} for i, m in enumerate(self.margin[: len(self.output)])
-                if m < tol]
+        return [{"index": i, "margin": round(m, 6)} for i, m in enumerate(self.margin[: len(self.output)]) if m < tol]
 
 
 @torch.inference_mode()
-def record(target, prompt: str, image=None, output: list[int] | None = None, max_new_tokens: int = 64,
-           want_hidden: bool = True, stop_reason: str | None = None, meta: dict | None = None) -> Recording:
+def record(
+    target,
+    prompt: str,
+    image=None,
+    output: list[int] | None = None,
+    max_new_tokens: int = 64,
+    want_hidden: bool = True,
+    stop_reason: str | None = None,
+    meta: dict | None = None,
+) -> Recording:
     """Record a target run. ``output``: a finished run's tokens (e.g. ``trace.output``); None runs
     plain greedy decoding first (one real target run)."""
     if output is None:
         from .engine import generate
+
         tr = generate(target, prompt, image, max_new_tokens=max_new_tokens, detail=False)
         output, stop_reason = list(tr.output), tr.stop_reason
     enc = target.encode(prompt, image)
@@ -87,9 +99,22 @@ def record(target, prompt: str, image=None, output: list[int] | None = None, max
     top = torch.topk(logits, 2, dim=-1)
     if stop_reason is None:
         stop_reason = "eos" if output and output[-1] in target.eos_ids else "length"
-    return Recording(target, prompt, image, enc, list(output), top.indices[:, 0].tolist(),
-                     (top.values[:, 0] - top.values[:, 1]).tolist(), logits, hidden, pre_hidden, embeds,
-                     timings["prefill_s"], stop_reason, dict(meta or {}))
+    return Recording(
+        target,
+        prompt,
+        image,
+        enc,
+        list(output),
+        top.indices[:, 0].tolist(),
+        (top.values[:, 0] - top.values[:, 1]).tolist(),
+        logits,
+        hidden,
+        pre_hidden,
+        embeds,
+        timings["prefill_s"],
+        stop_reason,
+        dict(meta or {}),
+    )
 
 
 def _walk(tree: DraftTree, truth) -> tuple[list[int], int, list[int], bool]:
@@ -109,14 +134,16 @@ def _walk(tree: DraftTree, truth) -> tuple[list[int], int, list[int], bool]:
 
 
 @torch.inference_mode()
-def replay(rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = SamplingConfig(),
-           max_new_tokens: int | None = None) -> dict:
+def replay(
+    rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int | None = None
+) -> dict:
     """Drive ``drafter`` over the recorded run (see module docstring). Returns tau, steps,
     accepted per step, acceptance by depth, the drafter's measured seconds and the per-step
     verify sizes (for pricing), plus ``expected_accept`` at T > 0."""
     if spec.adaptive:
-        raise ValueError("the adaptive chain ('auto') depends on live timings and cannot be replayed; "
-                         "replay fixed shapes (chain / tree / dynamic)")
+        raise ValueError(
+            "the adaptive chain ('auto') depends on live timings and cannot be replayed; replay fixed shapes (chain / tree / dynamic)"
+        )
     target, out_rec = rec.target, rec.output
     n_rec = len(out_rec)
     if max_new_tokens is None:
@@ -125,7 +152,7 @@ def replay(rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = 
     gen = torch.Generator(device=target.device).manual_seed(int(sampling.seed or 0))
     rows_p = probs(rec.logits, sampling) if not sampling.greedy else None
 
-    def truth_at(j: int) -> int:          # the target's token at output index j
+    def truth_at(j: int) -> int:  # the target's token at output index j
         if j < n_rec:
             return out_rec[j]
         return rec.argmax[j] if j < len(rec.argmax) else -1
@@ -136,20 +163,30 @@ def replay(rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = 
     t_draft = 0.0
     if not stop:
         t0 = time.perf_counter()
-        drafter.begin(DraftContext(target=target, prompt_ids=rec.enc.input_ids[0].tolist(), prompt=rec.prompt,
-                                   image=rec.image, encoded=rec.enc, target_hidden=rec.prefill_hidden,
-                                   tokens=out, target_embeds=rec.embeds, policy=None))
+        drafter.begin(
+            DraftContext(
+                target=target,
+                prompt_ids=rec.enc.input_ids[0].tolist(),
+                prompt=rec.prompt,
+                image=rec.image,
+                encoded=rec.enc,
+                target_hidden=rec.prefill_hidden,
+                tokens=out,
+                target_embeds=rec.embeds,
+                policy=None,
+            )
+        )
         t_draft += time.perf_counter() - t0
     steps, verify_sizes, step_draft_s, acc_counts, max_depths, expected = 0, [], [], [], [], []
     diverged = None
     while not stop:
-        k = len(out)                       # output index the root's next token gets
+        k = len(out)  # output index the root's next token gets
         t0 = time.perf_counter()
         tree = drafter.propose(root, spec, sampling, gen)
         t1 = time.perf_counter()
         accepted, token, rejected, corrected = _walk(tree, lambda d: truth_at(k + d))
         new = [tree.tokens[a] for a in accepted] + [token]
-        if token == -1:                    # past the recording: cannot know the target's token
+        if token == -1:  # past the recording: cannot know the target's token
             diverged = k + len(accepted)
             new = new[:-1]
             stop = "recording"
@@ -167,7 +204,7 @@ def replay(rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = 
             if drafter.needs_hidden:
                 if rec.hidden is None:
                     raise ValueError("this drafter needs the target's hidden states: record with want_hidden")
-                hid = rec.hidden[k - 1: k + len(accepted)]          # the engine's hidden[kept]
+                hid = rec.hidden[k - 1 : k + len(accepted)]  # the engine's hidden[kept]
             drafter.commit(tree, accepted, new, hid)
         t3 = time.perf_counter()
         steps += 1
@@ -185,18 +222,28 @@ def replay(rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = 
         tried = sum(1 for m in max_depths if m >= d)
         ok = sum(1 for a in acc_counts if a >= d)
         by_depth.append(round(ok / tried, 4) if tried else None)
-    res = {"tokens": n, "steps": steps, "target_forwards": 1 + steps if n else 0,
-           "tau": round(tau(n, steps), 4),
-           "accepted_per_step": round(sum(acc_counts) / steps, 4) if steps else 0.0,
-           "acceptance_by_depth": by_depth, "verify_sizes": verify_sizes, "draft_s": step_draft_s,
-           "draft_s_total": t_draft, "matches_recording": out == out_rec[:n], "stop_reason": stop,
-           "output": out}
+    res = {
+        "tokens": n,
+        "steps": steps,
+        "target_forwards": 1 + steps if n else 0,
+        "tau": round(tau(n, steps), 4),
+        "accepted_per_step": round(sum(acc_counts) / steps, 4) if steps else 0.0,
+        "acceptance_by_depth": by_depth,
+        "verify_sizes": verify_sizes,
+        "draft_s": step_draft_s,
+        "draft_s_total": t_draft,
+        "matches_recording": out == out_rec[:n],
+        "stop_reason": stop,
+        "output": out,
+    }
     if diverged is not None:
         res["past_recording_at"] = diverged
     if rows_p is not None:
-        res["expected_accept"] = {"per_step": round(sum(expected) / len(expected), 4) if expected else 0.0,
-                                  "tau_estimate": round(1 + sum(expected) / len(expected), 4) if expected else 1.0,
-                                  "note": "estimate along the recorded path (T > 0)"}
+        res["expected_accept"] = {
+            "per_step": round(sum(expected) / len(expected), 4) if expected else 0.0,
+            "tau_estimate": round(1 + sum(expected) / len(expected), 4) if expected else 1.0,
+            "note": "estimate along the recorded path (T > 0)",
+        }
     return res
 
 
@@ -222,14 +269,20 @@ def price(res: dict, curve: dict[int, float], t_prefill: float) -> dict:
     """Predicted seconds, tokens/s and speedup of a replayed run from the measured target cost
     curve (seconds of one forward of n tokens, ``core.costs``) and the replay's drafter time."""
     from .costs import CostModel
+
     cm = CostModel(curve)
     t_target = sum(cm.target(v) for v in res["verify_sizes"])
     spec_s = t_prefill + t_target + res["draft_s_total"]
     n = res["tokens"]
     ar_s = t_prefill + max(0, n - 1) * cm.target(1)
-    return {"predicted_s": round(spec_s, 6), "predicted_tok_s": round(n / spec_s, 3) if spec_s > 0 else 0.0,
-            "ar_s": round(ar_s, 6), "predicted_speedup": round(ar_s / spec_s, 4) if spec_s > 0 else 0.0,
-            "target_s": round(t_target, 6), "draft_s": round(res["draft_s_total"], 6)}
+    return {
+        "predicted_s": round(spec_s, 6),
+        "predicted_tok_s": round(n / spec_s, 3) if spec_s > 0 else 0.0,
+        "ar_s": round(ar_s, 6),
+        "predicted_speedup": round(ar_s / spec_s, 4) if spec_s > 0 else 0.0,
+        "target_s": round(t_target, 6),
+        "draft_s": round(res["draft_s_total"], 6),
+    }
 
 
 # ---- shapes ------------------------------------------------------------------------------
@@ -260,16 +313,26 @@ def shape_label(spec: DraftSpec) -> str:
     return f"dynamic:{spec.depth}/{spec.top_k}/{spec.budget}"
 
 
-def rank(rec: Recording, drafters: dict, shapes: list[DraftSpec], curve: dict[int, float] | None = None,
-         sampling: SamplingConfig = SamplingConfig()) -> list[dict]:
+def rank(
+    rec: Recording,
+    drafters: dict,
+    shapes: list[DraftSpec],
+    curve: dict[int, float] | None = None,
+    sampling: SamplingConfig = SamplingConfig(),
+) -> list[dict]:
     """Replay every drafter x shape; rows sorted by predicted speedup (tau when no curve)."""
     rows = []
     for dname, d in drafters.items():
         for spec in shapes:
             r = replay(rec, d, spec, sampling)
-            row = {"drafter": dname, "shape": shape_label(spec), "tau": r["tau"],
-                   "accepted_per_step": r["accepted_per_step"], "steps": r["steps"],
-                   "matches_recording": r["matches_recording"]}
+            row = {
+                "drafter": dname,
+                "shape": shape_label(spec),
+                "tau": r["tau"],
+                "accepted_per_step": r["accepted_per_step"],
+                "steps": r["steps"],
+                "matches_recording": r["matches_recording"],
+            }
             if "expected_accept" in r:
                 row["tau_estimate"] = r["expected_accept"]["tau_estimate"]
             if curve:

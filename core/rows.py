@@ -35,6 +35,7 @@ decoding (unpadded) stays the speed baseline and the padded one the identity ref
 records which is which). Where no group reaches 2 rows the engine does not pad and says so; any
 divergence left is then explained by ``core.divergence``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,21 +50,22 @@ from . import tree_attention
 from .machine import cpu_name, tuning_path
 
 CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
-TOKENS = 32                    # positions compared
-REACH = 17                     # AUTO_CAP + the root: a group should verify a full automatic chain
-PREFIX = 24                    # prompt tokens before the probe sequence
-VERSION = 3                    # bump when the probe changes: cached sets are measured again
+TOKENS = 32  # positions compared
+REACH = 17  # AUTO_CAP + the root: a group should verify a full automatic chain
+PREFIX = 24  # prompt tokens before the probe sequence
+VERSION = 3  # bump when the probe changes: cached sets are measured again
 
 
 @dataclass(frozen=True)
 class RowSet:
     """The measured group of row counts (ascending); empty when none was found."""
+
     sizes: tuple[int, ...] = ()
-    groups: tuple[tuple[int, ...], ...] = ()        # every group found, for the record
-    seconds: dict = field(default_factory=dict)     # size -> seconds of one forward (probe timing)
+    groups: tuple[tuple[int, ...], ...] = ()  # every group found, for the record
+    seconds: dict = field(default_factory=dict)  # size -> seconds of one forward (probe timing)
     measured_s: float = 0.0
-    attention: str = ""                             # the attention implementation it holds for
-    trees: bool = False                             # tree verifies too (not only chains) bit-identical
+    attention: str = ""  # the attention implementation it holds for
+    trees: bool = False  # tree verifies too (not only chains) bit-identical
 
     @property
     def exact(self) -> bool:
@@ -82,26 +84,35 @@ class RowSet:
         return next((s for s in self.sizes if s >= n), None)
 
     def to_json(self) -> dict:
-        return {"sizes": list(self.sizes), "groups": [list(g) for g in self.groups],
-                "seconds": {str(k): round(v, 6) for k, v in self.seconds.items()},
-                "measured_s": round(self.measured_s, 2), "attention": self.attention,
-                "trees": self.trees}
+        return {
+            "sizes": list(self.sizes),
+            "groups": [list(g) for g in self.groups],
+            "seconds": {str(k): round(v, 6) for k, v in self.seconds.items()},
+            "measured_s": round(self.measured_s, 2),
+            "attention": self.attention,
+            "trees": self.trees,
+        }
 
     @classmethod
-    def from_json(cls, d: dict) -> "RowSet":
-        return cls(tuple(d.get("sizes", ())), tuple(tuple(g) for g in d.get("groups", ())),
-                   {int(k): float(v) for k, v in d.get("seconds", {}).items()}, float(d.get("measured_s", 0.0)),
-                   str(d.get("attention", "")), bool(d.get("trees", False)))
+    def from_json(cls, d: dict) -> RowSet:
+        return cls(
+            tuple(d.get("sizes", ())),
+            tuple(tuple(g) for g in d.get("groups", ())),
+            {int(k): float(v) for k, v in d.get("seconds", {}).items()},
+            float(d.get("measured_s", 0.0)),
+            str(d.get("attention", "")),
+            bool(d.get("trees", False)),
+        )
 
 
-STOCK = RowSet()     # no padding: what a forward does without the measurement
+STOCK = RowSet()  # no padding: what a forward does without the measurement
 
 
 def causal_mask(start: int, n: int, width: int) -> torch.Tensor:
     """(n, width) bool: row i sees the cache [0, start) and the new rows 0..i."""
     m = torch.zeros(n, width, dtype=torch.bool)
     m[:, :start] = True
-    m[:, start:start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+    m[:, start : start + n] = torch.ones(n, n, dtype=torch.bool).tril()
     return m
 
 
@@ -116,7 +127,7 @@ def padded_inputs(ids: list[int], positions: torch.Tensor, attn: torch.Tensor, s
     ids = list(ids) + [ids[-1]] * extra
     positions = torch.cat([positions, positions[-1:].expand(extra)])
     mask = torch.zeros(rows, start + rows, dtype=torch.bool)
-    mask[:n, :start + n] = attn
+    mask[:n, : start + n] = attn
     mask[n:, :start] = True
     mask[torch.arange(n, rows), start + torch.arange(n, rows)] = True
     return ids, positions, mask
@@ -125,12 +136,16 @@ def padded_inputs(ids: list[int], positions: torch.Tensor, attn: torch.Tensor, s
 def _key(adapter) -> str:
     cfg = adapter.model.config
     cfg = getattr(cfg, "text_config", None) or cfg
-    shape = {k: getattr(cfg, k, None) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                                   "num_attention_heads", "num_key_value_heads", "vocab_size")}
+    shape = {
+        k: getattr(cfg, k, None)
+        for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
+    }
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
     h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
-    return (f"rows/{VERSION}|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
-            f"{str(adapter.dtype).replace('torch.', '')}|{adapter.device}|{h}")
+    return (
+        f"rows/{VERSION}|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
+        f"{str(adapter.dtype).replace('torch.', '')}|{adapter.device}|{h}"
+    )
 
 
 def _cached(key: str) -> RowSet | None:
@@ -152,7 +167,7 @@ def _store(key: str, rows: RowSet) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1))
     except OSError:
-        pass     # a read-only home: measured again in the next process
+        pass  # a read-only home: measured again in the next process
 
 
 def _pattern(s: int) -> list[int]:
@@ -176,7 +191,7 @@ def set_attention(adapter, impl: str) -> None:
     tower (prefill only) keeps its own."""
     if not impl or attention(adapter) == impl:
         return
-    if impl == tree_attention.NAME:           # a group read from the tuning file in a new process
+    if impl == tree_attention.NAME:  # a group read from the tuning file in a new process
         tree_attention.register()
     model = adapter.model
     model.set_attn_implementation({"text_config": impl} if hasattr(model.config, "text_config") else impl)
@@ -188,22 +203,22 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefix: int = PR
     varying (``_pattern``) and padded to s. Returns (groups of sizes whose logits agree bit for bit
     at every position, seconds of one forward per size)."""
     from .adapters import Encoded
+
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, adapter.vocab_size, (prefix + tokens,), generator=g)
     sess, _, _ = adapter.prefill(Encoded(ids[:prefix].view(1, -1).to(adapter.device)))
-    reps: list[tuple[list[int], torch.Tensor]] = []          # (sizes, logits) of each group found
+    reps: list[tuple[list[int], torch.Tensor]] = []  # (sizes, logits) of each group found
     seconds: dict[int, float] = {}
     sync = torch.cuda.synchronize if torch.device(adapter.device).type == "cuda" else (lambda: None)
     for s in candidates:
         chunks, best, at, pattern = [], float("inf"), 0, _pattern(s)
         while at < tokens:
             r = min(pattern[len(chunks) % len(pattern)], tokens - at)
-            part = ids[prefix + at: prefix + at + r].tolist()
+            part = ids[prefix + at : prefix + at + r].tolist()
             start = sess.length
             sync()
             t0 = time.perf_counter()
-            lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r),
-                                    rows=s)
+            lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r), rows=s)
             sync()
             best = min(best, time.perf_counter() - t0)
             adapter.keep(sess, start, list(range(r)))
@@ -234,16 +249,16 @@ def _trees_agree(adapter, sess, ids, prefix: int, ref: torch.Tensor, sizes) -> b
 
 def _trees_agree_at(adapter, sess, ids, prefix: int, ref: torch.Tensor, rows: RowSet) -> bool:
     from .tree import DraftTree, verify_layout
-    for k in (3, 10):                         # tokens committed before the tree's root
+
+    for k in (3, 10):  # tokens committed before the tree's root
         if rows.pad(k) is None or k + 4 >= ref.shape[0]:
             return False
-        part = ids[prefix: prefix + k].tolist()
-        adapter.forward(sess, part, torch.arange(prefix, prefix + k), causal_mask(prefix, k, prefix + k),
-                        rows=rows.pad(k))
+        part = ids[prefix : prefix + k].tolist()
+        adapter.forward(sess, part, torch.arange(prefix, prefix + k), causal_mask(prefix, k, prefix + k), rows=rows.pad(k))
         adapter.keep(sess, prefix, list(range(k)))
         base = sess.length
         tree, true_rows, parent = DraftTree(), [0], -1
-        for depth in range(1, 4):             # a decoy first, then the true token, at every depth
+        for depth in range(1, 4):  # a decoy first, then the true token, at every depth
             decoy = tree.add(int(ids[prefix + k + depth]) ^ 1, parent, 0.5, 0.0)
             tree.add(int(ids[prefix + k + 1]), decoy, 0.5, 0.0)
             parent = tree.add(int(ids[prefix + k + depth]), parent, 0.5, 0.0, rank=1)
@@ -301,7 +316,7 @@ def row_set(adapter, refresh: bool = False) -> RowSet:
     best = None
     for impl in dict.fromkeys(["eager", tree_attention.register(), attention(adapter)]):
         if best is not None and best.exact and best.trees and best.cap >= REACH:
-            break                             # exact for chains and trees, far enough: measure no more
+            break  # exact for chains and trees, far enough: measure no more
         set_attention(adapter, impl)
         groups, seconds, trees = probe(adapter)
         sizes = choose(groups, seconds)

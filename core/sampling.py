@@ -1,4 +1,5 @@
 """Turning logits into the distribution we decode from (shared by target and drafters)."""
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,9 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    temperature: float = 0.0   # 0 = greedy
-    top_k: int = 0             # 0 = off
-    top_p: float = 1.0         # 1 = off
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
     seed: int | None = 0
 
     def __post_init__(self):
@@ -46,7 +47,7 @@ def probs(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     if cfg.top_p < 1.0:
         sp, idx = torch.sort(p, dim=-1, descending=True)
         cum = sp.cumsum(-1)
-        drop = (cum - sp) >= cfg.top_p       # keep the smallest prefix reaching top_p
+        drop = (cum - sp) >= cfg.top_p  # keep the smallest prefix reaching top_p
         sp = sp.masked_fill(drop, 0.0)
         p = torch.zeros_like(p).scatter_(-1, idx, sp)
         p = p / p.sum(-1, keepdim=True)

@@ -14,6 +14,7 @@ costs one one-token forward per token. With the *measured* target cost curve c(n
 Verification is not free: on a GPU c(8)/c(1) is close to 1, on a 2-core CPU it can be 2-4, and
 that ratio, not alpha alone, decides the best gamma. Pure math: no torch, no plotting.
 """
+
 from __future__ import annotations
 
 from .costs import _interp
@@ -53,8 +54,15 @@ def grid(curve: dict[int, float] | None = None, draft_ratio: float = 0.0, alphas
     sp = [[speedup(a, g, curve, draft_ratio) for g in gammas] for a in alphas]
     tok = [[expected_tokens(a, g) for g in gammas] for a in alphas]
     best = [gammas[max(range(len(gammas)), key=lambda i: row[i])] for row in sp]
-    return {"alphas": alphas, "gammas": gammas, "speedup": sp, "tokens": tok, "best_gamma": best,
-            "verify_ratio": [verify_ratio(curve, g + 1) for g in gammas], "draft_ratio": draft_ratio}
+    return {
+        "alphas": alphas,
+        "gammas": gammas,
+        "speedup": sp,
+        "tokens": tok,
+        "best_gamma": best,
+        "verify_ratio": [verify_ratio(curve, g + 1) for g in gammas],
+        "draft_ratio": draft_ratio,
+    }
 
 
 def acceptance_of(trace) -> dict:
@@ -72,8 +80,7 @@ def acceptance_of(trace) -> dict:
         acc += len(s.accepted) + len(s.discarded)
         reached_end = (len(s.accepted) + len(s.discarded)) >= max(s.depths)
         tested += len(s.accepted) + len(s.discarded) + (0 if reached_end else 1)
-    return {"alpha": acc / tested if tested else 0.0, "gamma": gamma, "drafted_steps": steps,
-            "accepted": acc, "tested": tested}
+    return {"alpha": acc / tested if tested else 0.0, "gamma": gamma, "drafted_steps": steps, "accepted": acc, "tested": tested}
 
 
 def run_point(trace, curve: dict[int, float] | None = None, draft_ratio: float | None = None) -> dict:
@@ -89,7 +96,10 @@ def run_point(trace, curve: dict[int, float] | None = None, draft_ratio: float |
         else:
             draft_ratio = 0.0
     per_step = [len(s.committed) for s in drafted]
-    return {**a, "draft_ratio": draft_ratio,
-            "tokens_per_step_model": expected_tokens(a["alpha"], a["gamma"]) if a["gamma"] else 1.0,
-            "tokens_per_step_run": sum(per_step) / len(per_step) if per_step else 1.0,
-            "speedup_model": speedup(a["alpha"], a["gamma"], curve, draft_ratio) if a["gamma"] else 1.0}
+    return {
+        **a,
+        "draft_ratio": draft_ratio,
+        "tokens_per_step_model": expected_tokens(a["alpha"], a["gamma"]) if a["gamma"] else 1.0,
+        "tokens_per_step_run": sum(per_step) / len(per_step) if per_step else 1.0,
+        "speedup_model": speedup(a["alpha"], a["gamma"], curve, draft_ratio) if a["gamma"] else 1.0,
+    }

@@ -10,6 +10,7 @@ finished trace that ``api.run`` returns (``stop_reason`` set). Snapshots come at
 An error in the decoder is re-raised in the consumer's thread. Closing the generator early
 (``close()``, or a consumer that stops iterating) asks the decoder to stop after its step.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,7 +32,7 @@ class _Pieces:
             if k not in self.vocab:
                 try:
                     self.vocab[k] = self.target.decode_piece(int(i))
-                except Exception:  # noqa: BLE001  a piece the tokenizer cannot decode
+                except Exception:  # a piece the tokenizer cannot decode
                     self.vocab[k] = f"<{i}>"
 
 
@@ -42,12 +43,18 @@ def snapshot(tr: Trace, pieces: _Pieces) -> Trace:
     for s in steps[-1:]:
         pieces.add(s.tokens)
         pieces.add([s.token])
-    return Trace(meta=dict(tr.meta), prompt_tokens=tr.prompt_tokens, first_token=tr.first_token,
-                 t_prefill=tr.t_prefill, steps=steps, output=out, vocab=dict(pieces.vocab))
+    return Trace(
+        meta=dict(tr.meta),
+        prompt_tokens=tr.prompt_tokens,
+        first_token=tr.first_token,
+        t_prefill=tr.t_prefill,
+        steps=steps,
+        output=out,
+        vocab=dict(pieces.vocab),
+    )
 
 
-def follow(decode: Callable[..., Trace], target, should_stop: Callable[[], bool] | None = None,
-           every: float = 0.25) -> Iterator[Trace]:
+def follow(decode: Callable[..., Trace], target, should_stop: Callable[[], bool] | None = None, every: float = 0.25) -> Iterator[Trace]:
     """Run ``decode(on_step=, should_stop=)`` (a decoding call: ``api.run`` with its inputs bound)
     in a worker thread, yielding a snapshot ``Trace`` at most every ``every`` s while steps
     complete, then the finished trace (also the generator's return value). ``should_stop``:
@@ -66,7 +73,7 @@ def follow(decode: Callable[..., Trace], target, should_stop: Callable[[], bool]
     def work() -> None:
         try:
             box["result"] = decode(on_step=on_step, should_stop=stop)
-        except BaseException as e:  # noqa: BLE001  re-raised in the consumer's thread
+        except BaseException as e:  # re-raised in the consumer's thread
             box["error"] = e
 
     pieces = _Pieces(target)

@@ -209,21 +209,11 @@ def build_tokenizer(dir: str | os.PathLike | None = None, family: str = "llava")
 # ---------------------------------------------------------------------------------------------
 
 FAMILY_INFO = {
-    "llava": dict(
-        auto="AutoModelForImageTextToText", cls="LlavaForConditionalGeneration", image_token="<image>"
-    ),
-    "llava_next": dict(
-        auto="AutoModelForImageTextToText", cls="LlavaNextForConditionalGeneration", image_token="<image>"
-    ),
-    "qwen2_vl": dict(
-        auto="AutoModelForImageTextToText", cls="Qwen2VLForConditionalGeneration", image_token="<|image_pad|>"
-    ),
-    "qwen2_5_vl": dict(
-        auto="AutoModelForImageTextToText", cls="Qwen2_5_VLForConditionalGeneration", image_token="<|image_pad|>"
-    ),
-    "idefics3": dict(
-        auto="AutoModelForImageTextToText", cls="Idefics3ForConditionalGeneration", image_token="<image>"
-    ),
+    "llava": dict(auto="AutoModelForImageTextToText", cls="LlavaForConditionalGeneration", image_token="<image>"),
+    "llava_next": dict(auto="AutoModelForImageTextToText", cls="LlavaNextForConditionalGeneration", image_token="<image>"),
+    "qwen2_vl": dict(auto="AutoModelForImageTextToText", cls="Qwen2VLForConditionalGeneration", image_token="<|image_pad|>"),
+    "qwen2_5_vl": dict(auto="AutoModelForImageTextToText", cls="Qwen2_5_VLForConditionalGeneration", image_token="<|image_pad|>"),
+    "idefics3": dict(auto="AutoModelForImageTextToText", cls="Idefics3ForConditionalGeneration", image_token="<image>"),
     "llama": dict(auto="AutoModelForCausalLM", cls="LlamaForCausalLM", image_token=None),
     "qwen2": dict(auto="AutoModelForCausalLM", cls="Qwen2ForCausalLM", image_token=None),
 }
@@ -655,9 +645,7 @@ def build_inputs(family, model_dir, prompt, image=None, tokenizer=None, image_pr
 
         out = ip(images=[image], return_tensors="pt")
         pix, sizes = out["pixel_values"], out["image_sizes"]
-        n = llava_next_num_image_tokens(
-            int(sizes[0][0]), int(sizes[0][1]), config, select_best_resolution
-        )
+        n = llava_next_num_image_tokens(int(sizes[0][0]), int(sizes[0][1]), config, select_best_resolution)
         text = text.replace("<image>", "<image>" * n, 1)
         extra = {"pixel_values": pix, "image_sizes": sizes}
     elif family in ("qwen2_vl", "qwen2_5_vl"):
@@ -720,6 +708,7 @@ def adapter_cache():
     """``load(family, **make_kw)``: the tiny model of ``family`` loaded as a SpecScope adapter,
     kept after the first call (one cache per caller, e.g. per test module)."""
     from core import adapters
+
     loaded: dict = {}
 
     def load(family: str, **kw):
@@ -727,4 +716,5 @@ def adapter_cache():
         if key not in loaded:
             loaded[key] = adapters.load(tiny_model_dir(family, **kw))
         return loaded[key]
+
     return load

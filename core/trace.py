@@ -5,6 +5,7 @@ small lists, so tracing costs next to nothing; token strings are resolved once
 at the end (``Trace.finish``). ``Trace.to_json()`` is the versioned, stable format
 (``SCHEMA``); ``Trace.from_json`` reads it back for re-rendering without a model.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,8 @@ def tau(new_tokens: int, steps: int) -> float:
     if not steps:
         return 1.0 if new_tokens else 0.0
     return (new_tokens - 1) / steps
+
+
 # /2 added Step.discarded (accepted only counts committed tokens); /3 Step.margins, Trace.first_margin
 # (the target's top-2 logit margin behind every committed token: core/divergence.py reads them)
 READABLE = ("specscope.trace/1", "specscope.trace/2", SCHEMA)
@@ -31,13 +34,13 @@ class Step:
     tokens: list[int]
     parents: list[int]
     depths: list[int]
-    q: list[float]               # draft prob of each node's token
-    p: list[float] | None        # target prob of each node's token given its parent (None if not measured)
-    accepted: list[int]          # node indices of the accepted path
-    rejected: list[int]          # node indices tried and rejected
-    token: int                   # the token the target added (bonus or correction)
-    kind: str                    # "bonus" | "correction"
-    committed: list[int]         # token ids appended to the output this step (after EOS / length cut)
+    q: list[float]  # draft prob of each node's token
+    p: list[float] | None  # target prob of each node's token given its parent (None if not measured)
+    accepted: list[int]  # node indices of the accepted path
+    rejected: list[int]  # node indices tried and rejected
+    token: int  # the token the target added (bonus or correction)
+    kind: str  # "bonus" | "correction"
+    committed: list[int]  # token ids appended to the output this step (after EOS / length cut)
     t_draft: float
     t_verify: float
     t_other: float
@@ -49,18 +52,18 @@ class Step:
 class Trace:
     meta: dict = field(default_factory=dict)
     prompt_tokens: int = 0
-    first_token: int | None = None     # produced by the prefill forward
+    first_token: int | None = None  # produced by the prefill forward
     first_margin: float | None = None  # the prefill row's top-1 minus top-2 logit
     t_prefill: float = 0.0
-    t_trace: float = 0.0               # time spent recording steps (included in t_other)
+    t_trace: float = 0.0  # time spent recording steps (included in t_other)
     steps: list[Step] = field(default_factory=list)
     wall_s: float = 0.0
     output: list[int] = field(default_factory=list)
-    vocab: dict[str, str] = field(default_factory=dict)   # token id -> text piece
+    vocab: dict[str, str] = field(default_factory=dict)  # token id -> text piece
     text: str = ""
     stop_reason: str = ""
     schema: str = SCHEMA
-    visual: dict | None = None         # per-token visual dependence (core/visual.py), only when asked
+    visual: dict | None = None  # per-token visual dependence (core/visual.py), only when asked
 
     # ---- derived numbers -------------------------------------------------
     def summary(self) -> dict:
@@ -81,14 +84,18 @@ class Trace:
         return {
             "new_tokens": n,
             "target_forwards": fwd,
-            "tau": round(tau(n, steps), 4),       # tokens per speculative step, bonus incl., prefill excl.
+            "tau": round(tau(n, steps), 4),  # tokens per speculative step, bonus incl., prefill excl.
             "accepted_per_step": round(sum(acc) / steps, 4) if steps else 0.0,  # excl. bonus
             "drafted_per_step": round(drafted / steps, 4) if steps else 0.0,
             "acceptance_by_depth": by_depth,
             "wall_s": round(self.wall_s, 6),
             "tokens_per_s": round(n / self.wall_s, 3) if self.wall_s > 0 else 0.0,
-            "time_split": {"prefill": round(self.t_prefill, 6), "draft": round(t_draft, 6),
-                           "verify": round(t_verify, 6), "other": round(t_other, 6)},
+            "time_split": {
+                "prefill": round(self.t_prefill, 6),
+                "draft": round(t_draft, 6),
+                "verify": round(t_verify, 6),
+                "other": round(t_other, 6),
+            },
             "trace_overhead": round(self.t_trace / self.wall_s, 5) if self.wall_s > 0 else 0.0,
             "stop_reason": self.stop_reason,
         }
@@ -98,7 +105,7 @@ class Trace:
         out = [self.first_margin] if self.output else []
         for s in self.steps:
             out += list(s.margins) + [None] * (len(s.committed) - len(s.margins))
-        return out[:len(self.output)]
+        return out[: len(self.output)]
 
     def token_origins(self) -> list[tuple[int, str, int]]:
         """(token id, origin, step) for every output token; origin in
@@ -129,7 +136,7 @@ class Trace:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Trace":
+    def from_dict(cls, d: dict) -> Trace:
         if not isinstance(d, dict) or d.get("schema") not in READABLE:
             raise ValueError(f"not a SpecScope trace (expected schema {SCHEMA!r})")
         d = dict(d)
@@ -140,7 +147,7 @@ class Trace:
         return cls(steps=steps, **known)
 
     @classmethod
-    def from_json(cls, text: str) -> "Trace":
+    def from_json(cls, text: str) -> Trace:
         try:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, TypeError) as e:
@@ -159,7 +166,9 @@ def _upgrade_step(s: dict) -> dict:
 def result_json(trace: Trace) -> dict:
     """The run as the CLI's ``--json`` and the app's raw result report it."""
     s = trace.summary()
-    return {"text": trace.text, "token_ids": list(trace.output),
-            "summary": {k: s[k] for k in ("new_tokens", "target_forwards", "tau", "wall_s", "tokens_per_s")}
-            | {"accepted_per_step": s["accepted_per_step"], "acceptance_by_depth": s["acceptance_by_depth"],
-               "stop_reason": s["stop_reason"]}}
+    return {
+        "text": trace.text,
+        "token_ids": list(trace.output),
+        "summary": {k: s[k] for k in ("new_tokens", "target_forwards", "tau", "wall_s", "tokens_per_s")}
+        | {"accepted_per_step": s["accepted_per_step"], "acceptance_by_depth": s["acceptance_by_depth"], "stop_reason": s["stop_reason"]},
+    }

@@ -11,6 +11,7 @@ were drawn (``drawn``); a node's ``rank`` is its position in that order. Sibling
 drawn but pruned away still count: the proposal distribution of the next kept
 sibling excludes every token drawn before it (see core/acceptance.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,13 +23,13 @@ import torch
 class DraftTree:
     tokens: list[int] = field(default_factory=list)
     parents: list[int] = field(default_factory=list)
-    depths: list[int] = field(default_factory=list)      # root children have depth 1
-    q_tok: list[float] = field(default_factory=list)     # draft prob of the node's token
-    score: list[float] = field(default_factory=list)     # cumulative draft log-prob
-    rank: list[int] = field(default_factory=list)        # order drawn among siblings
-    q: dict[int, torch.Tensor] = field(default_factory=dict)      # parent -> draft dist (sampling only)
-    drawn: dict[int, list[int]] = field(default_factory=dict)     # parent -> tokens in draw order
-    forwards: int = -1       # draft forwards spent building it (-1: unknown; 0: model-free drafter)
+    depths: list[int] = field(default_factory=list)  # root children have depth 1
+    q_tok: list[float] = field(default_factory=list)  # draft prob of the node's token
+    score: list[float] = field(default_factory=list)  # cumulative draft log-prob
+    rank: list[int] = field(default_factory=list)  # order drawn among siblings
+    q: dict[int, torch.Tensor] = field(default_factory=dict)  # parent -> draft dist (sampling only)
+    drawn: dict[int, list[int]] = field(default_factory=dict)  # parent -> tokens in draw order
+    forwards: int = -1  # draft forwards spent building it (-1: unknown; 0: model-free drafter)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -55,7 +56,7 @@ class DraftTree:
             out[p].sort(key=lambda i: self.rank[i])
         return out
 
-    def truncate(self, keep: list[int]) -> "DraftTree":
+    def truncate(self, keep: list[int]) -> DraftTree:
         """Sub-tree made of ``keep`` (must be ancestor-closed); indices are remapped."""
         keep = sorted(keep)
         remap = {-1: -1}
@@ -110,7 +111,7 @@ def verify_layout(tree: DraftTree, prefix: int = 0) -> tuple[torch.Tensor, torch
     depths``) and the boolean ``(n+1, prefix+n+1)`` mask where row i may attend to the prefix and
     to column ``prefix + j`` when row j is row i or its ancestor (the root is every row's ancestor).
     """
-    parents = [-1] + [p + 1 for p in tree.parents]           # the root as node 0
+    parents = [-1] + [p + 1 for p in tree.parents]  # the root as node 0
     rows = list(range(len(parents)))
     mask = tree_mask(parents, rows, {j: prefix + j for j in rows}, prefix, prefix + len(parents))
     depths = torch.tensor([0] + tree.depths, dtype=torch.long)

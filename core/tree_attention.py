@@ -17,6 +17,7 @@ Registered with transformers' attention interface as ``NAME`` (``core.rows.set_a
 Blocks of more than ``MAX_ROWS`` queries (a prompt's prefill) use eager attention: the prefill is
 shared by plain and speculative decoding, and gathering a long prompt's keys per row is costly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,18 +43,18 @@ def gathered(query, key, value, mask, scaling):
     b, hq, n, d = query.shape
     hkv, length = key.shape[1], key.shape[2]
     mask = mask[..., :length].expand(b, 1, n, length)
-    hidden = (mask[:, 0] != 0).to(torch.int8)                          # (B, n, L): 1 = masked
-    order = torch.sort(hidden, dim=-1, stable=True).indices            # visible first, in column order
+    hidden = (mask[:, 0] != 0).to(torch.int8)  # (B, n, L): 1 = masked
+    order = torch.sort(hidden, dim=-1, stable=True).indices  # visible first, in column order
     idx = order[:, None, :, :, None].expand(b, hkv, n, length, d)
-    k = torch.gather(key[:, :, None].expand(b, hkv, n, length, d), 3, idx)      # (B, Hkv, n, L, d)
+    k = torch.gather(key[:, :, None].expand(b, hkv, n, length, d), 3, idx)  # (B, Hkv, n, L, d)
     v = torch.gather(value[:, :, None].expand(b, hkv, n, length, d), 3, idx)
-    m = torch.gather(mask[:, 0], -1, order)[:, None, :, None, :]               # (B, 1, n, 1, L)
+    m = torch.gather(mask[:, 0], -1, order)[:, None, :, None, :]  # (B, 1, n, 1, L)
     groups = hq // hkv
     q = _rows4(query.view(b, hkv, groups, n, 1, d))
     w = torch.matmul(q, k[:, :, None].transpose(-1, -2))[..., :1, :] * scaling  # (B, Hkv, G, n, 1, L)
     w = w + m[:, :, None]
     w = torch.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
-    out = torch.matmul(_rows4(w), v[:, :, None])[..., :1, :]                     # (B, Hkv, G, n, 1, d)
+    out = torch.matmul(_rows4(w), v[:, :, None])[..., :1, :]  # (B, Hkv, G, n, 1, d)
     return out.reshape(b, hq, n, d)
 
 
@@ -77,6 +78,7 @@ def register() -> str:
     """Make ``NAME`` known to transformers (idempotent); returns it."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
     AttentionInterface.register(NAME, attention)
     AttentionMaskInterface.register(NAME, eager_mask)
     return NAME

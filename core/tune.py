@@ -14,6 +14,7 @@ machine as much as on the drafter, and this measures it instead of guessing:
    (``SPECSCOPE_TUNING`` to move it), keyed by machine, threads, target and drafter. The app and
    ``python -m core run --tuned`` read it; without an entry they use the defaults.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,7 @@ def measure(pair, samples, spec: DraftSpec, max_new_tokens: int) -> tuple[float,
     once by ``api.warm``)."""
     ar_tokens = ar_wall = sp_tokens = sp_wall = 0.0
     for smp in samples:
-        runs = api.compare(pair, smp["prompt"], smp["image"], spec, SamplingConfig(), max_new_tokens,
-                           warmup=True, repeats=1, detail=False)
+        runs = api.compare(pair, smp["prompt"], smp["image"], spec, SamplingConfig(), max_new_tokens, warmup=True, repeats=1, detail=False)
         ar_tokens += len(runs["ar"].output)
         ar_wall += runs["ar"].wall_s
         sp_tokens += len(runs["spec"].output)
@@ -108,22 +108,25 @@ def main(argv=None) -> int:
     samples = [s for s in samples if s["image"] is not None] or samples
 
     costs = forward_costs(pair.target, samples[0]["image"], samples[0]["prompt"])
-    print("target forward cost on this machine (ms): "
-          + ", ".join(f"{n} tok {ms:.2f}" for n, ms in costs.items()))
+    print("target forward cost on this machine (ms): " + ", ".join(f"{n} tok {ms:.2f}" for n, ms in costs.items()))
 
-    shapes = [DraftSpec("chain", gamma=g) for g in gammas] + \
-             [DraftSpec("dynamic", depth=args.depth, top_k=args.top_k, budget=b) for b in budgets]
+    shapes = [DraftSpec("chain", gamma=g) for g in gammas] + [
+        DraftSpec("dynamic", depth=args.depth, top_k=args.top_k, budget=b) for b in budgets
+    ]
     ar_t = ar_w = 0.0
     rows = []
-    for spec in shapes:                                        # AR interleaved: drift cancels
+    for spec in shapes:  # AR interleaved: drift cancels
         t, w, st, sw = measure(pair, samples, spec, args.max_new_tokens)
         ar_t, ar_w = ar_t + t, ar_w + w
         rows.append((spec, st / sw, (st / sw) / (t / w)))
     ar_tps = ar_t / ar_w
     print(f"\nAR: {ar_tps:.1f} tok/s\n\n| shape | tok/s | speedup vs AR |\n|---|---:|---:|")
     for spec, tps, sp in rows:
-        shape = f"chain gamma={spec.gamma}" if spec.strategy == "chain" else \
-            f"dynamic depth={spec.depth} top_k={spec.top_k} budget={spec.budget}"
+        shape = (
+            f"chain gamma={spec.gamma}"
+            if spec.strategy == "chain"
+            else f"dynamic depth={spec.depth} top_k={spec.top_k} budget={spec.budget}"
+        )
         print(f"| {shape} | {tps:.1f} | {sp:.2f}x |")
     best = {}
     for strat, fields in (("chain", ("gamma",)), ("dynamic", ("depth", "top_k", "budget"))):

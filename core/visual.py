@@ -30,13 +30,14 @@ the same numbers up to float rounding and works for any trace, speculative or no
 
 Cost: two target forwards over ``prompt + output`` (recorded in seconds as ``cost_s``).
 """
+
 from __future__ import annotations
 
 import time
 
 import torch
 
-KL_THRESHOLD = 1.0        # nats
+KL_THRESHOLD = 1.0  # nats
 
 
 @torch.inference_mode()
@@ -63,12 +64,12 @@ def teacher_forced(target, enc, output: list[int], want_hidden: bool = False, ti
 
 def _neutral(image):
     from PIL import Image
+
     return Image.new("RGB", image.size, (128, 128, 128))
 
 
 @torch.inference_mode()
-def visual_dependence(target, prompt: str, image, output: list[int], baseline: str = "none",
-                      threshold: float = KL_THRESHOLD) -> dict:
+def visual_dependence(target, prompt: str, image, output: list[int], baseline: str = "none", threshold: float = KL_THRESHOLD) -> dict:
     """Per-token visual dependence of ``output`` (see module docstring). Returns a JSON-able dict
     ``{"baseline", "threshold_nats", "cost_s", "tokens": [{"index", "token", "kl", "argmax_img",
     "argmax_noimg", "changed", "image_dependent"}], "n_dependent", "share_dependent"}``."""
@@ -79,7 +80,7 @@ def visual_dependence(target, prompt: str, image, output: list[int], baseline: s
     n = len(out)
     enc_img = target.encode(prompt, image)
     if image is None or not target.is_multimodal:
-        enc_base = enc_img                  # nothing to remove: the control case (KL exactly 0)
+        enc_base = enc_img  # nothing to remove: the control case (KL exactly 0)
     else:
         enc_base = target.encode(prompt, None if baseline == "none" else _neutral(image))
     li, _, _, _ = teacher_forced(target, enc_img, out[:-1] if n else [])
@@ -94,13 +95,26 @@ def visual_dependence(target, prompt: str, image, output: list[int], baseline: s
     records = []
     for i in range(n):
         k, changed = float(kl[i]), bool(ai[i] != ab[i])
-        records.append({"index": i, "token": int(out[i]), "kl": round(k, 6), "argmax_img": int(ai[i]),
-                        "argmax_noimg": int(ab[i]), "changed": changed,
-                        "image_dependent": changed or k > threshold})
+        records.append(
+            {
+                "index": i,
+                "token": int(out[i]),
+                "kl": round(k, 6),
+                "argmax_img": int(ai[i]),
+                "argmax_noimg": int(ab[i]),
+                "changed": changed,
+                "image_dependent": changed or k > threshold,
+            }
+        )
     dep = sum(r["image_dependent"] for r in records)
-    return {"baseline": baseline if enc_base is not enc_img else "same-input", "threshold_nats": threshold,
-            "cost_s": round(time.perf_counter() - t0, 6), "tokens": records, "n_dependent": dep,
-            "share_dependent": round(dep / n, 4) if n else 0.0}
+    return {
+        "baseline": baseline if enc_base is not enc_img else "same-input",
+        "threshold_nats": threshold,
+        "cost_s": round(time.perf_counter() - t0, 6),
+        "tokens": records,
+        "n_dependent": dep,
+        "share_dependent": round(dep / n, 4) if n else 0.0,
+    }
 
 
 def position_attempts(trace) -> list[dict]:
@@ -111,7 +125,7 @@ def position_attempts(trace) -> list[dict]:
     for i, (_, origin, _) in enumerate(trace.token_origins()):
         if i < n:
             rows[i]["origin"] = origin
-    k = 1 if trace.output else 0          # output tokens before the step (the root is out[k-1])
+    k = 1 if trace.output else 0  # output tokens before the step (the root is out[k-1])
     for s in trace.steps:
         for node in list(s.accepted) + list(s.rejected):
             j = k + s.depths[node] - 1
@@ -149,17 +163,25 @@ def split_acceptance(trace, visual: dict | None = None) -> dict:
         nodes = sum(att[i]["tried"] for i in tried)
         drafted = sum(1 for i in idx if att[i]["origin"] == "accepted")
         fd = drafted / len(idx) if idx else 0.0
-        out[name] = {"positions": len(idx), "tried": len(tried),
-                     "accept_rate": round(acc / len(tried), 4) if tried else None,
-                     "node_rate": round(acc / nodes, 4) if nodes else None,
-                     "from_draft": round(fd, 4), "tau_like": round(1 / (1 - fd), 4) if fd < 1 else float("inf")}
+        out[name] = {
+            "positions": len(idx),
+            "tried": len(tried),
+            "accept_rate": round(acc / len(tried), 4) if tried else None,
+            "node_rate": round(acc / nodes, 4) if nodes else None,
+            "from_draft": round(fd, 4),
+            "tau_like": round(1 / (1 - fd), 4) if fd < 1 else float("inf"),
+        }
     return out
 
 
 def describe(split: dict) -> str:
     """'image-dependent tokens: 41% of drafts accepted (12 positions); other tokens: 93% (40)'."""
+
     def one(label, c):
         r = c["accept_rate"]
-        return f"{label}: {'n/a' if r is None else f'{100 * r:.0f}%'} of drafted positions accepted " \
-               f"({c['tried']} of {c['positions']} tokens drafted), tau-like {c['tau_like']}"
+        return (
+            f"{label}: {'n/a' if r is None else f'{100 * r:.0f}%'} of drafted positions accepted "
+            f"({c['tried']} of {c['positions']} tokens drafted), tau-like {c['tau_like']}"
+        )
+
     return "; ".join((one("image-dependent tokens", split["image_dependent"]), one("other tokens", split["other"])))

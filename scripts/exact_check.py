@@ -10,6 +10,7 @@ prompt and strategy whether the speculative output equals the exact plain output
 divergence classified (core/divergence.py) where it does not, and a JSON summary line last.
 ``--unpadded`` decodes without the row-invariant forwards (what the engine did before), to compare.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from core import api, rows as R  # noqa: E402  (the repository root is put on the path first)
-from core.divergence import explain_traces  # noqa: E402
-from core.drafters import spec_for  # noqa: E402
-from core.machine import cpu_name  # noqa: E402
+from core import api, rows as R
+from core.divergence import explain_traces
+from core.drafters import spec_for
+from core.machine import cpu_name
 
 
 def main(argv=None) -> int:
@@ -40,13 +41,17 @@ def main(argv=None) -> int:
     pair = api.load_pair(args.target, args.drafter, dtype=args.dtype, device=args.device)
     items = _prompts(args.prompts)
     if args.unpadded:
-        R.row_set = lambda adapter, refresh=False: R.STOCK          # what the engine did before
+        R.row_set = lambda adapter, refresh=False: R.STOCK  # what the engine did before
         import core.adapters as A
         import core.engine as E
+
         A.row_set = E.row_set = api.row_set = R.row_set
     rows = R.row_set(pair.target)
-    print(f"# {cpu_name()} | {pair.target.dtype} | {pair.target.device} | {R.describe(rows)}"
-          f" | attention {rows.attention or 'as loaded'} | measured in {rows.measured_s:.1f} s", flush=True)
+    print(
+        f"# {cpu_name()} | {pair.target.dtype} | {pair.target.device} | {R.describe(rows)}"
+        f" | attention {rows.attention or 'as loaded'} | measured in {rows.measured_s:.1f} s",
+        flush=True,
+    )
     counts = {s: [0, 0] for s in args.strategies.split(",")}
     kinds: dict[str, int] = {}
     t0 = time.time()
@@ -59,15 +64,22 @@ def main(argv=None) -> int:
             counts[strategy][1] += 1
             kinds[d.kind] = kinds.get(d.kind, 0) + 1
             print(f"{strategy:8s} {d.text:70s} | {prompt[:50]!r}", flush=True)
-    summary = {"cpu": cpu_name(), "dtype": str(pair.target.dtype).replace("torch.", ""), "rows": rows.to_json(),
-               "padded": not args.unpadded, "identical": {s: f"{a}/{n}" for s, (a, n) in counts.items()},
-               "kinds": kinds, "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "cpu": cpu_name(),
+        "dtype": str(pair.target.dtype).replace("torch.", ""),
+        "rows": rows.to_json(),
+        "padded": not args.unpadded,
+        "identical": {s: f"{a}/{n}" for s, (a, n) in counts.items()},
+        "kinds": kinds,
+        "seconds": round(time.time() - t0, 1),
+    }
     print(json.dumps(summary))
     return 0
 
 
 def _prompts(path):
     from PIL import Image
+
     if path:
         with open(path) as f:
             return [(json.loads(line)["prompt"], None) for line in f if line.strip()]

@@ -24,6 +24,7 @@ the end; its RSS (``/proc/<pid>/status`` VmRSS) is reported before and after. Wi
 give ``--pid`` of a local server to get RSS figures. Exit status: 0 when nothing failed, 1 when
 something did (or RSS grew more than ``--max-rss-growth-mb``, when given), 2 on a usage error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,11 +81,17 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="specscope-soak-server-", suffix=".log", delete=False)
-        env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
-                   GRADIO_ANALYTICS_ENABLED="False", SPECSCOPE_THREADS=str(threads))
-        if target and target.startswith("tiny:"):      # a tiny random model of core/tiny.py
+        env = dict(
+            os.environ,
+            GRADIO_SERVER_NAME="127.0.0.1",
+            GRADIO_SERVER_PORT=str(self.port),
+            GRADIO_ANALYTICS_ENABLED="False",
+            SPECSCOPE_THREADS=str(threads),
+        )
+        if target and target.startswith("tiny:"):  # a tiny random model of core/tiny.py
             sys.path.insert(0, str(ROOT))
             from core.tiny import tiny_model_dir
+
             target = tiny_model_dir(target.split(":", 1)[1] or "llava")
         if target:
             env["SPECSCOPE_DEFAULT_TARGET"] = str(Path(target).resolve()) if os.path.isdir(target) else target
@@ -93,16 +100,14 @@ class Server:
         if max_seconds is not None:
             env["SPECSCOPE_MAX_SECONDS"] = max_seconds
         self.target = env.get("SPECSCOPE_DEFAULT_TARGET", "default")
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         self.pid = self.proc.pid
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited with code {self.proc.returncode}; log: {self.log.name}\n"
-                                   + self.tail())
+                raise RuntimeError(f"the app exited with code {self.proc.returncode}; log: {self.log.name}\n" + self.tail())
             if "SpecScope is running at" in Path(self.log.name).read_text(errors="replace"):
                 return
             time.sleep(0.3)
@@ -118,8 +123,10 @@ class Server:
         app_errors = sum(1 for line in lines if " ERROR specscope" in line)
         ends = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*:", line)]
         gradio = sum(1 for line in ends if line.startswith("gradio.exceptions."))
-        return (f"{app_errors} unexpected error(s) logged by the app; {gradio} Gradio input refusal(s) with "
-                f"traceback; {len(ends) - gradio} other exception(s)")
+        return (
+            f"{app_errors} unexpected error(s) logged by the app; {gradio} Gradio input refusal(s) with "
+            f"traceback; {len(ends) - gradio} other exception(s)"
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -166,17 +173,16 @@ def make_files(tmp: Path) -> dict[str, str]:
     text.write_text("hello, I am not an image")
     empty = tmp / "empty.png"
     empty.write_bytes(b"")
-    return {k: str(v) for k, v in dict(good=good, corrupt=corrupt, truncated=truncated, text=text,
-                                       empty=empty).items()}
+    return {k: str(v) for k, v in dict(good=good, corrupt=corrupt, truncated=truncated, text=text, empty=empty).items()}
 
 
 @dataclass
 class Case:
     name: str
-    good: bool | None                # expected: completed (True), refused (False), either (None)
+    good: bool | None  # expected: completed (True), refused (False), either (None)
     kw: dict = field(default_factory=dict)
-    raw: str | None = None           # a raw HTTP body (for what gradio_client cannot send: NaN, server paths)
-    image: str | None = "good"       # key of make_files, or None
+    raw: str | None = None  # a raw HTTP body (for what gradio_client cannot send: NaN, server paths)
+    image: str | None = "good"  # key of make_files, or None
 
 
 def cases(target: str) -> list[Case]:
@@ -192,8 +198,7 @@ def cases(target: str) -> list[Case]:
         Case("good: control characters", True, dict(prompt="a\x1b[31mred\x07\x08 \u202e\u200b\ttab\r\nline")),
         Case("good: special-token strings in prompt", True, dict(prompt="Look " + specials)),
         # ---- either: completed, or refused with a clear message (depends on the model's context)
-        Case("edge: 4,000-character prompt (the limit)", None, dict(prompt=("Describe the image. " * 200)[:4000],
-                                                                     max_new_tokens=4)),
+        Case("edge: 4,000-character prompt (the limit)", None, dict(prompt=("Describe the image. " * 200)[:4000], max_new_tokens=4)),
         # ---- bad: must be refused with a clear message
         Case("bad: empty prompt", False, dict(prompt="")),
         Case("bad: whitespace prompt", False, dict(prompt=" \n\t ")),
@@ -211,8 +216,7 @@ def cases(target: str) -> list[Case]:
         Case("bad: text file as image", False, image="text"),
         Case("bad: empty image file", False, image="empty"),
         Case("bad: unknown drafter id", False, dict(drafter="no-such-drafter")),
-        Case("bad: custom drafter, unknown Hub id", False, dict(drafter="custom",
-                                                                 custom_drafter="nobody-xyz/no-such-model-xyz")),
+        Case("bad: custom drafter, unknown Hub id", False, dict(drafter="custom", custom_drafter="nobody-xyz/no-such-model-xyz")),
         Case("bad: custom drafter os:system", False, dict(drafter="custom", custom_drafter="os:system")),
         Case("bad: target /etc", False, dict(target="/etc")),
         Case("bad: target ../../etc", False, dict(target="../../etc")),
@@ -220,14 +224,48 @@ def cases(target: str) -> list[Case]:
     ]
 
 
-RUN_ORDER = ("image", "prompt", "target", "drafter", "custom_drafter", "mode", "dtype", "strategy", "gamma",
-             "branching", "depth", "top_k", "budget", "temperature", "top_p", "max_new_tokens", "seed", "ar_baseline")
+RUN_ORDER = (
+    "image",
+    "prompt",
+    "target",
+    "drafter",
+    "custom_drafter",
+    "mode",
+    "dtype",
+    "strategy",
+    "gamma",
+    "branching",
+    "depth",
+    "top_k",
+    "budget",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "seed",
+    "ar_baseline",
+)
 
 
 def base_args(target: str, max_new: int) -> dict:
-    return dict(prompt="Describe the image.", target=target, drafter="layerskip", custom_drafter="",
-                mode="multimodal", dtype="float32", strategy="dynamic", gamma=3, branching="2,2,1", depth=3,
-                top_k=3, budget=12, temperature=0, top_p=1, max_new_tokens=max_new, seed=0, ar_baseline=True)
+    return dict(
+        prompt="Describe the image.",
+        target=target,
+        drafter="layerskip",
+        custom_drafter="",
+        mode="multimodal",
+        dtype="float32",
+        strategy="dynamic",
+        gamma=3,
+        branching="2,2,1",
+        depth=3,
+        top_k=3,
+        budget=12,
+        temperature=0,
+        top_p=1,
+        max_new_tokens=max_new,
+        seed=0,
+        ar_baseline=True,
+    )
 
 
 # ====================================================================== one request
@@ -278,7 +316,7 @@ def call_client(client, case: Case, files: dict, target: str, max_new: int, time
     except AppError as e:
         msg = str(e).strip()
         return ("busy" if "queue is full" in msg.lower() else "refused"), msg
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         msg = f"{type(e).__name__}: {e}".strip()
         if "queue is full" in msg.lower():
             return "busy", msg
@@ -332,7 +370,7 @@ def call_raw(base: str, case: Case, files: dict, target: str, max_new: int, time
                     return "failed", f"no answer within {timeout:g} s (hang)"
     except httpx.TimeoutException:
         return "failed", f"no answer within {timeout:g} s (hang)"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return "failed", f"{type(e).__name__}: {e}"
     if last is None:
         return "failed", "empty event stream"
@@ -379,15 +417,12 @@ def fmt_s(x: float | None) -> str:
 
 def outcome_table(records: list[Record]) -> str:
     lines = [f"{'outcome':<34}{'count':>7}{'p50 s':>9}{'p95 s':>9}{'max s':>9}"]
-    labels = {"completed": "completed", "refused": "refused with a clear message", "busy": "busy (queue full)",
-              "failed": "failed"}
+    labels = {"completed": "completed", "refused": "refused with a clear message", "busy": "busy (queue full)", "failed": "failed"}
     for o in OUTCOMES:
         xs = [r.seconds for r in records if r.outcome == o]
-        lines.append(f"{labels[o]:<34}{len(xs):>7}{fmt_s(pct(xs, 50)):>9}{fmt_s(pct(xs, 95)):>9}"
-                     f"{fmt_s(max(xs) if xs else None):>9}")
+        lines.append(f"{labels[o]:<34}{len(xs):>7}{fmt_s(pct(xs, 50)):>9}{fmt_s(pct(xs, 95)):>9}{fmt_s(max(xs) if xs else None):>9}")
     xs = [r.seconds for r in records]
-    lines.append(f"{'all requests':<34}{len(xs):>7}{fmt_s(pct(xs, 50)):>9}{fmt_s(pct(xs, 95)):>9}"
-                 f"{fmt_s(max(xs) if xs else None):>9}")
+    lines.append(f"{'all requests':<34}{len(xs):>7}{fmt_s(pct(xs, 50)):>9}{fmt_s(pct(xs, 95)):>9}{fmt_s(max(xs) if xs else None):>9}")
     return "\n".join(lines)
 
 
@@ -401,14 +436,16 @@ def case_table(records: list[Record], all_cases: list[Case]) -> str:
         example = next((r for r in rs if r.outcome == "failed"), rs[0]).message
         example = example.replace("\n", " ")
         example = example if len(example) <= 90 else example[:87] + "..."
-        lines.append(f"{c.name:<46}{len(rs):>4}{counts['completed']:>6}{counts['refused']:>8}{counts['busy']:>6}"
-                     f"{counts['failed']:>7}  {example}")
+        lines.append(
+            f"{c.name:<46}{len(rs):>4}{counts['completed']:>6}{counts['refused']:>8}{counts['busy']:>6}{counts['failed']:>7}  {example}"
+        )
     return "\n".join(lines)
 
 
 # ====================================================================== modes
-def soak(url: str, pid: int | None, target: str, visitors: int, minutes: float, max_new: int, timeout: float,
-         seed: int, files: dict) -> tuple[list[Record], dict]:
+def soak(
+    url: str, pid: int | None, target: str, visitors: int, minutes: float, max_new: int, timeout: float, seed: int, files: dict
+) -> tuple[list[Record], dict]:
     from gradio_client import Client
 
     all_cases = cases(target)
@@ -430,14 +467,14 @@ def soak(url: str, pid: int | None, target: str, visitors: int, minutes: float, 
         rng = random.Random(seed * 1000 + i)
         try:
             client = Client(url, verbose=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             with lock:
                 records.append(Record("connect", "failed", 0.0, f"{type(e).__name__}: {e}"))
             return
         good = [c for c in all_cases if c.good is not False]
         bad = [c for c in all_cases if c.good is False]
-        k = i                                      # first every case once (spread over the visitors),
-        while time.monotonic() < t_end:            # then half good, half bad, at random
+        k = i  # first every case once (spread over the visitors),
+        while time.monotonic() < t_end:  # then half good, half bad, at random
             if k < len(all_cases):
                 case = all_cases[k]
             else:
@@ -445,7 +482,7 @@ def soak(url: str, pid: int | None, target: str, visitors: int, minutes: float, 
             k += visitors
             try:
                 rec = do_case(client, url, case, files, target, max_new, timeout)
-            except Exception as e:  # noqa: BLE001  a bug in this script must not look like a pass
+            except Exception as e:  # a bug in this script must not look like a pass
                 rec = Record(case.name, "failed", 0.0, f"soak script error: {type(e).__name__}: {e}")
             with lock:
                 records.append(rec)
@@ -465,8 +502,9 @@ def soak(url: str, pid: int | None, target: str, visitors: int, minutes: float, 
     return records, mem
 
 
-def sequential(url: str, pid: int | None, target: str, n: int, max_new: int, timeout: float,
-               files: dict, fresh_sessions: bool = False) -> tuple[list[Record], list[float | None]]:
+def sequential(
+    url: str, pid: int | None, target: str, n: int, max_new: int, timeout: float, files: dict, fresh_sessions: bool = False
+) -> tuple[list[Record], list[float | None]]:
     from gradio_client import Client
 
     good = [c for c in cases(target) if c.good is True and not c.raw]
@@ -477,13 +515,16 @@ def sequential(url: str, pid: int | None, target: str, n: int, max_new: int, tim
     for i in range(n):
         case = good[i % len(good)]
         if fresh_sessions and i:
-            client = Client(url, verbose=False)        # a new visitor (session) each run
+            client = Client(url, verbose=False)  # a new visitor (session) each run
         rec = do_case(client, url, case, files, target, max_new, timeout)
         records.append(rec)
         rss.append(rss_mb(pid))
         if i < 3 or (i + 1) % 5 == 0 or rec.outcome != "completed":
-            print(f"run {i + 1:>3}  {rec.outcome:<9} {rec.seconds:6.2f} s  RSS {fmt_mb(rss[-1]):>10}  {case.name}"
-                  + ("" if rec.outcome == "completed" else f"  [{rec.message[:80]}]"), flush=True)
+            print(
+                f"run {i + 1:>3}  {rec.outcome:<9} {rec.seconds:6.2f} s  RSS {fmt_mb(rss[-1]):>10}  {case.name}"
+                + ("" if rec.outcome == "completed" else f"  [{rec.message[:80]}]"),
+                flush=True,
+            )
     return records, [start] + rss
 
 
@@ -502,14 +543,15 @@ def main(argv=None) -> int:
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running app, e.g. http://127.0.0.1:7860/")
     where.add_argument("--launch", action="store_true", help="start app.py in a subprocess on a free port")
-    ap.add_argument("--target", help="with --launch: SPECSCOPE_DEFAULT_TARGET (a model directory or Hub id; "
-                                     "tiny:llava = the tiny random LLaVA of core/tiny.py)")
+    ap.add_argument(
+        "--target",
+        help="with --launch: SPECSCOPE_DEFAULT_TARGET (a model directory or Hub id; tiny:llava = the tiny random LLaVA of core/tiny.py)",
+    )
     ap.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS figures")
     ap.add_argument("--visitors", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--sequential", type=int, metavar="N", help="instead: N sequential good runs, RSS after each")
-    ap.add_argument("--fresh-sessions", action="store_true",
-                    help="with --sequential: a new visitor (gradio session) for every run")
+    ap.add_argument("--fresh-sessions", action="store_true", help="with --sequential: a new visitor (gradio session) for every run")
     ap.add_argument("--max-new-tokens", type=int, default=16, help="per good request (default 16)")
     ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (default 120)")
     ap.add_argument("--seed", type=int, default=0)
@@ -538,57 +580,70 @@ def main(argv=None) -> int:
         else:
             url, pid = a.url, a.pid
             from gradio_client import Client
+
             cfg = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
             target = "default"
-            try:   # the target textbox's default value is the server's default target
+            try:  # the target textbox's default value is the server's default target
                 params = cfg["named_endpoints"]["/run"]["parameters"]
                 target = next(p for p in params if p["parameter_name"] == "target")["parameter_default"] or target
             except (KeyError, StopIteration, TypeError):
                 pass
 
         if a.sequential:
-            print(f"SpecScope sequential memory check: {a.sequential} good runs against {url}"
-                  f" (max_new_tokens {a.max_new_tokens}"
-                  f"{', a new session each run' if a.fresh_sessions else ', one session'})", flush=True)
-            records, rss = sequential(url, pid, target, a.sequential, a.max_new_tokens, a.timeout, files,
-                                      a.fresh_sessions)
+            print(
+                f"SpecScope sequential memory check: {a.sequential} good runs against {url}"
+                f" (max_new_tokens {a.max_new_tokens}"
+                f"{', a new session each run' if a.fresh_sessions else ', one session'})",
+                flush=True,
+            )
+            records, rss = sequential(url, pid, target, a.sequential, a.max_new_tokens, a.timeout, files, a.fresh_sessions)
             print()
             print(outcome_table(records))
             ok = [r for r in rss if r is not None]
             failed = sum(r.outcome == "failed" for r in records)
             growth = None
             if len(ok) >= 3:
-                warm, end = ok[1], ok[-1]          # after run 1 = warm (models loaded, first-use costs paid)
+                warm, end = ok[1], ok[-1]  # after run 1 = warm (models loaded, first-use costs paid)
                 growth = end - warm
-                half = ok[len(ok) // 2:]
-                print(f"\nserver RSS: before {fmt_mb(ok[0])}, after run 1 {fmt_mb(warm)}, after run {len(ok) - 1} "
-                      f"{fmt_mb(end)}, max {fmt_mb(max(ok))}")
-                print(f"RSS growth after warm-up (run 1 -> run {len(ok) - 1}): {growth:+.1f} MB "
-                      f"({growth / max(1, len(ok) - 2):+.2f} MB/run); trend over the last {len(half)} runs: "
-                      f"{slope(half):+.2f} MB/run")
+                half = ok[len(ok) // 2 :]
+                print(
+                    f"\nserver RSS: before {fmt_mb(ok[0])}, after run 1 {fmt_mb(warm)}, after run {len(ok) - 1} "
+                    f"{fmt_mb(end)}, max {fmt_mb(max(ok))}"
+                )
+                print(
+                    f"RSS growth after warm-up (run 1 -> run {len(ok) - 1}): {growth:+.1f} MB "
+                    f"({growth / max(1, len(ok) - 2):+.2f} MB/run); trend over the last {len(half)} runs: "
+                    f"{slope(half):+.2f} MB/run"
+                )
             else:
                 print("\nserver RSS: n/a (give --pid of a local server, or use --launch)")
-            bad = failed > 0 or (a.max_rss_growth_mb is not None and growth is not None
-                                 and growth > a.max_rss_growth_mb)
+            bad = failed > 0 or (a.max_rss_growth_mb is not None and growth is not None and growth > a.max_rss_growth_mb)
         else:
-            print(f"SpecScope soak: {a.visitors} visitors x {a.minutes:g} min against {url} "
-                  f"(max_new_tokens {a.max_new_tokens}, per-request timeout {a.timeout:g} s)", flush=True)
+            print(
+                f"SpecScope soak: {a.visitors} visitors x {a.minutes:g} min against {url} "
+                f"(max_new_tokens {a.max_new_tokens}, per-request timeout {a.timeout:g} s)",
+                flush=True,
+            )
             t0 = time.perf_counter()
-            records, mem = soak(url, pid, target, a.visitors, a.minutes, a.max_new_tokens, a.timeout, a.seed,
-                                files)
+            records, mem = soak(url, pid, target, a.visitors, a.minutes, a.max_new_tokens, a.timeout, a.seed, files)
             wall = time.perf_counter() - t0
             print(f"\n{len(records)} requests in {wall:.0f} s ({len(records) / max(wall, 1e-9):.1f} per second)\n")
             print(case_table(records, cases(target)))
             print()
             print(outcome_table(records))
             growth = (mem["end"] - mem["warm"]) if mem["end"] is not None and mem["warm"] is not None else None
-            print(f"\nserver RSS: before {fmt_mb(mem['start'])}, after warm-up {fmt_mb(mem['warm'])}, "
-                  f"peak {fmt_mb(mem['peak'])}, after {fmt_mb(mem['end'])}"
-                  + (f" ({growth:+.1f} MB since warm-up)" if growth is not None else ""))
+            print(
+                f"\nserver RSS: before {fmt_mb(mem['start'])}, after warm-up {fmt_mb(mem['warm'])}, "
+                f"peak {fmt_mb(mem['peak'])}, after {fmt_mb(mem['end'])}"
+                + (f" ({growth:+.1f} MB since warm-up)" if growth is not None else "")
+            )
             print(f"app answers a good request afterwards: {'yes' if mem['after_ok'] else 'NO: ' + mem['after_msg']}")
             failed = sum(r.outcome == "failed" for r in records)
-            bad = failed > 0 or not mem["after_ok"] or (a.max_rss_growth_mb is not None and growth is not None
-                                                        and growth > a.max_rss_growth_mb)
+            bad = (
+                failed > 0
+                or not mem["after_ok"]
+                or (a.max_rss_growth_mb is not None and growth is not None and growth > a.max_rss_growth_mb)
+            )
         if server is not None:
             print(f"server log: {server.log_summary()} ({server.log.name})")
         print("RESULT:", "FAIL" if bad else "PASS", f"({failed} failed)")

@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || echo "chromium not installed: browser tests will be skipped"
 fi
+.venv/bin/ruff check . && .venv/bin/ruff format --check . >/dev/null || { echo "lint: run .venv/bin/ruff check --fix . && .venv/bin/ruff format ." >&2; exit 1; }
 exec .venv/bin/python -m pytest "$@"

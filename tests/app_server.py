@@ -1,4 +1,5 @@
 """Launch the web app in-process on a free port for a test module (gradio_client, browser, soak)."""
+
 from __future__ import annotations
 
 import os

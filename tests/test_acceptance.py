@@ -1,4 +1,5 @@
 """Acceptance rules in isolation: exact-distribution checks over many seeded trials."""
+
 import torch
 import pytest
 
@@ -32,10 +33,12 @@ def _tv(a, b):
 
 def _sampled_tree(q_root, k, p_rows_for_children=None):
     """Root children drawn from q without replacement (via build_tree's sampler)."""
+
     def make(gen):
         logits = torch.log(q_root)
         spec = DraftSpec("tree", branching=(k,))
         return build_tree(logits, None, spec, SamplingConfig(temperature=1.0), gen, V)
+
     return make
 
 
@@ -56,6 +59,7 @@ def test_deterministic_children_are_lossless():
         for r, tok in enumerate([2, 0, 5]):
             t.add(tok, -1, 0.3, 0.0, rank=r)
         return t
+
     freq = _first_token_freq(make, p.repeat(4, 1))
     assert _tv(freq, p) < 0.04
 

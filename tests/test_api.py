@@ -1,4 +1,5 @@
 """core/api.py: the one path for warm-up / plain / speculative / compare that every caller uses."""
+
 from core import api
 from core.drafters import DraftSpec
 

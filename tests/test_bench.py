@@ -1,5 +1,6 @@
 """The benchmark CLI (the core/bench/ package) on tiny random models: schema, exact-match counting, the
 markdown table, the HTML report, profile mode and one-line errors. Timings are never asserted."""
+
 import json
 import math
 
@@ -13,9 +14,11 @@ from core.bench import profiling as bench_profile
 from core.drafters import DraftSpec
 from core.tiny import tiny_image, tiny_model_dir
 
-PROMPTS = [{"image": "a.png", "prompt": "Describe the picture."},
-           {"image": "b.png", "prompt": "What color is the car?"},
-           {"prompt": "hello world hello world hello"}]            # a text-only line
+PROMPTS = [
+    {"image": "a.png", "prompt": "Describe the picture."},
+    {"image": "b.png", "prompt": "What color is the car?"},
+    {"prompt": "hello world hello world hello"},
+]  # a text-only line
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +41,47 @@ def models():
 
 def _args(folder, models, *extra):
     target, small = models
-    return ["--suite", "folder", "--images", str(folder / "images"), "--prompts", str(folder / "prompts.jsonl"),
-            "--target", target, "--silent", *extra]
+    return [
+        "--suite",
+        "folder",
+        "--images",
+        str(folder / "images"),
+        "--prompts",
+        str(folder / "prompts.jsonl"),
+        "--target",
+        target,
+        "--silent",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
 def quick_run(folder, models, tmp_path_factory):
     """One --quick run: two drafters (a separate tiny model, n-gram), T=0 and T=1."""
     out = tmp_path_factory.mktemp("quick")
-    argv = _args(folder, models, "--quick", "--n", "3", "--drafters", f"{models[1]},ngram",
-                 "--temperatures", "0,1", "--max-new-tokens", "12",
-                 "--depth", "3", "--top-k", "3", "--budget", "8",
-                 "--out", str(out / "r.json"), "--html", str(out / "r.html"))
+    argv = _args(
+        folder,
+        models,
+        "--quick",
+        "--n",
+        "3",
+        "--drafters",
+        f"{models[1]},ngram",
+        "--temperatures",
+        "0,1",
+        "--max-new-tokens",
+        "12",
+        "--depth",
+        "3",
+        "--top-k",
+        "3",
+        "--budget",
+        "8",
+        "--out",
+        str(out / "r.json"),
+        "--html",
+        str(out / "r.html"),
+    )
     cap = _Capture()
     with cap:
         rc = bench.main(argv)
@@ -62,12 +94,14 @@ class _Capture:
     def __enter__(self):
         import io
         import sys
+
         self._old, self._buf = sys.stdout, io.StringIO()
         sys.stdout = self._buf
         return self
 
     def __exit__(self, *exc):
         import sys
+
         sys.stdout = self._old
         self.out = self._buf.getvalue()
 
@@ -94,14 +128,30 @@ def test_quick_run_writes_json_with_schema(quick_run):
     assert res["meta"]["quick"] and res["meta"]["max_new_tokens"] == 12 and res["meta"]["n_samples"] == 3
     assert res["suite"]["n"] == 3 and [s["image"] for s in res["suite"]["samples"]] == ["a.png", "b.png", None]
     # quick: one strategy per drafter (auto: the adaptive chain) x 2 temperatures
-    assert [(c["strategy"], c["temperature"]) for c in res["configs"]] == \
-        [("auto", 0.0), ("auto", 1.0), ("auto", 0.0), ("auto", 1.0)]
+    assert [(c["strategy"], c["temperature"]) for c in res["configs"]] == [("auto", 0.0), ("auto", 1.0), ("auto", 0.0), ("auto", 1.0)]
     assert res["meta"]["env"]["cpu"]["model"] and isinstance(res["meta"]["env"]["cpu"]["flags"], list)
     assert res["meta"]["kernels"]["hf_baselines"] == "stock"
-    keys = {"n", "tau", "accepted_per_step", "acceptance_by_depth", "tokens_per_s_ar", "tokens_per_s_spec",
-            "speedup", "speedup_mean_of_ratios", "ideal_speedup", "step_cost_ar_ms", "step_cost_spec_ms",
-            "time_split_spec_s", "time_per_step_spec_ms", "trace_overhead", "exact", "hf_plain_tokens_per_s",
-            "ar_vs_hf_plain", "hf_assisted", "hf_prompt_lookup"}
+    keys = {
+        "n",
+        "tau",
+        "accepted_per_step",
+        "acceptance_by_depth",
+        "tokens_per_s_ar",
+        "tokens_per_s_spec",
+        "speedup",
+        "speedup_mean_of_ratios",
+        "ideal_speedup",
+        "step_cost_ar_ms",
+        "step_cost_spec_ms",
+        "time_split_spec_s",
+        "time_per_step_spec_ms",
+        "trace_overhead",
+        "exact",
+        "hf_plain_tokens_per_s",
+        "ar_vs_hf_plain",
+        "hf_assisted",
+        "hf_prompt_lookup",
+    }
     for c in res["configs"]:
         assert {"id", "drafter", "strategy", "temperature", "spec", "groups", "samples", "divergences"} <= c.keys()
         m = c["groups"]["folder"]
@@ -121,7 +171,7 @@ def test_exact_match_counted_at_t0_only(quick_run):
     for c in res["configs"]:
         m = c["groups"]["folder"]
         if c["temperature"] == 0:
-            assert m["exact"] == {"matched": 3, "n": 3}      # the engine is lossless
+            assert m["exact"] == {"matched": 3, "n": 3}  # the engine is lossless
             assert all(s["exact"] is True for s in c["samples"])
             assert m["hf_plain_matches_ar"] == {"matched": 3, "n": 3}
         else:
@@ -134,7 +184,7 @@ def test_hf_baselines_reported(quick_run):
     _, table, out = quick_run
     res = json.loads((out / "r.json").read_text())
     model_cfg, ngram_cfg = res["configs"][0]["groups"]["folder"], res["configs"][2]["groups"]["folder"]
-    assert model_cfg["hf_assisted"]["speedup"] > 0                 # a separate HF model: assisted runs
+    assert model_cfg["hf_assisted"]["speedup"] > 0  # a separate HF model: assisted runs
     assert model_cfg["hf_assisted"]["exact"] == {"matched": 3, "n": 3}
     assert ngram_cfg["hf_assisted"]["speedup"] is None and "not a standalone" in ngram_cfg["hf_assisted"]["skipped"]
     look = model_cfg["hf_prompt_lookup"]
@@ -150,7 +200,7 @@ def test_hf_baselines_reported(quick_run):
 def test_markdown_table_has_every_config(quick_run):
     _, table, out = quick_run
     res = json.loads((out / "r.json").read_text())
-    lines = table.split("\n\n")[0].splitlines()           # the first table
+    lines = table.split("\n\n")[0].splitlines()  # the first table
     assert lines[0].startswith("| config | tau | acc/step | tok/s AR | tok/s spec | speedup | ideal | exact")
     for c in res["configs"]:
         assert sum(1 for ln in lines if ln.startswith(f"| {c['id']} |")) == 1, c["id"]
@@ -162,7 +212,7 @@ def test_html_report_written(quick_run):
     html = (out / "r.html").read_text()
     res = json.loads((out / "r.json").read_text())
     assert html.startswith("<!doctype html>") and "Plotly.newPlot" in html
-    assert len(html) > 1_000_000                       # plotly.js embedded (the inline default)
+    assert len(html) > 1_000_000  # plotly.js embedded (the inline default)
     for c in res["configs"]:
         assert c["id"] in html
     assert "Acceptance by depth" in html
@@ -180,8 +230,26 @@ def test_broken_acceptance_is_caught(folder, models, tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(core.engine, "accept_greedy", broken)
     out = tmp_path / "r.json"
-    rc = bench.main(_args(folder, models, "--n", "2", "--drafters", models[1], "--strategies", "chain",
-                          "--max-new-tokens", "8", "--hf", "none", "--warmup", "0", "--out", str(out)))
+    rc = bench.main(
+        _args(
+            folder,
+            models,
+            "--n",
+            "2",
+            "--drafters",
+            models[1],
+            "--strategies",
+            "chain",
+            "--max-new-tokens",
+            "8",
+            "--hf",
+            "none",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+        )
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     m = res["configs"][0]["groups"]["folder"]
@@ -195,16 +263,39 @@ def test_broken_acceptance_is_caught(folder, models, tmp_path, monkeypatch, caps
 
 def test_ideal_bound_from_step_costs():
     """ideal = tau * (AR verify time per step) / (spec draft+verify+other per step), on synthetic runs."""
+
     def rec(tokens, steps, verify, draft=0.0, other=0.0, wall=1.0):
-        return {"tokens": [1] * tokens, "new_tokens": tokens, "steps": steps, "forwards": steps + 1,
-                "accepted": tokens - steps - 1, "drafted": 4 * steps, "depth_tried": [steps], "depth_ok": [steps // 2],
-                "wall_s": wall, "prefill_s": 0.0, "draft_s": draft, "verify_s": verify, "other_s": other,
-                "trace_s": 0.0, "text": "", "stop_reason": "length"}
+        return {
+            "tokens": [1] * tokens,
+            "new_tokens": tokens,
+            "steps": steps,
+            "forwards": steps + 1,
+            "accepted": tokens - steps - 1,
+            "drafted": 4 * steps,
+            "depth_tried": [steps],
+            "depth_ok": [steps // 2],
+            "wall_s": wall,
+            "prefill_s": 0.0,
+            "draft_s": draft,
+            "verify_s": verify,
+            "other_s": other,
+            "trace_s": 0.0,
+            "text": "",
+            "stop_reason": "length",
+        }
+
     smp = bench.Sample("s", "p")
-    records = [{"sample": smp, "ar": [rec(20, 19, verify=1.9, wall=2.0)],
-                "spec": [rec(20, 4, verify=0.4, draft=0.15, other=0.05, wall=0.8)], "exact": True, "hf": None}]
+    records = [
+        {
+            "sample": smp,
+            "ar": [rec(20, 19, verify=1.9, wall=2.0)],
+            "spec": [rec(20, 4, verify=0.4, draft=0.15, other=0.05, wall=0.8)],
+            "exact": True,
+            "hf": None,
+        }
+    ]
     m = bench.aggregate(records, None, 0.0)
-    assert m["tau"] == 4.75                                 # 19 tokens after the prefill's / 4 steps
+    assert m["tau"] == 4.75  # 19 tokens after the prefill's / 4 steps
     assert m["step_cost_ar_ms"] == 100.0 and m["step_cost_spec_ms"] == 150.0
     assert m["ideal_speedup"] == pytest.approx(4.75 * 100 / 150, abs=1e-4)
     assert m["speedup"] == 2.5 and m["exact"] == {"matched": 1, "n": 1}
@@ -212,12 +303,37 @@ def test_ideal_bound_from_step_costs():
 
 
 def test_profile_mode(models, capsys):
-    rc = bench.main(["--profile", "--suite", "text", "--n", "1", "--target", models[0], "--drafters", "layerskip",
-                     "--strategies", "chain", "--max-new-tokens", "8", "--profile-top", "5", "--silent"])
+    rc = bench.main(
+        [
+            "--profile",
+            "--suite",
+            "text",
+            "--n",
+            "1",
+            "--target",
+            models[0],
+            "--drafters",
+            "layerskip",
+            "--strategies",
+            "chain",
+            "--max-new-tokens",
+            "8",
+            "--profile-top",
+            "5",
+            "--silent",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
-    for part in ("draft: propose", "verify (target forward)", "accept (acceptance rule)",
-                 "KV compaction (adapter.keep)", "trace recording", "cProfile", "torch.profiler"):
+    for part in (
+        "draft: propose",
+        "verify (target forward)",
+        "accept (acceptance rule)",
+        "KV compaction (adapter.keep)",
+        "trace recording",
+        "cProfile",
+        "torch.profiler",
+    ):
         assert part in out, part
     # the wrappers were removed again
     assert core.engine.accept_greedy.__module__ == "core.acceptance"
@@ -227,8 +343,25 @@ def test_profile_times_phases_through_on_phase(models, monkeypatch):
     """The profiled run passes on_phase through api.run, and nothing is patched meanwhile: the
     engine's acceptance rule, the adapter's keep and the drafter's methods are the real ones
     while the engine reports each phase. Every phase becomes a row."""
-    args = bench.parse_args(["--suite", "text", "--n", "1", "--target", models[0], "--drafters", "layerskip",
-                             "--strategies", "chain", "--max-new-tokens", "8", "--warmup", "0", "--silent"])
+    args = bench.parse_args(
+        [
+            "--suite",
+            "text",
+            "--n",
+            "1",
+            "--target",
+            models[0],
+            "--drafters",
+            "layerskip",
+            "--strategies",
+            "chain",
+            "--max-new-tokens",
+            "8",
+            "--warmup",
+            "0",
+            "--silent",
+        ]
+    )
     cfg = bench.build_configs(args)[0]
     pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, device=args.device)
     seen, real_run = [], api.run
@@ -243,6 +376,7 @@ def test_profile_times_phases_through_on_phase(models, monkeypatch):
             assert not {"propose", "commit"} & set(vars(pair.drafter))
             seen.append(name)
             on_phase(name, seconds, **data)
+
         return real_run(*a, on_phase=checked, **kw)
 
     monkeypatch.setattr(bench_profile.api, "run", spy_run)
@@ -293,16 +427,19 @@ def test_scene_suite_split():
     assert all(s.image is not None for s in samples)
 
 
-@pytest.mark.parametrize("argv, msg", [
-    (["--suite", "folder"], "--images"),
-    (["--temperatures", "x"], "--temperatures"),
-    (["--strategies", "chain,wide"], "unknown strategy"),
-    (["--n", "0"], "--n"),
-    (["--dtype", "int4"], "invalid choice"),
-    (["--target", "/nonexistent/model"], "target not found"),
-    (["--drafters", "./no/such/drafter"], "drafter not found"),
-    (["--suite", "folder", "--images", "/nonexistent", "--prompts", "/nonexistent.jsonl"], "not found"),
-])
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["--suite", "folder"], "--images"),
+        (["--temperatures", "x"], "--temperatures"),
+        (["--strategies", "chain,wide"], "unknown strategy"),
+        (["--n", "0"], "--n"),
+        (["--dtype", "int4"], "invalid choice"),
+        (["--target", "/nonexistent/model"], "target not found"),
+        (["--drafters", "./no/such/drafter"], "drafter not found"),
+        (["--suite", "folder", "--images", "/nonexistent", "--prompts", "/nonexistent.jsonl"], "not found"),
+    ],
+)
 def test_bad_arguments_one_line_exit_2(argv, msg, models, capsys):
     if "--target" not in argv:
         argv = argv + ["--target", models[0]]
@@ -313,6 +450,7 @@ def test_bad_arguments_one_line_exit_2(argv, msg, models, capsys):
 
 def test_missing_default_target_is_one_line(monkeypatch, tmp_path, capsys):
     from core import paths
+
     monkeypatch.setattr(paths, "DEFAULT_TARGET", tmp_path / "missing")
     assert bench.main(["--quick", "--silent"]) == 2
     err = capsys.readouterr().err.strip()
@@ -321,9 +459,30 @@ def test_missing_default_target_is_one_line(monkeypatch, tmp_path, capsys):
 
 def test_baseline_dtype_times_an_interleaved_ar_in_the_other_dtype(folder, models, tmp_path):
     out = tmp_path / "r.json"
-    rc = bench.main(_args(folder, models, "--n", "2", "--drafters", "ngram", "--strategies", "chain",
-                          "--max-new-tokens", "8", "--warmup", "0", "--hf", "none", "--dtype", "bfloat16",
-                          "--baseline-dtype", "float32", "--out", str(out)))
+    rc = bench.main(
+        _args(
+            folder,
+            models,
+            "--n",
+            "2",
+            "--drafters",
+            "ngram",
+            "--strategies",
+            "chain",
+            "--max-new-tokens",
+            "8",
+            "--warmup",
+            "0",
+            "--hf",
+            "none",
+            "--dtype",
+            "bfloat16",
+            "--baseline-dtype",
+            "float32",
+            "--out",
+            str(out),
+        )
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["meta"]["dtype"] == "bfloat16" and res["meta"]["baseline_dtype"] == "float32"
@@ -332,8 +491,26 @@ def test_baseline_dtype_times_an_interleaved_ar_in_the_other_dtype(folder, model
     assert m["tokens_per_s_ar_baseline_dtype"] > 0 and m["speedup_vs_baseline_dtype"] > 0
     assert "AR in float32" in bench.markdown_table(res)
     # without the option, no baseline numbers
-    rc = bench.main(_args(folder, models, "--n", "1", "--drafters", "ngram", "--strategies", "chain",
-                          "--max-new-tokens", "4", "--warmup", "0", "--hf", "none", "--out", str(out)))
+    rc = bench.main(
+        _args(
+            folder,
+            models,
+            "--n",
+            "1",
+            "--drafters",
+            "ngram",
+            "--strategies",
+            "chain",
+            "--max-new-tokens",
+            "4",
+            "--warmup",
+            "0",
+            "--hf",
+            "none",
+            "--out",
+            str(out),
+        )
+    )
     assert rc == 0
     groups = json.loads(out.read_text())["configs"][0]["groups"]
     assert all("speedup_vs_baseline_dtype" not in g for g in groups.values())
@@ -341,13 +518,32 @@ def test_baseline_dtype_times_an_interleaved_ar_in_the_other_dtype(folder, model
 
 # ---- --visual: acceptance on image-dependent vs other tokens ------------------------------------
 
+
 def _visual_argv(folder, models, out, *extra):
-    return _args(folder, models, "--drafters", f"ngram,{models[1]}", "--strategies", "chain", "--gamma", "3",
-                 "--max-new-tokens", "8", "--hf", "none", "--warmup", "0", "--out", str(out), *extra)
+    return _args(
+        folder,
+        models,
+        "--drafters",
+        f"ngram,{models[1]}",
+        "--strategies",
+        "chain",
+        "--gamma",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--hf",
+        "none",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+        *extra,
+    )
 
 
 def test_visual_split_pools_the_samples_counts(folder, models, tmp_path, capsys):
     from core import visual
+
     out = tmp_path / "r.json"
     argv = _visual_argv(folder, models, out, "--visual")
     assert bench.main(argv) == 0
@@ -364,7 +560,7 @@ def test_visual_split_pools_the_samples_counts(folder, models, tmp_path, capsys)
         want = {k: {"positions": 0, "tried": 0, "accepted": 0} for k in ("image", "other")}
         for smp, srow in zip(samples, c["samples"]):
             if smp.image is None:
-                assert "visual" not in srow                      # the text-only line: no split
+                assert "visual" not in srow  # the text-only line: no split
                 continue
             tr = api.run(pair, smp.prompt, smp.image, cfg.spec, cfg.sampling(0), args.max_new_tokens)
             api.visual_dependence(pair, tr, smp.prompt, smp.image)
@@ -372,8 +568,11 @@ def test_visual_split_pools_the_samples_counts(folder, models, tmp_path, capsys)
             for k, name in (("image", "image_dependent"), ("other", "other")):
                 s = split[name]
                 acc = round((s["accept_rate"] or 0) * s["tried"])
-                assert (srow["visual"][k]["positions"], srow["visual"][k]["tried"],
-                        srow["visual"][k]["accepted"]) == (s["positions"], s["tried"], acc), (c["id"], smp.id, k)
+                assert (srow["visual"][k]["positions"], srow["visual"][k]["tried"], srow["visual"][k]["accepted"]) == (
+                    s["positions"],
+                    s["tried"],
+                    acc,
+                ), (c["id"], smp.id, k)
                 for key, v in (("positions", s["positions"]), ("tried", s["tried"]), ("accepted", acc)):
                     want[k][key] += v
         v = c["groups"]["folder"]["visual"]
@@ -383,8 +582,7 @@ def test_visual_split_pools_the_samples_counts(folder, models, tmp_path, capsys)
                 assert v[k]["accept_rate"] == round(v[k]["accepted"] / v[k]["tried"], 4)
         assert v["tokens"] == {"image": v["image"]["positions"], "other": v["other"]["positions"]}
         assert v["tokens"]["image"] > 0 and v["tokens"]["other"] > 0 and v["runs"] == 2
-        assert sum(v["tokens"].values()) == sum(r["spec_new_tokens"] for r, s in zip(c["samples"], samples)
-                                                if s.image is not None)
+        assert sum(v["tokens"].values()) == sum(r["spec_new_tokens"] for r, s in zip(c["samples"], samples) if s.image is not None)
         assert f"| {c['id']} | {v['image']['positions']} |" in table
     for path, x in _numbers(res):
         assert math.isfinite(x), path
@@ -399,9 +597,30 @@ def test_visual_section_absent_without_the_flag(quick_run):
 
 def test_visual_is_a_noop_on_the_text_suite(models, tmp_path, capsys):
     out = tmp_path / "r.json"
-    rc = bench.main(["--suite", "text", "--n", "1", "--target", models[0], "--drafters", "ngram", "--strategies",
-                     "chain", "--max-new-tokens", "4", "--hf", "none", "--warmup", "0", "--silent", "--visual",
-                     "--out", str(out)])
+    rc = bench.main(
+        [
+            "--suite",
+            "text",
+            "--n",
+            "1",
+            "--target",
+            models[0],
+            "--drafters",
+            "ngram",
+            "--strategies",
+            "chain",
+            "--max-new-tokens",
+            "4",
+            "--hf",
+            "none",
+            "--warmup",
+            "0",
+            "--silent",
+            "--visual",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     cap = capsys.readouterr()
     assert [ln for ln in cap.err.splitlines() if "--visual" in ln] == ["--visual: no-op, the text suite has no images"]

@@ -4,6 +4,7 @@ Skipped when /usr/bin/chromium or the playwright package is missing. Never runs
 `playwright install`: the system Chromium is used through ``executable_path``.
 Set SPECSCOPE_SHOTS to a folder to keep a screenshot of every tab at 1440x900 and 390x844.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,10 @@ if not os.path.exists(CHROMIUM):
     pytest.skip("chromium is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from tests.app_server import served_app  # noqa: E402
-from core.tiny import tiny_image, tiny_model_dir  # noqa: E402
+from tests.app_server import served_app  # noqa: E402  imported after the module-level skip checks above
+from core.tiny import tiny_image, tiny_model_dir  # noqa: E402  imported after the module-level skip checks above
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-SHOTS = os.environ.get("SPECSCOPE_SHOTS")          # set to a folder to keep screenshots
+SHOTS = os.environ.get("SPECSCOPE_SHOTS")  # set to a folder to keep screenshots
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 DONE = "text=/Done: \\d+ tokens/"
@@ -32,14 +31,6 @@ DONE = "text=/Done: \\d+ tokens/"
 def url():
     with served_app({"SPECSCOPE_DEFAULT_TARGET": tiny_model_dir("llava"), "HF_HUB_OFFLINE": "1"}) as (u, _, _):
         yield u
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def open_page(browser, url, viewport):
@@ -80,25 +71,34 @@ def run_and_wait(page, timeout=60_000, button="#ss-run", status="#ss-run-status"
     page.evaluate(f"document.querySelectorAll('{status} .ss-status').forEach(e => e.dataset.old = '1')")
     page.locator(button).click()
     page.wait_for_function(
-        f"() => {{ const e = document.querySelector('{status} .ss-status');"
-        " return e && !e.dataset.old && !e.classList.contains('busy') }", timeout=timeout)
+        f"() => {{ const e = document.querySelector('{status} .ss-status'); return e && !e.dataset.old && !e.classList.contains('busy') }}",
+        timeout=timeout,
+    )
     return status_text(page, status)
 
 
 def summary_numbers(page) -> dict:
     text = page.locator("#ss-summary").first.inner_text()
-    num = lambda label: float(re.search(re.escape(label) + r"\s*\|?\s*([\d.]+)", text).group(1))  # noqa: E731
-    return {"accepted_per_step": num("accepted draft tokens per step (excl. bonus)"),
-            "new_tokens": num("new tokens"), "forwards": num("target forwards (incl. prefill)")}
+    num = lambda label: float(re.search(re.escape(label) + r"\s*\|?\s*([\d.]+)", text).group(1))
+    return {
+        "accepted_per_step": num("accepted draft tokens per step (excl. bonus)"),
+        "new_tokens": num("new tokens"),
+        "forwards": num("target forwards (incl. prefill)"),
+    }
 
 
 def chip_overlaps(page, root) -> tuple[int, list]:
     """Bounding boxes of the tree's label chips as drawn: pairs that overlap."""
     boxes = page.eval_on_selector_all(
         f"{root} g.annotation rect.bg",
-        "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom] })")
-    bad = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
-           if a[0] < b[1] - 0.5 and b[0] < a[1] - 0.5 and a[2] < b[3] - 0.5 and b[2] < a[3] - 0.5]
+        "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom] })",
+    )
+    bad = [
+        (a, b)
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a[0] < b[1] - 0.5 and b[0] < a[1] - 0.5 and a[2] < b[3] - 0.5 and b[2] < a[3] - 0.5
+    ]
     return len(boxes), bad
 
 
@@ -123,11 +123,11 @@ def upload_image(page, path):
 
 def test_before_a_run_there_are_no_empty_placeholders(page):
     assert page.locator("#ss-results").count() == 0 or not page.locator("#ss-results").is_visible()
-    assert not page.locator("#ss-download").is_visible()            # no Download button that does nothing
-    assert not page.locator("#ss-stepnav").is_visible()             # no stray step buttons
-    assert not page.locator("#ss-answer").is_visible()              # no empty answer box either
+    assert not page.locator("#ss-download").is_visible()  # no Download button that does nothing
+    assert not page.locator("#ss-stepnav").is_visible()  # no stray step buttons
+    assert not page.locator("#ss-answer").is_visible()  # no empty answer box either
     run = page.locator("#ss-run").bounding_box()
-    assert run["y"] + run["height"] <= DESKTOP["height"]            # the Run button is above the fold
+    assert run["y"] + run["height"] <= DESKTOP["height"]  # the Run button is above the fold
     shot(page, "desktop-run-before.png")
 
 
@@ -138,12 +138,11 @@ def test_run_in_the_browser(page, tmp_path):
     page.get_by_label("Prompt").first.fill("Describe the image in detail.")
     s = run_and_wait(page)
     assert "Done" in s, s
-    assert "over plain decoding" in s or "than plain decoding" in s       # median + range, or a slowdown
+    assert "over plain decoding" in s or "than plain decoding" in s  # median + range, or a slowdown
     assert re.search(r"over \d runs", s), s
     if "slower than plain decoding" in s:
         assert page.locator("#ss-run-status .ss-status.warn").count() >= 1  # amber, not a green success
-    colours = page.eval_on_selector_all(
-        "#ss-answer .textfield span", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    colours = page.eval_on_selector_all("#ss-answer .textfield span", "els => els.map(e => getComputedStyle(e).backgroundColor)")
     assert len({c for c in colours if c not in ("rgba(0, 0, 0, 0)", "transparent")}) >= 1
 
     # Run and the answer in one 1440x900 viewport, without scrolling
@@ -165,13 +164,11 @@ def test_run_in_the_browser(page, tmp_path):
 
     # the slider revisits an earlier step's tree
     page.locator("#ss-step input[type=range]").fill("1")
-    page.wait_for_function("() => (document.querySelector('#ss-tree .gtitle')||{}).textContent?.startsWith('Step 1:')",
-                           timeout=15_000)
+    page.wait_for_function("() => (document.querySelector('#ss-tree .gtitle')||{}).textContent?.startsWith('Step 1:')", timeout=15_000)
     nsteps = int(page.locator("#ss-step input[type=range]").get_attribute("max") or 1)
     if nsteps > 1:
         page.locator("#ss-stepnav").get_by_role("button", name="▶", exact=True).click()
-        page.wait_for_function("() => document.querySelector('#ss-tree .gtitle').textContent.startsWith('Step 2:')",
-                               timeout=15_000)
+        page.wait_for_function("() => document.querySelector('#ss-tree .gtitle').textContent.startsWith('Step 2:')", timeout=15_000)
 
     # the trace downloads and is a SpecScope trace
     with page.expect_download(timeout=15_000) as dl:
@@ -194,7 +191,7 @@ def test_a_failed_run_clears_the_previous_result(page, tmp_path):
     page.wait_for_timeout(300)
     assert not page.locator("#ss-more").is_visible() and not page.locator("#ss-tree").is_visible()
     assert (page.locator("#ss-answer .textfield").first.text_content() or "").strip() == ""
-    assert "/tmp" not in s and "/work" not in s                      # no server paths
+    assert "/tmp" not in s and "/work" not in s  # no server paths
 
 
 def test_no_image_is_said(page, tmp_path):
@@ -219,16 +216,16 @@ def set_max_new(page, n: int) -> None:
 
 
 def test_stop_button_cancels_a_long_run(page):
-    page.locator("text=List every object in the image.").first.click()   # an example that decodes long
+    page.locator("text=List every object in the image.").first.click()  # an example that decodes long
     page.wait_for_timeout(500)
     page.get_by_text("Sampling, length and timing", exact=True).click()
     set_max_new(page, 512)
     page.locator("#ss-run").click()
-    page.wait_for_selector("text=tokens after", timeout=60_000)        # live decoding has started
+    page.wait_for_selector("text=tokens after", timeout=60_000)  # live decoding has started
     page.locator("#ss-stop").click()
     page.wait_for_selector("text=Stopped by you", timeout=30_000)
     text = page.locator("#ss-answer .textfield").first.text_content() or ""
-    assert text.strip()                                                  # the partial answer stays
+    assert text.strip()  # the partial answer stays
     set_max_new(page, 64)
 
 
@@ -238,10 +235,10 @@ def test_compare_and_teach_tabs(page):
     page.wait_for_selector("text=configuration(s) measured", timeout=90_000)
     assert page.locator("text=n-gram · chain γ=").count() >= 1
     heads = page.eval_on_selector_all("#ss-compare-table th", "els => els.map(e => e.innerText.trim())")
-    if "note" in heads:        # only a round measured above its bound (noise) may add one; never an empty one
+    if "note" in heads:  # only a round measured above its bound (noise) may add one; never an empty one
         notes = page.eval_on_selector_all("#ss-compare-table td:last-child", "els => els.map(e => e.innerText)")
         assert all(not n.strip() or "above its bound" in n for n in notes), notes
-    for h in heads:                                                     # headers break between words only
+    for h in heads:  # headers break between words only
         for word in h.split():
             assert "\n" not in word
     shot(page, "desktop-compare.png")
@@ -262,7 +259,7 @@ def test_compare_and_teach_tabs(page):
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(300)
     text, tree = page.locator("#ss-teach-text").bounding_box(), page.locator("#ss-teach-tree").bounding_box()
-    assert text["y"] >= 0 and tree["y"] + 200 <= DESKTOP["height"], (text, tree)   # step text and tree together
+    assert text["y"] >= 0 and tree["y"] + 200 <= DESKTOP["height"], (text, tree)  # step text and tree together
     shot(page, "desktop-teach.png")
 
     page.get_by_role("tab", name="Trace viewer").click()
@@ -288,13 +285,15 @@ def test_which_tokens_need_the_image(browser, url, tmp_path):
         s = run_and_wait(pg)
         assert "Done" in s, s
         pg.wait_for_selector("#ss-visual .ss-vis-answer", timeout=15_000)
-        assert not pg.locator("#ss-answer").is_visible()              # the marked answer replaces it
+        assert not pg.locator("#ss-answer").is_visible()  # the marked answer replaces it
         n_dep = int(pg.locator("#ss-visual .ss-vis-head").get_attribute("data-dependent"))
         marked = pg.locator("#ss-visual .ss-vis-answer .ss-vis")
         assert marked.count() == n_dep
         assert pg.locator("#ss-visual .ss-vis-answer .ss-tok").count() >= 1
-        assert re.search(r"image-dependent tokens: (\d+%|n/a) of drafts accepted; other tokens: (\d+%|n/a)",
-                         pg.locator("#ss-visual .ss-split").inner_text())
+        assert re.search(
+            r"image-dependent tokens: (\d+%|n/a) of drafts accepted; other tokens: (\d+%|n/a)",
+            pg.locator("#ss-visual .ss-split").inner_text(),
+        )
         tips = pg.eval_on_selector_all("#ss-visual .ss-tok", "els => els.map(e => e.title)")
         assert all("nats" in t for t in tips), tips[:3]
         if n_dep:
@@ -302,7 +301,7 @@ def test_which_tokens_need_the_image(browser, url, tmp_path):
             style = marked.first.evaluate("e => getComputedStyle(e).textDecorationLine")
             assert "underline" in style
         shot(pg, "desktop-run-visual.png")
-        with pg.expect_download(timeout=15_000) as dl:                # the trace carries the records
+        with pg.expect_download(timeout=15_000) as dl:  # the trace carries the records
             pg.locator("#ss-download").click()
         data = json.loads(open(dl.value.path()).read())
         assert data["visual"]["n_dependent"] == n_dep
@@ -320,6 +319,7 @@ def test_which_tokens_need_the_image(browser, url, tmp_path):
 
 def test_no_overlapping_labels_in_a_large_tree(page, tmp_path):
     from ui.synthetic import synthetic_trace
+
     tr = synthetic_trace(3, seed=11, strategy="dynamic", budget=45, top_k=6, depth=7)
     path = tmp_path / "big.json"
     path.write_text(tr.to_json())
@@ -338,12 +338,12 @@ def test_phone_layout(browser, url):
     try:
         run, where = pg.locator("#ss-run").bounding_box(), pg.locator("#ss-run-status").bounding_box()
         assert where["y"] - (run["y"] + run["height"]) < 250, (run, where)  # results start right after Run
-        assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2   # no sideways scroll
+        assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2  # no sideways scroll
         shot(pg, "phone-run-before.png")
         s = run_and_wait(pg)
         assert "Done" in s, s
         run, ans = pg.locator("#ss-run").bounding_box(), pg.locator("#ss-answer").bounding_box()
-        assert ans["y"] - (run["y"] + run["height"]) < 500, (run, ans)     # the answer under its status
+        assert ans["y"] - (run["y"] + run["height"]) < 500, (run, ans)  # the answer under its status
         pg.wait_for_selector("#ss-tree g.annotation", timeout=15_000)
         assert not chip_overlaps(pg, "#ss-tree")[1]
         shot(pg, "phone-run.png")

@@ -7,6 +7,7 @@ raw result or the downloaded trace, no character on any tab that only an emoji f
 Headless Chromium (Debian package) through Playwright, as tests/test_browser.py; skipped without
 them. SPECSCOPE_SHOTS=<folder> keeps a screenshot of every tab at both sizes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,9 +26,9 @@ if not os.path.exists(CHROMIUM):
     pytest.skip("chromium is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from core.paths import ROOT  # noqa: E402
-from tests.app_server import served_app  # noqa: E402
-from tests.test_browser import browser, open_page, open_tab, run_and_wait  # noqa: E402,F401  (browser: a fixture)
+from core.paths import ROOT  # noqa: E402  imported after the module-level skip checks above
+from tests.app_server import served_app  # noqa: E402  imported after the module-level skip checks above
+from tests.test_browser import open_page, open_tab, run_and_wait  # noqa: E402  after the chromium check
 
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")
@@ -92,7 +93,7 @@ def plot_problems(pg, root: str) -> list:
         pb = a["plot"]
         if a["box"][0] < pb[0] - 1 or a["box"][1] > pb[1] + 1 or a["box"][2] < pb[2] - 1 or a["box"][3] > pb[3] + 1:
             bad.append(("outside its plot", a["text"]))
-        for b in items[i + 1:]:
+        for b in items[i + 1 :]:
             if a["plot"] == b["plot"] and overlap(a["box"], b["box"]):
                 bad.append(("overlap", a["text"], b["text"]))
     return bad
@@ -152,8 +153,7 @@ def test_run_shows_no_server_path_and_its_views_read(pg):
     assert json.loads(saved)["output"]
     assert not server_paths(saved), server_paths(saved)
     # the answer's token chips never split over two lines (a coloured space left at a line's end)
-    split = pg.eval_on_selector_all("#ss-answer .token", "els => els.filter(e => e.getClientRects().length > 1)"
-                                    ".map(e => e.textContent)")
+    split = pg.eval_on_selector_all("#ss-answer .token", "els => els.filter(e => e.getClientRects().length > 1).map(e => e.textContent)")
     assert not split, split
     # the slider's label and its end agree
     label = pg.locator("#ss-step").inner_text()
@@ -163,7 +163,7 @@ def test_run_shows_no_server_path_and_its_views_read(pg):
     # the tree and the charts: no text over another, none off its plot
     for root in ("#ss-tree", "#ss-more"):
         assert not plot_problems(pg, root), (root, plot_problems(pg, root))
-    assert pg.evaluate("document.documentElement.scrollWidth") <= vp["width"] + 2      # no sideways page
+    assert pg.evaluate("document.documentElement.scrollWidth") <= vp["width"] + 2  # no sideways page
     assert not pg.errors, pg.errors
 
 
@@ -181,21 +181,19 @@ def test_a_preset_chosen_with_the_keyboard_applies(pg):
     pg.keyboard.type("Custom")
     pg.keyboard.press("ArrowDown")
     pg.keyboard.press("Enter")
-    pg.wait_for_selector(".ss-status:has-text('Type a target')", timeout=10_000)   # the note follows the choice
+    pg.wait_for_selector(".ss-status:has-text('Type a target')", timeout=10_000)  # the note follows the choice
     box.click()
     pg.keyboard.press("Control+a")
     pg.keyboard.type("SmolVLM 2.2B")
     pg.keyboard.press("ArrowDown")
     pg.keyboard.press("Enter")
     # a Hub preset: either its ids fill the fields, or (offline, as here) the page says why it stays
-    pg.wait_for_function(
-        "() => [...document.querySelectorAll('.ss-status')].some(e => /SmolVLM/.test(e.textContent))",
-        timeout=10_000)
+    pg.wait_for_function("() => [...document.querySelectorAll('.ss-status')].some(e => /SmolVLM/.test(e.textContent))", timeout=10_000)
     target = pg.get_by_label("Target model").input_value()
     note = " ".join(pg.locator(".ss-status").all_inner_texts())
     assert target == "HuggingFaceTB/SmolVLM-Instruct" or "Staying on the embedded default" in note, (target, note)
     if target == "default":
-        assert "SpecScope default" in box.input_value()      # the field says what is in use
+        assert "SpecScope default" in box.input_value()  # the field says what is in use
     # back to the default pair for the tests that follow
     box.click()
     pg.keyboard.press("Control+a")
@@ -209,7 +207,7 @@ def test_a_preset_chosen_with_the_keyboard_applies(pg):
 def test_compare_reads_on_every_screen(pg):
     size, vp = pg.size, SIZES[pg.size]
     open_tab(pg, "Compare")
-    for label, value in (("Max new tokens", "24"), ("Timed runs", "2")):     # short: the layout is tested
+    for label, value in (("Max new tokens", "24"), ("Timed runs", "2")):  # short: the layout is tested
         box = pg.get_by_label(label).last
         box.fill(value)
         box.press("Tab")
@@ -242,20 +240,22 @@ def test_the_last_teach_step_is_consistent(pg):
     pg.wait_for_selector(".ss-teach-progress:has-text('Step 1 of')", timeout=15_000)
     n = int(re.search(r"of (\d+)", pg.locator(".ss-teach-progress").first.inner_text()).group(1))
 
-    def fits_one_screen():                     # the step view, read by a class: one 900 px screen
+    def fits_one_screen():  # the step view, read by a class: one 900 px screen
         if size != "desktop":
             return
         for sel in (".ss-teach-progress", "#ss-teach-text", "#ss-teach-explain", "#ss-teach-tree"):
             b = pg.locator(sel).first.bounding_box()
             assert b["y"] >= 0 and b["y"] + b["height"] <= vp["height"] + 1, (sel, b)
+
     pg.wait_for_selector("#ss-teach-tree .js-plotly-plot", timeout=15_000)
     fits_one_screen()
     idx = pg.locator("#ss-teach-index input")
     idx.fill(str(n))
     idx.press("Enter")
     pg.wait_for_selector(f".ss-teach-progress:has-text('Step {n} of {n}')", timeout=15_000)
-    pg.wait_for_function(f"() => (document.querySelector('#ss-teach-tree .gtitle')||{{}}).textContent"
-                         f"?.includes('Step {n}')", timeout=15_000)
+    pg.wait_for_function(
+        f"() => (document.querySelector('#ss-teach-tree .gtitle')||{{}}).textContent?.includes('Step {n}')", timeout=15_000
+    )
     pg.wait_for_timeout(300)
     shot(pg, f"{size}-teach-last.png")
     # Next leads nowhere on the last step; Previous does
@@ -267,9 +267,9 @@ def test_the_last_teach_step_is_consistent(pg):
     title = pg.locator("#ss-teach-tree .gtitle").first.text_content()
     m = re.search(r"accepted (\d+) of (\d+)", title)
     new = int(re.search(r"This step: (\d+) new token", text).group(1))
-    if m:                                      # the tree and the text count the same tokens
+    if m:  # the tree and the text count the same tokens
         assert new in (int(m.group(1)), int(m.group(1)) + 1), (title, text)
-    assert "The answer ends here" in text, text             # the last step says so
+    assert "The answer ends here" in text, text  # the last step says so
     assert not plot_problems(pg, "#ss-teach-tree"), plot_problems(pg, "#ss-teach-tree")
     fits_one_screen()
     # the speedup map: readable, its label inside the plot, its legend marks on a dark band
@@ -285,7 +285,7 @@ def test_the_last_teach_step_is_consistent(pg):
     assert not pg.errors, pg.errors
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def drawable(ch: str) -> bool:
     """A font that is not an emoji font has the character (fontconfig)."""
     out = subprocess.run(["fc-list", f":charset={ord(ch):x}", "family"], capture_output=True, text=True).stdout
@@ -307,8 +307,7 @@ def test_no_empty_boxes_where_there_is_no_emoji_font(pg):
             pg.wait_for_selector("text=Loaded the example trace", timeout=15_000)
         pg.wait_for_timeout(400)
         shot(pg, f"{size}-{tab.split()[0].lower()}-tab.png")
-        text = pg.evaluate("document.body.innerText") + " ".join(
-            t["text"] for t in pg.evaluate(PLOT_TEXTS_JS, "body"))
+        text = pg.evaluate("document.body.innerText") + " ".join(t["text"] for t in pg.evaluate(PLOT_TEXTS_JS, "body"))
         for ch in text:
             if ord(ch) > 127 and unicodedata.category(ch)[0] not in "ZC":
                 chars.setdefault(ch, tab)
@@ -316,4 +315,4 @@ def test_no_empty_boxes_where_there_is_no_emoji_font(pg):
     assert not missing, missing
     bad = pg.evaluate(BROKEN_WORDS_JS, "#ss-about th, #ss-about td")
     assert not bad, bad[:8]
-    assert pg.locator("#ss-about .ss-sw").count() == 7            # the swatches, drawn
+    assert pg.locator("#ss-about .ss-sw").count() == 7  # the swatches, drawn

@@ -1,4 +1,5 @@
 """The CLI contract: JSON output shape, compare, and one-line errors for user mistakes."""
+
 import json
 import os
 import subprocess
@@ -13,8 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def cli(*args, timeout=120):
     env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,7 @@ def image_path(tmp_path_factory):
 
 
 def test_run_json(image_path):
-    r = cli("run", "--target", tiny_model_dir("llava"), "--image", image_path, "--prompt", "hi",
-            "--max-new-tokens", "8", "--json")
+    r = cli("run", "--target", tiny_model_dir("llava"), "--image", image_path, "--prompt", "hi", "--max-new-tokens", "8", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"text", "token_ids", "summary"}
@@ -37,8 +36,22 @@ def test_run_json(image_path):
 
 def test_compare_json_text_only(tmp_path):
     trace = tmp_path / "t.json"
-    r = cli("compare", "--target", tiny_model_dir("llama"), "--drafter", "layerskip:1", "--strategy", "dynamic",
-            "--prompt", "hello hello", "--max-new-tokens", "12", "--json", "--trace", str(trace))
+    r = cli(
+        "compare",
+        "--target",
+        tiny_model_dir("llama"),
+        "--drafter",
+        "layerskip:1",
+        "--strategy",
+        "dynamic",
+        "--prompt",
+        "hello hello",
+        "--max-new-tokens",
+        "12",
+        "--json",
+        "--trace",
+        str(trace),
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["identical"] is True and out["ar"]["token_ids"] == out["spec"]["token_ids"]
@@ -48,8 +61,22 @@ def test_compare_json_text_only(tmp_path):
 
 
 def test_separate_drafter_model(image_path):
-    r = cli("compare", "--target", tiny_model_dir("qwen2_vl"), "--drafter", tiny_model_dir("qwen2_vl", num_layers=1, seed=1),
-            "--strategy", "tree", "--image", image_path, "--prompt", "what is this", "--max-new-tokens", "10", "--json")
+    r = cli(
+        "compare",
+        "--target",
+        tiny_model_dir("qwen2_vl"),
+        "--drafter",
+        tiny_model_dir("qwen2_vl", num_layers=1, seed=1),
+        "--strategy",
+        "tree",
+        "--image",
+        image_path,
+        "--prompt",
+        "what is this",
+        "--max-new-tokens",
+        "10",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["identical"] is True
 
@@ -75,16 +102,19 @@ def other_tokenizer_model(tmp_path_factory):
     return str(dst)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--target", "/no/such/dir"], "cannot load"),
-    (["--target", "{llama}", "--temperature", "nan"], "temperature"),
-    (["--target", "{llama}", "--drafter", "ngram", "--strategy", "tree", "--branching", "2,x"], "branching"),
-    (["--target", "{llama}", "--drafter", "ngram", "--gamma", "0"], "gamma"),
-    (["--target", "{llama}", "--max-new-tokens", "0"], "max_new_tokens"),
-    (["--target", "{llama}", "--image", "/no/such.png"], "image"),
-    (["--target", "{llama}", "--drafter", "nosuchmodule:Thing"], "cannot import"),
-    (["--target", "{llama}", "--drafter", "{other}"], "different tokenizer"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--target", "/no/such/dir"], "cannot load"),
+        (["--target", "{llama}", "--temperature", "nan"], "temperature"),
+        (["--target", "{llama}", "--drafter", "ngram", "--strategy", "tree", "--branching", "2,x"], "branching"),
+        (["--target", "{llama}", "--drafter", "ngram", "--gamma", "0"], "gamma"),
+        (["--target", "{llama}", "--max-new-tokens", "0"], "max_new_tokens"),
+        (["--target", "{llama}", "--image", "/no/such.png"], "image"),
+        (["--target", "{llama}", "--drafter", "nosuchmodule:Thing"], "cannot import"),
+        (["--target", "{llama}", "--drafter", "{other}"], "different tokenizer"),
+    ],
+)
 def test_user_errors_are_one_line(args, needle, other_tokenizer_model):
     args = [a.format(llama=tiny_model_dir("llama"), other=other_tokenizer_model) for a in args]
     r = cli("run", "--prompt", "hi", *args)
@@ -101,10 +131,25 @@ def test_trust_remote_code_refused_without_operator_opt_in():
 
 def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path):
     import re
+
     trace = tmp_path / "t.json"
-    r = cli("visual", "--target", tiny_model_dir("llava"), "--drafter", tiny_model_dir("llava", num_layers=1, seed=1),
-            "--strategy", "chain", "--image", image_path, "--prompt", "Describe the picture.",
-            "--max-new-tokens", "10", "--trace", str(trace))
+    r = cli(
+        "visual",
+        "--target",
+        tiny_model_dir("llava"),
+        "--drafter",
+        tiny_model_dir("llava", num_layers=1, seed=1),
+        "--strategy",
+        "chain",
+        "--image",
+        image_path,
+        "--prompt",
+        "Describe the picture.",
+        "--max-new-tokens",
+        "10",
+        "--trace",
+        str(trace),
+    )
     assert r.returncode == 0, r.stderr
     saved = json.loads(trace.read_text())
     vis = saved["visual"]
@@ -116,10 +161,14 @@ def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path):
         assert row[-3] == ("yes" if rec["changed"] else "no")
         assert row[-1] == ("image-dependent" if rec["image_dependent"] else "other")
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("image-dependent tokens:"))
-    assert re.match(r"image-dependent tokens: (\d+%|n/a \(none drafted\)) of drafts accepted; "
-                    r"other tokens: (\d+%|n/a \(none drafted\))", line), line
+    assert re.match(
+        r"image-dependent tokens: (\d+%|n/a \(none drafted\)) of drafts accepted; "
+        r"other tokens: (\d+%|n/a \(none drafted\))",
+        line,
+    ), line
     from core import visual
     from core.trace import Trace
+
     split = visual.split_acceptance(Trace.from_json(trace.read_text()))
     assert f"{split['image_dependent']['tried']} of {split['image_dependent']['positions']} image-dependent" in line
     r = cli("visual", "--target", tiny_model_dir("llava"), "--prompt", "hi")

@@ -1,4 +1,5 @@
 """core.costs: the target's measured cost curve (monotone, cached) and the online estimates."""
+
 import pytest
 
 from core import adapters, costs
@@ -10,7 +11,7 @@ def test_interpolation_and_extrapolation():
     assert costs._interp(curve, 1) == 1.0
     assert costs._interp(curve, 3) == 2.0
     assert costs._interp(curve, 6) == 3.0
-    assert costs._interp(curve, 16) == 8.0          # linear beyond the last point
+    assert costs._interp(curve, 16) == 8.0  # linear beyond the last point
     assert costs._interp(curve, 0) == 1.0
 
 
@@ -26,19 +27,19 @@ def test_measured_curve_is_monotone_and_kept_for_the_process(monkeypatch):
 
 def test_online_estimates_follow_observations():
     m = costs.CostModel({1: 0.1, 2: 0.2, 4: 0.4})
-    assert m.draft(2) == pytest.approx(2 * 0.25 * 0.1)        # the prior before any draft is seen
+    assert m.draft(2) == pytest.approx(2 * 0.25 * 0.1)  # the prior before any draft is seen
     m.observe(2, 0.4, forwards=4, t_draft=0.08, t_other=0.0)  # a verify twice as slow as the curve
-    assert m.per_forward == pytest.approx(0.02)                # first sighting replaces the prior
+    assert m.per_forward == pytest.approx(0.02)  # first sighting replaces the prior
     assert m.target(2) > 0.2
     for _ in range(60):
         m.observe(2, 0.4, forwards=4, t_draft=0.08, t_other=0.001)
     assert m.target(2) == pytest.approx(0.4, rel=1e-3)
-    assert m.target(4) == pytest.approx(0.8, rel=1e-3)      # not observed: the overall ratio
+    assert m.target(4) == pytest.approx(0.8, rel=1e-3)  # not observed: the overall ratio
     for _ in range(60):
-        m.observe(4, 0.2, forwards=4, t_draft=0.08, t_other=0.001)   # observed: its own ratio
+        m.observe(4, 0.2, forwards=4, t_draft=0.08, t_other=0.001)  # observed: its own ratio
     assert m.target(4) == pytest.approx(0.2, rel=1e-2) and m.target(2) == pytest.approx(0.4, rel=1e-2)
-    m.observe(3, 0.9, forwards=4, t_draft=0.08, t_other=0.001)       # exactly 3 tokens: as seen
+    m.observe(3, 0.9, forwards=4, t_draft=0.08, t_other=0.001)  # exactly 3 tokens: as seen
     assert m.target(3) == pytest.approx(0.9)
     assert m.other == pytest.approx(0.001, rel=1e-2)
-    m.observe(1, 0.2, forwards=0, t_draft=0.01, t_other=0.0)   # model-free drafting: per step
+    m.observe(1, 0.2, forwards=0, t_draft=0.01, t_other=0.0)  # model-free drafting: per step
     assert m.per_step > 0

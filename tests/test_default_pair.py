@@ -1,6 +1,7 @@
 """The shipped default pair: the target in assets/target loads through the same adapter as a Hub
 model, and every shipped drafter is lossless with it (greedy output identical to AR) on held-out
 scenes. Skipped only when the assets are absent (a fresh clone always has them)."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,7 @@ from core.scenes.tasks import make_sample
 HAVE_TARGET = (paths.DEFAULT_TARGET / "config.json").exists()
 pytestmark = pytest.mark.skipif(not HAVE_TARGET, reason="assets/target not trained yet")
 
-SPECS = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(2, 2, 1)),
-         DraftSpec("dynamic", depth=4, top_k=4, budget=12)]
+SPECS = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(2, 2, 1)), DraftSpec("dynamic", depth=4, top_k=4, budget=12)]
 
 
 def _samples():
@@ -80,8 +80,7 @@ def test_drafters_run_in_fp32_next_to_a_bf16_target_on_cpu():
     assert d.dtype == torch.float32 and d.lm_w.dtype == torch.float32
     assert next(d.head.parameters()).dtype == torch.float32
     s = _samples()[0]
-    sp = api.run(pair, s["prompt"], s["image"], DraftSpec("chain", gamma=4), SamplingConfig(),
-                 max_new_tokens=24, detail=False)
-    assert sp.summary()["tau"] > 1.5       # the fp32 head drafts well from bf16 features
+    sp = api.run(pair, s["prompt"], s["image"], DraftSpec("chain", gamma=4), SamplingConfig(), max_new_tokens=24, detail=False)
+    assert sp.summary()["tau"] > 1.5  # the fp32 head drafts well from bf16 features
     small = api.load_pair("default", "text-lm", dtype="bfloat16").drafter
-    assert small.lm.dtype == torch.float32    # separate draft models too
+    assert small.lm.dtype == torch.float32  # separate draft models too

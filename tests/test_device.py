@@ -1,6 +1,7 @@
 """Device selection (core.device.resolve_device, core.api, --device): CPU is the default, CUDA
 is opt-in, and asking for CUDA on a machine without one is a one-line user error. CPU-only: the
 CUDA path itself is not exercised here (no GPU), only how it is chosen and refused."""
+
 import json
 import os
 import subprocess
@@ -21,8 +22,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CU
 
 def cli(*args, env=None, timeout=120):
     env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_THREADS="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def one_line_error(stderr: str, needle: str) -> None:
@@ -75,7 +75,7 @@ def test_default_stays_cpu_even_with_a_gpu(monkeypatch):
     assert api.default_device() == "cpu"
     monkeypatch.setenv("SPECSCOPE_DEVICE", "auto")
     assert api.default_device() == "cuda"
-    assert api.default_device("cpu") == "cpu"          # an explicit device beats the environment
+    assert api.default_device("cpu") == "cpu"  # an explicit device beats the environment
 
 
 def test_load_target_on_cpu_and_env_honoured(monkeypatch):
@@ -84,7 +84,7 @@ def test_load_target_on_cpu_and_env_honoured(monkeypatch):
     tgt = api.load_target(d, device="cpu")
     assert tgt.device.type == "cpu" and next(tgt.model.parameters()).device.type == "cpu"
     monkeypatch.setenv("SPECSCOPE_DEVICE", "cpu")
-    assert api.load_target(d) is tgt                   # same device -> the cached target
+    assert api.load_target(d) is tgt  # same device -> the cached target
     pair = api.load_pair(d, "ngram", device="cpu")
     assert pair.target is tgt
     tr = api.run(pair, "hello hello", max_new_tokens=4)
@@ -124,7 +124,7 @@ def test_cache_key_and_dtype_follow_the_device(monkeypatch):
     gpu = api.load_target("some/model", "auto", device="cuda")
     assert cpu is not gpu
     assert calls == [("some/model", "float32", "cpu"), ("some/model", "bfloat16", "cuda")]
-    assert api.load_target("some/model", "auto", device="auto") is gpu     # auto -> cuda, cached
+    assert api.load_target("some/model", "auto", device="auto") is gpu  # auto -> cuda, cached
     monkeypatch.setenv("SPECSCOPE_DEVICE", "cuda")
     assert api.load_pair("some/model", None, dtype="auto").target is gpu
     assert len(calls) == 2
@@ -133,15 +133,25 @@ def test_cache_key_and_dtype_follow_the_device(monkeypatch):
 # ---- CLI and bench ------------------------------------------------------------------------------
 @no_cuda
 def test_cli_device_cuda_without_a_gpu_exits_with_one_line():
-    r = cli("run", "--target", tiny_model_dir("llava"), "--prompt", "hi", "--max-new-tokens", "2",
-            "--device", "cuda")
+    r = cli("run", "--target", tiny_model_dir("llava"), "--prompt", "hi", "--max-new-tokens", "2", "--device", "cuda")
     assert r.returncode == 2
     one_line_error(r.stderr, "no CUDA GPU")
 
 
 def test_cli_device_cpu_overrides_the_environment():
-    r = cli("run", "--target", tiny_model_dir("llava"), "--prompt", "hi", "--max-new-tokens", "3",
-            "--device", "cpu", "--json", env={"SPECSCOPE_DEVICE": "cuda"})
+    r = cli(
+        "run",
+        "--target",
+        tiny_model_dir("llava"),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+        env={"SPECSCOPE_DEVICE": "cuda"},
+    )
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["token_ids"]) == 3
 
@@ -152,9 +162,26 @@ def test_cli_rejects_an_unknown_device():
 
 
 def _bench_argv(*extra):
-    return ["--suite", "text", "--n", "1", "--target", tiny_model_dir("llava"), "--drafters", "ngram",
-            "--strategies", "chain", "--max-new-tokens", "4", "--warmup", "0", "--hf", "none", "--silent",
-            *extra]
+    return [
+        "--suite",
+        "text",
+        "--n",
+        "1",
+        "--target",
+        tiny_model_dir("llava"),
+        "--drafters",
+        "ngram",
+        "--strategies",
+        "chain",
+        "--max-new-tokens",
+        "4",
+        "--warmup",
+        "0",
+        "--hf",
+        "none",
+        "--silent",
+        *extra,
+    ]
 
 
 def test_bench_records_the_device(tmp_path, monkeypatch):
@@ -174,8 +201,9 @@ def test_bench_device_cuda_without_a_gpu_is_one_line(capsys):
 def test_app_default_precision_follows_the_device_and_survives_a_bad_one(monkeypatch):
     from core.device import resolve_dtype
     from ui import presets
+
     monkeypatch.setenv("SPECSCOPE_DEVICE", "cuda")
-    if not torch.cuda.is_available():   # the UI still builds; the load reports the bad device
+    if not torch.cuda.is_available():  # the UI still builds; the load reports the bad device
         assert presets.auto_dtype() == resolve_dtype("auto", "cpu")
     monkeypatch.setenv("SPECSCOPE_DEVICE", "cpu")
     assert presets.auto_dtype() == resolve_dtype("auto", "cpu")

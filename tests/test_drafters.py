@@ -1,14 +1,14 @@
 """core/drafters: every shipped drafter kind implements the Drafter protocol (incl. the
 assistant_model capability the benchmark reads), the n-gram drafter, and third-party
 ``module:Class`` drafters (with or without subclassing Drafter)."""
+
 import sys
 import textwrap
 
 import pytest
 
 from core import errors
-from core.drafters import (DraftSpec, Drafter, ModelDrafter, MSDHead, NgramDrafter, assistant_model,
-                           make_drafter)
+from core.drafters import DraftSpec, Drafter, ModelDrafter, MSDHead, NgramDrafter, assistant_model, make_drafter
 from core.drafters.base import DraftContext
 from core.drafters.msd import MSDDrafter
 from core.engine import generate
@@ -16,7 +16,7 @@ from core.tree import DraftTree
 from core.tiny import adapter_cache, tiny_image, tiny_model_dir
 
 PROMPT = "hello world hello world hello"
-load = adapter_cache()            # tiny models loaded once per module
+load = adapter_cache()  # tiny models loaded once per module
 
 
 def target():
@@ -50,7 +50,7 @@ HAS_ASSISTANT = {"ngram": False, "layerskip": True, "small-mm": True, "small-tex
 @pytest.mark.parametrize("kind", KINDS)
 def test_shipped_drafters_implement_the_protocol(kind):
     d = shipped(kind)
-    assert isinstance(d, Drafter)                          # runtime-checked: every member present
+    assert isinstance(d, Drafter)  # runtime-checked: every member present
     assert isinstance(d.name, str) and d.name
     assert isinstance(d.needs_hidden, bool) and isinstance(d.can_skip, bool)
     for method in ("begin", "propose", "commit", "assistant_model"):
@@ -91,7 +91,7 @@ def test_ngram_tree_branches_over_different_continuations():
     d.begin(DraftContext(target=None, prompt_ids=[5, 7, 1, 5, 8, 2, 5, 7, 3], tokens=[5]))
     tree = d.propose(5, DraftSpec("tree", branching=(2, 1)), None, None)
     roots = [tree.tokens[i] for i, p in enumerate(tree.parents) if p == -1]
-    assert roots == [7, 8]                                  # most frequent first
+    assert roots == [7, 8]  # most frequent first
     assert tree.q_tok[tree.tokens.index(7)] == pytest.approx(2 / 3)
 
 
@@ -128,7 +128,7 @@ def test_third_party_module_class_drafter(tmp_path, monkeypatch):
     tgt = target()
     d = make_drafter("my_drafters:Repeat", tgt, token=5)
     assert type(d).__name__ == "Repeat" and d.token == 5
-    assert assistant_model(d) is None                      # no method: no transformers assistant
+    assert assistant_model(d) is None  # no method: no transformers assistant
     ar = generate(tgt, PROMPT, max_new_tokens=10)
     sp = generate(tgt, PROMPT, None, d, DraftSpec("chain", gamma=2), max_new_tokens=10)
     assert d.begun and sp.output == ar.output and len(sp.steps) >= 1

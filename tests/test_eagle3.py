@@ -3,6 +3,7 @@ through the registry (the path a downloaded head takes), lossless decoding for e
 and draft strategy, proposals equal to an independent full-sequence reference (aux taps, fused
 features, commit alignment, the vocabulary map), both norm conventions, broken checkpoints, the
 export command's round trip and the replay."""
+
 import json
 import os
 
@@ -14,16 +15,19 @@ from safetensors.torch import load_file, save_file
 from core import errors
 from core.adapters import Encoded
 from core.drafters import DraftContext, DraftSpec, make_drafter, spec_for
-from core.drafters.eagle3 import (Eagle3Config, Eagle3Drafter, Eagle3Head, default_aux_layers, is_eagle3_dir,
-                                  layer_config, new_head)
+from core.drafters.eagle3 import Eagle3Config, Eagle3Drafter, Eagle3Head, default_aux_layers, is_eagle3_dir, layer_config, new_head
 from core.engine import generate
 from core.sampling import SamplingConfig
 from core.tiny import FAMILIES, adapter_cache, tiny_image
 
 load = adapter_cache()
 PROMPT = "Describe the picture."
-SPECS = [DraftSpec("chain", gamma=3), DraftSpec("tree", branching=(2, 2)),
-         DraftSpec("dynamic", depth=3, top_k=3, budget=8), spec_for("auto", gamma=4)]
+SPECS = [
+    DraftSpec("chain", gamma=3),
+    DraftSpec("tree", branching=(2, 2)),
+    DraftSpec("dynamic", depth=3, top_k=3, budget=8),
+    spec_for("auto", gamma=4),
+]
 
 
 def image_for(tgt):
@@ -49,10 +53,11 @@ def test_lossless_for_every_family_and_strategy(family, tmp_path):
     """A random EAGLE-3 head saved in the speculators layout and loaded by name: every strategy
     gives the target's own greedy output, and every drafted token is in the draft vocabulary."""
     tgt = load(family)
-    vocab = list(range(1, tgt.vocab_size, 3))              # a reduced draft vocabulary: d2t non-trivial
+    vocab = list(range(1, tgt.vocab_size, 3))  # a reduced draft vocabulary: d2t non-trivial
     odd = FAMILIES.index(family) % 2 == 1
-    path, _ = saved(tmp_path, tgt, draft_vocab=vocab, norm_before_residual=odd,
-                    hidden_size=48 if family == "qwen2" else None)      # own embeddings, Ht != H
+    path, _ = saved(
+        tmp_path, tgt, draft_vocab=vocab, norm_before_residual=odd, hidden_size=48 if family == "qwen2" else None
+    )  # own embeddings, Ht != H
     d = make_drafter(path, tgt)
     assert isinstance(d, Eagle3Drafter) and d.needs_hidden and d.name.startswith("eagle3 head")
     img = image_for(tgt)
@@ -79,9 +84,10 @@ def reference(tgt, head, ids, prompt, image, output):
     def grab(i):
         def hook(_m, args, kwargs):
             got[i] = (args[0] if args else kwargs["hidden_states"])[0]
+
         return hook
-    hooks = [(text.layers[i] if i < L else text.norm).register_forward_pre_hook(grab(i), with_kwargs=True)
-             for i in sorted(set(ids))]
+
+    hooks = [(text.layers[i] if i < L else text.norm).register_forward_pre_hook(grab(i), with_kwargs=True) for i in sorted(set(ids))]
     try:
         sess, _, _ = tgt.prefill(Encoded(seq, enc.extra, enc.has_image), want_hidden=True)
     finally:
@@ -112,8 +118,8 @@ def test_proposals_equal_a_full_sequence_reference(family, tmp_path):
     its probability at each root, and the second (fed the head's own output). Catches misaligned
     aux rows, a wrong fc input order, a stale head cache and a wrong vocabulary map."""
     tgt = load(family)
-    special = set(tgt.tokenizer.added_tokens_decoder)      # forced into the sequence, an image token
-    vocab = [t for t in range(0, tgt.vocab_size, 2) if t not in special][::-1]    # would break the prefill
+    special = set(tgt.tokenizer.added_tokens_decoder)  # forced into the sequence, an image token
+    vocab = [t for t in range(0, tgt.vocab_size, 2) if t not in special][::-1]  # would break the prefill
     path, _ = saved(tmp_path, tgt, draft_vocab=vocab, seed=3)
     d = make_drafter(path, tgt)
     head = d.head
@@ -121,16 +127,26 @@ def test_proposals_equal_a_full_sequence_reference(family, tmp_path):
     enc = tgt.encode(PROMPT, img)
     sess, logits, hidden = tgt.prefill(enc, want_hidden=True)
     out = [int(logits.argmax())]
-    d.begin(DraftContext(target=tgt, prompt_ids=enc.input_ids[0].tolist(), prompt=PROMPT, image=img, encoded=enc,
-                         target_hidden=hidden, tokens=out, target_embeds=sess.embeds))
+    d.begin(
+        DraftContext(
+            target=tgt,
+            prompt_ids=enc.input_ids[0].tolist(),
+            prompt=PROMPT,
+            image=img,
+            encoded=enc,
+            target_hidden=hidden,
+            tokens=out,
+            target_embeds=sess.embeds,
+        )
+    )
     steps = []
     gen = torch.Generator().manual_seed(0)
     for i in range(6):
         root = out[-1]
         tree = d.propose(root, DraftSpec("chain", gamma=2), SamplingConfig(), gen)
         base = sess.length
-        lg, hid = tgt.forward(sess, [root] + tree.tokens, want_hidden=True)    # a chain: causal verify
-        acc = [0, 1][: i % 3]                              # 0, 1 or 2 drafted tokens kept
+        lg, hid = tgt.forward(sess, [root] + tree.tokens, want_hidden=True)  # a chain: causal verify
+        acc = [0, 1][: i % 3]  # 0, 1 or 2 drafted tokens kept
         new = [tree.tokens[a] for a in acc] + [int(lg[len(acc)].argmax())]
         kept = [0] + [a + 1 for a in acc]
         tgt.keep(sess, base, kept)
@@ -144,11 +160,11 @@ def test_proposals_equal_a_full_sequence_reference(family, tmp_path):
         assert toks[0] == int(to_target[p.argmax()]), r
         assert q[0] == pytest.approx(float(p.max()), rel=1e-4, abs=1e-6)
         # depth 2: the head's own output at the root pair, with the chosen token, after pairs < r
-        sub = [kv[0][..., : r, :], kv[1][..., : r, :]]
+        sub = [kv[0][..., :r, :], kv[1][..., :r, :]]
         d1 = int((to_target == toks[0]).nonzero())
-        emb = (head.embed_tokens if head.embed_tokens is not None else tgt.model.get_input_embeddings())
+        emb = head.embed_tokens if head.embed_tokens is not None else tgt.model.get_input_embeddings()
         with torch.no_grad():
-            x = head.fuse(emb(torch.tensor([toks[0]])).float(), h[r - 1: r])
+            x = head.fuse(emb(torch.tensor([toks[0]])).float(), h[r - 1 : r])
             h2 = head.step(x.unsqueeze(0), torch.tensor([[r]]), None, sub)[0]
         p2 = torch.softmax(head.logits(h2)[0], -1)
         assert toks[1] == int(to_target[p2.argmax()]) and d1 >= 0, r
@@ -166,6 +182,7 @@ def naive_layer(head, x, nbr):
 
     def rms(t, w):
         return w * (t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps))
+
     emb, hid = x[:, :H], x[:, H:]
     if nbr:
         hid = rms(hid, lay.hidden_norm.weight)
@@ -184,11 +201,12 @@ def naive_layer(head, x, nbr):
     cos, sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)
 
     def rot(t):
-        return torch.cat([-t[..., d // 2:], t[..., : d // 2]], -1)
+        return torch.cat([-t[..., d // 2 :], t[..., : d // 2]], -1)
+
     q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     rep = a.nq // a.nk
     k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
-    s = torch.einsum("ihd,jhd->hij", q, k) / d ** 0.5
+    s = torch.einsum("ihd,jhd->hij", q, k) / d**0.5
     s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
     o = torch.einsum("hij,jhd->ihd", torch.softmax(s, -1), v).reshape(n, -1)
     x1 = residual + a.o_proj(o)
@@ -204,8 +222,15 @@ def test_step_matches_the_reference_layer(nbr, qk_norm):
     naive layer for both residual conventions, GQA and Qwen3-style q/k norms."""
     tc = load("llama").model.config
     lay = layer_config(tc, hidden_size=64, heads=4, kv_heads=2, intermediate_size=96)
-    cfg = Eagle3Config(layer=lay, draft_vocab_size=50, target_vocab_size=400, target_hidden_size=64,
-                       norm_before_residual=nbr, aux_layer_ids=[0, 1, 2], qk_norm=qk_norm)
+    cfg = Eagle3Config(
+        layer=lay,
+        draft_vocab_size=50,
+        target_vocab_size=400,
+        target_hidden_size=64,
+        norm_before_residual=nbr,
+        aux_layer_ids=[0, 1, 2],
+        qk_norm=qk_norm,
+    )
     torch.manual_seed(1)
     head = Eagle3Head(cfg)
     with torch.no_grad():
@@ -220,7 +245,7 @@ def test_step_matches_the_reference_layer(nbr, qk_norm):
         mask = torch.full((n, n), torch.finfo(x.dtype).min).triu(1).view(1, 1, n, n)
         got = [head.step(x[:n].unsqueeze(0), torch.arange(n).view(1, -1), mask, kv)[0]]
         for t in range(n, 7):
-            got.append(head.step(x[t: t + 1].unsqueeze(0), torch.tensor([[t]]), None, kv)[0])
+            got.append(head.step(x[t : t + 1].unsqueeze(0), torch.tensor([[t]]), None, kv)[0])
     assert torch.allclose(torch.cat(got), ref, atol=1e-4, rtol=1e-4)
     # the other convention gives another layer (the flag is not a no-op)
     assert not torch.allclose(naive_layer(head, x, not nbr), ref, atol=1e-3)
@@ -241,11 +266,11 @@ def test_vocabulary_map(tmp_path):
     for j, t in enumerate(vocab):
         with torch.no_grad():
             d.head.lm_head.weight.zero_()
-            d.head.lm_head.weight[j] = 1.0               # only draft id j scores
+            d.head.lm_head.weight[j] = 1.0  # only draft id j scores
         h = torch.ones(1, d.head.config.hidden_size)
         logits = d._logits(h)[0]
         assert int(logits.argmax()) == t
-        assert torch.isinf(logits).sum() == tgt.vocab_size - len(vocab)      # never drafted elsewhere
+        assert torch.isinf(logits).sum() == tgt.vocab_size - len(vocab)  # never drafted elsewhere
     # full draft vocabulary: no d2t / t2d needed (identity)
     path2, _ = saved(tmp_path, tgt, name="full")
     sd2 = load_file(os.path.join(path2, "model.safetensors"))
@@ -280,8 +305,7 @@ def test_specforge_names_and_aux_convention(tmp_path):
     the same head: the same proposals as the speculators copy."""
     tgt = load("idefics3")
     img = image_for(tgt)
-    sp_path, head = saved(tmp_path, tgt, name="sp", draft_vocab=list(range(3, 400, 4)), fc_bias=False,
-                          aux_layer_ids=[2, 0, 1])
+    sp_path, head = saved(tmp_path, tgt, name="sp", draft_vocab=list(range(3, 400, 4)), fc_bias=False, aux_layer_ids=[2, 0, 1])
     sf_path = str(tmp_path / "sf")
     head.save(sf_path, fmt="specforge")
     keys = set(load_file(os.path.join(sf_path, "model.safetensors")))
@@ -318,21 +342,26 @@ def _edit(path, config=None, weights=None):
 
 
 BROKEN = {
-    "missing key": (None, lambda sd: sd.pop("layers.0.hidden_norm.weight"),
-                    "missing layers.0.hidden_norm.weight"),
-    "wrong target hidden size": (lambda c: c.__setitem__("target_hidden_size", 32),
-                                 lambda sd: sd.__setitem__("fc.weight", sd["fc.weight"][:, :96].contiguous()),
-                                 "hidden size 32 .* has 64"),
-    "weights disagree with config": (None, lambda sd: sd.__setitem__("fc.weight", sd["fc.weight"][:, :150].contiguous()),
-                                     r"fc.weight is \[64, 150\], expected \[64, 192\]"),
+    "missing key": (None, lambda sd: sd.pop("layers.0.hidden_norm.weight"), "missing layers.0.hidden_norm.weight"),
+    "wrong target hidden size": (
+        lambda c: c.__setitem__("target_hidden_size", 32),
+        lambda sd: sd.__setitem__("fc.weight", sd["fc.weight"][:, :96].contiguous()),
+        "hidden size 32 .* has 64",
+    ),
+    "weights disagree with config": (
+        None,
+        lambda sd: sd.__setitem__("fc.weight", sd["fc.weight"][:, :150].contiguous()),
+        r"fc.weight is \[64, 150\], expected \[64, 192\]",
+    ),
     "d2t out of range": (None, lambda sd: sd["d2t"].__setitem__(0, 5000), "outside the target vocabulary"),
     "no d2t": (None, lambda sd: sd.pop("d2t"), "no d2t mapping"),
-    "aux layer out of range": (lambda c: c.__setitem__("eagle_aux_hidden_state_layer_ids", [0, 1, 7]), None,
-                               r"do not fit the target's 2 layers"),
-    "two aux layers": (lambda c: c.__setitem__("eagle_aux_hidden_state_layer_ids", [0, 1]), None,
-                       "fuses 3 target layers"),
-    "unknown weight": (None, lambda sd: sd.__setitem__("layers.0.extra.weight", torch.zeros(2)),
-                       "unknown weights layers.0.extra.weight"),
+    "aux layer out of range": (
+        lambda c: c.__setitem__("eagle_aux_hidden_state_layer_ids", [0, 1, 7]),
+        None,
+        r"do not fit the target's 2 layers",
+    ),
+    "two aux layers": (lambda c: c.__setitem__("eagle_aux_hidden_state_layer_ids", [0, 1]), None, "fuses 3 target layers"),
+    "unknown weight": (None, lambda sd: sd.__setitem__("layers.0.extra.weight", torch.zeros(2)), "unknown weights layers.0.extra.weight"),
     "no layer config": (lambda c: c.pop("transformer_layer_config"), None, "without transformer_layer_config"),
 }
 
@@ -360,20 +389,24 @@ def test_export_round_trip(tmp_path, capsys):
     """``python -m core export``: speculators and SpecForge copies of a head with every field
     explicit, loading to the same proposals; a second export into the same directory is refused."""
     from core.__main__ import main
+
     tgt = load("qwen2_vl")
     img = image_for(tgt)
     src, _ = saved(tmp_path, tgt, name="src", draft_vocab=list(range(2, 400, 3)), norm_before_residual=True)
     out = str(tmp_path / "spec")
-    assert main(["export", "--drafter", src, "--format", "speculators", out, "--verifier", "org/target",
-                 "--speculative-tokens", "5"]) == 0
+    assert main(["export", "--drafter", src, "--format", "speculators", out, "--verifier", "org/target", "--speculative-tokens", "5"]) == 0
     cfg = json.loads(open(os.path.join(out, "config.json")).read())
     assert cfg["speculators_model_type"] == "eagle3" and cfg["architectures"] == ["Eagle3Speculator"]
     assert cfg["norm_before_residual"] is True and cfg["target_hidden_size"] == 64
     assert cfg["eagle_aux_hidden_state_layer_ids"] == [2, 1, 0] and cfg["draft_vocab_size"] == 133
     sc = cfg["speculators_config"]
     assert sc["algorithm"] == "eagle3" and sc["default_proposal_method"] == "greedy"
-    assert sc["proposal_methods"][0] == {"proposal_type": "greedy", "speculative_tokens": 5, "verifier_accept_k": 1,
-                                         "accept_tolerance": 0.0}
+    assert sc["proposal_methods"][0] == {
+        "proposal_type": "greedy",
+        "speculative_tokens": 5,
+        "verifier_accept_k": 1,
+        "accept_tolerance": 0.0,
+    }
     assert sc["verifier"]["name_or_path"] == "org/target"
     assert sc["verifier"]["architectures"] == ["Qwen2VLForConditionalGeneration"]
     lc = cfg["transformer_layer_config"]
@@ -387,7 +420,7 @@ def test_export_round_trip(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "--drafter", src, out]) == 2
     assert "already holds a model" in capsys.readouterr().err
-    assert main(["export", "--drafter", str(tmp_path), str(tmp_path / "x")]) == 2      # no head there
+    assert main(["export", "--drafter", str(tmp_path), str(tmp_path / "x")]) == 2  # no head there
     assert "holds no EAGLE-3 head" in capsys.readouterr().err
 
 
@@ -395,6 +428,7 @@ def test_replay_scores_like_the_live_run(tmp_path):
     """The replay drives the drafter without target forwards: the aux rows are found in the
     recording's forwards; same tau as a real run."""
     from core import replay
+
     tgt = load("llava")
     img = image_for(tgt)
     path, _ = saved(tmp_path, tgt, aux_layer_ids=[1, 2, 0])
@@ -419,6 +453,7 @@ def test_hooks_are_removed(tmp_path):
     d2 = make_drafter(path, tgt)
     del d2
     import gc
+
     gc.collect()
     assert len(layer._forward_pre_hooks) == before
 
@@ -432,6 +467,7 @@ def test_ttt_steps_compute_what_drafting_computes():
     the head's own output fed back one position on (rope t + j), attending the real pairs up to t
     and its own chain. Checked against ``head.step`` with the cache of pairs <= t, as drafting."""
     from core.train.eagle3 import AuxTaps, target_features, ttt_loss
+
     tgt = load("llava")
     head = new_head(tgt, aux_layer_ids=[0, 1, 2], seed=4)
     taps = AuxTaps(tgt, [0, 1, 2])
@@ -453,15 +489,16 @@ def test_ttt_steps_compute_what_drafting_computes():
         assert torch.allclose(outs[0], h0, atol=1e-5)
         for t in (0, 3, n - 4):
             cache = [kv[0][..., : t + 1, :], kv[1][..., : t + 1, :]]
-            h = h0[t: t + 1]
-            for j in (1, 2):                              # depth j + 1: token x_{t+1+j} at rope t + j
-                xin = head.fuse(emb(ids[t + 1 + j: t + 2 + j]).float(), h)
+            h = h0[t : t + 1]
+            for j in (1, 2):  # depth j + 1: token x_{t+1+j} at rope t + j
+                xin = head.fuse(emb(ids[t + 1 + j : t + 2 + j]).float(), h)
                 h = head.step(xin.unsqueeze(0), torch.tensor([[t + j]]), None, cache)[0]
                 assert torch.allclose(outs[j][t], h[0], atol=1e-5), (t, j)
 
 
 def test_ttt_loss_learns():
     from core.train.eagle3 import AuxTaps, target_features, ttt_loss
+
     tgt = load("llama")
     head = new_head(tgt, draft_vocab=list(range(0, 400, 2)), aux_layer_ids=[0, 1, 2], seed=0)
     taps = AuxTaps(tgt, [0, 1, 2])
@@ -469,7 +506,7 @@ def test_ttt_loss_learns():
         f = target_features(tgt, taps, {"prompt": "hello", "image": None, "answer": "a b c d e f g"})
     finally:
         taps.remove()
-    f["logits"] = f["logits"] * 300          # the tiny random target is near-uniform: make it decided
+    f["logits"] = f["logits"] * 300  # the tiny random target is near-uniform: make it decided
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
@@ -486,15 +523,41 @@ def test_train_command_smoke_and_resume(tmp_path):
     resume, a draft vocabulary of the most frequent tokens, a head that loads and decodes
     losslessly."""
     from core.train.__main__ import main
+
     tgt = load("llava")
     tiny_image().save(tmp_path / "img.png")
-    rows = [{"image": None, "prompt": "hello world"}, {"image": "img.png", "prompt": "Describe the picture."},
-            {"image": None, "prompt": "count to three"}]
+    rows = [
+        {"image": None, "prompt": "hello world"},
+        {"image": "img.png", "prompt": "Describe the picture."},
+        {"image": None, "prompt": "count to three"},
+    ]
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out, run = str(tmp_path / "head"), tmp_path / "run"
-    common = ["eagle3", "--target", tgt.name, "--data", str(tmp_path / "data.jsonl"), "--out", out,
-              "--run-dir", str(run), "--batch", "2", "--ttt", "2", "--draft-vocab", "16", "--vocab-samples", "6",
-              "--answer-tokens", "6", "--threads", "1", "--aux-layers", "2,0,1"]
+    common = [
+        "eagle3",
+        "--target",
+        tgt.name,
+        "--data",
+        str(tmp_path / "data.jsonl"),
+        "--out",
+        out,
+        "--run-dir",
+        str(run),
+        "--batch",
+        "2",
+        "--ttt",
+        "2",
+        "--draft-vocab",
+        "16",
+        "--vocab-samples",
+        "6",
+        "--answer-tokens",
+        "6",
+        "--threads",
+        "1",
+        "--aux-layers",
+        "2,0,1",
+    ]
     torch.set_num_threads(1)
     assert main(common + ["--steps", "2"]) == 0
     assert (run / "ckpt.pt").exists()
@@ -504,7 +567,7 @@ def test_train_command_smoke_and_resume(tmp_path):
     voc = json.loads((run / "vocab.json").read_text())
     chosen, counts = voc["draft_to_target"], {int(k): v for k, v in voc["counts"].items()}
     assert len(chosen) == 16 and len(counts) > 16
-    low = min(counts.get(t, 0) for t in chosen[1:])       # chosen[0]: EOS, always in
+    low = min(counts.get(t, 0) for t in chosen[1:])  # chosen[0]: EOS, always in
     assert all(c <= low for t, c in counts.items() if t not in chosen)
     d = make_drafter(out, tgt)
     cfg = json.loads(open(os.path.join(out, "config.json")).read())

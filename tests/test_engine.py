@@ -5,6 +5,7 @@ for every family x drafter x chain / static tree / dynamic tree, and the edge ca
 EOS inside a draft, max_new_tokens reached mid-draft, nothing accepted, everything accepted,
 a prompt containing the literal image-token string.
 """
+
 import pytest
 import torch
 
@@ -14,18 +15,22 @@ from core.engine import generate
 from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image
 
 FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama", "qwen2"]
-SPECS = [DraftSpec("chain", gamma=1), DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)),
-         DraftSpec("dynamic", depth=5, top_k=4, budget=20)]
+SPECS = [
+    DraftSpec("chain", gamma=1),
+    DraftSpec("chain", gamma=4),
+    DraftSpec("tree", branching=(3, 2, 1)),
+    DraftSpec("dynamic", depth=5, top_k=4, budget=20),
+]
 PROMPTS = ["Describe the picture.", "hello world hello world hello"]
 DRAFTERS = ["self", "small-mm", "small-text", "layerskip", "ngram"]
-load = adapter_cache()            # tiny models loaded once per module
+load = adapter_cache()  # tiny models loaded once per module
 
 
 def target(family):
     return load(family)
 
 
-def small(family):                  # a 1-layer random model of the same family
+def small(family):  # a 1-layer random model of the same family
     return load(family, num_layers=1, seed=1)
 
 
@@ -41,16 +46,16 @@ def hf_greedy(tgt, prompt, image, n, eos=None):
     if eos is not None:
         gen_kw["eos_token_id"] = eos
     out = tgt.model.generate(**tgt.generate_inputs(enc), **gen_kw)
-    return out[0, enc.length:].tolist()
+    return out[0, enc.length :].tolist()
 
 
 def drafter(family, name):
     tgt = target(family)
-    if name == "self":                  # the target drafting for itself: everything accepted
+    if name == "self":  # the target drafting for itself: everything accepted
         return ModelDrafter(tgt, "self")
-    if name == "small-mm":              # a 1-layer random model: mostly rejected
+    if name == "small-mm":  # a 1-layer random model: mostly rejected
         return ModelDrafter(small(family), "small")
-    if name == "small-text":            # the same, image dropped (Gagrani et al.)
+    if name == "small-text":  # the same, image dropped (Gagrani et al.)
         return ModelDrafter(small(family), "small-text", use_image=False)
     if name == "layerskip":
         return make_drafter("layerskip:1", tgt)
@@ -90,11 +95,10 @@ def test_speculative_equals_ar(family, dname):
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "llama"])
 def test_self_drafting_accepts_every_chain_token(family):
     tgt = target(family)
-    tr = generate(tgt, PROMPTS[0], image_for(family), ModelDrafter(tgt, "self"), DraftSpec("chain", gamma=4),
-                  max_new_tokens=21)
+    tr = generate(tgt, PROMPTS[0], image_for(family), ModelDrafter(tgt, "self"), DraftSpec("chain", gamma=4), max_new_tokens=21)
     # 1 token from prefill, then 4 accepted + 1 bonus per step
     assert [len(s.accepted) for s in tr.steps] == [4, 4, 4, 4]
-    assert tr.summary()["tau"] == 5.0      # per speculative step: 4 accepted + the bonus (prefill excluded)
+    assert tr.summary()["tau"] == 5.0  # per speculative step: 4 accepted + the bonus (prefill excluded)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3", "llama"])
@@ -102,7 +106,7 @@ def test_eos_inside_a_draft(family):
     tgt = target(family)
     img = image_for(family)
     ref = generate(tgt, PROMPTS[0], img, max_new_tokens=30).output
-    eos_tok = ref[7]          # pretend this token is EOS: every run must stop right after it
+    eos_tok = ref[7]  # pretend this token is EOS: every run must stop right after it
     first = ref.index(eos_tok)
     saved = tgt.eos_ids
     try:
@@ -113,8 +117,7 @@ def test_eos_inside_a_draft(family):
                 assert tr.output == ref[: first + 1] and tr.stop_reason == "eos"
                 _accepted_are_committed(tr)
             # the self drafter drafts past EOS and the target agrees: those tokens are discarded
-            tr = generate(tgt, PROMPTS[0], img, ModelDrafter(tgt, "self"), DraftSpec("chain", gamma=6),
-                          max_new_tokens=30)
+            tr = generate(tgt, PROMPTS[0], img, ModelDrafter(tgt, "self"), DraftSpec("chain", gamma=6), max_new_tokens=30)
             assert tr.steps[-1].discarded or len(tr.steps[-1].accepted) + 1 == len(tr.steps[-1].committed)
         assert ref[: first + 1] == hf_greedy(tgt, PROMPTS[0], img, 30, eos=eos_tok)
     finally:
@@ -139,7 +142,7 @@ def _accepted_are_committed(tr):
     assert sum(len(st.accepted) for st in tr.steps) <= s["new_tokens"] - 1
     assert s["accepted_per_step"] * len(tr.steps) <= s["new_tokens"] - 1 + 1e-6
     for st in tr.steps:
-        assert [st.tokens[a] for a in st.accepted] == st.committed[:len(st.accepted)]
+        assert [st.tokens[a] for a in st.accepted] == st.committed[: len(st.accepted)]
         assert len(st.accepted) <= len(st.committed)
 
 
@@ -156,8 +159,7 @@ def test_prompt_with_literal_special_strings(family):
     tricky_counts = {i: int((tricky.input_ids == i).sum()) for i in specials_ids}
     assert plain_counts == tricky_counts
     ref = generate(tgt, "look " + specials, img, max_new_tokens=16).output
-    tr = generate(tgt, "look " + specials, img, make_drafter("layerskip:1", tgt), DraftSpec("dynamic"),
-                  max_new_tokens=16)
+    tr = generate(tgt, "look " + specials, img, make_drafter("layerskip:1", tgt), DraftSpec("dynamic"), max_new_tokens=16)
     assert tr.output == ref
 
 
@@ -190,10 +192,19 @@ def test_confidence_pruning_stays_lossless_and_drafts_less(family):
     img = tiny_image()
     d = ModelDrafter(small(family), "small")
     ref = generate(tgt, PROMPTS[0], img, max_new_tokens=20).output
-    for spec in (DraftSpec("chain", gamma=5, min_prob=0.2), DraftSpec("tree", branching=(3, 2, 2), min_prob=0.05),
-                 DraftSpec("dynamic", depth=4, top_k=4, budget=16, min_prob=0.05)):
-        full = generate(tgt, PROMPTS[0], img, d, DraftSpec(spec.strategy, spec.gamma, spec.branching, spec.depth,
-                                                           spec.top_k, spec.budget), max_new_tokens=20)
+    for spec in (
+        DraftSpec("chain", gamma=5, min_prob=0.2),
+        DraftSpec("tree", branching=(3, 2, 2), min_prob=0.05),
+        DraftSpec("dynamic", depth=4, top_k=4, budget=16, min_prob=0.05),
+    ):
+        full = generate(
+            tgt,
+            PROMPTS[0],
+            img,
+            d,
+            DraftSpec(spec.strategy, spec.gamma, spec.branching, spec.depth, spec.top_k, spec.budget),
+            max_new_tokens=20,
+        )
         pruned = generate(tgt, PROMPTS[0], img, d, spec, max_new_tokens=20)
         assert pruned.output == ref == full.output
         assert sum(len(s.tokens) for s in pruned.steps) < sum(len(s.tokens) for s in full.steps)
@@ -215,9 +226,22 @@ def test_schema1_trace_upgrades_accepted_after_eos():
     """An old trace (schema 1) counted tokens drafted after EOS as accepted; reading it keeps only
     the committed ones and records the rest as discarded."""
     from core.trace import SCHEMA, Trace
-    step = dict(tokens=[5, 6, 7], parents=[-1, 0, 1], depths=[1, 2, 3], q=[.9, .9, .9], p=None,
-                accepted=[0, 1, 2], rejected=[], token=8, kind="bonus", committed=[5], t_draft=0.0,
-                t_verify=0.0, t_other=0.0)
+
+    step = dict(
+        tokens=[5, 6, 7],
+        parents=[-1, 0, 1],
+        depths=[1, 2, 3],
+        q=[0.9, 0.9, 0.9],
+        p=None,
+        accepted=[0, 1, 2],
+        rejected=[],
+        token=8,
+        kind="bonus",
+        committed=[5],
+        t_draft=0.0,
+        t_verify=0.0,
+        t_other=0.0,
+    )
     tr = Trace.from_dict({"schema": "specscope.trace/1", "output": [4, 5], "first_token": 4, "steps": [step]})
     assert tr.schema == SCHEMA and tr.steps[0].accepted == [0] and tr.steps[0].discarded == [1, 2]
     assert tr.summary()["accepted_per_step"] == 1.0
@@ -237,8 +261,7 @@ def test_on_phase_reports_every_phase_of_every_step_in_order(speculative):
     def on_phase(name, seconds, **data):
         events.append((name, seconds, data))
 
-    tr = generate(tgt, PROMPTS[0], tiny_image(), d, DraftSpec("chain", gamma=4), max_new_tokens=21,
-                  on_phase=on_phase)
+    tr = generate(tgt, PROMPTS[0], tiny_image(), d, DraftSpec("chain", gamma=4), max_new_tokens=21, on_phase=on_phase)
     assert [e[0] for e in events] == PHASES * len(tr.steps) and len(tr.steps) >= 1
     assert all(e[1] >= 0 for e in events)
     plain = generate(tgt, PROMPTS[0], tiny_image(), d, DraftSpec("chain", gamma=4), max_new_tokens=21)

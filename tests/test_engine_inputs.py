@@ -44,10 +44,17 @@ def test_a_bad_token_budget_is_refused(target, bad):
         generate(target, "hi", None, max_new_tokens=bad)
 
 
-@pytest.mark.parametrize("kw,needle", [
-    (dict(temperature=-1), "temperature"), (dict(temperature=float("nan")), "temperature"),
-    (dict(top_p=0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"), (dict(top_k=1.5), "top_k"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        (dict(temperature=-1), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(top_p=0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(top_k=1.5), "top_k"),
+    ],
+)
 def test_bad_sampling_settings_are_refused(kw, needle):
     with pytest.raises(ValueError, match=needle):
         SamplingConfig(**kw)

@@ -9,6 +9,7 @@ Without the padding these fail here: `SPECSCOPE_TEST_UNPADDED=1 pytest tests/tes
 runs the same checks on forwards of the row count the step happens to have (what the engine did
 before), and the bit-for-bit test goes red on this machine kind and on the AVX512-BF16 one.
 """
+
 import os
 
 import pytest
@@ -46,11 +47,18 @@ def decode(tgt, drafter, strategy):
     """The trace and the logits row behind every committed token after the first."""
     image = tiny_image() if tgt.family != "causal" else None
     seen = []
-    tr = generate(tgt, PROMPT, image, drafter, spec_for(strategy), max_new_tokens=N,
-                  on_phase=lambda name, s, **d: seen.append(d["logits"].float().clone()) if name == "verify" else None)
+    tr = generate(
+        tgt,
+        PROMPT,
+        image,
+        drafter,
+        spec_for(strategy),
+        max_new_tokens=N,
+        on_phase=lambda name, s, **d: seen.append(d["logits"].float().clone()) if name == "verify" else None,
+    )
     rows = []
     for st, lg in zip(tr.steps, seen):
-        rows += [lg[r] for r in ([0] + [a + 1 for a in st.accepted])[:len(st.committed)]]
+        rows += [lg[r] for r in ([0] + [a + 1 for a in st.accepted])[: len(st.committed)]]
     return tr, rows
 
 
@@ -66,13 +74,13 @@ def test_speculative_is_plain_decoding_bit_for_bit(family, dtype):
         assert tr.output == ref.output, (strategy, explain_traces(ref, tr).text)
         if strategy in ("auto", "chain") or R.row_set(tgt).trees:
             if strategy == "chain":
-                assert all(len(s.tokens) for s in tr.steps[:-1]), strategy      # verifies of several rows
+                assert all(len(s.tokens) for s in tr.steps[:-1]), strategy  # verifies of several rows
             bad = [i for i, (a, b) in enumerate(zip(ref_rows, rows)) if not torch.equal(a, b)]
             assert not bad, f"{strategy}: logits differ from plain decoding at tokens {bad[:5]}"
 
 
 def test_tokens_outside_the_vision_families_too():
-    assert set(VISION_FAMILIES) < set(FAMILIES)         # the loop above covers text-only families
+    assert set(VISION_FAMILIES) < set(FAMILIES)  # the loop above covers text-only families
 
 
 # ---- the padded forward ----------------------------------------------------------------------
@@ -81,7 +89,7 @@ def test_padded_inputs_hide_the_dummies():
     ids, pos, mask = R.padded_inputs([7, 8], torch.tensor([5, 6]), attn, 5, 4)
     assert ids == [7, 8, 8, 8] and pos.tolist() == [5, 6, 6, 6]
     assert mask.shape == (4, 9)
-    assert not mask[:2, 7:].any()                      # real rows never see a dummy
+    assert not mask[:2, 7:].any()  # real rows never see a dummy
     assert mask[:2, :7].equal(attn)
     assert mask[2:, :5].all() and mask[2, 7] and mask[3, 8] and not mask[2, 8] and not mask[2, 5]
 
@@ -92,7 +100,7 @@ def test_padding_changes_nothing_but_the_row_count():
     sess, _, _ = tgt.prefill(enc)
     base = sess.length
     a, _ = tgt.forward(sess, [5, 6, 7], rows=8)
-    assert a.shape[0] == 3 and sess.length == base + 8       # the dummies' slots, for keep to drop
+    assert a.shape[0] == 3 and sess.length == base + 8  # the dummies' slots, for keep to drop
     tgt.keep(sess, base, [0, 1, 2])
     assert sess.length == base + 3
     b, _ = tgt.forward(sess, [9], rows=8)
@@ -104,11 +112,11 @@ def test_padding_changes_nothing_but_the_row_count():
 # ---- choosing the group -------------------------------------------------------------------------
 def test_choose_prefers_a_group_that_reaches_then_the_cheapest_plain_step():
     sec = {1: 1.0, 2: 1.5, 4: 1.8, 8: 2.0, 16: 3.0, 32: 4.0}
-    assert R.choose([(1,), (2,), (4, 8), (8, 16, 32)], sec) == (8, 16, 32)        # (4, 8) cannot verify 17
+    assert R.choose([(1,), (2,), (4, 8), (8, 16, 32)], sec) == (8, 16, 32)  # (4, 8) cannot verify 17
     assert R.choose([(1, 2, 4, 8, 16, 32)], sec) == (1, 2, 4, 8, 16, 32)
     assert R.choose([(1, 16, 32), (2, 4, 8, 16, 32)], sec) == (1, 16, 32)
-    assert R.choose([(1,), (2,)], sec) == ()                                        # nothing verifies 2 rows
-    assert R.choose([(1,), (2, 4)], sec) == (2, 4)                                  # as far as any reaches
+    assert R.choose([(1,), (2,)], sec) == ()  # nothing verifies 2 rows
+    assert R.choose([(1,), (2, 4)], sec) == (2, 4)  # as far as any reaches
 
 
 def test_rowset_pads_and_caps():
@@ -133,7 +141,7 @@ def test_row_set_is_cached_per_machine(monkeypatch):
     first = R.row_set(tgt)
     monkeypatch.setattr(R, "probe", lambda *a, **k: pytest.fail("measured twice"))
     assert R.row_set(tgt) == first
-    R._sets.clear()                                   # a new process: read back from the tuning file
+    R._sets.clear()  # a new process: read back from the tuning file
     assert R.row_set(tgt) == first
 
 
@@ -141,6 +149,7 @@ def test_a_cached_gathered_attention_applies_in_a_new_process(monkeypatch):
     """A group measured with core.tree_attention, read back where nothing registered it yet."""
     from transformers import AttentionInterface
     from core import tree_attention
+
     tgt = adapters.load(tiny_model_dir("llama"), dtype="float32")
     monkeypatch.setitem(R._sets, R._key(tgt), R.RowSet((4, 8), attention=tree_attention.NAME, trees=True))
     monkeypatch.delitem(AttentionInterface._global_mapping, tree_attention.NAME, raising=False)
@@ -157,14 +166,13 @@ def test_divergence_classes():
     real = explain([1, 2, 3], [1, 2, 4], [5.0, 4.0, 3.5], [5.0, 4.0, 0.01], "bfloat16")
     assert real.kind == "disagreement" and "real disagreement" in real.text
     assert explain([1, 2, 3], [1, 2, 4], [1, 1, 0.02], [1, 1, 0.02], "float32").kind == "disagreement"
-    assert explain([1, 2], [1, 3]).kind == "disagreement"          # no margins recorded: not excused
+    assert explain([1, 2], [1, 3]).kind == "disagreement"  # no margins recorded: not excused
     assert tolerance("bfloat16", 16) > tolerance("float16", 16) > tolerance("float32", 16)
 
 
 def test_traces_record_the_margin_behind_every_token():
     tgt = target("llama", "float32")
-    tr = generate(tgt, PROMPT, None, ModelDrafter(tgt.truncated(1), "first layer"), spec_for("chain"),
-                  max_new_tokens=N)
+    tr = generate(tgt, PROMPT, None, ModelDrafter(tgt.truncated(1), "first layer"), spec_for("chain"), max_new_tokens=N)
     m = tr.margins()
     assert len(m) == len(tr.output) and all(x is not None and x >= 0 for x in m)
     back = Trace.from_json(tr.to_json())
@@ -173,8 +181,7 @@ def test_traces_record_the_margin_behind_every_token():
 
 # ---- the bound of a speedup -------------------------------------------------------------------
 def _trace(tokens: int, steps: int, wall: float) -> Trace:
-    st = [Step([], [], [], [], None, [], [], 0, "bonus", [0] * ((tokens - 1) // steps), 0, 0, 0)
-          for _ in range(steps)]
+    st = [Step([], [], [], [], None, [], [], 0, "bonus", [0] * ((tokens - 1) // steps), 0, 0, 0) for _ in range(steps)]
     return Trace(steps=st, output=[0] * tokens, wall_s=wall)
 
 
@@ -185,17 +192,18 @@ def test_a_speedup_above_its_bound_is_measured_again_then_flagged(monkeypatch):
         calls.append(speculative)
         # plain: 33 tokens in 1 s; speculative: tau 2 (32 tokens in 16 steps), impossibly in 0.1 s
         return _trace(33, 16, 0.1) if speculative else _trace(33, 32, 1.0)
+
     monkeypatch.setattr(api, "run", fake_run)
     monkeypatch.setattr(api, "row_set", lambda t: R.RowSet((1, 2, 4)))
     monkeypatch.setattr(api.costs, "observe_plain", lambda adapter, s: None)
     res = api.compare(api.Pair(None, None, "t", "d"), "p", warmup=False, repeats=3)
     assert res["bounds"] == [2.0] * 3 and res["above_bound"]
-    assert calls.count(True) == 6                       # each round above its bound measured again once
+    assert calls.count(True) == 6  # each round above its bound measured again once
     assert api.speedup(_trace(33, 32, 1.0), _trace(33, 16, 0.5)) == pytest.approx(2.0)
 
 
 def test_speedup_compares_tokens_per_second():
-    plain, spec = _trace(65, 64, 2.0), _trace(49, 12, 0.5)     # different lengths (T > 0)
+    plain, spec = _trace(65, 64, 2.0), _trace(49, 12, 0.5)  # different lengths (T > 0)
     assert api.speedup(plain, spec) == pytest.approx((49 / 0.5) / (65 / 2.0))
     assert api.bound(spec) == 4.0
 
@@ -208,9 +216,10 @@ def test_tau_is_per_speculative_step():
 def test_one_cost_model_for_measured_runs_replay_and_teach(monkeypatch):
     """Predictions price plain decoding at the speed the page measured for it."""
     from core import costs
+
     tgt = target("llama", "float32")
     monkeypatch.setattr(costs, "target_curve", lambda adapter, refresh=False: {1: 0.010, 8: 0.014})
     monkeypatch.setattr(costs, "_plain_step", {})
-    assert costs.priced_curve(tgt) == {1: 0.010, 8: 0.014}          # nothing measured yet: the bare curve
-    costs.observe_plain(tgt, 0.025)                                 # a measured plain step: 15 ms of engine work more
+    assert costs.priced_curve(tgt) == {1: 0.010, 8: 0.014}  # nothing measured yet: the bare curve
+    costs.observe_plain(tgt, 0.025)  # a measured plain step: 15 ms of engine work more
     assert costs.priced_curve(tgt) == pytest.approx({1: 0.025, 8: 0.029})

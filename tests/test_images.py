@@ -1,4 +1,5 @@
 """Every kind of image input either becomes a sane RGB image or a clear InputError, fast."""
+
 import io
 import struct
 import time
@@ -20,20 +21,25 @@ def _png_bytes(img, **kw):
 
 def _bomb_png(w=30000, h=30000):
     """A valid PNG header announcing w x h pixels with almost no data (a decompression bomb)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (1 + w // 8) * 4)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize("data,needle", [
-    (b"", "empty"),
-    (b"\x00\x01garbage" * 10, "not an image"),
-    (b"%PDF-1.4 this is not a png", "not an image"),
-    (_bomb_png(), "too large"),
-    (_png_bytes(Image.new("RGB", (4000, 10))), "aspect ratio"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        (b"", "empty"),
+        (b"\x00\x01garbage" * 10, "not an image"),
+        (b"%PDF-1.4 this is not a png", "not an image"),
+        (_bomb_png(), "too large"),
+        (_png_bytes(Image.new("RGB", (4000, 10))), "aspect ratio"),
+    ],
+)
 def test_refused_with_clear_message(data, needle):
     t0 = time.time()
     with pytest.raises(InputError) as e:
@@ -55,16 +61,19 @@ def _exif_rotated():
     return _png_bytes(img, format="JPEG", exif=exif)
 
 
-@pytest.mark.parametrize("make,size", [
-    (lambda: _png_bytes(Image.new("CMYK", (30, 20)), format="JPEG"), (30, 20)),
-    (lambda: _png_bytes(Image.fromarray(np.full((20, 30), 40000, dtype=np.uint16))), (30, 20)),
-    (lambda: _png_bytes(Image.new("P", (30, 20))), (30, 20)),
-    (lambda: _png_bytes(Image.new("L", (30, 20), 128)), (30, 20)),
-    (lambda: _png_bytes(Image.new("RGBA", (30, 20), (255, 0, 0, 0))), (30, 20)),
-    (lambda: _png_bytes(Image.new("LA", (30, 20))), (30, 20)),
-    (lambda: _png_bytes(Image.new("1", (30, 20))), (30, 20)),
-    (_exif_rotated, (20, 40)),
-])
+@pytest.mark.parametrize(
+    "make,size",
+    [
+        (lambda: _png_bytes(Image.new("CMYK", (30, 20)), format="JPEG"), (30, 20)),
+        (lambda: _png_bytes(Image.fromarray(np.full((20, 30), 40000, dtype=np.uint16))), (30, 20)),
+        (lambda: _png_bytes(Image.new("P", (30, 20))), (30, 20)),
+        (lambda: _png_bytes(Image.new("L", (30, 20), 128)), (30, 20)),
+        (lambda: _png_bytes(Image.new("RGBA", (30, 20), (255, 0, 0, 0))), (30, 20)),
+        (lambda: _png_bytes(Image.new("LA", (30, 20))), (30, 20)),
+        (lambda: _png_bytes(Image.new("1", (30, 20))), (30, 20)),
+        (_exif_rotated, (20, 40)),
+    ],
+)
 def test_odd_modes_become_rgb(make, size):
     img = load_image(make())
     assert img.mode == "RGB" and img.size == size

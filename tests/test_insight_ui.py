@@ -1,6 +1,7 @@
 """The Insight wiring of the app (issue 19): which tokens need the image (Run, Compare), the offline
 shape sweep by replay (Compare) and the speedup map (Teach). Handlers are called directly, on the
 embedded default pair (target + MSD head), with short answers."""
+
 from __future__ import annotations
 
 import re
@@ -13,16 +14,33 @@ from core import visual as V
 from core.paths import ASSETS, DEFAULT_TARGET, SHIPPED_DRAFTERS
 
 if not (DEFAULT_TARGET / "config.json").exists() or not SHIPPED_DRAFTERS["msd"].exists():
-    pytest.skip("the embedded default pair (assets/target + assets/drafters/msd) is missing",
-                allow_module_level=True)
+    pytest.skip("the embedded default pair (assets/target + assets/drafters/msd) is missing", allow_module_level=True)
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")   # gr.Warning outside a request
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request
 
 IMAGE = str(ASSETS / "examples" / "scene_describe_1.png")
 PROMPT = "Describe the image."
-RUN = dict(image=IMAGE, prompt=PROMPT, target="default", drafter="msd", custom_drafter="", mode="multimodal",
-           dtype="float32", strategy="chain", gamma=4, branching="2,2", depth=3, top_k=3, budget=12,
-           temperature=0, top_p=1, max_new_tokens=20, seed=0, ar_baseline=True, repeats=1)
+RUN = dict(
+    image=IMAGE,
+    prompt=PROMPT,
+    target="default",
+    drafter="msd",
+    custom_drafter="",
+    mode="multimodal",
+    dtype="float32",
+    strategy="chain",
+    gamma=4,
+    branching="2,2",
+    depth=3,
+    top_k=3,
+    budget=12,
+    temperature=0,
+    top_p=1,
+    max_new_tokens=20,
+    seed=0,
+    ar_baseline=True,
+    repeats=1,
+)
 
 
 @pytest.fixture
@@ -40,6 +58,7 @@ def calls(monkeypatch):
         res = real_cmp(*a, **kw)
         log.append(("compare", res))
         return res
+
     monkeypatch.setattr(api, "visual_dependence", vd)
     monkeypatch.setattr(api, "compare", cmp)
     return log
@@ -47,6 +66,7 @@ def calls(monkeypatch):
 
 def run_last(**kw):
     from ui.tabs import run as run_tab
+
     return list(run_tab.run_decoding(**dict(RUN, **kw)))[-1]
 
 
@@ -56,6 +76,7 @@ def _value(x):
 
 def saved_trace(out):
     from core.trace import Trace
+
     return Trace.from_json(Path(out["download"]).read_text())
 
 
@@ -63,9 +84,9 @@ def saved_trace(out):
 def test_toggle_off_computes_nothing(calls):
     out = run_last(visual=False)
     assert "Done" in out["status"]
-    assert [k for k, _ in calls] == ["compare"]                     # no visual-dependence forwards
+    assert [k for k, _ in calls] == ["compare"]  # no visual-dependence forwards
     assert out["visual"]["visible"] is False and _value(out["visual"]) == ""
-    assert isinstance(out["answer"], list) and out["answer"]        # the plain coloured answer
+    assert isinstance(out["answer"], list) and out["answer"]  # the plain coloured answer
     assert "visual" not in out["result"] and saved_trace(out).visual is None
 
 
@@ -75,28 +96,27 @@ def test_toggle_on_marks_exactly_the_image_dependent_tokens(calls):
     # computed once, after the timed runs (never inside a timed region)
     assert [k for k, _ in calls] == ["compare", "visual"]
     tr = saved_trace(out)
-    assert tr.visual is not None and tr.visual == calls[-1][1]      # stored in the downloaded trace
+    assert tr.visual is not None and tr.visual == calls[-1][1]  # stored in the downloaded trace
     html = _value(out["visual"])
     assert out["visual"]["visible"] is True and out["answer"]["visible"] is False
     marked = [int(i) for i in re.findall(r'class="ss-tok ss-vis" data-i="(\d+)"', html)]
     dependent = [r["index"] for r in tr.visual["tokens"] if r["image_dependent"]]
-    assert dependent and marked == dependent                         # exactly those, in order
+    assert dependent and marked == dependent  # exactly those, in order
     assert len(re.findall(r'data-i="\d+"', html)) == len(tr.output)  # every token shown once
-    assert html.count('class="ss-eye"') == len(dependent) + 1        # one eye per marked token (+ the legend's)
+    assert html.count('class="ss-eye"') == len(dependent) + 1  # one eye per marked token (+ the legend's)
     assert re.findall(r'data-i="(\d+)"[^>]*>[^<]*<span class="ss-eye"', html) == [str(i) for i in dependent]
-    for r in tr.visual["tokens"]:                                     # KL and argmax change on hover
+    for r in tr.visual["tokens"]:  # KL and argmax change on hover
         if r["image_dependent"]:
             span = re.search(rf'data-i="{r["index"]}"[^>]*title="([^"]*)"', html).group(1)
             assert f"{r['kl']:.2f} nats" in span
             assert ("argmax changes without the image" in span) == r["changed"]
     # the split line is split_acceptance's
     split = V.split_acceptance(tr)
-    pct = lambda c: "n/a" if c["accept_rate"] is None else f"{100 * c['accept_rate']:.0f}%"  # noqa: E731
-    line = (f"image-dependent tokens: {pct(split['image_dependent'])} of drafts accepted; "
-            f"other tokens: {pct(split['other'])}")
+    pct = lambda c: "n/a" if c["accept_rate"] is None else f"{100 * c['accept_rate']:.0f}%"
+    line = f"image-dependent tokens: {pct(split['image_dependent'])} of drafts accepted; other tokens: {pct(split['other'])}"
     assert f'<div class="ss-split">{line}</div>' in html
     assert out["result"]["visual"]["split"] == split
-    assert f"{tr.visual['cost_s']:.2f} s" in html                     # the measured seconds are shown
+    assert f"{tr.visual['cost_s']:.2f} s" in html  # the measured seconds are shown
 
 
 def test_toggle_on_without_an_image_is_a_note(calls):
@@ -111,6 +131,7 @@ def test_toggle_on_without_an_image_is_a_note(calls):
 # ====================================================================== Compare tab
 def test_compare_columns_are_split_acceptance_per_row(calls):
     from ui.tabs import compare as C
+
     labels = [c.label for c in C.compare_configs() if c.drafter in ("ngram", "msd")][:3]
     out = list(C.run_compare(IMAGE, PROMPT, "default", "float32", labels, 20, 0, 1, True))[-1]
     assert "Done" in out["status"]
@@ -120,10 +141,11 @@ def test_compare_columns_are_split_acceptance_per_row(calls):
     visuals = [r for k, r in calls if k == "visual"]
     assert len(compares) == len(labels) == len(table["data"])
     base = compares[0]["ar_runs"][0]
-    assert all(r["spec"].output == base.output for r in compares)     # T=0: every row reproduces it
-    assert len(visuals) == 1                                            # so: classified once per input
+    assert all(r["spec"].output == base.output for r in compares)  # T=0: every row reproduces it
+    assert len(visuals) == 1  # so: classified once per input
     # the classification is the baseline output's own (recomputed independently here)
     from core.images import load_image
+
     pair = api.load_pair("default", None, dtype="float32")
     again = V.visual_dependence(pair.target, PROMPT, load_image(IMAGE), base.output)
     assert [r["image_dependent"] for r in again["tokens"]] == [r["image_dependent"] for r in visuals[0]["tokens"]]
@@ -137,6 +159,7 @@ def test_compare_columns_are_split_acceptance_per_row(calls):
 
 def test_compare_without_the_toggle_has_no_extra_columns(calls):
     from ui.tabs import compare as C
+
     out = list(C.run_compare(IMAGE, PROMPT, "default", "float32", [C.compare_configs()[0].label], 8, 0, 1))[-1]
     assert "acc. other" not in _value(out["table"])["headers"]
     assert not any(k == "visual" for k, _ in calls)
@@ -147,6 +170,7 @@ def test_replay_sweep_is_ranked_and_its_chain_tau_is_a_real_runs():
     from core.images import load_image
     from core.sampling import SamplingConfig
     from ui.tabs import compare as C
+
     out = list(C.run_replay(IMAGE, PROMPT, "default", "float32", "msd", 16, 0))[-1]
     assert "Replayed" in out["status"] and "predicted (replay + measured cost model)" in out["status"]
     table = out["table"]
@@ -154,9 +178,9 @@ def test_replay_sweep_is_ranked_and_its_chain_tau_is_a_real_runs():
     data = table["value"]["data"]
     assert [r[0] for r in data] == list(range(1, len(C.SWEEP_SHAPES) + 1))
     assert sorted(r[1] for r in data) == sorted(C.shape_name(x) for x in C.SWEEP_SHAPES)
-    assert not any(":" in r[1] and "dynamic" not in r[1] for r in data)       # the page's names, not "chain:8"
+    assert not any(":" in r[1] and "dynamic" not in r[1] for r in data)  # the page's names, not "chain:8"
     speedups = [float(r[4].rstrip("×")) for r in data]
-    assert speedups == sorted(speedups, reverse=True)                  # ranked, best first
+    assert speedups == sorted(speedups, reverse=True)  # ranked, best first
     pair = api.load_pair("default", "msd", dtype="float32")
     img = load_image(IMAGE)
     for g in (2, 4):
@@ -167,6 +191,7 @@ def test_replay_sweep_is_ranked_and_its_chain_tau_is_a_real_runs():
 
 def test_replay_sweep_at_a_temperature_is_labelled_an_estimate():
     from ui.tabs import compare as C
+
     out = list(C.run_replay(IMAGE, PROMPT, "default", "float32", "ngram", 8, 0.8))[-1]
     assert "estimate" in out["table"]["label"] and "Estimate" in out["status"]
     assert out["table"]["value"]["headers"][-1] == "τ estimate (T>0)"
@@ -176,6 +201,7 @@ def test_replay_sweep_at_a_temperature_is_labelled_an_estimate():
 def test_teach_map_marks_the_runs_own_point():
     from core import costs, speedup_model as M
     from ui.tabs import teach
+
     out = teach.teach_start(IMAGE, PROMPT, "msd", "chain")
     assert "Decoded" in out["status"]
     fig, tr = out["map"], out["state"]
@@ -190,21 +216,29 @@ def test_marking_follows_the_dependence_rule_not_one_of_its_halves():
     exactly as its record says; hover texts escape quotes."""
     from ui import render
     from ui.synthetic import synthetic_trace
+
     tr = synthetic_trace(6, seed=1, strategy="chain")
     n = len(tr.output)
     recs = []
     for i in range(n):
-        kind = i % 3              # 0: KL only, 1: argmax only, 2: neither
-        recs.append({"index": i, "token": tr.output[i], "kl": 2.5 if kind == 0 else 0.1,
-                     "argmax_img": tr.output[i], "argmax_noimg": tr.output[0] if kind == 1 else tr.output[i],
-                     "changed": kind == 1, "image_dependent": kind in (0, 1)})
-    tr.visual = {"tokens": recs, "n_dependent": sum(r["image_dependent"] for r in recs), "cost_s": 0.5,
-                 "threshold_nats": 1.0}
+        kind = i % 3  # 0: KL only, 1: argmax only, 2: neither
+        recs.append(
+            {
+                "index": i,
+                "token": tr.output[i],
+                "kl": 2.5 if kind == 0 else 0.1,
+                "argmax_img": tr.output[i],
+                "argmax_noimg": tr.output[0] if kind == 1 else tr.output[i],
+                "changed": kind == 1,
+                "image_dependent": kind in (0, 1),
+            }
+        )
+    tr.visual = {"tokens": recs, "n_dependent": sum(r["image_dependent"] for r in recs), "cost_s": 0.5, "threshold_nats": 1.0}
     html = render.visual_panel_html(tr, V.split_acceptance(tr))
     marked = [int(i) for i in re.findall(r'class="ss-tok ss-vis" data-i="(\d+)"', html)]
     assert marked == [i for i in range(n) if i % 3 in (0, 1)]
     assert f'data-dependent="{len(marked)}"' in html and "0.50 s" in html
     assert render.split_line(V.split_acceptance(tr)) in html
     tr.vocab[str(tr.output[0])] = 'say "hi"'
-    out = render.visual_answer_html(tr)                     # "argmax without the image: say "hi"" in a title
+    out = render.visual_answer_html(tr)  # "argmax without the image: say "hi"" in a title
     assert "&quot;hi&quot;" in out and re.search(r'title="[^"]*"hi', out) is None

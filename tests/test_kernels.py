@@ -1,5 +1,6 @@
 """core.kernels: measured product paths compute the same products, keep weights shared and tied,
 and speculative output stays identical to AR output on every path a target may take."""
+
 import pytest
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ def test_lossy_paths_are_never_forced_on_a_target(path):
 
 
 def test_measured_choice_is_cached(monkeypatch):
-    tgt = adapters.load(tiny_model_dir("llama"))               # measures (or finds the cache)
+    tgt = adapters.load(tiny_model_dir("llama"))  # measures (or finds the cache)
     calls = []
     real = kernels.measure_linear
     monkeypatch.setattr(kernels, "measure_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -71,8 +72,11 @@ def test_speculative_equals_ar_on_each_path(family, path):
     prompt = "hello world hello world"
     ref = generate(tgt, prompt, img, max_new_tokens=16).output
     for d in (ModelDrafter(tgt, "self"), ModelDrafter(small, "small"), NgramDrafter(tgt)):
-        for spec in (DraftSpec("chain", gamma=4), DraftSpec("dynamic", depth=4, top_k=3, budget=10),
-                     DraftSpec("chain", gamma=8, adaptive=True)):
+        for spec in (
+            DraftSpec("chain", gamma=4),
+            DraftSpec("dynamic", depth=4, top_k=3, budget=10),
+            DraftSpec("chain", gamma=8, adaptive=True),
+        ):
             assert generate(tgt, prompt, img, d, spec, max_new_tokens=16).output == ref, (d.name, spec)
 
 
@@ -89,10 +93,17 @@ def test_a_bad_kernels_setting_is_a_one_line_error():
     import os
     import subprocess
     import sys
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_KERNELS="fastest")
-    r = subprocess.run([sys.executable, "-m", "core", "run", "--target", tiny_model_dir("llama"), "--prompt", "hi"],
-                       cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "core", "run", "--target", tiny_model_dir("llama"), "--prompt", "hi"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     err = r.stderr.strip()
     assert r.returncode == 2 and err.startswith("error:") and "\n" not in err, err
     assert "SPECSCOPE_KERNELS" in err and "onednn" in err

@@ -1,4 +1,5 @@
 """core/machine.py: what identifies a measurement, and where measured results are kept."""
+
 import torch
 
 from core import machine
@@ -15,6 +16,6 @@ def test_the_key_names_the_cpu_threads_models_and_weights(monkeypatch):
     n = torch.get_num_threads()
     try:
         torch.set_num_threads(n + 1)
-        assert machine.machine_key("no/such-hub-id", "ngram") != key     # another thread count: another entry
+        assert machine.machine_key("no/such-hub-id", "ngram") != key  # another thread count: another entry
     finally:
         torch.set_num_threads(n)

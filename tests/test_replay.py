@@ -1,6 +1,7 @@
 """Counterfactual replay (core/replay.py): at T=0 the tau a replay predicts from ONE recorded
 target run equals the tau of a real speculative run, for every drafter and shape; the target is
 never run during a replay."""
+
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
 SHAPES = ["chain:1", "chain:4", "tree:3x2x1", "dynamic:5/4/20"]
 DRAFTERS = ["self", "small", "small-text", "layerskip", "ngram"]
 PROMPTS = {"describe": "Describe the picture.", "repeat": "hello world hello world hello"}
-load = adapter_cache()            # tiny models loaded once per module
+load = adapter_cache()  # tiny models loaded once per module
 
 
 def drafter(family, name):
@@ -47,7 +48,7 @@ def test_replay_tau_equals_real_tau(family, pkey):
     img = tiny_image() if family in VISION_FAMILIES else None
     prompt = PROMPTS[pkey]
     rec = replay.record(tgt, prompt, img, max_new_tokens=20)
-    assert rec.mismatches == []                       # float32: teacher forcing == the greedy run
+    assert rec.mismatches == []  # float32: teacher forcing == the greedy run
     for name in DRAFTERS:
         d = drafter(family, name)
         for shape in SHAPES:
@@ -69,6 +70,7 @@ def test_replay_never_runs_the_target_verify():
 
     def boom(*a, **k):
         raise AssertionError("the target was run during a replay")
+
     tgt.forward, tgt.prefill = boom, boom
     try:
         r = replay.replay(rec, d, replay.parse_shape("tree:3x2x1"))
@@ -147,6 +149,7 @@ def test_msd_on_the_default_pair():
     hidden states and merged embeddings) on a held-out scene: replay tau == real tau."""
     from core import api
     from core.bench import scene_samples
+
     try:
         pair = api.load_pair("default", "msd", dtype="float32", kernels="stock")
     except errors.ModelLoadError as e:
@@ -158,38 +161,78 @@ def test_msd_on_the_default_pair():
         real = generate(pair.target, s.prompt, s.image, pair.drafter, spec, max_new_tokens=24)
         r = replay.replay(rec, pair.drafter, spec)
         assert real.output == rec.output and r["tau"] == real.summary()["tau"], shape
-        assert r["tau"] > 1.5                      # the trained head really drafts
+        assert r["tau"] > 1.5  # the trained head really drafts
 
 
 def test_cli_run_then_replay(tmp_path, monkeypatch, capsys):
     import json
 
     from core.__main__ import main
+
     monkeypatch.setenv("SPECSCOPE_KERNELS", "stock")
     d = tiny_model_dir("llava")
     img = tmp_path / "img.png"
     tiny_image().save(img)
     tr = tmp_path / "run.json"
-    assert main(["run", "--target", d, "--prompt", "Describe the picture.", "--image", str(img),
-                 "--max-new-tokens", "12", "--dtype", "float32", "--trace", str(tr)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--target",
+                d,
+                "--prompt",
+                "Describe the picture.",
+                "--image",
+                str(img),
+                "--max-new-tokens",
+                "12",
+                "--dtype",
+                "float32",
+                "--trace",
+                str(tr),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["replay", "--trace", str(tr), "--drafters", "ngram,layerskip:1", "--shapes", "chain:2,tree:2x2",
-                 "--no-costs", "--check", "--repeats", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                "--trace",
+                str(tr),
+                "--drafters",
+                "ngram,layerskip:1",
+                "--shapes",
+                "chain:2,tree:2x2",
+                "--no-costs",
+                "--check",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert len(out["rows"]) == 4 and out["recording"]["tokens"] == 12
     assert all(r["tau"] == r["real_tau"] and r["real_speedup"] > 0 for r in out["rows"])
     assert [r["tau"] for r in out["rows"]] == sorted((r["tau"] for r in out["rows"]), reverse=True)
-    assert main(["replay", "--trace", str(tr), "--shapes", "auto"]) == 2     # a user error, not a crash
+    assert main(["replay", "--trace", str(tr), "--shapes", "auto"]) == 2  # a user error, not a crash
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["replay", "--trace", "/no/such/run.json", "--drafters", "ngram"], "cannot read trace"),
-    (["replay", "--trace", "README.md", "--drafters", "ngram"], "not a SpecScope trace"),
-    (["replay", "--prompt", "hi", "--drafters", "ngram", "--shapes", "chain:x"], "bad shape"),
-    (["audit", "--drafter", "ngram", "--shapes", "bogus"], "bad shape"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["replay", "--trace", "/no/such/run.json", "--drafters", "ngram"], "cannot read trace"),
+        (["replay", "--trace", "README.md", "--drafters", "ngram"], "not a SpecScope trace"),
+        (["replay", "--prompt", "hi", "--drafters", "ngram", "--shapes", "chain:x"], "bad shape"),
+        (["audit", "--drafter", "ngram", "--shapes", "bogus"], "bad shape"),
+    ],
+)
 def test_cli_bad_input_is_a_one_line_error(argv, needle, capsys):
     from core.__main__ import main
+
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and err.count("\n") == 0 and "Traceback" not in err, err

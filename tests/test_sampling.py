@@ -12,6 +12,7 @@ The drafters are perturbed copies of the target, so their drafts are accepted of
 always: each acceptance rule (residual renormalised after a rejection, earlier-drawn siblings
 removed from a later sibling's proposal, the bonus token drawn from the accepted leaf's row) is
 exercised on both of its branches. A rule accepting every draft is detected (negative control)."""
+
 import math
 
 import pytest
@@ -25,12 +26,12 @@ from core.engine import generate
 from core.sampling import SamplingConfig, probs
 from core.tiny import tiny_model_dir
 
-SAMPLING = dict(temperature=1.5, top_k=3)   # near-uniform over 3 tokens (also used by test_policy)
-SHARP = dict(temperature=0.05, top_k=3)     # the same 3 tokens, far from uniform
-NUCLEUS = dict(temperature=0.05, top_k=5, top_p=0.8)   # top-p cuts inside the top-k
+SAMPLING = dict(temperature=1.5, top_k=3)  # near-uniform over 3 tokens (also used by test_policy)
+SHARP = dict(temperature=0.05, top_k=3)  # the same 3 tokens, far from uniform
+NUCLEUS = dict(temperature=0.05, top_k=5, top_p=0.8)  # top-p cuts inside the top-k
 PROMPT = "hello world"
 RUNS = 600
-EOS_BIAS = 0.2     # added to the EOS logit of the "eos" target: EOS among the top tokens early on
+EOS_BIAS = 0.2  # added to the EOS logit of the "eos" target: EOS among the top tokens early on
 
 
 # ---- the independent reference ------------------------------------------------------------
@@ -46,7 +47,7 @@ def reference_row(logits, temperature, top_k=0, top_p=1.0):
     p = {i: w[i] / z for i in order}
     if top_p < 1.0:
         kept, before = [], 0.0
-        for i in order:                 # most probable first; keep until the mass reaches top_p
+        for i in order:  # most probable first; keep until the mass reaches top_p
             if before >= top_p:
                 break
             kept.append(i)
@@ -88,6 +89,7 @@ def exact_distribution(tgt, sampling=None, n=3, prompt=PROMPT):
                 dist[tuple(out)] = dist.get(tuple(out), 0.0) + mass * p
             else:
                 walk(out, mass * p)
+
     walk([], 1.0)
     return dist
 
@@ -156,8 +158,7 @@ def empirical(tgt, drafter, spec, runs=RUNS, sampling=None, n=3, stats=None):
     sampling = SAMPLING if sampling is None else sampling
     counts = {}
     for seed in range(runs):
-        tr = generate(tgt, PROMPT, None, drafter, spec, SamplingConfig(seed=seed, **sampling),
-                      max_new_tokens=n, detail=False)
+        tr = generate(tgt, PROMPT, None, drafter, spec, SamplingConfig(seed=seed, **sampling), max_new_tokens=n, detail=False)
         key = tuple(tr.output)
         counts[key] = counts.get(key, 0) + 1
         if stats is not None:
@@ -165,8 +166,7 @@ def empirical(tgt, drafter, spec, runs=RUNS, sampling=None, n=3, stats=None):
                 stats["accepted"] += len(s.accepted)
                 stats["rejected"] += len(s.rejected)
                 # a bonus after a fully accepted draft, committed (not cut by the budget)
-                stats["bonus"] += (bool(s.tokens) and s.kind == "bonus"
-                                   and len(s.committed) == len(s.accepted) + 1)
+                stats["bonus"] += bool(s.tokens) and s.kind == "bonus" and len(s.committed) == len(s.accepted) + 1
     return counts
 
 
@@ -203,7 +203,7 @@ def reference(tgt, target_name, sampling, n, runs):
 # ---- probs() against a hand-computed example ----------------------------------------------
 def test_probs_matches_a_hand_computed_example():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 3.0]])
-    e = [math.exp(x) for x in (3.0, 2.0, 1.0, 0.0, -1.0)]          # tokens 4, 0, 1, 2, 3
+    e = [math.exp(x) for x in (3.0, 2.0, 1.0, 0.0, -1.0)]  # tokens 4, 0, 1, 2, 3
     full = torch.tensor([e[1], e[2], e[3], e[4], e[0]]) / sum(e)
     torch.testing.assert_close(probs(logits, SamplingConfig(temperature=1.0))[0], full)
     # temperature 2: exp(x / 2)
@@ -257,11 +257,9 @@ CASES = [
     ("tree3-ranked", "plain", ("ranked",), DraftSpec("tree", branching=(3,)), SAMPLING, 2),
     # confidence pruning: whether a node is expanded depends on the drawn tokens (a stopping
     # time), which must not bias the output
-    ("tree22-eos-minprob", "eos", ("perturbed", 0.05), DraftSpec("tree", branching=(2, 2), min_prob=0.4),
-     SHARP, 3),
+    ("tree22-eos-minprob", "eos", ("perturbed", 0.05), DraftSpec("tree", branching=(2, 2), min_prob=0.4), SHARP, 3),
     # deterministic proposals: a rejected sibling is removed, the residual renormalised
-    ("dynamic-nucleus-minprob", "plain", ("perturbed", 0.05),
-     DraftSpec("dynamic", depth=2, top_k=2, budget=4, min_prob=0.3), NUCLEUS, 3),
+    ("dynamic-nucleus-minprob", "plain", ("perturbed", 0.05), DraftSpec("dynamic", depth=2, top_k=2, budget=4, min_prob=0.3), NUCLEUS, 3),
     # the target's top 2 as deterministic siblings, a third token in the support: after the first
     # is rejected the second is tested against the renormalised residual
     ("dynamic-ranked", "plain", ("ranked",), DraftSpec("dynamic", depth=1, top_k=2, budget=2), SHARP, 2),
@@ -280,12 +278,12 @@ def _drafter(models, target, how):
 def test_speculative_sampling_matches_target_distribution(models, name, target, how, spec, sampling, n):
     tgt = models[target]
     exact, thr = reference(tgt, target, sampling, n, RUNS)
-    if target == "eos":      # EOS is inside the tested support, with real mass
+    if target == "eos":  # EOS is inside the tested support, with real mass
         assert sum(p for k, p in exact.items() if k[-1] in tgt.eos_ids) > 0.1
     stats = {"accepted": 0, "rejected": 0, "bonus": 0}
     counts = empirical(tgt, _drafter(models, target, how), spec, sampling=sampling, n=n, stats=stats)
     assert sum(counts.values()) == RUNS
-    if how[0] in ("perturbed", "ranked"):   # both branches of the rule ran, often
+    if how[0] in ("perturbed", "ranked"):  # both branches of the rule ran, often
         assert stats["accepted"] > RUNS // 4 and stats["rejected"] > RUNS // 4, stats
     if name.startswith("chain1"):
         assert stats["bonus"] > RUNS // 4, stats

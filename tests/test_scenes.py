@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.scenes.generator import (HELDOUT, HELDOUT_START, TRAIN, heldout_seeds, is_heldout,
-                                   render, sample_scene, train_seeds)
+from core.scenes.generator import HELDOUT, HELDOUT_START, TRAIN, heldout_seeds, is_heldout, render, sample_scene, train_seeds
 from core.scenes.scorer import score
-from core.scenes.tasks import IMAGE_TASKS, TASKS, make_sample
+from core.scenes.tasks import TASKS, make_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "assets" / "target"
@@ -101,8 +100,11 @@ def test_tally_style_counts_list_every_object_with_running_ordinals():
     """Answer style "tally" (an experiment, not the shipped target's): a filtered count lists
     every object in reading order, numbers the matching ones with a running ordinal and ends with
     the number; the scorer reads only that number; the question and key equal the direct style's."""
-    smp = _first("count", lambda x: x["meta"]["kind"] == "color" and x["meta"]["number"] == 2
-                 and len(x["meta"]["scene"]["objects"]) > 3, style="tally")
+    smp = _first(
+        "count",
+        lambda x: x["meta"]["kind"] == "color" and x["meta"]["number"] == 2 and len(x["meta"]["scene"]["objects"]) > 3,
+        style="tally",
+    )
     direct = make_sample(smp["meta"]["scene"]["seed"], "count")
     assert direct["prompt"] == smp["prompt"] and direct["answer"] == f"There are 2 {smp['meta']['color']} shapes."
     c, objs = smp["meta"]["color"], smp["meta"]["scene"]["objects"]
@@ -124,7 +126,7 @@ def test_tally_style_counts_list_every_object_with_running_ordinals():
     z = _first("count", lambda x: x["meta"]["kind"] == "shape" and x["meta"]["number"] == 0, style="tally")
     assert ", the first" not in z["answer"] and score(z, z["answer"])
     everything = _first("count", lambda x: x["meta"]["kind"] == "all", style="tally")
-    assert everything["answer"].startswith("There ")       # unfiltered counts stay one sentence
+    assert everything["answer"].startswith("There ")  # unfiltered counts stay one sentence
     with pytest.raises(ValueError, match="answer style"):
         make_sample(1, "count", style="essay")
 
@@ -138,14 +140,14 @@ def test_tally_style_spatial_answers_and_the_scorer_reads_the_last_sentence():
     assert len(sentences) == len(objs) + 2 and sentences[-2].startswith(f"The {ref} is ")
     # "left of" is the object listed just before the reference
     where = sentences[-2].split(" is ", 1)[1]
-    listed = sentences[:len(objs)]
+    listed = sentences[: len(objs)]
     i = next(k for k, s in enumerate(listed) if s.endswith(where) and ref.split()[-1] in s)
     assert listed[i - 1].startswith(f"A {size} {color} {shape} ")
     assert score(sp, sp["answer"])
     wrong = "green" if color != "green" else "red"
     head = ". ".join(sentences[:-1]) + ". "
     assert not score(sp, head + f"The {size} {wrong} {shape} is to the left of the {ref}.")
-    assert not score(sp, head)          # the listing alone names objects but answers nothing
+    assert not score(sp, head)  # the listing alone names objects but answers nothing
     assert score(sp, f"The {size} {color} {shape} is to the left of the {ref}.")
     # the direct style (the shipped target's) answers in one sentence, scored the same way
     direct = make_sample(sp["meta"]["scene"]["seed"], "spatial")
@@ -162,6 +164,7 @@ def test_lookup_task_is_text_only_opt_in_and_scored_like_its_question():
     """'lookup' (opt-in): the scene as its description in the prompt, then a count / spatial
     question; never drawn by the default mixture, so the held-out evaluation is unchanged."""
     from core.scenes.tasks import EXTRA_TASKS, TASK_WEIGHTS
+
     assert "lookup" in EXTRA_TASKS and "lookup" not in TASKS and "lookup" not in TASK_WEIGHTS
     asks = set()
     for seed in range(60):
@@ -254,12 +257,13 @@ def test_tokenizer_round_trip_and_template():
     text = 'There are 3 shapes. The word "cat" is written at the top. 12 + 7 = 19!'
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text
-    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]},
-            {"role": "assistant", "content": "Hello!"},
-            {"role": "user", "content": "Bye"}]
+    msgs = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+    ]
     out = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    assert out == ("<|bos|><|user|>\n<image>\nHi?\n<|assistant|>\nHello!<|eos|>\n"
-                   "<|user|>\nBye\n<|assistant|>\n")
+    assert out == ("<|bos|><|user|>\n<image>\nHi?\n<|assistant|>\nHello!<|eos|>\n<|user|>\nBye\n<|assistant|>\n")
     # special tokens are single ids; NOTE: literal special-token text typed by a user IS mapped
     # to the special id (HF added-token matching), so the engine must sanitise user text.
     img_id = tok.convert_tokens_to_ids(IMAGE)
@@ -273,6 +277,7 @@ EVAL_FILE = TARGET / "EVAL.json"  # python -m core.scenes eval --n 200 --threads
 def shipped_eval():
     """The shipped target, decoded greedily, on the first 200 held-out scenes (the README's number)."""
     from core.scenes.__main__ import evaluate
+
     return evaluate(str(TARGET), n=200)
 
 
@@ -288,7 +293,7 @@ def test_trained_target_reproduces_its_documented_accuracy(shipped_eval):
     assert res["n"] == doc["n"] == 200
     # greedy fp32 decoding is deterministic on one machine; other CPUs' kernels may flip a near-tie
     assert abs(res["accuracy"] - doc["accuracy"]) <= 0.03 + 1e-9, (res["accuracy"], doc)
-    assert res["accuracy"] > 0.1       # far above a blind guess on counts/colours
+    assert res["accuracy"] > 0.1  # far above a blind guess on counts/colours
 
 
 @pytest.mark.skipif(not (TARGET / "config.json").exists(), reason="assets/target not trained yet")
@@ -296,5 +301,6 @@ def test_trained_target_reaches_the_accuracy_bar(shipped_eval):
     """Issue 3: answers right >= 90% of the time on held-out scenes, measured here (not read from
     a file), and documented in EVAL.json."""
     import json
+
     assert shipped_eval["accuracy"] >= 0.9, shipped_eval["by_task"]
     assert json.loads(EVAL_FILE.read_text())["accuracy"] >= 0.9

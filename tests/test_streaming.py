@@ -1,4 +1,5 @@
 """core/streaming.py (api.stream): a decode in a worker thread, watched step by step."""
+
 import threading
 
 import pytest
@@ -19,7 +20,7 @@ def test_stream_yields_snapshots_then_the_finished_trace(pair):
     assert items[-1].output == api.run(pair, "Describe.", None, DraftSpec("chain", gamma=3), max_new_tokens=24).output
     for snap in items[:-1]:
         assert snap.stop_reason == "" and len(snap.output) <= 24
-        assert all(str(t) in snap.vocab for t in snap.output)       # pieces resolved for what it holds
+        assert all(str(t) in snap.vocab for t in snap.output)  # pieces resolved for what it holds
 
 
 def test_a_stop_request_ends_the_decode(pair):
@@ -41,13 +42,12 @@ def test_a_consumer_that_leaves_stops_the_decoder(pair):
     seen = {}
 
     def decode(on_step, should_stop):
-        tr = api.run(pair, "Describe.", None, DraftSpec("chain", gamma=2), max_new_tokens=400,
-                     on_step=on_step, should_stop=should_stop)
+        tr = api.run(pair, "Describe.", None, DraftSpec("chain", gamma=2), max_new_tokens=400, on_step=on_step, should_stop=should_stop)
         seen["stop"] = tr.stop_reason
         return tr
 
     gen = streaming.follow(decode, pair.target, every=0.0)
-    next(gen)                    # the first snapshot: decoding is under way
+    next(gen)  # the first snapshot: decoding is under way
     gen.close()
     for th in threading.enumerate():
         if th.name == "specscope-decode":

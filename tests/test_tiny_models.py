@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core import tiny as tm  # noqa: E402
+from core import tiny as tm
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")
@@ -72,8 +72,7 @@ def test_tokenizer_is_shared_and_atomic(tmp_path):
     assert ids == list(range(len(tm.SPECIAL_TOKENS)))  # fixed ids, same for every family
     text = "<image>\n<|vision_start|><|image_pad|><|vision_end|><fake_token_around_image><row_2_col_3>"
     assert tok(text, add_special_tokens=False).input_ids == tok.convert_tokens_to_ids(
-        ["<image>", "\u010a", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>",
-         "<fake_token_around_image>", "<row_2_col_3>"]
+        ["<image>", "\u010a", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<fake_token_around_image>", "<row_2_col_3>"]
     )
     tricky = "Hello  world!\n\n 12345 café  naïve\tend <|im_end|>"
     ref = None
@@ -92,9 +91,13 @@ def test_chat_template_renders_image_placeholder(family):
     tok = T.AutoTokenizer.from_pretrained(tm.tiny_model_dir(family))
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
     s = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    placeholder = {"llava": "<image>", "llava_next": "<image>", "idefics3": "<image>",
-                   "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>",
-                   "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>"}.get(family)
+    placeholder = {
+        "llava": "<image>",
+        "llava_next": "<image>",
+        "idefics3": "<image>",
+        "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+        "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+    }.get(family)
     if placeholder:
         assert s.count(placeholder) == 1
     assert s.endswith(("ASSISTANT:", "<|im_start|>assistant\n", "Assistant:"))
@@ -259,7 +262,7 @@ def test_4d_float_mask_matches_step_by_step(family, shape, attn):
     # Reference: the plain decode path (no mask, no positions), one token at a time along each
     # root-to-node path.
     ref = {}
-    for path in ([[0, 1, 2]] if shape == "chain" else [[0, 1], [0, 2]]):
+    for path in [[0, 1, 2]] if shape == "chain" else [[0, 1], [0, 2]]:
         cache = _prefill(model, family, inputs)
         for i in path:
             ref[i] = _step(model, cache, tokens[i])
@@ -289,8 +292,10 @@ def test_rope_deltas_attribute_and_position_layouts(family):
     model, *_ = loaded(family)
     inputs = inputs_for(family)
     pos, deltas = model.model.get_rope_index(
-        inputs["input_ids"], inputs["mm_token_type_ids"],
-        image_grid_thw=inputs["image_grid_thw"], attention_mask=inputs["attention_mask"],
+        inputs["input_ids"],
+        inputs["mm_token_type_ids"],
+        image_grid_thw=inputs["image_grid_thw"],
+        attention_mask=inputs["attention_mask"],
     )
     n = inputs["input_ids"].shape[1]
     assert pos.shape == (3, 1, n) and deltas.shape == (1, 1)
@@ -337,5 +342,5 @@ def test_manual_decode_matches_generate(family):
         inputs = inputs_for(family, with_image=with_image)
         with torch.no_grad():
             gen = model.generate(**inputs, do_sample=False, max_new_tokens=6)
-        expected = gen[0, inputs["input_ids"].shape[1]:].tolist()  # may stop early at eos
+        expected = gen[0, inputs["input_ids"].shape[1] :].tolist()  # may stop early at eos
         assert _manual_greedy(model, family, inputs, 6)[: len(expected)] == expected, f"with_image={with_image}"

@@ -1,4 +1,5 @@
 """Training pipeline end to end on tiny models: distillation data, MSD head, EAGLE-layout loading."""
+
 import json
 
 import pytest
@@ -26,6 +27,7 @@ def prompts_file(tmp_path_factory):
 
 def test_distill_then_msd_training_end_to_end(prompts_file, tmp_path):
     from core.train import distill, msd
+
     tgt_dir = tiny_model_dir("llava")
     out = tmp_path / "distill.jsonl"
     distill.main(["--target", tgt_dir, "--prompts", str(prompts_file), "--out", str(out), "--max-new-tokens", "8"])
@@ -38,8 +40,22 @@ def test_distill_then_msd_training_end_to_end(prompts_file, tmp_path):
         r["answer"] = r["answer"] or "hello"
     out.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     head_dir = tmp_path / "head"
-    msd.main(["--target", tgt_dir, "--data", str(out), "--out", str(head_dir), "--steps", "3", "--batch", "2",
-              "--run-dir", str(tmp_path / "run")])
+    msd.main(
+        [
+            "--target",
+            tgt_dir,
+            "--data",
+            str(out),
+            "--out",
+            str(head_dir),
+            "--steps",
+            "3",
+            "--batch",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert is_msd_dir(str(head_dir))
     tgt = adapters.load(tgt_dir)
     d = make_drafter(str(head_dir), tgt)
@@ -50,8 +66,26 @@ def test_distill_then_msd_training_end_to_end(prompts_file, tmp_path):
         assert generate(tgt, "describe", img, d, spec, max_new_tokens=12).output == ref
     # warm start from the trained head (e.g. after the target was grown / fine-tuned)
     head2 = tmp_path / "head2"
-    msd.main(["--target", tgt_dir, "--data", str(out), "--out", str(head2), "--steps", "0", "--batch", "2",
-              "--run-dir", str(tmp_path / "run2"), "--init", str(head_dir), "--minutes", "0"])
+    msd.main(
+        [
+            "--target",
+            tgt_dir,
+            "--data",
+            str(out),
+            "--out",
+            str(head2),
+            "--steps",
+            "0",
+            "--batch",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run2"),
+            "--init",
+            str(head_dir),
+            "--minutes",
+            "0",
+        ]
+    )
     a = _read_weights(str(head_dir))
     b = _read_weights(str(head2))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -61,6 +95,7 @@ def test_distill_then_msd_training_end_to_end(prompts_file, tmp_path):
 
 def test_msd_training_on_scenes_curriculum_steps(tmp_path):
     from core.train.msd import curriculum
+
     assert curriculum(0.1) == 0.0 and curriculum(0.49) == 0.0
     assert 0.0 < curriculum(0.75) < 1.0 and curriculum(1.0) == 1.0
     assert curriculum(0.1, text_frac=0.0) > 0.0 and curriculum(0.2, text_frac=0.2) == 0.0
@@ -76,7 +111,7 @@ def test_released_eagle_layout_head_loads(tmp_path, family):
     torch.manual_seed(3)
     head = MSDHead(MSDHead.make_config(tc))
     sd = {k: v for k, v in head.state_dict().items() if not k.startswith("rotary.")}
-    sd["embed_tokens.weight"] = torch.zeros(tc.vocab_size, tc.hidden_size)   # EAGLE ships these
+    sd["embed_tokens.weight"] = torch.zeros(tc.vocab_size, tc.hidden_size)  # EAGLE ships these
     torch.save(sd, tmp_path / "pytorch_model.bin")
     cfg = head.config.to_dict()
     cfg["architectures"] = ["LlamaForCausalLM"]
@@ -84,8 +119,9 @@ def test_released_eagle_layout_head_loads(tmp_path, family):
     assert is_msd_dir(str(tmp_path))
     d = make_drafter(str(tmp_path), tgt)
     assert torch.equal(d.head.fc.weight, head.fc.weight)
-    assert isinstance(d.head.layers[0].input_layernorm, torch.nn.RMSNorm) or \
-        type(d.head.layers[0].input_layernorm).__name__.endswith("RMSNorm")      # ours: kept
+    assert isinstance(d.head.layers[0].input_layernorm, torch.nn.RMSNorm) or type(d.head.layers[0].input_layernorm).__name__.endswith(
+        "RMSNorm"
+    )  # ours: kept
     img = tiny_image()
     ref = generate(tgt, "what is it", img, max_new_tokens=10).output
     assert generate(tgt, "what is it", img, d, DraftSpec("tree", branching=(2, 2)), max_new_tokens=10).output == ref
@@ -93,24 +129,44 @@ def test_released_eagle_layout_head_loads(tmp_path, family):
 
 def test_small_drafter_training_runs(tmp_path):
     from core.train import small
+
     proc = tmp_path / "proc"
     from core.train.target import build_processor
     from core.train.tokenizer import build_tokenizer
     from core.scenes.tasks import corpus
+
     build_processor(build_tokenizer(corpus(300), vocab_size=400)).save_pretrained(proc)
     for kind in ("text-lm", "small-vlm"):
-        small.main(["--kind", kind, "--out", str(tmp_path / kind), "--processor", str(proc), "--steps", "2",
-                    "--batch", "2"])
+        small.main(["--kind", kind, "--out", str(tmp_path / kind), "--processor", str(proc), "--steps", "2", "--batch", "2"])
         assert (tmp_path / kind / "config.json").exists()
-    tgt = adapters.load(str(tmp_path / "small-vlm"))   # loads through the engine like any model
+    tgt = adapters.load(str(tmp_path / "small-vlm"))  # loads through the engine like any model
     assert tgt.is_multimodal
     # continue it (as after grid pretraining) on target answers with its vision tower frozen
     from transformers import LlavaForConditionalGeneration
+
     rows = tmp_path / "distill.jsonl"
     rows.write_text(json.dumps({"seed": 3, "task": "count", "prompt": "p", "answer": "There are 2 shapes."}) + "\n")
-    small.main(["--kind", "small-vlm", "--init", str(tmp_path / "small-vlm"), "--out", str(tmp_path / "svlm2"),
-                "--processor", str(proc), "--steps", "2", "--batch", "2", "--distill", str(rows),
-                "--freeze-vision", "--lr", "1e-2"])
+    small.main(
+        [
+            "--kind",
+            "small-vlm",
+            "--init",
+            str(tmp_path / "small-vlm"),
+            "--out",
+            str(tmp_path / "svlm2"),
+            "--processor",
+            str(proc),
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--distill",
+            str(rows),
+            "--freeze-vision",
+            "--lr",
+            "1e-2",
+        ]
+    )
     a = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "small-vlm")).state_dict()
     b = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "svlm2")).state_dict()
     changed = {k for k in a if not torch.equal(a[k], b[k])}
@@ -125,8 +181,7 @@ def test_eagle1_head_without_input_norm_and_fc_bias(tmp_path):
     tc = tgt.model.config.text_config
     torch.manual_seed(4)
     head = MSDHead(MSDHead.make_config(tc))
-    sd = {k: v for k, v in head.state_dict().items()
-          if not k.startswith(("rotary.", "layers.0.input_layernorm", "fc.bias"))}
+    sd = {k: v for k, v in head.state_dict().items() if not k.startswith(("rotary.", "layers.0.input_layernorm", "fc.bias"))}
     torch.save(sd, tmp_path / "pytorch_model.bin")
     cfg = head.config.to_dict()
     (tmp_path / "config.json").write_text(json.dumps(cfg))
@@ -144,8 +199,7 @@ def test_eagle1_head_without_input_norm_and_fc_bias(tmp_path):
     d = make_drafter(str(tmp_path), tgt)
     img = tiny_image()
     ref_ids = generate(tgt, "what is it", img, max_new_tokens=10).output
-    assert generate(tgt, "what is it", img, d, DraftSpec("dynamic", depth=3, top_k=2, budget=6),
-                    max_new_tokens=10).output == ref_ids
+    assert generate(tgt, "what is it", img, d, DraftSpec("dynamic", depth=3, top_k=2, budget=6), max_new_tokens=10).output == ref_ids
 
 
 @pytest.mark.parametrize("kv_heads", [None, 1])
@@ -153,6 +207,7 @@ def test_msd_head_fast_step_equals_the_hf_layer(kv_heads):
     """MSDHead.step (plain torch, tensor KV cache) computes exactly what the HF decoder layer with a
     DynamicCache computes: prefix, then a masked block of tree nodes."""
     from transformers import DynamicCache
+
     tgt = adapters.load(tiny_model_dir("llava"))
     over = {} if kv_heads is None else {"num_key_value_heads": kv_heads}
     torch.manual_seed(5)
@@ -160,8 +215,7 @@ def test_msd_head_fast_step_equals_the_hf_layer(kv_heads):
     H = head.config.hidden_size
     x1, x2 = torch.randn(1, 6, H), torch.randn(1, 3, H)
     causal = torch.full((6, 6), float("-inf")).triu(1).view(1, 1, 6, 6)
-    allow = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0, 0, 1]],
-                         dtype=torch.bool)
+    allow = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0, 0, 1]], dtype=torch.bool)
     tree = torch.zeros(3, 9).masked_fill(~allow, float("-inf")).view(1, 1, 3, 9)
     pos1, pos2 = torch.arange(6).view(1, -1), torch.tensor([[6, 7, 6]])
     with torch.no_grad():
@@ -193,8 +247,7 @@ def test_grid_labels_match_the_rendered_scene():
             kind = voc["kind"][lab["kind"][k]]
             if rc in objs:
                 o = objs[rc]
-                assert (kind, voc["color"][lab["color"][k]], voc["size"][lab["size"][k]]) == \
-                    (o["shape"], o["color"], o["size"])
+                assert (kind, voc["color"][lab["color"][k]], voc["size"][lab["size"][k]]) == (o["shape"], o["color"], o["size"])
             elif kind == "word":
                 seen_word += 1
                 assert voc["word"][lab["word"][k]] == s["meta"]["scene"]["word"]
@@ -215,9 +268,26 @@ def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
     from safetensors import safe_open
 
     from core.train import target
+
     out, run = tmp_path / "out", tmp_path / "run"
-    target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "3",
-                 "--warmup", "2", "--batch", "4", "--threads", "1"])
+    target.main(
+        [
+            "--init",
+            "assets/target",
+            "--out",
+            str(out),
+            "--run-dir",
+            str(run),
+            "--steps",
+            "3",
+            "--warmup",
+            "2",
+            "--batch",
+            "4",
+            "--threads",
+            "1",
+        ]
+    )
     log = (run / "log.txt").read_text()
     assert "aux_acc kind" in log
     with safe_open(str(out / "model.safetensors"), "pt") as f:
@@ -225,7 +295,7 @@ def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
     assert keys and not any("heads" in k for k in keys)
     ck = torch.load(run / "ckpt.pt", weights_only=False)
     assert ck["aux"] and ck["step"] == 3
-    assert (out / "grid_heads.pt").exists()   # a later --init out continues with the same heads
+    assert (out / "grid_heads.pt").exists()  # a later --init out continues with the same heads
     tgt = adapters.load(str(out))
     assert tgt.is_multimodal
 
@@ -238,11 +308,12 @@ def test_focus_weights_and_the_weighted_loss():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained("assets/target")
-    smp = next(x for x in (make_sample(s, "count", style="tally") for s in range(100))
-               if x["meta"]["kind"] == "color" and x["meta"]["number"] >= 1)
+    smp = next(
+        x for x in (make_sample(s, "count", style="tally") for s in range(100)) if x["meta"]["kind"] == "color" and x["meta"]["number"] >= 1
+    )
     n = len(tok(smp["answer"], add_special_tokens=False)["input_ids"]) + 1
     w = common.focus_weights(tok, smp, n, 5.0)
-    assert len(w) == n and set(w) == {1.0, 5.0} and w[-1] == 1.0       # eos is not a decision
+    assert len(w) == n and set(w) == {1.0, 5.0} and w[-1] == 1.0  # eos is not a decision
     marked = tok.decode([t for t, x in zip(tok(smp["answer"], add_special_tokens=False)["input_ids"], w) if x == 5.0])
     assert f"the first {smp['meta']['color']} shape" in marked and "There" in marked
     assert common.focus_weights(tok, make_sample(3, "describe"), 7, 5.0) == [1.0] * 7
@@ -256,7 +327,7 @@ def test_focus_weights_and_the_weighted_loss():
     ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
     assert torch.allclose(target.weighted_lm_loss(logits, labels, ones), ref)
     heavy = ones.clone()
-    heavy[1, 5] = 100.0                  # the loss moves towards the heavily weighted token's
+    heavy[1, 5] = 100.0  # the loss moves towards the heavily weighted token's
     ce_last = torch.nn.functional.cross_entropy(logits[1, 4:5], labels[1, 5:6])
     got = target.weighted_lm_loss(logits, labels, heavy)
     assert abs(got - ce_last) < abs(ref - ce_last)
@@ -264,10 +335,32 @@ def test_focus_weights_and_the_weighted_loss():
 
 def test_target_training_in_tally_style_with_focus_weight(tmp_path):
     from core.train import target
+
     out, run = tmp_path / "out", tmp_path / "run"
-    target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "2",
-                 "--warmup", "1", "--batch", "4", "--threads", "1", "--answer-style", "tally",
-                 "--focus-weight", "4", "--task-weights", "count=0.4,spatial=0.4,lookup=0.2"])
+    target.main(
+        [
+            "--init",
+            "assets/target",
+            "--out",
+            str(out),
+            "--run-dir",
+            str(run),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch",
+            "4",
+            "--threads",
+            "1",
+            "--answer-style",
+            "tally",
+            "--focus-weight",
+            "4",
+            "--task-weights",
+            "count=0.4,spatial=0.4,lookup=0.2",
+        ]
+    )
     log = (run / "log.txt").read_text()
     assert "answers tally focus weight 4.0" in log and "step 2 " in log
     assert (out / "model.safetensors").exists()
@@ -284,17 +377,49 @@ def test_count_labels_and_the_count_loss(tmp_path):
     s = make_sample(12, "describe")
     objs = s["meta"]["scene"]["objects"]
     lab = common.count_labels(s["meta"])
-    assert sum(lab[:len(COLOR_NAMES)]) == len(objs) == sum(lab[len(COLOR_NAMES):len(COLOR_NAMES) + len(SHAPES)])
+    assert sum(lab[: len(COLOR_NAMES)]) == len(objs) == sum(lab[len(COLOR_NAMES) : len(COLOR_NAMES) + len(SHAPES)])
     assert lab[COLOR_NAMES.index(objs[0]["color"])] >= 1
     out, run = tmp_path / "out", tmp_path / "run"
-    target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "3",
-                 "--warmup", "2", "--batch", "4", "--threads", "1", "--count-weight", "0.5"])
+    target.main(
+        [
+            "--init",
+            "assets/target",
+            "--out",
+            str(out),
+            "--run-dir",
+            str(run),
+            "--steps",
+            "3",
+            "--warmup",
+            "2",
+            "--batch",
+            "4",
+            "--threads",
+            "1",
+            "--count-weight",
+            "0.5",
+        ]
+    )
     assert "counts" in (run / "log.txt").read_text()
     assert torch.load(run / "ckpt.pt", weights_only=False)["counts"]
     assert (out / "count_heads.pt").exists()
     with pytest.raises(SystemExit):
-        target.main(["--init", "assets/target", "--out", str(out), "--run-dir", str(run), "--steps", "1",
-                     "--aux-weight", "0", "--count-weight", "0.5"])
+        target.main(
+            [
+                "--init",
+                "assets/target",
+                "--out",
+                str(out),
+                "--run-dir",
+                str(run),
+                "--steps",
+                "1",
+                "--aux-weight",
+                "0",
+                "--count-weight",
+                "0.5",
+            ]
+        )
 
 
 def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
@@ -303,9 +428,30 @@ def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
     from transformers import LlavaForConditionalGeneration
 
     from core.train import grid_pretrain, target
+
     out = tmp_path / "grid"
-    grid_pretrain.main(["--init", "assets/target", "--out", str(out), "--steps", "3", "--pool", "32",
-                        "--batch", "8", "--refresh", "4", "--threads", "1", "--lr", "1e-2", "--warmup", "1"])
+    grid_pretrain.main(
+        [
+            "--init",
+            "assets/target",
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--pool",
+            "32",
+            "--batch",
+            "8",
+            "--refresh",
+            "4",
+            "--threads",
+            "1",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "1",
+        ]
+    )
     a = LlavaForConditionalGeneration.from_pretrained("assets/target").state_dict()
     b = LlavaForConditionalGeneration.from_pretrained(str(out)).state_dict()
     changed = {k for k in a if not torch.equal(a[k], b[k])}
@@ -313,14 +459,14 @@ def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
     assert not any("language_model" in k or "lm_head" in k for k in changed)
     assert (out / "grid_heads.pt").exists()
     run = tmp_path / "run"
-    target.main(["--init", str(out), "--out", str(tmp_path / "t"), "--run-dir", str(run), "--steps", "1",
-                 "--batch", "2", "--threads", "1"])
+    target.main(["--init", str(out), "--out", str(tmp_path / "t"), "--run-dir", str(run), "--steps", "1", "--batch", "2", "--threads", "1"])
     assert "grid heads from" in (run / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("module", ["target", "grid_pretrain"])
 def test_training_clis_reject_a_missing_init_dir(module, tmp_path, capsys):
     import importlib
+
     mod = importlib.import_module(f"core.train.{module}")
     with pytest.raises(SystemExit) as e:
         mod.main(["--init", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--steps", "1"])
@@ -334,6 +480,7 @@ def test_task_weights_and_seed_offset_shape_the_training_stream():
 
     from core.scenes.tasks import make_sample
     from core.train import target
+
     w = target.parse_task_weights("count=1,spatial=0.5")
     assert w == {"count": 1.0, "spatial": 0.5}
     proc = AutoProcessor.from_pretrained("assets/target")
@@ -343,10 +490,10 @@ def test_task_weights_and_seed_offset_shape_the_training_stream():
     def spy(tok, ip, samples, *a, **k):
         seen.extend(samples)
         return orig(tok, ip, samples, *a, **k)
+
     target.collate = spy
     try:
-        target.BucketedStream(proc.tokenizer, proc.image_processor, 4, group=2, seed_offset=777,
-                              weights=w).get(0)
+        target.BucketedStream(proc.tokenizer, proc.image_processor, 4, group=2, seed_offset=777, weights=w).get(0)
     finally:
         target.collate = orig
     assert seen and {s["task"] for s in seen} <= {"count", "spatial"}
@@ -358,6 +505,7 @@ def test_task_weights_and_seed_offset_shape_the_training_stream():
 @pytest.mark.parametrize("spec", ["count=x", "nosuch=1", "count=0", "count=-1"])
 def test_bad_task_weights_are_refused(spec, tmp_path, capsys):
     from core.train import target
+
     with pytest.raises(SystemExit) as e:
         target.main(["--task-weights", spec, "--out", str(tmp_path / "o"), "--steps", "1"])
     assert e.value.code == 2
@@ -367,18 +515,23 @@ def test_bad_task_weights_are_refused(spec, tmp_path, capsys):
 def test_seed_offset_cannot_reach_the_held_out_split(tmp_path, capsys):
     from core.scenes.generator import HELDOUT_START
     from core.train import target
+
     with pytest.raises(SystemExit) as e:
         target.main(["--seed-offset", str(HELDOUT_START), "--out", str(tmp_path / "o"), "--steps", "1"])
     assert e.value.code == 2
     assert "held-out" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--init", "NOPE"], "is not a saved model directory"),
-    (["--distill", "NOPE.jsonl"], "--distill: no such file"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--init", "NOPE"], "is not a saved model directory"),
+        (["--distill", "NOPE.jsonl"], "--distill: no such file"),
+    ],
+)
 def test_small_drafter_cli_refuses_missing_inputs(extra, message, tmp_path, capsys):
     from core.train import small
+
     extra = [str(tmp_path / e) if e.startswith("NOPE") else e for e in extra]
     with pytest.raises(SystemExit) as e:
         small.main(["--kind", "small-vlm", "--out", str(tmp_path / "o"), "--steps", "1", *extra])
@@ -419,23 +572,39 @@ def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path
     grow.main(["--init", "assets/target", "--out", str(out), "--layers", str(n_shipped + 1)])
     assert (out / "grid_heads.pt").exists() and (out / "tokenizer.json").exists()
     trained, run = tmp_path / "trained", tmp_path / "run"
-    target.main(["--init", str(out), "--out", str(trained), "--run-dir", str(run), "--steps", "2",
-                 "--warmup", "1", "--batch", "2", "--threads", "1"])
+    target.main(
+        [
+            "--init",
+            str(out),
+            "--out",
+            str(trained),
+            "--run-dir",
+            str(run),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch",
+            "2",
+            "--threads",
+            "1",
+        ]
+    )
     tgt = adapters.load(str(trained))
     assert tgt.model.config.text_config.num_hidden_layers == n_shipped + 1
     assert f"{n_shipped + 1} layers" in (trained / "TRAINING.md").read_text()
     with pytest.raises(SystemExit):
         grow.main(["--init", "assets/target", "--out", str(out), "--layers", "3"])
-    with pytest.raises(SystemExit):   # a text-only model is not a LLaVA: a clear argparse error
+    with pytest.raises(SystemExit):  # a text-only model is not a LLaVA: a clear argparse error
         grow.main(["--init", "assets/drafters/text_lm", "--out", str(out), "--layers", "3"])
 
 
 def test_target_trainer_refuses_an_init_of_another_architecture(tmp_path, capsys):
     """A text-only llama dir as --init would be wrapped in a default LLaVA with only a warning."""
     from core.train import target
+
     with pytest.raises(SystemExit) as e:
-        target.main(["--init", "assets/drafters/text_lm", "--out", str(tmp_path / "o"),
-                     "--run-dir", str(tmp_path / "r"), "--steps", "1"])
+        target.main(["--init", "assets/drafters/text_lm", "--out", str(tmp_path / "o"), "--run-dir", str(tmp_path / "r"), "--steps", "1"])
     assert e.value.code == 2 and "'llama' model" in capsys.readouterr().err
 
 
@@ -444,6 +613,7 @@ def test_drafter_training_samples_follow_the_targets_answer_style():
     from core.scenes.tasks import make_sample
     from core.train.msd import SampleSource
     from core.train.small import Stream
+
     for style in ("direct", "tally"):
         src = SampleSource("scenes", seed=3, style=style)
         got = [src.get(1.0) for _ in range(40)]
@@ -460,4 +630,5 @@ def test_drafter_training_samples_follow_the_targets_answer_style():
         assert differs and any(differs) == (style == "tally")
     with pytest.raises(SystemExit):
         from core.train import msd
+
         msd.main(["--answer-style", "essay"])

@@ -1,5 +1,6 @@
 """core/tree.py: the one tree-mask helper against a brute-force ancestor walk, verify_layout,
 and DraftTree (add / children / truncate)."""
+
 import random
 
 import pytest
@@ -10,7 +11,7 @@ from core.tree import DraftTree, ancestor_matrix, tree_mask, verify_layout
 
 def random_parents(n: int, seed: int) -> list[int]:
     rng = random.Random(seed)
-    return [rng.randrange(-1, i) for i in range(n)]          # topological: parent < i, -1 = root
+    return [rng.randrange(-1, i) for i in range(n)]  # topological: parent < i, -1 = root
 
 
 def brute_ancestors(parents: list[int], i: int) -> set[int]:
@@ -68,7 +69,7 @@ def test_verify_layout_is_the_root_plus_the_tree_after_the_prefix():
     depths, mask = verify_layout(tree, prefix=3)
     assert depths.tolist() == [0, 1, 1, 2, 2, 3]
     assert mask.shape == (6, 3 + 6)
-    assert mask[:, :3].all()                                       # everyone sees the prefix
+    assert mask[:, :3].all()  # everyone sees the prefix
     parents_with_root = [-1] + [p + 1 for p in tree.parents]
     for r in range(6):
         want = {3 + j for j in brute_ancestors(parents_with_root, r)}
@@ -93,7 +94,7 @@ def test_draft_tree_add_children_and_truncate():
     assert t.children() == {-1: [a, b], a: [c], b: [3]}
     t.q = {-1: torch.tensor([0.5]), b: torch.tensor([0.25])}
     t.drawn = {-1: [7, 8], b: [10]}
-    sub = t.truncate([b, 3])                                        # ancestor-closed: b and its child
+    sub = t.truncate([b, 3])  # ancestor-closed: b and its child
     assert sub.tokens == [8, 10] and sub.parents == [-1, 0] and sub.depths == [1, 2]
     assert sub.rank == [1, 0] and set(sub.q) == {-1, 0} and sub.drawn == {-1: [7, 8], 0: [10]}
     assert DraftTree().max_depth == 0

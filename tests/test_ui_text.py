@@ -2,6 +2,7 @@
 of running off a figure, no server path in a result or a downloaded trace, no emoji in status
 lines, the replay sweep names shapes as the rest of the page does. (The same classes are checked
 in a real browser, at 1440x900 and 390x844, in tests/test_browser_screens.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,38 @@ import tempfile
 from core.paths import ROOT
 from core.trace import Step, Trace
 
-VOCAB = {"1": "There", "2": " are", "3": " 8", "4": " shapes", "5": ".", "6": " A", "7": " small", "8": " star",
-         "9": " at", "10": "<|eos|>"}
+VOCAB = {
+    "1": "There",
+    "2": " are",
+    "3": " 8",
+    "4": " shapes",
+    "5": ".",
+    "6": " A",
+    "7": " small",
+    "8": " star",
+    "9": " at",
+    "10": "<|eos|>",
+}
 
 
 def step(tokens, accepted, token, kind, committed, discarded=(), rejected=()):
     n = len(tokens)
-    return Step(tokens=list(tokens), parents=list(range(-1, n - 1)), depths=list(range(1, n + 1)),
-                q=[0.9] * n, p=[0.9] * n, accepted=list(accepted), rejected=list(rejected), token=token, kind=kind,
-                committed=list(committed), t_draft=0.0, t_verify=0.0, t_other=0.0, discarded=list(discarded))
+    return Step(
+        tokens=list(tokens),
+        parents=list(range(-1, n - 1)),
+        depths=list(range(1, n + 1)),
+        q=[0.9] * n,
+        p=[0.9] * n,
+        accepted=list(accepted),
+        rejected=list(rejected),
+        token=token,
+        kind=kind,
+        committed=list(committed),
+        t_draft=0.0,
+        t_verify=0.0,
+        t_other=0.0,
+        discarded=list(discarded),
+    )
 
 
 def cut_trace() -> Trace:
@@ -27,8 +51,7 @@ def cut_trace() -> Trace:
     keeps only the first: 4 accepted drafts and the target's own token are discarded."""
     s1 = step([2, 3], [0, 1], 4, "bonus", [2, 3, 4])
     s2 = step([5, 6, 7, 8, 9], [0], 10, "bonus", [5], discarded=[1, 2, 3, 4])
-    return Trace(meta={}, prompt_tokens=10, first_token=1, steps=[s1, s2], output=[1, 2, 3, 4, 5], vocab=VOCAB,
-                 text="There are 8 shapes.")
+    return Trace(meta={}, prompt_tokens=10, first_token=1, steps=[s1, s2], output=[1, 2, 3, 4, 5], vocab=VOCAB, text="There are 8 shapes.")
 
 
 def plain_text(html: str) -> str:
@@ -37,6 +60,7 @@ def plain_text(html: str) -> str:
 
 def test_the_last_teach_step_tells_one_story():
     from ui.tabs import teach
+
     text = plain_text(teach.explain_step(cut_trace(), 1))
     # it agreed with all five, only the first is kept, the other four are discarded: no "whole path"
     # followed by "also agreed with"
@@ -46,6 +70,7 @@ def test_the_last_teach_step_tells_one_story():
     assert "End: the answer is complete" in text
     # the tree says the same: 1 accepted of 5 drafted, 4 more accepted and the target's token discarded
     from ui import render
+
     fig = render.tree_figure(cut_trace(), 1)
     sub = plain_text(fig.layout.title.subtitle.text.replace("<br>", " "))
     assert "the answer ended after 1 accepted token" in sub and "the other 4 accepted" in sub, sub
@@ -54,17 +79,19 @@ def test_the_last_teach_step_tells_one_story():
 
 def test_next_is_off_on_the_last_step_and_previous_on_the_first():
     from ui.tabs import teach
+
     tr = cut_trace()
     prev, nxt = teach.nav_state(tr, 2)
     assert prev["interactive"] is True and nxt["interactive"] is False
     prev, nxt = teach.nav_state(tr, 0)
     assert prev["interactive"] is False and nxt["interactive"] is True
-    prev, nxt = teach.nav_state(None, 0)                      # nothing decoded yet
+    prev, nxt = teach.nav_state(None, 0)  # nothing decoded yet
     assert prev["interactive"] is False and nxt["interactive"] is False
 
 
 def test_a_plain_step_is_not_called_a_bonus():
     from ui import render
+
     s1 = step([], [], 2, "bonus", [2])
     tr = Trace(meta={}, first_token=1, steps=[s1], output=[1, 2], vocab=VOCAB)
     fig = render.tree_figure(tr, 0)
@@ -75,11 +102,12 @@ def test_a_plain_step_is_not_called_a_bonus():
 
 def test_titles_wrap_to_the_width():
     from ui import render
+
     text = "the answer ended after 1 accepted token (end of text or the length limit): the other 5 accepted"
     lines = render.wrap(text, 40).split("<br>")
     assert len(lines) > 1 and all(len(x) <= 40 for x in lines) and " ".join(lines) == text
     assert render.wrap("then <b>bonus</b> · committed 3 tokens", 16).split("<br>")[1].startswith("·")
-    for compact in (False, True):                       # the tree's subtitle: lines that fit the plot
+    for compact in (False, True):  # the tree's subtitle: lines that fit the plot
         fig = render.tree_figure(cut_trace(), 1, compact=compact)
         width = render.COMPACT_WIDTH if compact else render.DESKTOP_WIDTH
         for line in fig.layout.title.subtitle.text.split("<br>"):
@@ -88,52 +116,62 @@ def test_titles_wrap_to_the_width():
 
 def test_a_chip_never_holds_the_space_before_its_word():
     from ui import render
+
     assert render.split_lead(" red") == (" ", "red")
     assert render.split_lead("red") == ("", "red")
     assert render.split_lead(" ") == ("", "\u00a0")
     from ui.tabs import teach
+
     html = teach.teach_text_html(cut_trace(), 1)
     assert '<span class="tk accepted"> ' not in html and ' <span class="tk accepted">are</span>' in html
 
 
 def test_depth_chart_stops_after_the_deepest_accepted_depth():
     from ui import render
-    s1 = step(list(range(2, 10)), [0, 1], 10, "correction", [2, 3, 10], rejected=[2])   # 8 deep, 2 accepted
+
+    s1 = step(list(range(2, 10)), [0, 1], 10, "correction", [2, 3, 10], rejected=[2])  # 8 deep, 2 accepted
     tr = Trace(meta={}, first_token=1, steps=[s1], output=[1, 2, 3, 10], vocab=VOCAB)
     bars = render.depth_figure(tr).data[0]
-    assert list(bars.x) == [1, 2, 3]                   # depths 1-2 reached, then the first one not reached
+    assert list(bars.x) == [1, 2, 3]  # depths 1-2 reached, then the first one not reached
 
 
 def test_no_server_path_in_a_result_or_a_downloaded_trace():
     from ui import views
+
     tmp = tempfile.gettempdir()
     tr = cut_trace()
-    tr.meta = {"target": f"{ROOT}/assets/target", "drafter": "/home/someone/models/my-drafter",
-               "note": f"SpecScope default ({ROOT}/assets/target)", "prompt": "keep /this/as typed"}
+    tr.meta = {
+        "target": f"{ROOT}/assets/target",
+        "drafter": "/home/someone/models/my-drafter",
+        "note": f"SpecScope default ({ROOT}/assets/target)",
+        "prompt": "keep /this/as typed",
+    }
     payload = views.result_payload(tr, None, f"{tmp}/specscope-traces/specscope-trace-x.json")
     text = json.dumps(payload)
     assert str(ROOT) not in text and f"{tmp}/" not in text and "/home/" not in text, text
     assert payload["trace_file"] == "specscope-trace-x.json"
     assert payload["meta"]["target"] == "assets/target" and payload["meta"]["drafter"] == "my-drafter"
-    assert payload["meta"]["prompt"] == "keep /this/as typed"          # what the user typed stays
+    assert payload["meta"]["prompt"] == "keep /this/as typed"  # what the user typed stays
     path = views.save_trace(tr)
     saved = open(path).read()
     assert str(ROOT) not in saved and "/home/" not in saved
-    assert Trace.from_json(saved).output == tr.output                 # still a trace the viewer opens
+    assert Trace.from_json(saved).output == tr.output  # still a trace the viewer opens
 
 
 def test_status_lines_use_no_emoji():
     from ui.common import status_html
+
     for kind in ("", "ok", "busy", "warn", "err"):
         html = status_html("x", kind)
         assert not any(ord(ch) >= 0x1F000 or 0x2300 <= ord(ch) <= 0x23FF for ch in html), (kind, html)
-    assert 'class="ss-status busy"' in status_html("x", "busy")      # the spinner is CSS
+    assert 'class="ss-status busy"' in status_html("x", "busy")  # the spinner is CSS
 
 
 def test_no_library_name_in_an_image_error(tmp_path):
     import pytest
     from core.errors import InputError
     from ui.common import read_image
+
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     with pytest.raises(InputError) as e:
@@ -143,6 +181,7 @@ def test_no_library_name_in_an_image_error(tmp_path):
 
 def test_the_replay_sweep_names_shapes_as_the_page_does():
     from ui.tabs.compare import SWEEP_SHAPES, shape_name
+
     names = [shape_name(x) for x in SWEEP_SHAPES]
     assert "chain γ=8" in names and "static tree 3,2,1" in names
     assert "dynamic tree: depth 8, top-4, 20 nodes" in names

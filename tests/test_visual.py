@@ -1,6 +1,7 @@
 """Visual dependence (core/visual.py): KL / argmax change with vs without the image, and the
 acceptance split by class. Tiny random models: a VLM's distributions differ with and without the
 image for sure; a text-only family, or the same input twice, gives KL 0 and nothing flagged."""
+
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from core.engine import generate
 from core.trace import Step, Trace
 from core.tiny import adapter_cache, tiny_image, tiny_model_dir
 
-target = adapter_cache()            # tiny models loaded once per module
+target = adapter_cache()  # tiny models loaded once per module
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
@@ -24,7 +25,7 @@ def test_image_changes_the_distributions(family):
     assert [r["token"] for r in toks] == tr.output
     # teacher forcing with the image reproduces the run: its argmax IS the greedy output
     assert [r["argmax_img"] for r in toks] == tr.output
-    assert all(r["kl"] > 1e-4 for r in toks)           # the image is in the context of every token
+    assert all(r["kl"] > 1e-4 for r in toks)  # the image is in the context of every token
     # the flag is exactly the documented rule
     for r in toks:
         assert r["image_dependent"] == (r["changed"] or r["kl"] > visual.KL_THRESHOLD)
@@ -70,7 +71,7 @@ def test_api_stores_in_trace_and_round_trips():
     back = Trace.from_json(tr.to_json())
     assert back.visual == res
     old = tr.to_dict()
-    old.pop("visual")                                  # a trace written before the field existed
+    old.pop("visual")  # a trace written before the field existed
     assert Trace.from_dict(old).visual is None
 
 
@@ -79,12 +80,51 @@ def _hand_trace():
     correction c); step 2 drafts a tree: two children at depth 1 ([y, d]) d accepted, then e as a
     bonus at a leaf; step 3 plain step: f."""
     a, b, c, d, e, f, x, y = range(10, 18)
-    s1 = Step(tokens=[b, x], parents=[-1, 0], depths=[1, 2], q=[1, 1], p=None, accepted=[0], rejected=[1],
-              token=c, kind="correction", committed=[b, c], t_draft=0, t_verify=0, t_other=0)
-    s2 = Step(tokens=[y, d], parents=[-1, -1], depths=[1, 1], q=[1, 1], p=None, accepted=[1], rejected=[0],
-              token=e, kind="bonus", committed=[d, e], t_draft=0, t_verify=0, t_other=0)
-    s3 = Step(tokens=[], parents=[], depths=[], q=[], p=None, accepted=[], rejected=[], token=f,
-              kind="bonus", committed=[f], t_draft=0, t_verify=0, t_other=0)
+    s1 = Step(
+        tokens=[b, x],
+        parents=[-1, 0],
+        depths=[1, 2],
+        q=[1, 1],
+        p=None,
+        accepted=[0],
+        rejected=[1],
+        token=c,
+        kind="correction",
+        committed=[b, c],
+        t_draft=0,
+        t_verify=0,
+        t_other=0,
+    )
+    s2 = Step(
+        tokens=[y, d],
+        parents=[-1, -1],
+        depths=[1, 1],
+        q=[1, 1],
+        p=None,
+        accepted=[1],
+        rejected=[0],
+        token=e,
+        kind="bonus",
+        committed=[d, e],
+        t_draft=0,
+        t_verify=0,
+        t_other=0,
+    )
+    s3 = Step(
+        tokens=[],
+        parents=[],
+        depths=[],
+        q=[],
+        p=None,
+        accepted=[],
+        rejected=[],
+        token=f,
+        kind="bonus",
+        committed=[f],
+        t_draft=0,
+        t_verify=0,
+        t_other=0,
+    )
     return Trace(first_token=a, output=[a, b, c, d, e, f], steps=[s1, s2, s3])
 
 
@@ -96,13 +136,19 @@ def test_split_acceptance_counts_by_hand():
     # image-dependent: c (index 2, draft rejected) and d (index 3, accepted after a sibling failed)
     vis = {"tokens": [{"index": i, "image_dependent": i in (2, 3)} for i in range(6)]}
     sp = visual.split_acceptance(tr, vis)
-    assert sp["image_dependent"] == {"positions": 2, "tried": 2, "accept_rate": 0.5, "node_rate": 0.3333,
-                                     "from_draft": 0.5, "tau_like": 2.0}
+    assert sp["image_dependent"] == {
+        "positions": 2,
+        "tried": 2,
+        "accept_rate": 0.5,
+        "node_rate": 0.3333,
+        "from_draft": 0.5,
+        "tau_like": 2.0,
+    }
     assert sp["other"]["positions"] == 4 and sp["other"]["tried"] == 1 and sp["other"]["accept_rate"] == 1.0
     assert sp["other"]["from_draft"] == 0.25
     assert "image-dependent tokens: 50%" in visual.describe(sp)
     with pytest.raises(ValueError):
-        visual.split_acceptance(tr)                    # nothing computed yet
+        visual.split_acceptance(tr)  # nothing computed yet
 
 
 def test_split_on_a_real_speculative_run():

@@ -55,4 +55,3 @@ keeps the output *distribution* identical.
 **Privacy**: images and prompts stay on the machine running this app; traces are written to its temp folder and
 deleted after an hour.
 """
-

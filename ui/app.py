@@ -18,6 +18,7 @@ keeps the app serving; unexpected errors are logged and shown as a short generic
 Each request's decoding has a time limit (``SPECSCOPE_MAX_SECONDS``, default 300 s): when it
 is hit the run stops like the Stop button and the partial result is shown with a message.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,12 +34,13 @@ from .style import CSS, THEME
 from .tabs import compare, run, teach, trace
 
 
-COMPACT_BELOW_PX = 1300   # window width below which trees use the compact layout
+COMPACT_BELOW_PX = 1300  # window width below which trees use the compact layout
 
 
 @dataclass
 class BuildContext:
     """What the tabs' ``build`` functions share while the page is built."""
+
     demo: gr.Blocks
     examples: list
     defaults: Defaults
@@ -82,18 +84,29 @@ def build_app() -> gr.Blocks:
 
         # a screen too narrow for the desktop tree layout (DESKTOP_WIDTH px of plot in the Run tab:
         # a phone, a tablet, a small laptop) gets compact trees; the page tells the server once, on load
-        demo.load(None, None, shared["compact"], js=f"() => window.innerWidth < {COMPACT_BELOW_PX}",
-                  api_visibility="private", show_progress="hidden")
+        demo.load(
+            None,
+            None,
+            shared["compact"],
+            js=f"() => window.innerWidth < {COMPACT_BELOW_PX}",
+            api_visibility="private",
+            show_progress="hidden",
+        )
 
         def tick():
             return WARMUP.html(), gr.Timer(active=not WARMUP.settled)
-        timer.tick(tick, None, [model_bar, timer], api_visibility="private", show_progress="hidden",
-                   concurrency_limit=None)
-        demo.load(tick, None, [model_bar, timer], api_visibility="private", show_progress="hidden",
-                  concurrency_limit=None)
+
+        timer.tick(tick, None, [model_bar, timer], api_visibility="private", show_progress="hidden", concurrency_limit=None)
+        demo.load(tick, None, [model_bar, timer], api_visibility="private", show_progress="hidden", concurrency_limit=None)
         choices = Outputs(demo, drafter=shared["drafter"], t_drafter=shared["t_drafter"], configs=shared["configs"])
-        demo.load(choices.bind(compare.refresh_choices), None, choices.list, api_visibility="private",
-                  show_progress="hidden", concurrency_limit=None)
+        demo.load(
+            choices.bind(compare.refresh_choices),
+            None,
+            choices.list,
+            api_visibility="private",
+            show_progress="hidden",
+            concurrency_limit=None,
+        )
     return demo
 
 
@@ -104,6 +117,6 @@ def launch(demo: gr.Blocks | None = None, warm: bool = True, **kw):
         WARMUP.start()
     demo.queue(default_concurrency_limit=1, max_size=32)
     kw.setdefault("max_file_size", limits.MAX_UPLOAD_BYTES)
-    kw.setdefault("state_session_capacity", limits.max_sessions())   # bounds the memory sessions keep
+    kw.setdefault("state_session_capacity", limits.max_sessions())  # bounds the memory sessions keep
     kw.setdefault("show_error", True)
     return demo.launch(theme=THEME, css=CSS, **kw)

@@ -6,6 +6,7 @@ names to the components of the built page, and ``Outputs.bind(fn)`` turns such a
 a Gradio event function that returns ``{component: value}``. Handlers never see the Blocks and
 stay callable (and testable) without a page.
 """
+
 from __future__ import annotations
 
 import html
@@ -32,16 +33,18 @@ GENERIC_ERROR = "Something went wrong on the server (it has been logged). Please
 @dataclass(frozen=True)
 class Defaults:
     """The defaults of every tab (Run, Compare, Teach), from one place."""
-    strategy: str = "auto"         # Run's draft shape; Compare / Teach offer fixed shapes of gamma
-    gamma: int = 6                 # chain length (core.tune's default; a tuned value wins)
-    max_new_tokens: int = 96         # the examples' longest answer (73 tokens) fits, with room
-    repeats: int = 3               # timing rounds (plain and speculative, alternating)
+
+    strategy: str = "auto"  # Run's draft shape; Compare / Teach offer fixed shapes of gamma
+    gamma: int = 6  # chain length (core.tune's default; a tuned value wins)
+    max_new_tokens: int = 96  # the examples' longest answer (73 tokens) fits, with room
+    repeats: int = 3  # timing rounds (plain and speculative, alternating)
     temperature: float = 0.0
 
 
 def defaults() -> Defaults:
     from core.tune import tuned_spec
     from . import presets
+
     chain = tuned_spec(limits.default_target(), presets.default_drafter(), "chain")
     return Defaults(gamma=chain.gamma)
 
@@ -95,8 +98,12 @@ def friendly(e: BaseException) -> str:
 def fallback_hint(e: BaseException, target, msg: str = "") -> str:
     """After a model that could not load: point back to the default, which keeps working
     (unless the message already says so)."""
-    if isinstance(e, ModelLoadError) and isinstance(target, str) and "default model" not in msg \
-            and target.strip() not in ("", "default", limits.default_target()):
+    if (
+        isinstance(e, ModelLoadError)
+        and isinstance(target, str)
+        and "default model" not in msg
+        and target.strip() not in ("", "default", limits.default_target())
+    ):
         return " The embedded default model still works: pick the 'SpecScope default' preset (Model settings)."
     return ""
 
@@ -125,20 +132,28 @@ def bound_note(res: dict) -> str:
     """What the page says when a timed round measured above its bound (core.api.bound)."""
     if not res.get("above_bound"):
         return ""
-    return (f"a timed round measured above its bound (τ = {max(res['bounds']):.2f}: no speedup can exceed "
-            "the tokens per step) and again when re-measured: machine noise, that round is left out")
+    return (
+        f"a timed round measured above its bound (τ = {max(res['bounds']):.2f}: no speedup can exceed "
+        "the tokens per step) and again when re-measured: machine noise, that round is left out"
+    )
 
 
 def legend_html() -> str:
     """Legend of the Teach tab's text: the same colours as the Run tab's answer."""
-    items = [("accepted draft", render.COLOR_MAP["accepted draft"], "", "the drafter's guess, kept by the target"),
-             ("bonus", render.COLOR_MAP["bonus"], "", "the target's own token after a fully accepted draft"),
-             ("correction", render.COLOR_MAP["correction"], "", "the target's token in place of a rejected guess"),
-             ("rejected guess", "#fde4e4", "text-decoration:line-through;color:#b91c1c",
-              "a guess the target refused (not part of the answer)")]
-    return '<div class="ss-legend">' + "".join(
-        f'<span title="{esc(tip)}"><span class="sw" style="background:{c}"></span>'
-        f'<span style="{style}">{esc(n)}</span></span>' for n, c, style, tip in items) + "</div>"
+    items = [
+        ("accepted draft", render.COLOR_MAP["accepted draft"], "", "the drafter's guess, kept by the target"),
+        ("bonus", render.COLOR_MAP["bonus"], "", "the target's own token after a fully accepted draft"),
+        ("correction", render.COLOR_MAP["correction"], "", "the target's token in place of a rejected guess"),
+        ("rejected guess", "#fde4e4", "text-decoration:line-through;color:#b91c1c", "a guess the target refused (not part of the answer)"),
+    ]
+    return (
+        '<div class="ss-legend">'
+        + "".join(
+            f'<span title="{esc(tip)}"><span class="sw" style="background:{c}"></span><span style="{style}">{esc(n)}</span></span>'
+            for n, c, style, tip in items
+        )
+        + "</div>"
+    )
 
 
 # ====================================================================== inputs
@@ -182,7 +197,7 @@ def read_image(path):
     the page's words: no library names)."""
     if path is None or path == "":
         return None
-    if isinstance(path, dict):        # {"path": ...} from some clients
+    if isinstance(path, dict):  # {"path": ...} from some clients
         path = path.get("path")
     try:
         if hasattr(path, "size") and hasattr(path, "mode"):
@@ -194,5 +209,4 @@ def read_image(path):
 
 def plain_words(msg: str) -> str:
     """A message without the names of the libraries behind it."""
-    return re.sub(r"\s+", " ", msg.replace("an image PIL can read", "an image this app can read")
-                  .replace("PIL ", "")).strip()
+    return re.sub(r"\s+", " ", msg.replace("an image PIL can read", "an image this app can read").replace("PIL ", "")).strip()

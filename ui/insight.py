@@ -5,6 +5,7 @@ heatmap, the break-even contour (speedup = 1), the best gamma per alpha, and the
 point; ``TEACH`` is the text that goes with it. The Teach tab shows both in its collapsed
 "Where the speedup comes from" section, for its last run (ui/tabs/teach.py, ``speedup_map_of``).
 """
+
 from __future__ import annotations
 
 TEACH = r"""
@@ -50,36 +51,90 @@ def speedup_map(grid: dict, point: dict | None = None, title: str | None = None,
 
     al, ga, sp = grid["alphas"], grid["gammas"], grid["speedup"]
     fig = go.Figure()
-    fig.add_trace(go.Heatmap(x=ga, y=al, z=sp, colorscale="Viridis",
-                             colorbar={"title": {"text": "speedup"}, "thickness": 14},
-                             hovertemplate="γ=%{x}<br>α=%{y}<br>speedup %{z:.2f}×<extra></extra>",
-                             name="speedup"))
-    fig.add_trace(go.Contour(x=ga, y=al, z=sp, contours={"start": 1.0, "end": 1.0, "size": 1.0,
-                                                           "coloring": "none"},
-                             line={"dash": "dash", "color": "white", "width": 2}, showscale=False,
-                             hoverinfo="skip", name="break-even (1×)"))
-    fig.add_trace(go.Scatter(x=grid["best_gamma"], y=al, mode="markers",
-                             marker={"color": "white", "size": 6}, name="best γ per α"))
+    fig.add_trace(
+        go.Heatmap(
+            x=ga,
+            y=al,
+            z=sp,
+            colorscale="Viridis",
+            colorbar={"title": {"text": "speedup"}, "thickness": 14},
+            hovertemplate="γ=%{x}<br>α=%{y}<br>speedup %{z:.2f}×<extra></extra>",
+            name="speedup",
+        )
+    )
+    fig.add_trace(
+        go.Contour(
+            x=ga,
+            y=al,
+            z=sp,
+            contours={"start": 1.0, "end": 1.0, "size": 1.0, "coloring": "none"},
+            line={"dash": "dash", "color": "white", "width": 2},
+            showscale=False,
+            hoverinfo="skip",
+            name="break-even (1×)",
+        )
+    )
+    fig.add_trace(go.Scatter(x=grid["best_gamma"], y=al, mode="markers", marker={"color": "white", "size": 6}, name="best γ per α"))
     annotations = []
     if point and point.get("gamma"):
-        fig.add_trace(go.Scatter(x=[point["gamma"]], y=[point["alpha"]], mode="markers",
-                                 marker={"symbol": "star", "size": 16, "color": "red",
-                                         "line": {"color": "white", "width": 1}}, name="this run"))
+        fig.add_trace(
+            go.Scatter(
+                x=[point["gamma"]],
+                y=[point["alpha"]],
+                mode="markers",
+                marker={"symbol": "star", "size": 16, "color": "red", "line": {"color": "white", "width": 1}},
+                name="this run",
+            )
+        )
         mid_g = (min(ga) + max(ga)) / 2 if len(ga) else 0
-        annotations.append(dict(
-            x=point["gamma"], y=point["alpha"], xref="x", yref="y",
-            text=f"your run: {point.get('speedup_model', 0):.2f}×", showarrow=True, arrowcolor="white",
-            arrowwidth=1.5, ax=-70 if point["gamma"] > mid_g else 70, ay=40 if point["alpha"] > 0.5 else -40,
-            bgcolor="white", bordercolor="#334155", borderpad=3, font={"size": 12, "color": "#0f172a"}))
-    default = ("Predicted speedup by acceptance α and chain length γ",
-               f"measured verify cost, draft cost {grid.get('draft_ratio', 0):.2f}× c(1)")
+        annotations.append(
+            dict(
+                x=point["gamma"],
+                y=point["alpha"],
+                xref="x",
+                yref="y",
+                text=f"your run: {point.get('speedup_model', 0):.2f}×",
+                showarrow=True,
+                arrowcolor="white",
+                arrowwidth=1.5,
+                ax=-70 if point["gamma"] > mid_g else 70,
+                ay=40 if point["alpha"] > 0.5 else -40,
+                bgcolor="white",
+                bordercolor="#334155",
+                borderpad=3,
+                font={"size": 12, "color": "#0f172a"},
+            )
+        )
+    default = (
+        "Predicted speedup by acceptance α and chain length γ",
+        f"measured verify cost, draft cost {grid.get('draft_ratio', 0):.2f}× c(1)",
+    )
     fig.update_layout(
-        title={"text": f"<b>{title or default[0]}</b>", "x": 0.01, "xanchor": "left", "xref": "container",
-               "y": 0.985, "yanchor": "top", "yref": "container", "font": {"size": 16},
-               "subtitle": {"text": subtitle if subtitle is not None else default[1],
-                            "font": {"size": 12, "color": "#475569"}}},
-        xaxis_title="γ (tokens drafted per step)", yaxis_title="α (per-token acceptance)",
-        margin={"l": 60, "r": 20, "t": 84, "b": 110}, height=460, annotations=annotations,
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0.01, "yref": "container",
-                "yanchor": "bottom", "bgcolor": "#1e293b", "font": {"color": "white", "size": 12}})
+        title={
+            "text": f"<b>{title or default[0]}</b>",
+            "x": 0.01,
+            "xanchor": "left",
+            "xref": "container",
+            "y": 0.985,
+            "yanchor": "top",
+            "yref": "container",
+            "font": {"size": 16},
+            "subtitle": {"text": subtitle if subtitle is not None else default[1], "font": {"size": 12, "color": "#475569"}},
+        },
+        xaxis_title="γ (tokens drafted per step)",
+        yaxis_title="α (per-token acceptance)",
+        margin={"l": 60, "r": 20, "t": 84, "b": 110},
+        height=460,
+        annotations=annotations,
+        legend={
+            "orientation": "h",
+            "x": 0,
+            "xanchor": "left",
+            "y": 0.01,
+            "yref": "container",
+            "yanchor": "bottom",
+            "bgcolor": "#1e293b",
+            "font": {"color": "white", "size": 12},
+        },
+    )
     return fig

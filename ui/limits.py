@@ -14,6 +14,7 @@ Model locations
 * ``package.module:Class`` third-party drafters only when ``SPECSCOPE_ALLOW_PLUGINS=1`` (they
   import and run code named by the user).
 """
+
 from __future__ import annotations
 
 import math
@@ -136,8 +137,7 @@ def parse_branching(text) -> tuple[int, ...]:
         try:
             b = int(p)
         except ValueError:
-            raise InputError("branching takes whole numbers separated by commas (e.g. 3,2,2,1), "
-                             f"got {text!r}") from None
+            raise InputError(f"branching takes whole numbers separated by commas (e.g. 3,2,2,1), got {text!r}") from None
         if not 1 <= b <= 16:
             raise InputError(f"branching values must be between 1 and 16, got {b}")
         out.append(b)
@@ -148,8 +148,7 @@ def parse_branching(text) -> tuple[int, ...]:
 
 # ------------------------------------------------------------------ model ids
 def _looks_like_path(name: str) -> bool:
-    return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-            or os.path.exists(name))
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or os.path.exists(name)
 
 
 def _inside(path: Path, roots: list[Path]) -> bool:
@@ -160,8 +159,10 @@ def check_local_dir(name: str) -> str:
     path = Path(name).expanduser().resolve()
     roots = model_roots()
     if not _inside(path, roots):
-        raise InputError("local model paths must be inside an allowed folder (assets/ or a folder the "
-                         "operator listed in SPECSCOPE_MODEL_ROOTS); this one is not")
+        raise InputError(
+            "local model paths must be inside an allowed folder (assets/ or a folder the "
+            "operator listed in SPECSCOPE_MODEL_ROOTS); this one is not"
+        )
     if not path.is_dir():
         raise InputError(f"no model directory at {Path(name).name!r}")
     if not (path / "config.json").exists():
@@ -184,7 +185,7 @@ def check_model_id(name, kind: str = "target") -> str:
         low = name.lower()
         if low in REGISTRY_DRAFTERS:
             return low
-        if low.startswith("msd:"):            # an MSD / EAGLE head: folder or Hub id
+        if low.startswith("msd:"):  # an MSD / EAGLE head: folder or Hub id
             return "msd:" + check_model_id(name[4:], "MSD head")
         if low.startswith("layerskip:"):
             k = low.split(":", 1)[1]
@@ -193,18 +194,21 @@ def check_model_id(name, kind: str = "target") -> str:
             return low
         if ":" in name and not _looks_like_path(name) and "/" not in name.split(":", 1)[0]:
             if os.environ.get("SPECSCOPE_ALLOW_PLUGINS") != "1":
-                raise InputError("third-party drafter classes (module:Class) are disabled in the app; "
-                                 "the operator can enable them with SPECSCOPE_ALLOW_PLUGINS=1")
+                raise InputError(
+                    "third-party drafter classes (module:Class) are disabled in the app; "
+                    "the operator can enable them with SPECSCOPE_ALLOW_PLUGINS=1"
+                )
             return name
     if _looks_like_path(name):
         return check_local_dir(name)
     if HUB_ID.match(name) and ".." not in name and "--" not in name:
         check_hub_available(name)
         return name
-    raise InputError(f"unknown {kind} {name!r}: use a Hugging Face Hub id (owner/name)"
-                     + (", a drafter name (ngram, layerskip, msd, massv, small-vlm, text-lm)"
-                        if kind == "drafter" else "")
-                     + " or a model folder inside an allowed root")
+    raise InputError(
+        f"unknown {kind} {name!r}: use a Hugging Face Hub id (owner/name)"
+        + (", a drafter name (ngram, layerskip, msd, massv, small-vlm, text-lm)" if kind == "drafter" else "")
+        + " or a model folder inside an allowed root"
+    )
 
 
 # ------------------------------------------------------------------ the Hub
@@ -238,6 +242,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 def in_local_cache(repo_id: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
+
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:
         return False
@@ -246,8 +251,7 @@ def in_local_cache(repo_id: str) -> bool:
 def check_hub_available(repo_id: str) -> None:
     if in_local_cache(repo_id) or hub_reachable():
         return
-    raise ModelLoadError(f"{repo_id!r} is not in the local model cache and the Hugging Face Hub is "
-                         "unreachable (offline?).")
+    raise ModelLoadError(f"{repo_id!r} is not in the local model cache and the Hugging Face Hub is unreachable (offline?).")
 
 
 def memory_available_gb() -> float | None:

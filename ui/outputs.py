@@ -1,5 +1,6 @@
 """Named outputs: a handler returns / yields {output name: value}; ``Outputs`` maps the names to
 the components and keeps the order the API reports them in."""
+
 from __future__ import annotations
 
 import functools
@@ -11,8 +12,8 @@ from .session import prune_session
 class Outputs:
     """Output name -> component, in the order the API reports them.
 
-        outs = Outputs(status=status_box, answer=answer_box)
-        btn.click(outs.bind(handler), inputs, outs.list)
+    outs = Outputs(status=status_box, answer=answer_box)
+    btn.click(outs.bind(handler), inputs, outs.list)
     """
 
     def __init__(self, demo=None, **components):
@@ -46,15 +47,18 @@ class Outputs:
                 return None
 
         if inspect.isgeneratorfunction(fn):
+
             @functools.wraps(fn)
             def gen(*args, **kw):
                 prune_session(demo, request_of(args, kw))
                 for named in fn(*args, **kw):
                     yield self.components(named)
+
             return gen
 
         @functools.wraps(fn)
         def plain(*args, **kw):
             prune_session(demo, request_of(args, kw))
             return self.components(fn(*args, **kw))
+
         return plain

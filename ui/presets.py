@@ -5,6 +5,7 @@ that need the Hugging Face Hub (or a local cache) and a lot more memory; choosin
 on a machine that cannot load it shows a clear message and the app keeps serving the
 default.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,11 +61,11 @@ class Preset:
     key: str
     label: str
     target: str
-    drafter: str             # a registry name or a Hub id
+    drafter: str  # a registry name or a Hub id
     mode: str = "multimodal"  # for separate drafter models: does the drafter see the image?
     dtype: str = "float32"
     strategy: str = "chain"
-    approx_gb: float = 0.0    # weights in memory at ``dtype`` (target + drafter)
+    approx_gb: float = 0.0  # weights in memory at ``dtype`` (target + drafter)
     note: str = ""
 
     @property
@@ -77,6 +78,7 @@ def auto_dtype() -> str:
     CPU by default) computes it natively. A bad SPECSCOPE_DEVICE must not break building the UI:
     the load itself reports it."""
     from core.api import default_device
+
     try:
         return resolve_dtype("auto", default_device())
     except InputError:
@@ -86,41 +88,84 @@ def auto_dtype() -> str:
 def presets() -> list[Preset]:
     """Computed on call: the default depends on the environment and on trained drafters."""
     return [
-        Preset("default", "SpecScope default (embedded model, offline)",
-               limits.default_target(), default_drafter(), strategy="dynamic",
-               dtype=auto_dtype(),
-               note="A small LLaVA-shaped model trained by the project on 128 px scenes of coloured "
-                    "shapes. Runs anywhere, no download."),
-        Preset("smolvlm-256m", "SmolVLM 2.2B  ←  SmolVLM-256M drafter (multimodal)",
-               "HuggingFaceTB/SmolVLM-Instruct", "HuggingFaceTB/SmolVLM-256M-Instruct",
-               dtype="bfloat16", approx_gb=5.0,
-               note="Same family, both models see the image. Needs the Hub and ~5 GB of memory."),
-        Preset("smolvlm-500m", "SmolVLM 2.2B  ←  SmolVLM-500M drafter (multimodal)",
-               "HuggingFaceTB/SmolVLM-Instruct", "HuggingFaceTB/SmolVLM-500M-Instruct",
-               dtype="bfloat16", approx_gb=5.5,
-               note="A larger drafter: more accepted tokens, but each draft costs more."),
-        Preset("llava-68m", "LLaVA-1.5-7B  ←  LLaMA-68M drafter (text-only)",
-               "llava-hf/llava-1.5-7b-hf", "JackFram/llama-68m", mode="text-only",
-               dtype="bfloat16", approx_gb=14.5,
-               note="The classic setup of Gagrani et al. / Spec-LLaVA: a tiny text-only LLaMA drafts "
-                    "for LLaVA. Needs the Hub and ~15 GB; a GPU is strongly recommended."),
-        Preset("llava-160m", "LLaVA-1.5-7B  ←  LLaMA-160M drafter (text-only)",
-               "llava-hf/llava-1.5-7b-hf", "JackFram/llama-160m", mode="text-only",
-               dtype="bfloat16", approx_gb=14.8,
-               note="A bigger text-only drafter for LLaVA-1.5-7B."),
-        Preset("qwen-3b", "Qwen2.5-VL-7B  ←  Qwen2.5-VL-3B drafter (multimodal)",
-               "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct",
-               dtype="bfloat16", approx_gb=23.0,
-               note="A same-family VLM drafter (M-RoPE positions). ~23 GB: GPU territory."),
-        Preset("qwen-0.5b", "Qwen2.5-VL-7B  ←  Qwen2.5-0.5B drafter (text-only)",
-               "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", mode="text-only",
-               dtype="bfloat16", approx_gb=17.0,
-               note="The MASSV baseline: a small text-only LM of the same tokenizer family."),
-        Preset("llava16-msd", "LLaVA-1.6-7B  ←  released MSD head (EAGLE layout)",
-               "llava-hf/llava-v1.6-vicuna-7b-hf", "msd:lucylyn/MSD-LLaVA1.6-7B", strategy="dynamic",
-               dtype="bfloat16", approx_gb=15.5,
-               note="The MSD paper's own drafter: one decoder layer over LLaVA-1.6's features, image "
-                    "tokens decoupled. Needs the Hub and ~16 GB; a GPU is strongly recommended."),
+        Preset(
+            "default",
+            "SpecScope default (embedded model, offline)",
+            limits.default_target(),
+            default_drafter(),
+            strategy="dynamic",
+            dtype=auto_dtype(),
+            note="A small LLaVA-shaped model trained by the project on 128 px scenes of coloured shapes. Runs anywhere, no download.",
+        ),
+        Preset(
+            "smolvlm-256m",
+            "SmolVLM 2.2B  ←  SmolVLM-256M drafter (multimodal)",
+            "HuggingFaceTB/SmolVLM-Instruct",
+            "HuggingFaceTB/SmolVLM-256M-Instruct",
+            dtype="bfloat16",
+            approx_gb=5.0,
+            note="Same family, both models see the image. Needs the Hub and ~5 GB of memory.",
+        ),
+        Preset(
+            "smolvlm-500m",
+            "SmolVLM 2.2B  ←  SmolVLM-500M drafter (multimodal)",
+            "HuggingFaceTB/SmolVLM-Instruct",
+            "HuggingFaceTB/SmolVLM-500M-Instruct",
+            dtype="bfloat16",
+            approx_gb=5.5,
+            note="A larger drafter: more accepted tokens, but each draft costs more.",
+        ),
+        Preset(
+            "llava-68m",
+            "LLaVA-1.5-7B  ←  LLaMA-68M drafter (text-only)",
+            "llava-hf/llava-1.5-7b-hf",
+            "JackFram/llama-68m",
+            mode="text-only",
+            dtype="bfloat16",
+            approx_gb=14.5,
+            note="The classic setup of Gagrani et al. / Spec-LLaVA: a tiny text-only LLaMA drafts "
+            "for LLaVA. Needs the Hub and ~15 GB; a GPU is strongly recommended.",
+        ),
+        Preset(
+            "llava-160m",
+            "LLaVA-1.5-7B  ←  LLaMA-160M drafter (text-only)",
+            "llava-hf/llava-1.5-7b-hf",
+            "JackFram/llama-160m",
+            mode="text-only",
+            dtype="bfloat16",
+            approx_gb=14.8,
+            note="A bigger text-only drafter for LLaVA-1.5-7B.",
+        ),
+        Preset(
+            "qwen-3b",
+            "Qwen2.5-VL-7B  ←  Qwen2.5-VL-3B drafter (multimodal)",
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            "Qwen/Qwen2.5-VL-3B-Instruct",
+            dtype="bfloat16",
+            approx_gb=23.0,
+            note="A same-family VLM drafter (M-RoPE positions). ~23 GB: GPU territory.",
+        ),
+        Preset(
+            "qwen-0.5b",
+            "Qwen2.5-VL-7B  ←  Qwen2.5-0.5B drafter (text-only)",
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            mode="text-only",
+            dtype="bfloat16",
+            approx_gb=17.0,
+            note="The MASSV baseline: a small text-only LM of the same tokenizer family.",
+        ),
+        Preset(
+            "llava16-msd",
+            "LLaVA-1.6-7B  ←  released MSD head (EAGLE layout)",
+            "llava-hf/llava-v1.6-vicuna-7b-hf",
+            "msd:lucylyn/MSD-LLaVA1.6-7B",
+            strategy="dynamic",
+            dtype="bfloat16",
+            approx_gb=15.5,
+            note="The MSD paper's own drafter: one decoder layer over LLaVA-1.6's features, image "
+            "tokens decoupled. Needs the Hub and ~16 GB; a GPU is strongly recommended.",
+        ),
     ]
 
 
@@ -141,10 +186,14 @@ def check_loadable(p: Preset) -> str | None:
         return None
     for repo in (p.target, p.drafter.removeprefix("msd:")):
         if "/" in repo and not (limits.in_local_cache(repo) or limits.hub_reachable()):
-            return (f"**{p.label}** needs {repo!r} from the Hugging Face Hub, which is unreachable "
-                    "from this machine and not in its cache. Staying on the embedded default model.")
+            return (
+                f"**{p.label}** needs {repo!r} from the Hugging Face Hub, which is unreachable "
+                "from this machine and not in its cache. Staying on the embedded default model."
+            )
     avail = limits.memory_available_gb()
     if avail is not None and p.approx_gb > 0.9 * avail:
-        return (f"**{p.label}** needs about {p.approx_gb:.0f} GB of memory; this machine has "
-                f"{avail:.0f} GB available. Staying on the embedded default model.")
+        return (
+            f"**{p.label}** needs about {p.approx_gb:.0f} GB of memory; this machine has "
+            f"{avail:.0f} GB available. Staying on the embedded default model."
+        )
     return None

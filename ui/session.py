@@ -6,6 +6,7 @@ loader and a workaround for a Gradio session leak. No rendering here.
     ...
     end_stop(request, stop)
 """
+
 from __future__ import annotations
 
 import html
@@ -32,6 +33,7 @@ try:  # Hugging Face ZeroGPU: a no-op decorator everywhere else
 
     gpu = spaces.GPU(duration=120)
 except Exception:  # not installed, or not on a Space
+
     def gpu(fn):
         return fn
 
@@ -65,7 +67,7 @@ def request_stop(request: gr.Request):
     """The Stop buttons: ask this session's running decode to stop after its current step."""
     with _stops_lock:
         ev = _stops.get(_stop_key(request))
-    if ev is not None:                 # else nothing is running for this session
+    if ev is not None:  # else nothing is running for this session
         ev.set()
         gr.Info("Stopping after the current step…")
 
@@ -114,7 +116,7 @@ class ModelWarmup:
     """Loads the default target in a background thread so the page is up at once."""
 
     def __init__(self):
-        self.state = "idle"          # idle | loading | ready | missing | error
+        self.state = "idle"  # idle | loading | ready | missing | error
         self.message = ""
         self.seconds = 0.0
         self._thread: threading.Thread | None = None
@@ -127,7 +129,8 @@ class ModelWarmup:
         self._thread.start()
 
     def _load(self) -> None:
-        from .common import scrub     # messages shown in the page carry no server paths
+        from .common import scrub  # messages shown in the page carry no server paths
+
         t0 = time.perf_counter()
         try:
             api.load_target(limits.default_target())
@@ -137,26 +140,26 @@ class ModelWarmup:
             self.state = "missing" if "missing" in str(e) else "error"
             self.message = scrub(str(e))
             log.warning("default model not available: %s", e)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state = "error"
             self.message = f"{type(e).__name__}: {scrub(str(e))}"
             log.exception("loading the default model failed")
         self.seconds = time.perf_counter() - t0
 
     def html(self) -> str:
-        esc = lambda s: html.escape(str(s), quote=False)  # noqa: E731
+        esc = lambda s: html.escape(str(s), quote=False)
         name = limits.default_target()
         shown = "embedded model (assets/target)" if name == "default" else Path(name).name or name
         if self.state == "ready":
-            pill = (f'<span class="ss-pill ok">● default model ready</span> {esc(shown)}'
-                    f' · loaded in {self.seconds:.1f} s')
+            pill = f'<span class="ss-pill ok">● default model ready</span> {esc(shown)} · loaded in {self.seconds:.1f} s'
         elif self.state == "loading":
-            pill = (f'<span class="ss-pill busy">◌ loading the default model…</span> {esc(shown)}'
-                    ' · the page works meanwhile')
+            pill = f'<span class="ss-pill busy">◌ loading the default model…</span> {esc(shown)} · the page works meanwhile'
         elif self.state == "missing":
-            pill = ('<span class="ss-pill err">⚠ default model missing</span> '
-                    f'{esc(self.message)}. You can still pick a Hub model (when online) or open a saved '
-                    'trace in the <b>Trace viewer</b>.')
+            pill = (
+                '<span class="ss-pill err">⚠ default model missing</span> '
+                f'{esc(self.message)}. You can still pick a Hub model (when online) or open a saved '
+                'trace in the <b>Trace viewer</b>.'
+            )
         elif self.state == "error":
             pill = f'<span class="ss-pill err">⚠ default model failed to load</span> {esc(self.message)}'
         else:
@@ -186,5 +189,5 @@ def prune_session(demo, request) -> None:
         for key in [k for k in state.blocks_config.blocks if k not in demo.blocks]:
             state.blocks_config.blocks.pop(key, None)
             state.config_values.pop(key, None)
-    except Exception:  # noqa: BLE001  internal layout changed: never fail a request over this
+    except Exception:  # internal layout changed: never fail a request over this
         log.debug("session pruning skipped", exc_info=True)

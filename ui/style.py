@@ -1,4 +1,5 @@
 """The look of the app: CSS and the Gradio theme (no behaviour)."""
+
 from __future__ import annotations
 
 import gradio as gr
@@ -108,11 +109,20 @@ footer {display: none !important}
 """
 
 THEME = gr.themes.Soft(
-    primary_hue="emerald", secondary_hue="blue", neutral_hue="slate",
+    primary_hue="emerald",
+    secondary_hue="blue",
+    neutral_hue="slate",
     font=["Inter", "Segoe UI", "Helvetica Neue", "Arial", "sans-serif"],
     font_mono=["DejaVu Sans Mono", "Menlo", "Consolas", "monospace"],
-).set(body_text_color="#1f2937", block_title_text_weight="600", button_large_text_weight="650",
-       block_label_background_fill="transparent", block_label_text_color="*neutral_600",
-       block_title_background_fill="transparent", block_title_text_color="*neutral_700",
-       block_label_border_width="0px", block_title_padding="0px", block_label_padding="2px 0px")
-
+).set(
+    body_text_color="#1f2937",
+    block_title_text_weight="600",
+    button_large_text_weight="650",
+    block_label_background_fill="transparent",
+    block_label_text_color="*neutral_600",
+    block_title_background_fill="transparent",
+    block_title_text_color="*neutral_700",
+    block_label_border_width="0px",
+    block_title_padding="0px",
+    block_label_padding="2px 0px",
+)

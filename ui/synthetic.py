@@ -12,6 +12,7 @@ other children of the root / accepted nodes are rejected; the target then adds
 its own next token (a *correction* if the last accepted node had children, else
 a *bonus*).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,13 +25,76 @@ STRATEGIES = ("dynamic", "chain", "ar")
 # word-like pieces, as a byte-level BPE would produce them: leading spaces,
 # newlines, tabs, punctuation, accents, CJK, emoji, a bare space, an empty piece.
 _PIECES = [
-    " the", " a", " cat", " dog", " sits", " on", " mat", " red", " ball", " is",
-    " of", " and", " to", " in", " picture", " shows", " two", " three", " blue",
-    " square", " left", " right", " above", " below", " image", " there", " are",
-    ",", ".", "\n", "\n\n", " ", "\t", "The", "A", " circle", " green", " small",
-    " large", " next", " café", " naïve", " 猫", "犬", " 🐈", "→", " über", "'s",
-    "ing", "ed", " un", "believ", "able", " 42", "7", " -", ":", " (", ")", "<s>",
-    " <b>", " &", "", " très", " jalapeño", " Zürich", " 東京", " \u00a0", " yes", " no",
+    " the",
+    " a",
+    " cat",
+    " dog",
+    " sits",
+    " on",
+    " mat",
+    " red",
+    " ball",
+    " is",
+    " of",
+    " and",
+    " to",
+    " in",
+    " picture",
+    " shows",
+    " two",
+    " three",
+    " blue",
+    " square",
+    " left",
+    " right",
+    " above",
+    " below",
+    " image",
+    " there",
+    " are",
+    ",",
+    ".",
+    "\n",
+    "\n\n",
+    " ",
+    "\t",
+    "The",
+    "A",
+    " circle",
+    " green",
+    " small",
+    " large",
+    " next",
+    " café",
+    " naïve",
+    " 猫",
+    "犬",
+    " 🐈",
+    "→",
+    " über",
+    "'s",
+    "ing",
+    "ed",
+    " un",
+    "believ",
+    "able",
+    " 42",
+    "7",
+    " -",
+    ":",
+    " (",
+    ")",
+    "<s>",
+    " <b>",
+    " &",
+    "",
+    " très",
+    " jalapeño",
+    " Zürich",
+    " 東京",
+    " \u00a0",
+    " yes",
+    " no",
 ]
 
 
@@ -42,7 +106,7 @@ def _target_stream(seed: int, n: int) -> list[int]:
     """The target's greedy continuation: a sticky random walk over the pieces."""
     rng = random.Random(seed * 1_000_003 + 17)
     v = len(_PIECES)
-    table = [[rng.randrange(v) for _ in range(3)] for _ in range(v)]   # "grammar"
+    table = [[rng.randrange(v) for _ in range(3)] for _ in range(v)]  # "grammar"
     out, prev = [], rng.randrange(v)
     for _ in range(n):
         prev = rng.choice(table[prev]) if rng.random() < 0.8 else rng.randrange(v)
@@ -59,9 +123,17 @@ def _probs(rng: random.Random, k: int, first: float) -> list[float]:
     return [round(max(p, 1e-4), 4) for p in ps]
 
 
-def synthetic_trace(n_steps: int = 30, seed: int = 0, strategy: str = "dynamic", *,
-                    max_new_tokens: int | None = None, budget: int | None = None,
-                    depth: int | None = None, top_k: int = 4, skill: float = 0.75) -> Trace:
+def synthetic_trace(
+    n_steps: int = 30,
+    seed: int = 0,
+    strategy: str = "dynamic",
+    *,
+    max_new_tokens: int | None = None,
+    budget: int | None = None,
+    depth: int | None = None,
+    top_k: int = 4,
+    skill: float = 0.75,
+) -> Trace:
     """A random but valid trace.
 
     ``n_steps``: number of verify steps (ignored when ``max_new_tokens`` is given:
@@ -81,16 +153,25 @@ def synthetic_trace(n_steps: int = 30, seed: int = 0, strategy: str = "dynamic",
     depth = depth or (5 if strategy == "chain" else 6)
     budget = budget or 24
 
-    tr = Trace(meta={"synthetic": True, "strategy": strategy, "seed": seed, "temperature": 0.0,
-                     "target": "synthetic-target", "drafter": None if strategy == "ar" else f"synthetic-{strategy}"},
-               prompt_tokens=rng.randint(60, 140), vocab=vocab)
+    tr = Trace(
+        meta={
+            "synthetic": True,
+            "strategy": strategy,
+            "seed": seed,
+            "temperature": 0.0,
+            "target": "synthetic-target",
+            "drafter": None if strategy == "ar" else f"synthetic-{strategy}",
+        },
+        prompt_tokens=rng.randint(60, 140),
+        vocab=vocab,
+    )
     if limit == 0:
         tr.stop_reason = "length"
         return tr
     tr.first_token = stream[0]
     tr.t_prefill = rng.uniform(0.05, 0.12)
     output = [stream[0]]
-    pos = 1                               # stream index of the next token to commit
+    pos = 1  # stream index of the next token to commit
 
     def wrong(rng_, want, avoid):
         while True:
@@ -121,7 +202,7 @@ def synthetic_trace(n_steps: int = 30, seed: int = 0, strategy: str = "dynamic",
             par = -1
             for d in range(depth):
                 want = stream[pos + d]
-                hit = rng.random() < skill * (0.97 ** d)
+                hit = rng.random() < skill * (0.97**d)
                 tok = want if hit else wrong(rng, want, ())
                 qq = round(rng.uniform(0.45, 0.95) if hit else rng.uniform(0.1, 0.5), 4)
                 pp = round(rng.uniform(0.5, 0.97), 4) if tok == want else round(rng.uniform(0.0, 0.2), 4)
@@ -133,20 +214,19 @@ def synthetic_trace(n_steps: int = 30, seed: int = 0, strategy: str = "dynamic",
             for d in range(depth):
                 cands = []
                 for node in frontier:
-                    on_path = node == -1 or all(tokens[a] == stream[pos + depths[a] - 1]
-                                                for a in _path(parents, node))
+                    on_path = node == -1 or all(tokens[a] == stream[pos + depths[a] - 1] for a in _path(parents, node))
                     want = stream[pos + d]
-                    hit = rng.random() < skill * (0.95 ** d)
+                    hit = rng.random() < skill * (0.95**d)
                     qs = _probs(rng, top_k, rng.uniform(0.4, 0.9))
                     kids, used = [], set()
                     if hit:
                         kids.append(want)
-                    elif rng.random() < 0.5:                   # the right token, but not the top guess
+                    elif rng.random() < 0.5:  # the right token, but not the top guess
                         kids.extend([wrong(rng, want, ()), want])
                     while len(kids) < top_k:
                         t = wrong(rng, want, set(kids))
                         kids.append(t)
-                    for r, (t, qq) in enumerate(zip(kids[:top_k], qs)):
+                    for t, qq in zip(kids[:top_k], qs):
                         if t in used:
                             continue
                         used.add(t)
@@ -185,17 +265,26 @@ def synthetic_trace(n_steps: int = 30, seed: int = 0, strategy: str = "dynamic",
         pos += len(accepted) + 1
         output.extend(committed)
         n = len(tokens)
-        tr.steps.append(Step(
-            tokens=tokens, parents=parents, depths=depths, q=q, p=p,
-            accepted=accepted, rejected=rejected, token=token, kind=kind, committed=committed,
-            t_draft=round(0.0025 * max(depths, default=0) + rng.uniform(0, 0.001), 6) if n else 0.0,
-            t_verify=round(0.018 + 0.0004 * n + rng.uniform(0, 0.004), 6),
-            t_other=round(rng.uniform(0.0003, 0.0015), 6),
-        ))
+        tr.steps.append(
+            Step(
+                tokens=tokens,
+                parents=parents,
+                depths=depths,
+                q=q,
+                p=p,
+                accepted=accepted,
+                rejected=rejected,
+                token=token,
+                kind=kind,
+                committed=committed,
+                t_draft=round(0.0025 * max(depths, default=0) + rng.uniform(0, 0.001), 6) if n else 0.0,
+                t_verify=round(0.018 + 0.0004 * n + rng.uniform(0, 0.004), 6),
+                t_other=round(rng.uniform(0.0003, 0.0015), 6),
+            )
+        )
     tr.output = output
     tr.text = "".join(vocab[str(t)] for t in output)
-    tr.wall_s = round(tr.t_prefill + sum(s.t_draft + s.t_verify + s.t_other for s in tr.steps)
-                      + rng.uniform(0.001, 0.01), 6)
+    tr.wall_s = round(tr.t_prefill + sum(s.t_draft + s.t_verify + s.t_other for s in tr.steps) + rng.uniform(0.001, 0.01), 6)
     return tr
 
 

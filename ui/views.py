@@ -1,4 +1,5 @@
 """Every view of a finished trace, shared by the Run tab and the Trace viewer (no handlers)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def ar_from_meta(tr: Trace) -> Trace | None:
     if not isinstance(d, dict) or not isinstance(d.get("output"), list):
         return None
     try:
-        return Trace(output=[int(x) for x in d["output"]], wall_s=float(d.get("wall_s", 0.0)),
-                     text=str(d.get("text", "")), meta={"strategy": "ar"})
+        return Trace(
+            output=[int(x) for x in d["output"]], wall_s=float(d.get("wall_s", 0.0)), text=str(d.get("text", "")), meta={"strategy": "ar"}
+        )
     except (TypeError, ValueError):
         return None
 
@@ -35,8 +37,14 @@ def step_slider_update(tr: Trace, value: int | None = None):
     of 2 beside "1 to 1" would be untrue)."""
     n = len(tr.steps)
     v = render.most_informative_step(tr) + 1 if value is None else min(max(int(value), 1), max(n, 1))
-    return gr.update(minimum=1, maximum=max(n, 2), value=v, visible=n > 1,
-                     label=f"Step (1 to {n})" if n else "Step", info="drag to revisit any step's draft tree")
+    return gr.update(
+        minimum=1,
+        maximum=max(n, 2),
+        value=v,
+        visible=n > 1,
+        label=f"Step (1 to {n})" if n else "Step",
+        info="drag to revisit any step's draft tree",
+    )
 
 
 def speedups_of(tr: Trace) -> tuple[float | None, list[float]]:
@@ -68,13 +76,16 @@ def full_views(tr: Trace, ar: Trace | None, compact: bool = False) -> dict:
         "depth_fig": render.depth_figure(tr),
         "steps_html": render.rejected_html(tr, max_rows=400),
     }
-    spec_label = f"{'Speculative' if tr.steps and any(st.tokens for st in tr.steps) else 'This run'} · " \
-                 f"{s['tokens_per_s']:.1f} tokens/s · {s['target_forwards']} target forwards"
+    spec_label = (
+        f"{'Speculative' if tr.steps and any(st.tokens for st in tr.steps) else 'This run'} · "
+        f"{s['tokens_per_s']:.1f} tokens/s · {s['target_forwards']} target forwards"
+    )
     views["spec_text"] = gr.update(value=tr.text, label=spec_label)
     if ar is not None:
         a = ar.summary()
-        views["ar_text"] = gr.update(value=ar.text, label=f"Plain autoregressive · {a['tokens_per_s']:.1f} tokens/s"
-                                                          f" · {a['new_tokens']} target forwards")
+        views["ar_text"] = gr.update(
+            value=ar.text, label=f"Plain autoregressive · {a['tokens_per_s']:.1f} tokens/s · {a['new_tokens']} target forwards"
+        )
     else:
         views["ar_text"] = gr.update(value="", label="Plain autoregressive (baseline not run)")
     return views
@@ -92,7 +103,7 @@ def _result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
     if ar is not None:
         same, where = render.outputs_identical(tr, ar)
         div = (tr.meta.get("ar_baseline") or {}).get("divergence")
-        if isinstance(div, dict):          # against the identity reference (core.api.compare)
+        if isinstance(div, dict):  # against the identity reference (core.api.compare)
             same, where = div.get("kind") == "identical", div.get("position")
             out["divergence"] = div
         out["ar"] = {"text": ar.text, "tokens_per_s": ar.summary()["tokens_per_s"], "wall_s": round(ar.wall_s, 6)}
@@ -110,13 +121,12 @@ def _result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
 def save_trace(tr: Trace) -> str:
     TRACE_DIR.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for old in TRACE_DIR.glob("specscope-trace-*.json"):   # keep the temp folder small
+    for old in TRACE_DIR.glob("specscope-trace-*.json"):  # keep the temp folder small
         try:
             if now - old.stat().st_mtime > 3600:
                 old.unlink()
         except OSError:
             pass
     path = TRACE_DIR / f"specscope-trace-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.json"
-    path.write_text(json.dumps(scrub_tree(tr.to_dict())))    # the download names no server path
+    path.write_text(json.dumps(scrub_tree(tr.to_dict())))  # the download names no server path
     return str(path)
-

@@ -17,6 +17,7 @@ One idea per module: ``suites`` (the inputs), ``configs`` (drafter x strategy x 
 ``aggregate`` (runs -> metrics), ``report`` (markdown / HTML), ``profiling`` (``--profile``),
 ``cli`` (flags, the whole run, the output files).
 """
+
 from __future__ import annotations
 
 from .aggregate import aggregate, aggregate_hf, aggregate_visual, pool_visual, summarize
@@ -27,13 +28,62 @@ from .hf import HFRunner, assistant_for, hf_generate
 from .measure import VisualCache, divergence, run_config, run_record, visual_counts
 from .profiling import PhaseTimes, print_profile, profile, profile_config
 from .report import COLUMNS, VISUAL_TITLE, cpu_info, environment, markdown_table, table_rows, visual_section, write_html
-from .suites import (BUILTIN_TEXT_PROMPTS, DESCRIPTION_TASKS, GROUNDED_TASKS, Sample, folder_samples, groups_of,
-                     load_suite, scene_samples, text_samples)
+from .suites import (
+    BUILTIN_TEXT_PROMPTS,
+    DESCRIPTION_TASKS,
+    GROUNDED_TASKS,
+    Sample,
+    folder_samples,
+    groups_of,
+    load_suite,
+    scene_samples,
+    text_samples,
+)
 
-__all__ = ["BUILTIN_TEXT_PROMPTS", "COLUMNS", "DESCRIPTION_TASKS", "GROUNDED_TASKS", "QUICK", "SCHEMA", "STRATEGIES",
-           "BenchError", "Config", "HFRunner", "PhaseTimes", "Sample", "aggregate", "aggregate_hf", "assistant_for",
-           "bench", "build_configs", "cpu_info", "default_drafters", "divergence", "environment", "folder_samples",
-           "groups_of", "hf_generate", "load_suite", "main", "markdown_table", "parse_args",
-           "parser", "print_profile", "profile", "profile_config", "run_config", "run_record", "scene_samples",
-           "summarize", "table_rows", "text_samples", "write_html",
-           "VISUAL_TITLE", "VisualCache", "aggregate_visual", "pool_visual", "visual_counts", "visual_section"]
+__all__ = [
+    "BUILTIN_TEXT_PROMPTS",
+    "COLUMNS",
+    "DESCRIPTION_TASKS",
+    "GROUNDED_TASKS",
+    "QUICK",
+    "SCHEMA",
+    "STRATEGIES",
+    "BenchError",
+    "Config",
+    "HFRunner",
+    "PhaseTimes",
+    "Sample",
+    "aggregate",
+    "aggregate_hf",
+    "assistant_for",
+    "bench",
+    "build_configs",
+    "cpu_info",
+    "default_drafters",
+    "divergence",
+    "environment",
+    "folder_samples",
+    "groups_of",
+    "hf_generate",
+    "load_suite",
+    "main",
+    "markdown_table",
+    "parse_args",
+    "parser",
+    "print_profile",
+    "profile",
+    "profile_config",
+    "run_config",
+    "run_record",
+    "scene_samples",
+    "summarize",
+    "table_rows",
+    "text_samples",
+    "write_html",
+    "VISUAL_TITLE",
+    "VisualCache",
+    "aggregate_visual",
+    "pool_visual",
+    "visual_counts",
+    "visual_section",
+]

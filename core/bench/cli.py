@@ -1,4 +1,5 @@
 """The command line of ``python -m core.bench``: flags, the whole run, the output files."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ from .. import api, paths
 from ..device import resolve_dtype
 from ..errors import InputError, ModelLoadError
 from ..kernels import describe
-from ..tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC      # the app's untuned shapes too
+from ..tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC  # the app's untuned shapes too
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError, first_line
@@ -35,67 +36,111 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m core.bench", description="Benchmark speculative vs autoregressive decoding.")
-    ap.add_argument("--suite", choices=["scenes", "folder", "text"], default="scenes",
-                   help="scenes: held-out scene samples (grounded / description); folder: --images + --prompts; "
-                        "text: text-only prompts (--prompts or built-ins)")
+    ap.add_argument(
+        "--suite",
+        choices=["scenes", "folder", "text"],
+        default="scenes",
+        help="scenes: held-out scene samples (grounded / description); folder: --images + --prompts; "
+        "text: text-only prompts (--prompts or built-ins)",
+    )
     ap.add_argument("--images", help="folder suite: directory of images")
-    ap.add_argument("--prompts", help="JSONL: {\"image\": \"name.png\", \"prompt\": \"...\"} per line (folder), "
-                                     "{\"prompt\": \"...\"} (text)")
+    ap.add_argument(
+        "--prompts", help="JSONL: {\"image\": \"name.png\", \"prompt\": \"...\"} per line (folder), {\"prompt\": \"...\"} (text)"
+    )
     ap.add_argument("--scene-start", type=int, default=0, help="scenes: offset into the held-out seeds")
     ap.add_argument("--target", default="default", help="Hub id, directory, or 'default' (assets/target)")
-    ap.add_argument("--drafters", default=None,
-                   help="comma-separated registry names (ngram, layerskip[:K], msd, a model dir, module:Class); "
-                        "default: the shipped drafters that exist + ngram + layerskip")
+    ap.add_argument(
+        "--drafters",
+        default=None,
+        help="comma-separated registry names (ngram, layerskip[:K], msd, a model dir, module:Class); "
+        "default: the shipped drafters that exist + ngram + layerskip",
+    )
     ap.add_argument("--drafter-mode", choices=["multimodal", "text-only"], default="multimodal")
-    ap.add_argument("--strategies", default=None,
-                   help="comma-separated subset of auto,chain,tree,dynamic (default all; auto = the adaptive "
-                        "chain the cost model sizes at every step)")
-    ap.add_argument("--gamma", type=int, default=None,
-                   help=f"chain: tokens drafted per step (default {DEFAULT_CHAIN.gamma}); auto: the cap (default 16)")
+    ap.add_argument(
+        "--strategies",
+        default=None,
+        help="comma-separated subset of auto,chain,tree,dynamic (default all; auto = the adaptive "
+        "chain the cost model sizes at every step)",
+    )
+    ap.add_argument(
+        "--gamma",
+        type=int,
+        default=None,
+        help=f"chain: tokens drafted per step (default {DEFAULT_CHAIN.gamma}); auto: the cap (default 16)",
+    )
     ap.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
     ap.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
     ap.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
-    ap.add_argument("--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)")
-    ap.add_argument("--min-prob", type=float, default=0.0,
-                   help="prune: don't expand draft nodes whose cumulative draft probability is below this")
+    ap.add_argument(
+        "--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)"
+    )
+    ap.add_argument(
+        "--min-prob", type=float, default=0.0, help="prune: don't expand draft nodes whose cumulative draft probability is below this"
+    )
     ap.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,1 (default 0)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (quick: 24)")
-    ap.add_argument("--baseline-dtype", choices=["float32", "bfloat16"], default=None,
-                   help="also time the target's AR in this dtype, interleaved (e.g. float32 AR vs "
-                        "bfloat16 speculative: the gain of switching both)")
-    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                   help="auto (default): bfloat16 where the CPU/GPU computes it natively, else "
-                        "float32. AR and speculative runs always share the dtype")
-    ap.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
-                   help="where the target and drafters run (default: $SPECSCOPE_DEVICE, else cpu); "
-                        "auto = cuda if a CUDA GPU is visible. Recorded in meta.device")
+    ap.add_argument(
+        "--baseline-dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="also time the target's AR in this dtype, interleaved (e.g. float32 AR vs bfloat16 speculative: the gain of switching both)",
+    )
+    ap.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="auto (default): bfloat16 where the CPU/GPU computes it natively, else "
+        "float32. AR and speculative runs always share the dtype",
+    )
+    ap.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default=None,
+        help="where the target and drafters run (default: $SPECSCOPE_DEVICE, else cpu); "
+        "auto = cuda if a CUDA GPU is visible. Recorded in meta.device",
+    )
     ap.add_argument("--n", type=int, default=None, help="number of samples (scenes default 20; quick 2)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per sample (default 1)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up runs per configuration (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's / SPECSCOPE_THREADS)")
-    ap.add_argument("--hf", choices=["all", "plain", "none"], default="all",
-                   help="transformers baselines: all = plain + assisted + prompt lookup")
-    ap.add_argument("--hf-kernels", choices=["stock", "same"], default="stock",
-                   help="transformers baselines on the stock model (default: as a transformers user runs "
-                        "it) or on the same models with our measured product paths (core.kernels)")
-    ap.add_argument("--kernels", choices=["auto", "stock", "dense", "onednn"], default=None,
-                   help="our engine's product paths (default: $SPECSCOPE_KERNELS, else auto = measured)")
-    ap.add_argument("--prompt-lookup-tokens", type=int, default=10,
-                   help="prompt_lookup_num_tokens for the transformers prompt-lookup baseline")
-    ap.add_argument("--detail", action="store_true",
-                   help="record target probabilities of drafted tokens in the traces (costs time)")
-    ap.add_argument("--visual", action="store_true",
-                   help="also split acceptance into image-dependent vs other output tokens (core/visual.py: two "
-                        "extra target forwards per distinct output, untimed; samples with an image only)")
-    ap.add_argument("--quick", action="store_true",
-                   help="2 samples, 24 new tokens, one strategy per drafter, T=0: under a minute")
+    ap.add_argument(
+        "--hf", choices=["all", "plain", "none"], default="all", help="transformers baselines: all = plain + assisted + prompt lookup"
+    )
+    ap.add_argument(
+        "--hf-kernels",
+        choices=["stock", "same"],
+        default="stock",
+        help="transformers baselines on the stock model (default: as a transformers user runs "
+        "it) or on the same models with our measured product paths (core.kernels)",
+    )
+    ap.add_argument(
+        "--kernels",
+        choices=["auto", "stock", "dense", "onednn"],
+        default=None,
+        help="our engine's product paths (default: $SPECSCOPE_KERNELS, else auto = measured)",
+    )
+    ap.add_argument(
+        "--prompt-lookup-tokens", type=int, default=10, help="prompt_lookup_num_tokens for the transformers prompt-lookup baseline"
+    )
+    ap.add_argument("--detail", action="store_true", help="record target probabilities of drafted tokens in the traces (costs time)")
+    ap.add_argument(
+        "--visual",
+        action="store_true",
+        help="also split acceptance into image-dependent vs other output tokens (core/visual.py: two "
+        "extra target forwards per distinct output, untimed; samples with an image only)",
+    )
+    ap.add_argument("--quick", action="store_true", help="2 samples, 24 new tokens, one strategy per drafter, T=0: under a minute")
     ap.add_argument("--profile", action="store_true", help="print where a step's time goes (one run per config)")
     ap.add_argument("--profile-top", type=int, default=15, help="profile: rows of the cProfile / torch tables")
     ap.add_argument("--out", default=None, help="write the results JSON here")
     ap.add_argument("--html", default=None, help="write a self-contained plotly HTML report here")
-    ap.add_argument("--plotlyjs", choices=["inline", "cdn"], default="inline",
-                   help="inline embeds plotly.js (~4.5 MB, works offline); cdn loads it from the web")
+    ap.add_argument(
+        "--plotlyjs",
+        choices=["inline", "cdn"],
+        default="inline",
+        help="inline embeds plotly.js (~4.5 MB, works offline); cdn loads it from the web",
+    )
     ap.add_argument("--silent", action="store_true", help="no progress lines on stderr")
     return ap
 
@@ -113,8 +158,15 @@ def parse_args(argv=None):
         args.warmup = QUICK["warmup"] if q else 1
     if args.temperatures is None:
         args.temperatures = QUICK["temperatures"] if q else "0"
-    for name, lo in (("n", 1), ("max_new_tokens", 1), ("repeats", 1), ("warmup", 0), ("threads", 1),
-                     ("prompt_lookup_tokens", 1), ("profile_top", 1)):
+    for name, lo in (
+        ("n", 1),
+        ("max_new_tokens", 1),
+        ("repeats", 1),
+        ("warmup", 0),
+        ("threads", 1),
+        ("prompt_lookup_tokens", 1),
+        ("profile_top", 1),
+    ):
         v = getattr(args, name)
         if v is not None and v < lo:
             raise BenchError(f"--{name.replace('_', '-')} must be >= {lo}, got {v}")
@@ -122,8 +174,8 @@ def parse_args(argv=None):
         raise BenchError("--suite folder needs --images DIR and --prompts FILE.jsonl")
     if args.images and args.suite != "folder":
         raise BenchError("--images is only used by --suite folder")
-    args.device = api.default_device(args.device)             # None -> $SPECSCOPE_DEVICE or cpu (in meta)
-    args.dtype = resolve_dtype(args.dtype, args.device)   # "auto" -> the dtype actually measured (in meta)
+    args.device = api.default_device(args.device)  # None -> $SPECSCOPE_DEVICE or cpu (in meta)
+    args.dtype = resolve_dtype(args.dtype, args.device)  # "auto" -> the dtype actually measured (in meta)
     return args
 
 
@@ -144,10 +196,8 @@ def bench(args) -> dict:
             visual_cache = VisualCache()
     t_start = time.perf_counter()
     for k, cfg in enumerate(configs):
-        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode,
-                             device=args.device, kernels=args.kernels)
-        log(args, f"[{k + 1}/{len(configs)}] {cfg.id}: {len(samples)} samples x {args.repeats} "
-                   f"(AR + spec interleaved)")
+        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode, device=args.device, kernels=args.kernels)
+        log(args, f"[{k + 1}/{len(configs)}] {cfg.id}: {len(samples)} samples x {args.repeats} (AR + spec interleaved)")
         records = run_config(pair, cfg, samples, args, lookup_cache, visual_cache)
         res = summarize(cfg, records)
         res["drafter_label"] = cfg.drafter_label
@@ -158,32 +208,57 @@ def bench(args) -> dict:
                 res["divergences"].append(divergence(pair, r["sample"], a, sp))
         results["configs"].append(res)
         m = res["groups"].get("all") or next(iter(res["groups"].values()))
-        log(args, f"    tau {m['tau']}  speedup {m['speedup']}  ideal {m['ideal_speedup']}  "
-                   f"exact {m['exact']['matched'] if m['exact'] else 'n/a'}"
-                   f"{'/' + str(m['exact']['n']) if m['exact'] else ''}")
+        log(
+            args,
+            f"    tau {m['tau']}  speedup {m['speedup']}  ideal {m['ideal_speedup']}  "
+            f"exact {m['exact']['matched'] if m['exact'] else 'n/a'}"
+            f"{'/' + str(m['exact']['n']) if m['exact'] else ''}",
+        )
         if m.get("visual"):
             v = m["visual"]
-            log(args, "    " + "; ".join(f"{label}: {v[k]['accepted']}/{v[k]['tried']} drafted positions accepted"
-                                        for k, label in (("image", "image-dependent"), ("other", "other"))))
+            log(
+                args,
+                "    "
+                + "; ".join(
+                    f"{label}: {v[k]['accepted']}/{v[k]['tried']} drafted positions accepted"
+                    for k, label in (("image", "image-dependent"), ("other", "other"))
+                ),
+            )
     tgt = api.load_target(args.target, args.dtype, device=args.device, kernels=args.kernels)
     results["meta"] = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "target": target_name,
-        "target_family": tgt.family, "dtype": args.dtype, "device": args.device, "baseline_dtype": args.baseline_dtype, "suite": args.suite, "n_samples": len(samples),
-        "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "warmup": args.warmup,
-        "seed": args.seed, "quick": args.quick, "hf": args.hf, "detail": args.detail,
-        "prompt_lookup_tokens": args.prompt_lookup_tokens, "seconds": round(time.perf_counter() - t_start, 2),
-        "env": environment(), "visual": visual_cache.meta() if visual_cache is not None else visual_meta,
-        "kernels": {"target": describe(tgt.kernels), "target_paths": tgt.kernels.get("paths"),
-                    "hf_baselines": args.hf_kernels},
-        "columns": {"tau": "tokens per speculative step (incl. bonus, excl. prefill)",
-                    "accepted_per_step": "accepted draft tokens per step (excl. bonus)",
-                    "speedup": "total AR wall / total speculative wall (same samples, interleaved)",
-                    "ideal_speedup": "tau * AR step cost / speculative step cost (measured step times)"},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "target": target_name,
+        "target_family": tgt.family,
+        "dtype": args.dtype,
+        "device": args.device,
+        "baseline_dtype": args.baseline_dtype,
+        "suite": args.suite,
+        "n_samples": len(samples),
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "quick": args.quick,
+        "hf": args.hf,
+        "detail": args.detail,
+        "prompt_lookup_tokens": args.prompt_lookup_tokens,
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "env": environment(),
+        "visual": visual_cache.meta() if visual_cache is not None else visual_meta,
+        "kernels": {"target": describe(tgt.kernels), "target_paths": tgt.kernels.get("paths"), "hf_baselines": args.hf_kernels},
+        "columns": {
+            "tau": "tokens per speculative step (incl. bonus, excl. prefill)",
+            "accepted_per_step": "accepted draft tokens per step (excl. bonus)",
+            "speedup": "total AR wall / total speculative wall (same samples, interleaved)",
+            "ideal_speedup": "tau * AR step cost / speculative step cost (measured step times)",
+        },
     }
-    results["suite"] = {"name": args.suite, "n": len(samples),
-                        "groups": {g: sum(1 for s in samples if s.group == g) for g in groups_of(samples)
-                                   if g != "all"},
-                        "samples": [s.describe() for s in samples]}
+    results["suite"] = {
+        "name": args.suite,
+        "n": len(samples),
+        "groups": {g: sum(1 for s in samples if s.group == g) for g in groups_of(samples) if g != "all"},
+        "samples": [s.describe() for s in samples],
+    }
     return results
 
 

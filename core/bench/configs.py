@@ -1,4 +1,5 @@
 """The configurations a benchmark measures: drafter x strategy x temperature, from the flags."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The benchmark's one-line errors."""
+
 from __future__ import annotations
 
 

@@ -1,6 +1,7 @@
 """transformers' own baselines next to our engine: plain ``generate``,
 ``generate(assistant_model=<the drafter's model>)`` and ``generate(prompt_lookup_num_tokens=...)``,
 on the same encoded inputs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -67,12 +68,11 @@ class HFRunner:
     def _attempt(self, rec: dict | None, kind: str, smp: Sample, seed: int, **extra):
         try:
             with contextlib.ExitStack() as models:
-                if self.args.hf_kernels == "stock":     # transformers as its users run it
+                if self.args.hf_kernels == "stock":  # transformers as its users run it
                     models.enter_context(stock(self.pair.target.model))
                     if self.assistant is not None:
                         models.enter_context(stock(self.assistant))
-                toks, wall = hf_generate(self.pair.target, smp, self.cfg.temperature, self.args.max_new_tokens,
-                                          seed, **extra)
+                toks, wall = hf_generate(self.pair.target, smp, self.cfg.temperature, self.args.max_new_tokens, seed, **extra)
         except Exception as e:
             if rec is not None:
                 rec["errors"].setdefault(kind, f"{type(e).__name__}: {first_line(e)}")

@@ -1,5 +1,6 @@
 """Measuring our engine: per sample, the plain and the speculative run back to back
 (``api.compare``), the transformers baselines next to them, after ``api.warm``."""
+
 from __future__ import annotations
 
 import sys
@@ -33,12 +34,22 @@ def run_record(trace: Trace) -> dict:
     split = summary["time_split"]
     tried, ok = depth_counts(trace)
     return {
-        "tokens": list(trace.output), "margins": trace.margins(), "new_tokens": summary["new_tokens"], "steps": steps,
-        "forwards": summary["target_forwards"], "accepted": summary["accepted_per_step"] * steps,
-        "drafted": summary["drafted_per_step"] * steps, "depth_tried": tried, "depth_ok": ok,
-        "wall_s": summary["wall_s"], "prefill_s": split["prefill"], "draft_s": split["draft"],
-        "verify_s": split["verify"], "other_s": split["other"],
-        "trace_s": summary["trace_overhead"] * summary["wall_s"], "text": trace.text,
+        "tokens": list(trace.output),
+        "margins": trace.margins(),
+        "new_tokens": summary["new_tokens"],
+        "steps": steps,
+        "forwards": summary["target_forwards"],
+        "accepted": summary["accepted_per_step"] * steps,
+        "drafted": summary["drafted_per_step"] * steps,
+        "depth_tried": tried,
+        "depth_ok": ok,
+        "wall_s": summary["wall_s"],
+        "prefill_s": split["prefill"],
+        "draft_s": split["draft"],
+        "verify_s": split["verify"],
+        "other_s": split["other"],
+        "trace_s": summary["trace_overhead"] * summary["wall_s"],
+        "text": trace.text,
         "stop_reason": summary["stop_reason"],
     }
 
@@ -57,10 +68,13 @@ def visual_counts(trace: Trace, visual: dict) -> dict:
     for name, want in VISUAL_CLASSES:
         idx = [i for i in range(len(att)) if flags.get(i) is want]
         tried = [i for i in idx if att[i]["tried"]]
-        out[name] = {"positions": len(idx), "tried": len(tried),
-                     "accepted": sum(att[i]["accepted"] for i in tried),
-                     "nodes": sum(att[i]["tried"] for i in tried),
-                     "from_draft": sum(1 for i in idx if att[i]["origin"] == "accepted")}
+        out[name] = {
+            "positions": len(idx),
+            "tried": len(tried),
+            "accepted": sum(att[i]["accepted"] for i in tried),
+            "nodes": sum(att[i]["tried"] for i in tried),
+            "from_draft": sum(1 for i in idx if att[i]["origin"] == "accepted"),
+        }
     return out
 
 
@@ -88,8 +102,14 @@ class VisualCache:
         return res
 
     def meta(self) -> dict:
-        return {"enabled": True, "seconds": round(self.seconds, 3), "computed": self.computed,
-                "reused": self.reused, "threshold_nats": V.KL_THRESHOLD, "baseline": "none"}
+        return {
+            "enabled": True,
+            "seconds": round(self.seconds, 3),
+            "computed": self.computed,
+            "reused": self.reused,
+            "threshold_nats": V.KL_THRESHOLD,
+            "baseline": "none",
+        }
 
 
 def log(args, msg: str) -> None:
@@ -104,21 +124,21 @@ def warm_up(pair, cfg: Config, smp: Sample, args, baseline_pair=None, hf: HFRunn
     for _ in range(args.warmup):
         api.warm(pair, smp.prompt, smp.image, cfg.spec, sampling, tokens=args.max_new_tokens, force=True)
         if baseline_pair is not None:
-            api.warm(baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, tokens=args.max_new_tokens,
-                     force=True)
+            api.warm(baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, tokens=args.max_new_tokens, force=True)
         if hf is not None:
             hf.warmup(smp)
 
 
-def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dict | None = None,
-               visual_cache: VisualCache | None = None) -> list[dict]:
+def run_config(
+    pair, cfg: Config, samples: list[Sample], args, lookup_cache: dict | None = None, visual_cache: VisualCache | None = None
+) -> list[dict]:
     """Per sample: AR, spec (and transformers' plain / assisted / prompt-lookup generate) back to
     back, ``repeats`` times, after warm-up, so drift hits all alike. One record per sample.
     With ``visual_cache`` (``--visual``), every speculative run of a sample with an image also gets
     its acceptance counts on image-dependent vs other tokens (``run["visual"]``), computed after
     the timed runs."""
     hf = HFRunner(pair, cfg, args, lookup_cache if lookup_cache is not None else {}) if args.hf != "none" else None
-    baseline_pair = None   # --baseline-dtype: the same target's AR in another dtype, interleaved too
+    baseline_pair = None  # --baseline-dtype: the same target's AR in another dtype, interleaved too
     if getattr(args, "baseline_dtype", None) and args.baseline_dtype != args.dtype:
         baseline_pair = api.load_pair(args.target, None, dtype=args.baseline_dtype, device=args.device)
     warm_up(pair, cfg, samples[0], args, baseline_pair, hf)
@@ -129,26 +149,29 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
         for r in range(args.repeats):
             seed = args.seed + 1000 * i + r
             sampling = cfg.sampling(seed)
-            pair_runs = api.compare(pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens,
-                                    warmup=False, repeats=1, detail=args.detail)
+            pair_runs = api.compare(
+                pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens, warmup=False, repeats=1, detail=args.detail
+            )
             ar_runs.append(run_record(pair_runs["ar"]))
             refs.append(ar_runs[-1] if pair_runs["reference"] is pair_runs["ar"] else run_record(pair_runs["reference"]))
             sp_runs.append(run_record(pair_runs["spec"]))
             spec_traces.append(pair_runs["spec"])
             if baseline_pair is not None:
-                base = api.run(baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens,
-                               speculative=False, detail=args.detail)
+                base = api.run(
+                    baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens, speculative=False, detail=args.detail
+                )
                 base_runs.append(run_record(base))
             if hf is not None:
                 hf.run(hf_record, smp, seed)
-        if visual_cache is not None and smp.image is not None:     # after the timed runs
+        if visual_cache is not None and smp.image is not None:  # after the timed runs
             for run, tr in zip(sp_runs, spec_traces):
                 run["visual"] = visual_counts(tr, visual_cache.get(pair, smp, tr.output))
         exact = None
         if cfg.temperature == 0:
-            exact = all(a["tokens"] == s["tokens"] for a, s in zip(refs, sp_runs))     # the identity reference
-        records.append({"sample": smp, "ar": ar_runs, "spec": sp_runs, "ref": refs, "exact": exact, "hf": hf_record,
-                        "base": base_runs or None})
+            exact = all(a["tokens"] == s["tokens"] for a, s in zip(refs, sp_runs))  # the identity reference
+        records.append(
+            {"sample": smp, "ar": ar_runs, "spec": sp_runs, "ref": refs, "exact": exact, "hf": hf_record, "base": base_runs or None}
+        )
     if hf is not None:
         hf.finish([r["hf"] for r in records])
     return records
@@ -157,9 +180,14 @@ def run_config(pair, cfg: Config, samples: list[Sample], args, lookup_cache: dic
 def divergence(pair, smp: Sample, ar: dict, sp: dict) -> dict:
     """Where a T=0 speculative output first left the AR output, classified by the recorded margins
     of both runs (``core.divergence``: a rounding near-tie or a real disagreement)."""
-    d = explain(ar["tokens"], sp["tokens"], ar.get("margins"), sp.get("margins"),
-                str(pair.target.dtype))
+    d = explain(ar["tokens"], sp["tokens"], ar.get("margins"), sp.get("margins"), str(pair.target.dtype))
     pos = d.position if d.position is not None else min(len(ar["tokens"]), len(sp["tokens"]))
-    return {"sample": smp.id, "position": pos, "ar_token": ar["tokens"][pos] if pos < len(ar["tokens"]) else None,
-            "spec_token": sp["tokens"][pos] if pos < len(sp["tokens"]) else None,
-            "top2_margin": d.margins[0] if d.margins else None, "kind": d.kind, "text": d.text}
+    return {
+        "sample": smp.id,
+        "position": pos,
+        "ar_token": ar["tokens"][pos] if pos < len(ar["tokens"]) else None,
+        "spec_token": sp["tokens"][pos] if pos < len(sp["tokens"]) else None,
+        "top2_margin": d.margins[0] if d.margins else None,
+        "kind": d.kind,
+        "text": d.text,
+    }

@@ -1,6 +1,7 @@
 """Profile mode: where a speculative step's time goes. One run timed phase by phase through
 the engine's ``on_phase`` hook (nothing is patched), then cProfile and torch.profiler views of
 the same run."""
+
 from __future__ import annotations
 
 import cProfile
@@ -45,8 +46,9 @@ def profile_config(pair, cfg: Config, smp: Sample, args) -> dict:
     sampling = cfg.sampling(args.seed)
 
     def run(speculative: bool = True, **kw):
-        return api.run(pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens,
-                       speculative=speculative, detail=args.detail, **kw)
+        return api.run(
+            pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens, speculative=speculative, detail=args.detail, **kw
+        )
 
     for _ in range(max(1, args.warmup)):
         api.warm(pair, smp.prompt, smp.image, cfg.spec, sampling, tokens=args.max_new_tokens, force=True)
@@ -77,30 +79,44 @@ def profile_config(pair, cfg: Config, smp: Sample, args) -> dict:
         torch_table = f"(torch.profiler unavailable: {first_line(e)})"
 
     return {
-        "config": cfg.id, "sample": smp.id, "steps": len(tr.steps), "new_tokens": summary["new_tokens"],
-        "tau": summary["tau"], "wall_s": round(tr.wall_s, 6), "prefill_s": round(tr.t_prefill, 6),
+        "config": cfg.id,
+        "sample": smp.id,
+        "steps": len(tr.steps),
+        "new_tokens": summary["new_tokens"],
+        "tau": summary["tau"],
+        "wall_s": round(tr.wall_s, 6),
+        "prefill_s": round(tr.t_prefill, 6),
         "per_step_ms": {k: round(v / steps * 1e3, 4) for k, v in parts.items()},
         "share": {k: round(v / step_total, 4) if step_total else None for k, v in parts.items()},
-        "ar": {"steps": len(ar.steps),
-               "verify_ms_per_step": round(ar_summary["time_split"]["verify"] / ar_steps * 1e3, 4),
-               "other_ms_per_step": round(ar_summary["time_split"]["other"] / ar_steps * 1e3, 4),
-               "wall_s": round(ar.wall_s, 6)},
-        "cprofile": buf.getvalue(), "torch_profiler": torch_table,
+        "ar": {
+            "steps": len(ar.steps),
+            "verify_ms_per_step": round(ar_summary["time_split"]["verify"] / ar_steps * 1e3, 4),
+            "other_ms_per_step": round(ar_summary["time_split"]["other"] / ar_steps * 1e3, 4),
+            "wall_s": round(ar.wall_s, 6),
+        },
+        "cprofile": buf.getvalue(),
+        "torch_profiler": torch_table,
     }
 
 
 def print_profile(result: dict, out=None) -> None:
     out = out or sys.stdout
     print(f"\n## profile: {result['config']} on {result['sample']}", file=out)
-    print(f"{result['new_tokens']} tokens in {result['steps']} steps (tau {result['tau']}), wall "
-          f"{result['wall_s'] * 1e3:.1f} ms, prefill {result['prefill_s'] * 1e3:.1f} ms", file=out)
+    print(
+        f"{result['new_tokens']} tokens in {result['steps']} steps (tau {result['tau']}), wall "
+        f"{result['wall_s'] * 1e3:.1f} ms, prefill {result['prefill_s'] * 1e3:.1f} ms",
+        file=out,
+    )
     print("\n| part of a step | ms/step | share |\n|---|---:|---:|", file=out)
     for row, ms in result["per_step_ms"].items():
         share = result["share"][row]
         print(f"| {row} | {ms:.3f} | {'-' if share is None else f'{share:.1%}'} |", file=out)
     print(f"| **step total** | {sum(result['per_step_ms'].values()):.3f} | |", file=out)
-    print(f"\nAR step for comparison: verify {result['ar']['verify_ms_per_step']:.3f} ms + other "
-          f"{result['ar']['other_ms_per_step']:.3f} ms ({result['ar']['steps']} steps)", file=out)
+    print(
+        f"\nAR step for comparison: verify {result['ar']['verify_ms_per_step']:.3f} ms + other "
+        f"{result['ar']['other_ms_per_step']:.3f} ms ({result['ar']['steps']} steps)",
+        file=out,
+    )
     print("\n### cProfile (top functions by own time)\n```", file=out)
     print("\n".join(ln for ln in result["cprofile"].splitlines() if ln.strip())[:6000], file=out)
     print("```\n\n### torch.profiler (top ops by self CPU time)\n```", file=out)
@@ -115,8 +131,7 @@ def profile(args) -> list[dict]:
     samples = load_suite(args)
     out = []
     for cfg in configs:
-        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode,
-                             device=args.device, kernels=args.kernels)
+        pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode, device=args.device, kernels=args.kernels)
         result = profile_config(pair, cfg, samples[0], args)
         print_profile(result)
         out.append(result)

@@ -1,4 +1,5 @@
 """Reporting: the markdown table printed after a run and the self-contained HTML report."""
+
 from __future__ import annotations
 
 import html as H
@@ -11,8 +12,19 @@ import transformers
 from ..machine import cpu_name
 
 
-COLUMNS = ["config", "tau", "acc/step", "tok/s AR", "tok/s spec", "speedup", "ideal", "exact",
-           "HF plain tok/s", "HF assisted speedup", "HF prompt-lookup speedup"]
+COLUMNS = [
+    "config",
+    "tau",
+    "acc/step",
+    "tok/s AR",
+    "tok/s spec",
+    "speedup",
+    "ideal",
+    "exact",
+    "HF plain tok/s",
+    "HF assisted speedup",
+    "HF prompt-lookup speedup",
+]
 
 
 def _f(x, fmt="{:.2f}", none="-"):
@@ -46,11 +58,24 @@ def table_rows(results: dict) -> list[tuple[str, list[str]]]:
                     hf_plain += f" (AR {m['ar_vs_hf_plain']:.2f}x)"
             elif m.get("hf_plain_error"):
                 hf_plain = "failed"
-            rows.append((label, [
-                label, _f(m["tau"]), _f(m["accepted_per_step"]), _f(m["tokens_per_s_ar"], "{:.1f}"),
-                _f(m["tokens_per_s_spec"], "{:.1f}"), speed, _f(m["ideal_speedup"], "{:.2f}x"),
-                f"{ex['matched']}/{ex['n']}" if ex else "n/a", hf_plain,
-                _hf_cell(m.get("hf_assisted")), _hf_cell(m.get("hf_prompt_lookup"))]))
+            rows.append(
+                (
+                    label,
+                    [
+                        label,
+                        _f(m["tau"]),
+                        _f(m["accepted_per_step"]),
+                        _f(m["tokens_per_s_ar"], "{:.1f}"),
+                        _f(m["tokens_per_s_spec"], "{:.1f}"),
+                        speed,
+                        _f(m["ideal_speedup"], "{:.2f}x"),
+                        f"{ex['matched']}/{ex['n']}" if ex else "n/a",
+                        hf_plain,
+                        _hf_cell(m.get("hf_assisted")),
+                        _hf_cell(m.get("hf_prompt_lookup")),
+                    ],
+                )
+            )
     return rows
 
 
@@ -58,23 +83,33 @@ def markdown_table(results: dict) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
     for _, cells in table_rows(results):
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    notes = ["tau = tokens per speculative step (incl. bonus, excl. prefill); acc/step = accepted draft tokens per step "
-             "(excl. bonus); speedup = total AR wall / total spec wall (* = AR and spec produced different "
-             "token counts; see throughput_ratio); ideal = tau x AR step cost / spec step cost; "
-             "HF plain: (AR n.nnx) = our AR tok/s / transformers generate() tok/s."]
+    notes = [
+        "tau = tokens per speculative step (incl. bonus, excl. prefill); acc/step = accepted draft tokens per step "
+        "(excl. bonus); speedup = total AR wall / total spec wall (* = AR and spec produced different "
+        "token counts; see throughput_ratio); ideal = tau x AR step cost / spec step cost; "
+        "HF plain: (AR n.nnx) = our AR tok/s / transformers generate() tok/s."
+    ]
     meta = results.get("meta", {})
     if meta.get("env"):
         cpu = meta["env"].get("cpu") or {}
-        notes.insert(0, f"machine: {cpu.get('model', '?')} ({' '.join(cpu.get('flags', [])) or 'no flags read'}), "
-                        f"{meta['env'].get('torch_threads')} torch threads, dtype {meta.get('dtype')}, "
-                        f"device {meta.get('device', 'cpu')}; our kernels: {(meta.get('kernels') or {}).get('target')}; "
-                        f"transformers baselines on the {(meta.get('kernels') or {}).get('hf_baselines', 'stock')} model")
+        notes.insert(
+            0,
+            f"machine: {cpu.get('model', '?')} ({' '.join(cpu.get('flags', [])) or 'no flags read'}), "
+            f"{meta['env'].get('torch_threads')} torch threads, dtype {meta.get('dtype')}, "
+            f"device {meta.get('device', 'cpu')}; our kernels: {(meta.get('kernels') or {}).get('target')}; "
+            f"transformers baselines on the {(meta.get('kernels') or {}).get('hf_baselines', 'stock')} model",
+        )
     bd = meta.get("baseline_dtype")
     if bd and bd != meta.get("dtype"):
-        notes.append(f"AR in {bd} (same target, interleaved), speculative tok/s over it: " + ", ".join(
-            f"{c['id']} {_f(m.get('tokens_per_s_ar_baseline_dtype'), '{:.1f}')} tok/s -> "
-            f"{_f(m.get('speedup_vs_baseline_dtype'), '{:.2f}x')}"
-            for c in results["configs"] for m in [c["groups"].get("all") or next(iter(c["groups"].values()))]))
+        notes.append(
+            f"AR in {bd} (same target, interleaved), speculative tok/s over it: "
+            + ", ".join(
+                f"{c['id']} {_f(m.get('tokens_per_s_ar_baseline_dtype'), '{:.1f}')} tok/s -> "
+                f"{_f(m.get('speedup_vs_baseline_dtype'), '{:.2f}x')}"
+                for c in results["configs"]
+                for m in [c["groups"].get("all") or next(iter(c["groups"].values()))]
+            )
+        )
     seen = set()
     for c in results["configs"]:
         m = c["groups"].get("all") or next(iter(c["groups"].values()))
@@ -87,16 +122,28 @@ def markdown_table(results: dict) -> str:
                 notes.append(f"{label} ({who}) {'failed' if d.get('error') else 'skipped'}: {msg}")
         for dv in c["divergences"][:3]:
             notes.append(f"{c['id']}: spec left AR on {dv['sample']}: {dv.get('text') or dv['position']}")
-    split = ["| config | draft ms/step | verify ms/step | other ms/step | spec step ms | AR step ms "
-             "| prefill s (spec) | trace overhead |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    split = [
+        "| config | draft ms/step | verify ms/step | other ms/step | spec step ms | AR step ms | prefill s (spec) | trace overhead |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for c in results["configs"]:
         m = c["groups"].get("all") or next(iter(c["groups"].values()))
         t = m["time_per_step_spec_ms"]
-        split.append(f"| {c['id']} | {_f(t['draft'])} | {_f(t['verify'])} | {_f(t['other'])} | "
-                     f"{_f(m['step_cost_spec_ms'])} | {_f(m['step_cost_ar_ms'])} | "
-                     f"{_f(m['time_split_spec_s']['prefill'], '{:.3f}')} | {_f(m['trace_overhead'], '{:.2%}')} |")
-    return ("\n".join(lines) + "\n\n" + "\n".join("- " + n for n in notes) + "\n\n"
-            + "Time per speculative step (all samples):\n\n" + "\n".join(split) + "\n" + visual_section(results))
+        split.append(
+            f"| {c['id']} | {_f(t['draft'])} | {_f(t['verify'])} | {_f(t['other'])} | "
+            f"{_f(m['step_cost_spec_ms'])} | {_f(m['step_cost_ar_ms'])} | "
+            f"{_f(m['time_split_spec_s']['prefill'], '{:.3f}')} | {_f(m['trace_overhead'], '{:.2%}')} |"
+        )
+    return (
+        "\n".join(lines)
+        + "\n\n"
+        + "\n".join("- " + n for n in notes)
+        + "\n\n"
+        + "Time per speculative step (all samples):\n\n"
+        + "\n".join(split)
+        + "\n"
+        + visual_section(results)
+    )
 
 
 VISUAL_TITLE = "Acceptance on image-dependent vs other tokens"
@@ -121,24 +168,31 @@ def visual_section(results: dict) -> str:
         if not v:
             continue
         im, ot = v["image"], v["other"]
-        rows.append(f"| {c['id']} | {im['positions']} | {_share(im)} | {_f(im['node_rate'], '{:.2f}')} | "
-                    f"{_f(im['tau_like'])} | {ot['positions']} | {_share(ot)} | {_f(ot['node_rate'], '{:.2f}')} | "
-                    f"{_f(ot['tau_like'])} |")
+        rows.append(
+            f"| {c['id']} | {im['positions']} | {_share(im)} | {_f(im['node_rate'], '{:.2f}')} | "
+            f"{_f(im['tau_like'])} | {ot['positions']} | {_share(ot)} | {_f(ot['node_rate'], '{:.2f}')} | "
+            f"{_f(ot['tau_like'])} |"
+        )
     if not rows:
         return ""
-    head = ["| config | image-dep. tokens | drafted positions accepted | per node | tau-like "
-            "| other tokens | drafted positions accepted | per node | tau-like |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    note = (f"Image-dependent = the argmax changes without the image or KL(with || without) > "
-            f"{vmeta.get('threshold_nats', 1.0):g} nat (core/visual.py); counts pooled over samples with an image "
-            f"and repeats; tau-like = 1 / (1 - share of the class's tokens that came from drafts). "
-            f"Cost: {vmeta.get('seconds', 0):.2f} s of target forwards ({vmeta.get('computed', 0)} outputs computed, "
-            f"{vmeta.get('reused', 0)} reused).")
+    head = [
+        "| config | image-dep. tokens | drafted positions accepted | per node | tau-like "
+        "| other tokens | drafted positions accepted | per node | tau-like |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    note = (
+        f"Image-dependent = the argmax changes without the image or KL(with || without) > "
+        f"{vmeta.get('threshold_nats', 1.0):g} nat (core/visual.py); counts pooled over samples with an image "
+        f"and repeats; tau-like = 1 / (1 - share of the class's tokens that came from drafts). "
+        f"Cost: {vmeta.get('seconds', 0):.2f} s of target forwards ({vmeta.get('computed', 0)} outputs computed, "
+        f"{vmeta.get('reused', 0)} reused)."
+    )
     return f"\n{VISUAL_TITLE} (all samples):\n\n" + "\n".join(head + rows) + "\n\n" + note + "\n"
 
 
 def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:
-    import plotly.graph_objects as go        # optional: only the HTML report needs plotly
+    import plotly.graph_objects as go  # optional: only the HTML report needs plotly
+
     rows = table_rows(results)
     labels = [label for label, _ in rows]
     metrics = [m for c in results["configs"] for m in c["groups"].values()]
@@ -147,16 +201,13 @@ def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:
     f1.add_bar(name="achieved", x=labels, y=[m["speedup"] for m in metrics])
     f1.add_bar(name="ideal (from step costs)", x=labels, y=[m["ideal_speedup"] for m in metrics])
     f1.add_bar(name="HF assisted", x=labels, y=[(m.get("hf_assisted") or {}).get("speedup") for m in metrics])
-    f1.add_bar(name="HF prompt lookup", x=labels,
-               y=[(m.get("hf_prompt_lookup") or {}).get("speedup") for m in metrics])
+    f1.add_bar(name="HF prompt lookup", x=labels, y=[(m.get("hf_prompt_lookup") or {}).get("speedup") for m in metrics])
     f1.add_hline(y=1.0, line_dash="dot", line_color="gray")
-    f1.update_layout(title="Speedup over autoregressive decoding (same target)", barmode="group",
-                     yaxis_title="speedup (x)")
+    f1.update_layout(title="Speedup over autoregressive decoding (same target)", barmode="group", yaxis_title="speedup (x)")
     figs.append(f1)
     f2 = go.Figure()
     f2.add_bar(name="tau: tokens per speculative step (incl. bonus, excl. prefill)", x=labels, y=[m["tau"] for m in metrics])
-    f2.add_bar(name="accepted draft tokens per step (excl. bonus)", x=labels,
-               y=[m["accepted_per_step"] for m in metrics])
+    f2.add_bar(name="accepted draft tokens per step (excl. bonus)", x=labels, y=[m["accepted_per_step"] for m in metrics])
     f2.update_layout(title="Acceptance", barmode="group")
     figs.append(f2)
     f3 = go.Figure()
@@ -164,14 +215,23 @@ def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:
         acc = m["acceptance_by_depth"]
         if acc:
             f3.add_scatter(name=label, x=list(range(1, len(acc) + 1)), y=acc, mode="lines+markers")
-    f3.update_layout(title="Acceptance by depth: P(accepted >= d | drafted to depth >= d)",
-                     xaxis_title="draft depth d", yaxis_title="acceptance", yaxis_range=[0, 1.05])
+    f3.update_layout(
+        title="Acceptance by depth: P(accepted >= d | drafted to depth >= d)",
+        xaxis_title="draft depth d",
+        yaxis_title="acceptance",
+        yaxis_range=[0, 1.05],
+    )
     figs.append(f3)
     f4 = go.Figure()
     for part in ("draft", "verify", "other"):
         f4.add_bar(name=part, x=labels, y=[m["time_per_step_spec_ms"][part] for m in metrics])
-    f4.add_scatter(name="AR step (verify)", x=labels, y=[m["step_cost_ar_ms"] for m in metrics], mode="markers",
-                   marker=dict(symbol="line-ew-open", size=36, color="black", line=dict(width=3)))
+    f4.add_scatter(
+        name="AR step (verify)",
+        x=labels,
+        y=[m["step_cost_ar_ms"] for m in metrics],
+        mode="markers",
+        marker=dict(symbol="line-ew-open", size=36, color="black", line=dict(width=3)),
+    )
     f4.update_layout(title="Time per speculative step (ms)", barmode="stack", yaxis_title="ms")
     figs.append(f4)
     parts = []
@@ -181,11 +241,13 @@ def write_html(results: dict, path: str, plotlyjs: str = "inline") -> None:
     head = "".join(f"<th>{H.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{H.escape(x)}</td>" for x in cells) + "</tr>" for _, cells in rows)
     meta = results["meta"]
-    info = (f"target <code>{H.escape(str(meta['target']))}</code>, dtype {H.escape(meta['dtype'])}, "
-            f"device {H.escape(meta.get('device', 'cpu'))}, "
-            f"suite {H.escape(meta['suite'])} ({meta['n_samples']} samples), "
-            f"max_new_tokens {meta['max_new_tokens']}, repeats {meta['repeats']}, warm-up {meta['warmup']}, "
-            f"torch threads {meta['env']['torch_threads']}, {H.escape(meta['created'])}")
+    info = (
+        f"target <code>{H.escape(str(meta['target']))}</code>, dtype {H.escape(meta['dtype'])}, "
+        f"device {H.escape(meta.get('device', 'cpu'))}, "
+        f"suite {H.escape(meta['suite'])} ({meta['n_samples']} samples), "
+        f"max_new_tokens {meta['max_new_tokens']}, repeats {meta['repeats']}, warm-up {meta['warmup']}, "
+        f"torch threads {meta['env']['torch_threads']}, {H.escape(meta['created'])}"
+    )
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>SpecScope benchmark</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} td:first-child{{text-align:left}}</style>
@@ -201,9 +263,15 @@ ideal = tau &times; (AR step cost) / (speculative step cost), from the measured 
 
 def environment() -> dict:
     """What the numbers were measured on: versions, threads, the CPU."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(), "cpu": cpu_info()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+    }
 
 
 def cpu_info() -> dict:
@@ -213,8 +281,7 @@ def cpu_info() -> dict:
         with open("/proc/cpuinfo") as f:
             line = next((ln for ln in f if ln.startswith("flags")), "")
         have = set(line.split(":", 1)[-1].split())
-        flags = [f for f in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
-                             "amx_tile") if f in have]
+        flags = [f for f in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in have]
     except OSError:
         pass
     return {"model": cpu_name(), "flags": flags}

@@ -1,4 +1,5 @@
 """The inputs a benchmark runs on: held-out scenes, a folder of images + prompts, or text prompts."""
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,19 @@ BUILTIN_TEXT_PROMPTS = [
 class Sample:
     id: str
     prompt: str
-    image: object = None          # PIL image or None
+    image: object = None  # PIL image or None
     group: str = "all"
     task: str | None = None
-    source: str | None = None     # image file name / scene seed
+    source: str | None = None  # image file name / scene seed
 
     def describe(self) -> dict:
-        return {"id": self.id, "group": self.group, "task": self.task, "prompt": self.prompt,
-                "image": self.source if self.image is not None else None}
+        return {
+            "id": self.id,
+            "group": self.group,
+            "task": self.task,
+            "prompt": self.prompt,
+            "image": self.source if self.image is not None else None,
+        }
 
 
 def scene_samples(n: int, start: int = 0) -> list[Sample]:
@@ -45,11 +51,10 @@ def scene_samples(n: int, start: int = 0) -> list[Sample]:
             want = GROUNDED_TASKS[(i // 2) % len(GROUNDED_TASKS)]
         try:
             scene = make_sample(seed, want)
-        except TypeError:        # older / newer signature without ``task``
+        except TypeError:  # older / newer signature without ``task``
             scene = make_sample(seed)
         task = scene.get("task")
-        group = "description" if task in DESCRIPTION_TASKS else "grounded" if task in GROUNDED_TASKS \
-            else "text"
+        group = "description" if task in DESCRIPTION_TASKS else "grounded" if task in GROUNDED_TASKS else "text"
         out.append(Sample(f"scene-{seed}", scene["prompt"], scene.get("image"), group, task, f"seed {seed}"))
     return out
 

@@ -1,16 +1,17 @@
 """Drafter registry: names the CLI, the app and the benchmark accept.
 
-    none | ar                 plain autoregressive decoding (no drafter)
-    ngram                     prompt / n-gram lookup (training-free)
-    layerskip[:K]             the target's first K layers + its head (self-speculation)
-    msd:<dir> | <EAGLE dir>   an MSD / EAGLE draft head over the target's features
-    eagle3:<dir> | <EAGLE-3 dir>  an EAGLE-3 head (speculators layout or SpecForge's;
-                              core/drafters/eagle3.py) over three of the target's layers
-    <Hub id or directory>     a separate small model sharing the target's tokenizer;
-                              mode "multimodal" (it sees the image) or "text-only"
-    package.module:Class      a third-party drafter, constructed as Class(target, **options);
-                              it implements the ``Drafter`` protocol (core/drafters/base.py)
+none | ar                 plain autoregressive decoding (no drafter)
+ngram                     prompt / n-gram lookup (training-free)
+layerskip[:K]             the target's first K layers + its head (self-speculation)
+msd:<dir> | <EAGLE dir>   an MSD / EAGLE draft head over the target's features
+eagle3:<dir> | <EAGLE-3 dir>  an EAGLE-3 head (speculators layout or SpecForge's;
+                          core/drafters/eagle3.py) over three of the target's layers
+<Hub id or directory>     a separate small model sharing the target's tokenizer;
+                          mode "multimodal" (it sees the image) or "text-only"
+package.module:Class      a third-party drafter, constructed as Class(target, **options);
+                          it implements the ``Drafter`` protocol (core/drafters/base.py)
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,15 +19,24 @@ import os
 
 from ..adapters import load
 from ..errors import InputError, ModelLoadError
-from .base import (CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, assistant_model, build_tree, draft_dtype,
-                   spec_for)
+from .base import CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, assistant_model, build_tree, draft_dtype, spec_for
 from .eagle3 import Eagle3Drafter, is_eagle3_dir
-from .msd import MSDDrafter, MSDHead, is_msd_dir
+from .msd import MSDDrafter, MSDHead as MSDHead, is_msd_dir  # MSDHead: re-exported for trainers
 from .ngram import NgramDrafter
 
-__all__ = ["CHOICES", "DraftContext", "DraftSpec", "Drafter", "ModelDrafter", "NgramDrafter", "assistant_model",
-           "build_tree",
-           "make_drafter", "check_tokenizers", "spec_for"]
+__all__ = [
+    "CHOICES",
+    "DraftContext",
+    "DraftSpec",
+    "Drafter",
+    "ModelDrafter",
+    "NgramDrafter",
+    "assistant_model",
+    "build_tree",
+    "make_drafter",
+    "check_tokenizers",
+    "spec_for",
+]
 
 
 def check_tokenizers(target, drafter) -> None:
@@ -35,14 +45,14 @@ def check_tokenizers(target, drafter) -> None:
     n = min(tt.vocab_size, td.vocab_size)
     ids = list(range(n))
     if tt.convert_ids_to_tokens(ids) != td.convert_ids_to_tokens(ids):
-        bad = next(i for i, (a, b) in enumerate(zip(tt.convert_ids_to_tokens(ids), td.convert_ids_to_tokens(ids)))
-                   if a != b)
-        raise ModelLoadError(f"drafter {drafter.name!r} uses a different tokenizer than the target "
-                             f"(token id {bad} differs); speculative decoding needs a shared vocabulary")
+        bad = next(i for i, (a, b) in enumerate(zip(tt.convert_ids_to_tokens(ids), td.convert_ids_to_tokens(ids))) if a != b)
+        raise ModelLoadError(
+            f"drafter {drafter.name!r} uses a different tokenizer than the target "
+            f"(token id {bad} differs); speculative decoding needs a shared vocabulary"
+        )
 
 
-def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal", kernels: str | None = None,
-                 **options):
+def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal", kernels: str | None = None, **options):
     """Build a drafter for ``target`` from a registry name (see module docstring). ``dtype``
     overrides a separate draft model's dtype (default: ``draft_dtype(target)``)."""
     if name is None or str(name).strip().lower() in ("", "none", "ar"):
@@ -61,17 +71,17 @@ def make_drafter(name: str | None, target, dtype=None, mode: str = "multimodal",
         total = len(target.text_module().layers)
         k = k or max(1, total // 4)
         return ModelDrafter(target.truncated(k), f"layerskip ({k}/{total} layers)", use_image=True)
-    if low.startswith("eagle3:") or is_eagle3_dir(name):     # before msd: its weights look like one
+    if low.startswith("eagle3:") or is_eagle3_dir(name):  # before msd: its weights look like one
         path = name[7:] if low.startswith("eagle3:") else name
         try:
             return Eagle3Drafter(target, path, name=f"eagle3 head ({os.path.basename(path.rstrip('/'))})")
-        except Exception as e:  # noqa: BLE001  missing files, offline Hub, broken checkpoint, wrong target
+        except Exception as e:  # missing files, offline Hub, broken checkpoint, wrong target
             raise ModelLoadError(f"cannot load EAGLE-3 head {path!r}: {type(e).__name__}: {e}") from None
     if low.startswith("msd:") or is_msd_dir(name):
         path = name[4:] if low.startswith("msd:") else name
         try:
             return MSDDrafter(target, path, name=f"msd head ({os.path.basename(path.rstrip('/'))})")
-        except Exception as e:  # noqa: BLE001  missing files, offline Hub, wrong layout
+        except Exception as e:  # missing files, offline Hub, wrong layout
             raise ModelLoadError(f"cannot load MSD head {path!r}: {type(e).__name__}: {e}") from None
     if ":" in name and not name.startswith(("/", ".")) and "/" not in name.split(":", 1)[0]:
         mod, _, cls = name.partition(":")

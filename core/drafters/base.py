@@ -6,11 +6,13 @@ step and what the benchmark may ask of it. The shipped drafters subclass it expl
 ``module:Class`` and constructed as ``Class(target_adapter, **options)``, only needs the same
 attributes and methods (subclassing ``Drafter`` gives it the optional ones' defaults).
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Callable
 
 import torch
 
@@ -19,8 +21,8 @@ from ..tree import DraftTree, tree_mask
 
 
 STRATEGIES = ("chain", "tree", "dynamic")
-CHOICES = ("auto",) + STRATEGIES     # what users pick: "auto" = an adaptive chain (core/policy.py)
-AUTO_CAP = 16                        # auto: the longest chain a step may draft
+CHOICES = ("auto",) + STRATEGIES  # what users pick: "auto" = an adaptive chain (core/policy.py)
+AUTO_CAP = 16  # auto: the longest chain a step may draft
 
 
 @dataclass(frozen=True)
@@ -28,16 +30,17 @@ class DraftSpec:
     """How much to draft. chain: ``gamma`` tokens. tree: static tree with ``branching[d]``
     children per node at depth d. dynamic: EAGLE-2 style, ``depth`` layers of ``top_k``
     expansions, reranked to ``budget`` nodes."""
+
     strategy: str = "chain"
     gamma: int = 4
     branching: tuple[int, ...] = (3, 2, 2, 1)
     depth: int = 5
     top_k: int = 8
     budget: int = 48
-    min_prob: float = 0.0       # Spec-LLaVA-style pruning: don't expand nodes whose cumulative
-                                # draft probability is below this (0 = never prune)
-    adaptive: bool = False      # chain only: each step's length chosen by the measured cost model
-                                # and the drafter's confidence (core/policy.py), ``gamma`` the cap
+    min_prob: float = 0.0  # Spec-LLaVA-style pruning: don't expand nodes whose cumulative
+    # draft probability is below this (0 = never prune)
+    adaptive: bool = False  # chain only: each step's length chosen by the measured cost model
+    # and the drafter's confidence (core/policy.py), ``gamma`` the cap
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -76,28 +79,28 @@ class DraftSpec:
         return self.budget
 
 
-def spec_for(strategy: str, gamma: int | None = None, branching=(3, 2, 2, 1), depth: int = 8, top_k: int = 4,
-             budget: int = 20, min_prob: float = 0.0) -> DraftSpec:
+def spec_for(
+    strategy: str, gamma: int | None = None, branching=(3, 2, 2, 1), depth: int = 8, top_k: int = 4, budget: int = 20, min_prob: float = 0.0
+) -> DraftSpec:
     """The DraftSpec a user's choice means. ``auto``: a chain whose length the measured cost model
     picks at every step, ``gamma`` (default AUTO_CAP) the longest; the others are fixed shapes
     (chain default gamma 6)."""
     if strategy == "auto":
-        return DraftSpec("chain", AUTO_CAP if gamma is None else gamma, tuple(branching), depth, top_k, budget,
-                         min_prob, adaptive=True)
+        return DraftSpec("chain", AUTO_CAP if gamma is None else gamma, tuple(branching), depth, top_k, budget, min_prob, adaptive=True)
     return DraftSpec(strategy, 6 if gamma is None else gamma, tuple(branching), depth, top_k, budget, min_prob)
 
 
 @dataclass
 class DraftContext:
-    target: object                       # the target adapter
-    prompt_ids: list[int]                # target prompt ids (image tokens expanded)
+    target: object  # the target adapter
+    prompt_ids: list[int]  # target prompt ids (image tokens expanded)
     prompt: str = ""
-    image: object = None                 # PIL image or None
-    encoded: object = None               # the target's Encoded inputs
-    target_hidden: torch.Tensor | None = None   # (T, H) prefill hidden states if needs_hidden
-    target_embeds: torch.Tensor | None = None   # (1, T, H) decoder input embeddings (image features merged)
+    image: object = None  # PIL image or None
+    encoded: object = None  # the target's Encoded inputs
+    target_hidden: torch.Tensor | None = None  # (T, H) prefill hidden states if needs_hidden
+    target_embeds: torch.Tensor | None = None  # (1, T, H) decoder input embeddings (image features merged)
     tokens: list[int] = field(default_factory=list)  # committed output so far (grows)
-    policy: object = None                # core.policy.AutoPolicy for adaptive chains (build_tree asks it)
+    policy: object = None  # core.policy.AutoPolicy for adaptive chains (build_tree asks it)
 
 
 @runtime_checkable
@@ -147,7 +150,7 @@ def _draw(logits: torch.Tensor, k: int, sampling: SamplingConfig, gen, sample: b
     if sample:
         q = probs(logits, sampling)
         logq = torch.log(q)
-        u = torch.rand(q.shape, generator=gen, device=q.device)    # gen lives on q's device too
+        u = torch.rand(q.shape, generator=gen, device=q.device)  # gen lives on q's device too
         g = -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))
         k = min(k, int((q > 0).sum()))
         toks = torch.topk(logq + g, k).indices
@@ -158,8 +161,15 @@ def _draw(logits: torch.Tensor, k: int, sampling: SamplingConfig, gen, sample: b
     return top.indices.tolist(), top.values.exp().tolist(), top.values.tolist(), None
 
 
-def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]], torch.Tensor],
-               spec: DraftSpec, sampling: SamplingConfig, gen, vocab: int, policy=None) -> DraftTree:
+def build_tree(
+    root_logits: torch.Tensor,
+    expand: Callable[[DraftTree, list[int]], torch.Tensor],
+    spec: DraftSpec,
+    sampling: SamplingConfig,
+    gen,
+    vocab: int,
+    policy=None,
+) -> DraftTree:
     """Grow a chain / static tree / dynamic tree from the drafter's next-token logits at the root.
 
     ``expand(tree, nodes)`` runs the drafter on ``nodes`` (their ancestors were expanded
@@ -189,14 +199,14 @@ def build_tree(root_logits: torch.Tensor, expand: Callable[[DraftTree, list[int]
         widths, depth = [spec.top_k] * spec.depth, spec.depth
 
     frontier = grow(-1, root_logits, widths[0])
-    tree.forwards = 1                                  # the drafter's forward that gave root_logits
+    tree.forwards = 1  # the drafter's forward that gave root_logits
     floor = math.log(spec.min_prob) if spec.min_prob > 0 else None
     for d in range(1, depth):
         if spec.adaptive and policy is not None and not policy.keep_drafting(tree, spec.gamma):
-            break                       # the next token is not worth a draft forward (core/policy.py)
+            break  # the next token is not worth a draft forward (core/policy.py)
         if spec.strategy == "dynamic":
             frontier = sorted(frontier, key=lambda i: -tree.score[i])[: spec.top_k]
-        if floor is not None:   # too unlikely to survive verification: not worth a draft forward
+        if floor is not None:  # too unlikely to survive verification: not worth a draft forward
             frontier = [i for i in frontier if tree.score[i] >= floor]
         if not frontier:
             break
@@ -238,7 +248,7 @@ class ModelDrafter(Drafter):
     were fed are kept, the rest dropped; tokens not yet fed are fed next time."""
 
     needs_hidden = False
-    can_skip = True         # commit() without propose(): a plain target step, tokens fed later
+    can_skip = True  # commit() without propose(): a plain target step, tokens fed later
 
     def __init__(self, adapter, name: str, use_image: bool = True):
         self.lm = adapter
@@ -257,10 +267,10 @@ class ModelDrafter(Drafter):
         self.ctx = ctx
         enc = self.lm.encode(ctx.prompt, ctx.image if self.use_image else None)
         self.sess, self._last_logits, _ = self.lm.prefill(enc)
-        self.committed = self.sess.length     # slots holding committed tokens
-        self.pending: list[int] = []          # committed tokens not yet in the draft cache
+        self.committed = self.sess.length  # slots holding committed tokens
+        self.pending: list[int] = []  # committed tokens not yet in the draft cache
         self.root = ctx.tokens[-1] if ctx.tokens else None
-        self._slot: dict[int, int] | None = None   # tree node -> cache slot (None: no propose)
+        self._slot: dict[int, int] | None = None  # tree node -> cache slot (None: no propose)
 
     def propose(self, root: int, spec: DraftSpec, sampling: SamplingConfig, gen) -> DraftTree:
         lm, sess = self.lm, self.sess
@@ -272,23 +282,22 @@ class ModelDrafter(Drafter):
 
         def expand(tree: DraftTree, nodes: list[int]) -> torch.Tensor:
             start = sess.length
-            for r, node in enumerate(nodes):        # the nodes' cache slots, after their ancestors'
+            for r, node in enumerate(nodes):  # the nodes' cache slots, after their ancestors'
                 self._slot[node] = start + r
             attn = tree_mask(tree.parents, nodes, self._slot, self.committed, start + len(nodes))
             positions = torch.tensor([self.committed - 1 + tree.depths[x] for x in nodes])
             out, _ = lm.forward(sess, [tree.tokens[x] for x in nodes], positions, attn)
             return out
 
-        return build_tree(logits[-1], expand, spec, sampling, gen, self.ctx.target.vocab_size,
-                          policy=self.ctx.policy)
+        return build_tree(logits[-1], expand, spec, sampling, gen, self.ctx.target.vocab_size, policy=self.ctx.policy)
 
     def commit(self, tree: DraftTree, accepted: list[int], new_tokens: list[int], target_hidden) -> None:
-        if self._slot is None:                      # a plain step: nothing was fed this time
+        if self._slot is None:  # a plain step: nothing was fed this time
             self.pending += [self.root] + list(new_tokens[:-1])
         else:
-            fed = [a for a in accepted if a in self._slot]      # a prefix of the accepted path
+            fed = [a for a in accepted if a in self._slot]  # a prefix of the accepted path
             rows = [self._slot[a] - self.committed for a in fed]
             self.lm.keep(self.sess, self.committed, rows)
             self.committed = self.sess.length
-            self.pending = list(new_tokens[len(fed):-1])   # the last one is the next root
+            self.pending = list(new_tokens[len(fed) : -1])  # the last one is the next root
         self.root, self._slot = new_tokens[-1], None

@@ -30,6 +30,7 @@ vLLM loads): ``speculators_model_type: "eagle3"``, ``transformer_layer_config``,
 SpecForge layout: a LlamaConfig with ``draft_vocab_size`` (+ ``eagle_config``), the layer
 named ``midlayer.*``, aux ids given as "output of layer i" (SGLang adds 1 when capturing).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,28 +59,31 @@ def default_aux_layers(num_layers: int) -> list[int]:
 class Eagle3Config:
     """What a head is: its layer (a LlamaConfig: hidden size, heads, rope, ...) and the EAGLE-3
     fields around it. ``aux_layer_ids`` None: the default of the target it runs on."""
-    layer: object                                  # transformers LlamaConfig (num_hidden_layers 1)
+
+    layer: object  # transformers LlamaConfig (num_hidden_layers 1)
     draft_vocab_size: int
     target_vocab_size: int
     target_hidden_size: int
     norm_before_residual: bool = False
     aux_layer_ids: list[int] | None = None
     fc_bias: bool = True
-    qk_norm: bool = False                          # Qwen3 layers: RMSNorm on q and k per head
-    embed: bool = False                            # the head stores its own embed_tokens
-    meta: dict = field(default_factory=dict)       # verifier name / architectures, our training notes
+    qk_norm: bool = False  # Qwen3 layers: RMSNorm on q and k per head
+    embed: bool = False  # the head stores its own embed_tokens
+    meta: dict = field(default_factory=dict)  # verifier name / architectures, our training notes
 
     @property
     def hidden_size(self) -> int:
         return int(self.layer.hidden_size)
 
 
-def layer_config(text_config, hidden_size: int | None = None, intermediate_size: int | None = None,
-                 heads: int | None = None, kv_heads: int | None = None):
+def layer_config(
+    text_config, hidden_size: int | None = None, intermediate_size: int | None = None, heads: int | None = None, kv_heads: int | None = None
+):
     """A one-layer LlamaConfig for a new head over ``text_config`` (the target's): its rope base
     and vocabulary, a plain (1-D) rope whatever the target's (M-RoPE and the like are reduced to
     the default type: the head numbers its own positions)."""
     from transformers import LlamaConfig
+
     c = text_config
     h = hidden_size or c.hidden_size
     heads = heads or c.num_attention_heads
@@ -91,12 +95,20 @@ def layer_config(text_config, hidden_size: int | None = None, intermediate_size:
     rope = {k: v for k, v in rope.items() if k not in ("mrope_section", "mrope_interleaved")}
     rope.setdefault("rope_type", "default")
     rope["rope_theta"] = theta
-    cfg = LlamaConfig(hidden_size=h, intermediate_size=intermediate_size or c.intermediate_size,
-                      num_hidden_layers=1, num_attention_heads=heads,
-                      num_key_value_heads=kv_heads or getattr(c, "num_key_value_heads", heads) or heads,
-                      head_dim=h // heads, max_position_embeddings=c.max_position_embeddings,
-                      rms_norm_eps=c.rms_norm_eps, vocab_size=c.vocab_size, hidden_act="silu",
-                      rope_parameters=rope, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        hidden_size=h,
+        intermediate_size=intermediate_size or c.intermediate_size,
+        num_hidden_layers=1,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or getattr(c, "num_key_value_heads", heads) or heads,
+        head_dim=h // heads,
+        max_position_embeddings=c.max_position_embeddings,
+        rms_norm_eps=c.rms_norm_eps,
+        vocab_size=c.vocab_size,
+        hidden_act="silu",
+        rope_parameters=rope,
+        tie_word_embeddings=False,
+    )
     return cfg
 
 
@@ -147,11 +159,12 @@ class _Layer(nn.Module):
 class Eagle3Head(nn.Module):
     """The head's weights under the speculators names, and its forward (``step``)."""
 
-    _rope = MSDHead._rope            # the cos / sign-folded sin table of the MSD head (same rope)
+    _rope = MSDHead._rope  # the cos / sign-folded sin table of the MSD head (same rope)
 
     def __init__(self, config: Eagle3Config):
         super().__init__()
         from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
         self.config = config
         lc = config.layer
         lc._attn_implementation = "sdpa"
@@ -166,7 +179,7 @@ class Eagle3Head(nn.Module):
         self.rotary = LlamaRotaryEmbedding(lc)
         self.act = _act(getattr(lc, "hidden_act", "silu"))
         if config.draft_vocab_size == config.target_vocab_size:
-            self.t2d.fill_(True)                     # identity mapping: d2t all zeros
+            self.t2d.fill_(True)  # identity mapping: d2t all zeros
 
     # ---- vocabulary --------------------------------------------------------------
     def set_vocab(self, draft_to_target: torch.Tensor) -> None:
@@ -182,13 +195,13 @@ class Eagle3Head(nn.Module):
         return torch.arange(self.config.draft_vocab_size, device=self.d2t.device) + self.d2t
 
     # ---- forward -----------------------------------------------------------------
-    def fuse(self, tok_emb: torch.Tensor, feat: torch.Tensor, visual: torch.Tensor | None = None,
-             is_visual: torch.Tensor | None = None) -> torch.Tensor:
+    def fuse(
+        self, tok_emb: torch.Tensor, feat: torch.Tensor, visual: torch.Tensor | None = None, is_visual: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The layer's input [emb; h]: ``feat`` is an H-vector (the target's fused features, or the
         head's own output one depth up). At image positions (``is_visual``) the token embedding is
         the target's merged visual embedding, as a VLM target's own input there."""
-        if visual is not None and is_visual is not None and bool(is_visual.any()) \
-                and visual.shape[-1] == tok_emb.shape[-1]:
+        if visual is not None and is_visual is not None and bool(is_visual.any()) and visual.shape[-1] == tok_emb.shape[-1]:
             tok_emb = torch.where(is_visual.unsqueeze(-1), visual.to(tok_emb.dtype), tok_emb)
         return torch.cat([tok_emb, feat.to(tok_emb.dtype)], dim=-1)
 
@@ -201,8 +214,7 @@ class Eagle3Head(nn.Module):
         hn = F.rms_norm(h, (h.shape[-1],), self.norm.weight.to(h.dtype), self.norm.eps)
         return F.linear(hn, self.lm_head.weight.to(h.dtype))
 
-    def step(self, x: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-             kv: list) -> torch.Tensor:
+    def step(self, x: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None, kv: list) -> torch.Tensor:
         """The layer over ``x`` (1, n, 2H) = [emb; h]; returns its output (1, n, H), before the final
         norm (what deeper draft steps feed back). ``kv = [k, v]``: the key / value cache, appended
         in place (``[None, None]`` to start one); ``attention_mask``: additive float
@@ -219,20 +231,18 @@ class Eagle3Head(nn.Module):
         qkv = F.linear(a, P["wqkv"], P["bqkv"]).view(n, nq + 2 * nk, d)
         qk = qkv[:, : nq + nk]
         if P["q_norm"] is not None:
-            qk = torch.cat([F.rms_norm(qk[:, :nq], (d,), P["q_norm"], eps),
-                            F.rms_norm(qk[:, nq:], (d,), P["k_norm"], eps)], dim=1)
+            qk = torch.cat([F.rms_norm(qk[:, :nq], (d,), P["q_norm"], eps), F.rms_norm(qk[:, nq:], (d,), P["k_norm"], eps)], dim=1)
         cos, sin = self._rope(int(position_ids.max()) + 1, x.dtype)
         pos = position_ids.view(-1)
-        cos, sin = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)          # (n, 1, d)
-        qk = qk * cos + qk.roll(d // 2, -1) * sin                        # rotate_half as a roll
+        cos, sin = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (n, 1, d)
+        qk = qk * cos + qk.roll(d // 2, -1) * sin  # rotate_half as a roll
         q = qk[:, :nq].transpose(0, 1).unsqueeze(0)
         k = qk[:, nq:].transpose(0, 1).unsqueeze(0)
-        v = qkv[:, nq + nk:].transpose(0, 1).unsqueeze(0)
+        v = qkv[:, nq + nk :].transpose(0, 1).unsqueeze(0)
         if kv[0] is not None:
             k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
         kv[0], kv[1] = k, v
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=d ** -0.5,
-                                           enable_gqa=nq != nk)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=d**-0.5, enable_gqa=nq != nk)
         x = residual + F.linear(o.transpose(1, 2).reshape(1, n, nq * d), P["wo"])
         h = F.rms_norm(x, (H,), P["post_norm"], eps)
         g, u = F.linear(h, P["wgu"], P["bgu"]).chunk(2, dim=-1)
@@ -262,16 +272,26 @@ class Eagle3Head(nn.Module):
 
         def w(t):
             return None if t is None else t.to(dtype)
+
         qn = getattr(a, "q_norm", None)
         return dict(
-            d=a.head_dim, nq=a.nq, nk=a.nk, eps=layer.post_attention_layernorm.eps,
-            input_norm=w(layer.input_layernorm.weight), hidden_norm=w(layer.hidden_norm.weight),
+            d=a.head_dim,
+            nq=a.nq,
+            nk=a.nk,
+            eps=layer.post_attention_layernorm.eps,
+            input_norm=w(layer.input_layernorm.weight),
+            hidden_norm=w(layer.hidden_norm.weight),
             post_norm=w(layer.post_attention_layernorm.weight),
-            q_norm=None if qn is None else w(qn.weight), k_norm=None if qn is None else w(a.k_norm.weight),
+            q_norm=None if qn is None else w(qn.weight),
+            k_norm=None if qn is None else w(a.k_norm.weight),
             wqkv=cat(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight),
-            bqkv=cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias), wo=w(a.o_proj.weight),
-            wgu=cat(m.gate_proj.weight, m.up_proj.weight), bgu=cat(m.gate_proj.bias, m.up_proj.bias),
-            wd=w(m.down_proj.weight), bd=w(m.down_proj.bias))
+            bqkv=cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias),
+            wo=w(a.o_proj.weight),
+            wgu=cat(m.gate_proj.weight, m.up_proj.weight),
+            bgu=cat(m.gate_proj.bias, m.up_proj.bias),
+            wd=w(m.down_proj.weight),
+            bd=w(m.down_proj.bias),
+        )
 
     # ---- files -------------------------------------------------------------------
     def save(self, path: str, fmt: str = "speculators", extra: dict | None = None) -> None:
@@ -279,15 +299,17 @@ class Eagle3Head(nn.Module):
         "speculators", what vLLM loads) or SpecForge's (``fmt`` "specforge"). ``extra``: notes kept
         under the config's ``specscope`` key (ignored by other readers)."""
         from safetensors.torch import save_file
+
         if fmt not in ("speculators", "specforge"):
             raise ValueError(f"unknown head format {fmt!r}; choose speculators or specforge")
         c = self.config
         if c.aux_layer_ids is None:
-            raise ValueError("the head's aux layer ids are unknown (a checkpoint that named none); "
-                             "give them (they depend on the target's layer count) before saving")
+            raise ValueError(
+                "the head's aux layer ids are unknown (a checkpoint that named none); "
+                "give them (they depend on the target's layer count) before saving"
+            )
         os.makedirs(path, exist_ok=True)
-        sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
-              if not k.startswith("rotary.")}
+        sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("rotary.")}
         notes = {"kind": "eagle3-head", **c.meta.get("specscope", {}), **(extra or {})}
         layer = _layer_dict(c.layer)
         if fmt == "speculators":
@@ -297,16 +319,20 @@ class Eagle3Head(nn.Module):
                 "speculators_version": SPECULATORS_VERSION,
                 "speculators_config": {
                     "algorithm": "eagle3",
-                    "proposal_methods": [{"proposal_type": "greedy",
-                                          "speculative_tokens": int(c.meta.get("speculative_tokens", 3)),
-                                          "verifier_accept_k": 1, "accept_tolerance": 0.0}],
+                    "proposal_methods": [
+                        {
+                            "proposal_type": "greedy",
+                            "speculative_tokens": int(c.meta.get("speculative_tokens", 3)),
+                            "verifier_accept_k": 1,
+                            "accept_tolerance": 0.0,
+                        }
+                    ],
                     "default_proposal_method": "greedy",
-                    "verifier": {"name_or_path": c.meta.get("verifier"),
-                                 "architectures": list(c.meta.get("verifier_architectures") or [])},
+                    "verifier": {"name_or_path": c.meta.get("verifier"), "architectures": list(c.meta.get("verifier_architectures") or [])},
                 },
                 "transformer_layer_config": layer,
                 "draft_vocab_size": c.draft_vocab_size,
-                "norm_before_residual": bool(c.norm_before_residual),    # explicit: readers' defaults differ
+                "norm_before_residual": bool(c.norm_before_residual),  # explicit: readers' defaults differ
                 "target_hidden_size": c.target_hidden_size,
                 "eagle_aux_hidden_state_layer_ids": list(c.aux_layer_ids),
                 "has_no_defaults_at_init": False,
@@ -314,18 +340,22 @@ class Eagle3Head(nn.Module):
                 "specscope": notes,
             }
         else:
-            sd = {("midlayer." + k[len("layers.0."):] if k.startswith("layers.0.") else k): v for k, v in sd.items()}
-            cfg = dict(layer, architectures=["LlamaForCausalLMEagle3"], draft_vocab_size=c.draft_vocab_size,
-                       target_hidden_size=c.target_hidden_size, norm_before_residual=bool(c.norm_before_residual),
-                       eagle_config={"eagle_aux_hidden_state_layer_ids": [i - 1 for i in c.aux_layer_ids],
-                                     "use_aux_hidden_state": True},
-                       specscope=notes)
+            sd = {("midlayer." + k[len("layers.0.") :] if k.startswith("layers.0.") else k): v for k, v in sd.items()}
+            cfg = dict(
+                layer,
+                architectures=["LlamaForCausalLMEagle3"],
+                draft_vocab_size=c.draft_vocab_size,
+                target_hidden_size=c.target_hidden_size,
+                norm_before_residual=bool(c.norm_before_residual),
+                eagle_config={"eagle_aux_hidden_state_layer_ids": [i - 1 for i in c.aux_layer_ids], "use_aux_hidden_state": True},
+                specscope=notes,
+            )
         save_file(sd, os.path.join(path, "model.safetensors"))
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
 
     @classmethod
-    def load(cls, path: str, dtype=torch.float32) -> "Eagle3Head":
+    def load(cls, path: str, dtype=torch.float32) -> Eagle3Head:
         """A head in the speculators or SpecForge layout (local directory or Hub id). Raises
         ValueError naming what is wrong with a broken checkpoint."""
         path = fetch(path)
@@ -335,11 +365,11 @@ class Eagle3Head(nn.Module):
         for k, v in _read_weights(path).items():
             for prefix in ("model.", "draft_model."):
                 if k.startswith(prefix) and not k.startswith("model.layers."):
-                    k = k[len(prefix):]
+                    k = k[len(prefix) :]
             k = k.replace("model.layers.", "layers.")
             for old, new in renames:
                 if k.startswith(old):
-                    k = new + k[len(old):]
+                    k = new + k[len(old) :]
             sd[k] = v
         config.fc_bias = "fc.bias" in sd
         config.qk_norm = "layers.0.self_attn.q_norm.weight" in sd
@@ -347,24 +377,28 @@ class Eagle3Head(nn.Module):
         config.layer.attention_bias = "layers.0.self_attn.q_proj.bias" in sd
         config.layer.mlp_bias = "layers.0.mlp.gate_proj.bias" in sd
         if "d2t" not in sd and config.draft_vocab_size != config.target_vocab_size:
-            raise ValueError(f"{path}: the draft vocabulary ({config.draft_vocab_size}) differs from the target's "
-                             f"({config.target_vocab_size}) but the checkpoint has no d2t mapping")
+            raise ValueError(
+                f"{path}: the draft vocabulary ({config.draft_vocab_size}) differs from the target's "
+                f"({config.target_vocab_size}) but the checkpoint has no d2t mapping"
+            )
         head = cls(config)
         want = {k: v.shape for k, v in head.state_dict().items() if not k.startswith("rotary.")}
         missing = [k for k in want if k not in sd and k not in ("d2t", "t2d")]
         if missing:
-            raise ValueError(f"{path}: not a complete EAGLE-3 head: missing {', '.join(missing[:4])}"
-                             + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""))
-        bad = [f"{k} is {list(sd[k].shape)}, expected {list(s)}" for k, s in want.items()
-               if k in sd and tuple(sd[k].shape) != tuple(s)]
+            raise ValueError(
+                f"{path}: not a complete EAGLE-3 head: missing {', '.join(missing[:4])}"
+                + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            )
+        bad = [f"{k} is {list(sd[k].shape)}, expected {list(s)}" for k, s in want.items() if k in sd and tuple(sd[k].shape) != tuple(s)]
         if bad:
-            raise ValueError(f"{path}: weights do not match its config.json (hidden size "
-                             f"{config.hidden_size}, target hidden size {config.target_hidden_size}, draft vocab "
-                             f"{config.draft_vocab_size}): {'; '.join(bad[:3])}")
+            raise ValueError(
+                f"{path}: weights do not match its config.json (hidden size "
+                f"{config.hidden_size}, target hidden size {config.target_hidden_size}, draft vocab "
+                f"{config.draft_vocab_size}): {'; '.join(bad[:3])}"
+            )
         unused = sorted(k for k in sd if k not in want)
         if unused:
-            raise ValueError(f"{path}: unknown weights {', '.join(unused[:4])} (an EAGLE-3 variant this loader "
-                             "does not know)")
+            raise ValueError(f"{path}: unknown weights {', '.join(unused[:4])} (an EAGLE-3 variant this loader does not know)")
         head.load_state_dict({k: v for k, v in sd.items() if k in want}, strict=False)
         if "t2d" not in sd:
             head.t2d.zero_()
@@ -377,6 +411,7 @@ class Eagle3Head(nn.Module):
 
 def _act(name: str):
     from transformers.activations import ACT2FN
+
     return ACT2FN[name]
 
 
@@ -386,8 +421,17 @@ def _layer_dict(layer) -> dict:
     d = layer.to_diff_dict()
     d.pop("transformers_version", None)
     d.pop("_attn_implementation_autoset", None)
-    for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-              "rms_norm_eps", "max_position_embeddings", "vocab_size", "hidden_act"):
+    for k in (
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rms_norm_eps",
+        "max_position_embeddings",
+        "vocab_size",
+        "hidden_act",
+    ):
         d[k] = getattr(layer, k)
     d["num_hidden_layers"] = 1
     d["model_type"] = "llama"
@@ -414,6 +458,7 @@ def _read_config(path: str) -> dict:
 def parse_config(cfg: dict, path: str = "") -> tuple[Eagle3Config, list[tuple[str, str]]]:
     """(config, weight renames) of a speculators or SpecForge config.json."""
     from transformers import LlamaConfig
+
     renames: list[tuple[str, str]] = []
     if cfg.get("speculators_model_type") == "eagle3":
         layer_d = dict(cfg.get("transformer_layer_config") or {})
@@ -423,8 +468,12 @@ def parse_config(cfg: dict, path: str = "") -> tuple[Eagle3Config, list[tuple[st
         sc = cfg.get("speculators_config") or {}
         ver = sc.get("verifier") or {}
         methods = sc.get("proposal_methods") or [{}]
-        meta = {"verifier": ver.get("name_or_path"), "verifier_architectures": ver.get("architectures") or [],
-                "speculative_tokens": methods[0].get("speculative_tokens", 3), "format": "speculators"}
+        meta = {
+            "verifier": ver.get("name_or_path"),
+            "verifier_architectures": ver.get("architectures") or [],
+            "speculative_tokens": methods[0].get("speculative_tokens", 3),
+            "format": "speculators",
+        }
         if cfg.get("norm_before_fc"):
             raise ValueError(f"{path}: norm_before_fc heads (an RMSNorm over the fused taps) are not supported yet")
     elif "draft_vocab_size" in cfg and any("Eagle3" in a for a in cfg.get("architectures") or []):
@@ -432,18 +481,33 @@ def parse_config(cfg: dict, path: str = "") -> tuple[Eagle3Config, list[tuple[st
         ec = cfg.get("eagle_config") or {}
         aux = ec.get("eagle_aux_hidden_state_layer_ids")
         if aux:
-            aux = [int(i) + 1 for i in aux]       # SpecForge / SGLang: "output of layer i" = vLLM id i + 1
+            aux = [int(i) + 1 for i in aux]  # SpecForge / SGLang: "output of layer i" = vLLM id i + 1
         renames = [("midlayer.", "layers.0.")]
         meta = {"verifier": None, "format": "specforge"}
     else:
-        raise ValueError(f"{path}: not an EAGLE-3 head (config.json has no speculators_model_type 'eagle3' "
-                         "and is no SpecForge LlamaForCausalLMEagle3 config)")
+        raise ValueError(
+            f"{path}: not an EAGLE-3 head (config.json has no speculators_model_type 'eagle3' "
+            "and is no SpecForge LlamaForCausalLMEagle3 config)"
+        )
     if isinstance(cfg.get("specscope"), dict):
         meta["specscope"] = {k: v for k, v in cfg["specscope"].items() if k != "kind"}
         meta.setdefault("verifier", cfg["specscope"].get("target"))
-    keep = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-            "rms_norm_eps", "max_position_embeddings", "vocab_size", "hidden_act", "rope_parameters",
-            "rope_theta", "rope_scaling", "attention_bias", "mlp_bias")
+    keep = (
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rms_norm_eps",
+        "max_position_embeddings",
+        "vocab_size",
+        "hidden_act",
+        "rope_parameters",
+        "rope_theta",
+        "rope_scaling",
+        "attention_bias",
+        "mlp_bias",
+    )
     kw = {k: layer_d[k] for k in keep if layer_d.get(k) is not None}
     for k in ("hidden_size", "num_attention_heads", "vocab_size"):
         if k not in kw:
@@ -463,11 +527,14 @@ def parse_config(cfg: dict, path: str = "") -> tuple[Eagle3Config, list[tuple[st
     layer = LlamaConfig(num_hidden_layers=1, tie_word_embeddings=False, **kw)
     h = int(layer.hidden_size)
     config = Eagle3Config(
-        layer=layer, draft_vocab_size=int(cfg.get("draft_vocab_size") or layer.vocab_size),
+        layer=layer,
+        draft_vocab_size=int(cfg.get("draft_vocab_size") or layer.vocab_size),
         target_vocab_size=int(layer.vocab_size),
         target_hidden_size=int(cfg.get("target_hidden_size") or h),
         norm_before_residual=bool(cfg.get("norm_before_residual", False)),
-        aux_layer_ids=[int(i) for i in aux] if aux else None, meta=meta)
+        aux_layer_ids=[int(i) for i in aux] if aux else None,
+        meta=meta,
+    )
     if config.aux_layer_ids is not None and len(config.aux_layer_ids) != 3:
         raise ValueError(f"{path}: EAGLE-3 fuses 3 target layers, the config names {len(config.aux_layer_ids)}")
     return config, renames
@@ -483,7 +550,8 @@ def is_eagle3_dir(path: str) -> bool:
     if not isinstance(cfg, dict):
         return False
     return cfg.get("speculators_model_type") == "eagle3" or (
-        "draft_vocab_size" in cfg and any("Eagle3" in str(a) for a in cfg.get("architectures") or []))
+        "draft_vocab_size" in cfg and any("Eagle3" in str(a) for a in cfg.get("architectures") or [])
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -520,12 +588,13 @@ class AuxTaps:
             x = args[0] if args else kwargs.get("hidden_states")
             st = self.local.__dict__.setdefault("stage", {})
             st[i] = x
+
         return hook
 
     def _done(self, _module, _args, out):
         st = self.local.__dict__.pop("stage", {})
         if not all(i in st for i in self.ids) or out.dim() != 3 or out.shape[0] != 1:
-            return                               # not a full batch-1 decoder forward
+            return  # not a full batch-1 decoder forward
         aux = torch.cat([st[i][0] for i in self.ids], dim=-1)
         hist = self.local.__dict__.setdefault("hist", deque())
         hist.append({"last": out[0], "aux": aux, "keys": None})
@@ -557,8 +626,10 @@ class AuxTaps:
             idx_t = torch.tensor(idx, device=last.device)
             if torch.equal(last[idx_t], rows.to(last.dtype)):
                 return e["aux"][idx_t]
-        raise LookupError("the EAGLE-3 drafter did not see the target forward these hidden states came from "
-                          "(it reads the target's layers through hooks while the target runs)")
+        raise LookupError(
+            "the EAGLE-3 drafter did not see the target forward these hidden states came from "
+            "(it reads the target's layers through hooks while the target runs)"
+        )
 
     def clear(self) -> None:
         self.local.__dict__.pop("hist", None)
@@ -590,19 +661,22 @@ class Eagle3Drafter(MSDDrafter):
         tname = getattr(target, "name", "the target")
         th = temb.embedding_dim
         if c.target_hidden_size != th:
-            raise ValueError(f"this EAGLE-3 head reads a target with hidden size {c.target_hidden_size} "
-                             f"(fc takes 3 x {c.target_hidden_size}); {tname} has {th}. A head only works with "
-                             "the target it was trained for")
+            raise ValueError(
+                f"this EAGLE-3 head reads a target with hidden size {c.target_hidden_size} "
+                f"(fc takes 3 x {c.target_hidden_size}); {tname} has {th}. A head only works with "
+                "the target it was trained for"
+            )
         if c.target_vocab_size > target.vocab_size:
-            raise ValueError(f"this EAGLE-3 head's target vocabulary has {c.target_vocab_size} ids; {tname} "
-                             f"has {target.vocab_size}")
+            raise ValueError(f"this EAGLE-3 head's target vocabulary has {c.target_vocab_size} ids; {tname} has {target.vocab_size}")
         if self.head.embed_tokens is not None:
             self.embed = self.head.embed_tokens
         elif c.hidden_size == th:
             self.embed = temb
         else:
-            raise ValueError(f"this EAGLE-3 head (hidden size {c.hidden_size}) stores no embed_tokens and "
-                             f"cannot use {tname}'s embeddings (hidden size {th})")
+            raise ValueError(
+                f"this EAGLE-3 head (hidden size {c.hidden_size}) stores no embed_tokens and "
+                f"cannot use {tname}'s embeddings (hidden size {th})"
+            )
         layers = len(target.text_module().layers)
         self.aux_layer_ids = list(c.aux_layer_ids) if c.aux_layer_ids else default_aux_layers(layers)
         self.taps = AuxTaps(target, self.aux_layer_ids)
@@ -619,7 +693,7 @@ class Eagle3Drafter(MSDDrafter):
     def __del__(self):
         try:
             self.close()
-        except Exception:  # noqa: BLE001  interpreter shutdown
+        except Exception:  # interpreter shutdown
             pass
 
     def _emb(self, ids: torch.Tensor) -> torch.Tensor:
@@ -648,10 +722,17 @@ class Eagle3Drafter(MSDDrafter):
         super().commit(tree, accepted, new_tokens, self._features(target_hidden))
 
 
-def new_head(target, hidden_size: int | None = None, draft_vocab: list[int] | None = None,
-             aux_layer_ids: list[int] | None = None, norm_before_residual: bool = False,
-             intermediate_size: int | None = None, own_embeddings: bool | None = None, fc_bias: bool = True,
-             seed: int | None = None) -> Eagle3Head:
+def new_head(
+    target,
+    hidden_size: int | None = None,
+    draft_vocab: list[int] | None = None,
+    aux_layer_ids: list[int] | None = None,
+    norm_before_residual: bool = False,
+    intermediate_size: int | None = None,
+    own_embeddings: bool | None = None,
+    fc_bias: bool = True,
+    seed: int | None = None,
+) -> Eagle3Head:
     """A new (random) head for ``target``: its layer sized like the target's (or ``hidden_size``),
     draft vocabulary ``draft_vocab`` (target ids; default the whole vocabulary), the target's
     default aux layers unless given. ``own_embeddings``: store embed_tokens (default: only when
@@ -662,17 +743,24 @@ def new_head(target, hidden_size: int | None = None, draft_vocab: list[int] | No
     heads = tc.num_attention_heads if h == th else max(1, h // (th // tc.num_attention_heads))
     kv = getattr(tc, "num_key_value_heads", None) or tc.num_attention_heads
     kv = kv if h == th and heads % kv == 0 else heads
-    layer = layer_config(tc, hidden_size=h, heads=heads, kv_heads=kv,
-                         intermediate_size=intermediate_size or (tc.intermediate_size if h == th else 4 * h))
+    layer = layer_config(
+        tc, hidden_size=h, heads=heads, kv_heads=kv, intermediate_size=intermediate_size or (tc.intermediate_size if h == th else 4 * h)
+    )
     layer.vocab_size = target.vocab_size
     vocab = list(range(target.vocab_size)) if draft_vocab is None else list(draft_vocab)
     n_layers = len(target.text_module().layers)
     arch = list(getattr(target.model.config, "architectures", None) or [type(target.model).__name__])
-    cfg = Eagle3Config(layer=layer, draft_vocab_size=len(vocab), target_vocab_size=target.vocab_size,
-                       target_hidden_size=th, norm_before_residual=norm_before_residual,
-                       aux_layer_ids=list(aux_layer_ids) if aux_layer_ids else default_aux_layers(n_layers),
-                       fc_bias=fc_bias, embed=(h != th) if own_embeddings is None else own_embeddings,
-                       meta={"verifier": getattr(target, "name", None), "verifier_architectures": arch})
+    cfg = Eagle3Config(
+        layer=layer,
+        draft_vocab_size=len(vocab),
+        target_vocab_size=target.vocab_size,
+        target_hidden_size=th,
+        norm_before_residual=norm_before_residual,
+        aux_layer_ids=list(aux_layer_ids) if aux_layer_ids else default_aux_layers(n_layers),
+        fc_bias=fc_bias,
+        embed=(h != th) if own_embeddings is None else own_embeddings,
+        meta={"verifier": getattr(target, "name", None), "verifier_architectures": arch},
+    )
     if seed is not None:
         torch.manual_seed(seed)
     head = Eagle3Head(cfg)

@@ -1,5 +1,6 @@
 """Prompt / n-gram lookup: propose what followed the same n-gram earlier in the
 prompt or the output. No model, no training; great when answers copy the prompt."""
+
 from __future__ import annotations
 
 from ..tree import DraftTree
@@ -28,14 +29,14 @@ class NgramDrafter(Drafter):
             pat = seq[-n:]
             found = []
             for i in range(len(seq) - n - 1, -1, -1):
-                if seq[i:i + n] == pat:
-                    found.append(seq[i + n:i + n + depth])
+                if seq[i : i + n] == pat:
+                    found.append(seq[i + n : i + n + depth])
             if found:
                 return found
         return []
 
     def propose(self, root, spec: DraftSpec, sampling, gen) -> DraftTree:
-        seq = self.ctx.prompt_ids + self.ctx.tokens    # tokens ends with root
+        seq = self.ctx.prompt_ids + self.ctx.tokens  # tokens ends with root
         conts = self._continuations(seq, spec.max_depth)
         tree = DraftTree(forwards=0)
         if not conts:

@@ -1,7 +1,7 @@
 """CLI for the procedural scenes.
 
-    python -m core.scenes sample --seed 5 --out x.png [--task describe]
-    python -m core.scenes eval --target assets/target [--n 200] [--json] [--task count]
+python -m core.scenes sample --seed 5 --out x.png [--task describe]
+python -m core.scenes eval --target assets/target [--n 200] [--json] [--task count]
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ def load_target(model_dir: str, dtype=None):
 def build_inputs(processor, sample: dict):
     has_image = sample["image"] is not None
     content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": sample["prompt"]}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}],
-                                         add_generation_prompt=True)
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     if has_image:
         return processor(images=sample["image"], text=text, return_tensors="pt")
     return processor(text=text, return_tensors="pt")
@@ -49,13 +48,20 @@ def generate_answer(model, processor, sample: dict, max_new_tokens: int | None =
     tok = processor.tokenizer
     mnt = max_new_tokens or MAX_NEW_TOKENS.get(sample["task"], 40)
     with torch.no_grad():
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=mnt,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=mnt, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def evaluate(model_dir: str, n: int = 200, start: int = 0, task: str | None = None,
-             model=None, processor=None, threads: int | None = None, verbose: bool = False) -> dict:
+def evaluate(
+    model_dir: str,
+    n: int = 200,
+    start: int = 0,
+    task: str | None = None,
+    model=None,
+    processor=None,
+    threads: int | None = None,
+    verbose: bool = False,
+) -> dict:
     """Greedy-decode ``n`` held-out samples with plain ``model.generate`` and score them."""
     import torch
 
@@ -77,15 +83,22 @@ def evaluate(model_dir: str, n: int = 200, start: int = 0, task: str | None = No
         d["n"] += 1
         d["correct"] += int(ok)
         if not ok and len(failures) < 20:
-            failures.append({"seed": seed, "task": s["task"], "prompt": s["prompt"],
-                             "answer": s["answer"], "prediction": pred})
+            failures.append({"seed": seed, "task": s["task"], "prompt": s["prompt"], "answer": s["answer"], "prediction": pred})
         if verbose:
-            print(f"[{'ok' if ok else 'XX'}] {s['task']}: {s['prompt']!r} -> {pred!r}"
-                  + ("" if ok else f" (want {s['answer']!r})"), file=sys.stderr)
+            print(
+                f"[{'ok' if ok else 'XX'}] {s['task']}: {s['prompt']!r} -> {pred!r}" + ("" if ok else f" (want {s['answer']!r})"),
+                file=sys.stderr,
+            )
     for d in by_task.values():
         d["accuracy"] = d["correct"] / d["n"]
-    return {"accuracy": correct / max(n, 1), "n": n, "exact_match": n_exact / max(n, 1),
-            "by_task": by_task, "seconds": round(time.time() - t0, 1), "failures": failures}
+    return {
+        "accuracy": correct / max(n, 1),
+        "n": n,
+        "exact_match": n_exact / max(n, 1),
+        "by_task": by_task,
+        "seconds": round(time.time() - t0, 1),
+        "failures": failures,
+    }
 
 
 def main(argv=None):
@@ -115,16 +128,16 @@ def main(argv=None):
             print("image: none (text-only task)")
         return 0
 
-    res = evaluate(args.target, args.n, args.start, args.task, threads=args.threads,
-                   verbose=args.verbose)
+    res = evaluate(args.target, args.n, args.start, args.task, threads=args.threads, verbose=args.verbose)
     if args.json:
-        out = {"accuracy": res["accuracy"], "n": res["n"],
-               "by_task": {k: {"accuracy": v["accuracy"], "n": v["n"]}
-                           for k, v in sorted(res["by_task"].items())}}
+        out = {
+            "accuracy": res["accuracy"],
+            "n": res["n"],
+            "by_task": {k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in sorted(res["by_task"].items())},
+        }
         print(json.dumps(out))
     else:
-        print(f"accuracy {res['accuracy']:.3f} on {res['n']} held-out samples "
-              f"(exact match {res['exact_match']:.3f}, {res['seconds']}s)")
+        print(f"accuracy {res['accuracy']:.3f} on {res['n']} held-out samples (exact match {res['exact_match']:.3f}, {res['seconds']}s)")
         for k, v in sorted(res["by_task"].items()):
             print(f"  {k:10s} {v['accuracy']:.3f}  (n={v['n']})")
         for f in res["failures"][:8]:

@@ -44,16 +44,49 @@ SIZES = ("small", "large")
 RADIUS = {"small": 9, "large": 18}
 
 WORDS = (
-    "cat", "dog", "sun", "tree", "book", "fish", "bird", "moon", "car", "hat",
-    "cup", "box", "key", "bed", "pen", "map", "egg", "cow", "pig", "bus",
-    "boat", "cake", "door", "frog", "lamp", "milk", "rain", "ship", "star", "wind",
+    "cat",
+    "dog",
+    "sun",
+    "tree",
+    "book",
+    "fish",
+    "bird",
+    "moon",
+    "car",
+    "hat",
+    "cup",
+    "box",
+    "key",
+    "bed",
+    "pen",
+    "map",
+    "egg",
+    "cow",
+    "pig",
+    "bus",
+    "boat",
+    "cake",
+    "door",
+    "frog",
+    "lamp",
+    "milk",
+    "rain",
+    "ship",
+    "star",
+    "wind",
 )
 
 # row, col -> location phrase (used verbatim in answers)
 LOCATIONS = {
-    (0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
-    (1, 0): "on the left", (1, 1): "in the center", (1, 2): "on the right",
-    (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right",
+    (0, 0): "at the top left",
+    (0, 1): "at the top",
+    (0, 2): "at the top right",
+    (1, 0): "on the left",
+    (1, 1): "in the center",
+    (1, 2): "on the right",
+    (2, 0): "at the bottom left",
+    (2, 1): "at the bottom",
+    (2, 2): "at the bottom right",
 }
 BACKGROUNDS = ("plain", "stripes", "noise", "checker")
 
@@ -135,14 +168,16 @@ def sample_scene(seed: int, n_objects: int | None = None, with_word: bool | None
     if with_word:
         scene.word = rng.choice(WORDS)
         scene.word_row, scene.word_col = cells.pop()
-    for (r, c) in cells[:n_objects]:
+    for r, c in cells[:n_objects]:
         size = rng.choice(SIZES)
         jitter = 4 if size == "large" else 8
         cx = (c + 0.5) * CELL + rng.uniform(-jitter, jitter)
         cy = (r + 0.5) * CELL + rng.uniform(-jitter, jitter)
-        scene.objects.append(SceneObject(
-            shape=rng.choice(SHAPES), color=rng.choice(COLOR_NAMES), size=size,
-            row=r, col=c, cx=cx, cy=cy, angle=rng.uniform(0, 360)))
+        scene.objects.append(
+            SceneObject(
+                shape=rng.choice(SHAPES), color=rng.choice(COLOR_NAMES), size=size, row=r, col=c, cx=cx, cy=cy, angle=rng.uniform(0, 360)
+            )
+        )
     return scene
 
 
@@ -151,7 +186,7 @@ def _polygon(cx, cy, r, n, angle, inner=None):
     steps = n * 2 if inner else n
     for i in range(steps):
         a = math.radians(angle) + 2 * math.pi * i / steps - math.pi / 2
-        rr = (inner if (inner and i % 2) else r)
+        rr = inner if (inner and i % 2) else r
         pts.append((cx + rr * math.cos(a), cy + rr * math.sin(a)))
     return pts
 
@@ -172,8 +207,7 @@ def _draw_background(img: Image.Image, scene: Scene, rng: random.Random):
             elif orient == "v":
                 d.rectangle([k, 0, k + width - 1, IMAGE_SIZE], fill=alt)
             else:
-                d.polygon([(k, 0), (k + width, 0), (k + width + IMAGE_SIZE, IMAGE_SIZE),
-                           (k + IMAGE_SIZE, IMAGE_SIZE)], fill=alt)
+                d.polygon([(k, 0), (k + width, 0), (k + width + IMAGE_SIZE, IMAGE_SIZE), (k + IMAGE_SIZE, IMAGE_SIZE)], fill=alt)
     elif scene.background == "checker":
         sq = rng.randint(8, 16)
         for y in range(0, IMAGE_SIZE, sq):
@@ -217,8 +251,7 @@ def render(scene: Scene) -> Image.Image:
         elif o.shape == "hexagon":
             d.polygon(_polygon(o.cx, o.cy, r, 6, o.angle % 60), fill=fill, outline=line, width=2)
         elif o.shape == "star":
-            d.polygon(_polygon(o.cx, o.cy, r * 1.2, 5, o.angle % 72, inner=r * 0.5), fill=fill,
-                      outline=line, width=2)
+            d.polygon(_polygon(o.cx, o.cy, r * 1.2, 5, o.angle % 72, inner=r * 0.5), fill=fill, outline=line, width=2)
     if scene.word:
         font = _font(18)
         cx = (scene.word_col + 0.5) * CELL

@@ -24,9 +24,9 @@ from collections import Counter
 
 from .generator import COLOR_NAMES, LOCATIONS, SHAPES, SIZES
 
-_NUM_WORDS = {w: i for i, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-     "eleven", "twelve"])}
+_NUM_WORDS = {
+    w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"])
+}
 _NUM_WORDS["no"] = 0
 _NUM_WORDS["none"] = 0
 
@@ -75,8 +75,7 @@ def _first_of(text: str, vocab) -> str | None:
     return best
 
 
-_OBJ_RE = re.compile(r"\b(?:(small|large)\s+)?(" + "|".join(COLOR_NAMES) + r")\s+("
-                     + "|".join(SHAPES) + r")s?\b")
+_OBJ_RE = re.compile(r"\b(?:(small|large)\s+)?(" + "|".join(COLOR_NAMES) + r")\s+(" + "|".join(SHAPES) + r")s?\b")
 
 
 def object_mentions(text: str) -> list:
@@ -91,7 +90,7 @@ def score(sample: dict, prediction: str) -> bool:
     if not p:
         return False
 
-    if task == "lookup":          # a count / spatial question about a scene given as text
+    if task == "lookup":  # a count / spatial question about a scene given as text
         return score(dict(sample, task=meta["asks"]), prediction)
 
     if task == "count":

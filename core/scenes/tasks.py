@@ -9,7 +9,12 @@ from __future__ import annotations
 import random
 
 from .generator import (
-    COLOR_NAMES, SHAPES, SIZES, WORDS, render, sample_scene,
+    COLOR_NAMES,
+    SHAPES,
+    SIZES,
+    WORDS,
+    render,
+    sample_scene,
 )
 
 IMAGE_TASKS = ("describe", "caption", "count", "attribute", "spatial", "reading")
@@ -21,12 +26,16 @@ EXTRA_TASKS = ("lookup",)
 ALL_TASKS = TASKS + EXTRA_TASKS
 # default mixture (also used by training): ~15% text-only
 TASK_WEIGHTS = {
-    "describe": 0.20, "caption": 0.08, "count": 0.16, "attribute": 0.17,
-    "spatial": 0.13, "reading": 0.11, "text": 0.15,
+    "describe": 0.20,
+    "caption": 0.08,
+    "count": 0.16,
+    "attribute": 0.17,
+    "spatial": 0.13,
+    "reading": 0.11,
+    "text": 0.15,
 }
 
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 BG_NAMES = {"plain": "plain", "stripes": "striped", "noise": "noisy", "checker": "checkered"}
 
 
@@ -38,8 +47,7 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _obj_dict(o) -> dict:
-    return {"shape": o.shape, "color": o.color, "size": o.size, "row": o.row, "col": o.col,
-            "location": o.location}
+    return {"shape": o.shape, "color": o.color, "size": o.size, "row": o.row, "col": o.col, "location": o.location}
 
 
 def unique_ref(objects, obj, fields_options) -> str | None:
@@ -115,17 +123,12 @@ WHERE_Q = [
     "In which part of the image is the {r}?",
 ]
 REL_Q = {
-    "left": ["What is to the left of the {r}?", "Which shape is left of the {r}?",
-             "What is directly left of the {r}?"],
-    "right": ["What is to the right of the {r}?", "Which shape is right of the {r}?",
-              "What is directly right of the {r}?"],
-    "above": ["What is above the {r}?", "Which shape is above the {r}?",
-              "What is directly above the {r}?"],
-    "below": ["What is below the {r}?", "Which shape is below the {r}?",
-              "What is directly below the {r}?"],
+    "left": ["What is to the left of the {r}?", "Which shape is left of the {r}?", "What is directly left of the {r}?"],
+    "right": ["What is to the right of the {r}?", "Which shape is right of the {r}?", "What is directly right of the {r}?"],
+    "above": ["What is above the {r}?", "Which shape is above the {r}?", "What is directly above the {r}?"],
+    "below": ["What is below the {r}?", "Which shape is below the {r}?", "What is directly below the {r}?"],
 }
-REL_PHRASE = {"left": "to the left of", "right": "to the right of", "above": "above",
-              "below": "below"}
+REL_PHRASE = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 READ_PROMPTS = [
     "What word is written in the image?",
     "Read the text in the image.",
@@ -147,8 +150,7 @@ def _describe(scene):
         parts.append(_sentence(o) + ".")
     if scene.word:
         parts.append(f'The word "{scene.word}" is written {scene.word_location}.')
-    return " ".join(parts), {"count": n, "objects": [[o.color, o.shape] for o in objs],
-                             "word": scene.word}
+    return " ".join(parts), {"count": n, "objects": [[o.color, o.shape] for o in objs], "word": scene.word}
 
 
 def _caption(scene):
@@ -162,8 +164,11 @@ def _caption(scene):
         head = f"{n} shapes"
     if scene.word:
         head += f' and the word "{scene.word}"'
-    return f"{head} on a {bg} background.", {"count": n, "shapes": sorted({o.shape for o in objs}),
-                                             "colors": sorted({o.color for o in objs})}
+    return f"{head} on a {bg} background.", {
+        "count": n,
+        "shapes": sorted({o.shape for o in objs}),
+        "colors": sorted({o.color for o in objs}),
+    }
 
 
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
@@ -198,8 +203,7 @@ def _count(scene, rng, style: str = "direct"):
         # mostly ask about colours that are present
         present = [o.color for o in objs]
         c = rng.choice(present) if rng.random() < 0.75 else rng.choice(COLOR_NAMES)
-        prompt, match, noun = (rng.choice(COUNT_COLOR_PROMPTS).format(c=c), (lambda o: o.color == c),
-                               f"{c} shape")
+        prompt, match, noun = (rng.choice(COUNT_COLOR_PROMPTS).format(c=c), (lambda o: o.color == c), f"{c} shape")
         meta = {"kind": kind, "color": c}
     elif kind == "shape":
         present = [o.shape for o in objs]
@@ -208,8 +212,7 @@ def _count(scene, rng, style: str = "direct"):
         meta = {"kind": kind, "shape": s}
     else:
         sz = rng.choice(SIZES)
-        prompt, match, noun = (rng.choice(COUNT_SIZE_PROMPTS).format(s=sz), (lambda o: o.size == sz),
-                               f"{sz} shape")
+        prompt, match, noun = (rng.choice(COUNT_SIZE_PROMPTS).format(s=sz), (lambda o: o.size == sz), f"{sz} shape")
         meta = {"kind": kind, "size": sz}
     n = sum(map(match, objs))
     meta["number"] = n
@@ -235,23 +238,19 @@ def _attribute(scene, rng):
             if kind == "color":
                 r = unique_ref(objs, o, (("shape",), ("size", "shape")))
                 if r:
-                    return (rng.choice(COLOR_Q).format(r=r), f"The {r} is {o.color}.",
-                            {"kind": kind, "key": o.color, "ref": r})
+                    return (rng.choice(COLOR_Q).format(r=r), f"The {r} is {o.color}.", {"kind": kind, "key": o.color, "ref": r})
             elif kind == "shape":
                 r = unique_ref(objs, o, (("color",), ("size", "color")))
                 if r:
-                    return (rng.choice(SHAPE_Q).format(r=r), f"The {r} object is a {o.shape}.",
-                            {"kind": kind, "key": o.shape, "ref": r})
+                    return (rng.choice(SHAPE_Q).format(r=r), f"The {r} object is a {o.shape}.", {"kind": kind, "key": o.shape, "ref": r})
             elif kind == "size":
                 r = unique_ref(objs, o, (("shape",), ("color", "shape")))
                 if r:
-                    return (rng.choice(SIZE_Q).format(r=r), f"The {r} is {o.size}.",
-                            {"kind": kind, "key": o.size, "ref": r})
+                    return (rng.choice(SIZE_Q).format(r=r), f"The {r} is {o.size}.", {"kind": kind, "key": o.size, "ref": r})
             else:
                 r = unique_ref(objs, o, REF_ANY)
                 if r:
-                    return (rng.choice(WHERE_Q).format(r=r), f"The {r} is {o.location}.",
-                            {"kind": kind, "key": o.location, "ref": r})
+                    return (rng.choice(WHERE_Q).format(r=r), f"The {r} is {o.location}.", {"kind": kind, "key": o.location, "ref": r})
     return None
 
 
@@ -331,46 +330,84 @@ GREETINGS = {
     "What colour is the sky?": "The sky is blue.",
     "What colour is grass?": "Grass is green.",
 }
-OPPOSITES = {"big": "small", "small": "big", "hot": "cold", "cold": "hot", "up": "down",
-             "down": "up", "left": "right", "right": "left", "day": "night", "night": "day",
-             "old": "new", "new": "old", "fast": "slow", "slow": "fast", "open": "closed",
-             "light": "dark", "dark": "light", "top": "bottom", "bottom": "top", "yes": "no"}
+OPPOSITES = {
+    "big": "small",
+    "small": "big",
+    "hot": "cold",
+    "cold": "hot",
+    "up": "down",
+    "down": "up",
+    "left": "right",
+    "right": "left",
+    "day": "night",
+    "night": "day",
+    "old": "new",
+    "new": "old",
+    "fast": "slow",
+    "slow": "fast",
+    "open": "closed",
+    "light": "dark",
+    "dark": "light",
+    "top": "bottom",
+    "bottom": "top",
+    "yes": "no",
+}
 SIDES = {"triangle": 3, "square": 4, "hexagon": 6, "pentagon": 5, "octagon": 8}
-VOCAB = list(WORDS) + list(COLOR_NAMES) + list(SHAPES) + [
-    "the", "a", "big", "small", "red", "runs", "sleeps", "is", "on", "under", "and", "happy",
-    "blue", "house", "green", "jumps", "over", "very", "my", "friend"]
+VOCAB = (
+    list(WORDS)
+    + list(COLOR_NAMES)
+    + list(SHAPES)
+    + [
+        "the",
+        "a",
+        "big",
+        "small",
+        "red",
+        "runs",
+        "sleeps",
+        "is",
+        "on",
+        "under",
+        "and",
+        "happy",
+        "blue",
+        "house",
+        "green",
+        "jumps",
+        "over",
+        "very",
+        "my",
+        "friend",
+    ]
+)
 SPELL_WORDS = list(WORDS) + list(COLOR_NAMES) + list(SHAPES)
 
 
 def _text_task(rng):
-    kind = rng.choice(["add", "sub", "mul", "words", "letters", "spell", "repeat", "chat",
-                       "next", "prev", "countup", "opposite", "sides"])
+    kind = rng.choice(["add", "sub", "mul", "words", "letters", "spell", "repeat", "chat", "next", "prev", "countup", "opposite", "sides"])
     if kind == "add":
         a, b = rng.randint(0, 20), rng.randint(0, 20)
-        p = rng.choice(["What is {a} plus {b}?", "Compute {a} + {b}.", "How much is {a} plus {b}?",
-                        "What is {a} + {b}?"]).format(a=a, b=b)
+        p = rng.choice(["What is {a} plus {b}?", "Compute {a} + {b}.", "How much is {a} plus {b}?", "What is {a} + {b}?"]).format(a=a, b=b)
         return p, f"{a} plus {b} is {a + b}.", {"kind": kind, "number": a + b}
     if kind == "sub":
         a = rng.randint(0, 20)
         b = rng.randint(0, a)
-        p = rng.choice(["What is {a} minus {b}?", "Compute {a} - {b}.",
-                        "How much is {a} minus {b}?"]).format(a=a, b=b)
+        p = rng.choice(["What is {a} minus {b}?", "Compute {a} - {b}.", "How much is {a} minus {b}?"]).format(a=a, b=b)
         return p, f"{a} minus {b} is {a - b}.", {"kind": kind, "number": a - b}
     if kind == "mul":
         a, b = rng.randint(0, 10), rng.randint(0, 10)
-        p = rng.choice(["What is {a} times {b}?", "Compute {a} x {b}.",
-                        "How much is {a} times {b}?"]).format(a=a, b=b)
+        p = rng.choice(["What is {a} times {b}?", "Compute {a} x {b}.", "How much is {a} times {b}?"]).format(a=a, b=b)
         return p, f"{a} times {b} is {a * b}.", {"kind": kind, "number": a * b}
     if kind == "words":
         n = rng.randint(1, 8)
         s = " ".join(rng.choice(VOCAB) for _ in range(n))
-        p = rng.choice(["How many words are in this sentence: {s}",
-                        "Count the words: {s}", "How many words are there in \"{s}\"?"]).format(s=s)
+        p = rng.choice(["How many words are in this sentence: {s}", "Count the words: {s}", "How many words are there in \"{s}\"?"]).format(
+            s=s
+        )
         return p, _plural(n, "word"), {"kind": kind, "number": n}
     if kind == "letters":
         w = rng.choice(SPELL_WORDS)
-        p = rng.choice(["How many letters are in the word {w}?",
-                        "How many letters does {w} have?"]).format(w=w)
+        p = rng.choice(["How many letters are in the word {w}?", "How many letters does {w} have?"]).format(w=w)
         n = len(w)
         return p, f"The word {w} has {n} letter{'s' if n != 1 else ''}.", {"kind": kind, "number": n}
     if kind == "spell":
@@ -404,8 +441,7 @@ def _text_task(rng):
         return p, f"The opposite of {w} is {OPPOSITES[w]}.", {"kind": kind, "key": OPPOSITES[w]}
     s = rng.choice(sorted(SIDES))
     p = rng.choice(["How many sides does a {s} have?", "How many corners does a {s} have?"]).format(s=s)
-    return p, f"A {s} has {SIDES[s]} sides." if "sides" in p else f"A {s} has {SIDES[s]} corners.", \
-        {"kind": "sides", "number": SIDES[s]}
+    return p, f"A {s} has {SIDES[s]} sides." if "sides" in p else f"A {s} has {SIDES[s]} corners.", {"kind": "sides", "number": SIDES[s]}
 
 
 # ------------------------------------------------------------------ public API
@@ -420,8 +456,7 @@ def choose_task(rng: random.Random, weights: dict | None = None) -> str:
 ANSWER_STYLES = ("direct", "tally")
 
 
-def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
-                render_image: bool = True, style: str = "direct") -> dict:
+def make_sample(seed: int, task: str | None = None, weights: dict | None = None, render_image: bool = True, style: str = "direct") -> dict:
     """Deterministic sample for ``seed``; ``task`` in ALL_TASKS or None (drawn from the mixture).
 
     ``style``: "direct" (one-sentence answers: stages 1-10 of the default target) or "tally" (the
@@ -445,7 +480,7 @@ def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
         with_word = True
     scene = sample_scene(seed, with_word=with_word)
     out = None
-    if task == "lookup":          # text-only: the scene is in the prompt, not in an image
+    if task == "lookup":  # text-only: the scene is in the prompt, not in an image
         prompt, answer, meta = _lookup(scene, rng, style)
         meta["scene"] = {"seed": seed, "objects": [_obj_dict(o) for o in scene.ordered()]}
         return {"image": None, "prompt": prompt, "answer": answer, "task": task, "meta": meta}
@@ -463,19 +498,23 @@ def make_sample(seed: int, task: str | None = None, weights: dict | None = None,
         out = _attribute(scene, rng)
     elif task == "spatial":
         out = _spatial(scene, rng, style)
-        if out is None:           # no unambiguous relation in this scene: ask an attribute
+        if out is None:  # no unambiguous relation in this scene: ask an attribute
             task = "attribute"
             out = _attribute(scene, rng)
     elif task == "reading":
         out = _reading(scene, rng)
-    if out is None:               # every object ambiguous (rare): fall back to counting
+    if out is None:  # every object ambiguous (rare): fall back to counting
         task = "count"
         out = _count(scene, rng, style)
     prompt, answer, meta = out
     meta = dict(meta)
-    meta["scene"] = {"seed": seed, "background": scene.background, "word": scene.word,
-                     "word_location": scene.word_location,
-                     "objects": [_obj_dict(o) for o in scene.ordered()]}
+    meta["scene"] = {
+        "seed": seed,
+        "background": scene.background,
+        "word": scene.word,
+        "word_location": scene.word_location,
+        "objects": [_obj_dict(o) for o in scene.ordered()],
+    }
     image = render(scene) if render_image else None
     return {"image": image, "prompt": prompt, "answer": answer, "task": task, "meta": meta}
 

@@ -4,6 +4,7 @@
     python -m core.train msd --target assets/target --out runs/msd --minutes 15
 
 Each is also a module of its own (``python -m core.train.eagle3 ...``)."""
+
 from __future__ import annotations
 
 import importlib

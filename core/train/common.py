@@ -4,6 +4,7 @@ the learning-rate schedule, logging, saving and the argument checks.
 Used by ``core.train.target`` (the default target), ``core.train.small`` (small drafters) and
 ``core.train.grid_pretrain`` / ``core.train.grow`` (target stages).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,8 +18,7 @@ IMAGE_TOKENS = 64  # (128 / 16)^2 patches; CLS dropped by vision_feature_select_
 
 def prompt_text(tokenizer, prompt: str, has_image: bool) -> str:
     content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": prompt}]
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                         add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
 
 
 def encode_sample(tokenizer, sample: dict):
@@ -39,16 +39,14 @@ def focus_weights(tokenizer, sample: dict, n_answer: int, weight: float) -> list
     w = [1.0] * n_answer
     if not spans or weight == 1.0:
         return w
-    offs = tokenizer(sample["answer"], add_special_tokens=False,
-                     return_offsets_mapping=True)["offset_mapping"]
+    offs = tokenizer(sample["answer"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     for k, (a, b) in enumerate(offs):
         if any(a < j and b > i for i, j in spans):
             w[k] = weight
     return w
 
 
-def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: bool = False,
-            focus_weight: float = 1.0):
+def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: bool = False, focus_weight: float = 1.0):
     enc = [encode_sample(tokenizer, s) for s in samples]
     L = min(max_len, max(len(i) for i, _ in enc))
     pad = tokenizer.pad_token_id
@@ -57,25 +55,24 @@ def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: b
     att = torch.zeros((len(enc), L), dtype=torch.long)
     for b, (i, l) in enumerate(enc):
         i, l = i[:L], l[:L]
-        ids[b, :len(i)] = torch.tensor(i)
-        labels[b, :len(l)] = torch.tensor(l)
-        att[b, :len(i)] = 1
+        ids[b, : len(i)] = torch.tensor(i)
+        labels[b, : len(l)] = torch.tensor(l)
+        att[b, : len(i)] = 1
     images = [s["image"] for s in samples if s["image"] is not None]
     batch = {"input_ids": ids, "attention_mask": att, "labels": labels}
     if focus_weight != 1.0:
         lw = torch.zeros((len(enc), L))
-        for b, ((i, l), smp) in enumerate(zip(enc, samples)):
+        for b, ((_, l), smp) in enumerate(zip(enc, samples)):
             n_ans = sum(1 for t in l if t != -100)
             w = [0.0] * (len(l) - n_ans) + focus_weights(tokenizer, smp, n_ans, focus_weight)
-            lw[b, :min(L, len(w))] = torch.tensor(w[:L])
+            lw[b, : min(L, len(w))] = torch.tensor(w[:L])
         batch["loss_weights"] = lw
     if images:
         batch["pixel_values"] = image_processor(images=images, return_tensors="pt")["pixel_values"]
         if with_aux:
             labs = [grid_labels(s["meta"]) for s in samples if s["image"] is not None]
             batch["aux_labels"] = {k: torch.tensor([l[k] for l in labs]) for k in labs[0]}
-            batch["aux_labels"]["counts"] = torch.tensor(
-                [count_labels(s["meta"]) for s in samples if s["image"] is not None])
+            batch["aux_labels"]["counts"] = torch.tensor([count_labels(s["meta"]) for s in samples if s["image"] is not None])
     return batch
 
 
@@ -88,33 +85,36 @@ def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: b
 # shape / word), colour, size and word. Small linear heads, discarded at save time: the shipped
 # model is a plain LlavaForConditionalGeneration.
 
+
 def _aux_vocab():
     from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES, WORDS
-    return {"kind": ("empty", "word") + SHAPES, "color": ("none",) + COLOR_NAMES,
-            "size": ("none",) + SIZES, "word": ("none",) + WORDS}
+
+    return {"kind": ("empty", "word") + SHAPES, "color": ("none",) + COLOR_NAMES, "size": ("none",) + SIZES, "word": ("none",) + WORDS}
 
 
 def patch_cells(image_size: int = 128, patch: int = 16, grid: int = 3) -> list:
     """(row, col) of the scene cell holding each patch centre, in the ViT's row-major order."""
     n = image_size // patch
     cell = image_size / grid
-    return [(min(grid - 1, int((i * patch + patch / 2) // cell)),
-             min(grid - 1, int((j * patch + patch / 2) // cell))) for i in range(n) for j in range(n)]
+    return [
+        (min(grid - 1, int((i * patch + patch / 2) // cell)), min(grid - 1, int((j * patch + patch / 2) // cell)))
+        for i in range(n)
+        for j in range(n)
+    ]
 
 
 def grid_labels(meta: dict) -> dict:
     """Per-patch class indices (lists of IMAGE_TOKENS ints) from a sample's scene metadata."""
     from core.scenes.generator import LOCATIONS
+
     voc = _aux_vocab()
     where = {v: k for k, v in LOCATIONS.items()}
     cells = {}
     sc = meta["scene"]
     for o in sc["objects"]:
-        cells[(o["row"], o["col"])] = (voc["kind"].index(o["shape"]), voc["color"].index(o["color"]),
-                                       voc["size"].index(o["size"]), 0)
+        cells[(o["row"], o["col"])] = (voc["kind"].index(o["shape"]), voc["color"].index(o["color"]), voc["size"].index(o["size"]), 0)
     if sc.get("word"):
-        cells[where[sc["word_location"]]] = (voc["kind"].index("word"), 0, 0,
-                                             voc["word"].index(sc["word"]))
+        cells[where[sc["word_location"]]] = (voc["kind"].index("word"), 0, 0, voc["word"].index(sc["word"]))
     out = {k: [] for k in voc}
     for rc in patch_cells():
         k, c, s, w = cells.get(rc, (0, 0, 0, 0))
@@ -130,16 +130,14 @@ class AuxGridHeads(torch.nn.Module):
         super().__init__()
         # the projector's output has the scale of token embeddings, not of logits: normalise first
         self.norm = torch.nn.LayerNorm(hidden)
-        self.heads = torch.nn.ModuleDict(
-            {k: torch.nn.Linear(hidden, len(v)) for k, v in _aux_vocab().items()})
+        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(hidden, len(v)) for k, v in _aux_vocab().items()})
 
     def loss(self, feats: torch.Tensor, labels: dict):
         """feats (n_images, IMAGE_TOKENS, hidden); labels name -> (n_images, IMAGE_TOKENS)."""
         total, accs = 0.0, {}
         for k, head in self.heads.items():
             logits = head(self.norm(feats.float()))
-            total = total + torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels[k].reshape(-1))
+            total = total + torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[k].reshape(-1))
             accs[k] = (logits.argmax(-1) == labels[k]).float().mean().item()
         return total / len(self.heads), accs
 
@@ -153,20 +151,25 @@ class AuxGridHeads(torch.nn.Module):
 # of each colour, shape and size the scene holds (0..8 each). Discarded at save time, like the
 # grid heads.
 
+
 def count_labels(meta: dict) -> list:
     """Object counts per colour, per shape and per size (ints 0..8), in the generator's
     COLOR_NAMES, SHAPES, SIZES order."""
     from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES
+
     objs = meta["scene"]["objects"]
-    return ([min(8, sum(o["color"] == c for o in objs)) for c in COLOR_NAMES]
-            + [min(8, sum(o["shape"] == s for o in objs)) for s in SHAPES]
-            + [min(8, sum(o["size"] == z for o in objs)) for z in SIZES])
+    return (
+        [min(8, sum(o["color"] == c for o in objs)) for c in COLOR_NAMES]
+        + [min(8, sum(o["shape"] == s for o in objs)) for s in SHAPES]
+        + [min(8, sum(o["size"] == z for o in objs)) for z in SIZES]
+    )
 
 
 class AuxCountHeads(torch.nn.Module):
     def __init__(self, hidden: int):
         super().__init__()
         from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES
+
         self.n = len(COLOR_NAMES) + len(SHAPES) + len(SIZES)
         self.norm = torch.nn.LayerNorm(hidden)
         self.head = torch.nn.Linear(hidden, self.n * 9)
@@ -182,7 +185,7 @@ class AuxCountHeads(torch.nn.Module):
 
 
 def log(msg: str, run_dir: Path):
-    line = f"{dt.datetime.now(dt.timezone.utc).strftime('%H:%M:%S')} {msg}"
+    line = f"{dt.datetime.now(dt.UTC).strftime('%H:%M:%S')} {msg}"
     print(line, flush=True)
     with open(run_dir / "log.txt", "a") as f:
         f.write(line + "\n")
@@ -197,6 +200,7 @@ def lr_at(step: int, frac: float, peak: float, warmup: int, floor: float = 0.05)
 
 def save_final(model, processor, out: Path, dtype=torch.bfloat16):
     import copy
+
     out.mkdir(parents=True, exist_ok=True)
     m = copy.deepcopy(model).to(dtype)
     m.save_pretrained(out)
@@ -211,6 +215,7 @@ def require_model_dir(ap, path: str | None, flag: str, model_type: str | None = 
         ap.error(f"{flag} {path!r} is not a saved model directory (no config.json there)")
     if path and model_type:
         import json
+
         try:
             found = json.loads((Path(path) / "config.json").read_text()).get("model_type")
         except (OSError, ValueError) as e:

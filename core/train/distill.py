@@ -7,6 +7,7 @@ Scenes mode writes {"seed", "task", "prompt", "answer"} (images are re-rendered 
 prompts mode reads {"image": path|null, "prompt"} lines and adds "answer". Greedy decoding with
 the engine; resumable (already written lines are skipped).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ def main(argv=None):
             rows = [json.loads(line) for line in f if line.strip()]
     else:
         from core.scenes.generator import train_seeds
+
         seeds = train_seeds(args.n, start=900_000_000)
         rows = [{"seed": s} for s in seeds]
     t0 = time.time()
@@ -47,6 +49,7 @@ def main(argv=None):
         for i, row in enumerate(rows[done:], start=done):
             if "seed" in row:
                 from core.scenes.tasks import make_sample
+
                 s = make_sample(row["seed"])
                 image, prompt, extra = s["image"], s["prompt"], {"seed": row["seed"], "task": s["task"]}
             else:

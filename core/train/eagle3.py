@@ -19,6 +19,7 @@ positions, step j weighted 0.8^j. Checkpointed (``--run-dir``/ckpt.pt) and resum
 (``--resume``); progress in ``--run-dir``/log.txt. The head is saved in the speculators layout
 (vLLM loads it; ``python -m core export`` rewrites it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ from core.train.msd import SampleSource
 def distill(target, sample: dict, max_new_tokens: int) -> dict:
     """The sample with the target's own greedy answer."""
     from core.engine import generate
+
     tr = generate(target, sample["prompt"], sample["image"], max_new_tokens=max_new_tokens, detail=False)
     return dict(sample, answer=tr.text.strip())
 
@@ -77,22 +79,26 @@ def target_features(target, taps: AuxTaps, sample: dict) -> dict:
     sess, logits, hidden = target.prefill(full, want_hidden=True, all_logits=True)
     aux = taps.lookup(hidden)
     taps.clear()
-    return {"ids": ids[0].clone(), "aux": aux.float().clone(), "logits": logits.float().clone(),
-            "embeds": None if sess.embeds is None else sess.embeds[0].float().clone(), "prompt_len": enc.length}
+    return {
+        "ids": ids[0].clone(),
+        "aux": aux.float().clone(),
+        "logits": logits.float().clone(),
+        "embeds": None if sess.embeds is None else sess.embeds[0].float().clone(),
+        "prompt_len": enc.length,
+    }
 
 
 # ---------------------------------------------------------------- loss
-def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=None, decay: float = 0.8,
-             outputs: list | None = None):
+def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=None, decay: float = 0.8, outputs: list | None = None):
     """Training-time-test loss of one sample over ``steps`` draft steps. Returns (loss, top-1
     agreement with the target per step). ``outputs``: gets each step's head outputs (n, H)."""
     ids, aux, tl, plen = feats["ids"], feats["aux"], feats["logits"], feats["prompt_len"]
     T = ids.shape[0]
-    n = T - 1                                          # pairs (g_t, x_{t+1}), t = 0 .. T-2
+    n = T - 1  # pairs (g_t, x_{t+1}), t = 0 .. T-2
     emb_mod = head.embed_tokens if head.embed_tokens is not None else target.model.get_input_embeddings()
     vocab = head.draft_to_target()
     with torch.no_grad():
-        p_all = torch.softmax(tl[:, vocab], -1)        # target's distribution over the draft vocabulary
+        p_all = torch.softmax(tl[:, vocab], -1)  # target's distribution over the draft vocabulary
     g = head.features(aux[:-1])
     dt = g.dtype
     big = torch.finfo(dt).min
@@ -102,9 +108,9 @@ def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=N
     h = g
     total, accs = 0.0, []
     for j in range(steps):
-        tok_idx = torch.arange(n) + 1 + j              # position t reads x_{t+1+j}
-        valid = tok_idx + 1 < T                        # its target x_{t+2+j} exists
-        valid &= tok_idx + 1 >= plen                   # ... and is an answer token
+        tok_idx = torch.arange(n) + 1 + j  # position t reads x_{t+1+j}
+        valid = tok_idx + 1 < T  # its target x_{t+2+j} exists
+        valid &= tok_idx + 1 >= plen  # ... and is an answer token
         toks = ids[tok_idx.clamp(max=T - 1)]
         with torch.no_grad():
             e = emb_mod(toks).to(dt)
@@ -120,9 +126,9 @@ def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=N
         if not bool(valid.any()):
             break
         logq = torch.log_softmax(head.logits(h[valid]).float(), -1)
-        p = p_all[tok_idx[valid]]                      # target row t+1+j predicts x_{t+2+j}
+        p = p_all[tok_idx[valid]]  # target row t+1+j predicts x_{t+2+j}
         p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
-        total = total + (decay ** j) * -(p * logq).sum(-1).mean()
+        total = total + (decay**j) * -(p * logq).sum(-1).mean()
         accs.append(float((logq.argmax(-1) == p.argmax(-1)).float().mean()))
     return total, accs
 
@@ -180,6 +186,7 @@ def main(argv=None):
     ckpt = run_dir / "ckpt.pt"
 
     from core.paths import resolve_target
+
     target = adapters.load(resolve_target(args.target), dtype="float32", kernels="stock")
     for p in target.model.parameters():
         p.requires_grad_(False)
@@ -201,10 +208,19 @@ def main(argv=None):
         t0 = time.time()
         vocab, counts = draft_vocabulary(target, [next_sample() for _ in range(args.vocab_samples)], args.draft_vocab)
         (run_dir / "vocab.json").write_text(json.dumps({"draft_to_target": vocab, "counts": counts}))
-        log(f"draft vocabulary: {len(vocab)} ids from {len(counts)} distinct tokens of {args.vocab_samples} samples "
-            f"({time.time() - t0:.0f}s)", run_dir)
-    head = new_head(target, hidden_size=args.hidden_size, draft_vocab=vocab, aux_layer_ids=aux_ids,
-                    norm_before_residual=args.norm_before_residual, seed=args.seed)
+        log(
+            f"draft vocabulary: {len(vocab)} ids from {len(counts)} distinct tokens of {args.vocab_samples} samples "
+            f"({time.time() - t0:.0f}s)",
+            run_dir,
+        )
+    head = new_head(
+        target,
+        hidden_size=args.hidden_size,
+        draft_vocab=vocab,
+        aux_layer_ids=aux_ids,
+        norm_before_residual=args.norm_before_residual,
+        seed=args.seed,
+    )
     head.train()
     taps = AuxTaps(target, head.config.aux_layer_ids)
     params = [p for n_, p in head.named_parameters() if not n_.startswith("embed_tokens")]
@@ -219,8 +235,9 @@ def main(argv=None):
         src = _source(args.data, args.seed + step, args.answer_style)
 
     def save_ckpt():
-        torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "vocab": vocab,
-                    "elapsed": time.time() - t_start}, ckpt)
+        torch.save(
+            {"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "vocab": vocab, "elapsed": time.time() - t_start}, ckpt
+        )
 
     total = args.minutes * 60
     t_start = time.time() - elapsed
@@ -248,21 +265,28 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        depth_acc = [sum(a[j] for a in accs if len(a) > j) / max(1, sum(1 for a in accs if len(a) > j))
-                     for j in range(args.ttt)]
+        depth_acc = [sum(a[j] for a in accs if len(a) > j) / max(1, sum(1 for a in accs if len(a) > j)) for j in range(args.ttt)]
         hist.append(depth_acc[0])
         if step % 10 == 0 or args.steps:
-            log(f"step {step} loss {loss.item():.4f} top1/depth {' '.join(f'{a:.3f}' for a in depth_acc)} "
-                f"lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s", run_dir)
+            log(
+                f"step {step} loss {loss.item():.4f} top1/depth {' '.join(f'{a:.3f}' for a in depth_acc)} "
+                f"lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s",
+                run_dir,
+            )
         if time.time() - last_ck > args.checkpoint_every:
             save_ckpt()
             last_ck = time.time()
     save_ckpt()
     taps.remove()
-    head.config.meta["specscope"] = {"target": str(args.target), "steps": step, "ttt": args.ttt,
-                                     "minutes": round((time.time() - t_start) / 60, 2), "data": args.data,
-                                     "distilled": not args.no_distill,
-                                     "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4)}
+    head.config.meta["specscope"] = {
+        "target": str(args.target),
+        "steps": step,
+        "ttt": args.ttt,
+        "minutes": round((time.time() - t_start) / 60, 2),
+        "data": args.data,
+        "distilled": not args.no_distill,
+        "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4),
+    }
     head.config.meta["speculative_tokens"] = args.ttt
     head.eval().save(args.out)
     log(f"saved {args.out} after {step} steps", run_dir)

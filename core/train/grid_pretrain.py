@@ -36,7 +36,7 @@ def render_pool(image_processor, seeds):
 def image_tokens(model, pixel_values):
     """What the language model reads for these images: projector(selected ViT features)."""
     feats = model.model.get_image_features(pixel_values=pixel_values)
-    if hasattr(feats, "pooler_output"):   # transformers 5 returns a ModelOutput
+    if hasattr(feats, "pooler_output"):  # transformers 5 returns a ModelOutput
         feats = feats.pooler_output
     if isinstance(feats, (list, tuple)):
         feats = torch.stack(list(feats))
@@ -53,8 +53,7 @@ def main(argv=None):
     ap.add_argument("--pool", type=int, default=4096, help="pre-rendered scenes kept in memory")
     ap.add_argument("--refresh", type=int, default=16, help="new scenes swapped into the pool per step")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed-offset", type=int, default=0,
-                    help="first training-scene seed (a continued stage sees new scenes)")
+    ap.add_argument("--seed-offset", type=int, default=0, help="first training-scene seed (a continued stage sees new scenes)")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -72,11 +71,10 @@ def main(argv=None):
     for p in trained:
         p.requires_grad_(True)
     aux = AuxGridHeads(model.config.text_config.hidden_size)
-    if (Path(args.init) / "grid_heads.pt").exists():   # continuing an earlier grid run
+    if (Path(args.init) / "grid_heads.pt").exists():  # continuing an earlier grid run
         aux.load_state_dict(torch.load(Path(args.init) / "grid_heads.pt", map_location="cpu"))
         print(f"grid heads from {args.init}", flush=True)
-    opt = torch.optim.AdamW(trained + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.98),
-                            weight_decay=0.05)
+    opt = torch.optim.AdamW(trained + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
 
     t0 = time.time()
     pix, labs = render_pool(processor.image_processor, range(args.seed_offset, args.seed_offset + args.pool))
@@ -114,9 +112,12 @@ def main(argv=None):
         for k, v in accs.items():
             acc_sum[k] = acc_sum.get(k, 0.0) + v
         if step % 50 == 0 or args.steps:
-            print(f"step {step} loss {loss_sum / n:.4f} lr {lr:.2e} "
-                  + " ".join(f"{k} {v / n:.3f}" for k, v in acc_sum.items())
-                  + f" elapsed {time.time() - t_start:.0f}s", flush=True)
+            print(
+                f"step {step} loss {loss_sum / n:.4f} lr {lr:.2e} "
+                + " ".join(f"{k} {v / n:.3f}" for k, v in acc_sum.items())
+                + f" elapsed {time.time() - t_start:.0f}s",
+                flush=True,
+            )
             acc_sum, loss_sum, n = {}, 0.0, 0
 
     out = Path(args.out)

@@ -18,6 +18,7 @@ The result is a normal ``save_pretrained`` directory (model + processor, plus th
 heads when the source has them); continue with ``python -m core.train.target --init <out> ...``,
 which takes the architecture from ``--init``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,7 @@ def grow(model, layers: int | None = None, intermediate: int | None = None, seed
         for k, v in old_sd.items():
             if not k.startswith(f"{prefix}.layers.{j}."):
                 continue
-            name = k[len(f"{prefix}.layers.{j}."):]
+            name = k[len(f"{prefix}.layers.{j}.") :]
             v = v.clone()
             if copy and name in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
                 v.zero_()
@@ -96,8 +97,7 @@ def grow(model, layers: int | None = None, intermediate: int | None = None, seed
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--init", required=True, help="a LLaVA model directory (save_pretrained)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--layers", type=int, default=None, help="decoder layers after growing")
@@ -107,6 +107,7 @@ def main(argv=None):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from core.train.common import require_model_dir
+
     require_model_dir(ap, args.init, "--init", model_type="llava")
     try:
         src = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
@@ -127,9 +128,12 @@ def main(argv=None):
             shutil.copy(Path(args.init) / extra, out / extra)
     n_old = sum(p.numel() for p in src.parameters())
     n_new = sum(p.numel() for p in new.parameters())
-    print(f"grew {args.init} ({old.num_hidden_layers} layers, MLP {old.intermediate_size}, "
-          f"{n_old / 1e6:.1f}M params) -> {out} ({new.config.text_config.num_hidden_layers} layers, "
-          f"MLP {new.config.text_config.intermediate_size}, {n_new / 1e6:.1f}M params)", file=sys.stderr)
+    print(
+        f"grew {args.init} ({old.num_hidden_layers} layers, MLP {old.intermediate_size}, "
+        f"{n_old / 1e6:.1f}M params) -> {out} ({new.config.text_config.num_hidden_layers} layers, "
+        f"MLP {new.config.text_config.intermediate_size}, {n_new / 1e6:.1f}M params)",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ distribution at t+1, head's logits through the target's lm_head), with uniform f
 MSD's two-stage curriculum: the first half of the budget sees text-only samples, then the
 share of multimodal samples rises linearly to 1. Checkpointed and resumable (--resume).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,6 +53,7 @@ class SampleSource:
         if self.rows is None:
             from core.scenes.generator import train_seeds
             from core.scenes.tasks import IMAGE_TASKS, make_sample
+
             self.counter += 1
             seed = train_seeds(1, start=500_000_000 + self.counter)[0]
             task = self.rng.choice(IMAGE_TASKS) if want_mm else "text"
@@ -131,15 +133,24 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--run-dir", default=None)
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--init", default=None,
-                    help="start from a trained head directory (e.g. the head of the target before it "
-                         "was grown or fine-tuned) instead of random weights")
-    ap.add_argument("--text-frac", type=float, default=0.5,
-                    help="share of the budget that is text-only (MSD stage 1) before the multimodal "
-                         "share rises to 1")
-    ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES,
-                    help="with --data scenes: the answer style the target was trained on "
-                         "(core.scenes.tasks.make_sample)")
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="start from a trained head directory (e.g. the head of the target before it "
+        "was grown or fine-tuned) instead of random weights",
+    )
+    ap.add_argument(
+        "--text-frac",
+        type=float,
+        default=0.5,
+        help="share of the budget that is text-only (MSD stage 1) before the multimodal share rises to 1",
+    )
+    ap.add_argument(
+        "--answer-style",
+        default="direct",
+        choices=ANSWER_STYLES,
+        help="with --data scenes: the answer style the target was trained on (core.scenes.tasks.make_sample)",
+    )
     args = ap.parse_args(argv)
     if not 0.0 <= args.text_frac <= 1.0:
         ap.error("--text-frac must be in [0, 1]")
@@ -153,6 +164,7 @@ def main(argv=None):
 
     try:
         from accelerate import Accelerator
+
         acc = Accelerator(cpu=not torch.cuda.is_available())
     except Exception:  # accelerate is optional for a single process
         acc = None
@@ -160,8 +172,7 @@ def main(argv=None):
     for p in target.model.parameters():
         p.requires_grad_(False)
     tc = getattr(target.model.config, "text_config", None) or target.model.config
-    image_token_id = getattr(target.model.config, "image_token_id", None) or \
-        getattr(target.model.config, "image_token_index", None)
+    image_token_id = getattr(target.model.config, "image_token_id", None) or getattr(target.model.config, "image_token_index", None)
     torch.manual_seed(0)
     head = MSDHead(MSDHead.make_config(tc)) if not args.init else MSDHead.load(args.init, dtype=torch.float32).train()
     if head.config.hidden_size != tc.hidden_size:
@@ -199,19 +210,29 @@ def main(argv=None):
         step += 1
         hist.append(top1)
         if step % 10 == 0 or args.steps:
-            msg = (f"{time.strftime('%H:%M:%S')} step {step} loss {loss.item():.4f} reg {reg:.4f} ce {ce:.3f} "
-                   f"top1 {sum(hist[-10:]) / len(hist[-10:]):.3f} p_mm {pm:.2f} lr {lr:.2e} elapsed {elapsed:.0f}s")
+            msg = (
+                f"{time.strftime('%H:%M:%S')} step {step} loss {loss.item():.4f} reg {reg:.4f} ce {ce:.3f} "
+                f"top1 {sum(hist[-10:]) / len(hist[-10:]):.3f} p_mm {pm:.2f} lr {lr:.2e} elapsed {elapsed:.0f}s"
+            )
             print(msg, flush=True)
             log.write(msg + "\n")
             log.flush()
         if time.time() - last_ck > 300:
-            torch.save({"head": _unwrap(head, acc).state_dict(), "opt": opt.state_dict(), "step": step,
-                        "elapsed": time.time() - t0}, ckpt)
+            torch.save({"head": _unwrap(head, acc).state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": time.time() - t0}, ckpt)
             last_ck = time.time()
     head = _unwrap(head, acc)
     torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": time.time() - t0}, ckpt)
-    head.save(args.out, extra={"target": str(args.target), "steps": step, "minutes": round((time.time() - t0) / 60, 1),
-                               "data": args.data, "init": args.init, "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4)})
+    head.save(
+        args.out,
+        extra={
+            "target": str(args.target),
+            "steps": step,
+            "minutes": round((time.time() - t0) / 60, 1),
+            "data": args.data,
+            "init": args.init,
+            "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4),
+        },
+    )
     print(f"saved {args.out} after {step} steps", flush=True)
 
 

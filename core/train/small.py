@@ -16,6 +16,7 @@
   made by ``python -m core.train.distill``).
 All share the target's tokenizer/processor, so they plug into the engine as separate drafters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,40 +36,67 @@ SIZES = {"text": (192, 2, 4, 2, 512), "vision": (128, 2, 2, 512)}
 
 def _load_processor(path):
     from transformers import AutoProcessor
+
     return AutoProcessor.from_pretrained(path)
 
 
 def build(kind: str, tokenizer, target=None, init=None):
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlamaForCausalLM, LlavaConfig,
-                              LlavaForConditionalGeneration)
+    from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+
     if init and kind == "text-lm":
         return LlamaForCausalLM.from_pretrained(init, dtype=torch.float32)
-    if init and kind == "small-vlm":   # continue a small VLM (e.g. after core.train.grid_pretrain)
+    if init and kind == "small-vlm":  # continue a small VLM (e.g. after core.train.grid_pretrain)
         return LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
     th, tl, tn, tk, ti = SIZES["text"]
     vocab = ((len(tokenizer) + 63) // 64) * 64
-    text = LlamaConfig(vocab_size=vocab, hidden_size=th, intermediate_size=ti, num_hidden_layers=tl,
-                       num_attention_heads=tn, num_key_value_heads=tk, max_position_embeddings=512,
-                       rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    text = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=th,
+        intermediate_size=ti,
+        num_hidden_layers=tl,
+        num_attention_heads=tn,
+        num_key_value_heads=tk,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if kind == "text-lm":
         return LlamaForCausalLM(text)
     if kind == "small-vlm":
         vh, vl, vn, vi = SIZES["vision"]
-        vision = CLIPVisionConfig(image_size=128, patch_size=16, hidden_size=vh, num_hidden_layers=vl,
-                                  num_attention_heads=vn, intermediate_size=vi, projection_dim=vh)
+        vision = CLIPVisionConfig(
+            image_size=128,
+            patch_size=16,
+            hidden_size=vh,
+            num_hidden_layers=vl,
+            num_attention_heads=vn,
+            intermediate_size=vi,
+            projection_dim=vh,
+        )
     else:  # massv: the target's vision tower
         vision = copy.deepcopy(target.config.vision_config)
-    cfg = LlavaConfig(text_config=text, vision_config=vision,
-                      image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=IMAGE_TOKENS,
-                      vision_feature_select_strategy="default", vision_feature_layer=-1,
-                      projector_hidden_act="gelu", tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    cfg = LlavaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=IMAGE_TOKENS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = LlavaForConditionalGeneration(cfg)
     if kind == "massv":
         model.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
         if init:
             from transformers import AutoModelForCausalLM
+
             lm = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
             model.model.language_model.load_state_dict(lm.model.state_dict())
             model.lm_head.load_state_dict(lm.lm_head.state_dict())
@@ -88,6 +116,7 @@ class Stream:
     def batch(self, n, distilled: bool):
         from core.scenes.generator import train_seeds
         from core.scenes.tasks import make_sample
+
         out = []
         for _ in range(n):
             self.i += 1
@@ -96,8 +125,7 @@ class Stream:
                 s = make_sample(r["seed"], task=r["task"])
                 s = dict(s, answer=r["answer"])
             else:
-                s = make_sample(train_seeds(1, start=700_000_000 + self.i * 7 + self.rng.randrange(7))[0],
-                                style=self.style)
+                s = make_sample(train_seeds(1, start=700_000_000 + self.i * 7 + self.rng.randrange(7))[0], style=self.style)
             if self.kind == "text-lm":
                 s = dict(s, image=None)
             out.append(s)
@@ -112,25 +140,35 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--processor", default="assets/target", help="the target's processor (tokenizer)")
     ap.add_argument("--target", default="assets/target", help="massv: whose vision encoder to use")
-    ap.add_argument("--init", default=None,
-                    help="massv: the small LM to start from; text-lm / small-vlm: a saved drafter to "
-                         "continue (e.g. a small VLM after core.train.grid_pretrain)")
-    ap.add_argument("--distill", default=None,
-                    help="JSONL of target-generated answers (core.train.distill): massv trains on them "
-                         "after its projector phase, the other kinds from the first step")
-    ap.add_argument("--freeze-vision", action="store_true",
-                    help="small-vlm: keep the vision tower fixed (e.g. after grid pretraining)")
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="massv: the small LM to start from; text-lm / small-vlm: a saved drafter to "
+        "continue (e.g. a small VLM after core.train.grid_pretrain)",
+    )
+    ap.add_argument(
+        "--distill",
+        default=None,
+        help="JSONL of target-generated answers (core.train.distill): massv trains on them "
+        "after its projector phase, the other kinds from the first step",
+    )
+    ap.add_argument("--freeze-vision", action="store_true", help="small-vlm: keep the vision tower fixed (e.g. after grid pretraining)")
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES,
-                    help="answer style of the generator's own (not distilled) samples: the one the "
-                         "target was trained on (core.scenes.tasks.make_sample)")
+    ap.add_argument(
+        "--answer-style",
+        default="direct",
+        choices=ANSWER_STYLES,
+        help="answer style of the generator's own (not distilled) samples: the one the "
+        "target was trained on (core.scenes.tasks.make_sample)",
+    )
     args = ap.parse_args(argv)
     if args.init:
         from core.train.common import require_model_dir
+
         require_model_dir(ap, args.init, "--init")
     if args.distill and not Path(args.distill).is_file():
         ap.error(f"--distill: no such file: {args.distill} (make it with python -m core.train.distill)")
@@ -142,6 +180,7 @@ def main(argv=None):
     target = None
     if args.kind == "massv":
         from transformers import AutoModelForImageTextToText
+
         target = AutoModelForImageTextToText.from_pretrained(args.target, dtype=torch.float32)
     torch.manual_seed(0)
     model = build(args.kind, tok, target, args.init)
@@ -193,7 +232,8 @@ def main(argv=None):
     (out / "TRAINING.md").write_text(
         f"# {args.kind} drafter\n\n- command: `python -m core.train.small {' '.join(argv or __import__('sys').argv[1:])}`\n"
         f"- steps: {step} x batch {args.batch}; wall {(time.time() - t0) / 60:.1f} min; last loss {loss.item():.4f}\n"
-        f"- params: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M (saved in bfloat16)\n")
+        f"- params: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M (saved in bfloat16)\n"
+    )
     print(f"saved {out} after {step} steps", flush=True)
 
 

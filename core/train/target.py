@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from core.train.common import (IMAGE_TOKENS, AuxCountHeads, AuxGridHeads, collate, encode_sample, log,
-                               lr_at, require_model_dir, save_final)
+from core.train.common import IMAGE_TOKENS, AuxCountHeads, AuxGridHeads, collate, encode_sample, log, lr_at, require_model_dir, save_final
 
 RUN_DIR = Path("runs/target")
 
@@ -34,13 +33,23 @@ def build_processor(tokenizer):
     from core.train.tokenizer import CHAT_TEMPLATE
 
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 128}, crop_size={"height": 128, "width": 128},
-        do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True,
-        do_convert_rgb=True)
+        size={"shortest_edge": 128},
+        crop_size={"height": 128, "width": 128},
+        do_resize=True,
+        do_center_crop=True,
+        do_rescale=True,
+        do_normalize=True,
+        do_convert_rgb=True,
+    )
     return LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        image_token="<image>", chat_template=CHAT_TEMPLATE)
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=16,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 PRESETS = {
@@ -53,35 +62,51 @@ PRESETS = {
 
 def arch_summary(model) -> str:
     t, v = model.config.text_config, model.config.vision_config
-    return (f"Llama text model {t.hidden_size} hidden x {t.num_hidden_layers} layers ({t.num_attention_heads} "
-            f"heads, {t.num_key_value_heads} KV heads, MLP {t.intermediate_size}) + CLIP ViT {v.hidden_size} x "
-            f"{v.num_hidden_layers} layers (MLP {v.intermediate_size})")
+    return (
+        f"Llama text model {t.hidden_size} hidden x {t.num_hidden_layers} layers ({t.num_attention_heads} "
+        f"heads, {t.num_key_value_heads} KV heads, MLP {t.intermediate_size}) + CLIP ViT {v.hidden_size} x "
+        f"{v.num_hidden_layers} layers (MLP {v.intermediate_size})"
+    )
 
 
 def build_model(tokenizer, preset: str = "medium"):
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration)
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     th, tl, tn, tk, ti, vh, vl, vn, vi = PRESETS[preset]
 
     vocab = len(tokenizer)
     vocab = ((vocab + 63) // 64) * 64
     text = LlamaConfig(
-        vocab_size=vocab, hidden_size=th, intermediate_size=ti, num_hidden_layers=tl,
-        num_attention_heads=tn, num_key_value_heads=tk, max_position_embeddings=512,
-        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id)
+        vocab_size=vocab,
+        hidden_size=th,
+        intermediate_size=ti,
+        num_hidden_layers=tl,
+        num_attention_heads=tn,
+        num_key_value_heads=tk,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     vision = CLIPVisionConfig(
-        image_size=128, patch_size=16, hidden_size=vh, num_hidden_layers=vl,
-        num_attention_heads=vn, intermediate_size=vi, projection_dim=vh)
+        image_size=128, patch_size=16, hidden_size=vh, num_hidden_layers=vl, num_attention_heads=vn, intermediate_size=vi, projection_dim=vh
+    )
     cfg = LlavaConfig(
-        text_config=text, vision_config=vision,
+        text_config=text,
+        vision_config=vision,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=IMAGE_TOKENS, vision_feature_select_strategy="default",
-        vision_feature_layer=-1, projector_hidden_act="gelu", tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id)
+        image_seq_length=IMAGE_TOKENS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = LlavaForConditionalGeneration(cfg)
     try:
         gc = model.generation_config
@@ -112,9 +137,18 @@ class BucketedStream:
     training seeds, sort them by encoded length and cut them into batches (less padding), the
     order of the batches inside a group shuffled by the group index."""
 
-    def __init__(self, tokenizer, image_processor, batch: int, group: int = 4, with_aux: bool = False,
-                 seed_offset: int = 0, weights: dict | None = None, style: str = "direct",
-                 focus_weight: float = 1.0):
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        batch: int,
+        group: int = 4,
+        with_aux: bool = False,
+        seed_offset: int = 0,
+        weights: dict | None = None,
+        style: str = "direct",
+        focus_weight: float = 1.0,
+    ):
         self.tok, self.ip, self.batch, self.group = tokenizer, image_processor, batch, group
         self.with_aux, self.style, self.focus_weight = with_aux, style, focus_weight
         self.seed_offset, self.weights = seed_offset, weights
@@ -126,24 +160,20 @@ class BucketedStream:
         g = step // self.group
         if self._cache[0] != g:
             n = self.batch * self.group
-            samples = [make_sample(self.seed_offset + g * n + i, weights=self.weights, style=self.style)
-                       for i in range(n)]
+            samples = [make_sample(self.seed_offset + g * n + i, weights=self.weights, style=self.style) for i in range(n)]
             lens = [len(encode_sample(self.tok, s)[0]) for s in samples]
             order = sorted(range(n), key=lambda i: (lens[i], i))
-            chunks = [[samples[j] for j in order[k * self.batch:(k + 1) * self.batch]]
-                      for k in range(self.group)]
+            chunks = [[samples[j] for j in order[k * self.batch : (k + 1) * self.batch]] for k in range(self.group)]
             random.Random(g).shuffle(chunks)
             self._cache = (g, chunks)
-        return collate(self.tok, self.ip, self._cache[1][step % self.group], with_aux=self.with_aux,
-                       focus_weight=self.focus_weight)
+        return collate(self.tok, self.ip, self._cache[1][step % self.group], with_aux=self.with_aux, focus_weight=self.focus_weight)
 
 
 def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy, each target token weighted (``weights`` aligned with ``labels``),
     normalised by the total weight: equal to the model's own mean loss when all weights are 1."""
     lg, lb, w = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
-    ce = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1),
-                                           ignore_index=-100, reduction="none")
+    ce = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1), ignore_index=-100, reduction="none")
     w = w.reshape(-1) * (lb.reshape(-1) != -100)
     return (ce * w).sum() / w.sum().clamp_min(1e-6)
 
@@ -153,17 +183,27 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.
 
 def save_ckpt(path: Path, model, opt, step, elapsed, total, aux=None, counts=None):
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "aux": aux.state_dict() if aux is not None else None,
-                "counts": counts.state_dict() if counts is not None else None,
-                "elapsed": elapsed, "total": total, "torch_rng": torch.get_rng_state(),
-                "py_rng": random.getstate()}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "aux": aux.state_dict() if aux is not None else None,
+            "counts": counts.state_dict() if counts is not None else None,
+            "elapsed": elapsed,
+            "total": total,
+            "torch_rng": torch.get_rng_state(),
+            "py_rng": random.getstate(),
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 
 def parse_task_weights(s: str) -> dict:
     """'count=0.2,attribute=0.3' -> {'count': 0.2, 'attribute': 0.3} (argparse type)."""
     from core.scenes.tasks import ALL_TASKS
+
     out = {}
     for part in s.split(","):
         name, _, val = part.partition("=")
@@ -185,7 +225,7 @@ def parse_task_weights(s: str) -> dict:
 def parse_deadline(s: str | None):
     if not s:
         return None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     h, m = (int(x) for x in s.split(":"))
     d = now.replace(hour=h, minute=m, second=0, microsecond=0)
     if d < now - dt.timedelta(hours=1):
@@ -207,34 +247,58 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--new-schedule", action="store_true",
-                    help="with --resume: start a fresh warm-up + cosine over --minutes (continue "
-                         "training a finished run instead of resuming its old schedule)")
-    ap.add_argument("--init", default=None,
-                    help="continue from a saved model directory (e.g. the shipped assets/target): its "
-                         "weights and processor, a fresh optimizer and schedule (runs/ is not kept)")
-    ap.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                    help="architecture of a new model (with --init, the init model's architecture is kept)")
-    ap.add_argument("--bf16", action="store_true",
-                    help="bf16 autocast (only a win on CPUs with AVX512-BF16/AMX; this one has not)")
+    ap.add_argument(
+        "--new-schedule",
+        action="store_true",
+        help="with --resume: start a fresh warm-up + cosine over --minutes (continue "
+        "training a finished run instead of resuming its old schedule)",
+    )
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="continue from a saved model directory (e.g. the shipped assets/target): its "
+        "weights and processor, a fresh optimizer and schedule (runs/ is not kept)",
+    )
+    ap.add_argument(
+        "--preset",
+        default="small",
+        choices=sorted(PRESETS),
+        help="architecture of a new model (with --init, the init model's architecture is kept)",
+    )
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (only a win on CPUs with AVX512-BF16/AMX; this one has not)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--aux-weight", type=float, default=0.5,
-                    help="weight of the auxiliary per-patch grid loss (0 = answer text only)")
-    ap.add_argument("--count-weight", type=float, default=0.0,
-                    help="weight of the auxiliary count loss (mean image token -> objects per colour / "
-                         "shape / size); needs --aux-weight > 0; 0 = off (stages 1-6)")
+    ap.add_argument("--aux-weight", type=float, default=0.5, help="weight of the auxiliary per-patch grid loss (0 = answer text only)")
+    ap.add_argument(
+        "--count-weight",
+        type=float,
+        default=0.0,
+        help="weight of the auxiliary count loss (mean image token -> objects per colour / "
+        "shape / size); needs --aux-weight > 0; 0 = off (stages 1-6)",
+    )
     ap.add_argument("--save-reserve", type=float, default=60.0, help="seconds kept for saving")
-    ap.add_argument("--seed-offset", type=int, default=0,
-                    help="first training seed (a later stage can see fresh scenes instead of the same ones)")
-    ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES,
-                    help="'tally': filtered counts and spatial questions are answered after listing "
-                         "every object (the shipped target's style since stage 12; core.scenes.tasks.make_sample)")
-    ap.add_argument("--focus-weight", type=float, default=1.0,
-                    help="loss weight of an answer's decision tokens (tally style: which objects are "
-                         "counted, the located reference and the final sentence); 1 = plain loss")
-    ap.add_argument("--task-weights", default=None, type=parse_task_weights,
-                    help="task mixture, e.g. 'count=0.2,attribute=0.3,...' (unnamed tasks get 0; "
-                         "default: the generator's mixture)")
+    ap.add_argument(
+        "--seed-offset", type=int, default=0, help="first training seed (a later stage can see fresh scenes instead of the same ones)"
+    )
+    ap.add_argument(
+        "--answer-style",
+        default="direct",
+        choices=ANSWER_STYLES,
+        help="'tally': filtered counts and spatial questions are answered after listing "
+        "every object (the shipped target's style since stage 12; core.scenes.tasks.make_sample)",
+    )
+    ap.add_argument(
+        "--focus-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of an answer's decision tokens (tally style: which objects are "
+        "counted, the located reference and the final sentence); 1 = plain loss",
+    )
+    ap.add_argument(
+        "--task-weights",
+        default=None,
+        type=parse_task_weights,
+        help="task mixture, e.g. 'count=0.2,attribute=0.3,...' (unnamed tasks get 0; default: the generator's mixture)",
+    )
     return ap
 
 
@@ -243,6 +307,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = parser()
     args = ap.parse_args(argv)
     from core.scenes.generator import HELDOUT_START
+
     if args.seed_offset < 0 or args.seed_offset >= HELDOUT_START // 2:
         ap.error(f"--seed-offset must be in [0, {HELDOUT_START // 2}): training seeds stay below the held-out split")
     if not args.focus_weight > 0:
@@ -265,6 +330,7 @@ def load_processor(args, proc_dir: Path, resuming: bool):
         processor.save_pretrained(proc_dir)
         return processor
     from core.train.tokenizer import build_default_tokenizer
+
     build_processor(build_default_tokenizer()).save_pretrained(proc_dir)
     return AutoProcessor.from_pretrained(proc_dir)  # exactly what will be shipped
 
@@ -275,6 +341,7 @@ def build_modules(args, tokenizer, run_dir: Path, resuming: bool):
     random.seed(1234)
     if args.init:  # the architecture comes from --init (e.g. a target grown by core.train.grow)
         from transformers import LlavaForConditionalGeneration
+
         model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
         if not resuming:
             log(f"initialised from {args.init}", run_dir)
@@ -298,11 +365,11 @@ def make_optimizer(args, *modules) -> torch.optim.Optimizer:
     """AdamW over every parameter of ``modules`` (None skipped), no weight decay on vectors."""
     decay, no_decay = [], []
     for m in modules:
-        for _, p in (m.named_parameters() if m is not None else ()):
+        for _, p in m.named_parameters() if m is not None else ():
             (no_decay if p.ndim < 2 else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                              {"params": no_decay, "weight_decay": 0.0}],
-                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95), eps=1e-8
+    )
 
 
 def resume(args, ckpt_path: Path, run_dir: Path, model, opt, aux, counts):
@@ -372,8 +439,7 @@ def train_step(args, model, opt, aux, tap, counts, batch: dict):
     loss_weights = batch.pop("loss_weights", None)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
         outp = model(**batch)
-    loss = lm_loss = outp.loss if loss_weights is None else \
-        weighted_lm_loss(outp.logits, batch["labels"], loss_weights)
+    loss = lm_loss = outp.loss if loss_weights is None else weighted_lm_loss(outp.logits, batch["labels"], loss_weights)
     aux_acc = None
     if aux is not None and aux_labels is not None and tap.out is not None:
         feats = tap.out.reshape(len(aux_labels["kind"]), IMAGE_TOKENS, -1)
@@ -391,8 +457,7 @@ def train_step(args, model, opt, aux, tap, counts, batch: dict):
     return lm_loss, gn, aux_acc
 
 
-def write_card(out: Path, argv, model, tokenizer, args, n_params: float, step: int, elapsed: float,
-               final_loss: float) -> None:
+def write_card(out: Path, argv, model, tokenizer, args, n_params: float, step: int, elapsed: float, final_loss: float) -> None:
     (out / "TRAINING.md").write_text(
         "# Default target VLM (SpecScope)\n\n"
         "Trained from scratch on procedural scenes (core/scenes) on 2 CPU cores.\n\n"
@@ -403,7 +468,8 @@ def write_card(out: Path, argv, model, tokenizer, args, n_params: float, step: i
         f"- steps: {step} x batch {args.batch}; peak lr {args.lr}, warm-up {args.warmup}, cosine by time\n"
         f"- training wall time: {elapsed / 60:.1f} min\n"
         f"- final loss (last step): {final_loss:.4f}\n"
-        f"- saved in bfloat16; finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n")
+        f"- saved in bfloat16; finished {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}\n"
+    )
 
 
 def main(argv=None):
@@ -425,15 +491,25 @@ def main(argv=None):
     if resuming:
         step, elapsed, total, sched_step0 = resume(args, ckpt_path, run_dir, model, opt, aux, counts)
     end_wall, total = plan_end(args, t_start, elapsed, total)
-    log(f"start: params {n_params / 1e6:.1f}M vocab {len(tokenizer)} batch {args.batch} "
-        f"lr {args.lr} schedule {total:.0f}s end {dt.datetime.fromtimestamp(end_wall, dt.timezone.utc):%H:%M:%S} "
+    log(
+        f"start: params {n_params / 1e6:.1f}M vocab {len(tokenizer)} batch {args.batch} "
+        f"lr {args.lr} schedule {total:.0f}s end {dt.datetime.fromtimestamp(end_wall, dt.UTC):%H:%M:%S} "
         f"setup {time.time() - t_start:.1f}s seeds from {args.seed_offset} "
         f"tasks {args.task_weights or 'default mixture'} answers {args.answer_style} "
-        f"focus weight {args.focus_weight}", run_dir)
+        f"focus weight {args.focus_weight}",
+        run_dir,
+    )
 
-    stream = BucketedStream(tokenizer, image_processor, args.batch, with_aux=aux is not None,
-                            seed_offset=args.seed_offset, weights=args.task_weights,
-                            style=args.answer_style, focus_weight=args.focus_weight)
+    stream = BucketedStream(
+        tokenizer,
+        image_processor,
+        args.batch,
+        with_aux=aux is not None,
+        seed_offset=args.seed_offset,
+        weights=args.task_weights,
+        style=args.answer_style,
+        focus_weight=args.focus_weight,
+    )
     threads = ThreadTuner(args.threads)
     model.train()
     last_ckpt = time.time()
@@ -465,11 +541,13 @@ def main(argv=None):
         t_acc += t2 - t0
         data_acc += t1 - t0
         if step % 10 == 0 or step <= 5 or args.steps:
-            log(f"step {step} loss {loss_acc / n_acc:.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
+            log(
+                f"step {step} loss {loss_acc / n_acc:.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
                 f"step_time {t_acc / n_acc:.2f}s data {data_acc / n_acc:.3f}s "
                 f"seq {batch['input_ids'].shape[1]} threads {threads.current} elapsed {elapsed:.0f}s"
-                + (" aux_acc " + " ".join(f"{k} {v / aux_n:.3f}" for k, v in aux_acc_acc.items())
-                   if aux_n else ""), run_dir)
+                + (" aux_acc " + " ".join(f"{k} {v / aux_n:.3f}" for k, v in aux_acc_acc.items()) if aux_n else ""),
+                run_dir,
+            )
             loss_acc, n_acc, t_acc, data_acc = 0.0, 0, 0.0, 0.0
             aux_acc_acc, aux_n = {}, 0
         if time.time() - last_ckpt > args.ckpt_minutes * 60:

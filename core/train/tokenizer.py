@@ -58,17 +58,27 @@ def build_tokenizer(texts, vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS,
-        additional_special_tokens=[USER, ASSISTANT, IMAGE], clean_up_tokenization_spaces=False,
-        model_max_length=512)
+        tokenizer_object=tok,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        additional_special_tokens=[USER, ASSISTANT, IMAGE],
+        clean_up_tokenization_spaces=False,
+        model_max_length=512,
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
 def build_default_tokenizer(n_samples: int = 30000, vocab_size: int = 2048):
     from core.scenes.tasks import corpus
+
     return build_tokenizer(corpus(n_samples), vocab_size=vocab_size)

@@ -1,4 +1,5 @@
 """The Trace viewer: re-draw every view of a saved trace, no model needed. Public API: /load_trace."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,7 @@ from ..outputs import Outputs
 from ..views import ar_from_meta, full_views
 
 log = logging.getLogger("specscope.app")
-OUTPUTS = ("status", "answer", "tree", "step", "summary", "time_fig", "acc_fig", "depth_fig", "steps_html",
-           "state", "results")
+OUTPUTS = ("status", "answer", "tree", "step", "summary", "time_fig", "acc_fig", "depth_fig", "steps_html", "state", "results")
 
 
 def _trace_text(file) -> str:
@@ -42,8 +42,18 @@ EXAMPLE_TRACE = ASSETS / "examples" / "example_trace.json"
 
 def cleared() -> dict:
     """What an error leaves: nothing of the previously loaded trace."""
-    return dict(answer=[], tree=None, step=gr.update(visible=False, value=1), summary="", time_fig=None,
-                acc_fig=None, depth_fig=None, steps_html="", state=None, results=gr.update(visible=False))
+    return dict(
+        answer=[],
+        tree=None,
+        step=gr.update(visible=False, value=1),
+        summary="",
+        time_fig=None,
+        acc_fig=None,
+        depth_fig=None,
+        steps_html="",
+        state=None,
+        results=gr.update(visible=False),
+    )
 
 
 def render_trace(tr: Trace, source: str, compact: bool = False):
@@ -51,14 +61,17 @@ def render_trace(tr: Trace, source: str, compact: bool = False):
     s = tr.summary()
     m = tr.meta or {}
     who = f"{m.get('target', '?')}" + (f" with {m['drafter']}" if m.get("drafter") else " (no drafter)")
-    msg = (f"Loaded {esc(source)}: {s['new_tokens']} tokens, {len(tr.steps)} steps, τ = {s['tau']:.2f}. "
-           f"Model: {esc(scrub(who))}.")
+    msg = f"Loaded {esc(source)}: {s['new_tokens']} tokens, {len(tr.steps)} steps, τ = {s['tau']:.2f}. Model: {esc(scrub(who))}."
     if m.get("prompt"):
         msg += f" Prompt: “{esc(str(m['prompt'])[:200])}”."
     if tr.steps:
         msg += f" Showing step {render.most_informative_step(tr) + 1}, the longest accepted draft."
-    return {"status": status_html(msg, "ok"), "state": tr, "results": gr.update(visible=True),
-            **{k: v for k, v in views.items() if k in OUTPUTS}}
+    return {
+        "status": status_html(msg, "ok"),
+        "state": tr,
+        "results": gr.update(visible=True),
+        **{k: v for k, v in views.items() if k in OUTPUTS},
+    }
 
 
 def load_trace(file, compact=False):
@@ -67,20 +80,19 @@ def load_trace(file, compact=False):
         text = _trace_text(file)
         try:
             tr = Trace.from_json(text)
-        except (KeyError, TypeError, AttributeError):   # a step without the fields of a trace step
+        except (KeyError, TypeError, AttributeError):  # a step without the fields of a trace step
             raise InputError("this is not a SpecScope trace: its steps lack the fields of a decoding step") from None
         if not isinstance(tr.steps, list) or not isinstance(tr.output, list):
             raise ValueError("not a SpecScope trace: steps / output are not lists")
         try:
             return render_trace(tr, "the trace", bool(compact))
-        except Exception as e:  # noqa: BLE001  a schema-valid file with inconsistent content
+        except Exception as e:  # a schema-valid file with inconsistent content
             log.info("inconsistent trace: %r", e)
-            raise InputError("this trace file is damaged: its steps are inconsistent "
-                             f"({type(e).__name__}); nothing was loaded") from None
+            raise InputError(f"this trace file is damaged: its steps are inconsistent ({type(e).__name__}); nothing was loaded") from None
     except EXPECTED as e:
         gr.Warning(friendly(e))
         return dict(status=status_html(esc(friendly(e)), "err"), **cleared())
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("load_trace failed")
         return dict(status=status_html(GENERIC_ERROR, "err"), **cleared())
 
@@ -93,6 +105,7 @@ def load_example(compact=False):
         out = render_trace(tr, "the example trace (a recorded run of the default model)", bool(compact))
     except (OSError, ValueError):
         from ..synthetic import synthetic_trace
+
         tr = synthetic_trace(n_steps=24, seed=3, strategy="dynamic")
         ar = synthetic_trace(max_new_tokens=len(tr.output), seed=3, strategy="ar")
         tr.meta["ar_baseline"] = {"output": list(ar.output), "wall_s": ar.wall_s, "text": ar.text}
@@ -102,8 +115,9 @@ def load_example(compact=False):
 
 # ====================================================================== layout and wiring
 def build(ctx, compact) -> None:
-    gr.Markdown("Open a trace saved from the Run tab (*Download trace*) to re-draw every view. "
-                "No model runs here, so this works even without one.")
+    gr.Markdown(
+        "Open a trace saved from the Run tab (*Download trace*) to re-draw every view. No model runs here, so this works even without one."
+    )
     with gr.Row():
         tv_file = gr.File(label="Trace file (.json)", file_types=[".json"], type="filepath", scale=3, height=120)
         with gr.Column(scale=2):
@@ -111,8 +125,7 @@ def build(ctx, compact) -> None:
             tv_example = gr.Button("…or open the example trace (a recorded run)", elem_id="tv-example")
     tv_status = gr.HTML(status_html("No trace loaded."))
     with gr.Column(visible=False) as tv_results:
-        tv_answer = gr.HighlightedText(label="Answer", color_map=render.COLOR_MAP, show_legend=True,
-                                       elem_id="tv-answer")
+        tv_answer = gr.HighlightedText(label="Answer", color_map=render.COLOR_MAP, show_legend=True, elem_id="tv-answer")
         tv_tree = gr.Plot(show_label=False, elem_id="tv-tree")
         tv_step = gr.Slider(1, 2, value=1, step=1, label="Step", visible=False, elem_id="tv-step")
         with gr.Row(equal_height=False):
@@ -127,14 +140,33 @@ def build(ctx, compact) -> None:
             tv_steps = gr.HTML()
     tv_state = gr.State(None, time_to_live=limits.STATE_TTL_SECONDS)
 
-    outs = Outputs(ctx.demo, status=tv_status, answer=tv_answer, tree=tv_tree, step=tv_step, summary=tv_summary,
-                   time_fig=tv_time, acc_fig=tv_acc, depth_fig=tv_depth, steps_html=tv_steps, state=tv_state,
-                   results=tv_results)
+    outs = Outputs(
+        ctx.demo,
+        status=tv_status,
+        answer=tv_answer,
+        tree=tv_tree,
+        step=tv_step,
+        summary=tv_summary,
+        time_fig=tv_time,
+        acc_fig=tv_acc,
+        depth_fig=tv_depth,
+        steps_html=tv_steps,
+        state=tv_state,
+        results=tv_results,
+    )
     light = ctx.light
     tv_btn.click(outs.bind(load_trace), [tv_file, compact], outs.list, api_name="load_trace", **light)
     tv_file.upload(outs.bind(load_trace), [tv_file, compact], outs.list, api_visibility="private", **light)
     ex = Outputs(ctx.demo, file=tv_file, **outs.by_name)
     tv_example.click(ex.bind(load_example), compact, ex.list, api_visibility="private", **light)
     from .run import show_step
-    tv_step.input(show_step, [tv_state, tv_step, compact], tv_tree, api_visibility="private",
-                  trigger_mode="always_last", show_progress="hidden", **light)
+
+    tv_step.input(
+        show_step,
+        [tv_state, tv_step, compact],
+        tv_tree,
+        api_visibility="private",
+        trigger_mode="always_last",
+        show_progress="hidden",
+        **light,
+    )

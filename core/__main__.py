@@ -8,7 +8,7 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC  # the app's untuned shapes too
+    from .drafters import DEFAULT_CHAIN, DEFAULT_DYNAMIC  # the app's untuned shapes too
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--target", default="default", help="Hub id, local directory, or 'default' (assets/target)")
@@ -38,13 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
     common.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
     common.add_argument(
-        "--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)"
+        "--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m tools.tune)"
     )
     common.add_argument(
         "--min-prob", type=float, default=0.0, help="stop expanding draft nodes whose cumulative draft probability is below this"
     )
     common.add_argument(
-        "--tuned", action="store_true", help="use the chain / dynamic shape `python -m core.tune` measured fastest on this machine"
+        "--tuned", action="store_true", help="use the chain / dynamic shape `python -m tools.tune` measured fastest on this machine"
     )
     common.add_argument("--image", default=None)
     common.add_argument("--prompt", required=True)
@@ -196,7 +196,7 @@ def _main(args) -> int:
         raise ValueError(f"--branching takes comma-separated integers, got {args.branching!r}") from None
     spec = spec_for(strategy if strategy != "ar" else "chain", args.gamma, branching, args.depth, args.top_k, args.budget, args.min_prob)
     if args.tuned and strategy in ("chain", "dynamic"):
-        from .tune import tuned_spec
+        from .drafters import tuned_spec
 
         spec = tuned_spec(args.target, args.drafter, strategy)
     sampling = SamplingConfig(args.temperature, args.top_k_sampling, args.top_p, args.seed)

@@ -156,6 +156,10 @@ class HFAdapter:
     def prefill_kwargs(self, enc: Encoded) -> dict:
         return dict(enc.extra)
 
+    def encode_ids(self, ids: torch.Tensor) -> Encoded:
+        """Inputs of bare token ids (no chat template, no image)."""
+        return Encoded(ids.view(1, -1).to(self.device))
+
     @torch.inference_mode()
     def prefill(self, enc: Encoded, want_hidden: bool = False, all_logits: bool = False):
         """Run the prompt. Returns (session, logits of the last position or all, hidden (T,H) or None)."""

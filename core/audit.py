@@ -36,6 +36,8 @@ more (a +1 shift of multi-token rows on the tiny llava / qwen2_vl / llama: rel_d
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from .divergence import explain_traces
@@ -46,13 +48,13 @@ TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}  # on rel_diff 
 
 
 def default_inputs(n: int = 2) -> list[tuple[str, object]]:
-    """Held-out scenes (core/scenes) when available, else two text prompts."""
-    try:
-        from .bench import scene_samples
+    """The app's held-out example scenes (assets/examples), image ones first."""
+    from .images import load_image
+    from .paths import ROOT
 
-        return [(s.prompt, s.image) for s in scene_samples(n)]
-    except Exception:  # the scenes package is owned elsewhere and may be mid-change
-        return [("Describe the picture.", None), ("hello world hello world hello", None)][:n]
+    folder = ROOT / "assets" / "examples"
+    examples = json.loads((folder / "examples.json").read_text())["examples"]
+    return [(e["prompt"], load_image(str(folder / e["file"]))) for e in examples[:n]]
 
 
 def _collect(target, prompt, image, drafter, spec, max_new_tokens):

@@ -1,5 +1,5 @@
 """Where the project's files are: the repository root, the shipped assets, the embedded default
-target and the drafters trained for it (core/train/*)."""
+target and the drafters trained for it (tools/train/*)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 DEFAULT_TARGET = ASSETS / "target"
 
-# Drafters shipped for the embedded default target (trained by core/train/*).
+# Drafters shipped for the embedded default target (trained by tools/train/*).
 SHIPPED_DRAFTERS = {
     "msd": ASSETS / "drafters" / "msd",
     "massv": ASSETS / "drafters" / "massv",
@@ -26,7 +26,7 @@ def resolve_target(name: str | None) -> str:
         if not (DEFAULT_TARGET / "config.json").exists():
             raise ModelLoadError(
                 "the embedded default model is missing (assets/target); train it with "
-                "`python -m core.train.target --out assets/target` or pass --target"
+                "`python -m tools.train.target --out assets/target` or pass --target"
             )
         return str(DEFAULT_TARGET)
     return name

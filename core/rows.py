@@ -202,11 +202,9 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefix: int = PR
     """Chunked decoding of one token sequence at every candidate size s, the real rows of each chunk
     varying (``_pattern``) and padded to s. Returns (groups of sizes whose logits agree bit for bit
     at every position, seconds of one forward per size)."""
-    from .adapters import Encoded
-
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, adapter.vocab_size, (prefix + tokens,), generator=g)
-    sess, _, _ = adapter.prefill(Encoded(ids[:prefix].view(1, -1).to(adapter.device)))
+    sess, _, _ = adapter.prefill(adapter.encode_ids(ids[:prefix]))
     reps: list[tuple[list[int], torch.Tensor]] = []  # (sizes, logits) of each group found
     seconds: dict[int, float] = {}
     sync = torch.cuda.synchronize if torch.device(adapter.device).type == "cuda" else (lambda: None)

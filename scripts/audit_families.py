@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from core import api, audit, paths, replay
-from core.tiny import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir
+from tools.tiny import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir
 
 SHAPES = "chain:4,tree:3x2x1,dynamic:5/4/20"
 PROMPTS = ("Describe the picture.", "What color is the car?")

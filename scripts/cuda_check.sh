@@ -9,5 +9,5 @@ PY=${PY:-.venv/bin/python}
 "$PY" -m pytest -q tests/test_cuda.py tests/test_device.py
 # the row-invariant group on this GPU (core/rows.py) and speculative == plain decoding, in both dtypes
 for dt in bfloat16 float32; do "$PY" scripts/exact_check.py --device cuda --dtype $dt --max-new-tokens 32; done
-"$PY" -m core.bench --device cuda --dtype auto --n 4 --max-new-tokens 48 --strategies auto,chain,dynamic \
+"$PY" -m tools.bench --device cuda --dtype auto --n 4 --max-new-tokens 48 --strategies auto,chain,dynamic \
   --drafters msd,small-vlm,ngram --temperatures 0 --hf plain

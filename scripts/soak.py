@@ -88,9 +88,9 @@ class Server:
             GRADIO_ANALYTICS_ENABLED="False",
             SPECSCOPE_THREADS=str(threads),
         )
-        if target and target.startswith("tiny:"):  # a tiny random model of core/tiny.py
+        if target and target.startswith("tiny:"):  # a tiny random model of tools/tiny.py
             sys.path.insert(0, str(ROOT))
-            from core.tiny import tiny_model_dir
+            from tools.tiny import tiny_model_dir
 
             target = tiny_model_dir(target.split(":", 1)[1] or "llava")
         if target:
@@ -545,7 +545,7 @@ def main(argv=None) -> int:
     where.add_argument("--launch", action="store_true", help="start app.py in a subprocess on a free port")
     ap.add_argument(
         "--target",
-        help="with --launch: SPECSCOPE_DEFAULT_TARGET (a model directory or Hub id; tiny:llava = the tiny random LLaVA of core/tiny.py)",
+        help="with --launch: SPECSCOPE_DEFAULT_TARGET (a model directory or Hub id; tiny:llava = the tiny random LLaVA of tools/tiny.py)",
     )
     ap.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS figures")
     ap.add_argument("--visitors", type=int, default=10)

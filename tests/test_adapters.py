@@ -12,7 +12,7 @@ import torch
 from core import adapters, device
 from core.adapters import Encoded
 from core.errors import InputError, ModelLoadError
-from core.tiny import tiny_image, tiny_model_dir
+from tools.tiny import tiny_image, tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402  imported after the module-level skip checks above
 
 from tests.app_server import served_app  # noqa: E402  imported after the module-level skip checks above
-from core.tiny import tiny_image, tiny_model_dir  # noqa: E402  imported after the module-level skip checks above
+from tools.tiny import tiny_image, tiny_model_dir  # noqa: E402  imported after the module-level skip checks above
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "examples", "scene_describe_1.png")
 

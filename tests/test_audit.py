@@ -7,7 +7,7 @@ import torch
 
 from core import audit
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter
-from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
+from tools.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
 
 SHAPES = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(3, 2, 1)), DraftSpec("dynamic", depth=5, top_k=4, budget=20)]
 load = adapter_cache()  # tiny models loaded once per module

@@ -1,4 +1,4 @@
-"""The benchmark CLI (the core/bench/ package) on tiny random models: schema, exact-match counting, the
+"""The benchmark CLI (the tools/bench/ package) on tiny random models: schema, exact-match counting, the
 markdown table, the HTML report, profile mode and one-line errors. Timings are never asserted."""
 
 import json
@@ -8,11 +8,12 @@ import pytest
 
 import core.acceptance
 import core.engine
-from core import api, bench
-from core.bench import hf as bench_hf
-from core.bench import profiling as bench_profile
+from core import api
+from tools import bench
+from tools.bench import hf as bench_hf
+from tools.bench import profiling as bench_profile
 from core.drafters import DraftSpec
-from core.tiny import tiny_image, tiny_model_dir
+from tools.tiny import tiny_image, tiny_model_dir
 
 PROMPTS = [
     {"image": "a.png", "prompt": "Describe the picture."},

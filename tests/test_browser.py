@@ -19,7 +19,7 @@ if not os.path.exists(CHROMIUM):
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from tests.app_server import served_app  # noqa: E402  imported after the module-level skip checks above
-from core.tiny import tiny_image, tiny_model_dir  # noqa: E402  imported after the module-level skip checks above
+from tools.tiny import tiny_image, tiny_model_dir  # noqa: E402  imported after the module-level skip checks above
 
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")  # set to a folder to keep screenshots
 DESKTOP = {"width": 1440, "height": 900}

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.tiny import tiny_image, tiny_model_dir
+from tools.tiny import tiny_image, tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

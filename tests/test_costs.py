@@ -3,7 +3,7 @@
 import pytest
 
 from core import adapters, costs
-from core.tiny import tiny_model_dir
+from tools.tiny import tiny_model_dir
 
 
 def test_interpolation_and_extrapolation():

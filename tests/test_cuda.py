@@ -11,7 +11,7 @@ from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter, s
 from core.engine import generate
 from core.policy import AutoPolicy
 from core.sampling import SamplingConfig
-from core.tiny import tiny_image, tiny_model_dir
+from tools.tiny import tiny_image, tiny_model_dir
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 SPECS = [

@@ -10,8 +10,8 @@ import torch
 from core import api, paths
 from core.drafters import DraftSpec
 from core.sampling import SamplingConfig
-from core.scenes.generator import heldout_seeds
-from core.scenes.tasks import make_sample
+from tools.scenes.generator import heldout_seeds
+from tools.scenes.tasks import make_sample
 
 HAVE_TARGET = (paths.DEFAULT_TARGET / "config.json").exists()
 pytestmark = pytest.mark.skipif(not HAVE_TARGET, reason="assets/target not trained yet")

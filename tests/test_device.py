@@ -11,10 +11,11 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from core import api, bench, pairs
+from core import api, pairs
+from tools import bench
 from core.device import resolve_device
 from core.errors import InputError
-from core.tiny import tiny_model_dir
+from tools.tiny import tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")

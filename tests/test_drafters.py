@@ -13,7 +13,7 @@ from core.drafters.base import DraftContext
 from core.drafters.msd import MSDDrafter
 from core.engine import generate
 from core.tree import DraftTree
-from core.tiny import adapter_cache, tiny_image, tiny_model_dir
+from tools.tiny import adapter_cache, tiny_image, tiny_model_dir
 
 PROMPT = "hello world hello world hello"
 load = adapter_cache()  # tiny models loaded once per module

@@ -18,7 +18,7 @@ from core.drafters import DraftContext, DraftSpec, make_drafter, spec_for
 from core.drafters.eagle3 import Eagle3Config, Eagle3Drafter, Eagle3Head, default_aux_layers, is_eagle3_dir, layer_config, new_head
 from core.engine import generate
 from core.sampling import SamplingConfig
-from core.tiny import FAMILIES, adapter_cache, tiny_image
+from tools.tiny import FAMILIES, adapter_cache, tiny_image
 
 load = adapter_cache()
 PROMPT = "Describe the picture."
@@ -459,14 +459,14 @@ def test_hooks_are_removed(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# training: python -m core.train eagle3
+# training: python -m tools.train eagle3
 
 
 def test_ttt_steps_compute_what_drafting_computes():
     """Training-time test step j at query t equals drafting depth j + 1 below the root x_{t+1}:
     the head's own output fed back one position on (rope t + j), attending the real pairs up to t
     and its own chain. Checked against ``head.step`` with the cache of pairs <= t, as drafting."""
-    from core.train.eagle3 import AuxTaps, target_features, ttt_loss
+    from tools.train.eagle3 import AuxTaps, target_features, ttt_loss
 
     tgt = load("llava")
     head = new_head(tgt, aux_layer_ids=[0, 1, 2], seed=4)
@@ -497,7 +497,7 @@ def test_ttt_steps_compute_what_drafting_computes():
 
 
 def test_ttt_loss_learns():
-    from core.train.eagle3 import AuxTaps, target_features, ttt_loss
+    from tools.train.eagle3 import AuxTaps, target_features, ttt_loss
 
     tgt = load("llama")
     head = new_head(tgt, draft_vocab=list(range(0, 400, 2)), aux_layer_ids=[0, 1, 2], seed=0)
@@ -522,7 +522,7 @@ def test_train_command_smoke_and_resume(tmp_path):
     """A few steps on a tiny target with self-distilled answers: progress logged, checkpoint,
     resume, a draft vocabulary of the most frequent tokens, a head that loads and decodes
     losslessly."""
-    from core.train.__main__ import main
+    from tools.train.__main__ import main
 
     tgt = load("llava")
     tiny_image().save(tmp_path / "img.png")

@@ -12,7 +12,7 @@ import torch
 from core import adapters
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
 from core.engine import generate
-from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image
+from tools.tiny import VISION_FAMILIES, adapter_cache, tiny_image
 
 FAMILIES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama", "qwen2"]
 SPECS = [
@@ -213,7 +213,8 @@ def test_confidence_pruning_stays_lossless_and_drafts_less(family):
 
 
 def test_bench_records_the_resolved_dtype(monkeypatch):
-    from core import bench, device
+    from core import device
+    from tools import bench
 
     monkeypatch.setattr(device, "fast_bf16", lambda device="cpu": False)
     assert bench.parse_args(["--quick"]).dtype == "float32"

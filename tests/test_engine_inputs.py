@@ -9,7 +9,7 @@ from core.drafters import DraftSpec, NgramDrafter
 from core.engine import context_limit, generate
 from core.errors import InputError
 from core.sampling import SamplingConfig
-from core.tiny import tiny_model_dir
+from tools.tiny import tiny_model_dir
 
 
 @pytest.fixture(scope="module")

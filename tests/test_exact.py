@@ -19,7 +19,7 @@ from core import adapters, api, engine, rows as R
 from core.divergence import explain, explain_traces, tolerance
 from core.drafters import ModelDrafter, spec_for
 from core.engine import generate
-from core.tiny import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir
+from tools.tiny import FAMILIES, VISION_FAMILIES, tiny_image, tiny_model_dir
 from core.trace import Step, Trace
 
 DTYPES = ("float32", "bfloat16")

@@ -8,7 +8,7 @@ from torch import nn
 from core import adapters, errors, kernels
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter
 from core.engine import generate
-from core.tiny import tiny_image, tiny_model_dir
+from tools.tiny import tiny_image, tiny_model_dir
 
 
 @pytest.mark.parametrize("path", ["dense", "onednn", "bf16", "int8"])

@@ -1,4 +1,4 @@
-"""``core.models``: the offline builder of the real pair, driven with a TINY GGUF (no network,
+"""``tools.models``: the offline builder of the real pair, driven with a TINY GGUF (no network,
 no real weights).
 
 The tiny GGUF is written with ``gguf.GGUFWriter`` the way llama.cpp writes a Qwen2 file: qwen2
@@ -25,7 +25,7 @@ gguf = pytest.importorskip("gguf")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402  imported after the module-level skip checks above
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402  imported after the module-level skip checks above
 
-from core import models as M  # noqa: E402  imported after the module-level skip checks above
+from tools import models as M  # noqa: E402  imported after the module-level skip checks above
 
 PARTS = 12
 SPEC = M.ModelSpec("tiny-qwen2-instruct", "drafter", "test/tiny-qwen2", "tinytest-model-part{n}", "0.0.1", PARTS)
@@ -349,7 +349,7 @@ def _cli(*args, cache: Path):
 
     env = dict(os.environ, SPECSCOPE_CACHE=str(cache))
     return subprocess.run(
-        [sys.executable, "-m", "core.models", *args],
+        [sys.executable, "-m", "tools.models", *args],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],

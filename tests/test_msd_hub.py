@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import InputError, ModelLoadError
 from core.drafters import make_drafter
-from core.tiny import tiny_model_dir
+from tools.tiny import tiny_model_dir
 
 
 def test_msd_hub_id_offline_is_a_clear_load_error(monkeypatch):

@@ -1,7 +1,7 @@
 """core/pairs.py: the model cache shared by every caller."""
 
 from core import api, pairs
-from core.tiny import tiny_model_dir
+from tools.tiny import tiny_model_dir
 
 
 def test_model_cache_keeps_at_most_max_models_targets(monkeypatch):

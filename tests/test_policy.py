@@ -12,7 +12,7 @@ from core.policy import AcceptanceStats, AutoPolicy
 from core.sampling import SamplingConfig
 from core.tree import DraftTree
 from tests import test_sampling as ts
-from core.tiny import tiny_image, tiny_model_dir
+from tools.tiny import tiny_image, tiny_model_dir
 
 
 def policy(target_s: dict, per_forward: float, rate_obs=()) -> AutoPolicy:
@@ -129,8 +129,8 @@ def test_skipped_steps_keep_the_msd_head_in_sync():
     """The shipped MSD head, skipped every other step, drafts as well as when it runs every step
     (a head that lost tokens or features while skipped would draft from the wrong context)."""
     pair = api.load_pair("default", "msd")
-    from core.scenes.generator import heldout_seeds
-    from core.scenes.tasks import make_sample
+    from tools.scenes.generator import heldout_seeds
+    from tools.scenes.tasks import make_sample
 
     s = make_sample(heldout_seeds(1, start=3000)[0], "describe")
     ref = generate(pair.target, s["prompt"], s["image"], max_new_tokens=48).output

@@ -9,7 +9,7 @@ from core import errors, replay
 from core.drafters import DraftSpec, ModelDrafter, NgramDrafter, make_drafter
 from core.engine import generate
 from core.sampling import SamplingConfig
-from core.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
+from tools.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
 
 SHAPES = ["chain:1", "chain:4", "tree:3x2x1", "dynamic:5/4/20"]
 DRAFTERS = ["self", "small", "small-text", "layerskip", "ngram"]
@@ -148,7 +148,7 @@ def test_msd_on_the_default_pair():
     """The shipped MSD head (needs_hidden: commit gets recorded hidden states, begin the prefill's
     hidden states and merged embeddings) on a held-out scene: replay tau == real tau."""
     from core import api
-    from core.bench import scene_samples
+    from tools.bench import scene_samples
 
     try:
         pair = api.load_pair("default", "msd", dtype="float32", kernels="stock")

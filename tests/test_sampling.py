@@ -24,7 +24,7 @@ from core.acceptance import Verdict
 from core.drafters import DraftSpec, ModelDrafter
 from core.engine import generate
 from core.sampling import SamplingConfig, probs
-from core.tiny import tiny_model_dir
+from tools.tiny import tiny_model_dir
 
 SAMPLING = dict(temperature=1.5, top_k=3)  # near-uniform over 3 tokens (also used by test_policy)
 SHARP = dict(temperature=0.05, top_k=3)  # the same 3 tokens, far from uniform

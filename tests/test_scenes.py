@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.scenes.generator import HELDOUT, HELDOUT_START, TRAIN, heldout_seeds, is_heldout, render, sample_scene, train_seeds
-from core.scenes.scorer import score
-from core.scenes.tasks import TASKS, make_sample
+from tools.scenes.generator import HELDOUT, HELDOUT_START, TRAIN, heldout_seeds, is_heldout, render, sample_scene, train_seeds
+from tools.scenes.scorer import score
+from tools.scenes.tasks import TASKS, make_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "assets" / "target"
@@ -163,7 +163,7 @@ def test_scorer_accepts_canonical_tally_answers():
 def test_lookup_task_is_text_only_opt_in_and_scored_like_its_question():
     """'lookup' (opt-in): the scene as its description in the prompt, then a count / spatial
     question; never drawn by the default mixture, so the held-out evaluation is unchanged."""
-    from core.scenes.tasks import EXTRA_TASKS, TASK_WEIGHTS
+    from tools.scenes.tasks import EXTRA_TASKS, TASK_WEIGHTS
 
     assert "lookup" in EXTRA_TASKS and "lookup" not in TASKS and "lookup" not in TASK_WEIGHTS
     asks = set()
@@ -248,8 +248,8 @@ def test_scorer_text():
 
 
 def test_tokenizer_round_trip_and_template():
-    from core.scenes.tasks import corpus
-    from core.train.tokenizer import IMAGE, SPECIAL_TOKENS, build_tokenizer
+    from tools.scenes.tasks import corpus
+    from tools.train.tokenizer import IMAGE, SPECIAL_TOKENS, build_tokenizer
 
     tok = build_tokenizer(corpus(300), vocab_size=600)
     for t in SPECIAL_TOKENS:
@@ -270,13 +270,13 @@ def test_tokenizer_round_trip_and_template():
     assert tok("a <image> b", add_special_tokens=False)["input_ids"].count(img_id) == 1
 
 
-EVAL_FILE = TARGET / "EVAL.json"  # python -m core.scenes eval --n 200 --threads 2 --json > assets/target/EVAL.json
+EVAL_FILE = TARGET / "EVAL.json"  # python -m tools.scenes eval --n 200 --threads 2 --json > assets/target/EVAL.json
 
 
 @pytest.fixture(scope="module")
 def shipped_eval():
     """The shipped target, decoded greedily, on the first 200 held-out scenes (the README's number)."""
-    from core.scenes.__main__ import evaluate
+    from tools.scenes.__main__ import evaluate
 
     return evaluate(str(TARGET), n=200)
 

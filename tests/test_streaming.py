@@ -6,7 +6,7 @@ import pytest
 
 from core import api, streaming
 from core.drafters import DraftSpec
-from core.tiny import tiny_model_dir
+from tools.tiny import tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core import tiny as tm
+from tools import tiny as tm
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")

@@ -9,8 +9,8 @@ from core import adapters
 from core.drafters import DraftSpec, MSDHead, make_drafter
 from core.drafters.msd import MSDDrafter, _read_weights, is_msd_dir
 from core.engine import generate
-from core.train import common
-from core.tiny import tiny_image, tiny_model_dir
+from tools.train import common
+from tools.tiny import tiny_image, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def prompts_file(tmp_path_factory):
 
 
 def test_distill_then_msd_training_end_to_end(prompts_file, tmp_path):
-    from core.train import distill, msd
+    from tools.train import distill, msd
 
     tgt_dir = tiny_model_dir("llava")
     out = tmp_path / "distill.jsonl"
@@ -94,7 +94,7 @@ def test_distill_then_msd_training_end_to_end(prompts_file, tmp_path):
 
 
 def test_msd_training_on_scenes_curriculum_steps(tmp_path):
-    from core.train.msd import curriculum
+    from tools.train.msd import curriculum
 
     assert curriculum(0.1) == 0.0 and curriculum(0.49) == 0.0
     assert 0.0 < curriculum(0.75) < 1.0 and curriculum(1.0) == 1.0
@@ -128,12 +128,12 @@ def test_released_eagle_layout_head_loads(tmp_path, family):
 
 
 def test_small_drafter_training_runs(tmp_path):
-    from core.train import small
+    from tools.train import small
 
     proc = tmp_path / "proc"
-    from core.train.target import build_processor
-    from core.train.tokenizer import build_tokenizer
-    from core.scenes.tasks import corpus
+    from tools.train.target import build_processor
+    from tools.train.tokenizer import build_tokenizer
+    from tools.scenes.tasks import corpus
 
     build_processor(build_tokenizer(corpus(300), vocab_size=400)).save_pretrained(proc)
     for kind in ("text-lm", "small-vlm"):
@@ -230,9 +230,9 @@ def test_msd_head_fast_step_equals_the_hf_layer(kv_heads):
 
 def test_grid_labels_match_the_rendered_scene():
     """Every image token's auxiliary label is the content of the 3x3 cell its patch lies in."""
-    from core.scenes.generator import COLORS
-    from core.scenes.tasks import make_sample
-    from core.train.common import IMAGE_TOKENS, _aux_vocab, grid_labels, patch_cells
+    from tools.scenes.generator import COLORS
+    from tools.scenes.tasks import make_sample
+    from tools.train.common import IMAGE_TOKENS, _aux_vocab, grid_labels, patch_cells
 
     voc = _aux_vocab()
     cells = patch_cells()
@@ -267,7 +267,7 @@ def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
     loss: the loss is logged, and the saved model is a standard LLaVA without the aux heads."""
     from safetensors import safe_open
 
-    from core.train import target
+    from tools.train import target
 
     out, run = tmp_path / "out", tmp_path / "run"
     target.main(
@@ -303,8 +303,8 @@ def test_target_training_with_grid_loss_saves_a_plain_llava(tmp_path):
 def test_focus_weights_and_the_weighted_loss():
     """Tally-style samples mark their decisions; the weighted loss puts ``--focus-weight`` on the
     tokens of those spans and equals the model's own mean loss when every weight is 1."""
-    from core.scenes.tasks import make_sample
-    from core.train import target
+    from tools.scenes.tasks import make_sample
+    from tools.train import target
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained("assets/target")
@@ -334,7 +334,7 @@ def test_focus_weights_and_the_weighted_loss():
 
 
 def test_target_training_in_tally_style_with_focus_weight(tmp_path):
-    from core.train import target
+    from tools.train import target
 
     out, run = tmp_path / "out", tmp_path / "run"
     target.main(
@@ -370,9 +370,9 @@ def test_target_training_in_tally_style_with_focus_weight(tmp_path):
 
 
 def test_count_labels_and_the_count_loss(tmp_path):
-    from core.scenes.generator import COLOR_NAMES, SHAPES
-    from core.scenes.tasks import make_sample
-    from core.train import target
+    from tools.scenes.generator import COLOR_NAMES, SHAPES
+    from tools.scenes.tasks import make_sample
+    from tools.train import target
 
     s = make_sample(12, "describe")
     objs = s["meta"]["scene"]["objects"]
@@ -427,7 +427,7 @@ def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
     the target trainer picks up the saved grid heads."""
     from transformers import LlavaForConditionalGeneration
 
-    from core.train import grid_pretrain, target
+    from tools.train import grid_pretrain, target
 
     out = tmp_path / "grid"
     grid_pretrain.main(
@@ -467,7 +467,7 @@ def test_grid_pretrain_trains_only_the_vision_side(tmp_path):
 def test_training_clis_reject_a_missing_init_dir(module, tmp_path, capsys):
     import importlib
 
-    mod = importlib.import_module(f"core.train.{module}")
+    mod = importlib.import_module(f"tools.train.{module}")
     with pytest.raises(SystemExit) as e:
         mod.main(["--init", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--steps", "1"])
     assert e.value.code == 2
@@ -478,8 +478,8 @@ def test_task_weights_and_seed_offset_shape_the_training_stream():
     """--task-weights / --seed-offset: the stream draws only the named tasks, from fresh seeds."""
     from transformers import AutoProcessor
 
-    from core.scenes.tasks import make_sample
-    from core.train import target
+    from tools.scenes.tasks import make_sample
+    from tools.train import target
 
     w = target.parse_task_weights("count=1,spatial=0.5")
     assert w == {"count": 1.0, "spatial": 0.5}
@@ -504,7 +504,7 @@ def test_task_weights_and_seed_offset_shape_the_training_stream():
 
 @pytest.mark.parametrize("spec", ["count=x", "nosuch=1", "count=0", "count=-1"])
 def test_bad_task_weights_are_refused(spec, tmp_path, capsys):
-    from core.train import target
+    from tools.train import target
 
     with pytest.raises(SystemExit) as e:
         target.main(["--task-weights", spec, "--out", str(tmp_path / "o"), "--steps", "1"])
@@ -513,8 +513,8 @@ def test_bad_task_weights_are_refused(spec, tmp_path, capsys):
 
 
 def test_seed_offset_cannot_reach_the_held_out_split(tmp_path, capsys):
-    from core.scenes.generator import HELDOUT_START
-    from core.train import target
+    from tools.scenes.generator import HELDOUT_START
+    from tools.train import target
 
     with pytest.raises(SystemExit) as e:
         target.main(["--seed-offset", str(HELDOUT_START), "--out", str(tmp_path / "o"), "--steps", "1"])
@@ -530,7 +530,7 @@ def test_seed_offset_cannot_reach_the_held_out_split(tmp_path, capsys):
     ],
 )
 def test_small_drafter_cli_refuses_missing_inputs(extra, message, tmp_path, capsys):
-    from core.train import small
+    from tools.train import small
 
     extra = [str(tmp_path / e) if e.startswith("NOPE") else e for e in extra]
     with pytest.raises(SystemExit) as e:
@@ -540,13 +540,13 @@ def test_small_drafter_cli_refuses_missing_inputs(extra, message, tmp_path, caps
 
 
 def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path):
-    """core.train.grow: a deeper / wider target computes the same logits (float32, exactly: the
-    inserted layers and MLP units write zeros into the residual stream); `core.train.target
+    """tools.train.grow: a deeper / wider target computes the same logits (float32, exactly: the
+    inserted layers and MLP units write zeros into the residual stream); `tools.train.target
     --init grown` trains it with its own architecture, not the preset's."""
     from transformers import LlavaForConditionalGeneration
 
-    from core.train import grow, target
-    from core.tiny import build_inputs
+    from tools.train import grow, target
+    from tools.tiny import build_inputs
 
     d = tiny_model_dir("llava")
     src = LlavaForConditionalGeneration.from_pretrained(d, dtype=torch.float32).eval()
@@ -601,7 +601,7 @@ def test_grow_keeps_the_function_and_the_trainer_keeps_the_architecture(tmp_path
 
 def test_target_trainer_refuses_an_init_of_another_architecture(tmp_path, capsys):
     """A text-only llama dir as --init would be wrapped in a default LLaVA with only a warning."""
-    from core.train import target
+    from tools.train import target
 
     with pytest.raises(SystemExit) as e:
         target.main(["--init", "assets/drafters/text_lm", "--out", str(tmp_path / "o"), "--run-dir", str(tmp_path / "r"), "--steps", "1"])
@@ -610,9 +610,9 @@ def test_target_trainer_refuses_an_init_of_another_architecture(tmp_path, capsys
 
 def test_drafter_training_samples_follow_the_targets_answer_style():
     """A tally-style target's drafters must learn tally answers, not the direct ones."""
-    from core.scenes.tasks import make_sample
-    from core.train.msd import SampleSource
-    from core.train.small import Stream
+    from tools.scenes.tasks import make_sample
+    from tools.train.msd import SampleSource
+    from tools.train.small import Stream
 
     for style in ("direct", "tally"):
         src = SampleSource("scenes", seed=3, style=style)
@@ -629,6 +629,6 @@ def test_drafter_training_samples_follow_the_targets_answer_style():
                 differs.append(s["answer"] != make_sample(seed)["answer"])
         assert differs and any(differs) == (style == "tally")
     with pytest.raises(SystemExit):
-        from core.train import msd
+        from tools.train import msd
 
         msd.main(["--answer-style", "essay"])

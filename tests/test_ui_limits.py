@@ -3,7 +3,7 @@ prompts and parameters, model paths, the per-request time limit, cancellation an
 fail to load, as a visitor sees them.
 
 The app is launched once per module, in-process, on a free port, with SPECSCOPE_DEFAULT_TARGET
-pointing at the tiny random LLaVA of core/tiny.py (as tests/test_app.py does). The core's side
+pointing at the tiny random LLaVA of tools/tiny.py (as tests/test_app.py does). The core's side
 of the same inputs is tested by module: encoding and load errors in tests/test_adapters.py,
 prompt length and parameters in tests/test_engine_inputs.py, images in tests/test_images.py.
 """
@@ -26,7 +26,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402  imported after the module-level skip checks above
 
 from tests.app_server import served_app  # noqa: E402  imported after the module-level skip checks above
-from core.tiny import tiny_image, tiny_model_dir  # noqa: E402  imported after the module-level skip checks above
+from tools.tiny import tiny_image, tiny_model_dir  # noqa: E402  imported after the module-level skip checks above
 from ui import session  # noqa: E402  imported after the module-level skip checks above
 from ui.tabs import compare as compare_tab  # noqa: E402  imported after the module-level skip checks above
 from ui.tabs import run as run_tab  # noqa: E402  imported after the module-level skip checks above

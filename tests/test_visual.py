@@ -10,7 +10,7 @@ from core import adapters, api, visual
 from core.drafters import ModelDrafter
 from core.engine import generate
 from core.trace import Step, Trace
-from core.tiny import adapter_cache, tiny_image, tiny_model_dir
+from tools.tiny import adapter_cache, tiny_image, tiny_model_dir
 
 target = adapter_cache()  # tiny models loaded once per module
 

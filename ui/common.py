@@ -35,14 +35,14 @@ class Defaults:
     """The defaults of every tab (Run, Compare, Teach), from one place."""
 
     strategy: str = "auto"  # Run's draft shape; Compare / Teach offer fixed shapes of gamma
-    gamma: int = 6  # chain length (core.tune's default; a tuned value wins)
+    gamma: int = 6  # chain length (DraftSpec's default; a tuned value wins)
     max_new_tokens: int = 96  # the examples' longest answer (73 tokens) fits, with room
     repeats: int = 3  # timing rounds (plain and speculative, alternating)
     temperature: float = 0.0
 
 
 def defaults() -> Defaults:
-    from core.tune import tuned_spec
+    from core.drafters import tuned_spec
     from . import presets
 
     chain = tuned_spec(limits.default_target(), presets.default_drafter(), "chain")

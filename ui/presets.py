@@ -19,7 +19,7 @@ from . import limits
 # Shipped drafters for the default target, best first (used when one is trained).
 DEFAULT_DRAFTER_ORDER = ("msd", "small-vlm", "massv", "text-lm")
 
-# Drafter dropdown: (label, value). Shipped drafters are trained by core/train/* into assets/drafters/.
+# Drafter dropdown: (label, value). Shipped drafters are trained by tools/train/* into assets/drafters/.
 DRAFTER_LABELS = {
     "none": "none: plain autoregressive decoding",
     "ngram": "n-gram: prompt lookup (training-free)",

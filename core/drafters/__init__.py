@@ -19,7 +19,20 @@ import os
 
 from ..adapters import load
 from ..errors import InputError, ModelLoadError
-from .base import CHOICES, DraftContext, DraftSpec, Drafter, ModelDrafter, assistant_model, build_tree, draft_dtype, spec_for
+from .base import (
+    CHOICES,
+    DEFAULT_CHAIN,
+    DEFAULT_DYNAMIC,
+    DraftContext,
+    DraftSpec,
+    Drafter,
+    ModelDrafter,
+    assistant_model,
+    build_tree,
+    draft_dtype,
+    spec_for,
+    tuned_spec,
+)
 from .eagle3 import Eagle3Drafter, is_eagle3_dir
 from .msd import MSDDrafter, MSDHead as MSDHead, is_msd_dir  # MSDHead: re-exported for trainers
 from .ngram import NgramDrafter
@@ -36,6 +49,9 @@ __all__ = [
     "make_drafter",
     "check_tokenizers",
     "spec_for",
+    "tuned_spec",
+    "DEFAULT_CHAIN",
+    "DEFAULT_DYNAMIC",
 ]
 
 

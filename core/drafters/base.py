@@ -9,6 +9,8 @@ attributes and methods (subclassing ``Drafter`` gives it the optional ones' defa
 
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..machine import machine_key, tuning_path
 from ..sampling import SamplingConfig, fit_vocab, probs
 from ..tree import DraftTree, tree_mask
 
@@ -32,11 +35,11 @@ class DraftSpec:
     expansions, reranked to ``budget`` nodes."""
 
     strategy: str = "chain"
-    gamma: int = 4
-    branching: tuple[int, ...] = (3, 2, 2, 1)
-    depth: int = 5
-    top_k: int = 8
-    budget: int = 48
+    gamma: int = 6  # the one default draft shape (app, CLI, bench, api); sized for CPUs, and
+    branching: tuple[int, ...] = (3, 2, 2, 1)  # `python -m tools.tune` measures this machine's best
+    depth: int = 8
+    top_k: int = 4
+    budget: int = 20
     min_prob: float = 0.0  # Spec-LLaVA-style pruning: don't expand nodes whose cumulative
     # draft probability is below this (0 = never prune)
     adaptive: bool = False  # chain only: each step's length chosen by the measured cost model
@@ -80,14 +83,35 @@ class DraftSpec:
 
 
 def spec_for(
-    strategy: str, gamma: int | None = None, branching=(3, 2, 2, 1), depth: int = 8, top_k: int = 4, budget: int = 20, min_prob: float = 0.0
+    strategy: str,
+    gamma: int | None = None,
+    branching=DraftSpec.branching,
+    depth: int = DraftSpec.depth,
+    top_k: int = DraftSpec.top_k,
+    budget: int = DraftSpec.budget,
+    min_prob: float = 0.0,
 ) -> DraftSpec:
     """The DraftSpec a user's choice means. ``auto``: a chain whose length the measured cost model
     picks at every step, ``gamma`` (default AUTO_CAP) the longest; the others are fixed shapes
-    (chain default gamma 6)."""
+    (DraftSpec's defaults)."""
     if strategy == "auto":
         return DraftSpec("chain", AUTO_CAP if gamma is None else gamma, tuple(branching), depth, top_k, budget, min_prob, adaptive=True)
-    return DraftSpec(strategy, 6 if gamma is None else gamma, tuple(branching), depth, top_k, budget, min_prob)
+    return DraftSpec(strategy, DraftSpec.gamma if gamma is None else gamma, tuple(branching), depth, top_k, budget, min_prob)
+
+
+DEFAULT_CHAIN = DraftSpec("chain")
+DEFAULT_DYNAMIC = DraftSpec("dynamic")
+
+
+def tuned_spec(target: str, drafter: str, strategy: str) -> DraftSpec:
+    """The shape ``python -m tools.tune`` measured fastest on this machine for the pair, else the default."""
+    default = DEFAULT_CHAIN if strategy == "chain" else DEFAULT_DYNAMIC
+    try:
+        entry = json.loads(tuning_path().read_text()).get(machine_key(target, drafter), {})
+        d = entry.get(strategy)
+        return DraftSpec(strategy, **d) if d else default
+    except (OSError, ValueError, TypeError):
+        return default
 
 
 @dataclass

@@ -14,7 +14,7 @@ from core.drafters import DraftSpec
 from core.errors import InputError
 from core.paths import SHIPPED_DRAFTERS
 from core.sampling import SamplingConfig
-from core.tune import tuned_spec
+from core.drafters import tuned_spec
 
 from .. import limits, presets, render
 from ..common import (
@@ -50,8 +50,8 @@ class CompareConfig:
 
 
 def default_shapes() -> tuple[DraftSpec, DraftSpec]:
-    """(chain, dynamic) defaults: what ``python -m core.tune`` measured fastest on this machine for
-    the default pair, else ``core.tune``'s defaults: gamma 6 and depth 8 / top-4 / 20 nodes (sized
+    """(chain, dynamic) defaults: what ``python -m tools.tune`` measured fastest on this machine for
+    the default pair, else DraftSpec's defaults: gamma 6 and depth 8 / top-4 / 20 nodes (sized
     for CPUs: a verify forward costs more per token there than on a GPU)."""
     tgt, d = limits.default_target(), presets.default_drafter()
     return tuned_spec(tgt, d, "chain"), tuned_spec(tgt, d, "dynamic")

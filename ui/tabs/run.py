@@ -576,7 +576,7 @@ def build(ctx) -> dict:
                     value=dyn_default.budget,
                     step=1,
                     label="Dynamic: node budget",
-                    info="default: the fastest on this machine (python -m core.tune)",
+                    info="default: the fastest on this machine (python -m tools.tune)",
                 )
             with gr.Accordion("Sampling, length and timing", open=False, elem_classes=["ss-rest"]):
                 with gr.Row():

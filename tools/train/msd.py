@@ -1,8 +1,8 @@
 """Train an MSD-style draft head (core/drafters/msd.py) for any target the engine loads.
 
-    python -m core.train.msd --target assets/target --out assets/drafters/msd --minutes 15
-    python -m core.train.msd --target <hub id> --data distill.jsonl --out runs/msd-x --minutes 600
-    accelerate launch -m core.train.msd ...      (several GPUs: data-parallel over samples)
+    python -m tools.train.msd --target assets/target --out assets/drafters/msd --minutes 15
+    python -m tools.train.msd --target <hub id> --data distill.jsonl --out runs/msd-x --minutes 600
+    accelerate launch -m tools.train.msd ...      (several GPUs: data-parallel over samples)
 
 Per sample the frozen target runs once (no grad) to give its last hidden states f_t and its
 decoder input embeddings (image features merged in). The head learns, for every pair
@@ -51,8 +51,8 @@ class SampleSource:
     def get(self, p_multimodal: float) -> dict:
         want_mm = self.rng.random() < p_multimodal
         if self.rows is None:
-            from core.scenes.generator import train_seeds
-            from core.scenes.tasks import IMAGE_TASKS, make_sample
+            from tools.scenes.generator import train_seeds
+            from tools.scenes.tasks import IMAGE_TASKS, make_sample
 
             self.counter += 1
             seed = train_seeds(1, start=500_000_000 + self.counter)[0]
@@ -119,7 +119,7 @@ def _causal(n, dtype):
 
 
 def main(argv=None):
-    from core.scenes.tasks import ANSWER_STYLES
+    from tools.scenes.tasks import ANSWER_STYLES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="assets/target")
@@ -149,7 +149,7 @@ def main(argv=None):
         "--answer-style",
         default="direct",
         choices=ANSWER_STYLES,
-        help="with --data scenes: the answer style the target was trained on (core.scenes.tasks.make_sample)",
+        help="with --data scenes: the answer style the target was trained on (tools.scenes.tasks.make_sample)",
     )
     args = ap.parse_args(argv)
     if not 0.0 <= args.text_frac <= 1.0:

@@ -1,7 +1,7 @@
 """CLI for the procedural scenes.
 
-python -m core.scenes sample --seed 5 --out x.png [--task describe]
-python -m core.scenes eval --target assets/target [--n 200] [--json] [--task count]
+python -m tools.scenes sample --seed 5 --out x.png [--task describe]
+python -m tools.scenes eval --target assets/target [--n 200] [--json] [--task count]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def evaluate(
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m core.scenes")
+    ap = argparse.ArgumentParser(prog="python -m tools.scenes")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("sample", help="render one sample")
     sp.add_argument("--seed", type=int, default=0)

@@ -6,8 +6,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..errors import InputError
-from ..images import load_image
+from core.errors import InputError
+from core.images import load_image
 from ..scenes.generator import heldout_seeds
 from ..scenes.tasks import make_sample
 from .errors import BenchError

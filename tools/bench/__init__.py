@@ -1,12 +1,12 @@
 """Benchmark: speculative vs autoregressive decoding of the same target, plus transformers' own
 baselines, over a suite of inputs.
 
-    python -m core.bench --quick                                   # default pair, < 1 minute
-    python -m core.bench --suite scenes --n 40 --drafters msd,ngram --strategies chain,dynamic \\
+    python -m tools.bench --quick                                   # default pair, < 1 minute
+    python -m tools.bench --suite scenes --n 40 --drafters msd,ngram --strategies chain,dynamic \\
         --temperatures 0,1 --out results.json --html report.html
-    python -m core.bench --suite folder --images DIR --prompts FILE.jsonl --target DIR --drafters DIR
-    python -m core.bench --suite text --prompts FILE.jsonl
-    python -m core.bench --profile --drafters layerskip --strategies dynamic   # where a step's time goes
+    python -m tools.bench --suite folder --images DIR --prompts FILE.jsonl --target DIR --drafters DIR
+    python -m tools.bench --suite text --prompts FILE.jsonl
+    python -m tools.bench --profile --drafters layerskip --strategies dynamic   # where a step's time goes
 
 For every configuration (drafter x strategy x temperature) the AR and the speculative run of each
 sample are INTERLEAVED (AR, spec, AR, spec, ...) after warm-up, so machine drift hits both alike.

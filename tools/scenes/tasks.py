@@ -21,7 +21,7 @@ IMAGE_TASKS = ("describe", "caption", "count", "attribute", "spatial", "reading"
 TEXT_TASKS = ("text",)
 TASKS = IMAGE_TASKS + TEXT_TASKS
 # opt-in tasks: never drawn by the default mixture (so the held-out evaluation is unchanged), only
-# when a training mixture names them (core.train.target --task-weights ...,lookup=0.1)
+# when a training mixture names them (tools.train.target --task-weights ...,lookup=0.1)
 EXTRA_TASKS = ("lookup",)
 ALL_TASKS = TASKS + EXTRA_TASKS
 # default mixture (also used by training): ~15% text-only

@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from ..drafters import assistant_model
-from ..kernels import stock
+from core.drafters import assistant_model
+from core.kernels import stock
 from .configs import Config
 from .errors import first_line
 from .suites import Sample

@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 import time
 
-from .. import api
-from .. import visual as V
-from ..divergence import explain
-from ..trace import Trace
+from core import api
+from core import visual as V
+from core.divergence import explain
+from core.trace import Trace
 from .configs import Config
 from .hf import HFRunner
 from .suites import Sample

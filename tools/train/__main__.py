@@ -1,9 +1,9 @@
-"""python -m core.train <trainer> [options]: the trainers of core/train/ by name.
+"""python -m tools.train <trainer> [options]: the trainers of tools/train/ by name.
 
-    python -m core.train eagle3 --target assets/target --out runs/eagle3 --minutes 30
-    python -m core.train msd --target assets/target --out runs/msd --minutes 15
+    python -m tools.train eagle3 --target assets/target --out runs/eagle3 --minutes 30
+    python -m tools.train msd --target assets/target --out runs/msd --minutes 15
 
-Each is also a module of its own (``python -m core.train.eagle3 ...``)."""
+Each is also a module of its own (``python -m tools.train.eagle3 ...``)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in TRAINERS:
         print(__doc__.strip() + f"\n\ntrainers: {', '.join(TRAINERS)}", file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    mod = importlib.import_module(f"core.train.{argv[0]}")
-    sys.argv = [f"python -m core.train {argv[0]}"] + argv[1:]
+    mod = importlib.import_module(f"tools.train.{argv[0]}")
+    sys.argv = [f"python -m tools.train {argv[0]}"] + argv[1:]
     res = mod.main(argv[1:])
     return res if isinstance(res, int) else 0
 

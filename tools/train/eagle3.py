@@ -1,10 +1,10 @@
 """Train an EAGLE-3 head (core/drafters/eagle3.py) for any target the engine loads.
 
-    python -m core.train eagle3 --target assets/target --out runs/eagle3 --minutes 30
-    python -m core.train eagle3 --target <hub id> --data prompts.jsonl --out runs/eagle3-x --minutes 600
+    python -m tools.train eagle3 --target assets/target --out runs/eagle3 --minutes 30
+    python -m tools.train eagle3 --target <hub id> --data prompts.jsonl --out runs/eagle3-x --minutes 600
 
 Data: scenes (the project's generator) or a JSONL of {"image": path|null, "prompt", "answer"?}
-(core.train.msd.SampleSource). Answers are self-distilled: the target's own greedy answer to
+(tools.train.msd.SampleSource). Answers are self-distilled: the target's own greedy answer to
 each prompt (``--no-distill`` keeps the data's answers), so the head learns what the target
 says. The draft vocabulary (``--draft-vocab`` ids) is the most frequent tokens of the first
 ``--vocab-samples`` training samples (prompt + answer), EOS always in.
@@ -32,8 +32,8 @@ import torch
 
 from core import adapters
 from core.drafters.eagle3 import AuxTaps, Eagle3Head, default_aux_layers, new_head
-from core.train.common import log, lr_at
-from core.train.msd import SampleSource
+from tools.train.common import log, lr_at
+from tools.train.msd import SampleSource
 
 
 # ---------------------------------------------------------------- data
@@ -143,9 +143,9 @@ def _source(data: str, seed: int, style: str) -> SampleSource:
 
 
 def main(argv=None):
-    from core.scenes.tasks import ANSWER_STYLES
+    from tools.scenes.tasks import ANSWER_STYLES
 
-    ap = argparse.ArgumentParser(prog="python -m core.train eagle3", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.train eagle3", description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="assets/target")
     ap.add_argument("--out", required=True)
     ap.add_argument("--data", default="scenes", help="'scenes' or a JSONL of {image, prompt, answer?}")

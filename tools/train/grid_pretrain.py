@@ -6,10 +6,10 @@ slowly on 2 CPU cores (80 min: 0.21 held-out accuracy; the per-patch probe of th
 near chance after 600 steps). The scene generator knows the content of each 3x3 cell, so here the
 vision tower + projector alone are trained, with big cheap batches (no language model in the
 loop), to make every image token predict the content of its cell: kind (empty / word / shape),
-colour, size and word (``core.train.common.grid_labels``). The language model is untouched; then
-``core.train.target --init OUT`` continues joint training (keeping the grid loss).
+colour, size and word (``tools.train.common.grid_labels``). The language model is untouched; then
+``tools.train.target --init OUT`` continues joint training (keeping the grid loss).
 
-    python -m core.train.grid_pretrain --init assets/target --out runs/grid/model --minutes 12
+    python -m tools.train.grid_pretrain --init assets/target --out runs/grid/model --minutes 12
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from core.train.common import IMAGE_TOKENS, AuxGridHeads, grid_labels, lr_at, require_model_dir, save_final
+from tools.train.common import IMAGE_TOKENS, AuxGridHeads, grid_labels, lr_at, require_model_dir, save_final
 
 
 def render_pool(image_processor, seeds):
-    from core.scenes.tasks import make_sample
+    from tools.scenes.tasks import make_sample
 
     samples = [make_sample(s, task="describe") for s in seeds]
     pix = image_processor(images=[s["image"] for s in samples], return_tensors="pt")["pixel_values"]

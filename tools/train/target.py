@@ -1,7 +1,7 @@
 """Train the project's embedded default *target* VLM (LLaVA-shaped, from scratch) on procedural
 scenes, within a wall-clock budget, checkpointed and resumable.
 
-    python -m core.train.target --out assets/target --minutes 85 [--deadline 09:33] [--resume]
+    python -m tools.train.target --out assets/target --minutes 85 [--deadline 09:33] [--resume]
 
 Schedule: linear warm-up over the first steps, then cosine decay driven by the fraction of the
 time budget used (so the schedule fits the budget whatever the step time). Data is generated on
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from core.train.common import IMAGE_TOKENS, AuxCountHeads, AuxGridHeads, collate, encode_sample, log, lr_at, require_model_dir, save_final
+from tools.train.common import IMAGE_TOKENS, AuxCountHeads, AuxGridHeads, collate, encode_sample, log, lr_at, require_model_dir, save_final
 
 RUN_DIR = Path("runs/target")
 
@@ -30,7 +30,7 @@ RUN_DIR = Path("runs/target")
 def build_processor(tokenizer):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from core.train.tokenizer import CHAT_TEMPLATE
+    from tools.train.tokenizer import CHAT_TEMPLATE
 
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": 128},
@@ -155,7 +155,7 @@ class BucketedStream:
         self._cache = (None, None)
 
     def get(self, step: int):
-        from core.scenes.tasks import make_sample
+        from tools.scenes.tasks import make_sample
 
         g = step // self.group
         if self._cache[0] != g:
@@ -202,7 +202,7 @@ def save_ckpt(path: Path, model, opt, step, elapsed, total, aux=None, counts=Non
 
 def parse_task_weights(s: str) -> dict:
     """'count=0.2,attribute=0.3' -> {'count': 0.2, 'attribute': 0.3} (argparse type)."""
-    from core.scenes.tasks import ALL_TASKS
+    from tools.scenes.tasks import ALL_TASKS
 
     out = {}
     for part in s.split(","):
@@ -234,7 +234,7 @@ def parse_deadline(s: str | None):
 
 
 def parser() -> argparse.ArgumentParser:
-    from core.scenes.tasks import ANSWER_STYLES
+    from tools.scenes.tasks import ANSWER_STYLES
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="assets/target")
@@ -284,7 +284,7 @@ def parser() -> argparse.ArgumentParser:
         default="direct",
         choices=ANSWER_STYLES,
         help="'tally': filtered counts and spatial questions are answered after listing "
-        "every object (the shipped target's style since stage 12; core.scenes.tasks.make_sample)",
+        "every object (the shipped target's style since stage 12; tools.scenes.tasks.make_sample)",
     )
     ap.add_argument(
         "--focus-weight",
@@ -306,7 +306,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line, checked (argparse errors: exit 2, no traceback)."""
     ap = parser()
     args = ap.parse_args(argv)
-    from core.scenes.generator import HELDOUT_START
+    from tools.scenes.generator import HELDOUT_START
 
     if args.seed_offset < 0 or args.seed_offset >= HELDOUT_START // 2:
         ap.error(f"--seed-offset must be in [0, {HELDOUT_START // 2}): training seeds stay below the held-out split")
@@ -329,7 +329,7 @@ def load_processor(args, proc_dir: Path, resuming: bool):
         processor = AutoProcessor.from_pretrained(args.init)
         processor.save_pretrained(proc_dir)
         return processor
-    from core.train.tokenizer import build_default_tokenizer
+    from tools.train.tokenizer import build_default_tokenizer
 
     build_processor(build_default_tokenizer()).save_pretrained(proc_dir)
     return AutoProcessor.from_pretrained(proc_dir)  # exactly what will be shipped
@@ -339,7 +339,7 @@ def build_modules(args, tokenizer, run_dir: Path, resuming: bool):
     """(model, grid heads or None, projector tap or None, count heads or None)."""
     torch.manual_seed(1234)
     random.seed(1234)
-    if args.init:  # the architecture comes from --init (e.g. a target grown by core.train.grow)
+    if args.init:  # the architecture comes from --init (e.g. a target grown by tools.train.grow)
         from transformers import LlavaForConditionalGeneration
 
         model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
@@ -352,7 +352,7 @@ def build_modules(args, tokenizer, run_dir: Path, resuming: bool):
     tap = ProjectorTap(model) if aux is not None else None
     if aux is not None and args.init and (Path(args.init) / "grid_heads.pt").exists():
         aux.load_state_dict(torch.load(Path(args.init) / "grid_heads.pt", map_location="cpu"))
-        log(f"grid heads from {args.init} (core.train.grid_pretrain)", run_dir)
+        log(f"grid heads from {args.init} (tools.train.grid_pretrain)", run_dir)
     counts = None
     if args.count_weight > 0:
         counts = AuxCountHeads(hidden)
@@ -460,8 +460,8 @@ def train_step(args, model, opt, aux, tap, counts, batch: dict):
 def write_card(out: Path, argv, model, tokenizer, args, n_params: float, step: int, elapsed: float, final_loss: float) -> None:
     (out / "TRAINING.md").write_text(
         "# Default target VLM (SpecScope)\n\n"
-        "Trained from scratch on procedural scenes (core/scenes) on 2 CPU cores.\n\n"
-        f"- command: `python -m core.train.target {' '.join(argv) if argv else ' '.join(os.sys.argv[1:])}`\n"
+        "Trained from scratch on procedural scenes (tools/scenes) on 2 CPU cores.\n\n"
+        f"- command: `python -m tools.train.target {' '.join(argv) if argv else ' '.join(os.sys.argv[1:])}`\n"
         f"- architecture: LlavaForConditionalGeneration, {arch_summary(model)}, "
         f"CLIP ViT 128px / patch 16 (64 image tokens); {n_params / 1e6:.1f}M params; "
         f"vocab {len(tokenizer)} (byte-level BPE)\n"

@@ -6,9 +6,9 @@ import math
 import os
 from dataclasses import dataclass
 
-from ..paths import SHIPPED_DRAFTERS
-from ..drafters import DraftSpec, spec_for
-from ..sampling import SamplingConfig
+from core.paths import SHIPPED_DRAFTERS
+from core.drafters import DraftSpec, spec_for
+from core.sampling import SamplingConfig
 from .errors import BenchError
 
 STRATEGIES = ("auto", "chain", "tree", "dynamic")

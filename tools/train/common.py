@@ -1,8 +1,8 @@
 """What the trainers share: the sample encoding and batching, the auxiliary grid / count labels,
 the learning-rate schedule, logging, saving and the argument checks.
 
-Used by ``core.train.target`` (the default target), ``core.train.small`` (small drafters) and
-``core.train.grid_pretrain`` / ``core.train.grow`` (target stages).
+Used by ``tools.train.target`` (the default target), ``tools.train.small`` (small drafters) and
+``tools.train.grid_pretrain`` / ``tools.train.grow`` (target stages).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def collate(tokenizer, image_processor, samples, max_len: int = 512, with_aux: b
 
 
 def _aux_vocab():
-    from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES, WORDS
+    from tools.scenes.generator import COLOR_NAMES, SHAPES, SIZES, WORDS
 
     return {"kind": ("empty", "word") + SHAPES, "color": ("none",) + COLOR_NAMES, "size": ("none",) + SIZES, "word": ("none",) + WORDS}
 
@@ -105,7 +105,7 @@ def patch_cells(image_size: int = 128, patch: int = 16, grid: int = 3) -> list:
 
 def grid_labels(meta: dict) -> dict:
     """Per-patch class indices (lists of IMAGE_TOKENS ints) from a sample's scene metadata."""
-    from core.scenes.generator import LOCATIONS
+    from tools.scenes.generator import LOCATIONS
 
     voc = _aux_vocab()
     where = {v: k for k, v in LOCATIONS.items()}
@@ -155,7 +155,7 @@ class AuxGridHeads(torch.nn.Module):
 def count_labels(meta: dict) -> list:
     """Object counts per colour, per shape and per size (ints 0..8), in the generator's
     COLOR_NAMES, SHAPES, SIZES order."""
-    from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES
+    from tools.scenes.generator import COLOR_NAMES, SHAPES, SIZES
 
     objs = meta["scene"]["objects"]
     return (
@@ -168,7 +168,7 @@ def count_labels(meta: dict) -> list:
 class AuxCountHeads(torch.nn.Module):
     def __init__(self, hidden: int):
         super().__init__()
-        from core.scenes.generator import COLOR_NAMES, SHAPES, SIZES
+        from tools.scenes.generator import COLOR_NAMES, SHAPES, SIZES
 
         self.n = len(COLOR_NAMES) + len(SHAPES) + len(SIZES)
         self.norm = torch.nn.LayerNorm(hidden)

@@ -11,7 +11,7 @@ import sys
 
 from torch.profiler import ProfilerActivity, profile as torch_profile
 
-from .. import api, paths
+from core import api, paths
 from .configs import Config, build_configs, check_ref
 from .errors import first_line
 from .suites import Sample, load_suite

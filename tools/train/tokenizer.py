@@ -79,6 +79,6 @@ def build_tokenizer(texts, vocab_size: int = 2048) -> PreTrainedTokenizerFast:
 
 
 def build_default_tokenizer(n_samples: int = 30000, vocab_size: int = 2048):
-    from core.scenes.tasks import corpus
+    from tools.scenes.tasks import corpus
 
     return build_tokenizer(corpus(n_samples), vocab_size=vocab_size)

@@ -9,7 +9,7 @@ import platform
 import torch
 import transformers
 
-from ..machine import cpu_name
+from core.machine import cpu_name
 
 
 COLUMNS = [

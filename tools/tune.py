@@ -4,7 +4,7 @@ The best node budget / chain length depends on how a target forward's cost grows
 number of tokens it verifies: nearly flat on a GPU, steeper on a CPU. So it depends on the
 machine as much as on the drafter, and this measures it instead of guessing:
 
-    python -m core.tune --target default --drafter msd            # prints a table, saves the best
+    python -m tools.tune --target default --drafter msd            # prints a table, saves the best
 
 1. the target's forward cost for 1..64 tokens (the curve that sets the trade-off);
 2. tokens/s of speculative decoding on a few held-out scenes for each candidate shape
@@ -25,29 +25,13 @@ import time
 
 import torch
 
-from . import api
-from .machine import machine_key, tuning_path
-from .errors import InputError, ModelLoadError
-from .drafters import DraftSpec
-from .sampling import SamplingConfig
+from core import api
+from core.machine import machine_key, tuning_path
+from core.errors import InputError, ModelLoadError
+from core.drafters import DraftSpec
+from core.sampling import SamplingConfig
 from .scenes.generator import heldout_seeds
 from .scenes.tasks import make_sample
-
-# the untuned shapes (the app, the CLI and the bench use them without a tuning entry); how they
-# were chosen: docs/results/measurements-in-docstrings.md
-DEFAULT_CHAIN = DraftSpec("chain", gamma=6)
-DEFAULT_DYNAMIC = DraftSpec("dynamic", depth=8, top_k=4, budget=20)
-
-
-def tuned_spec(target: str, drafter: str, strategy: str) -> DraftSpec:
-    """The tuned shape for this machine/pair, or the default one."""
-    default = DEFAULT_CHAIN if strategy == "chain" else DEFAULT_DYNAMIC
-    try:
-        entry = json.loads(tuning_path().read_text()).get(machine_key(target, drafter), {})
-        d = entry.get(strategy)
-        return DraftSpec(strategy, **d) if d else default
-    except (OSError, ValueError, TypeError):
-        return default
 
 
 def forward_costs(target, image, prompt: str, sizes=(1, 2, 4, 8, 16, 32, 64), reps: int = 15) -> dict:
@@ -83,7 +67,7 @@ def measure(pair, samples, spec: DraftSpec, max_new_tokens: int) -> tuple[float,
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.tune", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.tune", description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="default")
     ap.add_argument("--drafter", default="msd")
     ap.add_argument("--gammas", default="2,3,4,5,6,8")

@@ -12,10 +12,10 @@ and of "progressive stacking"):
 - **MLP width**: new hidden units get small random ``gate``/``up`` rows and zero ``down`` columns,
   so they too add zero until trained.
 
-    python -m core.train.grow --init assets/target --out runs/grown/model --layers 12 --intermediate 1024
+    python -m tools.train.grow --init assets/target --out runs/grown/model --layers 12 --intermediate 1024
 
 The result is a normal ``save_pretrained`` directory (model + processor, plus the auxiliary grid
-heads when the source has them); continue with ``python -m core.train.target --init <out> ...``,
+heads when the source has them); continue with ``python -m tools.train.target --init <out> ...``,
 which takes the architecture from ``--init``.
 """
 
@@ -106,7 +106,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from core.train.common import require_model_dir
+    from tools.train.common import require_model_dir
 
     require_model_dir(ap, args.init, "--init", model_type="llava")
     try:

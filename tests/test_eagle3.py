@@ -575,3 +575,29 @@ def test_train_command_smoke_and_resume(tmp_path):
     img = tiny_image()
     ar = generate(tgt, PROMPT, img, max_new_tokens=8)
     assert generate(tgt, PROMPT, img, d, DraftSpec("chain", gamma=3), max_new_tokens=8).output == ar.output
+
+
+def test_train_curriculum_and_reuse(tmp_path):
+    """MSD's two-stage curriculum (--text-frac: text-only first) and --reuse (each distilled sample
+    used about that many times): the log shows the multimodal share and fewer fresh samples than
+    samples trained on; the head loads."""
+    from tools.train.__main__ import main
+    from tools.train.msd import curriculum
+
+    assert curriculum(0.1, 0.25) == 0.0 and curriculum(0.625, 0.25) == 0.5 and curriculum(1.0, 0.25) == 1.0
+    tgt = load("llava")
+    tiny_image().save(tmp_path / "img.png")
+    rows = [{"image": None, "prompt": "hello world"}, {"image": "img.png", "prompt": "Describe the picture."}]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out, run = str(tmp_path / "head"), tmp_path / "run"
+    args = ["eagle3", "--target", tgt.name, "--data", str(tmp_path / "data.jsonl"), "--out", out, "--run-dir", str(run)]
+    args += ["--batch", "4", "--reuse", "4", "--ttt", "2", "--draft-vocab", "16", "--vocab-samples", "4"]
+    args += ["--answer-tokens", "4", "--threads", "1", "--aux-layers", "2,0,1", "--text-frac", "0.5", "--steps", "3"]
+    torch.set_num_threads(1)
+    assert main(args) == 0
+    lines = [ln for ln in (run / "log.txt").read_text().splitlines() if " loss " in ln]
+    assert len(lines) == 3 and all("p_mm 0.00" in ln for ln in lines)  # --steps: elapsed share ~0, text-only
+    assert lines[-1].split("fresh ")[1].split()[0] == "6"  # 4 fresh, then 1 per step
+    cfg = json.loads(open(os.path.join(out, "config.json")).read())
+    assert cfg["specscope"]["steps"] == 3 and cfg["specscope"]["answer_tokens_seen"] > 0
+    make_drafter(out, tgt).close()

@@ -6,8 +6,9 @@
 Data: scenes (the project's generator) or a JSONL of {"image": path|null, "prompt", "answer"?}
 (tools.train.msd.SampleSource). Answers are self-distilled: the target's own greedy answer to
 each prompt (``--no-distill`` keeps the data's answers), so the head learns what the target
-says. The draft vocabulary (``--draft-vocab`` ids) is the most frequent tokens of the first
-``--vocab-samples`` training samples (prompt + answer), EOS always in.
+says. The draft vocabulary (``--draft-vocab`` ids) is the most frequent tokens of
+``--vocab-samples`` samples of the same source (prompt + answer; ``--multimodal-share`` of them
+with an image whatever the curriculum), EOS always in.
 
 Per sample the frozen target runs once: its residual stream at the three aux layers (taps as
 in drafting), its input embeddings (image features merged) and its logits at every position.
@@ -15,7 +16,10 @@ Training-time test over ``--ttt`` draft steps: step 0 reads the fused target fea
 feeds the head's own outputs of step j - 1 (one position further on, rope position t + j), its
 queries seeing the real pairs up to t and their own chain (the tree mask of drafting). Loss:
 cross-entropy against the target's distribution restricted to the draft vocabulary, on answer
-positions, step j weighted 0.8^j. Checkpointed (``--run-dir``/ckpt.pt) and resumable
+positions, step j weighted 0.8^j. ``--text-frac F``: MSD's two-stage curriculum (text-only
+samples for the first F of the budget, then the multimodal share rising linearly to 1).
+``--reuse R``: self-distillation costs far more than a head step, so each step takes batch / R
+fresh samples and draws the rest from the last ``--replay`` ones (each used about R times). Checkpointed (``--run-dir``/ckpt.pt) and resumable
 (``--resume``); progress in ``--run-dir``/log.txt. The head is saved in the speculators layout
 (vLLM loads it; ``python -m core export`` rewrites it).
 """
@@ -24,8 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import torch
@@ -33,7 +38,7 @@ import torch
 from core import adapters
 from core.drafters.eagle3 import AuxTaps, Eagle3Head, default_aux_layers, new_head
 from tools.train.common import log, lr_at
-from tools.train.msd import SampleSource
+from tools.train.msd import SampleSource, curriculum
 
 
 # ---------------------------------------------------------------- data
@@ -154,6 +159,14 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (smoke test)")
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument(
+        "--reuse",
+        type=int,
+        default=1,
+        help="use each distilled sample about this many times: per step batch / reuse fresh samples, the "
+        "rest drawn from the last --replay ones (self-distillation costs far more than a head step)",
+    )
+    ap.add_argument("--replay", type=int, default=128, help="samples kept for --reuse")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ttt", type=int, default=3, help="training-time-test draft steps")
     ap.add_argument("--draft-vocab", type=int, default=32000)
@@ -161,7 +174,14 @@ def main(argv=None):
     ap.add_argument("--hidden-size", type=int, default=None, help="the head's width (default: the target's)")
     ap.add_argument("--aux-layers", default=None, help="three comma-separated layer ids (default [2, L//2, L-3])")
     ap.add_argument("--norm-before-residual", action="store_true")
-    ap.add_argument("--multimodal-share", type=float, default=0.5, help="share of samples with an image")
+    ap.add_argument("--multimodal-share", type=float, default=0.5, help="share of samples with an image (no curriculum: --text-frac < 0)")
+    ap.add_argument(
+        "--text-frac",
+        type=float,
+        default=-1.0,
+        help="MSD's two-stage curriculum: text-only for this share of the budget, then the multimodal "
+        "share rising linearly to 1 (e.g. 0.25); negative (default): a fixed --multimodal-share",
+    )
     ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--run-dir", default=None)
@@ -196,8 +216,11 @@ def main(argv=None):
     image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
     src = _source(args.data, args.seed, args.answer_style)
 
-    def next_sample():
-        s = src.get(args.multimodal_share)
+    def p_multimodal(frac: float) -> float:
+        return args.multimodal_share if args.text_frac < 0 else curriculum(frac, args.text_frac)
+
+    def next_sample(frac: float = 0.0):
+        s = src.get(p_multimodal(frac))
         return s if args.no_distill or not s.get("prompt") else distill(target, s, args.answer_tokens)
 
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if args.resume and ckpt.exists() else None
@@ -206,7 +229,12 @@ def main(argv=None):
         log(f"resuming from step {state['step']} ({state['elapsed']:.0f}s)", run_dir)
     else:
         t0 = time.time()
-        vocab, counts = draft_vocabulary(target, [next_sample() for _ in range(args.vocab_samples)], args.draft_vocab)
+        # the vocabulary sees both kinds of samples, whatever the curriculum
+        vocab_src = _source(args.data, args.seed + 7_000_000, args.answer_style)
+        vocab_samples = [vocab_src.get(args.multimodal_share) for _ in range(args.vocab_samples)]
+        if not args.no_distill and args.draft_vocab < target.vocab_size:  # else every id is in: no need
+            vocab_samples = [distill(target, s, args.answer_tokens) if s.get("prompt") else s for s in vocab_samples]
+        vocab, counts = draft_vocabulary(target, vocab_samples, args.draft_vocab)
         (run_dir / "vocab.json").write_text(json.dumps({"draft_to_target": vocab, "counts": counts}))
         log(
             f"draft vocabulary: {len(vocab)} ids from {len(counts)} distinct tokens of {args.vocab_samples} samples "
@@ -227,27 +255,42 @@ def main(argv=None):
     if head.embed_tokens is not None:
         head.embed_tokens.weight.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    step, elapsed = 0, 0.0
+    step, elapsed, tokens = 0, 0.0, 0
     if state is not None:
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
-        step, elapsed = state["step"], state["elapsed"]
+        step, elapsed, tokens = state["step"], state["elapsed"], state.get("tokens", 0)
         src = _source(args.data, args.seed + step, args.answer_style)
 
     def save_ckpt():
         torch.save(
-            {"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "vocab": vocab, "elapsed": time.time() - t_start}, ckpt
+            {
+                "head": head.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+                "vocab": vocab,
+                "elapsed": time.time() - t_start,
+                "tokens": tokens,
+            },
+            ckpt,
         )
 
     total = args.minutes * 60
     t_start = time.time() - elapsed
     last_ck = time.time()
     hist: list[float] = []
+    pool: deque = deque(maxlen=max(1, args.replay))  # --reuse: recent samples' target features
+    rng = random.Random(args.seed + step)
+    fresh = 0  # distilled samples drawn this run
     while True:
         elapsed = time.time() - t_start
         if elapsed >= total or (args.steps and step >= args.steps):
             break
-        batch = [target_features(target, taps, next_sample()) for _ in range(args.batch)]
+        n_fresh = args.batch if args.reuse <= 1 or len(pool) < args.batch else max(1, round(args.batch / args.reuse))
+        batch = [target_features(target, taps, next_sample(elapsed / total)) for _ in range(n_fresh)]
+        if args.reuse > 1:
+            batch += [pool[rng.randrange(len(pool))] for _ in range(args.batch - n_fresh)]
+            pool.extend(batch[:n_fresh])
         lr = lr_at(step, elapsed / total, args.lr, warmup=20)
         for gr in opt.param_groups:
             gr["lr"] = lr
@@ -265,12 +308,14 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
+        fresh += n_fresh
+        tokens += sum(int(f["ids"].shape[0]) - f["prompt_len"] for f in batch)  # answer tokens (+ eos) seen
         depth_acc = [sum(a[j] for a in accs if len(a) > j) / max(1, sum(1 for a in accs if len(a) > j)) for j in range(args.ttt)]
         hist.append(depth_acc[0])
         if step % 10 == 0 or args.steps:
             log(
                 f"step {step} loss {loss.item():.4f} top1/depth {' '.join(f'{a:.3f}' for a in depth_acc)} "
-                f"lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s",
+                f"p_mm {p_multimodal(elapsed / total):.2f} tokens {tokens} fresh {fresh} lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s",
                 run_dir,
             )
         if time.time() - last_ck > args.checkpoint_every:
@@ -281,6 +326,7 @@ def main(argv=None):
     head.config.meta["specscope"] = {
         "target": str(args.target),
         "steps": step,
+        "answer_tokens_seen": tokens,
         "ttt": args.ttt,
         "minutes": round((time.time() - t_start) / 60, 2),
         "data": args.data,

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from core.trace import SCHEMA
 from tools.tiny import tiny_image, tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +58,7 @@ def test_compare_json_text_only(tmp_path):
     assert out["identical"] is True and out["ar"]["token_ids"] == out["spec"]["token_ids"]
     assert out["speedup"] > 0 and out["spec"]["summary"]["tau"] >= 1.0
     saved = json.loads(trace.read_text())
-    assert saved["schema"] == "specscope.trace/3" and saved["output"] == out["spec"]["token_ids"]
+    assert saved["schema"] == SCHEMA and saved["output"] == out["spec"]["token_ids"]
 
 
 def test_separate_drafter_model(image_path):

@@ -3,21 +3,28 @@
 pair = load_pair("default", "ngram")                    # cached target + drafter
 trace = run(pair, prompt, image, spec, sampling, max_new_tokens)
 warm(pair, prompt, image, spec, sampling)                # one-off costs, outside timings
-result = compare(pair, prompt, image, spec, sampling, max_new_tokens, repeats=3)
+result = compare(pair, prompt, image, spec, sampling, max_new_tokens, repeats=3)  # a Comparison
+
+The facade: the app (``ui/``) imports nothing else from ``core``; the types and names it needs
+are re-exported here.
 """
 
 from __future__ import annotations
 
 from . import costs
-from .device import threads_from_env
-from .drafters import DraftSpec
-from .divergence import explain_traces
+from .comparison import SLACK, Comparison, Timing, bound, median, speedup
+from .device import resolve_dtype, threads_from_env
+from .drafters import CHOICES, DraftSpec, spec_for, tuned_spec
 from .engine import generate
+from .errors import InputError, ModelLoadError
+from .images import load_image
 from .pairs import Pair, default_device, load_pair, load_target, max_models, policy_for
+from .paths import ASSETS, DEFAULT_TARGET, ROOT, SHIPPED_DRAFTERS
 from .rows import row_set
 from .sampling import SamplingConfig
 from .streaming import follow
-from .trace import Trace, result_json
+from .trace import Step, Trace, result_json
+from .visual import KL_THRESHOLD, split_acceptance
 
 # the facade: what the CLI, the app, the bench and the tuner call
 __all__ = [
@@ -30,12 +37,37 @@ __all__ = [
     "warm",
     "run",
     "compare",
+    "Comparison",
+    "Timing",
     "speedup",
     "bound",
+    "SLACK",
     "stream",
     "result_json",
     "threads_from_env",
     "visual_dependence",
+    "VisualCache",
+    "split_acceptance",
+    "split_line",
+    "replay_sweep",
+    "predicted_speedups",
+    # the types and names the app shows or checks
+    "Trace",
+    "Step",
+    "DraftSpec",
+    "SamplingConfig",
+    "CHOICES",
+    "spec_for",
+    "tuned_spec",
+    "resolve_dtype",
+    "InputError",
+    "ModelLoadError",
+    "load_image",
+    "ASSETS",
+    "ROOT",
+    "DEFAULT_TARGET",
+    "SHIPPED_DRAFTERS",
+    "KL_THRESHOLD",
 ]
 
 
@@ -105,29 +137,6 @@ def warm(
     return True
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    m = len(xs) // 2
-    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
-
-
-SLACK = 1.10  # measurement noise allowed above a speedup's bound before a round is re-measured
-
-
-def speedup(plain: Trace, spec: Trace) -> float:
-    """Speculative over plain decoding, by tokens per second (answers of different lengths, e.g. at
-    T > 0, compare fairly; for equal lengths it is the ratio of wall times)."""
-    a, s = plain.summary()["tokens_per_s"], spec.summary()["tokens_per_s"]
-    return s / a if a > 0 else 0.0
-
-
-def bound(spec: Trace) -> float:
-    """The most a speculative run can gain: τ (tokens per speculative step). A step runs at least
-    one target forward, which costs no less than a plain step of the same model, so a measured
-    speedup above τ is machine noise in one of the two runs, never a fact."""
-    return max(1.0, spec.summary()["tau"])
-
-
 def compare(
     pair: Pair,
     prompt: str,
@@ -140,7 +149,7 @@ def compare(
     baseline: list | None = None,
     reference: Trace | None = None,
     **kw,
-) -> dict:
+) -> Comparison:
     """The same input decoded autoregressively and speculatively by the same target, ``repeats``
     times, alternating plain and speculative runs so that a slow moment of the machine hits both.
 
@@ -149,14 +158,12 @@ def compare(
     fastest plain decoding of this machine, which is the same runs unless padding a one-token step
     costs time here (then unpadded one-row steps are timed, and one exact run is made for identity).
 
-    The speedup of a round is speculative tok/s over plain tok/s; a round above its bound
-    (``bound``) is measured again once, and flagged if it stays above. The speedup reported is the
-    median of the rounds within their bound (all rounds when none is). ``baseline``: plain traces
-    measured earlier on the same input, ``reference``: its identity reference (Compare rows share
-    both); more plain runs are measured, interleaved, when there are fewer than ``repeats``.
-    Returns {"ar", "spec": the traces of the median round, "speedup", "speedups", "ar_runs",
-    "spec_runs", "reference", "baseline" ("exact" | "unpadded"), "plain_tokens_per_s" (median of the
-    baseline's runs), "bounds", "above_bound", "identical", "divergence" (core.divergence)}."""
+    A round above its bound (``bound``) is measured again once; the verdict (speedups, the
+    reported round, flagged rounds, identity, divergence) is ``Comparison.of``'s
+    (core/comparison.py). ``baseline``: plain traces measured earlier on the same input,
+    ``reference``: its identity reference (Compare rows share both); more plain runs are
+    measured, interleaved, when there are fewer than ``repeats``. The reported speculative trace
+    carries the result: ``result.spec_trace.comparison is result``."""
     repeats = max(1, int(repeats))
     if warmup:  # first calls pay one-off costs; keep them out of both timings
         warm(pair, prompt, image, spec, sampling, min(8, max_new_tokens))
@@ -172,32 +179,14 @@ def compare(
     for i in range(repeats):  # a round above its bound: measured again, once
         if speedup(ars[i], sps[i]) > bound(sps[i]) * SLACK:
             sps[i] = run(pair, prompt, image, spec, sampling, max_new_tokens, **kw)
-    ratios = [speedup(a, s) for a, s in zip(ars, sps)]
-    bounds = [bound(s) for s in sps]
-    above = [i for i in range(repeats) if ratios[i] > bounds[i] * SLACK]
-    within = [i for i in range(repeats) if i not in above] or list(range(repeats))
-    mid = sorted(within, key=lambda i: ratios[i])[(len(within) - 1) // 2]
     if reference is None:
         reference = ars[0] if not unpadded else run(pair, prompt, image, spec, sampling, max_new_tokens, speculative=False, **kw)
-    div = explain_traces(reference, sps[mid])
     steps = [(a.wall_s - a.t_prefill) / len(a.steps) for a in ars if a.steps]
     if steps:
-        costs.observe_plain(pair.target, _median(steps))  # prices replay and Teach's map alike
-    return {
-        "ar": ars[mid],
-        "spec": sps[mid],
-        "speedup": _median([ratios[i] for i in within]),
-        "speedups": ratios,
-        "ar_runs": ars,
-        "spec_runs": sps,
-        "reference": reference,
-        "baseline": "unpadded" if unpadded else "exact",
-        "plain_tokens_per_s": _median([a.summary()["tokens_per_s"] for a in ars]),
-        "bounds": bounds,
-        "above_bound": bool(above),
-        "identical": all(s.output == reference.output for s in sps),
-        "divergence": div,
-    }
+        costs.observe_plain(pair.target, median(steps))  # prices replay and Teach's map alike
+    result = Comparison.of(ars, sps, reference, "unpadded" if unpadded else "exact")
+    result.spec_trace.comparison = result
+    return result
 
 
 def visual_dependence(
@@ -213,4 +202,80 @@ def visual_dependence(
     )
     if store:
         trace.visual = res
+        for r in res["tokens"]:  # the pieces a hover names ("argmax without the image: ...")
+            k = str(r["argmax_noimg"])
+            if k not in trace.vocab:
+                try:
+                    trace.vocab[k] = pair.target.decode_piece(int(k))
+                except Exception:  # a piece the tokenizer cannot decode stays "<id>"
+                    pass
     return res
+
+
+class VisualCache:
+    """``visual_dependence`` of an output, computed once per (input, output tokens) and reused: it
+    depends only on the target's output, which at T=0 is the same for every drafter and shape.
+    ``seconds`` is what the computations cost (target forwards), ``computed`` / ``reused`` count."""
+
+    def __init__(self):
+        self.records: dict = {}
+        self.seconds = 0.0
+        self.computed = 0
+        self.reused = 0
+
+    def get(self, pair: Pair, prompt: str, image, output: list[int], key=None) -> dict:
+        """The record of ``output`` for this input; ``key`` names the input when one cache serves
+        several (the bench's sample id)."""
+        k = (key, tuple(output))
+        if k in self.records:
+            self.reused += 1
+            return self.records[k]
+        res = visual_dependence(pair, Trace(output=list(output)), prompt, image, store=False)
+        self.seconds += res["cost_s"]
+        self.computed += 1
+        self.records[k] = res
+        return res
+
+
+def split_line(split: dict, counts: bool = False) -> str:
+    """ "image-dependent tokens: 41% of drafts accepted; other tokens: 93%" from ``split_acceptance``
+    (its ``accept_rate``: drafted positions with an accepted draft); ``counts`` adds how many
+    positions of each class were drafted."""
+
+    def pct(c):
+        r = c["accept_rate"]
+        return "n/a" if r is None else f"{100 * r:.0f}%"
+
+    im, ot = split["image_dependent"], split["other"]
+    line = f"image-dependent tokens: {pct(im)} of drafts accepted; other tokens: {pct(ot)}"
+    if counts:
+        line += f"  [drafted positions: {im['tried']} of {im['positions']} image-dependent, {ot['tried']} of {ot['positions']} other]"
+    return line
+
+
+def replay_sweep(pair: Pair, prompt: str, image, shapes: list[str], sampling: SamplingConfig, max_new_tokens: int) -> dict:
+    """One recorded plain target run of the input (``core.replay.record``), then ``pair``'s drafter
+    scored on every shape ("chain:8", "tree:3x2x1", "dynamic:8/4/20") without running the target
+    again, priced with the measured cost curve (``costs.priced_curve``): predictions, not
+    measurements. Returns {"rows" (``replay.rank``'s, best first), "tokens", "mismatches" (near-tie
+    positions where teacher forcing differs from the run), "seconds" (the replay's own time)}."""
+    import time
+
+    from . import replay
+
+    rec = replay.record(pair.target, prompt, image, max_new_tokens=max_new_tokens)
+    curve = costs.priced_curve(pair.target)
+    t0 = time.perf_counter()
+    rows = replay.rank(rec, {"drafter": pair.drafter}, [replay.parse_shape(x) for x in shapes], curve, sampling)
+    return {"rows": rows, "tokens": len(rec.output), "mismatches": len(rec.mismatches), "seconds": time.perf_counter() - t0}
+
+
+def predicted_speedups(pair: Pair, trace: Trace) -> dict:
+    """Where a run's speedup comes from (core/speedup_model.py): the predicted speedup over
+    (alpha, gamma) for the target's measured cost curve and the run's own draft cost ratio
+    ("grid"), the run's own point ("point") and the verify cost c(9)/c(1) ("verify_ratio")."""
+    from . import speedup_model as M
+
+    curve = costs.priced_curve(pair.target)  # the one cost model of measured runs and replay
+    point = M.run_point(trace, curve)
+    return {"grid": M.grid(curve, draft_ratio=point["draft_ratio"]), "point": point, "verify_ratio": M.verify_ratio(curve, 9)}

@@ -3,15 +3,18 @@
 One ``Step`` per target forward after prefill. Recording a step appends a few
 small lists, so tracing costs next to nothing; token strings are resolved once
 at the end (``Trace.finish``). ``Trace.to_json()`` is the versioned, stable format
-(``SCHEMA``); ``Trace.from_json`` reads it back for re-rendering without a model.
+(``SCHEMA``); ``Trace.from_json`` reads it back for re-rendering without a model. A run timed
+against plain decoding carries its verdict, ``Trace.comparison`` (core/comparison.py).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-SCHEMA = "specscope.trace/3"
+from .comparison import Comparison
+
+SCHEMA = "specscope.trace/4"
 
 
 def tau(new_tokens: int, steps: int) -> float:
@@ -24,8 +27,9 @@ def tau(new_tokens: int, steps: int) -> float:
 
 
 # /2 added Step.discarded (accepted only counts committed tokens); /3 Step.margins, Trace.first_margin
-# (the target's top-2 logit margin behind every committed token: core/divergence.py reads them)
-READABLE = ("specscope.trace/1", "specscope.trace/2", SCHEMA)
+# (the target's top-2 logit margin behind every committed token: core/divergence.py reads them);
+# /4 Trace.comparison (the timed comparison with plain decoding; /3 kept a loose meta["ar_baseline"])
+READABLE = ("specscope.trace/1", "specscope.trace/2", "specscope.trace/3", SCHEMA)
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Trace:
     stop_reason: str = ""
     schema: str = SCHEMA
     visual: dict | None = None  # per-token visual dependence (core/visual.py), only when asked
+    comparison: Comparison | None = None  # timed against plain decoding (core/comparison.py), only when asked
 
     # ---- derived numbers -------------------------------------------------
     def summary(self) -> dict:
@@ -128,7 +133,8 @@ class Trace:
         self.vocab = {str(i): decode_piece(i) for i in sorted(ids)}
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, comparison=None))  # its traces are in-memory only: to_json keeps the numbers
+        d["comparison"] = self.comparison.to_json() if self.comparison is not None else None
         d["summary"] = self.summary()
         return d
 
@@ -143,8 +149,19 @@ class Trace:
         d.pop("summary", None)
         steps = [Step(**_upgrade_step(s)) for s in d.pop("steps", [])]
         d["schema"] = SCHEMA
+        cmp = d.pop("comparison", None)
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(steps=steps, **known)
+        tr = cls(steps=steps, **known)
+        tr.meta = dict(tr.meta or {})
+        old = tr.meta.pop("ar_baseline", None)  # schema /3's record of the same comparison
+        if isinstance(cmp, dict):
+            tr.comparison = Comparison.from_json(cmp)
+        elif isinstance(old, dict) and isinstance(old.get("output"), list):
+            try:
+                tr.comparison = Comparison.from_ar_baseline(old, tr)
+            except (KeyError, TypeError, ValueError):  # a damaged record: the run without its comparison
+                tr.comparison = None
+        return tr
 
     @classmethod
     def from_json(cls, text: str) -> Trace:

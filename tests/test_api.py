@@ -10,15 +10,17 @@ def test_compare_alternates_and_reports_the_median_round():
     pair = api.load_pair("default", "ngram")
     spec = DraftSpec("chain", gamma=4)
     r = api.compare(pair, PROMPT, None, spec, max_new_tokens=12, repeats=3)
-    assert len(r["ar_runs"]) == len(r["spec_runs"]) == len(r["speedups"]) == 3
-    assert r["identical"] and all(a.output == r["ar"].output for a in r["ar_runs"])
-    assert sorted(r["speedups"])[1] == r["speedup"]
-    # the reported traces are those of the median round
-    i = r["spec_runs"].index(r["spec"])
-    assert r["ar_runs"][i] is r["ar"] and r["speedups"][i] == r["speedup"]
+    assert isinstance(r, api.Comparison)
+    assert len(r.plain_traces) == len(r.spec_traces) == len(r.speedups) == len(r.plain_runs) == 3
+    assert r.identical and all(a.output == r.plain_trace.output for a in r.plain_traces)
+    assert sorted(r.speedups)[1] == r.speedup
+    # the reported traces are those of the median round, and the speculative one carries the result
+    i = r.reported
+    assert r.plain_traces[i] is r.plain_trace and r.spec_traces[i] is r.spec_trace and r.speedups[i] == r.speedup
+    assert r.spec_trace.comparison is r and r.spec == api.Timing.of(r.spec_trace)
     # a shared baseline is reused, the missing plain runs are measured
-    r2 = api.compare(pair, PROMPT, None, spec, max_new_tokens=12, repeats=2, baseline=r["ar_runs"][:1])
-    assert r2["ar_runs"][0] is r["ar_runs"][0] and r2["ar_runs"][1] not in r["ar_runs"]
+    r2 = api.compare(pair, PROMPT, None, spec, max_new_tokens=12, repeats=2, baseline=r.plain_traces[:1])
+    assert r2.plain_traces[0] is r.plain_traces[0] and r2.plain_traces[1] not in r.plain_traces
 
 
 def test_warm_runs_once_per_pair_and_shape():

@@ -12,9 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import adapters, device as devices
-from .drafters import make_drafter
-from .errors import ModelLoadError
-from .paths import SHIPPED_DRAFTERS, resolve_target
+from .drafters import make_drafter, parse_drafter
+from .paths import resolve_target
 from .policy import AutoPolicy
 from .sampling import SamplingConfig
 
@@ -88,20 +87,15 @@ def load_pair(
     """The target (cached per name, dtype and device) and a drafter for it; drafters run on the
     target's device (``drafters.base.draft_dtype``: fp32 on a CPU, the target's dtype on a GPU)."""
     tgt = load_target(target, dtype, trust_remote_code, device, kernels)
-    if drafter in SHIPPED_DRAFTERS:
-        path = SHIPPED_DRAFTERS[drafter]
-        if not path.exists():
-            raise ModelLoadError(f"drafter {drafter!r} is not trained yet ({path} is missing)")
-        drafter_arg = str(path)
-    else:
-        drafter_arg = drafter
+    ref = parse_drafter(drafter)
     d = None
-    if drafter_arg and str(drafter_arg).lower() not in ("none", "ar"):
-        key = ("drafter", id(tgt), drafter_arg, mode, tuple(sorted(options.items())))
+    if ref is not None:
+        ref.require_trained()
+        key = ("drafter", id(tgt), ref.key, mode, tuple(sorted(options.items())))
         with _cache_lock:
             if key not in _cache:
                 # drafter models pick their own dtype (drafters.base.draft_dtype: fp32 on a CPU)
-                _cache[key] = make_drafter(drafter_arg, tgt, mode=mode, kernels=tgt.kernels.get("requested"), **options)
+                _cache[key] = make_drafter(ref, tgt, mode=mode, kernels=tgt.kernels.get("requested"), **options)
             d = _cache[key]
     return Pair(tgt, d, resolve_target(target), drafter)
 

@@ -174,3 +174,18 @@ def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path):
     assert f"{split['image_dependent']['tried']} of {split['image_dependent']['positions']} image-dependent" in line
     r = cli("visual", "--target", tiny_model_dir("llava"), "--prompt", "hi")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: visual needs --image")
+
+
+def test_the_draft_shape_flags_default_to_draftspec():
+    """core/cli/shape.py: one definition of the shape flags, shared with the bench; defaults from DraftSpec."""
+    from core.cli.parser import parser
+    from core.cli.shape import spec_from_flags
+    from core.drafters import DEFAULT_CHAIN, DEFAULT_DYNAMIC, DraftSpec
+    from tools.bench.cli import parser as bench_parser
+
+    args = parser().parse_args(["run", "--prompt", "x"])
+    assert spec_from_flags(args, "chain") == DEFAULT_CHAIN and spec_from_flags(args, "dynamic") == DEFAULT_DYNAMIC
+    assert spec_from_flags(args, "tree") == DraftSpec("tree")
+    bench = bench_parser().parse_args([])
+    for flag in ("gamma", "branching", "depth", "top_k", "budget", "min_prob"):
+        assert getattr(bench, flag) == getattr(args, flag), flag

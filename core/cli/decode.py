@@ -7,7 +7,7 @@ import json
 import sys
 
 from .. import api
-from ..drafters import tuned_spec
+from ..drafters import parse_drafter, tuned_spec
 from ..images import load_image
 from ..kernels import describe
 from ..sampling import SamplingConfig
@@ -17,8 +17,9 @@ from .shape import spec_from_flags
 def decode(args) -> int:
     """run | compare | visual: the shared set-up (shape, sampling, image, pair), then the verb."""
     api.threads_from_env()
-    strategy = args.strategy or ("auto" if args.drafter else "ar")
-    if strategy != "ar" and not args.drafter:
+    named = parse_drafter(args.drafter)  # None: no drafter (absent, "none" or "ar")
+    strategy = args.strategy or ("auto" if named else "ar")
+    if strategy != "ar" and not named:
         raise ValueError(f"--strategy {strategy} needs a --drafter")
     spec = spec_from_flags(args, strategy if strategy != "ar" else "chain")
     if args.tuned and strategy in ("chain", "dynamic"):

@@ -8,6 +8,8 @@ import sys
 
 from .. import api, audit as A, paths, replay as R
 from ..costs import target_curve
+from ..drafters import parse_drafter
+from ..errors import InputError
 from ..images import load_image
 from ..sampling import SamplingConfig
 from ..trace import Trace
@@ -36,6 +38,8 @@ def replay(args) -> int:
     sampling = SamplingConfig(sm.get("temperature", 0.0), sm.get("top_k", 0), sm.get("top_p", 1.0), sm.get("seed", 0))
     shapes = [R.parse_shape(x) for x in args.shapes.split(",") if x.strip()]
     names = [x.strip() for x in args.drafters.split(",") if x.strip()]
+    if any(parse_drafter(n) is None for n in names):
+        raise InputError("--drafters lists drafters (none / ar: the recording is the plain run)")
     pairs = {n: api.load_pair(target, n, dtype=dtype, device=args.device) for n in names}
     tgt = next(iter(pairs.values())).target if pairs else api.load_target(target, dtype, device=args.device)
     rec = R.record(
@@ -98,6 +102,8 @@ def _table(rows: list[dict], sampling: SamplingConfig, curve, checked: bool) -> 
 
 def audit(args) -> int:
     api.threads_from_env()
+    if parse_drafter(args.drafter) is None:
+        raise InputError("audit needs a --drafter (none / ar drafts nothing)")
     pair = api.load_pair(args.target, args.drafter, dtype=args.dtype, device=args.device)
     if args.prompts:
         img = load_image(args.image) if args.image else None

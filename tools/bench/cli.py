@@ -14,12 +14,12 @@ import transformers
 
 from core import api, paths
 from core.device import resolve_dtype
-from core.errors import InputError, ModelLoadError
+from core.errors import run_command
 from core.kernels import describe
-from core.drafters import DEFAULT_CHAIN, DEFAULT_DYNAMIC  # the app's untuned shapes too
+from core.cli.shape import add_shape_flags
 from .aggregate import summarize
 from .configs import build_configs, check_ref
-from .errors import BenchError, first_line
+from .errors import BenchError
 from .measure import VisualCache, divergence, log, run_config
 from .profiling import profile
 from .report import environment, markdown_table, write_html
@@ -62,21 +62,7 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated subset of auto,chain,tree,dynamic (default all; auto = the adaptive "
         "chain the cost model sizes at every step)",
     )
-    ap.add_argument(
-        "--gamma",
-        type=int,
-        default=None,
-        help=f"chain: tokens drafted per step (default {DEFAULT_CHAIN.gamma}); auto: the cap (default 16)",
-    )
-    ap.add_argument("--branching", default="3,2,2,1", help="static tree: children per node at each depth")
-    ap.add_argument("--depth", type=int, default=DEFAULT_DYNAMIC.depth, help="dynamic tree: depth")
-    ap.add_argument("--top-k", type=int, default=DEFAULT_DYNAMIC.top_k, help="dynamic tree: expansions per depth")
-    ap.add_argument(
-        "--budget", type=int, default=DEFAULT_DYNAMIC.budget, help="dynamic tree: node budget (sized for CPUs; see python -m tools.tune)"
-    )
-    ap.add_argument(
-        "--min-prob", type=float, default=0.0, help="prune: don't expand draft nodes whose cumulative draft probability is below this"
-    )
+    add_shape_flags(ap)  # --gamma --branching --depth --top-k --budget --min-prob, as python -m core
     ap.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,1 (default 0)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (quick: 24)")
     ap.add_argument(
@@ -263,17 +249,13 @@ def bench(args) -> dict:
 
 
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _main(args)
-    except (BenchError, InputError, ModelLoadError, ValueError, OSError) as e:
-        print(f"error: {first_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: _quiet(parse_args(argv)), user_errors=(BenchError, OSError))
+
+
+def _quiet(args) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _main(args)
 
 
 def _main(args) -> int:

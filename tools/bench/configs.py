@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 
 from core.paths import SHIPPED_DRAFTERS
-from core.drafters import DraftSpec, spec_for
+from core.cli.shape import spec_from_flags
+from core.drafters import DraftSpec, parse_drafter
 from core.sampling import SamplingConfig
 from .errors import BenchError
 
@@ -57,8 +58,13 @@ def _csv(text: str, what: str) -> list[str]:
 
 
 def check_ref(name: str, what: str) -> str:
-    """A model given as a local path must exist (otherwise transformers would try the Hub)."""
-    ref = name[4:] if name.lower().startswith("msd:") else name
+    """A model given as a local path must exist (otherwise transformers would try the Hub); a
+    drafter name is read by core's one parser (a shipped drafter not trained yet fails later,
+    with its own message)."""
+    ref = name
+    if what == "drafter":
+        d = parse_drafter(name)
+        ref = d.ref if d is not None and d.kind in ("eagle3", "msd", "model") and not d.shipped else ""
     if ref.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(ref)):
         raise BenchError(f"{what} not found: {ref}")
     return name
@@ -81,14 +87,9 @@ def build_configs(args) -> list[Config]:
     for t in temps:
         if not math.isfinite(t) or t < 0:
             raise BenchError(f"temperatures must be finite and >= 0, got {t}")
-    try:
-        branching = tuple(int(b) for b in _csv(args.branching, "--branching"))
-    except ValueError:
-        raise BenchError(f"--branching takes comma-separated integers, got {args.branching!r}") from None
     for d in drafters:
-        if d.lower() in ("none", "ar"):
+        if parse_drafter(d) is None:
             raise BenchError("--drafters lists drafters; the AR baseline is always run")
-    for d in drafters:
         check_ref(d, "drafter")
     configs = []
     for d in drafters:
@@ -97,7 +98,7 @@ def build_configs(args) -> list[Config]:
             strats = [strategies[0]] if args.strategies else ["auto"]
         for s in strats:
             try:
-                spec = spec_for(s, args.gamma, branching, args.depth, args.top_k, args.budget, args.min_prob)
+                spec = spec_from_flags(args, s)
             except ValueError as e:
                 raise BenchError(str(e)) from None
             for t in temps:

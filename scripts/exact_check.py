@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     items = _prompts(args.prompts)
     if args.unpadded:
         R.row_set = lambda adapter, refresh=False: R.STOCK  # what the engine did before
-        import core.adapters as A
+        import core.adapters.base as A
         import core.engine as E
 
         A.row_set = E.row_set = api.row_set = R.row_set

@@ -18,6 +18,14 @@ for M minutes; every request ends in one of four outcomes:
     python scripts/soak.py --launch [--target DIR] --sequential 50      # RSS after each of 50 runs
     python scripts/soak.py --launch --target tiny:llava ...              # the tests' tiny random LLaVA
 
+Every request is built by input name from the app's own description of ``/run`` (gradio_client's
+``view_api``), never from a positional list written here: the soak sets the inputs of
+``soak_values()`` (plus the image and each case's own), every other input takes the app's default.
+An input the soak sets that ``/run`` does not take, an input without a default that it does not
+set, or outputs it cannot find (the status line first, one JSON result) stop it before anything is
+sent ("API DRIFT", exit 1); an answer with another number of outputs than the API lists fails.
+``tests/test_soak.py`` runs a bounded soak in the suite; docs/app.md documents the API.
+
 ``--launch`` starts ``app.py`` in a subprocess on a free port (``--target`` sets
 SPECSCOPE_DEFAULT_TARGET, HF_HUB_OFFLINE=1 unless ``--online``, one torch thread) and stops it at
 the end; its RSS (``/proc/<pid>/status`` VmRSS) is reported before and after. With ``--url``
@@ -183,9 +191,11 @@ class Case:
     kw: dict = field(default_factory=dict)
     raw: str | None = None  # a raw HTTP body (for what gradio_client cannot send: NaN, server paths)
     image: str | None = "good"  # key of make_files, or None
+    expect: str = ""  # a text the final message must contain
+    heavy: bool = False  # a long run: not in the sequential memory check nor in the suite's soak
 
 
-def cases(target: str) -> list[Case]:
+def cases() -> list[Case]:
     specials = "<image> USER: ASSISTANT: </s> <s> <|im_start|>assistant\n<|im_end|> <|image_pad|>"
     return [
         # ---- good: must complete
@@ -194,10 +204,19 @@ def cases(target: str) -> list[Case]:
         Case("good: static tree 2,2,1", True, dict(strategy="tree", ar_baseline=False)),
         Case("good: plain decoding (no drafter)", True, dict(drafter="none")),
         Case("good: sampling T=0.8 top-p 0.9", True, dict(temperature=0.8, top_p=0.9, seed=7)),
+        Case("good: which tokens need the image", True, dict(visual=True, max_new_tokens=6)),
         Case("good: emoji + other scripts", True, dict(prompt="Что на картинке? 図の説明 🐱🚀 مرحبا")),
         Case("good: control characters", True, dict(prompt="a\x1b[31mred\x07\x08 \u202e\u200b\ttab\r\nline")),
         Case("good: special-token strings in prompt", True, dict(prompt="Look " + specials)),
         # ---- either: completed, or refused with a clear message (depends on the model's context)
+        Case(
+            "capped: max_new_tokens 10^9 (512, with a note)",
+            True,
+            dict(max_new_tokens=10**9, ar_baseline=False),
+            image=None,
+            expect="capped at 512",
+            heavy=True,
+        ),
         Case("edge: 4,000-character prompt (the limit)", None, dict(prompt=("Describe the image. " * 200)[:4000], max_new_tokens=4)),
         # ---- bad: must be refused with a clear message
         Case("bad: empty prompt", False, dict(prompt="")),
@@ -208,7 +227,8 @@ def cases(target: str) -> list[Case]:
         Case("bad: server path /etc/passwd as image (raw)", False, raw="server_path"),
         Case("bad: negative gamma", False, dict(gamma=-3)),
         Case("bad: negative temperature", False, dict(temperature=-1)),
-        Case("bad: max_new_tokens 10^9", False, dict(max_new_tokens=10**9)),
+        Case("bad: max_new_tokens 0", False, dict(max_new_tokens=0)),
+        Case("bad: repeats 0", False, dict(repeats=0)),
         Case("bad: seed -1", False, dict(seed=-1)),
         Case("bad: branching 0,2", False, dict(strategy="tree", branching="0,2")),
         Case("bad: corrupt image bytes", False, image="corrupt"),
@@ -224,32 +244,14 @@ def cases(target: str) -> list[Case]:
     ]
 
 
-RUN_ORDER = (
-    "image",
-    "prompt",
-    "target",
-    "drafter",
-    "custom_drafter",
-    "mode",
-    "dtype",
-    "strategy",
-    "gamma",
-    "branching",
-    "depth",
-    "top_k",
-    "budget",
-    "temperature",
-    "top_p",
-    "max_new_tokens",
-    "seed",
-    "ar_baseline",
-)
+ENDPOINT = "/run"
 
 
-def base_args(target: str, max_new: int) -> dict:
+def soak_values(max_new: int) -> dict:
+    """What the soak sets on every request, by input name; every other input of ``/run`` takes the
+    app's own default (read from its API at run time, never from a list written here)."""
     return dict(
         prompt="Describe the image.",
-        target=target,
         drafter="layerskip",
         custom_drafter="",
         mode="multimodal",
@@ -265,7 +267,80 @@ def base_args(target: str, max_new: int) -> dict:
         max_new_tokens=max_new,
         seed=0,
         ar_baseline=True,
+        repeats=1,
     )
+
+
+class ApiDrift(RuntimeError):
+    """The soak and the app's API disagree: an input the soak sets that the endpoint does not take,
+    an input without a default that the soak does not set, or outputs it cannot find."""
+
+
+@dataclass
+class RunApi:
+    """The ``/run`` endpoint as the running app describes it (gradio_client's ``view_api``)."""
+
+    names: list[str]  # the inputs, in the order the endpoint takes them
+    defaults: dict  # input name -> the app's default (inputs without one are absent)
+    outputs: list[str]  # the outputs' components, in order
+    status_index: int  # the status line (the first output, HTML)
+    result_index: int  # the raw result (the one JSON output)
+
+    @classmethod
+    def from_info(cls, info: dict, endpoint: str = ENDPOINT) -> RunApi:
+        try:
+            ep = info["named_endpoints"][endpoint]
+        except (KeyError, TypeError):
+            raise ApiDrift(f"the app has no {endpoint} endpoint") from None
+        params = ep["parameters"]
+        names = [p["parameter_name"] for p in params]
+        defaults = {p["parameter_name"]: p["parameter_default"] for p in params if p.get("parameter_has_default")}
+        outputs = [r.get("component", "") for r in ep["returns"]]
+        if not outputs or outputs[0] != "Html":
+            raise ApiDrift(f"{endpoint}: the first output is not the status line (HTML): {outputs}")
+        json_outs = [i for i, c in enumerate(outputs) if c == "Json"]
+        if len(json_outs) != 1:
+            raise ApiDrift(f"{endpoint}: expected exactly one JSON output (the raw result), found {len(json_outs)}: {outputs}")
+        return cls(names, defaults, outputs, 0, json_outs[0])
+
+    @classmethod
+    def fetch(cls, client, endpoint: str = ENDPOINT) -> RunApi:
+        return cls.from_info(client.view_api(print_info=False, return_format="dict"), endpoint)
+
+    def check(self, sent: set[str]) -> None:
+        """Raise ApiDrift unless every name in ``sent`` is an input and every input without a
+        default is in ``sent``."""
+        unknown = sorted(set(sent) - set(self.names))
+        if unknown:
+            raise ApiDrift(
+                f"the soak sets {unknown}, which {ENDPOINT} does not take (its {len(self.names)} inputs: {', '.join(self.names)})"
+            )
+        required = [n for n in self.names if n not in self.defaults and n not in sent]
+        if required:
+            raise ApiDrift(f"{ENDPOINT} requires {required}, which the soak does not set")
+
+    def request(self, values: dict) -> dict:
+        """Every input of the endpoint by name, in its order: ``values`` over the app's defaults."""
+        self.check(set(values))
+        return {n: values[n] if n in values else self.defaults[n] for n in self.names}
+
+    def positional(self, values: dict) -> list:
+        """The same as a positional list (a raw HTTP body's ``data``); its length is the endpoint's."""
+        req = self.request(values)
+        data = [req[n] for n in self.names]
+        assert len(data) == len(self.names)
+        return data
+
+    def defaulted(self, values: dict) -> list[str]:
+        """The inputs the soak leaves at the app's default (named in the report)."""
+        return [n for n in self.names if n not in values]
+
+
+def check_cases(api: RunApi, all_cases: list[Case], max_new: int) -> None:
+    """Before any request: every input any case sets must be one the endpoint takes."""
+    base = set(soak_values(max_new)) | {"image"}
+    for c in all_cases:
+        api.check(base | set(c.kw))
 
 
 # ====================================================================== one request
@@ -297,17 +372,19 @@ def judge(case: Case, outcome: str, msg: str) -> tuple[str, str]:
         return "failed", "good input refused: " + msg
     if case.good is False and outcome == "completed":
         return "failed", "bad input accepted: " + msg
+    if case.expect and case.expect not in msg:
+        return "failed", f"no {case.expect!r} in: {msg}"
     return outcome, msg
 
 
-def call_client(client, case: Case, files: dict, target: str, max_new: int, timeout: float) -> tuple[str, str]:
+def call_client(client, api: RunApi, case: Case, files: dict, max_new: int, timeout: float) -> tuple[str, str]:
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    args = base_args(target, max_new)
-    args["image"] = handle_file(files[case.image]) if case.image else None
-    args.update(case.kw)
-    job = client.submit(**args, api_name="/run")
+    values = soak_values(max_new)
+    values["image"] = handle_file(files[case.image]) if case.image else None
+    values.update(case.kw)
+    job = client.submit(**api.request(values), api_name=ENDPOINT)
     try:
         out = job.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
@@ -321,45 +398,46 @@ def call_client(client, case: Case, files: dict, target: str, max_new: int, time
         if "queue is full" in msg.lower():
             return "busy", msg
         return "failed", msg
-    status = out[0] if isinstance(out, (list, tuple)) and out else out
-    text = strip_tags(status)
+    if not isinstance(out, (list, tuple)) or len(out) != len(api.outputs):
+        n = len(out) if isinstance(out, (list, tuple)) else 1
+        return "failed", f"{n} outputs, the API lists {len(api.outputs)}"
+    text = strip_tags(out[api.status_index])
     if any(m in text for m in DONE_MARKERS):
-        result = out[-1] if isinstance(out, (list, tuple)) else None
+        result = out[api.result_index]
         if not isinstance(result, dict) or not result.get("token_ids"):
             return "failed", "finished without a result: " + text
         return "completed", text
-    if "ss-status err" in str(status):
+    if "ss-status err" in str(out[api.status_index]):
         return "refused", text
     return "failed", "unrecognised final status: " + text
 
 
-def call_raw(base: str, case: Case, files: dict, target: str, max_new: int, timeout: float) -> tuple[str, str]:
+def call_raw(base: str, api: RunApi, case: Case, max_new: int, timeout: float) -> tuple[str, str]:
     """What a hand-written HTTP client can send and gradio_client cannot (NaN, a server-side path)."""
     import httpx
 
-    args = base_args(target, max_new)
-    args["image"] = None
-    data = [args[k] for k in RUN_ORDER]
-    body = json.dumps({"data": data})
-    if case.raw == "nan_temperature":
-        data[RUN_ORDER.index("temperature")] = "__NAN__"
-        body = json.dumps({"data": data}).replace('"__NAN__"', "NaN")
-    elif case.raw == "inf_gamma":
-        data[RUN_ORDER.index("gamma")] = "__INF__"
-        body = json.dumps({"data": data}).replace('"__INF__"', "Infinity")
+    values = soak_values(max_new)
+    values["image"] = None
+    markers = {"nan_temperature": ("temperature", "NaN"), "inf_gamma": ("gamma", "Infinity")}
+    if case.raw in markers:
+        name, literal = markers[case.raw]
+        values[name] = "__RAW__"
+        body = json.dumps({"data": api.positional(values)}).replace('"__RAW__"', literal)
     elif case.raw == "server_path":
-        data[0] = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}
-        body = json.dumps({"data": data})
-    api = base.rstrip("/") + "/gradio_api/call/run"
+        values["image"] = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}
+        body = json.dumps({"data": api.positional(values)})
+    else:
+        raise ValueError(f"unknown raw case {case.raw!r}")
+    url = base.rstrip("/") + "/gradio_api/call" + ENDPOINT
     try:
-        r = httpx.post(api, content=body, headers={"content-type": "application/json"}, timeout=timeout)
+        r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=timeout)
         if r.status_code == 503:
             return "busy", f"HTTP 503: {r.text[:200]}"
         if r.status_code != 200:
             return "refused" if clear(r.text) else "failed", f"HTTP {r.status_code}: {r.text[:200]}"
         eid = r.json()["event_id"]
         event, last = None, None
-        with httpx.stream("GET", f"{api}/{eid}", timeout=timeout) as s:
+        with httpx.stream("GET", f"{url}/{eid}", timeout=timeout) as s:
             t_end = time.monotonic() + timeout
             for line in s.iter_lines():
                 if line.startswith("event:"):
@@ -383,21 +461,21 @@ def call_raw(base: str, case: Case, files: dict, target: str, max_new: int, time
         msg = payload.get("error") if isinstance(payload, dict) else str(payload)
         msg = str(msg or "").strip()
         return ("busy" if "queue is full" in msg.lower() else "refused"), msg
-    if event == "complete" and isinstance(payload, list) and payload:
-        text = strip_tags(payload[0])
+    if event == "complete" and isinstance(payload, list) and len(payload) >= len(api.outputs):  # + state, layout
+        text = strip_tags(payload[api.status_index])
         if any(m in text for m in DONE_MARKERS):
             return "completed", text
-        if "ss-status err" in str(payload[0]):
+        if "ss-status err" in str(payload[api.status_index]):
             return "refused", text
     return "failed", f"unexpected {event}: {str(payload)[:200]}"
 
 
-def do_case(client, url, case, files, target, max_new, timeout) -> Record:
+def do_case(client, url: str, api: RunApi, case: Case, files: dict, max_new: int, timeout: float) -> Record:
     t0 = time.perf_counter()
     if case.raw:
-        outcome, msg = call_raw(url, case, files, target, max_new, timeout)
+        outcome, msg = call_raw(url, api, case, max_new, timeout)
     else:
-        outcome, msg = call_client(client, case, files, target, max_new, timeout)
+        outcome, msg = call_client(client, api, case, files, max_new, timeout)
     outcome, msg = judge(case, outcome, msg)
     return Record(case.name, outcome, time.perf_counter() - t0, msg)
 
@@ -444,24 +522,39 @@ def case_table(records: list[Record], all_cases: list[Case]) -> str:
 
 # ====================================================================== modes
 def soak(
-    url: str, pid: int | None, target: str, visitors: int, minutes: float, max_new: int, timeout: float, seed: int, files: dict
+    url: str,
+    api: RunApi,
+    visitors: int,
+    seconds: float,
+    max_new: int,
+    timeout: float,
+    files: dict,
+    seed: int = 0,
+    pid: int | None = None,
+    case_list: list[Case] | None = None,
 ) -> tuple[list[Record], dict]:
+    """``visitors`` concurrent sessions: every case at least once (spread over the visitors), then
+    half good, half bad at random until ``seconds`` have passed; a warm-up request before and a good
+    request after (the app must still answer)."""
     from gradio_client import Client
 
-    all_cases = cases(target)
+    all_cases = cases() if case_list is None else case_list
+    check_cases(api, all_cases, max_new)
+    first_good = next(c for c in all_cases if c.good is True)
     records: list[Record] = []
     lock = threading.Lock()
     mem: dict = {"start": rss_mb(pid)}
 
     warm_client = Client(url, verbose=False)
-    warm = do_case(warm_client, url, all_cases[0], files, target, max_new, timeout)
+    warm = do_case(warm_client, url, api, first_good, files, max_new, timeout)
     mem["warm"] = rss_mb(pid)
+    mem["warm_record"] = warm
     if warm.outcome != "completed":
         print(f"warning: the warm-up request did not complete: {warm.outcome}: {warm.message}", file=sys.stderr)
 
     mon = RssMonitor(pid)
     mon.start()
-    t_end = time.monotonic() + minutes * 60
+    t_end = time.monotonic() + seconds
 
     def visitor(i: int):
         rng = random.Random(seed * 1000 + i)
@@ -473,16 +566,13 @@ def soak(
             return
         good = [c for c in all_cases if c.good is not False]
         bad = [c for c in all_cases if c.good is False]
-        k = i  # first every case once (spread over the visitors),
-        while time.monotonic() < t_end:  # then half good, half bad, at random
-            if k < len(all_cases):
-                case = all_cases[k]
-            else:
-                case = rng.choice(good if rng.random() < 0.5 else bad)
+        k = i
+        while k < len(all_cases) or time.monotonic() < t_end:
+            case = all_cases[k] if k < len(all_cases) else rng.choice(good if rng.random() < 0.5 else bad)
             k += visitors
             try:
-                rec = do_case(client, url, case, files, target, max_new, timeout)
-            except Exception as e:  # a bug in this script must not look like a pass
+                rec = do_case(client, url, api, case, files, max_new, timeout)
+            except Exception as e:  # a bug in this script (or API drift) must not look like a pass
                 rec = Record(case.name, "failed", 0.0, f"soak script error: {type(e).__name__}: {e}")
             with lock:
                 records.append(rec)
@@ -495,7 +585,7 @@ def soak(
     mon.stop()
     mem["peak"] = mon.peak
     # afterwards the app must still answer a good request
-    after = do_case(Client(url, verbose=False), url, all_cases[0], files, target, max_new, timeout)
+    after = do_case(Client(url, verbose=False), url, api, first_good, files, max_new, timeout)
     mem["end"] = rss_mb(pid)
     mem["after_ok"] = after.outcome == "completed"
     mem["after_msg"] = after.message
@@ -503,11 +593,20 @@ def soak(
 
 
 def sequential(
-    url: str, pid: int | None, target: str, n: int, max_new: int, timeout: float, files: dict, fresh_sessions: bool = False
+    url: str,
+    api: RunApi,
+    n: int,
+    max_new: int,
+    timeout: float,
+    files: dict,
+    fresh_sessions: bool = False,
+    pid: int | None = None,
 ) -> tuple[list[Record], list[float | None]]:
+    """``n`` good requests one after the other (one session, or a new one each), RSS after each."""
     from gradio_client import Client
 
-    good = [c for c in cases(target) if c.good is True and not c.raw]
+    good = [c for c in cases() if c.good is True and not c.raw and not c.heavy]
+    check_cases(api, good, max_new)
     client = Client(url, verbose=False)
     records, rss = [], []
     start = rss_mb(pid)
@@ -516,7 +615,7 @@ def sequential(
         case = good[i % len(good)]
         if fresh_sessions and i:
             client = Client(url, verbose=False)  # a new visitor (session) each run
-        rec = do_case(client, url, case, files, target, max_new, timeout)
+        rec = do_case(client, url, api, case, files, max_new, timeout)
         records.append(rec)
         rss.append(rss_mb(pid))
         if i < 3 or (i + 1) % 5 == 0 or rec.outcome != "completed":
@@ -576,18 +675,25 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             server.wait_ready()
             print(f"app up in {time.perf_counter() - t0:.1f} s; server log: {server.log.name}", flush=True)
-            url, pid, target = server.url, server.pid, server.target
+            url, pid = server.url, server.pid
         else:
             url, pid = a.url, a.pid
-            from gradio_client import Client
+        from gradio_client import Client
 
-            cfg = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
-            target = "default"
-            try:  # the target textbox's default value is the server's default target
-                params = cfg["named_endpoints"]["/run"]["parameters"]
-                target = next(p for p in params if p["parameter_name"] == "target")["parameter_default"] or target
-            except (KeyError, StopIteration, TypeError):
-                pass
+        try:  # the requests are built from the app's own description of /run, by input name
+            api = RunApi.fetch(Client(url, verbose=False))
+            check_cases(api, cases(), a.max_new_tokens)
+        except ApiDrift as e:
+            print(f"API DRIFT: {e}", file=sys.stderr)
+            print("RESULT: FAIL (the soak and the app's API disagree; nothing was sent)")
+            return 1
+        target = api.defaults.get("target") or "default"
+        left = [n for n in api.defaulted(soak_values(a.max_new_tokens)) if n not in ("image", "target")]
+        print(
+            f"{ENDPOINT}: {len(api.names)} inputs, {len(api.outputs)} outputs; target {target}; "
+            f"left at the app's default: {', '.join(left) or 'none'}",
+            flush=True,
+        )
 
         if a.sequential:
             print(
@@ -596,7 +702,7 @@ def main(argv=None) -> int:
                 f"{', a new session each run' if a.fresh_sessions else ', one session'})",
                 flush=True,
             )
-            records, rss = sequential(url, pid, target, a.sequential, a.max_new_tokens, a.timeout, files, a.fresh_sessions)
+            records, rss = sequential(url, api, a.sequential, a.max_new_tokens, a.timeout, files, a.fresh_sessions, pid)
             print()
             print(outcome_table(records))
             ok = [r for r in rss if r is not None]
@@ -625,10 +731,10 @@ def main(argv=None) -> int:
                 flush=True,
             )
             t0 = time.perf_counter()
-            records, mem = soak(url, pid, target, a.visitors, a.minutes, a.max_new_tokens, a.timeout, a.seed, files)
+            records, mem = soak(url, api, a.visitors, a.minutes * 60, a.max_new_tokens, a.timeout, files, a.seed, pid)
             wall = time.perf_counter() - t0
             print(f"\n{len(records)} requests in {wall:.0f} s ({len(records) / max(wall, 1e-9):.1f} per second)\n")
-            print(case_table(records, cases(target)))
+            print(case_table(records, cases()))
             print()
             print(outcome_table(records))
             growth = (mem["end"] - mem["warm"]) if mem["end"] is not None and mem["warm"] is not None else None

@@ -4,8 +4,9 @@ cell, no two texts of a plot overlapping or running off it), a preset chosen wit
 applies, the last Teach step is consistent (and Next is off there), no absolute path in the
 raw result or the downloaded trace, no character on any tab that only an emoji font draws.
 
-Headless Chromium (Debian package) through Playwright, as tests/test_browser.py; skipped without
-them. SPECSCOPE_SHOTS=<folder> keeps a screenshot of every tab at both sizes.
+Headless Chromium (Debian package) through Playwright, as tests/test_browser.py: without them
+these tests FAIL and say what is missing; SPECSCOPE_SKIP_BROWSER=1 skips them on purpose.
+SPECSCOPE_SHOTS=<folder> keeps a screenshot of every tab at both sizes.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ import unicodedata
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip("chromium is not installed", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+from core.paths import ROOT
+from tests.app_server import served_app
+from tests.test_browser import open_page, open_tab, run_and_wait
 
-from core.paths import ROOT  # noqa: E402  imported after the module-level skip checks above
-from tests.app_server import served_app  # noqa: E402  imported after the module-level skip checks above
-from tests.test_browser import open_page, open_tab, run_and_wait  # noqa: E402  after the chromium check
+pytestmark = pytest.mark.browser  # SPECSCOPE_SKIP_BROWSER=1 skips them (tests/conftest.py)
 
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")

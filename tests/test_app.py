@@ -138,8 +138,10 @@ def test_run_streams_to_a_full_result(app):
     assert _value(spec_text) == _value(ar_text)
     assert "<table" in steps_html
     # the downloaded trace is a valid SpecScope trace that carries the baseline and its rounds
-    assert tr.output == result["token_ids"] and tr.meta["ar_baseline"]["output"] == tr.output
-    assert len(tr.meta["ar_baseline"]["speedups"]) == 3
+    c = tr.comparison
+    assert tr.output == result["token_ids"] and c.plain_output == c.reference_output == tr.output and c.identical
+    assert len(c.speedups) == len(c.plain_runs) == len(c.spec_runs) == 3 and c.speedups == result["speedups"]
+    assert c.speedup == result["speedup"] and c.spec == c.spec_runs[c.reported] and "ar_baseline" not in tr.meta
     assert result["trace_file"]
     # the tree opens on the most informative step, not the last
     from ui import render
@@ -215,7 +217,7 @@ def test_compare_bad_config(app):
 
 
 def test_one_set_of_defaults():
-    from ui.common import defaults
+    from ui.inputs import defaults
     from ui.tabs.compare import compare_configs
     from ui.tabs.teach import teach_shapes
 
@@ -441,7 +443,7 @@ def test_model_id_rules(app, monkeypatch, tmp_path):
 
 def test_differs_note_explains_each_cause():
     from core.divergence import explain
-    from ui.common import differs_note, identity_kind
+    from ui.render import differs_note, identity_kind
 
     same = explain([1, 2], [1, 2])
     tie = explain([1, 2, 3], [1, 2, 4], [5, 5, 0.02], [5, 5, 0.05], "bfloat16")
@@ -490,7 +492,7 @@ def test_an_error_clears_the_previous_result(app):
 def test_no_server_paths_in_messages():
     from core.errors import InputError
     from core.paths import ROOT
-    from ui.common import friendly
+    from ui.messages import friendly
 
     for raw in (
         f"drafter 'msd' is not trained yet ({ROOT}/assets/drafters/msd is missing)",

@@ -172,8 +172,10 @@ def test_run_in_the_browser(page, tmp_path):
     with page.expect_download(timeout=15_000) as dl:
         page.locator("#ss-download").click()
     data = json.loads(open(dl.value.path()).read())
-    assert data["schema"] == "specscope.trace/3" and data["output"]
-    assert len(data["meta"]["ar_baseline"]["speedups"]) == 3
+    from core.trace import SCHEMA
+
+    assert data["schema"] == SCHEMA and data["output"]
+    assert len(data["comparison"]["speedups"]) == 3 and "ar_baseline" not in data["meta"]
     assert not page.errors, page.errors
 
 

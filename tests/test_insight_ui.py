@@ -147,8 +147,8 @@ def test_compare_columns_are_split_acceptance_per_row(calls):
     compares = [r for k, r in calls if k == "compare"]
     visuals = [r for k, r in calls if k == "visual"]
     assert len(compares) == len(labels) == len(table["data"])
-    base = compares[0]["ar_runs"][0]
-    assert all(r["spec"].output == base.output for r in compares)  # T=0: every row reproduces it
+    base = compares[0].plain_traces[0]
+    assert all(r.spec_trace.output == base.output for r in compares)  # T=0: every row reproduces it
     assert len(visuals) == 1  # so: classified once per input
     # the classification is the baseline output's own (recomputed independently here)
     from core.images import load_image
@@ -157,7 +157,7 @@ def test_compare_columns_are_split_acceptance_per_row(calls):
     again = V.visual_dependence(pair.target, PROMPT, load_image(IMAGE), base.output)
     assert [r["image_dependent"] for r in again["tokens"]] == [r["image_dependent"] for r in visuals[0]["tokens"]]
     for row, res in zip(table["data"], compares):
-        split = V.split_acceptance(res["spec"], visuals[0])
+        split = V.split_acceptance(res.spec_trace, visuals[0])
         assert row[-2:] == [C.rate_cell(split["image_dependent"]), C.rate_cell(split["other"])], row
         for cell, c in zip(row[-2:], (split["image_dependent"], split["other"])):
             if c["accept_rate"] is not None:
@@ -176,7 +176,7 @@ def test_replay_sweep_is_ranked_and_its_chain_tau_is_a_real_runs():
     from core.drafters import DraftSpec
     from core.images import load_image
     from core.sampling import SamplingConfig
-    from ui.tabs import compare as C
+    from ui.tabs import compare_replay as C
 
     out = list(C.run_replay(IMAGE, PROMPT, "default", "float32", "msd", 16, 0))[-1]
     assert "Replayed" in out["status"] and "predicted (replay + measured cost model)" in out["status"]
@@ -197,7 +197,7 @@ def test_replay_sweep_is_ranked_and_its_chain_tau_is_a_real_runs():
 
 
 def test_replay_sweep_at_a_temperature_is_labelled_an_estimate():
-    from ui.tabs import compare as C
+    from ui.tabs import compare_replay as C
 
     out = list(C.run_replay(IMAGE, PROMPT, "default", "float32", "ngram", 8, 0.8))[-1]
     assert "estimate" in out["table"]["label"] and "Estimate" in out["status"]
@@ -215,7 +215,8 @@ def test_teach_map_marks_the_runs_own_point():
     star = next(t for t in fig.data if t.name == "this run")
     point = M.run_point(tr, costs.target_curve(api.load_pair("default", "msd").target))
     assert list(star.x) == [point["gamma"]] and list(star.y) == pytest.approx([point["alpha"]])
-    assert teach.cleared()["map"] is None
+    failed = teach.teach_start(IMAGE, "", "msd", "chain")  # an empty prompt: an error leaves no map
+    assert "⚠" in failed["status"] and failed["map"] is None and failed["state"] is None
 
 
 def test_marking_follows_the_dependence_rule_not_one_of_its_halves():
@@ -245,7 +246,7 @@ def test_marking_follows_the_dependence_rule_not_one_of_its_halves():
     marked = [int(i) for i in re.findall(r'class="ss-tok ss-vis" data-i="(\d+)"', html)]
     assert marked == [i for i in range(n) if i % 3 in (0, 1)]
     assert f'data-dependent="{len(marked)}"' in html and "0.50 s" in html
-    assert render.split_line(V.split_acceptance(tr)) in html
+    assert api.split_line(V.split_acceptance(tr)) in html
     tr.vocab[str(tr.output[0])] = 'say "hi"'
     out = render.visual_answer_html(tr)  # "argmax without the image: say "hi"" in a title
     assert "&quot;hi&quot;" in out and re.search(r'title="[^"]*"hi', out) is None

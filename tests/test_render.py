@@ -1,4 +1,4 @@
-"""ui/render.py and ui/synthetic.py: pure rendering of decoding traces, no model.
+"""ui/render/ and ui/synthetic.py: pure rendering of decoding traces, no model.
 
 Checks what the figures *show* (node / edge counts, colours, positions, labels),
 not only that they build; every figure is also re-validated by plotly.
@@ -6,6 +6,7 @@ not only that they build; every figure is also re-validated by plotly.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -13,9 +14,10 @@ import re
 import plotly.graph_objects as go
 import pytest
 
+from core.api import Comparison
 from core.trace import SCHEMA, Step, Trace
 from ui import render as R
-from ui.synthetic import STRATEGIES, synthetic_trace
+from ui.synthetic import STRATEGIES, synthetic_trace, timed
 
 
 # ---------------------------------------------------------------- helpers
@@ -180,7 +182,7 @@ def test_tree_root_label_is_last_committed_token():
         fig = R.tree_figure(tr, k)
         root_chip = [a for a in fig.layout.annotations if a.bgcolor == R.SLATE]
         assert len(root_chip) == 1
-        assert R._esc(R.visible(tr.vocab[str(prev)], fig.layout.meta["maxlen"])) in root_chip[0].text
+        assert R.esc(R.visible(tr.vocab[str(prev)], fig.layout.meta["maxlen"])) in root_chip[0].text
 
 
 def test_tree_tidy_layout():
@@ -387,6 +389,12 @@ def test_time_figure():
     assert not _valid(R.time_figure(Trace())).data
 
 
+def compared(spec: Trace, plain: Trace, **recorded) -> Comparison:
+    """One round of ``plain`` against ``spec`` (``plain`` also the identity reference); ``recorded``
+    overrides what a real comparison would have measured (its speedups)."""
+    return dataclasses.replace(Comparison.of([plain], [spec], plain), **recorded)
+
+
 def test_summary_markdown():
     spec = synthetic_trace(seed=4, strategy="dynamic", max_new_tokens=80)
     ar = synthetic_trace(seed=4, strategy="ar", max_new_tokens=80)
@@ -395,15 +403,17 @@ def test_summary_markdown():
     assert "tokens per speculative step (incl. bonus, excl. prefill)" in md and f"{sm['tau']:.2f}" in md
     assert "accepted draft tokens per step (excl. bonus)" in md and f"{sm['accepted_per_step']:.2f}" in md
     assert str(sm["target_forwards"]) in md and "speedup" not in md
-    md = R.summary_markdown(spec, ar)
+    c = compared(spec, ar)
+    md = R.summary_markdown(spec, c)
     assert "identical output" in md and "differ" not in md
-    assert f"{ar.wall_s / spec.wall_s:.2f}×" in md
+    assert f"{c.speedup:.2f}× (1 run)" in md and c.speedup == pytest.approx(ar.wall_s / spec.wall_s, rel=1e-3)  # equal lengths
+    assert f"| autoregressive tokens / s | {ar.summary()['tokens_per_s']:.1f} |" in md
+    assert R.summary_markdown(timed(synthetic_trace(seed=4, strategy="dynamic", max_new_tokens=80), seed=4)) == md  # from the trace's own
     other = synthetic_trace(seed=5, strategy="ar", max_new_tokens=80)
-    md = R.summary_markdown(spec, other)
-    assert "outputs differ" in md and "first difference at token" in md
+    md = R.summary_markdown(spec, compared(spec, other))
+    assert "outputs differ" in md and "differs from token" in md
     sampled = Trace.from_dict({**spec.to_dict(), "meta": {"temperature": 0.7}})
-    assert "expected when sampling" in R.summary_markdown(sampled, other)
-    assert R.outputs_identical(spec, ar) == (True, None)
+    assert "expected when sampling" in R.summary_markdown(sampled, compared(sampled, other))
     assert "| new tokens | 0 |" in R.summary_markdown(Trace())
 
 
@@ -449,7 +459,7 @@ def test_every_function_on_empty_traces(empty):
         assert not tf.data and "No timing" in tf.layout.annotations[0].text
     assert len(R.highlighted_tokens(empty)) == len(empty.output)
     assert "No decoding steps" in R.rejected_html(empty)
-    assert "| target forwards (incl. prefill) |" in R.summary_markdown(empty, empty)
+    assert "| target forwards (incl. prefill) |" in R.summary_markdown(empty, compared(empty, empty))
 
 
 def test_every_view_of_a_200_step_trace_builds():
@@ -458,7 +468,7 @@ def test_every_view_of_a_200_step_trace_builds():
     for f in (lambda: R.tree_figure(tr, 100), lambda: R.accept_length_figure(tr), lambda: R.depth_figure(tr), lambda: R.time_figure(tr)):
         _valid(f())
     assert len(R.highlighted_tokens(tr)) == len(tr.output)
-    assert "<table" in R.rejected_html(tr) and "speedup" in R.summary_markdown(tr, ar)
+    assert "<table" in R.rejected_html(tr) and "speedup" in R.summary_markdown(tr, compared(tr, ar))
 
 
 def test_tree_subtitle_when_the_output_ends_inside_the_accepted_path():
@@ -589,9 +599,9 @@ def test_hover_labels_are_dark_on_light():
 def test_summary_reports_median_and_range():
     spec = synthetic_trace(seed=4, strategy="dynamic", max_new_tokens=40)
     ar = synthetic_trace(seed=4, strategy="ar", max_new_tokens=40)
-    md = R.summary_markdown(spec, ar, speedup=1.9, speedups=[1.7, 1.9, 2.2])
+    md = R.summary_markdown(spec, compared(spec, ar, speedup=1.9, speedups=[1.7, 1.9, 2.2]))
     assert "1.90× (1.70–2.20 over 3 runs)" in md and "slower" not in md
-    md = R.summary_markdown(spec, ar, speedup=0.8, speedups=[0.7, 0.8, 0.9])
+    md = R.summary_markdown(spec, compared(spec, ar, speedup=0.8, speedups=[0.7, 0.8, 0.9]))
     assert "slower than plain decoding" in md
 
 

@@ -566,7 +566,7 @@ def test_a_baseline_cut_by_the_time_limit_keeps_the_speculative_result(app, monk
     assert calls == ["baseline"]
     assert "Done" in s and "baseline was cut short" in s and "ss-status warn" in s, s
     assert len(result["token_ids"]) == 16 and result["summary"]["stop_reason"] == "length"
-    assert "speedup" not in result and "ar_baseline" not in outs[-1]["state"].meta
+    assert "speedup" not in result and outs[-1]["state"].comparison is None
 
 
 # ====================================================================== cancellation

@@ -59,9 +59,9 @@ def plain_text(html: str) -> str:
 
 
 def test_the_last_teach_step_tells_one_story():
-    from ui.tabs import teach
+    from ui.tabs import teach_text
 
-    text = plain_text(teach.explain_step(cut_trace(), 1))
+    text = plain_text(teach_text.explain_step(cut_trace(), 1))
     # it agreed with all five, only the first is kept, the other four are discarded: no "whole path"
     # followed by "also agreed with"
     assert "whole path" not in text and "also agreed" not in text, text
@@ -120,9 +120,9 @@ def test_a_chip_never_holds_the_space_before_its_word():
     assert render.split_lead(" red") == (" ", "red")
     assert render.split_lead("red") == ("", "red")
     assert render.split_lead(" ") == ("", "\u00a0")
-    from ui.tabs import teach
+    from ui.tabs import teach_text
 
-    html = teach.teach_text_html(cut_trace(), 1)
+    html = teach_text.teach_text_html(cut_trace(), 1)
     assert '<span class="tk accepted"> ' not in html and ' <span class="tk accepted">are</span>' in html
 
 
@@ -146,7 +146,7 @@ def test_no_server_path_in_a_result_or_a_downloaded_trace():
         "note": f"SpecScope default ({ROOT}/assets/target)",
         "prompt": "keep /this/as typed",
     }
-    payload = views.result_payload(tr, None, f"{tmp}/specscope-traces/specscope-trace-x.json")
+    payload = views.result_payload(tr, f"{tmp}/specscope-traces/specscope-trace-x.json")
     text = json.dumps(payload)
     assert str(ROOT) not in text and f"{tmp}/" not in text and "/home/" not in text, text
     assert payload["trace_file"] == "specscope-trace-x.json"
@@ -159,7 +159,7 @@ def test_no_server_path_in_a_result_or_a_downloaded_trace():
 
 
 def test_status_lines_use_no_emoji():
-    from ui.common import status_html
+    from ui.messages import status_html
 
     for kind in ("", "ok", "busy", "warn", "err"):
         html = status_html("x", kind)
@@ -170,7 +170,7 @@ def test_status_lines_use_no_emoji():
 def test_no_library_name_in_an_image_error(tmp_path):
     import pytest
     from core.errors import InputError
-    from ui.common import read_image
+    from ui.inputs import read_image
 
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
@@ -180,7 +180,7 @@ def test_no_library_name_in_an_image_error(tmp_path):
 
 
 def test_the_replay_sweep_names_shapes_as_the_page_does():
-    from ui.tabs.compare import SWEEP_SHAPES, shape_name
+    from ui.tabs.compare_replay import SWEEP_SHAPES, shape_name
 
     names = [shape_name(x) for x in SWEEP_SHAPES]
     assert "chain γ=8" in names and "static tree 3,2,1" in names

@@ -5,8 +5,11 @@
     launch(demo)                     # theme, css, queue and the background model loader
 
 This module only builds and launches the page; each tab lives in ``ui/tabs/`` (its handlers,
-layout and events), the look in ``ui/style.py``, the texts in ``ui/about.py`` and the request
-plumbing (Stop, time limit, model loader) in ``ui/session.py``. Decoding itself is ``core``'s.
+layout and events; tabs share only ``ui/`` modules, never each other), rendering in
+``ui/render/``, the look in ``ui/style.py``, the texts in ``ui/about.py``, what the page says and
+the one error wrapper in ``ui/messages.py``, the shared inputs in ``ui/inputs.py`` and the
+request plumbing (Stop, time limit, model loader) in ``ui/session.py``. Decoding itself is
+``core``'s, reached through its facade ``core.api`` only.
 
 Tabs: Run (live decoding + speedup against plain decoding), Compare (several drafters /
 strategies on one input), Teach (one step at a time, plain-language explanations), Trace
@@ -27,7 +30,7 @@ import gradio as gr
 
 from . import limits, presets, render
 from .about import ABOUT, HEADER
-from .common import Defaults, defaults, load_examples
+from .inputs import Defaults, default_shapes, defaults, load_examples
 from .outputs import Outputs
 from .session import WARMUP
 from .style import CSS, THEME
@@ -60,7 +63,7 @@ class BuildContext:
 
 
 def build_app() -> gr.Blocks:
-    chain_default, dyn_default = compare.default_shapes()
+    chain_default, dyn_default = default_shapes()
     with gr.Blocks(title="SpecScope: speculative decoding for VLMs", delete_cache=(3600, 3600)) as demo:
         ctx = BuildContext(demo, load_examples(), defaults(), presets.default_drafter(), chain_default, dyn_default)
         gr.HTML(HEADER)

@@ -3,7 +3,8 @@
 ``speedup_map(grid, point)`` draws speedup(alpha, gamma) for one measured cost ratio as a
 heatmap, the break-even contour (speedup = 1), the best gamma per alpha, and the run's own
 point; ``TEACH`` is the text that goes with it. The Teach tab shows both in its collapsed
-"Where the speedup comes from" section, for its last run (ui/tabs/teach.py, ``speedup_map_of``).
+"Where the speedup comes from" section, for its last run (ui/tabs/teach.py, ``speedup_map_of``,
+from ``core.api.predicted_speedups``).
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from core.errors import InputError, ModelLoadError
-from core.paths import ASSETS, SHIPPED_DRAFTERS
+from core.api import ASSETS, SHIPPED_DRAFTERS, InputError, ModelLoadError
 
 MAX_PROMPT_CHARS = 4000
 MAX_NEW_TOKENS = 512

@@ -1,10 +1,9 @@
 """Per-visitor request plumbing: the Stop registry, the request deadline, the background model
 loader and a workaround for a Gradio session leak. No rendering here.
 
-    stop = new_stop(request)          # the Stop buttons set it (request_stop)
-    limit = Deadline(stop)            # should_stop for the engine: Stop OR the time limit
-    ...
-    end_stop(request, stop)
+    with stop_scope(request) as stop:     # the Stop buttons set it (request_stop)
+        limit = Deadline(stop)            # should_stop for the engine: Stop OR the time limit
+        ...
 """
 
 from __future__ import annotations
@@ -15,14 +14,16 @@ import math
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
 
 from core import api
-from core.errors import ModelLoadError
+from core.api import ModelLoadError
 
 from . import limits
+from .messages import scrub  # messages shown in the page carry no server paths
 
 log = logging.getLogger("specscope.app")
 
@@ -61,6 +62,18 @@ def end_stop(request, ev: threading.Event) -> None:
     with _stops_lock:
         if _stops.get(_stop_key(request)) is ev:
             del _stops[_stop_key(request)]
+
+
+@contextmanager
+def stop_scope(request):
+    """A fresh stop event for this visitor's request, set and forgotten when the request ends
+    (also when the page goes away mid-run: the decoding's worker thread then stops)."""
+    stop = new_stop(request)
+    try:
+        yield stop
+    finally:
+        stop.set()
+        end_stop(request, stop)
 
 
 def request_stop(request: gr.Request):
@@ -129,8 +142,6 @@ class ModelWarmup:
         self._thread.start()
 
     def _load(self) -> None:
-        from .common import scrub  # messages shown in the page carry no server paths
-
         t0 = time.perf_counter()
         try:
             api.load_target(limits.default_target())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 
-from core.trace import Step, Trace
+from core.api import Comparison, Step, Trace
 
 STRATEGIES = ("dynamic", "chain", "ar")
 
@@ -286,6 +286,15 @@ def synthetic_trace(
     tr.text = "".join(vocab[str(t)] for t in output)
     tr.wall_s = round(tr.t_prefill + sum(s.t_draft + s.t_verify + s.t_other for s in tr.steps) + rng.uniform(0.001, 0.01), 6)
     return tr
+
+
+def timed(trace: Trace, seed: int = 0, rounds: int = 1) -> Trace:
+    """``trace`` with a comparison to plain decoding (``Comparison.of``): ``rounds`` synthetic plain
+    runs of the same seed and length, the same speculative run each round (so the speedup is the
+    ratio of the two runs' tok/s). Returns the trace, its ``comparison`` set."""
+    plain = synthetic_trace(max_new_tokens=len(trace.output), seed=seed, strategy="ar")
+    trace.comparison = Comparison.of([plain] * rounds, [trace] * rounds, plain)
+    return trace
 
 
 def _path(parents: list[int], i: int) -> list[int]:

@@ -1,4 +1,6 @@
-"""Every view of a finished trace, shared by the Run tab and the Trace viewer (no handlers)."""
+"""Every view of a finished trace, shared by the Run tab and the Trace viewer: the views
+themselves (with the trace's comparison to plain decoding when it has one), the step slider and
+its navigation, the raw result, the saved file, and ``cleared``: every view emptied."""
 
 from __future__ import annotations
 
@@ -10,27 +12,44 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import api
-from core.trace import Trace
+from core.api import InputError, Trace, result_json
 
-from . import render
-from .common import scrub_tree
+from . import limits, render
+from .messages import scrub_tree
 
 TRACE_DIR = Path(tempfile.gettempdir()) / "specscope-traces"
 
 
-def ar_from_meta(tr: Trace) -> Trace | None:
-    d = (tr.meta or {}).get("ar_baseline")
-    if not isinstance(d, dict) or not isinstance(d.get("output"), list):
-        return None
-    try:
-        return Trace(
-            output=[int(x) for x in d["output"]], wall_s=float(d.get("wall_s", 0.0)), text=str(d.get("text", "")), meta={"strategy": "ar"}
-        )
-    except (TypeError, ValueError):
-        return None
+def cleared(names, **empty) -> dict:
+    """What an error leaves: each output of ``names`` (but the status) emptied and hidden, so no
+    stale answer, tree or table of an earlier run stays below the message. ``empty``: a tab's own
+    empty values (its placeholder text, an empty table)."""
+    blank = dict(
+        answer=[],
+        tree=None,
+        step=gr.update(visible=False, value=1),
+        spec_text="",
+        ar_text="",
+        summary="",
+        time_fig=None,
+        acc_fig=None,
+        depth_fig=None,
+        steps_html="",
+        download=None,
+        result=None,
+        visual=gr.update(value="", visible=False),
+        state=None,
+        results=gr.update(visible=False),
+        more=gr.update(visible=False),
+        shown=gr.update(visible=False),
+        explain="",
+        index=0,
+        map=None,
+    )
+    return {n: blank.get(n) for n in names if n != "status"} | empty
 
 
+# ====================================================================== the step slider
 def step_slider_update(tr: Trace, value: int | None = None):
     """The step slider of a trace; ``value`` (1-based) defaults to the most informative step.
     Hidden while there is one step only (nothing to revisit; a slider needs two ends, and an end
@@ -47,30 +66,41 @@ def step_slider_update(tr: Trace, value: int | None = None):
     )
 
 
-def speedups_of(tr: Trace) -> tuple[float | None, list[float]]:
-    """(median speedup, per-round speedups) recorded with the trace's plain-decoding baseline."""
-    d = (tr.meta or {}).get("ar_baseline")
-    if not isinstance(d, dict):
-        return None, []
+def show_step(tr, step, compact=False):
+    """Re-draw the draft tree of step ``step`` (1-based) of the stored trace."""
+    if not isinstance(tr, Trace) or not tr.steps:
+        return gr.skip()
     try:
-        rounds = [float(x) for x in d.get("speedups") or []]
-        med = d.get("speedup")
-        return (float(med) if med is not None else None), rounds
+        k = limits.check_int("step", step, 1, len(tr.steps))
+    except InputError:
+        return gr.skip()
+    return render.tree_figure(tr, k - 1, compact=bool(compact))
+
+
+def nudge_step(tr, step, compact=False, delta: int = 1):
+    """◀ / ▶ beside the slider: the step ``delta`` away, clamped to the run's steps."""
+    if not isinstance(tr, Trace) or not tr.steps:
+        return {"step": gr.skip()}
+    try:
+        k = int(step) + delta
     except (TypeError, ValueError):
-        return None, []
+        k = len(tr.steps)
+    k = min(max(k, 1), len(tr.steps))
+    return {"step": gr.update(value=k), "tree": render.tree_figure(tr, k - 1, compact=bool(compact))}
 
 
-def full_views(tr: Trace, ar: Trace | None, compact: bool = False) -> dict:
+# ====================================================================== the views
+def full_views(tr: Trace, compact: bool = False) -> dict:
     """Every view of a finished trace (Run tab and Trace viewer share it). The tree opens on
-    the most informative step (the longest accepted path), not the last."""
+    the most informative step (the longest accepted path), not the last. The plain answer and
+    the speedup are the trace's comparison's (``tr.comparison``), when it has one."""
     s = tr.summary()
     k = render.most_informative_step(tr)
-    med, rounds = speedups_of(tr)
     views = {
         "answer": render.highlighted_tokens(tr),
         "tree": render.tree_figure(tr, k, compact=bool(compact)),
         "step": step_slider_update(tr, k + 1),
-        "summary": render.summary_markdown(tr, ar, speedup=med, speedups=rounds),
+        "summary": render.summary_markdown(tr),
         "time_fig": render.time_figure(tr),
         "acc_fig": render.accept_length_figure(tr),
         "depth_fig": render.depth_figure(tr),
@@ -81,41 +111,32 @@ def full_views(tr: Trace, ar: Trace | None, compact: bool = False) -> dict:
         f"{s['tokens_per_s']:.1f} tokens/s · {s['target_forwards']} target forwards"
     )
     views["spec_text"] = gr.update(value=tr.text, label=spec_label)
-    if ar is not None:
-        a = ar.summary()
+    c = tr.comparison
+    if c is not None:
         views["ar_text"] = gr.update(
-            value=ar.text, label=f"Plain autoregressive · {a['tokens_per_s']:.1f} tokens/s · {a['new_tokens']} target forwards"
+            value=c.plain_text, label=f"Plain autoregressive · {c.plain.tokens_per_s:.1f} tokens/s · {c.plain.new_tokens} target forwards"
         )
     else:
         views["ar_text"] = gr.update(value="", label="Plain autoregressive (baseline not run)")
     return views
 
 
-def result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
-    """The /run result and the page's "Raw result (JSON)": no server path in it (model folders
-    and the trace file by their short names, ``common.scrub_tree``)."""
-    return scrub_tree(_result_payload(tr, ar, path))
-
-
-def _result_payload(tr: Trace, ar: Trace | None, path: str | None) -> dict:
-    out = api.result_json(tr)
-    out["meta"] = {k: v for k, v in tr.meta.items() if k != "ar_baseline"}
-    if ar is not None:
-        same, where = render.outputs_identical(tr, ar)
-        div = (tr.meta.get("ar_baseline") or {}).get("divergence")
-        if isinstance(div, dict):  # against the identity reference (core.api.compare)
-            same, where = div.get("kind") == "identical", div.get("position")
-            out["divergence"] = div
-        out["ar"] = {"text": ar.text, "tokens_per_s": ar.summary()["tokens_per_s"], "wall_s": round(ar.wall_s, 6)}
-        med, rounds = speedups_of(tr)
-        if med is None and tr.wall_s > 0:
-            med = api.speedup(ar, tr)
-        out["speedup"] = round(med, 4) if med is not None else None
-        out["speedups"] = [round(x, 4) for x in rounds]
-        out["identical"] = same
-        out["first_difference"] = where
+def result_payload(tr: Trace, path: str | None) -> dict:
+    """The /run result and the page's "Raw result (JSON)": the run (``result_json``), its meta,
+    its comparison's verdict when it has one; no server path in it (model folders and the trace
+    file by their short names, ``messages.scrub_tree``)."""
+    out = result_json(tr)
+    out["meta"] = dict(tr.meta)
+    c = tr.comparison
+    if c is not None:
+        out["divergence"] = c.divergence.to_json()
+        out["ar"] = {"text": c.plain_text, "tokens_per_s": c.plain.tokens_per_s, "wall_s": c.plain.wall_s}
+        out["speedup"] = c.speedup
+        out["speedups"] = list(c.speedups)
+        out["identical"] = c.divergence.identical
+        out["first_difference"] = c.divergence.position
     out["trace_file"] = path
-    return out
+    return scrub_tree(out)
 
 
 def save_trace(tr: Trace) -> str:

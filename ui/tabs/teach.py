@@ -3,26 +3,23 @@ class: large text, one step per click). Public API: /teach_start, /teach_step.""
 
 from __future__ import annotations
 
-import logging
-
 import gradio as gr
 
-from core import api, costs, speedup_model as M
-from core.errors import InputError
-from core.drafters import DraftSpec
-from core.sampling import SamplingConfig
-from core.trace import Trace
+from core import api
+from core.api import DraftSpec, InputError, SamplingConfig, Trace
 
 from .. import limits, presets, render
 from ..insight import TEACH, speedup_map
-from ..common import EXPECTED, GENERIC_ERROR, SafeImage, defaults, esc, friendly, legend_html, read_image, status_html
+from ..inputs import NO_IMAGE, SafeImage, defaults, drafter_display, read_image, resolve_drafter
+from ..messages import esc, friendly, guarded, status_html
 from ..outputs import Outputs
-from ..session import end_stop, gpu, new_stop
-from .run import NO_IMAGE, drafter_display, resolve_drafter
+from ..session import gpu, stop_scope
+from ..views import cleared
+from .teach_text import explain_prefill, explain_step, teach_text_html
 
-log = logging.getLogger("specscope.app")
 OUTPUTS = ("status", "progress", "tree", "text", "explain", "index", "map", "state", "shown")
 EMPTY_TEXT = '<div class="ss-teach-text"><div><span class="old">The answer will grow here, new tokens coloured.</span></div></div>'
+NOT_STARTED = '<div class="ss-teach-progress">Not started</div>'
 
 
 SCROLL_TO_STEP_VIEW = "() => { document.querySelector('#ss-teach-status')?.scrollIntoView({block: 'start'}) }"
@@ -35,165 +32,11 @@ def teach_shapes() -> dict[str, DraftSpec]:
     return {"chain": DraftSpec("chain", gamma=defaults().gamma), "tree": DraftSpec("tree", branching=TREE_SHAPE)}
 
 
-def _q(tr: Trace, toks) -> str:
-    text = "".join(render.piece(tr, t) for t in toks)
-    return f'<span class="q">{esc(text)}</span>'
-
-
-def _children(s) -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for i, par in enumerate(s.parents):
-        kids.setdefault(par, []).append(i)
-    return kids
-
-
-def explain_step(tr: Trace, k: int) -> str:
-    """Plain-language account of step ``k`` (0-based) of a trace: draft, verify, accept/reject, add."""
-    s = tr.steps[k]
-    n, m = len(s.tokens), len(s.accepted)
-    kids = _children(s)
-    fav, node = [], -1  # the drafter's favourite path: most likely child each time
-    while kids.get(node):
-        node = max(kids[node], key=lambda i: s.q[i])
-        fav.append(node)
-    items = []
-    if n == 0:
-        items.append("<b>Draft:</b> the drafter had no guess this time.")
-        items.append("<b>Verify:</b> the target simply took one ordinary step.")
-    else:
-        depth = max(s.depths)
-        if len(fav) == n:
-            items.append(
-                f"<b>Draft:</b> the drafter guessed the next {n} token{'s' if n > 1 else ''}: {_q(tr, [s.tokens[i] for i in fav])}."
-            )
-        else:
-            items.append(
-                f"<b>Draft:</b> the drafter proposed a tree of {n} candidate tokens, up to {depth} deep. "
-                f"Its favourite path: {_q(tr, [s.tokens[i] for i in fav])}."
-            )
-        items.append("<b>Verify:</b> the target checked all of them in <b>one</b> forward pass.")
-        discarded = list(getattr(s, "discarded", None) or [])
-        path = list(s.accepted) + discarded
-        last = path[-1] if path else -1
-        refused = [i for i in kids.get(last, []) if i in set(s.rejected)]
-        refused.sort(key=lambda i: -s.q[i])
-        if discarded:  # the answer ended inside what the target agreed with
-            agreed = list(s.accepted) + discarded
-            kept = (
-                f"only the first {m} ({_q(tr, [s.tokens[i] for i in s.accepted])}) fit{'s' if m == 1 else ''} in the answer"
-                if m
-                else "none of them fits in the answer"
-            )
-            items.append(
-                f"<b>Accept:</b> it agreed with {_q(tr, [s.tokens[i] for i in agreed])} "
-                f"({len(agreed)} token{'s' if len(agreed) > 1 else ''}), but {kept}: the answer "
-                "ends there (end of text or the length limit)."
-            )
-        elif m == 0:
-            what = (
-                f"{_q(tr, [s.tokens[refused[0]]])}"
-                if len(refused) == 1
-                else ", ".join(_q(tr, [s.tokens[i]]) for i in refused[:4]) + (" …" if len(refused) > 4 else "")
-            )
-            items.append(
-                f"<b>Reject:</b> it disagreed right away: {what} "
-                f"{'was' if len(refused) == 1 else 'were'} rejected"
-                f"{', so nothing below was even checked' if n > len(refused) else ''}."
-            )
-        elif s.kind == "bonus":
-            items.append(
-                f"<b>Accept:</b> it agreed with the whole path {_q(tr, [s.tokens[i] for i in s.accepted])}"
-                f" ({m} token{'s' if m > 1 else ''})."
-            )
-        else:
-            rej = f"rejected {_q(tr, [s.tokens[refused[0]]])}" if refused else "rejected the rest"
-            items.append(
-                f"<b>Accept / reject:</b> it agreed with {_q(tr, [s.tokens[i] for i in s.accepted])} "
-                f"({m} token{'s' if m > 1 else ''}) and {rej}."
-            )
-    discarded = list(getattr(s, "discarded", None) or []) if n else []
-    added_kept = len(s.committed) > m
-    if discarded:
-        items.append(
-            f"<b>Discarded:</b> {_q(tr, [s.tokens[i] for i in discarded])} came after the end, so "
-            f"{'it is' if len(discarded) == 1 else 'they are'} not kept and "
-            f"{'does' if len(discarded) == 1 else 'do'} not count as accepted."
-        )
-    if not added_kept:
-        items.append("<b>End:</b> the answer is complete, so the target's own next token is not needed.")
-    elif s.kind == "bonus" and n:
-        items.append(
-            f"<b>Bonus:</b> because every checked guess was right, the same forward pass also gives "
-            f"the next token for free: {_q(tr, [s.token])}."
-        )
-    elif s.kind == "bonus":
-        items.append(f"<b>Result:</b> the target wrote {_q(tr, [s.token])}.")
-    else:
-        items.append(f"<b>Correction:</b> in place of the rejected guess the target wrote its own token {_q(tr, [s.token])}.")
-    committed = len(s.committed)
-    total = 1 + sum(len(x.committed) for x in tr.steps[: k + 1])
-    fwd = k + 2
-    tally = (
-        f"This step: {committed} new token{'s' if committed != 1 else ''} for one target forward. "
-        f"So far: {total} tokens in {fwd} forwards = {total / fwd:.2f} tokens per forward "
-        f"(plain decoding: 1.00)."
-    )
-    if committed < m + 1 or k == len(tr.steps) - 1:
-        tally += " The answer ends here."
-    return '<div class="ss-explain"><ol>' + "".join(f"<li>{x}</li>" for x in items) + f"</ol><div class=\"tally\">{tally}</div></div>"
-
-
-def explain_prefill(tr: Trace) -> str:
-    first = _q(tr, [tr.first_token]) if tr.first_token is not None else "nothing"
-    n = len(tr.steps)
-    return (
-        '<div class="ss-explain"><ol>'
-        f"<li><b>Prefill:</b> the target read your prompt and the picture ({tr.prompt_tokens} tokens, "
-        "image patches included) in one forward pass.</li>"
-        f"<li>It chose the first token of the answer: {first}.</li>"
-        "<li>From here on every step is the same: the drafter <b>guesses</b> a few tokens, the target "
-        "<b>checks</b> them all at once, keeps the good ones and adds one of its own.</li></ol>"
-        f'<div class="tally">{n} step{"s" if n != 1 else ""} to go. Press <b>Next ▶</b>.</div></div>'
-    )
-
-
-def teach_text_html(tr: Trace, k: int) -> str:
-    """The answer so far (steps < k plain), step k's tokens coloured, a rejected guess struck through."""
-    origins = tr.token_origins()
-    parts = []
-    for tok, origin, step in origins:
-        if step > k - 1:
-            break
-        lead, txt = render.split_lead(render.piece(tr, tok))  # the space before a word: outside its chip
-        if step == k - 1 or (k == 0 and step == -1):
-            parts.append(f'{lead}<span class="tk {origin}">{txt}</span>')
-        else:
-            parts.append(f'{lead}<span class="old">{txt}</span>')
-    if k >= 1:
-        s = tr.steps[k - 1]
-        if s.kind == "correction":
-            kids = _children(s)
-            last = s.accepted[-1] if s.accepted else -1
-            refused = sorted((i for i in kids.get(last, []) if i in set(s.rejected)), key=lambda i: -s.q[i])
-            if refused:
-                # show the refused guess just before the correction token
-                guess = render.piece(tr, s.tokens[refused[0]])
-                lead = guess[: len(guess) - len(guess.lstrip())]  # a leading space stays unstruck
-                strike = f'{esc(lead)}<span class="tk rejected" title="rejected guess">{esc(guess.lstrip()) or "∅"}</span>'
-                for j in range(len(parts) - 1, -1, -1):
-                    if 'class="tk correction"' in parts[j]:
-                        parts.insert(j, strike)
-                        break
-    body = "".join(parts) or '<span class="old">(nothing yet)</span>'
-    # the inner div: the box scrolls from its bottom (CSS column-reverse), where the new tokens are
-    return f'<div class="ss-teach-text"><div>{body}</div></div>'
-
-
 def teach_view(tr: Trace, k: int, status: str | None = None, compact: bool = False):
     n = len(tr.steps)
     k = min(max(int(k), 0), n)
     if k == 0:
-        tree = render._placeholder("Press Next ▶ to see the first draft tree", 300)
+        tree = render.placeholder("Press Next ▶ to see the first draft tree", 300)
         progress = f'<div class="ss-teach-progress">Start · the prompt is read ({n} steps follow)</div>'
         explain = explain_prefill(tr)
     else:
@@ -207,23 +50,27 @@ def teach_view(tr: Trace, k: int, status: str | None = None, compact: bool = Fal
 
 
 def speedup_map_of(pair, tr: Trace):
-    """ui/insight.py's map for this run: the target's measured cost curve (core/costs.py, measured
-    once per process), the run's own draft cost ratio, and its (alpha, gamma) marked."""
-    curve = costs.priced_curve(pair.target)  # the one cost model of measured runs and replay
-    point = M.run_point(tr, curve)
+    """ui/insight.py's map for this run (``api.predicted_speedups``): the target's measured cost
+    curve, the run's own draft cost ratio, and its (alpha, gamma) marked."""
+    m = api.predicted_speedups(pair, tr)
     return speedup_map(
-        M.grid(curve, draft_ratio=point["draft_ratio"]),
-        point,
+        m["grid"],
+        m["point"],
         title="Predicted speedup on this machine",
-        subtitle=f"verify cost c(9)/c(1) = {M.verify_ratio(curve, 9):.2f}<br>★ = your run",
+        subtitle=f"verify cost c(9)/c(1) = {m['verify_ratio']:.2f}<br>★ = your run",
     )
 
 
+def emptied() -> dict:
+    """What an error leaves: no stale answer, tree or explanation of an earlier run."""
+    return cleared(OUTPUTS, progress=NOT_STARTED, text=EMPTY_TEXT)
+
+
 @gpu
+@guarded("teach", emptied)
 def teach_start(image, prompt, drafter, shape, compact=False, request: gr.Request = None):
     """Decode once (greedy) on the default model and show the prefill; then walk with teach_step."""
-    stop = new_stop(request)
-    try:
+    with stop_scope(request) as stop:
         prompt = limits.check_prompt(prompt)
         drafter_name = resolve_drafter(drafter, None) if drafter != "custom" else None
         if drafter_name is None:
@@ -252,30 +99,6 @@ def teach_start(image, prompt, drafter, shape, compact=False, request: gr.Reques
         )
         status = status_html(msg, "ok") + (status_html(NO_IMAGE, "warn") if img is None else "")
         return {**teach_view(tr, 0, status, bool(compact)), "state": tr, "map": speedup_map_of(pair, tr)}
-    except EXPECTED as e:
-        gr.Warning(friendly(e))
-        return dict(status=status_html(esc(friendly(e)), "err"), **cleared())
-    except Exception:
-        log.exception("teach failed")
-        gr.Warning(GENERIC_ERROR)
-        return dict(status=status_html(GENERIC_ERROR, "err"), **cleared())
-    finally:  # also when the page goes away mid-run: stop the worker thread
-        stop.set()
-        end_stop(request, stop)
-
-
-def cleared() -> dict:
-    """What an error leaves: no stale answer, tree or explanation of an earlier run."""
-    return dict(
-        progress='<div class="ss-teach-progress">Not started</div>',
-        tree=None,
-        text=EMPTY_TEXT,
-        explain="",
-        index=0,
-        map=None,
-        state=None,
-        shown=gr.update(visible=False),
-    )
 
 
 def teach_step(tr, step, compact=False):
@@ -340,7 +163,7 @@ def build(ctx, compact) -> dict:
                 t_prev = gr.Button(
                     "◀ Previous", elem_classes=["ss-big-btn"], scale=1, min_width=120, interactive=False, elem_id="ss-teach-prev"
                 )
-                t_progress = gr.HTML('<div class="ss-teach-progress">Not started</div>')
+                t_progress = gr.HTML(NOT_STARTED)
                 t_next = gr.Button(
                     "Next ▶",
                     variant="primary",
@@ -351,7 +174,7 @@ def build(ctx, compact) -> dict:
                     elem_id="ss-teach-next",
                 )
             t_text = gr.HTML(EMPTY_TEXT, elem_id="ss-teach-text")
-            gr.HTML(legend_html())
+            gr.HTML(render.legend_html())
             with gr.Row(equal_height=False, visible=False) as t_shown:
                 with gr.Column(scale=6, min_width=300):
                     t_explain = gr.HTML(elem_id="ss-teach-explain")

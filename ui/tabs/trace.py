@@ -7,14 +7,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.errors import InputError
-from core.paths import ASSETS
-from core.trace import Trace
+from core.api import ASSETS, InputError, Trace
 
 from .. import limits, render
-from ..common import EXPECTED, GENERIC_ERROR, esc, friendly, scrub, status_html
+from ..messages import esc, guarded, scrub, status_html
 from ..outputs import Outputs
-from ..views import ar_from_meta, full_views
+from ..views import cleared, full_views, show_step
 
 log = logging.getLogger("specscope.app")
 OUTPUTS = ("status", "answer", "tree", "step", "summary", "time_fig", "acc_fig", "depth_fig", "steps_html", "state", "results")
@@ -40,24 +38,8 @@ def _trace_text(file) -> str:
 EXAMPLE_TRACE = ASSETS / "examples" / "example_trace.json"
 
 
-def cleared() -> dict:
-    """What an error leaves: nothing of the previously loaded trace."""
-    return dict(
-        answer=[],
-        tree=None,
-        step=gr.update(visible=False, value=1),
-        summary="",
-        time_fig=None,
-        acc_fig=None,
-        depth_fig=None,
-        steps_html="",
-        state=None,
-        results=gr.update(visible=False),
-    )
-
-
 def render_trace(tr: Trace, source: str, compact: bool = False):
-    views = full_views(tr, ar_from_meta(tr), compact)
+    views = full_views(tr, compact)
     s = tr.summary()
     m = tr.meta or {}
     who = f"{m.get('target', '?')}" + (f" with {m['drafter']}" if m.get("drafter") else " (no drafter)")
@@ -74,27 +56,21 @@ def render_trace(tr: Trace, source: str, compact: bool = False):
     }
 
 
+@guarded("load_trace", lambda: cleared(OUTPUTS))
 def load_trace(file, compact=False):
     """Re-render every view from a saved trace JSON; no model needed."""
+    text = _trace_text(file)
     try:
-        text = _trace_text(file)
-        try:
-            tr = Trace.from_json(text)
-        except (KeyError, TypeError, AttributeError):  # a step without the fields of a trace step
-            raise InputError("this is not a SpecScope trace: its steps lack the fields of a decoding step") from None
-        if not isinstance(tr.steps, list) or not isinstance(tr.output, list):
-            raise ValueError("not a SpecScope trace: steps / output are not lists")
-        try:
-            return render_trace(tr, "the trace", bool(compact))
-        except Exception as e:  # a schema-valid file with inconsistent content
-            log.info("inconsistent trace: %r", e)
-            raise InputError(f"this trace file is damaged: its steps are inconsistent ({type(e).__name__}); nothing was loaded") from None
-    except EXPECTED as e:
-        gr.Warning(friendly(e))
-        return dict(status=status_html(esc(friendly(e)), "err"), **cleared())
-    except Exception:
-        log.exception("load_trace failed")
-        return dict(status=status_html(GENERIC_ERROR, "err"), **cleared())
+        tr = Trace.from_json(text)
+    except (KeyError, TypeError, AttributeError):  # a step without the fields of a trace step
+        raise InputError("this is not a SpecScope trace: its steps lack the fields of a decoding step") from None
+    if not isinstance(tr.steps, list) or not isinstance(tr.output, list):
+        raise ValueError("not a SpecScope trace: steps / output are not lists")
+    try:
+        return render_trace(tr, "the trace", bool(compact))
+    except Exception as e:  # a schema-valid file with inconsistent content
+        log.info("inconsistent trace: %r", e)
+        raise InputError(f"this trace file is damaged: its steps are inconsistent ({type(e).__name__}); nothing was loaded") from None
 
 
 def load_example(compact=False):
@@ -104,11 +80,9 @@ def load_example(compact=False):
         tr = Trace.from_json(EXAMPLE_TRACE.read_text(encoding="utf-8"))
         out = render_trace(tr, "the example trace (a recorded run of the default model)", bool(compact))
     except (OSError, ValueError):
-        from ..synthetic import synthetic_trace
+        from ..synthetic import synthetic_trace, timed
 
-        tr = synthetic_trace(n_steps=24, seed=3, strategy="dynamic")
-        ar = synthetic_trace(max_new_tokens=len(tr.output), seed=3, strategy="ar")
-        tr.meta["ar_baseline"] = {"output": list(ar.output), "wall_s": ar.wall_s, "text": ar.text}
+        tr = timed(synthetic_trace(n_steps=24, seed=3, strategy="dynamic"), seed=3)
         out = render_trace(tr, "a synthetic example trace (made up, no model)", bool(compact))
     return {**out, "file": None}
 
@@ -159,8 +133,6 @@ def build(ctx, compact) -> None:
     tv_file.upload(outs.bind(load_trace), [tv_file, compact], outs.list, api_visibility="private", **light)
     ex = Outputs(ctx.demo, file=tv_file, **outs.by_name)
     tv_example.click(ex.bind(load_example), compact, ex.list, api_visibility="private", **light)
-    from .run import show_step
-
     tv_step.input(
         show_step,
         [tv_state, tv_step, compact],

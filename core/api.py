@@ -239,12 +239,12 @@ class VisualCache:
 
 def split_line(split: dict, counts: bool = False) -> str:
     """ "image-dependent tokens: 41% of drafts accepted; other tokens: 93%" from ``split_acceptance``
-    (its ``accept_rate``: drafted positions with an accepted draft); ``counts`` adds how many
-    positions of each class were drafted."""
+    (its ``accept_rate``: drafted positions with an accepted draft); ``counts`` (the CLI's line)
+    adds how many positions of each class were drafted."""
 
     def pct(c):
         r = c["accept_rate"]
-        return "n/a" if r is None else f"{100 * r:.0f}%"
+        return ("n/a (none drafted)" if counts else "n/a") if r is None else f"{100 * r:.0f}%"
 
     im, ot = split["image_dependent"], split["other"]
     line = f"image-dependent tokens: {pct(im)} of drafts accepted; other tokens: {pct(ot)}"

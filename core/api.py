@@ -14,7 +14,7 @@ from __future__ import annotations
 from . import costs
 from .comparison import SLACK, Comparison, Timing, bound, median, speedup
 from .device import resolve_dtype, threads_from_env
-from .drafters import CHOICES, DraftSpec, spec_for, tuned_spec
+from .drafters import CHOICES, DraftSpec, parse_drafter, spec_for, tuned_spec
 from .engine import generate
 from .errors import InputError, ModelLoadError
 from .images import load_image
@@ -59,6 +59,7 @@ __all__ = [
     "CHOICES",
     "spec_for",
     "tuned_spec",
+    "parse_drafter",
     "resolve_dtype",
     "InputError",
     "ModelLoadError",

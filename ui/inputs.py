@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core.api import ASSETS, ROOT, SHIPPED_DRAFTERS, DraftSpec, InputError, load_image, tuned_spec
+from core.api import ASSETS, ROOT, SHIPPED_DRAFTERS, DraftSpec, InputError, load_image, parse_drafter, tuned_spec
 
 from . import limits
 from .messages import plain_words
@@ -105,10 +105,10 @@ def read_image(path):
 # ====================================================================== fields several tabs share
 def resolve_drafter(drafter, custom_drafter=None) -> str | None:
     """The drafter field (and the custom one when it says "custom") checked: a drafter name or
-    path, None for plain decoding."""
+    path, None for plain decoding (``parse_drafter``'s "none" / "ar")."""
     choice = (drafter or "none").strip() if isinstance(drafter, str) else "none"
     name = limits.check_model_id(custom_drafter if choice == "custom" else choice, "drafter")
-    return None if name in ("none", "ar") else name
+    return None if parse_drafter(name) is None else name
 
 
 def check_precision(dtype) -> str:

@@ -97,21 +97,6 @@ def compare(args, pair, image, spec, sampling) -> int:
     return 0
 
 
-def split_line(split: dict) -> str:
-    """'image-dependent tokens: 41% of drafts accepted; other tokens: 93%' (drafted positions)."""
-
-    def pct(c):
-        r = c["accept_rate"]
-        return "n/a (none drafted)" if r is None else f"{100 * r:.0f}%"
-
-    im, ot = split["image_dependent"], split["other"]
-    return (
-        f"image-dependent tokens: {pct(im)} of drafts accepted; other tokens: {pct(ot)}"
-        f"  [drafted positions: {im['tried']} of {im['positions']} image-dependent, "
-        f"{ot['tried']} of {ot['positions']} other]"
-    )
-
-
 def visual(args, pair, image, spec, sampling, speculative: bool) -> int:
     """One run, then core/visual.py on its output; printed per token and stored in --trace."""
     from .. import visual as V
@@ -131,7 +116,16 @@ def visual(args, pair, image, spec, sampling, speculative: bool) -> int:
     if args.trace:
         write(args.trace, trace.to_json())
     if args.json:
-        print(json.dumps({**api.result_json(trace), "visual": res, "split": split, "split_line": split_line(split) if split else None}))
+        print(
+            json.dumps(
+                {
+                    **api.result_json(trace),
+                    "visual": res,
+                    "split": split,
+                    "split_line": api.split_line(split, counts=True) if split else None,
+                }
+            )
+        )
         return 0
     origins = [o for _, o, _ in trace.token_origins()]
     print(trace.text)
@@ -148,7 +142,7 @@ def visual(args, pair, image, spec, sampling, speculative: bool) -> int:
         f"{res['threshold_nats']:g} nat, baseline {res['baseline']}; {res['cost_s']:.3f} s)"
     )
     if split:
-        print(split_line(split))
+        print(api.split_line(split, counts=True))
     else:
         print("(no drafter: nothing drafted, no acceptance split; pass --drafter)")
     return 0

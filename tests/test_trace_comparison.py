@@ -163,3 +163,28 @@ def test_the_shipped_example_trace_is_upgraded():
     assert c is not None and "ar_baseline" not in tr.meta
     assert c.speedup == 1.6746 and c.speedups == [1.7767, 1.6746, 1.0993] and c.reported == 1
     assert c.identical and c.plain_output == tr.output
+
+
+def test_the_cli_compare_writes_the_comparison_with_its_trace(tmp_path):
+    """``python -m core compare --trace FILE`` saves what the app saves: the reported speculative
+    trace with its comparison, the one the JSON reports."""
+    import os
+    import subprocess
+    import sys
+
+    from tools.tiny import tiny_model_dir
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = tmp_path / "t.json"
+    args = ["compare", "--target", tiny_model_dir("llama"), "--drafter", "layerskip:1", "--strategy", "chain"]
+    args += ["--prompt", "hello hello", "--max-new-tokens", "10", "--json", "--trace", str(path)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "core", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    tr = Trace.from_json(path.read_text())
+    c = tr.comparison
+    assert c is not None and c == Comparison.from_json(out["comparison"])
+    assert c.speedup == out["speedup"] and c.identical is out["identical"] is True
+    assert tr.output == out["spec"]["token_ids"] and c.plain_output == out["ar"]["token_ids"] == c.reference_output
+    assert c.spec == Timing.of(tr) and tr.meta["prompt"] == "hello hello"

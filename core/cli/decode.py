@@ -68,32 +68,40 @@ def run(args, pair, image, spec, sampling, speculative: bool) -> int:
 
 
 def compare(args, pair, image, spec, sampling) -> int:
-    res = api.compare(pair, args.prompt, image, spec, sampling, args.max_new_tokens)
+    """Plain, then speculative decoding of one input (``api.compare``): the speculative trace goes
+    to --trace with its comparison (``Trace.comparison``, schema /4), as the app saves it."""
+    cmp = api.compare(pair, args.prompt, image, spec, sampling, args.max_new_tokens, meta={"prompt": args.prompt, "image": args.image})
+    tr = cmp.spec_trace  # the reported round; tr.comparison is cmp
     if args.trace:
-        write(args.trace, res["spec"].to_json())
+        write(args.trace, tr.to_json())
     if args.json:
         print(
             json.dumps(
                 {
-                    "ar": api.result_json(res["ar"]),
-                    "spec": api.result_json(res["spec"]),
-                    "speedup": round(res["speedup"], 4),
-                    "identical": res["identical"],
+                    "ar": api.result_json(cmp.plain_trace),
+                    "spec": api.result_json(tr),
+                    "speedup": cmp.speedup,
+                    "identical": cmp.identical,
+                    "comparison": cmp.to_json(),
                 }
             )
         )
         return 0
-    a, s = res["ar"].summary(), res["spec"].summary()
-    print(res["spec"].text)
-    print(f"\nAR:   {a['new_tokens']} tokens in {a['wall_s']:.3f} s ({a['tokens_per_s']:.1f} tok/s)")
+    a, s = cmp.plain, cmp.spec
+    print(tr.text)
+    print(f"\nAR:   {a.new_tokens} tokens in {a.wall_s:.3f} s ({a.tokens_per_s:.1f} tok/s)")
     print(
-        f"spec: {s['new_tokens']} tokens in {s['wall_s']:.3f} s ({s['tokens_per_s']:.1f} tok/s), "
-        f"tau {s['tau']:.2f} tokens/target forward (incl. bonus), "
-        f"{s['accepted_per_step']:.2f} accepted drafts/step"
+        f"spec: {s.new_tokens} tokens in {s.wall_s:.3f} s ({s.tokens_per_s:.1f} tok/s), "
+        f"tau {s.tau:.2f} tokens per speculative step (incl. bonus), "
+        f"{tr.summary()['accepted_per_step']:.2f} accepted drafts/step"
     )
-    print(f"speedup {res['speedup']:.2f}x, outputs identical: {res['identical']}")
+    print(f"speedup {cmp.speedup:.2f}x (spec tok/s / AR tok/s), outputs identical: {cmp.identical}")
+    if not cmp.divergence.identical:
+        print(f"divergence: {cmp.divergence.text}")
+    if cmp.above_bound:
+        print(f"rounds {cmp.flagged} measured above their bound (tau) even when re-measured: machine noise, left out")
     k = pair.target.kernels
-    print(f"kernels: {describe(k)}; {res['spec'].meta.get('spec')}", file=sys.stderr)
+    print(f"kernels: {describe(k)}; {tr.meta.get('spec')}", file=sys.stderr)
     return 0
 
 

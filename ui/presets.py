@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.device import resolve_dtype
-from core.errors import InputError
-from core.paths import SHIPPED_DRAFTERS
+from core.api import SHIPPED_DRAFTERS, InputError, default_device, resolve_dtype
 
 from . import limits
 
@@ -77,8 +75,6 @@ def auto_dtype() -> str:
     """The app's default precision: bfloat16 where the device the models run on (SPECSCOPE_DEVICE,
     CPU by default) computes it natively. A bad SPECSCOPE_DEVICE must not break building the UI:
     the load itself reports it."""
-    from core.api import default_device
-
     try:
         return resolve_dtype("auto", default_device())
     except InputError:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from core import errors
+from core.paths import ASSETS, DEFAULT_TARGET
 from core.adapters import Encoded
 from core.drafters import DraftContext, DraftSpec, make_drafter, spec_for
 from core.drafters.eagle3 import Eagle3Config, Eagle3Drafter, Eagle3Head, default_aux_layers, is_eagle3_dir, layer_config, new_head
@@ -593,6 +594,7 @@ def test_train_curriculum_and_reuse(tmp_path):
     args = ["eagle3", "--target", tgt.name, "--data", str(tmp_path / "data.jsonl"), "--out", out, "--run-dir", str(run)]
     args += ["--batch", "4", "--reuse", "4", "--ttt", "2", "--draft-vocab", "16", "--vocab-samples", "4"]
     args += ["--answer-tokens", "4", "--threads", "1", "--aux-layers", "2,0,1", "--text-frac", "0.5", "--steps", "3"]
+    args += ["--distill-drafter", "ngram"]  # distilled speculatively: the same answers
     torch.set_num_threads(1)
     assert main(args) == 0
     lines = [ln for ln in (run / "log.txt").read_text().splitlines() if " loss " in ln]
@@ -601,3 +603,34 @@ def test_train_curriculum_and_reuse(tmp_path):
     cfg = json.loads(open(os.path.join(out, "config.json")).read())
     assert cfg["specscope"]["steps"] == 3 and cfg["specscope"]["answer_tokens_seen"] > 0
     make_drafter(out, tgt).close()
+
+
+# ---------------------------------------------------------------------------------------------
+SHIPPED = ASSETS / "drafters" / "eagle3"
+
+
+@pytest.mark.skipif(not (DEFAULT_TARGET / "config.json").exists(), reason="assets/target absent")
+def test_shipped_head_is_lossless_with_the_default_target():
+    """The head trained for the embedded target (assets/drafters/eagle3, TRAINING.md), loaded by
+    its directory through the registry (the path a downloaded head takes): on held-out scenes a
+    short greedy decode is identical to plain decoding for chain, dynamic tree and auto, and it
+    drafts well (fewer target forwards than tokens by a wide margin)."""
+    from core import api
+    from tools.scenes.generator import heldout_seeds
+    from tools.scenes.tasks import make_sample
+
+    assert (SHIPPED / "config.json").exists(), "assets/drafters/eagle3 is missing"
+    assert is_eagle3_dir(str(SHIPPED))
+    pair = api.load_pair("default", str(SHIPPED))
+    assert isinstance(pair.drafter, Eagle3Drafter)
+    samples = [make_sample(s) for s in heldout_seeds(6, start=700)][:3]
+    greedy = SamplingConfig()
+    ar_fw = sp_fw = 0
+    for s in samples:
+        ar = api.run(pair, s["prompt"], s["image"], max_new_tokens=40, speculative=False, detail=False)
+        for spec in (DraftSpec("chain", gamma=4), DraftSpec("dynamic", depth=4, top_k=4, budget=12), spec_for("auto", gamma=6)):
+            sp = api.run(pair, s["prompt"], s["image"], spec, greedy, max_new_tokens=40, detail=False)
+            assert sp.output == ar.output, (spec, s["prompt"])
+            ar_fw += ar.summary()["target_forwards"]
+            sp_fw += sp.summary()["target_forwards"]
+    assert sp_fw * 2 < ar_fw, (sp_fw, ar_fw)

@@ -19,9 +19,11 @@ cross-entropy against the target's distribution restricted to the draft vocabula
 positions, step j weighted 0.8^j. ``--text-frac F``: MSD's two-stage curriculum (text-only
 samples for the first F of the budget, then the multimodal share rising linearly to 1).
 ``--reuse R``: self-distillation costs far more than a head step, so each step takes batch / R
-fresh samples and draws the rest from the last ``--replay`` ones (each used about R times). Checkpointed (``--run-dir``/ckpt.pt) and resumable
-(``--resume``); progress in ``--run-dir``/log.txt. The head is saved in the speculators layout
-(vLLM loads it; ``python -m core export`` rewrites it).
+fresh samples and draws the rest from the last ``--replay`` ones (each used about R times);
+``--distill-drafter D`` decodes the answers speculatively (the same greedy tokens, faster).
+Checkpointed (``--run-dir``/ckpt.pt) and resumable (``--resume``); progress in
+``--run-dir``/log.txt. The head is saved in the speculators layout (vLLM loads it;
+``python -m core export`` rewrites it).
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ from tools.train.msd import SampleSource, curriculum
 
 
 # ---------------------------------------------------------------- data
-def distill(target, sample: dict, max_new_tokens: int) -> dict:
-    """The sample with the target's own greedy answer."""
+def distill(target, sample: dict, max_new_tokens: int, drafter=None) -> dict:
+    """The sample with the target's own greedy answer (decoded speculatively when ``drafter`` is
+    given: the same tokens, lossless at T=0, in less time)."""
+    from core.drafters import DraftSpec
     from core.engine import generate
 
-    tr = generate(target, sample["prompt"], sample["image"], max_new_tokens=max_new_tokens, detail=False)
+    spec = DraftSpec("chain", gamma=6)
+    tr = generate(target, sample["prompt"], sample["image"], drafter, spec, max_new_tokens=max_new_tokens, detail=False)
     return dict(sample, answer=tr.text.strip())
 
 
@@ -156,6 +161,12 @@ def main(argv=None):
     ap.add_argument("--data", default="scenes", help="'scenes' or a JSONL of {image, prompt, answer?}")
     ap.add_argument("--no-distill", action="store_true", help="train on the data's answers, not the target's")
     ap.add_argument("--answer-tokens", type=int, default=64, help="length of the self-distilled answers")
+    ap.add_argument(
+        "--distill-drafter",
+        default=None,
+        help="decode the self-distilled answers speculatively with this drafter (a shipped name such as "
+        "msd, ngram, a directory): the same greedy tokens, faster",
+    )
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (smoke test)")
     ap.add_argument("--batch", type=int, default=4)
@@ -215,13 +226,19 @@ def main(argv=None):
     cfg = target.model.config
     image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
     src = _source(args.data, args.seed, args.answer_style)
+    dd = None
+    if args.distill_drafter and not args.no_distill:
+        from core.drafters import make_drafter
+        from core.paths import SHIPPED_DRAFTERS
+
+        dd = make_drafter(str(SHIPPED_DRAFTERS.get(args.distill_drafter, args.distill_drafter)), target)
 
     def p_multimodal(frac: float) -> float:
         return args.multimodal_share if args.text_frac < 0 else curriculum(frac, args.text_frac)
 
     def next_sample(frac: float = 0.0):
         s = src.get(p_multimodal(frac))
-        return s if args.no_distill or not s.get("prompt") else distill(target, s, args.answer_tokens)
+        return s if args.no_distill or not s.get("prompt") else distill(target, s, args.answer_tokens, dd)
 
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if args.resume and ckpt.exists() else None
     if state is not None:
@@ -233,7 +250,7 @@ def main(argv=None):
         vocab_src = _source(args.data, args.seed + 7_000_000, args.answer_style)
         vocab_samples = [vocab_src.get(args.multimodal_share) for _ in range(args.vocab_samples)]
         if not args.no_distill and args.draft_vocab < target.vocab_size:  # else every id is in: no need
-            vocab_samples = [distill(target, s, args.answer_tokens) if s.get("prompt") else s for s in vocab_samples]
+            vocab_samples = [distill(target, s, args.answer_tokens, dd) if s.get("prompt") else s for s in vocab_samples]
         vocab, counts = draft_vocabulary(target, vocab_samples, args.draft_vocab)
         (run_dir / "vocab.json").write_text(json.dumps({"draft_to_target": vocab, "counts": counts}))
         log(
@@ -271,6 +288,7 @@ def main(argv=None):
                 "vocab": vocab,
                 "elapsed": time.time() - t_start,
                 "tokens": tokens,
+                "fresh": fresh,
             },
             ckpt,
         )
@@ -281,7 +299,7 @@ def main(argv=None):
     hist: list[float] = []
     pool: deque = deque(maxlen=max(1, args.replay))  # --reuse: recent samples' target features
     rng = random.Random(args.seed + step)
-    fresh = 0  # distilled samples drawn this run
+    fresh = 0 if state is None else state.get("fresh", 0)  # distilled samples drawn
     while True:
         elapsed = time.time() - t_start
         if elapsed >= total or (args.steps and step >= args.steps):
@@ -327,6 +345,7 @@ def main(argv=None):
         "target": str(args.target),
         "steps": step,
         "answer_tokens_seen": tokens,
+        "samples_distilled": fresh,
         "ttt": args.ttt,
         "minutes": round((time.time() - t_start) / 60, 2),
         "data": args.data,

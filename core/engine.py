@@ -24,7 +24,7 @@ from .errors import InputError
 from .drafters.base import DraftContext, DraftSpec, Drafter
 from .policy import AutoPolicy
 from .rows import STOCK, RowSet, row_set
-from .sampling import SamplingConfig, probs, sample
+from .sampling import Noise, SamplingConfig, probs, sample
 from .trace import Step, Trace
 from .tree import DraftTree, verify_layout
 
@@ -73,8 +73,10 @@ def generate(
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     t_start = time.perf_counter()
-    # random draws are made next to the distributions they sample (the target's device)
+    # random draws are made next to the distributions they sample (the target's device); the
+    # coupled rule's noise is keyed by position (core/sampling.py)
     gen = torch.Generator(device=target.device).manual_seed(int(sampling.seed or 0))
+    noise = Noise(int(sampling.seed or 0), gen)
     enc = target.encode(prompt, image)
     limit = context_limit(target)
     if drafter is not None and not exact:
@@ -97,7 +99,14 @@ def generate(
     trace.meta.setdefault("drafter", getattr(drafter, "name", None))
     trace.meta.setdefault("strategy", spec.strategy if drafter is not None else "ar")
     trace.meta.setdefault(
-        "sampling", {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p, "seed": sampling.seed}
+        "sampling",
+        {
+            "temperature": sampling.temperature,
+            "top_k": sampling.top_k,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "rule": sampling.rule,
+        },
     )
     trace.meta.setdefault("dtype", str(target.dtype).replace("torch.", ""))
     trace.meta.setdefault("rows", {"exact": rows.exact, "sizes": list(rows.sizes)})
@@ -115,11 +124,11 @@ def generate(
         )
     trace.meta.setdefault(
         "kernels",
-        {"target": target.kernels.get("paths", "stock"), "drafter": getattr(getattr(drafter, "lm", None), "kernels", {}).get("paths")},
+        {"target": target.kernels.get("paths", "stock"), "drafter": getattr(drafter, "kernels", {}).get("paths")},
     )
 
     sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden))
-    root = _pick(logits, sampling, gen)
+    root = _pick(logits, sampling, noise, enc.length)
     out = [root]
     trace.first_token = root
     trace.first_margin = _margins(logits.view(1, -1))[0]
@@ -136,7 +145,7 @@ def generate(
                 image=image,
                 encoded=enc,
                 target_hidden=hidden,
-                tokens=out,
+                tokens=list(out),  # a copy: drafters learn the rest from commit()
                 target_embeds=sess.embeds,
                 policy=policy,
             )
@@ -148,7 +157,7 @@ def generate(
         drafter,
         spec,
         sampling,
-        gen,
+        noise,
         policy,
         sess,
         out,
@@ -193,7 +202,7 @@ class Decoding:
     drafter: Drafter | None
     spec: DraftSpec
     sampling: SamplingConfig
-    gen: torch.Generator
+    noise: Noise  # the decoding's randomness (its torch.Generator is ``noise.generator``)
     policy: AutoPolicy | None
     sess: object
     out: list[int]
@@ -228,7 +237,8 @@ def step(run: Decoding, root: int) -> tuple[list[int], str]:
     d, clock = run.drafter, _Clock(run.on_phase)
     # draft
     drafted = d is not None and (run.policy is None or not run.skip_ok or run.policy.should_draft(run.spec.gamma))
-    tree = d.propose(root, run.spec, run.sampling, run.gen) if drafted else EMPTY
+    run.noise.root = run.sess.length  # the root's position: a child at depth d lives at root + d
+    tree = d.propose(root, run.spec, run.sampling, run.noise) if drafted else EMPTY
     if run.policy is not None and len(tree):
         tree = run.policy.trim(tree)  # drafted tokens not worth their share of the verify
     if run.rows.exact and len(tree) >= run.rows.cap:
@@ -246,12 +256,15 @@ def step(run: Decoding, root: int) -> tuple[list[int], str]:
         positions = torch.tensor([base])
         logits, hidden = run.target.forward(run.sess, fed, positions, want_hidden=want_hidden, rows=pad)
     t_verify = clock.phase("verify", tokens=fed, positions=positions, logits=logits)
-    # accept
+    # accept: each row's choice of the next token, then the longest drafted path that agrees
     if run.sampling.greedy:
         verdict, rows_p = accept_greedy(tree, logits.argmax(-1).tolist()), None
+    elif run.sampling.rule == "coupled":
+        rows_p = probs(logits, run.sampling)
+        verdict = accept_greedy(tree, run.noise.choose(rows_p, (positions + 1).tolist()))
     else:
         rows_p = probs(logits, run.sampling)
-        verdict = accept_sampling(tree, rows_p, run.gen)
+        verdict = accept_sampling(tree, rows_p, run.noise.generator)
     new, stop = _cut([tree.tokens[a] for a in verdict.accepted] + [verdict.token], run)
     run.out.extend(new)
     kept = [0] + [a + 1 for a in verdict.accepted]  # rows of the root and the accepted path
@@ -339,7 +352,11 @@ def _margins(rows: torch.Tensor) -> list[float]:
     return [round(x, 6) for x in (top[:, 0] - top[:, 1]).tolist()]
 
 
-def _pick(logits: torch.Tensor, sampling: SamplingConfig, gen) -> int:
+def _pick(logits: torch.Tensor, sampling: SamplingConfig, noise: Noise, position: int) -> int:
+    """The first token (at ``position``), by the rule every later token is picked by."""
     if sampling.greedy:
         return int(logits.argmax(-1))
-    return sample(probs(logits, sampling), gen)
+    p = probs(logits.view(1, -1), sampling)
+    if sampling.rule == "coupled":
+        return noise.choose(p, [position])[0]
+    return sample(p[0], noise.generator)

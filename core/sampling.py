@@ -1,11 +1,26 @@
-"""Turning logits into the distribution we decode from (shared by target and drafters)."""
+"""Turning logits into the distribution we decode from (shared by target and drafters), and the
+randomness that picks a token from it.
+
+At T > 0 the token at absolute position ``pos`` is ``argmax(log p + G(seed, pos))``: the
+Gumbel-max trick, an exact draw from ``p``, with noise ``G`` that depends only on the seed and
+the position (``Noise``). Plain decoding and speculative decoding ask the same question at every
+position (the target's distribution there, bit for bit on row-invariant forwards, core/rows.py)
+with the same noise, so for one seed they pick the same tokens (the "coupled" rule). Drafters
+draw with the same noise, so a drafter close to the target proposes the token the target will
+pick. ``rule="rejection"`` keeps the classic recursive rejection sampling instead (the same
+distribution, other tokens for a seed; core/acceptance.py).
+"""
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+
+
+RULES = ("coupled", "rejection")
 
 
 @dataclass(frozen=True)
@@ -14,8 +29,11 @@ class SamplingConfig:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     seed: int | None = 0
+    rule: str = "coupled"  # T > 0: "coupled" (same tokens as plain decoding for a seed) or "rejection"
 
     def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"unknown sampling rule {self.rule!r}; choose one of {', '.join(RULES)}")
         for name in ("temperature", "top_p"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v):
@@ -68,3 +86,36 @@ def fit_vocab(logits: torch.Tensor, size: int) -> torch.Tensor:
         return logits[..., :size]
     pad = logits.new_full((*logits.shape[:-1], size - v), float("-inf"))
     return torch.cat([logits, pad], dim=-1)
+
+
+class Noise:
+    """The randomness of one sampled decoding, keyed by position: ``gumbel(pos, size)`` is the same
+    for a seed whoever asks (the plain step, the verify row, the drafter) and whatever device
+    decodes (drawn on the CPU). ``root`` is the position of the last committed token, set by the
+    engine before each draft, so a drafter's child at depth d lives at ``root + d``. ``generator``
+    is a torch.Generator for everything else (the rejection rule, third-party drafters)."""
+
+    KEEP = 64  # positions cached: a step asks for at most its tree depth + 1
+
+    def __init__(self, seed: int, generator: torch.Generator | None = None):
+        self.seed, self.generator, self.root = int(seed), generator, 0
+        self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+
+    def gumbel(self, pos: int, size: int) -> torch.Tensor:
+        key = (int(pos), int(size))
+        g = self._cache.get(key)
+        if g is None:
+            gen = torch.Generator().manual_seed((self.seed * 0x9E3779B1 + int(pos) * 0x85EBCA77) % (1 << 62))
+            u = torch.rand(size, generator=gen, dtype=torch.float64).clamp_(1e-300, 1.0)
+            g = self._cache[key] = (-torch.log(-torch.log(u))).float()
+            if len(self._cache) > self.KEEP:
+                self._cache.popitem(last=False)
+        return g
+
+    def choose(self, p_rows: torch.Tensor, positions) -> list[int]:
+        """The token each row of probabilities picks at its position (Gumbel-max)."""
+        out = []
+        for p, pos in zip(p_rows, positions):
+            g = self.gumbel(int(pos), p.shape[-1]).to(p.device)
+            out.append(int(torch.argmax(torch.log(p.float()) + g)))
+        return out

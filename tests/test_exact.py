@@ -223,3 +223,25 @@ def test_one_cost_model_for_measured_runs_replay_and_teach(monkeypatch):
     assert costs.priced_curve(tgt) == {1: 0.010, 8: 0.014}  # nothing measured yet: the bare curve
     costs.observe_plain(tgt, 0.025)  # a measured plain step: 15 ms of engine work more
     assert costs.priced_curve(tgt) == pytest.approx({1: 0.025, 8: 0.029})
+
+
+@pytest.mark.parametrize("family", ("llama", "qwen2_vl"))
+def test_sampling_picks_plain_decodings_tokens_for_a_seed(family):
+    """T > 0, coupled rule: for one seed speculative decoding samples exactly the tokens plain
+    decoding samples (every strategy); another seed samples other tokens; the rejection rule
+    samples the same distribution but not these tokens (it is not coupled)."""
+    from core.sampling import SamplingConfig
+
+    tgt = target(family, "float32")
+    drafter = ModelDrafter(tgt.truncated(1), "first layer", use_image=True)
+    image = tiny_image() if tgt.family != "causal" else None
+
+    def run(d, strategy, seed, rule="coupled"):
+        smp = SamplingConfig(temperature=1.0, seed=seed, rule=rule)
+        return generate(tgt, PROMPT, image, d, spec_for(strategy), smp, max_new_tokens=N).output
+
+    ref = run(None, "chain", 7)
+    assert len(ref) > 4
+    for strategy in STRATEGIES:
+        assert run(drafter, strategy, 7) == ref, strategy
+    assert run(None, "chain", 8) != ref  # the seed matters: a tie here would be a fault

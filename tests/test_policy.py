@@ -207,7 +207,7 @@ def _sample_runs(tgt, pol):
             None,
             d,
             DraftSpec("chain", gamma=3, adaptive=True),
-            SamplingConfig(seed=seed, **ts.SAMPLING),
+            SamplingConfig(seed=seed, rule="rejection", **ts.SAMPLING),  # the rule a trimmed draft can bias
             max_new_tokens=3,
             detail=False,
             policy=pol,

@@ -274,10 +274,15 @@ def _drafter(models, target, how):
     return ModelDrafter(models["small"], "small")
 
 
-@pytest.mark.parametrize("name,target,how,spec,sampling,n", CASES, ids=[c[0] for c in CASES])
-def test_speculative_sampling_matches_target_distribution(models, name, target, how, spec, sampling, n):
+COUPLED = ("chain1-eos", "tree22-eos-minprob", "dynamic-nucleus-minprob")  # one per strategy, EOS and pruning in
+RULED = [(*c, "rejection") for c in CASES] + [(*c, "coupled") for c in CASES if c[0] in COUPLED]
+
+
+@pytest.mark.parametrize("name,target,how,spec,sampling,n,rule", RULED, ids=[f"{c[0]}-{c[-1]}" for c in RULED])
+def test_speculative_sampling_matches_target_distribution(models, name, target, how, spec, sampling, n, rule):
     tgt = models[target]
     exact, thr = reference(tgt, target, sampling, n, RUNS)
+    sampling = dict(sampling, rule=rule)
     if target == "eos":  # EOS is inside the tested support, with real mass
         assert sum(p for k, p in exact.items() if k[-1] in tgt.eos_ids) > 0.1
     stats = {"accepted": 0, "rejected": 0, "bonus": 0}
@@ -306,5 +311,39 @@ def test_biased_acceptance_is_detected(models, monkeypatch):
         return Verdict(path, tok, [], False)
 
     monkeypatch.setattr(engine, "accept_sampling", accept_all)
-    counts = empirical(tgt, ModelDrafter(models["small"], "small"), DraftSpec("chain", gamma=2), runs=runs)
+    rejection = dict(SAMPLING, rule="rejection")
+    counts = empirical(tgt, ModelDrafter(models["small"], "small"), DraftSpec("chain", gamma=2), runs=runs, sampling=rejection)
     assert tv(counts, exact, runs) > 1.5 * thr, (tv(counts, exact, runs), thr)
+
+
+def test_biased_coupled_acceptance_is_detected(models, monkeypatch):
+    """Negative control of the coupled rule: accept every drafted token whatever the target picks."""
+    tgt = models["plain"]
+    runs = RUNS // 2
+    exact, thr = reference(tgt, "plain", SAMPLING, 3, runs)
+
+    def accept_first_path(tree, choice):
+        path, node, kids = [], -1, tree.children()
+        while kids.get(node):
+            node = kids[node][0]
+            path.append(node)
+        return Verdict(path, choice[node + 1], [], False)
+
+    monkeypatch.setattr(engine, "accept_greedy", accept_first_path)
+    counts = empirical(
+        tgt, ModelDrafter(models["small"], "small"), DraftSpec("chain", gamma=2), runs=runs, sampling=dict(SAMPLING, rule="coupled")
+    )
+    assert tv(counts, exact, runs) > 1.5 * thr, (tv(counts, exact, runs), thr)
+
+
+def test_noise_is_keyed_by_seed_and_position_only():
+    """The coupled rule's noise: the same for a (seed, position) whoever asks, in any order."""
+    from core.sampling import Noise
+
+    a, b = Noise(3), Noise(3)
+    first = a.gumbel(5, 11).clone()
+    b.gumbel(9, 11)  # another position asked first changes nothing
+    assert torch.equal(b.gumbel(5, 11), first)
+    assert not torch.equal(a.gumbel(6, 11), first) and not torch.equal(Noise(4).gumbel(5, 11), first)
+    p = torch.softmax(torch.randn(2, 11), -1)
+    assert a.choose(p, [5, 6]) == [int(torch.argmax(torch.log(p[i]) + a.gumbel(5 + i, 11))) for i in range(2)]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from ..machine import machine_key, tuning_path
-from ..sampling import SamplingConfig, fit_vocab, probs
+from ..sampling import Noise, SamplingConfig, fit_vocab, probs
 from ..tree import DraftTree, tree_mask
 
 
@@ -123,7 +123,7 @@ class DraftContext:
     encoded: object = None  # the target's Encoded inputs
     target_hidden: torch.Tensor | None = None  # (T, H) prefill hidden states if needs_hidden
     target_embeds: torch.Tensor | None = None  # (1, T, H) decoder input embeddings (image features merged)
-    tokens: list[int] = field(default_factory=list)  # committed output so far (grows)
+    tokens: list[int] = field(default_factory=list)  # output committed before the first draft (a copy; later tokens come through commit)
     policy: object = None  # core.policy.AutoPolicy for adaptive chains (build_tree asks it)
 
 
@@ -138,7 +138,9 @@ class Drafter(Protocol):
 
     ``begin(ctx)``: a new request (prompt ids, image, the target's prefill). ``propose(root,
     spec, sampling, gen)``: a draft tree below ``root``, the last committed token the target has
-    not processed yet; an empty tree lets the target take a plain step. ``commit(tree,
+    not processed yet; an empty tree lets the target take a plain step. ``gen`` is the
+    decoding's ``core.sampling.Noise`` (pass it to ``build_tree``; ``gen.generator`` is a
+    torch.Generator for other draws). ``commit(tree,
     accepted, new_tokens, target_hidden)``: what the target kept: ``accepted`` node indices,
     ``new_tokens`` the tokens appended to the output (the accepted path + the target's
     bonus/correction token, the next root last). ``assistant_model()``: the transformers model
@@ -149,6 +151,7 @@ class Drafter(Protocol):
     name: str
     needs_hidden: bool
     can_skip: bool = False
+    kernels: dict = {}  # read-only default: the kernel paths its forwards use (for the trace)
 
     def begin(self, ctx: DraftContext) -> None: ...
 
@@ -168,18 +171,24 @@ def assistant_model(drafter) -> object | None:
 
 
 # --------------------------------------------------------------------------------------
-def _draw(logits: torch.Tensor, k: int, sampling: SamplingConfig, gen, sample: bool):
-    """Children of one node: (tokens, q_tok, log q_tok, q or None). Greedy/deterministic: top-k of
-    the draft's softmax. Sampling: k tokens without replacement from q (Gumbel top-k), q kept."""
+def _draw(logits: torch.Tensor, k: int, sampling: SamplingConfig, gen, sample: bool, position: int):
+    """Children of one node, at ``position``: (tokens, q_tok, log q_tok, q or None).
+    Greedy/deterministic: top-k of the draft's softmax. Sampling: k tokens without replacement
+    from q (Gumbel top-k). With the coupled rule (``gen`` a core.sampling.Noise) the Gumbel noise
+    is the position's, the noise the target picks with, so the first child is the token the
+    target picks wherever q agrees with p; with the rejection rule q is kept for the acceptance."""
     if sample:
         q = probs(logits, sampling)
         logq = torch.log(q)
-        u = torch.rand(q.shape, generator=gen, device=q.device)  # gen lives on q's device too
-        g = -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))
+        if isinstance(gen, Noise):
+            g = gen.gumbel(position, q.shape[-1]).to(q.device)
+        else:
+            u = torch.rand(q.shape, generator=gen, device=q.device)  # gen lives on q's device too
+            g = -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))
         k = min(k, int((q > 0).sum()))
         toks = torch.topk(logq + g, k).indices
         sel = q[toks]
-        return toks.tolist(), sel.tolist(), torch.log(sel).tolist(), q
+        return toks.tolist(), sel.tolist(), torch.log(sel).tolist(), (q if sampling.rule == "rejection" else None)
     lp = torch.log_softmax(logits.float(), -1)
     top = torch.topk(lp, k)
     return top.indices.tolist(), top.values.exp().tolist(), top.values.tolist(), None
@@ -199,16 +208,21 @@ def build_tree(
     ``expand(tree, nodes)`` runs the drafter on ``nodes`` (their ancestors were expanded
     before) and returns one row of logits per node: one draft forward per depth.
 
-    Sampling (T > 0): chains and static trees draw children from q without replacement
-    and keep q (recursive rejection sampling). Dynamic trees choose children by score
-    and then prune, so their children are treated as deterministic proposals (lossless
-    for any choice; see core/acceptance.py)."""
-    sample = not sampling.greedy and spec.strategy != "dynamic"
+    Sampling (T > 0), coupled rule (the default): children are drawn without replacement from
+    q with the noise of their position (core/sampling.Noise), every strategy. Rejection rule:
+    chains and static trees draw children from q without replacement and keep q (recursive
+    rejection sampling); dynamic trees choose children by score and then prune, so their
+    children are treated as deterministic proposals (lossless for any choice; see
+    core/acceptance.py)."""
+    coupled = not sampling.greedy and sampling.rule == "coupled"
+    sample = not sampling.greedy and (coupled or spec.strategy != "dynamic")
+    root_pos = gen.root if isinstance(gen, Noise) else 0
     tree = DraftTree()
 
     def grow(parent: int, logits: torch.Tensor, k: int) -> list[int]:
         logits = fit_vocab(logits, vocab)
-        toks, qs, lqs, q = _draw(logits, k, sampling, gen, sample)
+        depth = 1 if parent < 0 else tree.depths[parent] + 1
+        toks, qs, lqs, q = _draw(logits, k, sampling, gen, sample, root_pos + depth)
         base = 0.0 if parent < 0 else tree.score[parent]
         if q is not None:
             tree.q[parent] = q
@@ -273,6 +287,10 @@ class ModelDrafter(Drafter):
 
     needs_hidden = False
     can_skip = True  # commit() without propose(): a plain target step, tokens fed later
+
+    @property
+    def kernels(self) -> dict:
+        return self.lm.kernels
 
     def __init__(self, adapter, name: str, use_image: bool = True):
         self.lm = adapter

@@ -20,6 +20,7 @@ class NgramDrafter(Drafter):
 
     def begin(self, ctx: DraftContext) -> None:
         self.ctx = ctx
+        self.seq = list(ctx.prompt_ids) + list(ctx.tokens)  # what the target has seen + the root
 
     def _continuations(self, seq: list[int], depth: int) -> list[list[int]]:
         """Continuations of the longest suffix n-gram that occurred before, most recent first."""
@@ -36,8 +37,7 @@ class NgramDrafter(Drafter):
         return []
 
     def propose(self, root, spec: DraftSpec, sampling, gen) -> DraftTree:
-        seq = self.ctx.prompt_ids + self.ctx.tokens  # tokens ends with root
-        conts = self._continuations(seq, spec.max_depth)
+        conts = self._continuations(self.seq, spec.max_depth)
         tree = DraftTree(forwards=0)
         if not conts:
             return tree
@@ -63,4 +63,4 @@ class NgramDrafter(Drafter):
         return tree
 
     def commit(self, tree, accepted, new_tokens, target_hidden) -> None:
-        pass
+        self.seq.extend(new_tokens)

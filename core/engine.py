@@ -168,15 +168,8 @@ def generate(
         on_phase=on_phase,
         rows=rows,
     )
-    while not stop:
-        if should_stop is not None and should_stop():
-            stop = "cancelled"
-            break
-        new, stop = step(run, root)
-        root = new[-1]
-        if on_step is not None:
-            trace.output = out
-            on_step(trace)
+    if not stop:
+        stop = steps(run, root, should_stop, on_step)
 
     trace.output = out
     trace.stop_reason = stop
@@ -227,6 +220,21 @@ class _Clock:
             self.on_phase(name, seconds, **data)
         self.t = time.perf_counter()
         return seconds
+
+
+def steps(run: Decoding, root: int, should_stop=None, on_step=None) -> str:
+    """Step until EOS, the length budget or ``should_stop``; returns the stop reason. The one
+    loop of live decoding and of replay against a recorded target (core/replay.py)."""
+    stop = ""
+    while not stop:
+        if should_stop is not None and should_stop():
+            return "cancelled"
+        new, stop = step(run, root)
+        root = new[-1]
+        if on_step is not None:
+            run.trace.output = run.out
+            on_step(run.trace)
+    return stop
 
 
 def step(run: Decoding, root: int) -> tuple[list[int], str]:

@@ -3,13 +3,12 @@
 Record once (``record``): the run's output tokens plus one teacher-forced target forward over
 ``prompt + output`` giving, at every output position, the target's argmax, its top-2 margin,
 its last hidden state (for drafters with ``needs_hidden``) and the prefill's hidden states and
-input embeddings (what ``DraftContext`` gets). Then ``replay(rec, drafter, spec)`` drives the
-drafter exactly as ``core.engine.generate`` does (begin / propose / commit, the same
-``DraftContext``, the same EOS and length cuts) but never runs the target: at T=0 the verdict
-is the greedy walk of the tree along the recorded output (a node is accepted iff its token is
-the recorded token at its position; the first mismatch gives the correction, a leaf the bonus),
-and commit gets the recorded hidden states of the root and the accepted tokens (the engine's
-``hidden[kept]``, kept = [root] + accepted path). At T=0 the predicted tau therefore equals the
+input embeddings (what ``DraftContext`` gets). Then ``replay(rec, drafter, spec)`` runs the
+engine's own step loop (``core.engine.steps``: propose, accept, cut, commit, record) against
+``RecordedTarget``, which never runs the target: the row predicting output index j is a point
+mass on the recorded token there, so the engine's acceptance accepts a node iff its token is the
+recorded one (the first mismatch gives the correction, a leaf the bonus), and its hidden state
+is the recorded one (the engine's ``hidden[kept]``, kept = [root] + accepted path). At T=0 the predicted tau therefore equals the
 tau of a real speculative run on the same input, unless the target's argmax is a near-tie
 that a different verify batch flips (float rounding): ``rec.near_ties`` lists the positions
 whose top-2 margin is small, and ``rec.mismatches`` those where the teacher-forced argmax
@@ -37,9 +36,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .drafters.base import DraftContext, DraftSpec
-from .sampling import SamplingConfig, probs
-from .trace import tau
-from .tree import DraftTree
+from .sampling import Noise, SamplingConfig, probs
+from .trace import Trace
 from .visual import teacher_forced
 
 NEAR_TIE = 1e-3  # logits: a top-2 margin below this may flip between verify batches
@@ -117,128 +115,123 @@ def record(
     )
 
 
-def _walk(tree: DraftTree, truth) -> tuple[list[int], int, list[int], bool]:
-    """Greedy acceptance along the recorded tokens: ``truth(d)`` is the target's token at depth d
-    below the root (d = 0: the root's next token). Returns accepted, token, rejected, corrected."""
-    kids = tree.children() if len(tree) else {}
-    node, depth, accepted, rejected = -1, 0, [], []
-    while True:
-        want = truth(depth)
-        children = kids.get(node, ())
-        hit = next((c for c in children if tree.tokens[c] == want), None)
-        rejected.extend(c for c in children if c != hit)
-        if hit is None:
-            return accepted, want, rejected, bool(children)
-        accepted.append(hit)
-        node, depth = hit, depth + 1
+class _Cache:
+    """The recorded target's KV session: only its length (the next position) is real."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+
+class RecordedTarget:
+    """The target of a recording, for ``core.engine.step``: the row of a forward that predicts
+    output index j is a point mass on the recorded token there (past the output: the
+    teacher-forced argmax), and its hidden state the recorded one, so the engine's own acceptance,
+    cut and commit run without the target. Rows off the recorded path are never read by an
+    acceptance that follows the recording (a node is accepted only where it equals it)."""
+
+    def __init__(self, rec: Recording):
+        self.rec, self.eos_ids, self.device = rec, rec.target.eos_ids, rec.target.device
+        self.prompt_len, self.size = rec.enc.length, rec.logits.shape[-1]
+
+    def _truth(self, j: int) -> int:
+        rec = self.rec
+        if j < len(rec.output):
+            return rec.output[j]
+        return rec.argmax[min(j, len(rec.argmax) - 1)]  # past the budget: cut by the engine
+
+    def forward(self, sess, fed, positions, mask=None, want_hidden: bool = False, rows=None):
+        index = (torch.as_tensor(positions).view(-1) - self.prompt_len + 1).tolist()  # output index each row predicts
+        logits = torch.full((len(fed), self.size), float("-inf"))
+        logits[torch.arange(len(fed)), torch.tensor([self._truth(j) for j in index])] = 0.0
+        hidden = None
+        if want_hidden:
+            if self.rec.hidden is None:
+                raise ValueError("this drafter needs the target's hidden states: record with want_hidden")
+            last = self.rec.hidden.shape[0] - 1
+            hidden = self.rec.hidden[[min(j - 1, last) for j in index]]
+        return logits, hidden
+
+    def keep(self, sess, base: int, kept: list[int]) -> None:
+        sess.length = base + len(kept)
 
 
 @torch.inference_mode()
 def replay(
     rec: Recording, drafter, spec: DraftSpec, sampling: SamplingConfig = SamplingConfig(), max_new_tokens: int | None = None
 ) -> dict:
-    """Drive ``drafter`` over the recorded run (see module docstring). Returns tau, steps,
-    accepted per step, acceptance by depth, the drafter's measured seconds and the per-step
-    verify sizes (for pricing), plus ``expected_accept`` at T > 0."""
+    """Drive ``drafter`` over the recorded run with the engine's own step (``core.engine.steps``)
+    against ``RecordedTarget`` (see module docstring). Returns tau, steps, accepted per step,
+    acceptance by depth (``Trace.summary``), the drafter's measured seconds and the per-step verify
+    sizes (for pricing), plus ``expected_accept`` at T > 0. ``max_new_tokens`` is at most the
+    recording's length."""
+    from .engine import Decoding, steps
+
     if spec.adaptive:
         raise ValueError(
             "the adaptive chain ('auto') depends on live timings and cannot be replayed; replay fixed shapes (chain / tree / dynamic)"
         )
-    target, out_rec = rec.target, rec.output
-    n_rec = len(out_rec)
-    if max_new_tokens is None:
-        max_new_tokens = n_rec
-    eos = target.eos_ids
+    n_rec = len(rec.output)
+    max_new_tokens = n_rec if max_new_tokens is None else min(max_new_tokens, n_rec)
+    target = RecordedTarget(rec)
     gen = torch.Generator(device=target.device).manual_seed(int(sampling.seed or 0))
-    rows_p = probs(rec.logits, sampling) if not sampling.greedy else None
-
-    def truth_at(j: int) -> int:  # the target's token at output index j
-        if j < n_rec:
-            return out_rec[j]
-        return rec.argmax[j] if j < len(rec.argmax) else -1
-
-    root = out_rec[0]
+    root = rec.output[0]
     out = [root]
-    stop = "eos" if root in eos else ("length" if max_new_tokens <= 1 else "")
-    t_draft = 0.0
+    trace = Trace(meta={"replay": True})
+    run = Decoding(
+        target,
+        drafter,
+        spec,
+        sampling,
+        Noise(int(sampling.seed or 0), gen),
+        None,
+        _Cache(target.prompt_len),
+        out,
+        trace,
+        max_new_tokens,
+        detail=False,
+    )
+    stop = "eos" if root in target.eos_ids else ("length" if max_new_tokens <= 1 else "")
+    t_begin = 0.0
     if not stop:
         t0 = time.perf_counter()
         drafter.begin(
             DraftContext(
-                target=target,
+                target=rec.target,
                 prompt_ids=rec.enc.input_ids[0].tolist(),
                 prompt=rec.prompt,
                 image=rec.image,
                 encoded=rec.enc,
                 target_hidden=rec.prefill_hidden,
-                tokens=out,
+                tokens=list(out),
                 target_embeds=rec.embeds,
                 policy=None,
             )
         )
-        t_draft += time.perf_counter() - t0
-    steps, verify_sizes, step_draft_s, acc_counts, max_depths, expected = 0, [], [], [], [], []
-    diverged = None
-    while not stop:
-        k = len(out)  # output index the root's next token gets
-        t0 = time.perf_counter()
-        tree = drafter.propose(root, spec, sampling, gen)
-        t1 = time.perf_counter()
-        accepted, token, rejected, corrected = _walk(tree, lambda d: truth_at(k + d))
-        new = [tree.tokens[a] for a in accepted] + [token]
-        if token == -1:  # past the recording: cannot know the target's token
-            diverged = k + len(accepted)
-            new = new[:-1]
-            stop = "recording"
-        for i, tok in enumerate(new):
-            if tok in eos:
-                new, stop = new[: i + 1], "eos"
-                break
-        room = max_new_tokens - len(out)
-        if len(new) >= room:
-            new, stop = new[:room], stop or "length"
-        out.extend(new)
-        t2 = time.perf_counter()
-        if not stop:
-            hid = None
-            if drafter.needs_hidden:
-                if rec.hidden is None:
-                    raise ValueError("this drafter needs the target's hidden states: record with want_hidden")
-                hid = rec.hidden[k - 1 : k + len(accepted)]  # the engine's hidden[kept]
-            drafter.commit(tree, accepted, new, hid)
-        t3 = time.perf_counter()
-        steps += 1
-        verify_sizes.append(1 + len(tree))
-        step_draft_s.append((t1 - t0) + (t3 - t2))
-        acc_counts.append(len(accepted[: len(new)]))
-        max_depths.append(tree.max_depth)
-        if rows_p is not None and len(tree):
-            expected.append(_expected_chain(tree, rows_p, k))
-        root = new[-1] if new else root
-    t_draft += sum(step_draft_s)
-    n = len(out)
-    by_depth = []
-    for d in range(1, max(max_depths, default=0) + 1):
-        tried = sum(1 for m in max_depths if m >= d)
-        ok = sum(1 for a in acc_counts if a >= d)
-        by_depth.append(round(ok / tried, 4) if tried else None)
+        t_begin = time.perf_counter() - t0
+        stop = steps(run, root)
+    trace.output, trace.stop_reason = out, stop
+    summary = trace.summary()
     res = {
-        "tokens": n,
-        "steps": steps,
-        "target_forwards": 1 + steps if n else 0,
-        "tau": round(tau(n, steps), 4),
-        "accepted_per_step": round(sum(acc_counts) / steps, 4) if steps else 0.0,
-        "acceptance_by_depth": by_depth,
-        "verify_sizes": verify_sizes,
-        "draft_s": step_draft_s,
-        "draft_s_total": t_draft,
-        "matches_recording": out == out_rec[:n],
+        "tokens": len(out),
+        "steps": len(trace.steps),
+        "target_forwards": summary["target_forwards"],
+        "tau": summary["tau"],
+        "accepted_per_step": summary["accepted_per_step"],
+        "acceptance_by_depth": summary["acceptance_by_depth"],
+        "verify_sizes": [1 + len(st.tokens) for st in trace.steps],
+        "draft_s": [st.t_draft for st in trace.steps],
+        "draft_s_total": t_begin + sum(st.t_draft for st in trace.steps),
+        "matches_recording": out == rec.output[: len(out)],
         "stop_reason": stop,
         "output": out,
     }
-    if diverged is not None:
-        res["past_recording_at"] = diverged
-    if rows_p is not None:
+    if not sampling.greedy:
+        rows_p = probs(rec.logits, sampling)
+        expected, k = [], 1  # k: the output index the step's root predicts
+        for st in trace.steps:
+            if st.tokens:
+                expected.append(_expected_chain(st, rows_p, k))
+            k += len(st.committed)
         res["expected_accept"] = {
             "per_step": round(sum(expected) / len(expected), 4) if expected else 0.0,
             "tau_estimate": round(1 + sum(expected) / len(expected), 4) if expected else 1.0,
@@ -247,19 +240,20 @@ def replay(
     return res
 
 
-def _expected_chain(tree: DraftTree, rows_p: torch.Tensor, k: int) -> float:
-    """Expected accepted tokens along the first-child chain: sum_d prod_{i<=d} min(1, p_i / q_i),
+def _expected_chain(st, rows_p: torch.Tensor, k: int) -> float:
+    """Expected accepted tokens along a step's first-child chain: sum_d prod_{i<=d} min(1, p_i / q_i),
     p_i the target's probability of the node's token at output index k + depth - 1."""
-    kids = tree.children()
+    first: dict[int, int] = {}
+    for i, par in enumerate(st.parents):
+        first.setdefault(par, i)
     node, total, prod = -1, 0.0, 1.0
-    while kids.get(node):
-        c = kids[node][0]
-        j = k + tree.depths[c] - 1
+    while node in first:
+        c = first[node]
+        j = k + st.depths[c] - 1
         if j >= rows_p.shape[0]:
             break
-        p = float(rows_p[j, tree.tokens[c]]) if tree.tokens[c] < rows_p.shape[1] else 0.0
-        q = max(tree.q_tok[c], 1e-12)
-        prod *= min(1.0, p / q)
+        p = float(rows_p[j, st.tokens[c]]) if st.tokens[c] < rows_p.shape[1] else 0.0
+        prod *= min(1.0, p / max(st.q[c], 1e-12))
         total += prod
         node = c
     return total

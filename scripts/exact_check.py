@@ -25,6 +25,7 @@ from core import api, rows as R
 from core.divergence import explain_traces
 from core.drafters import spec_for
 from core.machine import cpu_name
+from core.sampling import SamplingConfig
 
 
 def main(argv=None) -> int:
@@ -37,6 +38,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--strategies", default="auto,chain,tree,dynamic")
     ap.add_argument("--unpadded", action="store_true", help="no row-invariant forwards (the engine before)")
+    ap.add_argument("--temperature", type=float, default=0.0, help="> 0: sampled, the same seed for plain and speculative")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rule", default="coupled", help="T > 0: coupled (same tokens as plain) or rejection (same distribution)")
     args = ap.parse_args(argv)
     pair = api.load_pair(args.target, args.drafter, dtype=args.dtype, device=args.device)
     items = _prompts(args.prompts)
@@ -52,13 +56,14 @@ def main(argv=None) -> int:
         f" | attention {rows.attention or 'as loaded'} | measured in {rows.measured_s:.1f} s",
         flush=True,
     )
+    sampling = SamplingConfig(temperature=args.temperature, seed=args.seed, rule=args.rule)
     counts = {s: [0, 0] for s in args.strategies.split(",")}
     kinds: dict[str, int] = {}
     t0 = time.time()
     for prompt, image in items:
-        ref = api.run(pair, prompt, image, max_new_tokens=args.max_new_tokens, speculative=False)
+        ref = api.run(pair, prompt, image, sampling=sampling, max_new_tokens=args.max_new_tokens, speculative=False)
         for strategy in counts:
-            tr = api.run(pair, prompt, image, spec_for(strategy), max_new_tokens=args.max_new_tokens)
+            tr = api.run(pair, prompt, image, spec_for(strategy), sampling, max_new_tokens=args.max_new_tokens)
             d = explain_traces(ref, tr)
             counts[strategy][0] += d.identical
             counts[strategy][1] += 1
@@ -69,6 +74,7 @@ def main(argv=None) -> int:
         "dtype": str(pair.target.dtype).replace("torch.", ""),
         "rows": rows.to_json(),
         "padded": not args.unpadded,
+        "sampling": {"temperature": args.temperature, "seed": args.seed, "rule": args.rule},
         "identical": {s: f"{a}/{n}" for s, (a, n) in counts.items()},
         "kinds": kinds,
         "seconds": round(time.time() - t0, 1),

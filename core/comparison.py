@@ -83,10 +83,6 @@ def divergence_from_json(d: dict) -> Divergence:
     )
 
 
-# the keys of the dict ``api.compare`` returned before it returned a Comparison (see __getitem__)
-_LEGACY = {"ar": "plain_trace", "spec": "spec_trace", "ar_runs": "plain_traces", "spec_runs": "spec_traces", "reference": "reference_trace"}
-
-
 @dataclass
 class Comparison:
     """Plain and speculative decoding of one input, ``len(speedups)`` rounds, alternating.
@@ -140,11 +136,6 @@ class Comparison:
     @property
     def spec_trace(self) -> Trace | None:
         return self.spec_traces[self.reported] if self.spec_traces else None
-
-    def __getitem__(self, key: str):
-        """The old dict keys ("ar", "spec", "speedup", ...), for callers not yet moved to the
-        attributes (tools/bench, tools/tune)."""
-        return getattr(self, _LEGACY.get(key, key))
 
     # ---- built from measured traces ----------------------------------------
     @classmethod

@@ -197,7 +197,7 @@ def test_a_speedup_above_its_bound_is_measured_again_then_flagged(monkeypatch):
     monkeypatch.setattr(api, "row_set", lambda t: R.RowSet((1, 2, 4)))
     monkeypatch.setattr(api.costs, "observe_plain", lambda adapter, s: None)
     res = api.compare(api.Pair(None, None, "t", "d"), "p", warmup=False, repeats=3)
-    assert res["bounds"] == [2.0] * 3 and res["above_bound"]
+    assert res.bounds == [2.0] * 3 and res.above_bound
     assert calls.count(True) == 6  # each round above its bound measured again once
     assert api.speedup(_trace(33, 32, 1.0), _trace(33, 16, 0.5)) == pytest.approx(2.0)
 

@@ -58,11 +58,11 @@ def measure(pair, samples, spec: DraftSpec, max_new_tokens: int) -> tuple[float,
     once by ``api.warm``)."""
     ar_tokens = ar_wall = sp_tokens = sp_wall = 0.0
     for smp in samples:
-        runs = api.compare(pair, smp["prompt"], smp["image"], spec, SamplingConfig(), max_new_tokens, warmup=True, repeats=1, detail=False)
-        ar_tokens += len(runs["ar"].output)
-        ar_wall += runs["ar"].wall_s
-        sp_tokens += len(runs["spec"].output)
-        sp_wall += runs["spec"].wall_s
+        cmp = api.compare(pair, smp["prompt"], smp["image"], spec, SamplingConfig(), max_new_tokens, warmup=True, repeats=1, detail=False)
+        ar_tokens += len(cmp.plain_trace.output)
+        ar_wall += cmp.plain_trace.wall_s
+        sp_tokens += len(cmp.spec_trace.output)
+        sp_wall += cmp.spec_trace.wall_s
     return ar_tokens, ar_wall, sp_tokens, sp_wall
 
 

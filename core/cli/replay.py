@@ -64,8 +64,8 @@ def replay(args) -> int:
                 repeats=args.repeats,
                 detail=False,
             )
-            row["real_tau"] = res["spec"].summary()["tau"]
-            row["real_speedup"] = round(res["speedup"], 3)
+            row["real_tau"] = res.tau
+            row["real_speedup"] = round(res.speedup, 3)
     info = {"tokens": len(rec.output), "mismatches": rec.mismatches, "near_ties": rec.near_ties(), "estimate": not sampling.greedy}
     if args.json:
         print(json.dumps({"recording": info, "rows": rows}))

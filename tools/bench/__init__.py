@@ -25,7 +25,7 @@ from .cli import QUICK, SCHEMA, bench, main, parse_args, parser
 from .configs import STRATEGIES, Config, build_configs, default_drafters
 from .errors import BenchError
 from .hf import HFRunner, assistant_for, hf_generate
-from .measure import VisualCache, divergence, run_config, run_record, visual_counts
+from .measure import divergence, run_config, run_record, visual_counts, visual_meta
 from .profiling import PhaseTimes, print_profile, profile, profile_config
 from .report import COLUMNS, VISUAL_TITLE, cpu_info, environment, markdown_table, table_rows, visual_section, write_html
 from .suites import (
@@ -81,9 +81,9 @@ __all__ = [
     "text_samples",
     "write_html",
     "VISUAL_TITLE",
-    "VisualCache",
     "aggregate_visual",
     "pool_visual",
     "visual_counts",
+    "visual_meta",
     "visual_section",
 ]

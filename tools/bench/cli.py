@@ -20,7 +20,7 @@ from core.cli.shape import add_shape_flags
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError
-from .measure import VisualCache, divergence, log, run_config
+from .measure import divergence, log, run_config, visual_meta
 from .profiling import profile
 from .report import environment, markdown_table, write_html
 from .suites import groups_of, load_suite
@@ -173,13 +173,13 @@ def bench(args) -> dict:
     results = {"schema": SCHEMA, "meta": {}, "suite": {}, "configs": []}
     lookup_cache: dict = {}
     visual_cache = None
-    visual_meta = {"enabled": False}
+    visual_off = {"enabled": False}
     if getattr(args, "visual", False):
         if not any(s.image is not None for s in samples):
-            visual_meta = {"enabled": False, "note": f"--visual: no-op, the {args.suite} suite has no images"}
-            print(visual_meta["note"], file=sys.stderr)
+            visual_off = {"enabled": False, "note": f"--visual: no-op, the {args.suite} suite has no images"}
+            print(visual_off["note"], file=sys.stderr)
         else:
-            visual_cache = VisualCache()
+            visual_cache = api.VisualCache()
     t_start = time.perf_counter()
     for k, cfg in enumerate(configs):
         pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode, device=args.device, kernels=args.kernels)
@@ -230,7 +230,7 @@ def bench(args) -> dict:
         "prompt_lookup_tokens": args.prompt_lookup_tokens,
         "seconds": round(time.perf_counter() - t_start, 2),
         "env": environment(),
-        "visual": visual_cache.meta() if visual_cache is not None else visual_meta,
+        "visual": visual_meta(visual_cache) if visual_cache is not None else visual_off,
         "kernels": {"target": describe(tgt.kernels), "target_paths": tgt.kernels.get("paths"), "hf_baselines": args.hf_kernels},
         "columns": {
             "tau": "tokens per speculative step (incl. bonus, excl. prefill)",

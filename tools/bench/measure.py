@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 from core import api
 from core import visual as V
@@ -78,38 +77,17 @@ def visual_counts(trace: Trace, visual: dict) -> dict:
     return out
 
 
-class VisualCache:
-    """Visual dependence of a sample's output, computed once per (sample id, output tokens) and
-    reused by every configuration: it depends only on the target's output, which at T=0 is the same
-    for every drafter. ``seconds`` is what the computations cost (target forwards)."""
-
-    def __init__(self):
-        self.records: dict = {}
-        self.seconds = 0.0
-        self.computed = 0
-        self.reused = 0
-
-    def get(self, pair, smp: Sample, output: list[int]) -> dict:
-        key = (smp.id, tuple(output))
-        if key in self.records:
-            self.reused += 1
-            return self.records[key]
-        t0 = time.perf_counter()
-        res = V.visual_dependence(pair.target, smp.prompt, smp.image, list(output))
-        self.seconds += time.perf_counter() - t0
-        self.computed += 1
-        self.records[key] = res
-        return res
-
-    def meta(self) -> dict:
-        return {
-            "enabled": True,
-            "seconds": round(self.seconds, 3),
-            "computed": self.computed,
-            "reused": self.reused,
-            "threshold_nats": V.KL_THRESHOLD,
-            "baseline": "none",
-        }
+def visual_meta(cache: api.VisualCache) -> dict:
+    """The results' ``meta["visual"]`` of a ``--visual`` run: what the cache's computations cost
+    and how often a record was reused."""
+    return {
+        "enabled": True,
+        "seconds": round(cache.seconds, 3),
+        "computed": cache.computed,
+        "reused": cache.reused,
+        "threshold_nats": api.KL_THRESHOLD,
+        "baseline": "none",
+    }
 
 
 def log(args, msg: str) -> None:
@@ -130,7 +108,7 @@ def warm_up(pair, cfg: Config, smp: Sample, args, baseline_pair=None, hf: HFRunn
 
 
 def run_config(
-    pair, cfg: Config, samples: list[Sample], args, lookup_cache: dict | None = None, visual_cache: VisualCache | None = None
+    pair, cfg: Config, samples: list[Sample], args, lookup_cache: dict | None = None, visual_cache: api.VisualCache | None = None
 ) -> list[dict]:
     """Per sample: AR, spec (and transformers' plain / assisted / prompt-lookup generate) back to
     back, ``repeats`` times, after warm-up, so drift hits all alike. One record per sample.
@@ -149,13 +127,13 @@ def run_config(
         for r in range(args.repeats):
             seed = args.seed + 1000 * i + r
             sampling = cfg.sampling(seed)
-            pair_runs = api.compare(
+            cmp = api.compare(
                 pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens, warmup=False, repeats=1, detail=args.detail
             )
-            ar_runs.append(run_record(pair_runs["ar"]))
-            refs.append(ar_runs[-1] if pair_runs["reference"] is pair_runs["ar"] else run_record(pair_runs["reference"]))
-            sp_runs.append(run_record(pair_runs["spec"]))
-            spec_traces.append(pair_runs["spec"])
+            ar_runs.append(run_record(cmp.plain_trace))
+            refs.append(ar_runs[-1] if cmp.reference_trace is cmp.plain_trace else run_record(cmp.reference_trace))
+            sp_runs.append(run_record(cmp.spec_trace))
+            spec_traces.append(cmp.spec_trace)
             if baseline_pair is not None:
                 base = api.run(
                     baseline_pair, smp.prompt, smp.image, cfg.spec, sampling, args.max_new_tokens, speculative=False, detail=args.detail
@@ -165,7 +143,7 @@ def run_config(
                 hf.run(hf_record, smp, seed)
         if visual_cache is not None and smp.image is not None:  # after the timed runs
             for run, tr in zip(sp_runs, spec_traces):
-                run["visual"] = visual_counts(tr, visual_cache.get(pair, smp, tr.output))
+                run["visual"] = visual_counts(tr, visual_cache.get(pair, smp.prompt, smp.image, tr.output, key=smp.id))
         exact = None
         if cfg.temperature == 0:
             exact = all(a["tokens"] == s["tokens"] for a, s in zip(refs, sp_runs))  # the identity reference

@@ -12,6 +12,7 @@ are re-exported here.
 from __future__ import annotations
 
 from . import costs
+from .cli.shape import parse_branching
 from .comparison import SLACK, Comparison, Timing, bound, median, speedup
 from .device import resolve_dtype, threads_from_env
 from .drafters import CHOICES, DraftSpec, parse_drafter, spec_for, tuned_spec
@@ -60,6 +61,7 @@ __all__ = [
     "spec_for",
     "tuned_spec",
     "parse_drafter",
+    "parse_branching",
     "resolve_dtype",
     "InputError",
     "ModelLoadError",

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .errors import InputError
 
 
 def tuning_path() -> Path:
@@ -35,12 +36,17 @@ def cpu_name() -> str:
 def _local_dir(name: str, role: str) -> str | None:
     """The directory holding ``name``'s weights, when they are local (the default target, a
     shipped drafter, a model or head directory); None for Hub ids and weightless drafters."""
-    if role == "target" and (not name or name == "default"):
-        name = str(paths.DEFAULT_TARGET)
-    elif role == "drafter":
-        name = str(paths.SHIPPED_DRAFTERS.get(name, name))
-        name = name[4:] if name.lower().startswith("msd:") else name
-    return name if os.path.isdir(name) else None
+    if role == "target":
+        name = str(paths.DEFAULT_TARGET) if not name or name == "default" else name
+    else:
+        from .drafters.names import parse_drafter  # here: core.drafters imports this module
+
+        try:
+            d = parse_drafter(name)
+        except InputError:  # a malformed name has no weights to fingerprint
+            return None
+        name = d.ref if d is not None else ""
+    return name if name and os.path.isdir(name) else None
 
 
 @functools.lru_cache(maxsize=64)

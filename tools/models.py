@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from datetime import datetime, UTC
 from pathlib import Path
 
+from core.errors import run_command
+
 GGUF_MAGIC = b"GGUF"
 MARKER = "BUILD.json"
 MARKER_VERSION = 1  # bump when the recipe changes: older builds are then redone
@@ -549,6 +551,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return run_command(lambda: _run(args), user_errors=(BuildError,), interrupted="interrupted; rerun the same command to resume")
+
+
+def _run(args) -> int:
     try:
         if args.cmd == "real-pair":
             dirs = build_real_pair(args.out, args.wheels, progress=not args.quiet)
@@ -565,15 +571,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--- {role} ({d.name}, {time.perf_counter() - t:.1f}s, {'stopped on eos' if stopped else 'hit max_new_tokens'}):\n{text}"
             )
         return 0
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permissions ...
-        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except OSError as e:  # disk full, permissions ...: the reason and the file, without the errno
+        raise BuildError(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}") from None
 
 
 if __name__ == "__main__":

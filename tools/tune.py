@@ -27,7 +27,7 @@ import torch
 
 from core import api
 from core.machine import machine_key, tuning_path
-from core.errors import InputError, ModelLoadError
+from core.errors import run_command
 from core.drafters import DraftSpec
 from core.sampling import SamplingConfig
 from .scenes.generator import heldout_seeds
@@ -79,15 +79,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
+    return run_command(lambda: tune(args))
+
+
+def tune(args) -> int:
+    """Time every shape of ``args`` against plain decoding; print the table; save the best."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        gammas = [int(x) for x in args.gammas.split(",") if x]
-        budgets = [int(x) for x in args.budgets.split(",") if x]
-        pair = api.load_pair(args.target, args.drafter)
-    except (ValueError, InputError, ModelLoadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    gammas = [int(x) for x in args.gammas.split(",") if x]
+    budgets = [int(x) for x in args.budgets.split(",") if x]
+    pair = api.load_pair(args.target, args.drafter)
     samples = [make_sample(s) for s in heldout_seeds(args.n, start=7000)]
     samples = [s for s in samples if s["image"] is not None] or samples
 

@@ -25,13 +25,14 @@ import threading
 import time
 from pathlib import Path
 
-from core.api import ASSETS, SHIPPED_DRAFTERS, InputError, ModelLoadError
+from core.api import ASSETS, SHIPPED_DRAFTERS, InputError, ModelLoadError, parse_branching as parse_shape_branching, parse_drafter
 
 MAX_PROMPT_CHARS = 4000
 MAX_NEW_TOKENS = 512
 MAX_TRACE_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_COMPARE_CONFIGS = 10
+MAX_BRANCHING_DEPTHS = 12
 # Gradio keeps every session's last outputs (trace, plots, tables: ~1 MB after runs of <= 256 tokens) until
 # the session is evicted; keep the most recent MAX_SESSIONS (SPECSCOPE_MAX_SESSIONS) instead of
 # Gradio's 10,000, and drop a session's trace after STATE_TTL_SECONDS.
@@ -124,25 +125,12 @@ def check_float(name: str, value, lo: float, hi: float, lo_open: bool = False) -
 
 
 def parse_branching(text) -> tuple[int, ...]:
-    """'3,2,2,1' -> (3, 2, 2, 1): children per node at each depth of a static tree."""
-    if isinstance(text, (list, tuple)):
-        parts = [str(x) for x in text]
-    else:
-        parts = [p for p in re.split(r"[,\s;x×]+", str(text or "").strip()) if p]
-    if not parts:
-        raise InputError("branching: give children per depth, e.g. 3,2,2,1")
-    out = []
-    for p in parts:
-        try:
-            b = int(p)
-        except ValueError:
-            raise InputError(f"branching takes whole numbers separated by commas (e.g. 3,2,2,1), got {text!r}") from None
-        if not 1 <= b <= 16:
-            raise InputError(f"branching values must be between 1 and 16, got {b}")
-        out.append(b)
-    if len(out) > 12:
-        raise InputError(f"branching: at most 12 depths, got {len(out)}")
-    return tuple(out)
+    """'3,2,2,1' -> (3, 2, 2, 1): children per node at each depth of a static tree (the library's
+    parser, ``api.parse_branching``), at most ``MAX_BRANCHING_DEPTHS`` depths in the app."""
+    out = parse_shape_branching(text, "branching")
+    if len(out) > MAX_BRANCHING_DEPTHS:
+        raise InputError(f"branching: at most {MAX_BRANCHING_DEPTHS} depths, got {len(out)}")
+    return out
 
 
 # ------------------------------------------------------------------ model ids
@@ -169,35 +157,47 @@ def check_local_dir(name: str) -> str:
     return str(path)
 
 
+def _check_drafter(name: str) -> str:
+    """A drafter name, read by the library's one parser (``parse_drafter``); what it names is then
+    held to the app's rules: a registry name as given (case-blind), at most 64 skipped layers, a
+    head's folder or Hub id checked like a model's, plugins only when the operator allows them."""
+    low = name.lower()
+    d = parse_drafter(low if low in REGISTRY_DRAFTERS else name)  # malformed names: its messages
+    if d is None or d.kind == "ngram" or d.shipped:
+        return low
+    if d.kind == "layerskip":
+        if d.layers is not None and d.layers > 64:
+            raise InputError(f"layerskip takes a layer count, e.g. layerskip:2, got {name!r}")
+        return low
+    if d.kind in ("msd", "eagle3"):  # a head: folder or Hub id
+        return f"{d.kind}:" + check_model_id(d.ref, f"{d.kind.upper()} head")
+    if d.kind == "plugin":
+        if os.environ.get("SPECSCOPE_ALLOW_PLUGINS") != "1":
+            raise InputError(
+                "third-party drafter classes (module:Class) are disabled in the app; "
+                "the operator can enable them with SPECSCOPE_ALLOW_PLUGINS=1"
+            )
+        return name
+    return _check_model(name, "drafter")  # a whole model (or a head told apart by its files)
+
+
 def check_model_id(name, kind: str = "target") -> str:
     """Validate a target / drafter identifier typed by a user; returns what to pass to
-    ``core.api.load_pair``. ``kind``: "target" or "drafter"."""
+    ``core.api.load_pair``. ``kind``: "target", "drafter" or a head's ("MSD head")."""
     if name is None or not isinstance(name, str) or not name.strip():
         raise InputError(f"please give a {kind} model (a Hub id like owner/name)")
     name = name.strip()
     if len(name) > 300:
         raise InputError(f"{kind} id too long")
-    if kind == "target":
-        if name in ("default", default_target()):
-            return name
-    else:
-        low = name.lower()
-        if low in REGISTRY_DRAFTERS:
-            return low
-        if low.startswith("msd:"):  # an MSD / EAGLE head: folder or Hub id
-            return "msd:" + check_model_id(name[4:], "MSD head")
-        if low.startswith("layerskip:"):
-            k = low.split(":", 1)[1]
-            if not k.isdigit() or not 1 <= int(k) <= 64:
-                raise InputError(f"layerskip takes a layer count, e.g. layerskip:2, got {name!r}")
-            return low
-        if ":" in name and not _looks_like_path(name) and "/" not in name.split(":", 1)[0]:
-            if os.environ.get("SPECSCOPE_ALLOW_PLUGINS") != "1":
-                raise InputError(
-                    "third-party drafter classes (module:Class) are disabled in the app; "
-                    "the operator can enable them with SPECSCOPE_ALLOW_PLUGINS=1"
-                )
-            return name
+    if kind == "drafter":
+        return _check_drafter(name)
+    if kind == "target" and name in ("default", default_target()):
+        return name
+    return _check_model(name, kind)
+
+
+def _check_model(name: str, kind: str) -> str:
+    """A model folder inside an allowed root or a Hub id (reachable or cached)."""
     if _looks_like_path(name):
         return check_local_dir(name)
     if HUB_ID.match(name) and ".." not in name and "--" not in name:

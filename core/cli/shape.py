@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from ..drafters import DraftSpec, spec_for
 from ..drafters.base import AUTO_CAP
@@ -32,12 +33,30 @@ def add_shape_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_branching(text: str) -> tuple[int, ...]:
-    """'3,2,2,1' -> (3, 2, 2, 1); anything else is the user's mistake."""
-    try:
-        return tuple(int(b) for b in str(text).split(",") if b.strip())
-    except ValueError:
-        raise InputError(f"--branching takes comma-separated integers, got {text!r}") from None
+# separators between the children counts: commas, spaces, semicolons, or x between two numbers ("3x2x2")
+_SEP = re.compile(r"[,\s;]+|(?<=\d)[x×](?=\d)")
+
+
+def parse_branching(text, name: str = "--branching") -> tuple[int, ...]:
+    """'3,2,2,1' (or '3 2 2 1', '3x2x2x1', a list) -> (3, 2, 2, 1): children per node at each depth
+    of a static tree, each in [1, 16]; anything else is the user's mistake (``InputError`` naming
+    the field as the user knows it: ``name``, the CLI's flag or the app's "branching")."""
+    if isinstance(text, (list, tuple)):
+        parts = [str(x) for x in text]
+    else:
+        parts = [p for p in _SEP.split(str(text or "").strip()) if p]
+    if not parts:
+        raise InputError(f"{name}: give children per depth, e.g. 3,2,2,1")
+    out = []
+    for p in parts:
+        try:
+            b = int(p)
+        except ValueError:
+            raise InputError(f"{name} takes whole numbers separated by commas (e.g. 3,2,2,1), got {text!r}") from None
+        if not 1 <= b <= 16:
+            raise InputError(f"{name} values must be between 1 and 16, got {b}")
+        out.append(b)
+    return tuple(out)
 
 
 def spec_from_flags(args: argparse.Namespace, strategy: str) -> DraftSpec:

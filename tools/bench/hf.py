@@ -10,9 +10,9 @@ import time
 import torch
 
 from core.drafters import assistant_model
+from core.errors import first_line
 from core.kernels import stock
 from .configs import Config
-from .errors import first_line
 from .suites import Sample
 
 

@@ -12,8 +12,8 @@ import sys
 from torch.profiler import ProfilerActivity, profile as torch_profile
 
 from core import api, paths
+from core.errors import first_line
 from .configs import Config, build_configs, check_ref
-from .errors import first_line
 from .suites import Sample, load_suite
 
 # the engine's phases (core/engine.py step) -> the rows of the profile table

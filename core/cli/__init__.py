@@ -1,5 +1,5 @@
 """The command line of the decoding library: ``python -m core run|compare|visual|replay|audit|export``
-(README "CLI", docs/insight.md).
+(docs/usage.md "CLI", docs/insight.md).
 
     parser.py   the flags (shape.py: the draft-shape flags, shared with ``python -m tools.bench``)
     decode.py   run, compare, visual

@@ -1,4 +1,4 @@
-"""The flags of ``python -m core``: one parser, a sub-command per verb (docs: README "CLI")."""
+"""The flags of ``python -m core``: one parser, a sub-command per verb (docs: docs/usage.md "CLI")."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ SHIPPED_DRAFTERS = {
     "massv": ASSETS / "drafters" / "massv",
     "small-vlm": ASSETS / "drafters" / "small_vlm",
     "text-lm": ASSETS / "drafters" / "text_lm",
+    "eagle3": ASSETS / "drafters" / "eagle3",  # EAGLE-3 head trained here (assets/drafters/eagle3/TRAINING.md)
 }
 
 

@@ -20,7 +20,9 @@ from core.cli.shape import add_shape_flags
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError
+from .bound import bound as plain_bound
 from .measure import divergence, log, run_config, visual_meta
+from .peers import vllm_peers, vllm_python
 from .profiling import profile
 from .report import environment, markdown_table, write_html
 from .suites import groups_of, load_suite
@@ -102,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--kernels",
-        choices=["auto", "stock", "dense", "onednn"],
+        choices=["auto", "stock", "dense", "onednn", "packed"],
         default=None,
         help="our engine's product paths (default: $SPECSCOPE_KERNELS, else auto = measured)",
     )
@@ -127,6 +129,14 @@ def parser() -> argparse.ArgumentParser:
         default="inline",
         help="inline embeds plotly.js (~4.5 MB, works offline); cdn loads it from the web",
     )
+    ap.add_argument(
+        "--peers",
+        choices=["none", "vllm"],
+        default="none",
+        help="also run vLLM (plain and speculative, same prompt ids) from its own virtualenv (scripts/vllm_venv.sh); text suites",
+    )
+    ap.add_argument("--peer-k", default="4", help="--peers: draft lengths for vLLM's speculative runs, comma-separated")
+    ap.add_argument("--no-bound", action="store_true", help="skip measuring the memory bandwidth (the plain-decoding bound)")
     ap.add_argument("--silent", action="store_true", help="no progress lines on stderr")
     return ap
 
@@ -160,6 +170,10 @@ def parse_args(argv=None):
         raise BenchError("--suite folder needs --images DIR and --prompts FILE.jsonl")
     if args.images and args.suite != "folder":
         raise BenchError("--images is only used by --suite folder")
+    if args.peers == "vllm":
+        vllm_python()  # before any model work: no venv is a one-line error now, not after our runs
+        if args.suite != "text":
+            raise BenchError("--peers vllm runs text suites only (--suite text; vLLM's draft-model path refuses multimodal targets)")
     args.device = api.default_device(args.device)  # None -> $SPECSCOPE_DEVICE or cpu (in meta)
     args.dtype = resolve_dtype(args.dtype, args.device)  # "auto" -> the dtype actually measured (in meta)
     return args
@@ -181,10 +195,12 @@ def bench(args) -> dict:
         else:
             visual_cache = api.VisualCache()
     t_start = time.perf_counter()
+    first_records = None
     for k, cfg in enumerate(configs):
         pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode, device=args.device, kernels=args.kernels)
         log(args, f"[{k + 1}/{len(configs)}] {cfg.id}: {len(samples)} samples x {args.repeats} (AR + spec interleaved)")
         records = run_config(pair, cfg, samples, args, lookup_cache, visual_cache)
+        first_records = first_records or records
         res = summarize(cfg, records)
         res["drafter_label"] = cfg.drafter_label
         res["drafter_name"] = getattr(pair.drafter, "name", cfg.drafter)
@@ -211,6 +227,15 @@ def bench(args) -> dict:
                 ),
             )
     tgt = api.load_target(args.target, args.dtype, device=args.device, kernels=args.kernels)
+    if not args.no_bound:
+        results["bound"] = plain_bound(tgt.model)
+        log(
+            args,
+            f"bound: {results['bound']['bound_tok_s']} tok/s ({results['bound']['bandwidth_gbs']} GB/s over {results['bound']['bytes_per_step'] / 1e9:.2f} GB per step)",
+        )
+    if args.peers == "vllm":
+        ours_plain = [r["ar"][0]["tokens"] if r["ar"] else [] for r in first_records]
+        results["peers"] = vllm_peers(args, tgt, samples, ours_plain, lambda s: log(args, s))
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": target_name,
@@ -228,6 +253,7 @@ def bench(args) -> dict:
         "hf": args.hf,
         "detail": args.detail,
         "prompt_lookup_tokens": args.prompt_lookup_tokens,
+        "peers": args.peers,
         "seconds": round(time.perf_counter() - t_start, 2),
         "env": environment(),
         "visual": visual_meta(visual_cache) if visual_cache is not None else visual_off,

@@ -10,6 +10,7 @@ import torch
 import transformers
 
 from core.machine import cpu_name
+from .peers import markdown as peers_markdown
 
 
 COLUMNS = [
@@ -143,7 +144,29 @@ def markdown_table(results: dict) -> str:
         + "\n".join(split)
         + "\n"
         + visual_section(results)
+        + bound_section(results)
     )
+
+
+def bound_section(results: dict) -> str:
+    """Plain decoding against the bandwidth bound, with the peers (``--peers``) beside ours."""
+    b = results.get("bound")
+    if not b and not results.get("peers"):
+        return ""
+    first = {}
+    ours: dict = {"spec": {}}
+    for c in results["configs"]:
+        m = c["groups"].get("all") or next(iter(c["groups"].values()))
+        first = first or m
+        ours["spec"][c["id"]] = m.get("tokens_per_s_spec")
+    ours["plain"] = first.get("tokens_per_s_ar")
+    head = "\nPlain decoding against its bound"
+    if b:
+        head += (
+            f": a plain step reads {b['bytes_per_step'] / 1e9:.2f} GB of weights, this machine reads "
+            f"{b['bandwidth_gbs']} GB/s (torch sum over 512 MiB), so no decoder exceeds {b['bound_tok_s']} tok/s"
+        )
+    return head + ":\n\n" + peers_markdown(results.get("peers") or [], ours, b) + "\n"
 
 
 VISUAL_TITLE = "Acceptance on image-dependent vs other tokens"

@@ -1,0 +1,112 @@
+"""The bench's plain-decoding bound and its vLLM peer, without vLLM: the weights a step reads, the
+bound in the results and the table, and the peer plumbing through a stand-in virtualenv whose
+"python" runs a fake worker (vLLM itself is too heavy for CI: scripts/vllm_venv.sh)."""
+
+import json
+import stat
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tools import bench
+from tools.bench import bound as bench_bound
+from tools.bench import peers
+from tools.tiny import tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def text_model():
+    return tiny_model_dir("qwen2")
+
+
+def test_a_step_reads_every_weight_once_and_one_row_of_an_untied_embedding(text_model):
+    model = AutoModelForCausalLM.from_pretrained(text_model)
+    emb, out = model.get_input_embeddings(), model.get_output_embeddings()
+    every = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() * p.element_size() for p in every.values())
+    got = bench_bound.bytes_per_step(model)
+    if out.weight is emb.weight:  # tied: the table is the output layer, read whole, once
+        assert got == total
+    else:
+        assert got == total - emb.weight.numel() * emb.weight.element_size()
+    model.lm_head.weight = emb.weight  # tie them: now the table is read whole, and counted once
+    assert bench_bound.bytes_per_step(model) == sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def test_the_bound_is_bandwidth_over_bytes():
+    lin = torch.nn.Linear(1000, 1000, bias=False)
+    b = bench_bound.bound(lin, bw=4e9)
+    assert b["bytes_per_step"] == 4_000_000
+    assert b["bound_tok_s"] == 1000.0
+    assert bench_bound.bandwidth(mib=16, passes=2) > 0
+
+
+def test_peer_configs_map_model_folders_and_ngram(tmp_path):
+    cfgs = peers.peer_configs([str(tmp_path), "ngram", "msd"], [2, 4])
+    ids = [c["id"] for c in cfgs]
+    assert ids == ["vllm plain", "vllm draft model k=2", "vllm draft model k=4", "vllm ngram k=2", "vllm ngram k=4"]
+    assert cfgs[1]["speculative"] == {"model": str(tmp_path.resolve()), "num_speculative_tokens": 2}
+    assert cfgs[3]["speculative"]["method"] == "ngram"
+
+
+FAKE_WORKER = """
+import json, sys
+job = json.load(open(sys.argv[2]))
+spec = job["speculative"]
+runs = []
+for i, ids in enumerate(job["prompts"]):
+    toks = ids[-3:] if not (spec and i == 0) else ids[-2:]  # the speculative run differs on prompt 0
+    runs.append({"tokens": toks, "wall_s": 0.5})
+m = {"num_drafts": 10, "num_accepted_tokens": 15, "num_accepted_tokens_per_pos": [8, 5, 2, 0]} if spec else {}
+json.dump({"vllm": "fake", "load_s": 0, "runs": runs, "metrics_before": {}, "metrics": m, "speculative": spec}, open(sys.argv[3], "w"))
+"""
+
+
+@pytest.fixture
+def fake_venv(tmp_path, monkeypatch):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (tmp_path / "fake_worker.py").write_text(FAKE_WORKER)
+    py = venv / "bin" / "python"
+    py.write_text(f'#!/bin/sh\nexec {sys.executable} {tmp_path / "fake_worker.py"} "$@"\n')
+    py.chmod(py.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("SPECSCOPE_VLLM_VENV", str(venv))
+    return venv
+
+
+def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = ["--suite", "text", "--target", text_model, "--n", "2", "--max-new-tokens", "6", "--drafters", "ngram"]
+    argv += ["--strategies", "chain", "--peers", "vllm", "--peer-k", "3", "--silent", "--out", str(out)]
+    assert bench.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["bound"]["bound_tok_s"] > 0 and res["bound"]["bytes_per_step"] > 0
+    plain, spec = res["peers"]
+    assert plain["id"] == "vllm plain" and plain["tokens_per_s"] == pytest.approx(6 / 1.0)
+    assert spec["id"] == "vllm ngram k=3"
+    assert spec["same_as_vllm_plain"] == 1 and spec["n"] == 2  # prompt 0 differs: counted, not hidden
+    assert spec["mean_accepted_length"] == pytest.approx(2.5)
+    assert spec["acceptance_by_position"] == [0.8, 0.5, 0.2, 0.0]
+    table = capsys.readouterr().out
+    assert "Plain decoding against its bound" in table
+    assert "| vllm ngram k=3 |" in table and "| 1/2 |" in table
+
+
+def test_a_peer_that_fails_is_reported_and_the_bench_goes_on(text_model, fake_venv, tmp_path):
+    (fake_venv / "bin" / "python").write_text("#!/bin/sh\necho 'Illegal instruction' >&2\nexit 132\n")
+    out = tmp_path / "r.json"
+    argv = ["--suite", "text", "--target", text_model, "--n", "1", "--max-new-tokens", "4", "--strategies", "chain"]
+    argv += ["--drafters", "ngram", "--peers", "vllm", "--silent", "--out", str(out)]
+    assert bench.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert all("Illegal instruction" in p["error"] for p in res["peers"])
+
+
+def test_no_vllm_venv_is_one_line(text_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPECSCOPE_VLLM_VENV", str(tmp_path / "none"))
+    argv = ["--suite", "text", "--target", text_model, "--n", "1", "--max-new-tokens", "4", "--strategies", "chain"]
+    assert bench.main([*argv, "--drafters", "ngram", "--peers", "vllm", "--silent"]) == 2
+    err = capsys.readouterr().err
+    assert "scripts/vllm_venv.sh" in err and len(err.strip().splitlines()) == 1

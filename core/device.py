@@ -156,7 +156,7 @@ def kernels_default() -> str:
     return k
 
 
-KERNELS = ("auto", "stock", "dense", "onednn", "bf16", "int8")
+KERNELS = ("auto", "stock", "dense", "onednn", "packed", "bf16", "int8")
 
 
 def threads_from_env() -> None:

@@ -11,7 +11,7 @@ from core.engine import generate
 from tools.tiny import tiny_image, tiny_model_dir
 
 
-@pytest.mark.parametrize("path", ["dense", "onednn", "bf16", "int8"])
+@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "bf16", "int8"])
 @pytest.mark.parametrize("rows", [1, 3, 17])
 def test_every_path_computes_the_linear(path, rows):
     if not kernels.available(path):
@@ -30,6 +30,20 @@ def test_table_uses_the_fastest_path_of_the_next_measured_row_count():
     t = kernels._table(times)
     assert t[1] == "dense" and t[2] == "onednn" and t[3] == "dense" and t[4] == "dense"
     assert len(t) == 5
+
+
+def test_a_target_runs_one_path_for_every_multi_row_forward():
+    """A path switch between verify sizes would split the target's row-invariant sets (core.rows):
+    for a target every count from 2 rows on takes the one path fastest over those counts."""
+    times = {"dense": {1: 1.0, 2: 4.0, 4: 2.0, 8: 2.0}, "onednn": {1: 2.0, 2: 3.0, 4: 2.5, 8: 2.5}}
+    mixed = kernels._table(times)
+    assert len(set(mixed[2:])) == 2  # the drafter's table: fastest per count
+    one = kernels._table(times, uniform_from=2)
+    assert one[1] == "dense" and set(one[2:]) == {"dense"}  # 4/3 + 1 + 1 < 1 + 1.25 + 1.25
+    tgt = adapters.load(tiny_model_dir("llama"), kernels="stock")
+    choice = kernels.accelerate(tgt.model, "target", paths=("dense", "onednn"))
+    for shape, table in choice["paths"].items():
+        assert len({p for n, p in table.items() if int(n) >= kernels.UNIFORM_FROM}) == 1, (shape, table)
 
 
 def test_accelerate_swaps_linears_and_keeps_tied_weights():
@@ -63,7 +77,7 @@ def test_measured_choice_is_cached(monkeypatch):
     assert calls == [] and again.kernels["paths"] == tgt.kernels["paths"]
 
 
-@pytest.mark.parametrize("path", ["dense", "onednn", "auto"])
+@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "auto"])
 @pytest.mark.parametrize("family", ["llama", "llava", "qwen2_vl"])
 def test_speculative_equals_ar_on_each_path(family, path):
     tgt = adapters.load(tiny_model_dir(family), kernels=path)

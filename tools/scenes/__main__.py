@@ -52,6 +52,50 @@ def generate_answer(model, processor, sample: dict, max_new_tokens: int | None =
     return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+def generate_answers(model, processor, samples: list[dict], batch: int = 25) -> list[str]:
+    """Greedy answers of ``samples``, decoded in left-padded batches of up to ``batch`` samples of
+    one task kind (same length cap, all with or all without an image): the same answers as one at
+    a time up to rounding near-ties, several times faster on a CPU."""
+    import torch
+
+    tok = processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    groups: dict = {}
+    for i, s in enumerate(samples):
+        groups.setdefault((MAX_NEW_TOKENS.get(s["task"], 40), s["image"] is None), []).append(i)
+    preds = [""] * len(samples)
+    try:
+        for (mnt, no_image), idx in groups.items():
+            for k in range(0, len(idx), max(1, batch)):
+                part = idx[k : k + max(1, batch)]
+                texts = [
+                    processor.apply_chat_template(
+                        [
+                            {
+                                "role": "user",
+                                "content": ([] if no_image else [{"type": "image"}]) + [{"type": "text", "text": samples[i]["prompt"]}],
+                            }
+                        ],
+                        add_generation_prompt=True,
+                    )
+                    for i in part
+                ]
+                kw = {} if no_image else {"images": [samples[i]["image"] for i in part]}
+                inputs = processor(text=texts, return_tensors="pt", padding=True, **kw)
+                if "pixel_values" in inputs:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+                with torch.no_grad():
+                    out = model.generate(
+                        **inputs, do_sample=False, max_new_tokens=mnt, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+                    )
+                n = inputs["input_ids"].shape[1]
+                for j, i in enumerate(part):
+                    preds[i] = tok.decode(out[j, n:], skip_special_tokens=True).strip()
+    finally:
+        tok.padding_side = side
+    return preds
+
+
 def evaluate(
     model_dir: str,
     n: int = 200,
@@ -61,8 +105,10 @@ def evaluate(
     processor=None,
     threads: int | None = None,
     verbose: bool = False,
+    batch: int = 25,
 ) -> dict:
-    """Greedy-decode ``n`` held-out samples with plain ``model.generate`` and score them."""
+    """Greedy-decode ``n`` held-out samples with plain ``model.generate`` (batched, see
+    ``generate_answers``; ``batch=1``: one at a time) and score them."""
     import torch
 
     if threads:
@@ -73,9 +119,9 @@ def evaluate(
     correct = n_exact = 0
     t0 = time.time()
     failures = []
-    for seed in heldout_seeds(n, start):
-        s = make_sample(seed, task)
-        pred = generate_answer(model, processor, s)
+    samples = [make_sample(seed, task) for seed in heldout_seeds(n, start)]
+    preds = [generate_answer(model, processor, s) for s in samples] if batch <= 1 else generate_answers(model, processor, samples, batch)
+    for seed, s, pred in zip(heldout_seeds(n, start), samples, preds):
         ok = score(s, pred)
         correct += ok
         n_exact += exact(s, pred)
@@ -114,6 +160,7 @@ def main(argv=None):
     ev.add_argument("--start", type=int, default=0, help="offset into the held-out seeds")
     ev.add_argument("--task", choices=ALL_TASKS, default=None)
     ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--batch", type=int, default=25, help="samples decoded together (1: one at a time)")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object")
     ev.add_argument("-v", "--verbose", action="store_true", help="per-sample lines on stderr")
     args = ap.parse_args(argv)
@@ -128,7 +175,7 @@ def main(argv=None):
             print("image: none (text-only task)")
         return 0
 
-    res = evaluate(args.target, args.n, args.start, args.task, threads=args.threads, verbose=args.verbose)
+    res = evaluate(args.target, args.n, args.start, args.task, threads=args.threads, verbose=args.verbose, batch=args.batch)
     if args.json:
         out = {
             "accuracy": res["accuracy"],

@@ -20,6 +20,7 @@ from .engine import generate
 from .errors import InputError, ModelLoadError
 from .images import load_image
 from .pairs import Pair, default_device, load_pair, load_target, max_models, policy_for
+from .pairs import release as release_models
 from .paths import ASSETS, DEFAULT_TARGET, ROOT, SHIPPED_DRAFTERS
 from .rows import row_set
 from .sampling import SamplingConfig
@@ -34,6 +35,7 @@ __all__ = [
     "load_target",
     "default_device",
     "max_models",
+    "release_models",
     "policy_for",
     "warm",
     "run",

@@ -103,6 +103,13 @@ def load_pair(
 _policies: dict = {}
 
 
+def release() -> None:
+    """Drop every cached model and policy (their memory returns once no caller holds them)."""
+    with _cache_lock:
+        _cache.clear()
+        _policies.clear()
+
+
 def policy_for(pair: Pair, sampling: SamplingConfig):
     """The adaptive-length policy of this target + drafter (one for greedy, one for sampling): its
     cost model and acceptance statistics carry over from run to run, like a warm cache."""

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from core import pairs
 from tools import bench
 from tools.bench import bound as bench_bound
 from tools.bench import peers
@@ -81,6 +82,7 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     argv = ["--suite", "text", "--target", text_model, "--n", "2", "--max-new-tokens", "6", "--drafters", "ngram"]
     argv += ["--strategies", "chain", "--peers", "vllm", "--peer-k", "3", "--silent", "--out", str(out)]
     assert bench.main(argv) == 0
+    assert not pairs._cache  # our models were released before vLLM loaded its own
     res = json.loads(out.read_text())
     assert res["bound"]["bound_tok_s"] > 0 and res["bound"]["bytes_per_step"] > 0
     plain, spec = res["peers"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ from .configs import build_configs, check_ref
 from .errors import BenchError
 from .bound import bound as plain_bound
 from .measure import divergence, log, run_config, visual_meta
-from .peers import vllm_peers, vllm_python
+from .peers import peer_prompts, vllm_peers, vllm_python
 from .profiling import profile
 from .report import environment, markdown_table, write_html
 from .suites import groups_of, load_suite
@@ -233,13 +234,18 @@ def bench(args) -> dict:
             args,
             f"bound: {results['bound']['bound_tok_s']} tok/s ({results['bound']['bandwidth_gbs']} GB/s over {results['bound']['bytes_per_step'] / 1e9:.2f} GB per step)",
         )
+    family, kern = tgt.family, tgt.kernels
     if args.peers == "vllm":
         ours_plain = [r["ar"][0]["tokens"] if r["ar"] else [] for r in first_records]
-        results["peers"] = vllm_peers(args, tgt, samples, ours_plain, lambda s: log(args, s))
+        prompts = peer_prompts(tgt, samples)
+        del pair, tgt  # our models leave memory before vLLM loads its own copies
+        api.release_models()
+        gc.collect()
+        results["peers"] = vllm_peers(args, prompts, ours_plain, lambda s: log(args, s))
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": target_name,
-        "target_family": tgt.family,
+        "target_family": family,
         "dtype": args.dtype,
         "device": args.device,
         "baseline_dtype": args.baseline_dtype,
@@ -257,7 +263,7 @@ def bench(args) -> dict:
         "seconds": round(time.perf_counter() - t_start, 2),
         "env": environment(),
         "visual": visual_meta(visual_cache) if visual_cache is not None else visual_off,
-        "kernels": {"target": describe(tgt.kernels), "target_paths": tgt.kernels.get("paths"), "hf_baselines": args.hf_kernels},
+        "kernels": {"target": describe(kern), "target_paths": kern.get("paths"), "hf_baselines": args.hf_kernels},
         "columns": {
             "tau": "tokens per speculative step (incl. bonus, excl. prefill)",
             "accepted_per_step": "accepted draft tokens per step (excl. bonus)",

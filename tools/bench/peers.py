@@ -99,11 +99,15 @@ def _delta(m: dict, b: dict, key: str) -> float:
     return float(x - y) if isinstance(x, (int, float)) else 0.0
 
 
-def vllm_peers(args, target, samples, ours_plain: list[list[int]] | None, log) -> list[dict]:
-    """Every vLLM configuration on the bench's prompts; [{"id", ...summary}]."""
+def peer_prompts(target, samples) -> list[list[int]]:
+    """The token ids our engine feeds the target for each sample (chat template included)."""
     if any(s.image is not None for s in samples):
         raise BenchError("--peers vllm runs text suites only (vLLM's draft-model path refuses multimodal targets)")
-    prompts = [target.encode(s.prompt, None).input_ids[0].tolist() for s in samples]
+    return [target.encode(s.prompt, None).input_ids[0].tolist() for s in samples]
+
+
+def vllm_peers(args, prompts: list[list[int]], ours_plain: list[list[int]] | None, log) -> list[dict]:
+    """Every vLLM configuration on these prompt ids; [{"id", ...summary}]."""
     ks = [int(k) for k in str(args.peer_k).split(",") if k.strip()]
     drafters = [d.strip() for d in (args.drafters or "").split(",") if d.strip()]
     base = {

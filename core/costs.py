@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from .machine import machine_key, tuning_path
+from .machine import machine_key, update_tuning
 
 SIZES = (1, 2, 4, 8, 16, 32)
 EMA = 0.2  # weight of a new observation in the online estimates
@@ -83,17 +83,7 @@ def target_curve(adapter, refresh: bool = False) -> dict[int, float]:
     if key in _curves and not refresh:
         return dict(_curves[key])
     curve = _curves[key] = measure_target(adapter)
-    path = tuning_path()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data.setdefault("costs", {})[key] = {str(n): s for n, s in curve.items()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1))
-    except OSError:
-        pass
+    update_tuning(lambda data: data.setdefault("costs", {}).__setitem__(key, {str(n): s for n, s in curve.items()}))
     return dict(curve)
 
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .machine import cpu_name, tuning_path
+from .machine import cpu_name, tuning_path, update_tuning
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)  # row counts measured; inputs between two use the larger one
 
@@ -223,17 +223,7 @@ def _cached(key: str):
 
 
 def _store(entries: dict) -> None:
-    path = tuning_path()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data.setdefault("kernels", {}).update(entries)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1))
-    except OSError:
-        pass  # a read-only home: measure again next time
+    update_tuning(lambda data: data.setdefault("kernels", {}).update(entries))
 
 
 def _table(times: dict[str, dict[int, float]], uniform_from: int | None = None) -> list[str]:

@@ -2,14 +2,18 @@
 with, and the file where measured results are kept (tuned shapes, kernel paths, cost curves).
 
     tuning_path()                 ~/.cache/specscope/tuning.json (SPECSCOPE_TUNING to move it)
+    update_tuning(fn)             read-modify-write of that file, locked and atomic
     machine_key(target, drafter)  "<cpu>|threads=N|<target>|<drafter>|<weights fingerprints>"
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
 import os
+import tempfile
 import platform
 from pathlib import Path
 
@@ -21,6 +25,34 @@ from .errors import InputError
 
 def tuning_path() -> Path:
     return Path(os.environ.get("SPECSCOPE_TUNING", Path.home() / ".cache" / "specscope" / "tuning.json"))
+
+
+def update_tuning(change) -> bool:
+    """Apply ``change(data)`` (it edits the dict in place) to the tuning file: under an exclusive
+    lock (several processes measure at once: the app, a bench, test workers) and written to a
+    temporary file renamed over the old one, so no reader ever sees half a file and no writer's
+    entries are lost. False where the file cannot be written (a read-only home: measured again
+    next time)."""
+    path = tuning_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            with contextlib.suppress(ImportError, OSError):
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                data = {}
+            change(data)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(data, indent=1))
+            os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
 
 
 @functools.lru_cache(maxsize=1)

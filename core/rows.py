@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import tree_attention
-from .machine import cpu_name, tuning_path
+from .machine import cpu_name, tuning_path, update_tuning
 
 CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
 TOKENS = 32  # positions compared
@@ -157,17 +157,7 @@ def _cached(key: str) -> RowSet | None:
 
 
 def _store(key: str, rows: RowSet) -> None:
-    path = tuning_path()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data.setdefault("rows", {})[key] = rows.to_json()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1))
-    except OSError:
-        pass  # a read-only home: measured again in the next process
+    update_tuning(lambda data: data.setdefault("rows", {}).__setitem__(key, rows.to_json()))
 
 
 def _pattern(s: int) -> list[int]:

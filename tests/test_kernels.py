@@ -121,3 +121,23 @@ def test_a_bad_kernels_setting_is_a_one_line_error():
     err = r.stderr.strip()
     assert r.returncode == 2 and err.startswith("error:") and "\n" not in err, err
     assert "SPECSCOPE_KERNELS" in err and "onednn" in err
+
+
+def test_packed_copies_are_made_only_where_they_fit_in_memory(monkeypatch, tmp_path):
+    """The packed path keeps a second copy of each matrix it serves: where free memory would not
+    hold the copies, the next best path is used instead (a large target must not run out of memory
+    for a faster product)."""
+    if not kernels.available("packed"):
+        pytest.skip("no oneDNN packed product here")
+
+    def packed_fastest(lin, paths, rows=kernels.ROWS, reps=3):
+        return {p: {n: (1.0 if p == "packed" else 2.0 + (p == "onednn")) for n in rows} for p in paths}
+
+    monkeypatch.setattr(kernels, "measure_linear", packed_fastest)
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    for free, want in ((10**12, {"packed"}), (1, {"dense"})):
+        monkeypatch.setattr(kernels, "mem_available", lambda free=free: free)
+        tgt = adapters.load(tiny_model_dir("llama"), kernels="stock")
+        choice = kernels.accelerate(tgt.model, "target")
+        used = {p for table in choice["paths"].values() for p in table.values()}
+        assert used == want, (free, choice["paths"])

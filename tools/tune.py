@@ -26,7 +26,7 @@ import time
 import torch
 
 from core import api
-from core.machine import machine_key, tuning_path
+from core.machine import machine_key, tuning_path, update_tuning
 from core.errors import run_command
 from core.drafters import DraftSpec
 from core.sampling import SamplingConfig
@@ -121,15 +121,11 @@ def tune(args) -> int:
             best[strat] = {f: getattr(spec, f) for f in fields}
     print(f"\nbest: {json.dumps(best)}")
     if not args.no_save:
-        path = tuning_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        data[machine_key(args.target, args.drafter)] = best | {"forward_ms": costs}
-        path.write_text(json.dumps(data, indent=1))
-        print(f"saved to {path}")
+        key = machine_key(args.target, args.drafter)
+        if update_tuning(lambda data: data.__setitem__(key, best | {"forward_ms": costs})):
+            print(f"saved to {tuning_path()}")
+        else:
+            print(f"could not write {tuning_path()}: not saved")
     return 0
 
 

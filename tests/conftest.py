@@ -11,6 +11,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # measured kernel paths and cost curves go to a per-session file, not the user's ~/.cache
 os.environ.setdefault("SPECSCOPE_TUNING", os.path.join(tempfile.mkdtemp(prefix="specscope-tuning-"), "tuning.json"))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one file per worker: a test reads back what its own process measured
+    _t = os.environ["SPECSCOPE_TUNING"]
+    os.environ["SPECSCOPE_TUNING"] = os.path.join(os.path.dirname(_t), f"{os.environ['PYTEST_XDIST_WORKER']}-{os.path.basename(_t)}")
 torch.set_num_threads(1)  # tiny models: threads only add overhead
 
 

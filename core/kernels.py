@@ -19,9 +19,8 @@ Paths:
     dense   ``F.linear`` (MKL on x86 CPUs: the stock path)
     onednn  ``torch.ops.mkldnn._linear_pointwise`` on the same dense weight
     packed  the same oneDNN product on a copy of the weight reordered once into oneDNN's blocked
-            layout (no per-call reorder; measured on a 2-core AVX2 EPYC: 13 GB/s at 2-8 rows where
-            the dense weight gave 3-6, and every row computed alike at any row count, 1 included).
-            Costs a second copy of the matrices, so it is used only where it fits in free memory
+            layout (no reorder per call; measured: docs/results.md). Costs a second copy of the
+            matrices, so it is used only where the copies fit in free memory
     bf16    weight and input rounded to bfloat16 (a drafter's precision cannot change the output:
             the target verifies every token; never used for a target)
     int8    weight quantized per output channel to int8, input quantized per call (fbgemm's
@@ -55,10 +54,6 @@ def _onednn(x, w, b):
     return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
 
-def _packed(x, w, b):
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-
-
 def _bf16(x, w, b):
     return F.linear(x.to(w.dtype), w, b).to(x.dtype)
 
@@ -67,7 +62,7 @@ def _int8(x, packed, _):
     return torch.ops.quantized.linear_dynamic(x, packed, True)
 
 
-PATHS = {"dense": F.linear, "onednn": _onednn, "packed": _packed, "bf16": _bf16, "int8": _int8}
+PATHS = {"dense": F.linear, "onednn": _onednn, "packed": _onednn, "bf16": _bf16, "int8": _int8}  # packed: on _pack(w)
 ROLE_PATHS = {"target": ("dense", "onednn", "packed"), "drafter": ("dense", "onednn", "packed", "bf16", "int8")}
 PACK_HINT = 4  # the row count oneDNN lays the packed weight out for (any row count runs on it)
 LOSSY = ("bf16", "int8")  # never for a target: its numbers are the output
@@ -96,7 +91,7 @@ def _runs(fn, dtype: torch.dtype) -> bool:
 
 
 def _packed_probe(x, w, b):
-    return _packed(x, _pack(w), b)
+    return _onednn(x, _pack(w), b)
 
 
 def _pack(w: torch.Tensor) -> torch.Tensor:
@@ -139,8 +134,7 @@ def stock(model: nn.Module):
 
 def _time(fn, reps: int) -> float:
     """The fastest of ``reps`` timed calls after one untimed: a busy machine only ever adds time,
-    so the minimum is the product's own cost (a median taken under load once chose the slow path
-    for good, the choice being cached)."""
+    so the minimum is the product's own cost (the choice is cached, so a slow reading would stay)."""
     fn()
     ts = []
     for _ in range(reps):
@@ -269,7 +263,9 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
     if not linears:
         return {"role": role, "paths": {}}
     t0 = time.perf_counter()
+    uniform = UNIFORM_FROM if role == "target" else None
     tables: dict[str, list[str]] = {}
+    measured: dict[str, dict] = {}  # shape -> {path: {rows: seconds}}
     fresh = {}
     for _, _, lin in linears:
         shape = f"{lin.out_features}x{lin.in_features}"
@@ -283,17 +279,15 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
         if times is None:
             times = measure_linear(lin, paths)
             fresh[key] = times
-        times = {p: {int(n): t for n, t in v.items()} for p, v in times.items()}
-        tables[shape] = _table(times, UNIFORM_FROM if role == "target" else None)
+        measured[shape] = {p: {int(n): t for n, t in v.items()} for p, v in times.items()}
+        tables[shape] = _table(measured[shape], uniform)
     if fresh:
         _store(fresh)
     free = mem_available()
     if free is not None and "packed" in paths and _copy_bytes(linears, tables) > 0.7 * free:
-        for shape, key_times in list(tables.items()):  # the packed copies would not fit: next best path
-            if "packed" in key_times:
-                lin = next(m for _, _, m in linears if f"{m.out_features}x{m.in_features}" == shape)
-                times = {p: {int(n): t for n, t in v.items()} for p, v in (_cached(_key(lin, paths)) or {}).items() if p != "packed"}
-                tables[shape] = _table(times, UNIFORM_FROM if role == "target" else None) if times else ["dense"] * (ROWS[-1] + 1)
+        for shape in [s for s, t in tables.items() if "packed" in t]:  # the copies would not fit: next best path
+            rest = {p: t for p, t in measured.get(shape, {}).items() if p != "packed"}
+            tables[shape] = _table(rest, uniform) if rest else ["dense"] * (ROWS[-1] + 1)
     swapped = []
     for parent, name, lin in linears:
         table = tables[f"{lin.out_features}x{lin.in_features}"]
@@ -308,8 +302,8 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
             _store({key: model_check})
         for n in range(ROWS[-1] + 1):
             buckets = [next((m for m in PROBE_ROWS if m >= n), PROBE_ROWS[-1])]
-            if role == "target" and n >= UNIFORM_FROM:  # one verdict for every multi-row forward
-                buckets = [m for m in PROBE_ROWS if m >= UNIFORM_FROM]
+            if uniform is not None and n >= uniform:  # one verdict for every multi-row forward
+                buckets = [m for m in PROBE_ROWS if m >= uniform]
             stock_s = sum(model_check[str(b)]["stock"] for b in buckets)
             if stock_s <= sum(model_check[str(b)]["measured"] for b in buckets):
                 for m in swapped:

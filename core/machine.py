@@ -13,8 +13,8 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import platform
+import tempfile
 from pathlib import Path
 
 import torch

@@ -106,6 +106,14 @@ def test_a_peer_that_fails_is_reported_and_the_bench_goes_on(text_model, fake_ve
     assert all("Illegal instruction" in p["error"] for p in res["peers"])
 
 
+@pytest.mark.parametrize("k", ["abc", "0", ""])
+def test_a_bad_peer_k_is_one_line_before_any_run(text_model, fake_venv, k, capsys):
+    argv = ["--suite", "text", "--target", text_model, "--n", "1", "--strategies", "chain", "--drafters", "ngram"]
+    assert bench.main([*argv, "--peers", "vllm", "--peer-k", k, "--silent"]) == 2
+    err = capsys.readouterr().err
+    assert "--peer-k" in err and len(err.strip().splitlines()) == 1
+
+
 def test_no_vllm_venv_is_one_line(text_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPECSCOPE_VLLM_VENV", str(tmp_path / "none"))
     argv = ["--suite", "text", "--target", text_model, "--n", "1", "--max-new-tokens", "4", "--strategies", "chain"]

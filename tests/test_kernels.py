@@ -137,7 +137,7 @@ def test_packed_copies_are_made_only_where_they_fit_in_memory(monkeypatch, tmp_p
     monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
     for free, want in ((10**12, {"packed"}), (1, {"dense"})):
         monkeypatch.setattr(kernels, "mem_available", lambda free=free: free)
-        tgt = adapters.load(tiny_model_dir("llama"), kernels="stock")
+        tgt = adapters.load(tiny_model_dir("llama"), dtype="float32", kernels="stock")
         choice = kernels.accelerate(tgt.model, "target")
         used = {p for table in choice["paths"].values() for p in table.values()}
         assert used == want, (free, choice["paths"])

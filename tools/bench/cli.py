@@ -23,7 +23,7 @@ from .configs import build_configs, check_ref
 from .errors import BenchError
 from .bound import bound as plain_bound
 from .measure import divergence, log, run_config, visual_meta
-from .peers import peer_prompts, vllm_peers, vllm_python
+from .peers import peer_ks, peer_prompts, vllm_peers, vllm_python
 from .profiling import profile
 from .report import environment, markdown_table, write_html
 from .suites import groups_of, load_suite
@@ -173,6 +173,7 @@ def parse_args(argv=None):
         raise BenchError("--images is only used by --suite folder")
     if args.peers == "vllm":
         vllm_python()  # before any model work: no venv is a one-line error now, not after our runs
+        peer_ks(args.peer_k)
         if args.suite != "text":
             raise BenchError("--peers vllm runs text suites only (--suite text; vLLM's draft-model path refuses multimodal targets)")
     args.device = api.default_device(args.device)  # None -> $SPECSCOPE_DEVICE or cpu (in meta)
@@ -241,7 +242,7 @@ def bench(args) -> dict:
         del pair, tgt  # our models leave memory before vLLM loads its own copies
         api.release_models()
         gc.collect()
-        results["peers"] = vllm_peers(args, prompts, ours_plain, lambda s: log(args, s))
+        results["peers"] = vllm_peers(args, str(target_name), prompts, ours_plain, lambda s: log(args, s))
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": target_name,

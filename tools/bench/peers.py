@@ -1,4 +1,4 @@
-"""Production engines as peers of the bench (``--peers vllm``) and the bandwidth bound.
+"""Production engines as peers of the bench (``--peers vllm``).
 
 vLLM runs in its own virtualenv (``scripts/vllm_venv.sh``; it pins other transformers / torch
 builds than the project), one process per configuration, through ``tools/bench/vllm_worker.py``:
@@ -47,7 +47,7 @@ def peer_configs(drafters: list[str], ks: list[int]) -> list[dict]:
     return out
 
 
-def run_vllm(job: dict, log=lambda s: None, timeout: float = 3600) -> dict:
+def run_vllm(job: dict, timeout: float = 3600) -> dict:
     """One worker process for ``job``; its result dict, or {"error": ...} (never raises on the
     peer's own failures: a peer that cannot run is reported, the bench goes on)."""
     py = vllm_python()
@@ -99,32 +99,42 @@ def _delta(m: dict, b: dict, key: str) -> float:
     return float(x - y) if isinstance(x, (int, float)) else 0.0
 
 
+def peer_ks(text: str) -> list[int]:
+    """``--peer-k``: comma-separated draft lengths >= 1."""
+    try:
+        ks = [int(k) for k in str(text).split(",") if k.strip()]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise BenchError(f"--peer-k must be draft lengths >= 1, comma-separated (e.g. 2,4), got {text!r}")
+    return ks
+
+
 def peer_prompts(target, samples) -> list[list[int]]:
-    """The token ids our engine feeds the target for each sample (chat template included)."""
-    if any(s.image is not None for s in samples):
-        raise BenchError("--peers vllm runs text suites only (vLLM's draft-model path refuses multimodal targets)")
+    """The token ids our engine feeds the target for each sample (chat template included; the
+    text suite: no images)."""
     return [target.encode(s.prompt, None).input_ids[0].tolist() for s in samples]
 
 
-def vllm_peers(args, prompts: list[list[int]], ours_plain: list[list[int]] | None, log) -> list[dict]:
-    """Every vLLM configuration on these prompt ids; [{"id", ...summary}]."""
-    ks = [int(k) for k in str(args.peer_k).split(",") if k.strip()]
+def vllm_peers(args, target: str, prompts: list[list[int]], ours_plain: list[list[int]] | None, log) -> list[dict]:
+    """Every vLLM configuration on these prompt ids for ``target`` (a folder or Hub id); [{"id", ...summary}]."""
     drafters = [d.strip() for d in (args.drafters or "").split(",") if d.strip()]
+    folder = Path(os.path.expanduser(target))
     base = {
-        "target": str(Path(os.path.expanduser(args.target)).resolve()),
+        "target": str(folder.resolve()) if folder.is_dir() else target,  # a folder, or a Hub id as given
         "dtype": args.dtype,
         "max_new_tokens": args.max_new_tokens,
         "prompts": prompts,
         "threads": args.threads or os.cpu_count(),
     }
     out, plain = [], None
-    for cfg in peer_configs(drafters, ks):
+    for cfg in peer_configs(drafters, peer_ks(args.peer_k)):
         log(f"[peer] {cfg['id']}: {len(prompts)} prompts (own process; loading takes a while)")
-        res = run_vllm({**base, "speculative": cfg["speculative"]}, log)
+        res = run_vllm({**base, "speculative": cfg["speculative"]})
         if cfg["speculative"] is None:
             plain = res
         s = {"id": cfg["id"], **summarize_peer(res, plain if cfg["speculative"] else None, ours_plain)}
-        log(f"    {s.get('tokens_per_s', s.get('error'))} tok/s" if "error" not in s else f"    failed: {s['error']}")
+        log(f"    failed: {s['error']}" if "error" in s else f"    {s['tokens_per_s']} tok/s")
         out.append(s)
     return out
 

@@ -30,67 +30,46 @@ def load_target(model_dir: str, dtype=None):
     return model, processor
 
 
-def build_inputs(processor, sample: dict):
-    has_image = sample["image"] is not None
-    content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": sample["prompt"]}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-    if has_image:
-        return processor(images=sample["image"], text=text, return_tensors="pt")
-    return processor(text=text, return_tensors="pt")
+def chat_text(processor, sample: dict) -> str:
+    """The sample's prompt (with its image slot, if it has an image) in the chat template."""
+    content = ([] if sample["image"] is None else [{"type": "image"}]) + [{"type": "text", "text": sample["prompt"]}]
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
 
 
-def generate_answer(model, processor, sample: dict, max_new_tokens: int | None = None) -> str:
+def _decode_batch(model, processor, batch: list[dict], max_new_tokens: int) -> list[str]:
+    """Greedy answers of samples that all have an image or all have none (left-padded)."""
     import torch
 
-    inputs = build_inputs(processor, sample)
+    tok = processor.tokenizer
+    kw = {} if batch[0]["image"] is None else {"images": [s["image"] for s in batch]}
+    inputs = processor(text=[chat_text(processor, s) for s in batch], return_tensors="pt", padding=True, **kw)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    tok = processor.tokenizer
-    mnt = max_new_tokens or MAX_NEW_TOKENS.get(sample["task"], 40)
     with torch.no_grad():
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=mnt, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        out = model.generate(
+            **inputs, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+        )
+    n = inputs["input_ids"].shape[1]
+    return [tok.decode(row[n:], skip_special_tokens=True).strip() for row in out]
 
 
 def generate_answers(model, processor, samples: list[dict], batch: int = 25) -> list[str]:
     """Greedy answers of ``samples``, decoded in left-padded batches of up to ``batch`` samples of
     one task kind (same length cap, all with or all without an image): the same answers as one at
-    a time up to rounding near-ties, several times faster on a CPU."""
-    import torch
-
+    a time up to rounding near-ties, several times faster on a CPU (``batch=1``: one at a time)."""
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
     groups: dict = {}
     for i, s in enumerate(samples):
         groups.setdefault((MAX_NEW_TOKENS.get(s["task"], 40), s["image"] is None), []).append(i)
     preds = [""] * len(samples)
+    step = max(1, batch)
     try:
-        for (mnt, no_image), idx in groups.items():
-            for k in range(0, len(idx), max(1, batch)):
-                part = idx[k : k + max(1, batch)]
-                texts = [
-                    processor.apply_chat_template(
-                        [
-                            {
-                                "role": "user",
-                                "content": ([] if no_image else [{"type": "image"}]) + [{"type": "text", "text": samples[i]["prompt"]}],
-                            }
-                        ],
-                        add_generation_prompt=True,
-                    )
-                    for i in part
-                ]
-                kw = {} if no_image else {"images": [samples[i]["image"] for i in part]}
-                inputs = processor(text=texts, return_tensors="pt", padding=True, **kw)
-                if "pixel_values" in inputs:
-                    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-                with torch.no_grad():
-                    out = model.generate(
-                        **inputs, do_sample=False, max_new_tokens=mnt, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
-                    )
-                n = inputs["input_ids"].shape[1]
-                for j, i in enumerate(part):
-                    preds[i] = tok.decode(out[j, n:], skip_special_tokens=True).strip()
+        for (mnt, _), idx in groups.items():
+            for k in range(0, len(idx), step):
+                part = idx[k : k + step]
+                for i, pred in zip(part, _decode_batch(model, processor, [samples[i] for i in part], mnt)):
+                    preds[i] = pred
     finally:
         tok.padding_side = side
     return preds
@@ -108,7 +87,7 @@ def evaluate(
     batch: int = 25,
 ) -> dict:
     """Greedy-decode ``n`` held-out samples with plain ``model.generate`` (batched, see
-    ``generate_answers``; ``batch=1``: one at a time) and score them."""
+    ``generate_answers``) and score them."""
     import torch
 
     if threads:
@@ -120,7 +99,7 @@ def evaluate(
     t0 = time.time()
     failures = []
     samples = [make_sample(seed, task) for seed in heldout_seeds(n, start)]
-    preds = [generate_answer(model, processor, s) for s in samples] if batch <= 1 else generate_answers(model, processor, samples, batch)
+    preds = generate_answers(model, processor, samples, batch)
     for seed, s, pred in zip(heldout_seeds(n, start), samples, preds):
         ok = score(s, pred)
         correct += ok

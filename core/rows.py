@@ -143,7 +143,7 @@ def _key(adapter) -> str:
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
     h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
     return (
-        f"rows/{VERSION}|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
+        f"rows/{VERSION}.{tree_attention.VERSION}|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
         f"{str(adapter.dtype).replace('torch.', '')}|{adapter.device}|{h}"
     )
 

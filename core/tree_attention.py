@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 NAME = "specscope_rows"
+VERSION = 2  # bump when the computation changes: row sets measured with it are measured again
 MAX_ROWS = 64
 
 
@@ -50,18 +51,23 @@ def gathered(query, key, value, mask, scaling):
     v = torch.gather(value[:, :, None].expand(b, hkv, n, length, d), 3, idx)
     m = torch.gather(mask[:, 0], -1, order)[:, None, :, None, :]  # (B, 1, n, 1, L)
     groups = hq // hkv
-    q = _rows4(query.view(b, hkv, groups, n, 1, d))
-    w = torch.matmul(q, k[:, :, None].transpose(-1, -2))[..., :1, :] * scaling  # (B, Hkv, G, n, 1, L)
-    w = w + m[:, :, None]
-    w = torch.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
-    out = torch.matmul(_rows4(w), v[:, :, None])[..., :1, :]  # (B, Hkv, G, n, 1, d)
-    return out.reshape(b, hq, n, d)
+    q = query.view(b, hkv, groups, n, d).transpose(2, 3)  # (B, Hkv, n, G, d): a row's query heads
+    q = _at_least4(q)  # (B, Hkv, n, G', d)
+    # one small block product per (KV head, row): its batch dims match k's and v's, so nothing is
+    # broadcast (a broadcast batch would be materialised: copies of every row's keys per head)
+    w = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, Hkv, n, G', L)
+    w = torch.softmax(w + m, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(w, v)[..., :groups, :]  # (B, Hkv, n, G, d)
+    return out.transpose(2, 3).reshape(b, hq, n, d)
 
 
-def _rows4(x: torch.Tensor) -> torch.Tensor:
-    """One row grown to 4 (zeros after it): a product of one row takes a vector kernel whose sums
-    are split by length and thread, while the block kernel computes each row alike for any length."""
-    return torch.cat([x, x.new_zeros(*x.shape[:-2], 3, x.shape[-1])], dim=-2)
+def _at_least4(x: torch.Tensor) -> torch.Tensor:
+    """Rows grown to 4 where fewer (zeros after them): a product of one row takes a vector kernel
+    whose sums are split by length and thread, while the block kernel computes each row alike
+    for any length."""
+    if x.shape[-2] >= 4:
+        return x
+    return torch.cat([x, x.new_zeros(*x.shape[:-2], 4 - x.shape[-2], x.shape[-1])], dim=-2)
 
 
 def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):

@@ -245,3 +245,24 @@ def test_sampling_picks_plain_decodings_tokens_for_a_seed(family):
     for strategy in STRATEGIES:
         assert run(drafter, strategy, 7) == ref, strategy
     assert run(None, "chain", 8) != ref  # the seed matters: a tie here would be a fault
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (12, 2)])
+def test_gathered_attention_is_attention(heads, kv_heads):
+    """core.tree_attention computes masked attention (any GQA grouping, tree masks, one row or
+    many): its reordering and padding change only the rounding."""
+    from core import tree_attention
+
+    g = torch.Generator().manual_seed(0)
+    length, n, d = 23, 5, 16
+    q = torch.randn(1, heads, n, d, generator=g)
+    k, v = (torch.randn(1, kv_heads, length, d, generator=g) for _ in range(2))
+    visible = torch.rand(n, length, generator=g) < 0.6
+    visible[torch.arange(n), length - n + torch.arange(n)] = True  # every row sees itself
+    mask = torch.zeros(1, 1, n, length).masked_fill(~visible, torch.finfo(torch.float32).min)
+    rep = heads // kv_heads
+    w = (q @ k.repeat_interleave(rep, 1).transpose(-1, -2)) * 0.25 + mask
+    ref = torch.softmax(w, -1) @ v.repeat_interleave(rep, 1)
+    for rows in (slice(0, n), slice(2, 3)):  # all rows, and one alone
+        out = tree_attention.gathered(q[:, :, rows], k, v, mask[:, :, rows], 0.25)
+        torch.testing.assert_close(out, ref[:, :, rows], rtol=1e-5, atol=1e-5)

@@ -605,6 +605,42 @@ def test_train_curriculum_and_reuse(tmp_path):
     make_drafter(out, tgt).close()
 
 
+def test_init_from_target(tmp_path):
+    """--init-from-target: the head's lm_head is the target's rows of the draft vocabulary and its
+    norm the target's final norm, so on the target's own last hidden state (before the final norm)
+    the head's logits are the target's over the draft vocabulary; another hidden size is refused."""
+    from tools.train.__main__ import main
+    from tools.train.eagle3 import AuxTaps, init_from_target, target_features
+
+    tgt = load("llama")
+    vocab = list(range(3, 400, 3))
+    head = new_head(tgt, draft_vocab=vocab, aux_layer_ids=[0, 1, 2], seed=0)
+    init_from_target(head, tgt)
+    lm, norm = tgt.model.get_output_embeddings().weight, tgt.text_module().norm.weight
+    assert torch.equal(head.lm_head.weight, lm[vocab]) and torch.equal(head.norm.weight, norm)
+    L = len(tgt.text_module().layers)
+    taps = AuxTaps(tgt, [L, L, L])
+    try:
+        f = target_features(tgt, taps, {"prompt": "hello", "image": None, "answer": "a b c"})
+    finally:
+        taps.remove()
+    H = head.config.hidden_size
+    with torch.no_grad():
+        assert torch.allclose(head.logits(f["aux"][:, :H]), f["logits"][:, vocab], atol=1e-4)
+    with pytest.raises(ValueError, match="hidden size 32 differs"):
+        init_from_target(new_head(tgt, hidden_size=32, aux_layer_ids=[0, 1, 2]), tgt)
+    # the train command: the saved head (no step taken) holds the target's rows
+    (tmp_path / "d.jsonl").write_text(json.dumps({"image": None, "prompt": "hello", "answer": "a b c"}) + "\n")
+    out = tmp_path / "head"
+    args = ["eagle3", "--target", tgt.name, "--data", str(tmp_path / "d.jsonl"), "--out", str(out), "--run-dir", str(tmp_path / "run")]
+    args += ["--no-distill", "--draft-vocab", "16", "--vocab-samples", "2", "--aux-layers", "0,1,2", "--minutes", "0", "--threads", "1"]
+    assert main(args + ["--init-from-target"]) == 0
+    saved = Eagle3Head.load(str(out))
+    assert torch.equal(saved.lm_head.weight, lm[saved.draft_to_target()]) and torch.equal(saved.norm.weight, norm)
+    with pytest.raises(SystemExit):
+        main(args + ["--init-from-target", "--hidden-size", "32"])
+
+
 # ---------------------------------------------------------------------------------------------
 SHIPPED = ASSETS / "drafters" / "eagle3"
 

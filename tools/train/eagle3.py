@@ -21,6 +21,8 @@ samples for the first F of the budget, then the multimodal share rising linearly
 ``--reuse R``: self-distillation costs far more than a head step, so each step takes batch / R
 fresh samples and draws the rest from the last ``--replay`` ones (each used about R times);
 ``--distill-drafter D`` decodes the answers speculatively (the same greedy tokens, faster).
+``--init-from-target``: the head's lm_head starts as the target's rows of the draft vocabulary and
+its final norm as the target's (same hidden size only).
 Checkpointed (``--run-dir``/ckpt.pt) and resumable (``--resume``); progress in
 ``--run-dir``/log.txt. The head is saved in the speculators layout (vLLM loads it;
 ``python -m core export`` rewrites it).
@@ -143,6 +145,26 @@ def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=N
     return total, accs
 
 
+# ---------------------------------------------------------------- init
+@torch.no_grad()
+def init_from_target(head: Eagle3Head, target) -> None:
+    """Start the head from the target's output layer: its ``lm_head`` rows are the target's rows of
+    the draft vocabulary (draft id j: target id ``draft_to_target()[j]``) and its final ``norm``
+    the target's, so from the start it predicts the target's next token from a hidden state like
+    the target's last one. Needs the head's hidden size to equal the target's (ValueError)."""
+    lm = target.model.get_output_embeddings().weight
+    norm = getattr(target.text_module(), "norm", None)
+    if head.config.hidden_size != lm.shape[1]:
+        raise ValueError(
+            f"--init-from-target: the head's hidden size {head.config.hidden_size} differs from the target's {lm.shape[1]} "
+            "(drop --hidden-size or the init)"
+        )
+    if norm is None or tuple(norm.weight.shape) != tuple(head.norm.weight.shape):
+        raise ValueError("--init-from-target: the target has no final norm of the head's width")
+    head.lm_head.weight.copy_(lm[head.draft_to_target().to(lm.device)].to(head.lm_head.weight))
+    head.norm.weight.copy_(norm.weight.to(head.norm.weight))
+
+
 # ---------------------------------------------------------------- main
 def _source(data: str, seed: int, style: str) -> SampleSource:
     """MSD's sample source; JSONL rows may omit the answer (it is distilled)."""
@@ -185,6 +207,12 @@ def main(argv=None):
     ap.add_argument("--hidden-size", type=int, default=None, help="the head's width (default: the target's)")
     ap.add_argument("--aux-layers", default=None, help="three comma-separated layer ids (default [2, L//2, L-3])")
     ap.add_argument("--norm-before-residual", action="store_true")
+    ap.add_argument(
+        "--init-from-target",
+        action="store_true",
+        help="start lm_head from the target's rows of the draft vocabulary and norm from the target's final norm "
+        "(the head's hidden size must be the target's)",
+    )
     ap.add_argument("--multimodal-share", type=float, default=0.5, help="share of samples with an image (no curriculum: --text-frac < 0)")
     ap.add_argument(
         "--text-frac",
@@ -223,6 +251,9 @@ def main(argv=None):
         p.requires_grad_(False)
     n_layers = len(target.text_module().layers)
     aux_ids = aux_ids or default_aux_layers(n_layers)
+    th = target.model.get_input_embeddings().embedding_dim
+    if args.init_from_target and args.hidden_size and args.hidden_size != th:
+        ap.error(f"--init-from-target needs the head's hidden size to be the target's ({th}), got --hidden-size {args.hidden_size}")
     cfg = target.model.config
     image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
     src = _source(args.data, args.seed, args.answer_style)
@@ -266,6 +297,9 @@ def main(argv=None):
         norm_before_residual=args.norm_before_residual,
         seed=args.seed,
     )
+    if args.init_from_target and state is None:
+        init_from_target(head, target)
+        log("lm_head and norm initialised from the target's", run_dir)
     head.train()
     taps = AuxTaps(target, head.config.aux_layer_ids)
     params = [p for n_, p in head.named_parameters() if not n_.startswith("embed_tokens")]

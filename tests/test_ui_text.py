@@ -186,3 +186,20 @@ def test_the_replay_sweep_names_shapes_as_the_page_does():
     assert "chain γ=8" in names and "static tree 3,2,1" in names
     assert "dynamic tree: depth 8, top-4, 20 nodes" in names
     assert not any(re.search(r"\w:\d", n) for n in names), names
+
+
+def test_every_examples_answer_ends_within_the_default_length():
+    """The default length leaves every example's answer whole (the first one's, "There are 8
+    shapes. ...", was cut after 7 shapes by a 64-token default): decoded as the page does by
+    default (the default pair and precision, greedy), each run ends on its end-of-text token."""
+    from core import api
+    from ui import presets
+    from ui.inputs import defaults, load_examples
+
+    examples = load_examples()
+    assert examples
+    pair = api.load_pair("default", presets.default_drafter(), dtype=presets.auto_dtype())
+    n = defaults().max_new_tokens
+    for ex in examples:
+        tr = api.run(pair, ex["prompt"], api.load_image(ex["path"]), api.DraftSpec("chain", gamma=6), api.SamplingConfig(), n)
+        assert tr.stop_reason == "eos", (ex["file"], len(tr.output), n, tr.text[-80:])

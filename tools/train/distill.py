@@ -12,10 +12,10 @@ progress printed. ``--batch 1`` (default): one prompt at a time with the engine,
 ``--batch N``: text-only prompts N at a time through transformers' ``generate`` (left-padded,
 ``do_sample=False``) on the ids the adapter's own ``encode`` gives (its chat template), grouped
 by prompt length within windows of ``--window`` batches (less padding; written in that order):
-one read of the weights per step for N rows, several times the tokens/s of one at a time on a
-CPU (docs/eagle3.md has a measurement). The same greedy answers up to rounding: padding changes
-the shapes of the products, so a rare near-tie between the top two tokens may flip (rows with an
-image still go one at a time, with the engine).
+one read of the weights per step for N rows, several times the decoding tokens/s of one at a
+time on a CPU (the prefill gains nothing; docs/eagle3.md has the measurement). The same greedy
+answers up to rounding: padding changes the shapes of the products, so a rare near-tie between
+the top two tokens may flip (rows with an image still go one at a time, with the engine).
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ fresh samples and draws the rest from the last ``--replay`` ones (each used abou
 ``--distill-drafter D`` decodes the answers speculatively (the same greedy tokens, faster).
 ``--init-from-target``: the head's lm_head starts as the target's rows of the draft vocabulary and
 its final norm as the target's (same hidden size only).
+``--features DIR``: train from a feature cache (``python -m tools.train.features``: the target ran
+once per sample; aux features, ids and its top-k distribution over the draft vocabulary on disk)
+instead of running the target: shuffled epochs over the cached samples, its draft vocabulary and
+aux layers; the target is loaded only for its embeddings (and ``--init-from-target``).
 Checkpointed (``--run-dir``/ckpt.pt) and resumable (``--resume``); progress in
 ``--run-dir``/log.txt. The head is saved in the speculators layout (vLLM loads it;
 ``python -m core export`` rewrites it).
@@ -84,33 +88,52 @@ def draft_vocabulary(target, samples: list[dict], size: int) -> tuple[list[int],
 
 
 @torch.no_grad()
-def target_features(target, taps: AuxTaps, sample: dict) -> dict:
-    """What one training sample needs from the frozen target (clones: outside inference mode)."""
+def target_features(target, taps: AuxTaps, sample: dict, all_logits: bool = True, max_tokens: int = 0) -> dict:
+    """What one training sample needs from the frozen target (clones: outside inference mode).
+
+    ``all_logits=False`` (the feature cache, tools/train/features.py): no logits over the whole
+    vocabulary at every position; instead ``hidden`` (the target's last hidden state, after its
+    final norm, every position) and ``last_logits`` (the last position's). ``max_tokens``: keep
+    the first this many ids of prompt + answer (the prefill is causal: the same features for them)."""
     enc, ids = sample_ids(target, sample)
+    if max_tokens and ids.shape[1] > max_tokens:
+        ids = ids[:, :max_tokens]
     full = adapters.Encoded(ids, enc.extra, enc.has_image)
-    sess, logits, hidden = target.prefill(full, want_hidden=True, all_logits=True)
+    sess, logits, hidden = target.prefill(full, want_hidden=True, all_logits=all_logits)
     aux = taps.lookup(hidden)
     taps.clear()
-    return {
+    out = {
         "ids": ids[0].clone(),
         "aux": aux.float().clone(),
-        "logits": logits.float().clone(),
+        "logits": logits.float().clone() if all_logits else None,
         "embeds": None if sess.embeds is None else sess.embeds[0].float().clone(),
         "prompt_len": enc.length,
     }
+    if not all_logits:
+        out["hidden"], out["last_logits"] = hidden.float().clone(), logits.float().clone()
+    return out
 
 
 # ---------------------------------------------------------------- loss
 def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=None, decay: float = 0.8, outputs: list | None = None):
     """Training-time-test loss of one sample over ``steps`` draft steps. Returns (loss, top-1
-    agreement with the target per step). ``outputs``: gets each step's head outputs (n, H)."""
-    ids, aux, tl, plen = feats["ids"], feats["aux"], feats["logits"], feats["prompt_len"]
+    agreement with the target per step). ``outputs``: gets each step's head outputs (n, H).
+
+    The target's distribution comes dense (``feats["logits"]``, (T, target vocabulary): softmax
+    over the draft vocabulary's columns) or sparse, as the feature cache keeps it
+    (``feats["logits"]`` None; ``topk_ids`` (T - prompt_len, k) draft ids and ``topk_p`` their
+    probabilities for rows prompt_len - 1 .. T - 2, the rows that predict answer tokens,
+    renormalised here): the same loss when k covers the draft vocabulary."""
+    ids, aux, tl, plen = feats["ids"], feats["aux"], feats.get("logits"), feats["prompt_len"]
     T = ids.shape[0]
     n = T - 1  # pairs (g_t, x_{t+1}), t = 0 .. T-2
     emb_mod = head.embed_tokens if head.embed_tokens is not None else target.model.get_input_embeddings()
-    vocab = head.draft_to_target()
+    sparse = tl is None
     with torch.no_grad():
-        p_all = torch.softmax(tl[:, vocab], -1)  # target's distribution over the draft vocabulary
+        if sparse:
+            tk_ids, tk_p = feats["topk_ids"].long(), feats["topk_p"].float()
+        else:
+            p_all = torch.softmax(tl[:, head.draft_to_target()], -1)  # target's distribution over the draft vocabulary
     g = head.features(aux[:-1])
     dt = g.dtype
     big = torch.finfo(dt).min
@@ -138,10 +161,18 @@ def ttt_loss(head: Eagle3Head, target, feats: dict, steps: int, image_token_id=N
         if not bool(valid.any()):
             break
         logq = torch.log_softmax(head.logits(h[valid]).float(), -1)
-        p = p_all[tok_idx[valid]]  # target row t+1+j predicts x_{t+2+j}
-        p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
-        total = total + (decay**j) * -(p * logq).sum(-1).mean()
-        accs.append(float((logq.argmax(-1) == p.argmax(-1)).float().mean()))
+        rows = tok_idx[valid]  # target row t+1+j predicts x_{t+2+j}
+        if sparse:
+            idx, p = tk_ids[rows - (plen - 1)], tk_p[rows - (plen - 1)]
+            p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
+            total = total + (decay**j) * -(p * logq.gather(-1, idx)).sum(-1).mean()
+            best = idx.gather(-1, p.argmax(-1, keepdim=True))[:, 0]
+        else:
+            p = p_all[rows]
+            p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
+            total = total + (decay**j) * -(p * logq).sum(-1).mean()
+            best = p.argmax(-1)
+        accs.append(float((logq.argmax(-1) == best).float().mean()))
     return total, accs
 
 
@@ -181,6 +212,12 @@ def main(argv=None):
     ap.add_argument("--target", default="assets/target")
     ap.add_argument("--out", required=True)
     ap.add_argument("--data", default="scenes", help="'scenes' or a JSONL of {image, prompt, answer?}")
+    ap.add_argument(
+        "--features",
+        default=None,
+        help="train from this feature cache (python -m tools.train.features) instead of running the target: "
+        "epochs over its samples, its draft vocabulary and aux layers",
+    )
     ap.add_argument("--no-distill", action="store_true", help="train on the data's answers, not the target's")
     ap.add_argument("--answer-tokens", type=int, default=64, help="length of the self-distilled answers")
     ap.add_argument(
@@ -238,6 +275,26 @@ def main(argv=None):
             ap.error(f"--aux-layers takes three comma-separated integers, got {args.aux_layers!r}")
         if len(aux_ids) != 3:
             ap.error("--aux-layers takes three layer ids")
+    cache = None
+    if args.features:
+        from tools.train.features import FeatureCache, fingerprint
+
+        bad = [
+            o
+            for o, on in (("--reuse", args.reuse > 1), ("--text-frac", args.text_frac >= 0), ("--distill-drafter", args.distill_drafter))
+            if on
+        ]
+        if bad:
+            ap.error(f"{', '.join(bad)}: not with --features (the cache holds the samples; each is seen once per epoch)")
+        try:
+            cache = FeatureCache(args.features)
+        except FileNotFoundError as e:
+            ap.error(str(e))
+        if not len(cache):
+            ap.error(f"{args.features}: no cached samples yet (python -m tools.train.features fills it)")
+        if aux_ids and aux_ids != cache.meta["aux_layer_ids"]:
+            ap.error(f"--aux-layers {aux_ids}: the cache holds layers {cache.meta['aux_layer_ids']}")
+        aux_ids = cache.meta["aux_layer_ids"]
     if args.threads:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir or f"runs/{Path(args.out).name}")
@@ -249,6 +306,8 @@ def main(argv=None):
     target = adapters.load(resolve_target(args.target), dtype="float32", kernels="stock")
     for p in target.model.parameters():
         p.requires_grad_(False)
+    if cache is not None and cache.meta["target"] != fingerprint(target):
+        ap.error(f"{args.features} was computed with another target ({cache.meta['target']} vs {fingerprint(target)})")
     n_layers = len(target.text_module().layers)
     aux_ids = aux_ids or default_aux_layers(n_layers)
     th = target.model.get_input_embeddings().embedding_dim
@@ -274,7 +333,18 @@ def main(argv=None):
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if args.resume and ckpt.exists() else None
     if state is not None:
         vocab = state["vocab"]
+        if cache is not None and list(vocab) != list(cache.vocab):
+            ap.error(f"the checkpoint's draft vocabulary is not {args.features}'s")
         log(f"resuming from step {state['step']} ({state['elapsed']:.0f}s)", run_dir)
+    elif cache is not None:
+        vocab = list(cache.vocab)
+        (run_dir / "vocab.json").write_text((Path(args.features) / "vocab.json").read_text())
+        log(
+            f"feature cache {args.features}: {len(cache)} samples, {cache.tokens()} tokens, aux layers {aux_ids}, "
+            f"draft vocabulary {len(vocab)} ids, top-{cache.meta['top_k']}"
+            + (f"; not loaded: {', '.join(cache.bad)}" if cache.bad else ""),
+            run_dir,
+        )
     else:
         t0 = time.time()
         # the vocabulary sees both kinds of samples, whatever the curriculum
@@ -323,6 +393,10 @@ def main(argv=None):
                 "elapsed": time.time() - t_start,
                 "tokens": tokens,
                 "fresh": fresh,
+                "epoch": epoch,
+                "pos": pos,
+                "n_cached": len(order),
+                "samples": samples,
             },
             ckpt,
         )
@@ -334,12 +408,40 @@ def main(argv=None):
     pool: deque = deque(maxlen=max(1, args.replay))  # --reuse: recent samples' target features
     rng = random.Random(args.seed + step)
     fresh = 0 if state is None else state.get("fresh", 0)  # distilled samples drawn
+    # --features: shuffled epochs over the cached samples (epoch e's order: a permutation seeded by
+    # --seed and e); resumed at the same place unless the cache has grown meanwhile
+    epoch, pos, samples, order = 0, 0, 0, []
+    if state is not None:
+        epoch, pos, samples = state.get("epoch", 0), state.get("pos", 0), state.get("samples", 0)
+
+    def epoch_order(e: int) -> list[int]:
+        idx = list(range(len(cache)))
+        random.Random(f"{args.seed}:{e}").shuffle(idx)
+        return idx
+
+    if cache is not None:
+        if state is not None and state.get("n_cached") not in (None, len(cache)):
+            log(f"the cache holds {len(cache)} samples (was {state['n_cached']}): a new epoch starts over all of them", run_dir)
+            epoch, pos = epoch + (pos > 0), 0
+        order = epoch_order(epoch)
+
+    def next_cached() -> dict:
+        nonlocal epoch, pos, order
+        if pos >= len(order):
+            epoch, pos = epoch + 1, 0
+            order = epoch_order(epoch)
+        pos += 1
+        return cache.feats(order[pos - 1])
+
     while True:
         elapsed = time.time() - t_start
         if elapsed >= total or (args.steps and step >= args.steps):
             break
         n_fresh = args.batch if args.reuse <= 1 or len(pool) < args.batch else max(1, round(args.batch / args.reuse))
-        batch = [target_features(target, taps, next_sample(elapsed / total)) for _ in range(n_fresh)]
+        if cache is not None:
+            batch, n_fresh = [next_cached() for _ in range(args.batch)], 0
+        else:
+            batch = [target_features(target, taps, next_sample(elapsed / total)) for _ in range(n_fresh)]
         if args.reuse > 1:
             batch += [pool[rng.randrange(len(pool))] for _ in range(args.batch - n_fresh)]
             pool.extend(batch[:n_fresh])
@@ -361,13 +463,19 @@ def main(argv=None):
         opt.step()
         step += 1
         fresh += n_fresh
+        samples += len(batch)
         tokens += sum(int(f["ids"].shape[0]) - f["prompt_len"] for f in batch)  # answer tokens (+ eos) seen
         depth_acc = [sum(a[j] for a in accs if len(a) > j) / max(1, sum(1 for a in accs if len(a) > j)) for j in range(args.ttt)]
         hist.append(depth_acc[0])
         if step % 10 == 0 or args.steps:
+            where = (
+                f"epoch {epoch + pos / len(order):.2f} samples {samples} tokens {tokens}"
+                if cache is not None
+                else f"p_mm {p_multimodal(elapsed / total):.2f} tokens {tokens} fresh {fresh}"
+            )
             log(
                 f"step {step} loss {loss.item():.4f} top1/depth {' '.join(f'{a:.3f}' for a in depth_acc)} "
-                f"p_mm {p_multimodal(elapsed / total):.2f} tokens {tokens} fresh {fresh} lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s",
+                f"{where} lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s",
                 run_dir,
             )
         if time.time() - last_ck > args.checkpoint_every:
@@ -379,13 +487,15 @@ def main(argv=None):
         "target": str(args.target),
         "steps": step,
         "answer_tokens_seen": tokens,
-        "samples_distilled": fresh,
+        "samples_distilled": fresh if cache is None else len(cache),
         "ttt": args.ttt,
         "minutes": round((time.time() - t_start) / 60, 2),
-        "data": args.data,
+        "data": args.data if cache is None else args.features,
         "distilled": not args.no_distill,
         "top1_last100": round(sum(hist[-100:]) / max(1, len(hist[-100:])), 4),
     }
+    if cache is not None:
+        head.config.meta["specscope"]["epochs"] = round(epoch + pos / len(order), 3)
     head.config.meta["speculative_tokens"] = args.ttt
     head.eval().save(args.out)
     log(f"saved {args.out} after {step} steps", run_dir)

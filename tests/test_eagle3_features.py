@@ -234,3 +234,37 @@ def test_train_from_cache_runs_and_resumes(tmp_path, monkeypatch):
     # the cache's layers are the head's: others refused
     with pytest.raises(SystemExit):
         main(["eagle3", "--target", tgt.name, "--features", str(feats), "--out", str(tmp_path / "c"), "--aux-layers", "0,1,2"])
+
+
+def test_features_follow_a_growing_file(tmp_path, monkeypatch):
+    """--wait-minutes: rows appended while it runs (as distill.py appends) are computed in the same
+    run, the vocabulary waiting for --vocab-samples rows while they keep coming; it stops once none
+    came for that long."""
+    import threading
+    import time
+
+    import tools.train.eagle3 as e3
+    from tools.train.features import FeatureCache
+
+    tgt = load("llama")
+    calls = []
+    real = e3.target_features
+    monkeypatch.setattr(e3, "target_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = [{"image": None, "prompt": f"question {i}", "answer": f"answer {i}"} for i in range(4)]
+    data = tmp_path / "data.jsonl"
+    write_rows(data, rows[:1])
+
+    def append():
+        for i in (1, 2, 3):
+            time.sleep(0.4)
+            with open(data, "a") as f:
+                f.write(json.dumps(rows[i]) + "\n")
+
+    th = threading.Thread(target=append)
+    th.start()
+    t0 = time.time()
+    assert run_features(tgt, data, tmp_path / "feats", "--vocab-samples", "3", "--wait-minutes", "0.03", "--poll", "0.1") == 0
+    th.join()
+    assert len(calls) == 4 and len(FeatureCache(tmp_path / "feats")) == 4 and time.time() - t0 < 30
+    counts = json.loads((tmp_path / "feats" / "vocab.json").read_text())["counts"]
+    assert sum(counts.values()) == sum(real_ids.shape[1] for real_ids in (e3.sample_ids(tgt, r)[1] for r in rows[:3]))

@@ -29,7 +29,7 @@ renamed, so a shard is whole or absent) of ``--shard-samples`` samples. Resumabl
 already in shards (matched by content: prompt, image, answer) are skipped, a shard that does not
 load is removed and its samples computed again; it reads the data's complete lines only, so it can
 run while distill.py appends (rerun it, or ``--wait-minutes M`` to keep polling for new lines
-until none came for M minutes). Ctrl-C / SIGTERM write the samples done so far.
+until none came for M minutes; the vocabulary then waits for ``--vocab-samples`` rows the same way). Ctrl-C / SIGTERM write the samples done so far.
 """
 
 from __future__ import annotations
@@ -276,11 +276,13 @@ def main(argv=None):
     else:
         t0 = time.time()
         rows = [r for r in read_rows(args.data) if r.get("answer") is not None]
-        deadline = time.time() + args.wait_minutes * 60
-        while len(rows) < args.vocab_samples and time.time() < deadline:
+        last_new = time.time()
+        while len(rows) < args.vocab_samples and time.time() - last_new < args.wait_minutes * 60:
             print(f"waiting for {args.vocab_samples} rows to fix the draft vocabulary ({len(rows)} so far)", flush=True)
             time.sleep(args.poll)
-            rows = [r for r in read_rows(args.data) if r.get("answer") is not None]
+            more = [r for r in read_rows(args.data) if r.get("answer") is not None]
+            last_new = time.time() if len(more) > len(rows) else last_new
+            rows = more
         rows = rows[: args.vocab_samples]
         if not rows:
             ap.error(f"{args.data}: no rows with an answer to fix the draft vocabulary from")

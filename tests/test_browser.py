@@ -86,10 +86,12 @@ def summary_numbers(page) -> dict:
 
 
 def chip_overlaps(page, root) -> tuple[int, list]:
-    """Bounding boxes of the tree's label chips as drawn: pairs that overlap."""
+    """Bounding boxes of the tree's label chips as drawn (and of the key of shortened labels
+    under the tree, which no chip may overlap either): (number of chips, pairs that overlap)."""
     boxes = page.eval_on_selector_all(
         f"{root} g.annotation rect.bg",
-        "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom] })",
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return [r.left, r.right, r.top, r.bottom, e.closest('g.annotation').textContent.startsWith('In full')] })",
     )
     bad = [
         (a, b)
@@ -97,7 +99,7 @@ def chip_overlaps(page, root) -> tuple[int, list]:
         for b in boxes[i + 1 :]
         if a[0] < b[1] - 0.5 and b[0] < a[1] - 0.5 and a[2] < b[3] - 0.5 and b[2] < a[3] - 0.5
     ]
-    return len(boxes), bad
+    return sum(1 for b in boxes if not b[4]), bad
 
 
 def open_tab(page, name):

@@ -44,6 +44,11 @@ def _col(fig) -> dict[float, int]:
     return {x: i for i, x in enumerate(xs)}
 
 
+def _chips(fig) -> list:
+    """The node chips of a tree figure (its annotations but the key of shortened labels)."""
+    return [a for a in fig.layout.annotations if a.name != R.TREE_KEY]
+
+
 def _edge_count(fig) -> int:
     return sum(list(t.x).count(None) for t in _traces(fig, "edges"))
 
@@ -149,7 +154,7 @@ def test_tree_figure_nodes_edges_colours(strategy):
         n = len(s.tokens)
         nodes = _nodes(fig)
         assert sum(len(v) for v in nodes.values()) == n + 2  # + root + added token
-        assert len(fig.layout.annotations) == n + 2  # one chip per node
+        assert len(_chips(fig)) == n + 2  # one chip per node
         assert _edge_count(fig) == n + 1  # a tree: one edge per non-root node
         assert sorted(i for i, _, _ in nodes.get("accepted", [])) == sorted(s.accepted)
         assert sorted(i for i, _, _ in nodes.get("rejected", [])) == sorted(s.rejected)
@@ -169,7 +174,7 @@ def test_tree_figure_nodes_edges_colours(strategy):
         assert col[nodes["root"][0][1]] == 0
         assert f"Step {k + 1}: accepted {len(s.accepted)} of {n} drafted" in fig.layout.title.text
         # chips carry the status colour too
-        chip_colors = {a.bgcolor for a in fig.layout.annotations}
+        chip_colors = {a.bgcolor for a in _chips(fig)}
         assert R.SLATE in chip_colors and (R.GREEN in chip_colors or not s.accepted)
         assert fig.layout.height >= R.TREE_HEIGHT
         assert not fig.layout.xaxis.visible and not fig.layout.yaxis.visible
@@ -180,7 +185,7 @@ def test_tree_root_label_is_last_committed_token():
     for k in (0, 1, 9):
         prev = tr.first_token if k == 0 else tr.steps[k - 1].committed[-1]
         fig = R.tree_figure(tr, k)
-        root_chip = [a for a in fig.layout.annotations if a.bgcolor == R.SLATE]
+        root_chip = [a for a in _chips(fig) if a.bgcolor == R.SLATE]
         assert len(root_chip) == 1
         assert R.esc(R.visible(tr.vocab[str(prev)], fig.layout.meta["maxlen"])) in root_chip[0].text
 
@@ -218,7 +223,7 @@ def test_tree_60_nodes_readable():
     height = fig.layout.height
     assert height >= R.TREE_HEIGHT
     assert (height - 120) / leaves >= 18  # >= 18 px per row of chips
-    assert min(a.font.size for a in fig.layout.annotations) >= 9
+    assert min(a.font.size for a in _chips(fig)) >= 9
     # no two chips of the same column overlap
     cols = {}
     for v in nodes.values():
@@ -250,7 +255,7 @@ def test_tree_ar_step_and_one_node_chain():
     fig = R.tree_figure(tr, 0)
     nodes = _nodes(fig)
     assert _col(fig)[nodes["correction"][0][1]] == 1 and [i for i, _, _ in nodes["rejected"]] == [0]
-    texts = [a.text for a in R.tree_figure(tr, 0).layout.annotations]
+    texts = [a.text for a in _chips(R.tree_figure(tr, 0))]
     assert "<5>" in " ".join(texts).replace("&lt;", "<").replace("&gt;", ">")  # unknown id: shown as <id>
 
 
@@ -268,7 +273,7 @@ def test_tree_unicode_and_whitespace_tokens():
     )
     tr = _manual_trace([s], first=9, vocab=vocab)
     fig = _valid(R.tree_figure(tr, 0))
-    texts = " ".join(a.text for a in fig.layout.annotations)
+    texts = " ".join(a.text for a in _chips(fig))
     for want in ("↵", "␣", "∅", "&lt;b&gt;", "␣猫", "⇥🐈", "…"):
         assert want in texts
     assert "<b>&lt;" not in texts.replace("<b>&lt;b&gt;</b>", "")  # token "<b>" is escaped, not markup
@@ -505,7 +510,7 @@ def test_discarded_nodes_are_drawn_as_discarded_not_accepted():
     for t in _traces(fig, "nodes"):
         if t.name == "discarded":
             assert t.marker.color == R.DISCARDED != R.GREEN
-    struck = [a for a in fig.layout.annotations if a.bgcolor == R.DISCARDED]
+    struck = [a for a in _chips(fig) if a.bgcolor == R.DISCARDED]
     assert len(struck) == 3 and all(a.text.startswith("<s>") for a in struck)
     legend = [t.name for t in fig.data if t.meta == "legend"]
     assert any(n.startswith("discarded") for n in legend)
@@ -543,7 +548,7 @@ def _chip_boxes(fig):
         else 1.0
     )
     boxes = []
-    for a in lay.annotations:
+    for a in _chips(fig):
         text = html.unescape(re.sub(r"<[^>]+>", "", a.text))
         w, h = R.chip_size(text, a.font.size)
         if a.textangle == -90:  # a label stood on end
@@ -565,9 +570,9 @@ def test_tree_labels_never_overlap_at_30_to_50_nodes(budget, compact):
     tr = synthetic_trace(4, seed=11, strategy="dynamic", budget=budget, top_k=6, depth=7)
     for k in range(len(tr.steps)):
         fig = _valid(R.tree_figure(tr, k, compact=compact))
-        assert len(fig.layout.annotations) == len(tr.steps[k].tokens) + 2
+        assert len(_chips(fig)) == len(tr.steps[k].tokens) + 2
         assert not _overlaps(_chip_boxes(fig)), (budget, k)
-        assert min(a.font.size for a in fig.layout.annotations) >= 9
+        assert min(a.font.size for a in _chips(fig)) >= 9
 
 
 def test_long_tokens_are_shortened_and_the_full_token_is_in_the_hover():
@@ -575,11 +580,45 @@ def test_long_tokens_are_shortened_and_the_full_token_is_in_the_hover():
     s = _step([5, 6, 7], [-1, 0, 1], [0, 1], [2], 8, "correction")
     tr = _manual_trace([s], first=4, vocab={4: "A", 5: long, 6: " yellow", 7: long, 8: " x"})
     fig = _valid(R.tree_figure(tr, 0, compact=True))
-    texts = [html.unescape(re.sub(r"<[^>]+>", "", a.text)) for a in fig.layout.annotations]
+    texts = [html.unescape(re.sub(r"<[^>]+>", "", a.text)) for a in _chips(fig)]
     assert any(t.endswith("…") for t in texts)
     assert not _overlaps(_chip_boxes(fig))
     hover = " ".join(h for t in _traces(fig, "nodes") for h in t.hovertext)
     assert repr(long) in hover
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["desktop", "phone"])
+def test_shortened_labels_are_spelled_out_under_the_tree(compact):
+    """A touch screen has no hover: every label drawn shortened ("␣tr…") is written in full in a
+    key under the tree (once per token, in reading order), inside the figure and above the legend;
+    a tree whose labels are whole has no key."""
+    long = " " + "triangle" * 3
+    s = _step([5, 6, 7, 9], [-1, 0, 1, 1], [0, 1], [2, 3], 8, "correction")
+    tr = _manual_trace([s], first=4, vocab={4: "A", 5: long, 6: " yellow", 7: long, 8: " x", 9: "\n" + "hexagon" * 2})
+    fig = _valid(R.tree_figure(tr, 0, compact=compact))
+    key = [a for a in fig.layout.annotations if a.name == R.TREE_KEY]
+    assert len(key) == 1 and fig.layout.meta["key"] >= 2
+    text = html.unescape(re.sub(r"<[^>]+>", "", key[0].text.replace("<br>", " ")))
+    assert text.startswith("In full:")
+    shortened = [html.unescape(re.sub(r"<[^>]+>", "", a.text)) for a in _chips(fig)]
+    shortened = [t for t in shortened if t.endswith("…")]
+    assert shortened
+    for t in shortened:
+        assert f"{t} = " in text  # the label as drawn, then the token
+    assert text.count("␣" + "triangle" * 3) == 1 and "↵" + "hexagon" * 2 in text  # each token once, whole
+    width = fig.layout.meta["width"]
+    for line in key[0].text.split("<br>"):  # the key fits the plot's width
+        assert len(html.unescape(re.sub(r"<[^>]+>", "", line))) * 0.62 * key[0].font.size <= width, line
+    # under the plot, in the bottom margin; the legend below it
+    assert key[0].yref == "paper" and key[0].y == 0 and key[0].yanchor == "top"
+    lines = key[0].text.count("<br>") + 1
+    assert fig.layout.margin.b >= lines * 1.3 * key[0].font.size + 40
+    plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    assert -fig.layout.legend.y * plot_h >= lines * 1.3 * key[0].font.size
+    # whole labels: no key
+    short = _manual_trace([_step([5, 6], [-1, 0], [0], [1], 8, "correction")], first=4, vocab={4: "A", 5: " a", 6: " b", 8: " c"})
+    fig = R.tree_figure(short, 0, compact=compact)
+    assert not [a for a in fig.layout.annotations if a.name == R.TREE_KEY] and fig.layout.meta["key"] == 0
 
 
 def test_tree_layout_fits_columns_side_by_side():
@@ -632,7 +671,7 @@ def test_a_long_chain_keeps_its_words_readable(compact):
     tr = _manual_trace([s], first=0, vocab=vocab)
     fig = _valid(R.tree_figure(tr, 0, compact=compact))
     assert fig.layout.meta["rotated"] and fig.layout.meta["maxlen"] >= 10
-    texts = [html.unescape(re.sub(r"<[^>]+>", "", a.text)) for a in fig.layout.annotations]
+    texts = [html.unescape(re.sub(r"<[^>]+>", "", a.text)) for a in _chips(fig)]
     assert "␣purple" in texts and "␣circle" in texts
     assert not _overlaps(_chip_boxes(fig))
     # a short chain stays upright

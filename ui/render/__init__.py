@@ -49,6 +49,7 @@ from .compare_chart import compare_figure
 from .summary import summary_markdown
 from .tables import rejected_html
 from .tokens import highlighted_tokens, legend_html, split_lead, visual_answer_html, visual_panel_html, visual_tip
+from .tree import KEY as TREE_KEY
 from .tree import tree_figure
 from .tree_layout import COMPACT_WIDTH, DESKTOP_WIDTH, GAP_PX, chip_size, most_informative_step, node_status, spread, tree_layout
 from .verdict import bound_note, differs_note, identity_kind, same_cell, speed_cell, speed_message, speedup_text, status_line
@@ -65,6 +66,7 @@ __all__ = [
     "SLATE",
     "STATUS_COLOR",
     "TREE_HEIGHT",
+    "TREE_KEY",
     "COMPACT_WIDTH",
     "DESKTOP_WIDTH",
     "GAP_PX",

@@ -232,6 +232,34 @@ def nodes(d: Draft, groups: dict, X: dict, maxlen: int, fsize: int, rotate: bool
     return data, chips
 
 
+KEY = "key"  # the name of the annotation under the tree that spells out shortened labels
+KEY_FONT = 12  # px
+KEY_LINE_PX = 17  # one line of the key (12 px text)
+
+
+def full_key(d: Draft, maxlen: int) -> list[tuple[str, str]]:
+    """(label as drawn, token in full) of every node whose chip shows it shortened, in the tree's
+    reading order (left to right, top to bottom), once per token: on a touch screen there is
+    no hover to read "␣p…" by, so the figure spells it out under the tree."""
+    order = sorted([-1, d.added] + list(range(d.n)), key=lambda i: (d.depth[i], d.ypos[i]))
+    out, seen = [], set()
+    for i in order:
+        text = piece(d.tr, d.tok(i))
+        short, full = visible(text, maxlen), visible(text, 10**6)
+        if short != full and full not in seen:
+            seen.add(full)
+            out.append((short, full))
+    return out
+
+
+def key_text(pairs: list[tuple[str, str]], width: float) -> str:
+    """The key's text, wrapped to ``width`` px: "In full: ␣p… = ␣people · ␣c… = ␣circle"."""
+    nb = "\u00a0"  # an entry never breaks inside itself
+    entries = [f"{esc(short)}{nb}={nb}<b>{esc(full)}</b>" for short, full in pairs]
+    # the plot is laid out for ``width`` px; a phone's is ~15 px narrower, and its margins take 16
+    return wrap(f"In{nb}full: " + " · ".join(entries), int((width - 30) / (0.62 * KEY_FONT)))
+
+
 def tree_figure(
     trace, step_index: int, height: int | None = None, compact: bool = False, width: int | None = None, font: int | None = None
 ) -> go.Figure:
@@ -242,7 +270,8 @@ def tree_figure(
     path (blue: bonus, orange: correction; grey and struck through when the output ended
     first). The committed path is kept on top. ``step_index`` is 0-based (clamped); the title
     counts from 1. Column widths follow the labels; long tokens are shortened with … (the
-    full token is in the hover) so that no two chips overlap at a plot ``DESKTOP_WIDTH`` px
+    full token is in the hover, and in a key under the tree: "In full: ␣p… = ␣people", since a
+    touch screen has no hover) so that no two chips overlap at a plot ``DESKTOP_WIDTH`` px
     wide (``compact``: ``COMPACT_WIDTH``, a phone; ``width`` overrides). ``font``: the largest
     label size (default 15 px up to 6 leaves, else 13; compact 12 / 11; smaller when needed to
     fit). ``height`` defaults to ``TREE_HEIGHT`` px (80 less compact) and grows with the number
@@ -270,10 +299,12 @@ def tree_figure(
         long_side = max(chip_size(visible(t, maxlen), fsize + 1)[0] for col in cols for t in col)
         col_w, col_x = spread([chip_size("x", fsize + 1)[1]] * len(cols), width)
     head, sub = titles(d, compact, width)
+    key = key_text(pairs, width) if (pairs := full_key(d, maxlen)) else ""
+    key_h = (key.count("<br>") + 1) * KEY_LINE_PX + 8 if key else 0
 
     # ---- vertical: rows far enough apart that chips of a column never touch
     chip_h = long_side if rotate else chip_size("x", fsize + 1)[1]
-    top, bottom = 72 + 15 * sub.count("<br>") + 21 * head.count("<br>"), (58 if compact else 40)
+    top, bottom = 72 + 15 * sub.count("<br>") + 21 * head.count("<br>"), (58 if compact else 40) + key_h
     if height is None:
         height = max(TREE_HEIGHT - (80 if compact else 0), int(top + bottom + (chip_h + ROW_GAP_PX) * leaves + 12))
     else:
@@ -288,6 +319,24 @@ def tree_figure(
     for i in range(d.n):
         groups[d.status[i]].append(i)
     markers, chips = nodes(d, groups, X, maxlen, fsize, rotate)
+    plot_h = height - top - bottom
+    if key:  # under the tree, above the legend: every shortened label in full
+        chips.append(
+            dict(
+                name=KEY,
+                text=key,
+                xref="paper",
+                yref="paper",
+                x=0,
+                y=0,
+                xanchor="left",
+                yanchor="top",
+                yshift=-6,
+                align="left",
+                showarrow=False,
+                font=dict(size=KEY_FONT, color="#334155", family=MONO),
+            )
+        )
 
     total_w = col_x[-1] + col_w[-1] / 2
     lo, hi = -col_w[0] / 2 - 8, total_w + 8
@@ -306,13 +355,13 @@ def tree_figure(
             orientation="h",
             x=1.0,
             xanchor="right",
-            y=-0.01,
+            y=-(key_h + 2) / plot_h if key else -0.01,
             yanchor="top",
             font=dict(size=11 if compact else 12),
             itemclick=False,
             itemdoubleclick=False,
         ),
         showlegend=True,
-        meta={"maxlen": maxlen, "font": fsize, "compact": compact, "width": width, "rotated": rotate},
+        meta={"maxlen": maxlen, "font": fsize, "compact": compact, "width": width, "rotated": rotate, "key": len(pairs)},
     )
     return figure(edges(d, X, col_w) + legend(d, groups) + markers, frame)

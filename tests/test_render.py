@@ -444,7 +444,11 @@ def test_compare_figure():
     # a slowdown is amber, and the per-round range is written after the median
     slow = _valid(R.compare_figure([dict(config="x", tau=2.0, speedup=0.8, speedups=[0.7, 0.8, 0.95], tokens_per_s=1.0, identical=True)]))
     assert slow.data[1].marker.color[0] != R.BLUE
-    assert "0.80×" in slow.data[1].text[0] and "0.70–0.95" in slow.data[1].text[0]
+    # ... right of the dashed 1× line, which would cross it as bar text (the bar ends before the line)
+    (label,) = [a for a in slow.layout.annotations if a.name == "slowdown"]
+    assert "0.80×" in label.text and "0.70–0.95" in label.text and not slow.data[1].text[0]
+    assert label.x == 1.0 and label.xref == "x2" and label.xanchor == "left" and label.xshift > 0 and label.y == "x"
+    assert not [a for a in fig.layout.annotations if a.name == "slowdown"]  # no slowdown: bar text only
     assert not _valid(R.compare_figure([])).data
     # the figure grows with the rows: 40 px a row per panel
     assert R.compare_figure(rows * 3).layout.height > fig.layout.height

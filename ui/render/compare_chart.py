@@ -12,7 +12,7 @@ from .base import BLUE, GREEN, figure, layout, placeholder, title, trace_of
 def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
     """Two panels, one above the other, each with its own axis: τ (tokens per speculative step)
     and the measured speedup (×, with a dashed line at 1 = as fast as plain decoding; a bar below
-    it is amber). Horizontal bars with the configuration names on the left (two short lines
+    it is amber, its number written right of the line). Horizontal bars with the configuration names on the left (two short lines
     each), so the names and numbers stay readable at any width, a phone's included.
 
     ``rows``: dicts with "config", "tau", "speedup", optional "speedups" (per-round ratios:
@@ -37,6 +37,25 @@ def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
         ("" if not num(v) else f"{v:.2f}×" if len(r.get("speedups") or []) < 2 else f"{v:.2f}× ({a:.2f}–{b:.2f})")
         for r, v, a, b in zip(rows, spd, lo, hi)
     ]
+    # a slowdown's bar ends before the dashed 1× line: its number is written right of the line
+    # (as bar text it would start at the bar's end, with the line drawn through it)
+    slow_labels = [
+        dict(
+            text=t,
+            x=1.0,
+            y=name,
+            xref="x2",
+            yref="y2",
+            xanchor="left",
+            xshift=4,
+            showarrow=False,
+            font=dict(size=12),
+            name="slowdown",
+        )
+        for name, t, v in zip(names, spd_text, spd)
+        if num(v) and v < 1
+    ]
+    spd_text = ["" if num(v) and v < 1 else t for t, v in zip(spd_text, spd)]
     cd2 = [(t, i, a if a is not None else 0, b if b is not None else 0) for (t, i), a, b in zip(cd, lo, hi)]
     colors = [BLUE if not num(v) or v >= 1 else "#f59e0b" for v in spd]
     top_spd = max([v for v in spd if num(v)] + [1.0])
@@ -109,6 +128,7 @@ def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
                 automargin=True,
             ),
             margin=dict(l=12, r=16, t=top, b=bottom),
+            annotations=slow_labels,
             shapes=[
                 dict(
                     type="line",

@@ -203,3 +203,24 @@ def test_every_examples_answer_ends_within_the_default_length():
     for ex in examples:
         tr = api.run(pair, ex["prompt"], api.load_image(ex["path"]), api.DraftSpec("chain", gamma=6), api.SamplingConfig(), n)
         assert tr.stop_reason == "eos", (ex["file"], len(tr.output), n, tr.text[-80:])
+
+
+def test_a_number_column_reads_with_its_decimals():
+    """A column of the Compare and replay tables shows every number with the column's decimals
+    ("7.00" above "0.56", not "7": a browser drops a float's trailing zeros); the API's values
+    stay numbers."""
+    from ui.tabs import compare, compare_replay
+
+    rows = [
+        ["n-gram · chain γ=6", 7.0, 0.56, 12.0, 11.3, "1.06× (1.00–1.10)", "✓ identical", ""],
+        ["MSD · dynamic tree", None, None, None, None, None, "", "cannot run here"],
+    ]
+    value = compare.table_update(rows)["value"]
+    assert value["data"][0][1:5] == [7.0, 0.56, 12.0, 11.3]  # numbers, as /compare returns them
+    shown = value["metadata"]["display_value"]
+    assert shown[0][1:5] == ["7.00", "0.56", "12.0", "11.3"], shown[0]
+    assert shown[1][1:6] == [""] * 5 and shown[1][-1] == "cannot run here"
+    sweep = [{"shape": "chain:8", "tau": 7.0, "predicted_tok_s": 30.0, "predicted_speedup": 2.0, "tau_estimate": 3.0}]
+    value = compare_replay.replay_table(sweep, sampling=True)["value"]
+    assert value["metadata"]["display_value"][0] == ["1", "chain γ=8", "7.00", "30.0", "2.00×", "3.00"]
+    assert value["data"][0][2] == 7.0

@@ -47,7 +47,7 @@ from .base import (
 from .charts import accept_length_figure, depth_figure, time_figure
 from .compare_chart import compare_figure
 from .summary import summary_markdown
-from .tables import rejected_html
+from .tables import rejected_html, shown_cells, table_value
 from .tokens import highlighted_tokens, legend_html, split_lead, visual_answer_html, visual_panel_html, visual_tip
 from .tree import KEY as TREE_KEY
 from .tree import tree_figure
@@ -83,6 +83,8 @@ __all__ = [
     "compare_figure",
     "summary_markdown",
     "rejected_html",
+    "shown_cells",
+    "table_value",
     "highlighted_tokens",
     "legend_html",
     "split_lead",

@@ -68,3 +68,27 @@ def rejected_html(trace, max_rows: int | None = None, only_rejections: bool = Fa
         "<th>accepted drafts</th><th>rejected alternatives (by depth)</th><th>added by target</th>"
         "</tr></thead><tbody>" + "".join(rows) + f"</tbody></table></div>{more}"
     )
+
+
+def shown_cells(rows: list[list], decimals: dict[int, int]) -> list[list[str]]:
+    """How a table's cells read on the page: a number with its column's decimal places
+    (``decimals``: column index -> places), so a column reads "7.00" above "0.56", never "7"
+    (a browser drops a float's trailing zeros); None as an empty cell, anything else as text."""
+
+    def cell(j: int, v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and j in decimals:
+            return f"{v:.{decimals[j]}f}"
+        return str(v)
+
+    return [[cell(j, v) for j, v in enumerate(r)] for r in rows]
+
+
+def table_value(headers: list[str], rows: list[list], decimals: dict[int, int]) -> dict:
+    """A ``gr.Dataframe`` value: the numbers as they are (the API's), shown with ``shown_cells``."""
+    return {
+        "headers": headers,
+        "data": rows,
+        "metadata": {"display_value": shown_cells(rows, decimals), "styling": [[""] * len(r) for r in rows]},
+    }

@@ -100,6 +100,7 @@ VISUAL_COLUMNS = ["acc. image-dep.", "acc. other"]
 WIDTHS = ["170px", "60px", "86px", "66px", "70px", "112px", "72px"]
 VISUAL_WIDTHS = ["96px", "86px"]
 NOTE_WIDTH = "280px"
+DECIMALS = {1: 2, 2: 2, 3: 1, 4: 1}  # τ, accepted per step, tok/s, plain tok/s: as shown
 
 
 def table_update(rows: list[list], visual: bool = False):
@@ -109,8 +110,8 @@ def table_update(rows: list[list], visual: bool = False):
     widths = WIDTHS + (VISUAL_WIDTHS if visual else [])
     note_widths = widths + [NOTE_WIDTH]
     if any(r[-1] for r in rows):
-        return gr.update(value={"headers": cols + ["note"], "data": rows}, column_widths=note_widths)
-    return gr.update(value={"headers": cols, "data": [r[:-1] for r in rows]}, column_widths=widths)
+        return gr.update(value=render.table_value(cols + ["note"], rows, DECIMALS), column_widths=note_widths)
+    return gr.update(value=render.table_value(cols, [r[:-1] for r in rows], DECIMALS), column_widths=widths)
 
 
 def rate_cell(c: dict) -> str:

@@ -9,6 +9,7 @@ import gradio as gr
 from core import api
 from core.api import InputError, SamplingConfig
 
+from .. import render
 from ..inputs import checked_inputs, read_image, resolve_drafter
 from ..messages import esc, guarded, status_html
 from ..session import gpu, stop_scope
@@ -55,7 +56,8 @@ def replay_table(rows: list[dict], sampling: bool = False):
         data.append(row)
     label = f"Shapes ranked by speedup, {LABEL}" + (": an estimate at T > 0" if sampling else "")
     widths = WIDTHS + (["96px"] if sampling else [])
-    return gr.update(value={"headers": cols, "data": data}, label=label, visible=bool(data), column_widths=widths)
+    shown = render.table_value(cols, data, {2: 2, 3: 1, 5: 2})  # replay τ, predicted tok/s, τ estimate
+    return gr.update(value=shown, label=label, visible=bool(data), column_widths=widths)
 
 
 @gpu

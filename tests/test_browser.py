@@ -361,3 +361,30 @@ def test_phone_layout(browser, url):
         assert not pg.errors, pg.errors
     finally:
         pg.context.close()
+
+
+def test_a_phone_sees_the_answer_while_it_streams(browser, url):
+    """On a phone Run sits under the image and the prompt: pressing it brings Run / Stop, the
+    status and the growing answer onto the screen, without scrolling by hand."""
+    pg = open_page(browser, url, PHONE)
+    try:
+        pg.locator("text=List every object in the image.").first.click()  # an example that decodes long
+        pg.get_by_text("Sampling, length and timing", exact=True).click()
+        set_max_new(pg, 512)
+        pg.evaluate("window.scrollTo(0, 0)")
+        pg.wait_for_timeout(300)
+        pg.locator("#ss-run").click()
+        pg.wait_for_selector("text=tokens after", timeout=60_000)  # live decoding has started
+        pg.wait_for_function("() => (document.querySelector('#ss-answer .textfield')||{}).textContent?.trim().length > 0")
+        vh = PHONE["height"]
+        stop, status, ans = (pg.locator(sel).bounding_box() for sel in ("#ss-stop", "#ss-run-status", "#ss-answer"))
+        shot(pg, "phone-run-streaming.png")
+        assert 0 <= stop["y"] and stop["y"] + stop["height"] <= vh, stop  # Stop at hand
+        assert 0 <= status["y"] and status["y"] + status["height"] <= vh, status
+        # the answer's box starts in the top half of the screen: its lines show as they come
+        assert 0 <= ans["y"] <= vh / 2, ans
+        pg.locator("#ss-stop").click()
+        pg.wait_for_selector("text=Stopped by you", timeout=30_000)
+        assert not pg.errors, pg.errors
+    finally:
+        pg.context.close()

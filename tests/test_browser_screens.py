@@ -212,18 +212,47 @@ def test_compare_reads_on_every_screen(pg):
     s = run_and_wait(pg, timeout=300_000, button="#ss-compare-btn", status="#ss-compare-status")
     assert "configuration(s) measured" in s, s
     pg.wait_for_timeout(500)
+    if size == "phone":  # pressing Compare brought the status and the chart on screen (not below the examples)
+        status, fig = pg.locator("#ss-compare-status").bounding_box(), pg.locator("#ss-compare-fig").bounding_box()
+        assert 0 <= status["y"] < vp["height"] / 2 and fig["y"] < vp["height"] - 100, (status, fig)
     pg.locator("#ss-compare-fig").scroll_into_view_if_needed()
     shot(pg, f"{size}-compare.png")
     shot(pg, f"{size}-compare-full.png", full=True)
     heads = pg.eval_on_selector_all("#ss-compare-table th", "els => els.map(e => e.innerText.trim())")
     assert "configuration" in heads and "accepted per step" in " ".join(h.replace("\n", " ") for h in heads)
+    # a column's numbers read with its decimals: "7.00" above "0.56", never "7" (the table draws
+    # the rows it shows: on screen first)
+    pg.locator("#ss-compare-table").scroll_into_view_if_needed()
+    pg.wait_for_timeout(300)
+    cells = pg.evaluate(
+        """() => { const rows = new Map();  // the body's cells are grid cells (the <table> holds the header)
+          for (const c of document.querySelectorAll('#ss-compare-table [role=gridcell]')) {
+            if (!rows.has(c.parentElement)) rows.set(c.parentElement, []);
+            rows.get(c.parentElement).push(c.innerText.trim());
+          }
+          return [...rows.values()] }"""
+    )
+    assert cells and all(len(r) >= 5 for r in cells), cells
+    for r in cells:
+        assert all(re.fullmatch(r"\d+\.\d\d", c) for c in r[1:3]) and all(re.fullmatch(r"\d+\.\d", c) for c in r[3:5]), r
     # every header and cell at least a word wide: no word split over lines or cut at the cell's edge
-    bad = pg.evaluate(BROKEN_WORDS_JS, "#ss-compare-table th, #ss-compare-table td")
+    bad = pg.evaluate(BROKEN_WORDS_JS, "#ss-compare-table th, #ss-compare-table [role=gridcell]")
     assert not bad, bad[:8]
     # the chart: every configuration named in full, no text over another or off the plot
     assert not plot_problems(pg, "#ss-compare-fig"), plot_problems(pg, "#ss-compare-fig")
-    texts = " ".join(t["text"] for t in pg.evaluate(PLOT_TEXTS_JS, "#ss-compare-fig"))
+    items = pg.evaluate(PLOT_TEXTS_JS, "#ss-compare-fig")
+    texts = " ".join(t["text"] for t in items)
     assert "n-gram" in texts and "dynamic tree" in texts and "×" in texts
+    # the dashed 1× line crosses no number (a slowdown's number starts right of it)
+    line = pg.eval_on_selector(
+        "#ss-compare-fig .shapelayer path", "e => { const r = e.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom] }"
+    )
+    crossed = [
+        t["text"]
+        for t in items
+        if t["box"][0] < line[0] - 1 and t["box"][1] > line[1] + 1 and t["box"][2] < line[3] and t["box"][3] > line[2]
+    ]
+    assert not crossed, crossed
     assert pg.evaluate("document.documentElement.scrollWidth") <= vp["width"] + 2
     assert not pg.errors, pg.errors
 

@@ -1,8 +1,25 @@
-"""The look of the app: CSS and the Gradio theme (no behaviour)."""
+"""The look of the app: CSS, the Gradio theme, and the layout's one script (on a phone, a button
+that starts a run brings its results to the top of the screen)."""
 
 from __future__ import annotations
 
 import gradio as gr
+
+PHONE_PX = 700  # the phone layout's width: the media query below
+
+
+def scroll_on_phone(selector: str) -> str:
+    """Client-side JS for a button's click: on a phone, scroll ``selector`` to the top of the
+    screen. There the results sit below the inputs, so a run's status and output would stream
+    below the fold. The page then stays put: no scroll anchoring, which picked a node in the
+    results and followed it down as a chart or a table above it grew (the status ran off the
+    top; Gradio scopes the app's CSS, so it is set here). Register it before the button's run:
+    the page runs a trigger's events in order, each to its end (a streamed run included)."""
+    return (
+        f"() => {{ if (window.innerWidth <= {PHONE_PX}) {{ document.documentElement.style.overflowAnchor = 'none'; "
+        f"document.querySelector({selector!r})?.scrollIntoView({{block: 'start'}}) }} }}"
+    )
+
 
 CSS = """
 .gradio-container {max-width: 1480px !important}

@@ -17,6 +17,7 @@ from ..inputs import SafeImage, checked_inputs, default_shapes, defaults, notes_
 from ..messages import EXPECTED, esc, friendly, guarded, status_html, with_notes
 from ..outputs import Outputs
 from ..session import Deadline, gpu, request_stop, stop_scope
+from ..style import scroll_on_phone
 from ..views import cleared
 from . import compare_replay
 
@@ -264,8 +265,8 @@ def build(ctx, target, dtype) -> dict:
         "is timed against one plain-decoding baseline of the same target (the target and precision "
         "come from the *Model* settings on the Run tab)."
     )
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=320):
+    with gr.Row(equal_height=False, elem_classes=["ss-stack-row"]):
+        with gr.Column(scale=4, min_width=320, elem_classes=["ss-stack-left"]):
             c_image = SafeImage(
                 type="filepath", label="Image", height=190, value=first["path"] if first else None, sources=["upload", "clipboard"]
             )
@@ -284,26 +285,29 @@ def build(ctx, target, dtype) -> dict:
                 elem_id="ss-compare-visual",
                 info="adds acceptance on image-dependent vs other tokens per row; two target forwards once per input, after the timed runs",
             )
-            with gr.Accordion("Sweep shapes offline (replay)", open=False, elem_id="ss-replay"):
-                gr.Markdown(
-                    "One recorded target run scores the drafter on "
-                    + "; ".join(compare_replay.shape_name(x) for x in compare_replay.SWEEP_SHAPES)
-                    + " in seconds, without running the target again: "
-                    f"{compare_replay.LABEL}.",
-                    elem_classes=["ss-note"],
-                )
-                # one above the other: side by side the drafter's name was cut to a few words
-                r_drafter = gr.Dropdown(
-                    [c for c in presets.drafter_choices() if c[1] not in ("none", "custom")],
-                    value=ctx.drafter_default,
-                    label="Drafter",
-                    elem_classes=["ss-drafter"],
-                    elem_id="ss-replay-drafter",
-                )
-                r_btn = gr.Button("Sweep shapes offline (replay)", elem_id="ss-replay-btn")
-            if ex_rows:
-                gr.Examples(ex_rows, inputs=[c_image, c_prompt], label="Examples", examples_per_page=4, cache_examples=False)
-        with gr.Column(scale=7):
+            # a phone: the results come right after the inputs that start a run; the offline sweep
+            # and the examples after them (ui/style.py's ss-stack classes)
+            with gr.Column(elem_classes=["ss-later"]):
+                with gr.Accordion("Sweep shapes offline (replay)", open=False, elem_id="ss-replay"):
+                    gr.Markdown(
+                        "One recorded target run scores the drafter on "
+                        + "; ".join(compare_replay.shape_name(x) for x in compare_replay.SWEEP_SHAPES)
+                        + " in seconds, without running the target again: "
+                        f"{compare_replay.LABEL}.",
+                        elem_classes=["ss-note"],
+                    )
+                    # one above the other: side by side the drafter's name was cut to a few words
+                    r_drafter = gr.Dropdown(
+                        [c for c in presets.drafter_choices() if c[1] not in ("none", "custom")],
+                        value=ctx.drafter_default,
+                        label="Drafter",
+                        elem_classes=["ss-drafter"],
+                        elem_id="ss-replay-drafter",
+                    )
+                    r_btn = gr.Button("Sweep shapes offline (replay)", elem_id="ss-replay-btn")
+                if ex_rows:
+                    gr.Examples(ex_rows, inputs=[c_image, c_prompt], label="Examples", examples_per_page=4, cache_examples=False)
+        with gr.Column(scale=7, elem_classes=["ss-stack-right"]):
             c_status = gr.HTML(status_html("Tick configurations and press <b>Compare</b>."), elem_id="ss-compare-status")
             c_fig = gr.Plot(show_label=False, value=render.compare_figure([]), elem_id="ss-compare-fig")
             c_table = gr.Dataframe(
@@ -330,6 +334,9 @@ def build(ctx, target, dtype) -> dict:
             )
 
     outs = Outputs(ctx.demo, status=c_status, table=c_table, fig=c_fig)
+    # a phone: the status, chart and table to the top (first: events of a trigger run in order)
+    c_btn.click(None, None, None, js=scroll_on_phone("#ss-compare-status"), api_visibility="private", queue=False)
+    r_btn.click(None, None, None, js=scroll_on_phone("#ss-replay-status"), api_visibility="private", queue=False)
     c_btn.click(
         outs.bind(run_compare),
         [c_image, c_prompt, target, dtype, c_configs, c_max_new, c_temp, c_repeats, c_visual],

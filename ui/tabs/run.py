@@ -21,6 +21,7 @@ from ..inputs import drafter_display, shape_text
 from ..messages import esc, guarded, status_html, with_notes
 from ..outputs import Outputs
 from ..session import Deadline, gpu, request_stop, stop_scope
+from ..style import scroll_on_phone
 from ..views import cleared, full_views, nudge_step, result_payload, save_trace, show_step, step_slider_update
 from .run_layout import layout
 from .run_params import RunParams, parse_params
@@ -338,6 +339,9 @@ def build(ctx) -> dict:
         c.compact,
         c.visual,
     ]
+    # a phone: Run / Stop to the top, the status and the growing answer under them (first: the
+    # page runs a trigger's events in order, each to its end)
+    c.run_btn.click(None, None, None, js=scroll_on_phone("#ss-run-row .ss-actions"), api_visibility="private", queue=False)
     c.run_btn.click(outs.bind(run_decoding), run_inputs, outs.list, api_name="run", show_progress="minimal", **model)
     c.stop_btn.click(request_stop, None, None, api_visibility="private", concurrency_limit=None)
     nav_inputs = [c.run_state, c.step, c.compact]

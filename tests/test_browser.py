@@ -363,6 +363,45 @@ def test_phone_layout(browser, url):
         pg.context.close()
 
 
+# samples, every 25 ms while the Run tab's tree box is on the page: [ms, drawn, status says Timing]
+TREE_SAMPLER_JS = """() => {
+  window.__ssTree = []; const t0 = performance.now();
+  window.__ssTimer = setInterval(() => {
+    const box = document.querySelector('#ss-tree');
+    if (!box || box.offsetParent === null || box.getBoundingClientRect().height === 0) return;
+    const drawn = !!box.querySelector('.js-plotly-plot .main-svg .gtitle');
+    const status = (document.querySelector('#ss-run-status') || {}).textContent || '';
+    window.__ssTree.push([performance.now() - t0, drawn, /Timing/.test(status)]);
+  }, 25);
+}"""
+
+
+def test_the_tree_is_never_blank_while_a_run_decodes_and_times(browser, url):
+    """A fresh page (nothing cached): from the moment the Run tab's tree box shows, through the
+    live decoding and the start of the timed runs, it holds a drawn tree, not the empty plot's
+    placeholder icon (plotly loads with the page, not with the first tree: without that the box
+    stayed blank for 5-6 s here, well into the timed runs)."""
+    pg = open_page(browser, url, DESKTOP)
+    try:
+        pg.evaluate(TREE_SAMPLER_JS)
+        pg.locator("#ss-run").click()
+        pg.wait_for_selector(DONE, timeout=120_000)
+        pg.wait_for_selector("#ss-tree .js-plotly-plot .gtitle", timeout=15_000)
+        samples = pg.evaluate("() => { clearInterval(window.__ssTimer); return window.__ssTree }")
+        assert samples, "the tree box never showed"
+        blank = [t for t, drawn, _ in samples if not drawn]
+        first_drawn = next(t for t, drawn, _ in samples if drawn)
+        # drawing a tree takes plotly a few hundred ms here; loading plotly first took seconds
+        assert first_drawn - samples[0][0] <= 1000, f"blank for {first_drawn - samples[0][0]:.0f} ms when the tree box opened"
+        timing = [(t, drawn) for t, drawn, is_timing in samples if is_timing]
+        assert timing, "no sample while the timed runs started"
+        assert all(drawn for _, drawn in timing), [t for t, d in timing if not d][:5]
+        assert len(blank) * 25 <= 1000, f"blank for about {len(blank) * 25} ms in all"
+        assert not pg.errors, pg.errors
+    finally:
+        pg.context.close()
+
+
 def test_a_phone_sees_the_answer_while_it_streams(browser, url):
     """On a phone Run sits under the image and the prompt: pressing it brings Run / Stop, the
     status and the growing answer onto the screen, without scrolling by hand."""

@@ -224,3 +224,17 @@ def test_a_number_column_reads_with_its_decimals():
     value = compare_replay.replay_table(sweep, sampling=True)["value"]
     assert value["metadata"]["display_value"][0] == ["1", "chain γ=8", "7.00", "30.0", "2.00×", "3.00"]
     assert value["data"][0][2] == 7.0
+
+
+def test_the_step_sliders_label_and_ends_agree():
+    """The step slider says "Step (1 to N)" only where its end is N; one step has nothing to
+    revisit and a slider needs two ends, so it is hidden (it read "Step (1 to 1)" beside an end
+    of 2)."""
+    from ui import views
+
+    one = Trace(meta={}, first_token=1, steps=[step([2], [0], 3, "bonus", [2, 3])], output=[1, 2, 3], vocab=VOCAB)
+    u = views.step_slider_update(one)
+    assert u["visible"] is False
+    two = cut_trace()
+    u = views.step_slider_update(two)
+    assert u["visible"] is True and u["maximum"] == 2 and u["label"] == "Step (1 to 2)" and 1 <= u["value"] <= 2

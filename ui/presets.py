@@ -23,7 +23,7 @@ DRAFTER_LABELS = {
     "ngram": "n-gram: prompt lookup (training-free)",
     "layerskip": "LayerSkip: the target's first layers",
     "msd": "MSD: EAGLE-style head, decoupled image tokens",
-    "eagle3": "EAGLE-3: head over three target layers (speculators format)",
+    "eagle3": "EAGLE-3: a head over three target layers",
     "massv": "MASSV: small LM + target's vision encoder",
     "small-vlm": "small VLM: a complete little VLM",
     "text-lm": "text LM: small language model, no image",

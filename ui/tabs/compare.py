@@ -271,7 +271,7 @@ def build(ctx, target, dtype) -> dict:
                 type="filepath", label="Image", height=190, value=first["path"] if first else None, sources=["upload", "clipboard"]
             )
             c_prompt = gr.Textbox(label="Prompt", lines=2, value=first["prompt"] if first else "Describe the image in detail.")
-            with gr.Row():
+            with gr.Row(elem_classes=["ss-actions"]):  # one row, as Run / Stop, on a phone too
                 c_btn = gr.Button("▶ Compare", variant="primary", scale=3, elem_id="ss-compare-btn")
                 c_stop = gr.Button("■ Stop", variant="stop", scale=1)
             c_configs = gr.CheckboxGroup(compare_choices(), value=default_compare_selection(), label="Configurations")

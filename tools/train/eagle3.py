@@ -205,6 +205,20 @@ def _source(data: str, seed: int, style: str) -> SampleSource:
     return src
 
 
+def parse_aux_layers(ap: argparse.ArgumentParser, text: str | None) -> list[int] | None:
+    """``--aux-layers``: three comma-separated layer ids (None when not given); bad input ends
+    through ``ap.error`` with one line."""
+    if not text:
+        return None
+    try:
+        ids = [int(x) for x in text.split(",")]
+    except ValueError:
+        ap.error(f"--aux-layers takes three comma-separated integers, got {text!r}")
+    if len(ids) != 3:
+        ap.error("--aux-layers takes three layer ids")
+    return ids
+
+
 def main(argv=None):
     from tools.scenes.tasks import ANSWER_STYLES
 
@@ -267,14 +281,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 1 <= args.ttt <= 8:
         ap.error("--ttt must be in [1, 8]")
-    aux_ids = None
-    if args.aux_layers:
-        try:
-            aux_ids = [int(x) for x in args.aux_layers.split(",")]
-        except ValueError:
-            ap.error(f"--aux-layers takes three comma-separated integers, got {args.aux_layers!r}")
-        if len(aux_ids) != 3:
-            ap.error("--aux-layers takes three layer ids")
+    aux_ids = parse_aux_layers(ap, args.aux_layers)
     cache = None
     if args.features:
         from tools.train.features import FeatureCache, fingerprint

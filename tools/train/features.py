@@ -227,14 +227,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.top_k < 1 or args.shard_samples < 1 or args.max_tokens < 0:
         ap.error("--top-k and --shard-samples must be at least 1, --max-tokens at least 0")
-    aux_ids = None
-    if args.aux_layers:
-        try:
-            aux_ids = [int(x) for x in args.aux_layers.split(",")]
-        except ValueError:
-            ap.error(f"--aux-layers takes three comma-separated integers, got {args.aux_layers!r}")
-        if len(aux_ids) != 3:
-            ap.error("--aux-layers takes three layer ids")
+    from tools.train.eagle3 import parse_aux_layers
+
+    aux_ids = parse_aux_layers(ap, args.aux_layers)
     if args.threads:
         torch.set_num_threads(args.threads)
 

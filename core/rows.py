@@ -13,7 +13,7 @@ So the set of row counts that compute alike is measured, never assumed, on the t
     rows = row_set(adapter)        # cached per machine, dtype, device, product paths and model
     rows.pad(n)                    # the row count a forward of n tokens is run at (None: too many)
 
-The probe decodes one fixed token sequence after a fixed prompt in chunks of s rows, for every
+The probe decodes one fixed token sequence after a fixed prompt (a short one and a longer one) in chunks of s rows, for every
 candidate s (the last chunk padded to s), each chunk with an explicit causal mask exactly as the
 engine's verify forwards are fed, and groups the sizes whose logits agree bit for bit at every
 position: chunked decoding at two sizes of one group gives the same numbers, so any mix of them
@@ -52,8 +52,8 @@ from .machine import cpu_name, tuning_path, update_tuning
 CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
 TOKENS = 32  # positions compared
 REACH = 17  # AUTO_CAP + the root: a group should verify a full automatic chain
-PREFIX = 24  # prompt tokens before the probe sequence
-VERSION = 3  # bump when the probe changes: cached sets are measured again
+PREFIXES = (24, 131)  # prompt tokens before the probe sequence: a short context and a longer, unaligned one
+VERSION = 4  # bump when the probe changes: cached sets are measured again
 
 
 @dataclass(frozen=True)
@@ -188,40 +188,53 @@ def set_attention(adapter, impl: str) -> None:
 
 
 @torch.inference_mode()
-def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefix: int = PREFIX, seed: int = 0):
+def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXES, seed: int = 0):
     """Chunked decoding of one token sequence at every candidate size s, the real rows of each chunk
-    varying (``_pattern``) and padded to s. Returns (groups of sizes whose logits agree bit for bit
-    at every position, seconds of one forward per size)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, adapter.vocab_size, (prefix + tokens,), generator=g)
-    sess, _, _ = adapter.prefill(adapter.encode_ids(ids[:prefix]))
-    reps: list[tuple[list[int], torch.Tensor]] = []  # (sizes, logits) of each group found
+    varying (``_pattern``) and padded to s, after each prompt length of ``prefixes`` (a kernel may
+    change its path with the number of keys: sizes that agree at a short context can disagree at
+    a longer one). Returns (groups of sizes whose logits agree bit for bit at every position of
+    every context, seconds of one forward per size, whether each group's tree verifies agree)."""
+    runs = []  # (session, ids, prefix, {size: logits})
     seconds: dict[int, float] = {}
     sync = torch.cuda.synchronize if torch.device(adapter.device).type == "cuda" else (lambda: None)
+    for i, prefix in enumerate(prefixes):
+        g = torch.Generator().manual_seed(seed + i)
+        ids = torch.randint(0, adapter.vocab_size, (prefix + tokens,), generator=g)
+        sess, _, _ = adapter.prefill(adapter.encode_ids(ids[:prefix]))
+        out = {}
+        for s in candidates:
+            chunks, best, at, pattern = [], float("inf"), 0, _pattern(s)
+            while at < tokens:
+                r = min(pattern[len(chunks) % len(pattern)], tokens - at)
+                part = ids[prefix + at : prefix + at + r].tolist()
+                start = sess.length
+                sync()
+                t0 = time.perf_counter()
+                lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r), rows=s)
+                sync()
+                best = min(best, time.perf_counter() - t0)
+                adapter.keep(sess, start, list(range(r)))
+                chunks.append(lg.float())
+                at += r
+            adapter.keep(sess, prefix, [])
+            if i == 0:
+                seconds[s] = best
+            out[s] = torch.cat(chunks)
+        runs.append((sess, ids, prefix, out))
+    reps: list[tuple[list[int], list[torch.Tensor]]] = []  # (sizes, logits per context) of each group found
     for s in candidates:
-        chunks, best, at, pattern = [], float("inf"), 0, _pattern(s)
-        while at < tokens:
-            r = min(pattern[len(chunks) % len(pattern)], tokens - at)
-            part = ids[prefix + at : prefix + at + r].tolist()
-            start = sess.length
-            sync()
-            t0 = time.perf_counter()
-            lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r), rows=s)
-            sync()
-            best = min(best, time.perf_counter() - t0)
-            adapter.keep(sess, start, list(range(r)))
-            chunks.append(lg.float())
-            at += r
-        adapter.keep(sess, prefix, [])
-        seconds[s] = best
-        logits = torch.cat(chunks)
+        logits = [out[s] for _, _, _, out in runs]
         for sizes, ref in reps:
-            if torch.equal(ref, logits):
+            if all(torch.equal(a, b) for a, b in zip(ref, logits)):
                 sizes.append(s)
                 break
         else:
             reps.append(([s], logits))
-    trees = {tuple(sizes): _trees_agree(adapter, sess, ids, prefix, ref, sizes) for sizes, ref in reps if len(sizes) > 1}
+    trees = {
+        tuple(sizes): all(_trees_agree(adapter, sess, ids, prefix, r, sizes) for (sess, ids, prefix, _), r in zip(runs, ref))
+        for sizes, ref in reps
+        if len(sizes) > 1
+    }
     return [tuple(sizes) for sizes, _ in reps], seconds, trees
 
 

@@ -145,6 +145,27 @@ def test_row_set_is_cached_per_machine(monkeypatch):
     assert R.row_set(tgt) == first
 
 
+def test_the_probe_separates_sizes_that_differ_only_at_a_longer_context(monkeypatch):
+    """Kernels can switch path with the number of keys (seen on an AMX Xeon: sizes 8 and 16 agreed
+    after a 24-token prompt and not in real decoding). The probe decodes after two prompt lengths;
+    a size that computes differently only in the longer context is not grouped (red with one)."""
+    from core import tree_attention
+
+    tgt = adapters.load(tiny_model_dir("llama"), dtype="bfloat16")
+    R.set_attention(tgt, tree_attention.register())  # one group of every size on both CPU kinds
+    forward = tgt.forward
+
+    def odd_when_long(sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
+        long = sess.length > max(R.PREFIXES[:1]) + R.TOKENS + 8
+        lg, h = forward(sess, ids, positions, attn, want_hidden, rows)
+        return (lg + 1e-2 if long and rows == 3 else lg), h
+
+    monkeypatch.setattr(tgt, "forward", odd_when_long)
+    groups, _, _ = R.probe(tgt, candidates=(2, 3, 4))
+    assert (2, 4) in groups and (3,) in groups, groups
+    assert len(R.PREFIXES) >= 2 and max(R.PREFIXES) > R.PREFIXES[0] + R.TOKENS + 8
+
+
 def test_a_cached_gathered_attention_applies_in_a_new_process(monkeypatch):
     """A group measured with core.tree_attention, read back where nothing registered it yet."""
     from transformers import AttentionInterface
@@ -266,3 +287,29 @@ def test_gathered_attention_is_attention(heads, kv_heads):
     for rows in (slice(0, n), slice(2, 3)):  # all rows, and one alone
         out = tree_attention.gathered(q[:, :, rows], k, v, mask[:, :, rows], 0.25)
         torch.testing.assert_close(out, ref[:, :, rows], rtol=1e-5, atol=1e-5)
+
+
+def test_gathered_attention_ignores_masked_columns_in_bfloat16():
+    """A row's attention in bfloat16 does not depend on how many masked columns follow its keys
+    (a plain step and a verify see the same keys in blocks of different widths). On an AMX Xeon a
+    bfloat16 block product's sums changed with the key count (its zeros included) where some terms
+    were tiny: 30 visible keys gave other bits in 36-, 40- and 44-column blocks than in 31. The
+    products are computed in float32 there (red without it on that machine; AVX2 CPUs never
+    differed)."""
+    from core import tree_attention
+
+    d, heads, kv_heads = 128, 12, 2
+
+    def row(visible, width, n, scale):
+        g = torch.Generator().manual_seed(1)
+        k, v = (torch.randn(1, kv_heads, 200, d, generator=g).bfloat16() for _ in range(2))
+        q = (torch.randn(1, heads, 1, d, generator=g) * scale).bfloat16().expand(1, heads, n, d).contiguous()
+        mask = torch.full((1, 1, n, width), torch.finfo(torch.bfloat16).min, dtype=torch.bfloat16)
+        mask[..., :visible] = 0
+        return tree_attention.gathered(q, k[:, :, :width], v[:, :, :width], mask, d**-0.5)[0, :, 0]
+
+    for scale in (2, 3, 4, 5, 6):  # sharper softmaxes: tinier weights
+        for visible in (30, 60, 100):
+            ref = row(visible, visible + 1, 2, scale)
+            odd = [(w, n) for w in range(visible + 1, visible + 20) for n in (2, 3) if not torch.equal(row(visible, w, n, scale), ref)]
+            assert not odd, (scale, visible, odd)

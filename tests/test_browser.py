@@ -344,6 +344,14 @@ def test_phone_layout(browser, url):
         shot(pg, "phone-run-before.png")
         s = run_and_wait(pg)
         assert "Done" in s, s
+        # the answer box is shown by the run's first update; under a loaded machine the page can
+        # apply the last updates late (once 30 s passed without the box here): wait for it to show,
+        # and say what the page held if it never does
+        try:
+            pg.wait_for_selector("#ss-answer", state="visible", timeout=90_000)
+        except Exception as e:  # playwright's TimeoutError
+            ids = pg.evaluate("() => [...document.querySelectorAll('[id^=ss-]')].map(e => e.id + ':' + (e.offsetParent !== null))")
+            pytest.fail(f"the answer box never showed after {s!r}: {type(e).__name__}; ss- elements: {ids}")
         run, ans = pg.locator("#ss-run").bounding_box(), pg.locator("#ss-answer").bounding_box()
         assert ans["y"] - (run["y"] + run["height"]) < 500, (run, ans)  # the answer under its status
         pg.wait_for_selector("#ss-tree g.annotation", timeout=15_000)

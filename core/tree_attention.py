@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 NAME = "specscope_rows"
-VERSION = 3  # bump when the computation changes: row sets measured with it are measured again
+VERSION = 4  # bump when the computation changes: row sets measured with it are measured again
 MAX_ROWS = 64
 
 
@@ -46,22 +46,22 @@ def gathered(query, key, value, mask, scaling):
     mask = mask[..., :length].expand(b, 1, n, length)
     hidden = (mask[:, 0] != 0).to(torch.int8)  # (B, n, L): 1 = masked
     order = torch.sort(hidden, dim=-1, stable=True).indices  # visible first, in column order
+    # half precision sums over keys in float32: a bfloat16 block product's sums depended on the
+    # number of keys, zeros included (an AMX Xeon: 34 visible keys in 35 and in 36 columns gave
+    # other bits), and a row's key count differs between a plain step and a verify. The scores'
+    # sums run over the head dimension, the same for every row, and stay in the model's dtype.
+    wide = torch.float32 if query.dtype in (torch.bfloat16, torch.float16) else query.dtype
     idx = order[:, None, :, :, None].expand(b, hkv, n, length, d)
     k = torch.gather(key[:, :, None].expand(b, hkv, n, length, d), 3, idx)  # (B, Hkv, n, L, d)
-    v = torch.gather(value[:, :, None].expand(b, hkv, n, length, d), 3, idx)
+    v = torch.gather(value.to(wide)[:, :, None].expand(b, hkv, n, length, d), 3, idx)
     m = torch.gather(mask[:, 0], -1, order)[:, None, :, None, :]  # (B, 1, n, 1, L)
     groups = hq // hkv
     q = query.view(b, hkv, groups, n, d).transpose(2, 3)  # (B, Hkv, n, G, d): a row's query heads
     q = _at_least4(q)  # (B, Hkv, n, G', d)
-    # half precision is computed in float32: a bfloat16 block product's sums depend on the number
-    # of keys, zeros included (measured on an AMX Xeon: 34 visible keys of 35 and of 36 columns
-    # gave different bits), and a row's key count differs between a plain step and a verify
-    wide = torch.float32 if query.dtype in (torch.bfloat16, torch.float16) else query.dtype
-    q, k, v, m = q.to(wide), k.to(wide), v.to(wide), m.to(wide)
     # one small block product per (KV head, row): its batch dims match k's and v's, so nothing is
     # broadcast (a broadcast batch would be materialised: copies of every row's keys per head)
     w = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, Hkv, n, G', L)
-    w = torch.softmax(w + m, dim=-1)
+    w = torch.softmax(w + m, dim=-1, dtype=torch.float32).to(wide)
     out = torch.matmul(w, v)[..., :groups, :]  # (B, Hkv, n, G, d)
     return out.to(query.dtype).transpose(2, 3).reshape(b, hq, n, d)
 

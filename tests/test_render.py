@@ -392,6 +392,15 @@ def test_time_figure():
     assert list(pie.labels)[-1] == "untracked" and sum(pie.values) == pytest.approx(slow.wall_s)
     assert f"{tr.wall_s:.2f} s" in fig.layout.annotations[0].text
     assert not _valid(R.time_figure(Trace())).data
+    # a thin slice is named in the hole, not beside the ring (two stacked there over the title
+    # on a phone): no outside text under R.SMALL, every label still named on the figure
+    thin = Trace.from_dict({**tr.to_dict(), "wall_s": tr.wall_s * 1.02})
+    f = _valid(R.time_figure(thin))
+    shares = dict(zip(f.data[0].labels, (v / sum(f.data[0].values) for v in f.data[0].values)))
+    assert 0 < shares["untracked"] < R.SMALL
+    for lb, txt in zip(f.data[0].labels, f.data[0].text):
+        assert (txt == "") == (shares[lb] < R.SMALL), (lb, txt)
+    assert "untracked" in " ".join(a.text for a in f.layout.annotations)
 
 
 def compared(spec: Trace, plain: Trace, **recorded) -> Comparison:

@@ -44,7 +44,7 @@ from .base import (
     visible,
     wrap,
 )
-from .charts import accept_length_figure, depth_figure, time_figure
+from .charts import SMALL, accept_length_figure, depth_figure, time_figure
 from .compare_chart import compare_figure
 from .summary import summary_markdown
 from .tables import rejected_html, shown_cells, table_value
@@ -80,6 +80,7 @@ __all__ = [
     "accept_length_figure",
     "depth_figure",
     "time_figure",
+    "SMALL",
     "compare_figure",
     "summary_markdown",
     "rejected_html",

@@ -112,6 +112,9 @@ def depth_figure(trace, height: int = 350) -> go.Figure:
     return fig
 
 
+SMALL = 0.04  # a time slice below this share is named in the donut's hole, not beside the ring
+
+
 def time_figure(trace, height: int = 320) -> go.Figure:
     """Donut of wall time: prefill / draft / verify / other (+ untracked, if any)."""
     tr = as_trace(trace)
@@ -128,6 +131,11 @@ def time_figure(trace, height: int = 320) -> go.Figure:
     if total <= 0:
         return placeholder("No timing recorded", height)
     colors = {"prefill": "#94a3b8", "draft": "#8b5cf6", "verify": BLUE, "other": "#f59e0b", "untracked": "#e2e8f0"}
+    # slices under SMALL get no label outside the ring (two of them side by side at the top stacked
+    # their labels over the title on a phone); they are named in the hole instead
+    shares = [v / total for v in vals]
+    text = [f"{lb}<br>{100 * sh:.1f}%" if sh >= SMALL else "" for lb, sh in zip(labels, shares)]
+    small = "".join(f"<br>{lb} {100 * sh:.1f}%" for lb, sh in zip(labels, shares) if sh < SMALL)
     fig = figure(
         data=[
             trace_of(
@@ -138,7 +146,8 @@ def time_figure(trace, height: int = 320) -> go.Figure:
                 sort=False,
                 direction="clockwise",
                 marker=dict(colors=[colors[lb] for lb in labels], line=dict(color="white", width=2)),
-                textinfo="label+percent",
+                text=text,
+                textinfo="text",
                 textposition="outside",
                 hovertemplate="%{label}<br>%{value:.3f} s (%{percent})<extra></extra>",
             )
@@ -148,7 +157,21 @@ def time_figure(trace, height: int = 320) -> go.Figure:
             title=title("Where the time went"),
             showlegend=False,
             margin=dict(l=30, r=30, t=70, b=30),
-            annotations=[dict(text=f"<b>{tr.wall_s:.2f} s</b><br>wall", x=0.5, y=0.5, showarrow=False, font=dict(size=15))],
+            annotations=[
+                dict(
+                    text=f"<b>{tr.wall_s:.2f} s</b><br>wall",
+                    x=0.5,
+                    y=0.5,
+                    yshift=8 * small.count("<br>"),
+                    showarrow=False,
+                    font=dict(size=15),
+                ),
+                dict(
+                    text=small[4:], x=0.5, y=0.5, yshift=-14 - 6 * small.count("<br>"), showarrow=False, font=dict(size=10, color="#475569")
+                ),
+            ]
+            if small
+            else [dict(text=f"<b>{tr.wall_s:.2f} s</b><br>wall", x=0.5, y=0.5, showarrow=False, font=dict(size=15))],
         ),
     )
     return fig

@@ -294,8 +294,8 @@ def test_gathered_attention_ignores_masked_columns_in_bfloat16():
     (a plain step and a verify see the same keys in blocks of different widths). On an AMX Xeon a
     bfloat16 block product's sums changed with the key count (its zeros included) where some terms
     were tiny: 30 visible keys gave other bits in 36-, 40- and 44-column blocks than in 31. The
-    products are computed in float32 there (red without it on that machine; AVX2 CPUs never
-    differed)."""
+    sums over keys (probabilities x values) run in float32 (red without it on that machine; AVX2
+    CPUs never differed)."""
     from core import tree_attention
 
     d, heads, kv_heads = 128, 12, 2

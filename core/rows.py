@@ -13,10 +13,10 @@ So the set of row counts that compute alike is measured, never assumed, on the t
     rows = row_set(adapter)        # cached per machine, dtype, device, product paths and model
     rows.pad(n)                    # the row count a forward of n tokens is run at (None: too many)
 
-The probe decodes one fixed token sequence after a fixed prompt (a short one and a longer one) in chunks of s rows, for every
-candidate s (the last chunk padded to s), each chunk with an explicit causal mask exactly as the
-engine's verify forwards are fed, and groups the sizes whose logits agree bit for bit at every
-position: chunked decoding at two sizes of one group gives the same numbers, so any mix of them
+The probe decodes one fixed token sequence after a fixed prompt (a short one, then a longer one)
+in chunks of s rows, for every candidate s (the last chunk padded to s), each chunk with an
+explicit causal mask exactly as the engine's verify forwards are fed, and groups the sizes whose
+logits agree bit for bit at every position of both: chunked decoding at two sizes of one group gives the same numbers, so any mix of them
 does. The engine then runs every target forward (plain steps and verifies) at a size of the chosen
 group: plain decoding and speculative decoding are the same computation, row for row.
 

@@ -156,7 +156,7 @@ def test_the_probe_separates_sizes_that_differ_only_at_a_longer_context(monkeypa
     forward = tgt.forward
 
     def odd_when_long(sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
-        long = sess.length > max(R.PREFIXES[:1]) + R.TOKENS + 8
+        long = sess.length > R.PREFIXES[0] + R.TOKENS + 8
         lg, h = forward(sess, ids, positions, attn, want_hidden, rows)
         return (lg + 1e-2 if long and rows == 3 else lg), h
 

@@ -135,7 +135,12 @@ def time_figure(trace, height: int = 320) -> go.Figure:
     # their labels over the title on a phone); they are named in the hole instead
     shares = [v / total for v in vals]
     text = [f"{lb}<br>{100 * sh:.1f}%" if sh >= SMALL else "" for lb, sh in zip(labels, shares)]
-    small = "".join(f"<br>{lb} {100 * sh:.1f}%" for lb, sh in zip(labels, shares) if sh < SMALL)
+    thin = [f"{lb} {100 * sh:.1f}%" for lb, sh in zip(labels, shares) if sh < SMALL]
+    notes = [dict(text=f"<b>{tr.wall_s:.2f} s</b><br>wall", x=0.5, y=0.5, yshift=8 * len(thin), showarrow=False, font=dict(size=15))]
+    if thin:  # under the wall time, in the hole
+        notes.append(
+            dict(text="<br>".join(thin), x=0.5, y=0.5, yshift=-14 - 6 * len(thin), showarrow=False, font=dict(size=10, color="#475569"))
+        )
     fig = figure(
         data=[
             trace_of(
@@ -157,21 +162,7 @@ def time_figure(trace, height: int = 320) -> go.Figure:
             title=title("Where the time went"),
             showlegend=False,
             margin=dict(l=30, r=30, t=70, b=30),
-            annotations=[
-                dict(
-                    text=f"<b>{tr.wall_s:.2f} s</b><br>wall",
-                    x=0.5,
-                    y=0.5,
-                    yshift=8 * small.count("<br>"),
-                    showarrow=False,
-                    font=dict(size=15),
-                ),
-                dict(
-                    text=small[4:], x=0.5, y=0.5, yshift=-14 - 6 * small.count("<br>"), showarrow=False, font=dict(size=10, color="#475569")
-                ),
-            ]
-            if small
-            else [dict(text=f"<b>{tr.wall_s:.2f} s</b><br>wall", x=0.5, y=0.5, showarrow=False, font=dict(size=15))],
+            annotations=notes,
         ),
     )
     return fig

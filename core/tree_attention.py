@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 NAME = "specscope_rows"
-VERSION = 4  # bump when the computation changes: row sets measured with it are measured again
+VERSION = 5  # bump when the computation changes: row sets measured with it are measured again
 MAX_ROWS = 64
 
 
@@ -44,17 +44,17 @@ def gathered(query, key, value, mask, scaling):
     b, hq, n, d = query.shape
     hkv, length = key.shape[1], key.shape[2]
     mask = mask[..., :length].expand(b, 1, n, length)
-    hidden = (mask[:, 0] != 0).to(torch.int8)  # (B, n, L): 1 = masked
-    order = torch.sort(hidden, dim=-1, stable=True).indices  # visible first, in column order
+    hidden = mask[:, 0] != 0  # (B, n, L): True = masked
+    c, order = key_order(hidden)
     # half precision sums over keys in float32: a bfloat16 block product's sums depended on the
     # number of keys, zeros included (an AMX Xeon: 34 visible keys in 35 and in 36 columns gave
     # other bits), and a row's key count differs between a plain step and a verify. The scores'
     # sums run over the head dimension, the same for every row, and stay in the model's dtype.
     wide = torch.float32 if query.dtype in (torch.bfloat16, torch.float16) else query.dtype
-    idx = order[:, None, :, :, None].expand(b, hkv, n, length, d)
-    k = torch.gather(key[:, :, None].expand(b, hkv, n, length, d), 3, idx)  # (B, Hkv, n, L, d)
-    v = torch.gather(value.to(wide)[:, :, None].expand(b, hkv, n, length, d), 3, idx)
-    m = torch.gather(mask[:, 0], -1, order)[:, None, :, None, :]  # (B, 1, n, 1, L)
+    k = _rows(key, n, c, order, key.dtype)  # (B, Hkv, n, L, d)
+    v = _rows(value, n, c, order, wide)
+    m = mask[:, 0] if order is None else torch.cat([mask[:, 0, :, :c], torch.gather(mask[:, 0], -1, order)], dim=-1)
+    m = m[:, None, :, None, :]  # (B, 1, n, 1, L)
     groups = hq // hkv
     q = query.view(b, hkv, groups, n, d).transpose(2, 3)  # (B, Hkv, n, G, d): a row's query heads
     q = _at_least4(q)  # (B, Hkv, n, G', d)
@@ -64,6 +64,34 @@ def gathered(query, key, value, mask, scaling):
     w = torch.softmax(w + m, dim=-1, dtype=torch.float32).to(wide)
     out = torch.matmul(w, v)[..., :groups, :]  # (B, Hkv, n, G, d)
     return out.to(query.dtype).transpose(2, 3).reshape(b, hq, n, d)
+
+
+def key_order(hidden: torch.Tensor) -> tuple[int, torch.Tensor | None]:
+    """Where each row's keys go, from ``hidden`` (B, n, L; True = masked): ``(c, order)``, the
+    leading columns every row sees (the cached prefix: they stay in place) and the order of the
+    rest (B, n, L - c; column ids, visible first in column order), None where every row's visible
+    keys already come first (a plain step, a chain): the rows' keys are then copied, not gathered
+    (the same values in the same layout, at a fraction of the cost)."""
+    c = int((~hidden).all(dim=1).to(torch.int32).cumprod(dim=-1).sum(dim=-1).min())
+    tail = hidden[..., c:]
+    if not bool((tail[..., 1:] < tail[..., :-1]).any()):  # no masked column before a visible one
+        return c, None
+    return c, torch.sort(tail.to(torch.int8), dim=-1, stable=True).indices + c
+
+
+def _rows(x: torch.Tensor, n: int, c: int, order, dtype) -> torch.Tensor:
+    """Each of the ``n`` rows' copy of ``x`` (B, H, L, d) in ``dtype``: columns [0, c) as they are,
+    the rest in ``order`` (B, n, L - c; None: as they are)."""
+    b, h, length, d = x.shape
+    out = torch.empty(b, h, n, length, d, dtype=dtype, device=x.device)
+    if order is None:
+        out.copy_(x[:, :, None].expand(b, h, n, length, d))
+        return out
+    out[..., :c, :].copy_(x[:, :, None, :c].expand(b, h, n, c, d))
+    tail = x[:, :, c:].to(dtype)  # (B, H, L - c, d): a few columns, gathered per row
+    idx = (order - c)[:, None, :, :, None].expand(b, h, n, length - c, d)
+    out[..., c:, :] = torch.gather(tail[:, :, None].expand(b, h, n, length - c, d), 3, idx)
+    return out
 
 
 def _at_least4(x: torch.Tensor) -> torch.Tensor:

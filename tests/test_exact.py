@@ -289,6 +289,37 @@ def test_gathered_attention_is_attention(heads, kv_heads):
         torch.testing.assert_close(out, ref[:, :, rows], rtol=1e-5, atol=1e-5)
 
 
+def test_each_row_sees_its_keys_in_column_order_then_the_masked_ones():
+    """The rows' key copies (``_rows`` after ``key_order``) are each row's visible keys first, in
+    column order, then its masked ones: for plain steps, chains, trees, rows hiding columns of the
+    prefix, and a row seeing nothing of it (red when the shortcut keeps a column in place that
+    some row does not see, or skips the reordering of a tree)."""
+    from core import tree_attention
+    from core.rows import causal_mask
+
+    g = torch.Generator().manual_seed(3)
+    length, d = 30, 4
+    x = torch.randn(1, 2, length, d, generator=g)
+    masks = {"plain": causal_mask(length - 1, 1, length), "chain": causal_mask(length - 6, 6, length)}
+    tree = causal_mask(length - 6, 6, length)
+    tree[3:, length - 5] = False  # a sibling's slot hidden from the later nodes
+    masks["tree"] = tree
+    holes = causal_mask(length - 4, 4, length)
+    holes[1, 7] = holes[2:, 0] = False  # prefix columns one row or more does not see
+    masks["prefix holes"] = holes
+    rnd = torch.rand(5, length, generator=g) < 0.5
+    rnd[torch.arange(5), length - 5 + torch.arange(5)] = True  # every row sees itself
+    masks["random"] = rnd
+    for name, visible in masks.items():
+        hidden = ~visible[None]
+        c, order = tree_attention.key_order(hidden)
+        got = tree_attention._rows(x, visible.shape[0], c, order, x.dtype)
+        for r in range(visible.shape[0]):
+            cols = visible[r].nonzero().view(-1).tolist() + (~visible[r]).nonzero().view(-1).tolist()
+            assert torch.equal(got[:, :, r], x[:, :, cols]), (name, r)
+        assert (order is None) == (name in ("plain", "chain")), name  # copies where nothing moves
+
+
 def test_gathered_attention_ignores_masked_columns_in_bfloat16():
     """A row's attention in bfloat16 does not depend on how many masked columns follow its keys
     (a plain step and a verify see the same keys in blocks of different widths). On an AMX Xeon a

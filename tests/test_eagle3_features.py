@@ -268,3 +268,42 @@ def test_features_follow_a_growing_file(tmp_path, monkeypatch):
     assert len(calls) == 4 and len(FeatureCache(tmp_path / "feats")) == 4 and time.time() - t0 < 30
     counts = json.loads((tmp_path / "feats" / "vocab.json").read_text())["counts"]
     assert sum(counts.values()) == sum(real_ids.shape[1] for real_ids in (e3.sample_ids(tgt, r)[1] for r in rows[:3]))
+
+
+# ---------------------------------------------------------------------------------------------
+def test_bfloat16_features_and_a_small_head_trained_under_autocast(tmp_path):
+    """``--dtype bfloat16`` (the target's prefill as it decodes on a bf16 CPU): the cache records
+    the dtype, its features are the float32 ones to bfloat16 precision, a rerun in another dtype
+    is refused, and a float32 trainer reads it (the target's checksum is the same in both dtypes).
+    ``--intermediate-size`` and ``--autocast bfloat16`` train a smaller head (float32 weights) that
+    loads and decodes losslessly."""
+    from tools.train.__main__ import main
+    from tools.train.features import FeatureCache
+
+    tgt = load("llama")
+    rows = [{"image": None, "prompt": f"question {i}", "answer": f"the answer is {i} " * (i + 2)} for i in range(3)]
+    write_rows(tmp_path / "data.jsonl", rows)
+    opts = ["--draft-vocab", "40", "--vocab-samples", "3"]
+    assert run_features(tgt, tmp_path / "data.jsonl", tmp_path / "f32", *opts) == 0
+    assert run_features(tgt, tmp_path / "data.jsonl", tmp_path / "bf16", *opts, "--dtype", "bfloat16") == 0
+    a, b = FeatureCache(tmp_path / "f32"), FeatureCache(tmp_path / "bf16")
+    assert a.meta["dtype"] == "float32" and b.meta["dtype"] == "bfloat16" and a.meta["target"] == b.meta["target"]
+    by_key = {s["key"]: s for s in a.samples}
+    for s in b.samples:
+        ref = by_key[s["key"]]
+        assert torch.equal(s["ids"], ref["ids"])
+        diff = (s["aux"].float() - ref["aux"].float()).abs().max()
+        assert 0 < diff <= 0.05 * max(1.0, float(ref["aux"].float().abs().max())), diff  # bf16 rounding, not the same run
+    with pytest.raises(SystemExit):
+        run_features(tgt, tmp_path / "data.jsonl", tmp_path / "bf16", *opts)  # float32 into a bfloat16 cache
+    torch.set_num_threads(1)
+    args = ["eagle3", "--target", tgt.name, "--features", str(tmp_path / "bf16"), "--out", str(tmp_path / "head")]
+    args += ["--run-dir", str(tmp_path / "run"), "--batch", "2", "--ttt", "2", "--threads", "1", "--steps", "3"]
+    assert main(args + ["--intermediate-size", "24", "--autocast", "bfloat16"]) == 0
+    head = Eagle3Head.load(str(tmp_path / "head"))
+    assert head.config.layer.intermediate_size == 24
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in head.parameters())
+    assert "step 3 loss" in (tmp_path / "run" / "log.txt").read_text()
+    ar = generate(tgt, "hello", None, max_new_tokens=8)
+    d = make_drafter(str(tmp_path / "head"), tgt)
+    assert generate(tgt, "hello", None, d, DraftSpec("chain", gamma=3), max_new_tokens=8).output == ar.output

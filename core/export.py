@@ -36,11 +36,13 @@ def export(
     verifier: str | None = None,
     target: str | None = None,
     speculative_tokens: int | None = None,
+    dtype: str = "float32",
 ) -> dict:
     """Write the head at ``drafter`` into ``out`` in ``fmt``. ``verifier``: the name serving engines
     load as the target (default: the one the head records, else ``target``); ``target``: needed
-    when the head names no aux layers (their default depends on the target's layer count).
-    Returns what was written (format, directory, verifier, aux layer ids)."""
+    when the head names no aux layers (their default depends on the target's layer count);
+    ``dtype``: the weights' dtype in ``out`` (bfloat16: half the bytes, what a bf16 target is served
+    with; the vocabulary maps stay integer). Returns what was written (format, directory, verifier, aux layer ids)."""
     from .drafters.eagle3 import Eagle3Head, default_aux_layers, is_eagle3_dir
 
     if fmt not in FORMATS:
@@ -56,7 +58,11 @@ def export(
         raise ValueError("the output directory is the source directory")
     if os.path.exists(os.path.join(out, "config.json")):
         raise ValueError(f"{out!r} already holds a model (config.json); choose an empty directory")
-    head = Eagle3Head.load(drafter)
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
+    import torch
+
+    head = Eagle3Head.load(drafter, dtype=getattr(torch, dtype))
     c = head.config
     if c.aux_layer_ids is None:
         if not target:
@@ -91,5 +97,6 @@ def export(
         "aux_layer_ids": list(c.aux_layer_ids),
         "draft_vocab_size": c.draft_vocab_size,
         "norm_before_residual": c.norm_before_residual,
+        "dtype": dtype,
         "keys": sorted(written),
     }

@@ -52,6 +52,18 @@ def test_peer_configs_map_model_folders_and_ngram(tmp_path):
     assert cfgs[3]["speculative"]["method"] == "ngram"
 
 
+def test_peer_configs_serve_an_eagle3_head_as_eagle3(tmp_path):
+    """An EAGLE-3 head (a speculators config.json), by folder or eagle3:<folder>, runs in vLLM with
+    method eagle3 (vLLM drafts over the target's layers), not as a draft model."""
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "config.json").write_text('{"speculators_model_type": "eagle3"}')
+    for name in (str(head), f"eagle3:{head}"):
+        cfgs = peers.peer_configs([name], [3])
+        assert [c["id"] for c in cfgs] == ["vllm plain", "vllm eagle3 k=3"]
+        assert cfgs[1]["speculative"] == {"method": "eagle3", "model": str(head.resolve()), "num_speculative_tokens": 3}
+
+
 FAKE_WORKER = """
 import json, sys
 job = json.load(open(sys.argv[2]))

@@ -418,6 +418,15 @@ def test_export_round_trip(tmp_path, capsys):
     ref = drafted(generate(tgt, PROMPT, img, make_drafter(src, tgt), spec, max_new_tokens=8))
     for p in (out, sf):
         assert drafted(generate(tgt, PROMPT, img, make_drafter(p, tgt), spec, max_new_tokens=8)) == ref, p
+    half = str(tmp_path / "half")  # bfloat16 weights: half the bytes, proposals of the same head
+    assert main(["export", "--drafter", src, half, "--dtype", "bfloat16"]) == 0
+    assert json.loads(open(os.path.join(half, "config.json")).read())["torch_dtype"] == "bfloat16"
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(half, "model.safetensors"), "pt") as f:
+        kinds = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert "BF16" in kinds and "F32" not in kinds
+    assert os.path.getsize(os.path.join(half, "model.safetensors")) < 0.6 * os.path.getsize(os.path.join(out, "model.safetensors"))
     capsys.readouterr()
     assert main(["export", "--drafter", src, out]) == 2
     assert "already holds a model" in capsys.readouterr().err

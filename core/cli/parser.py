@@ -132,5 +132,8 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="draft length written into the speculators proposal method (default: as recorded, else 3)",
     )
+    ex.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="the weights' dtype in OUT (bfloat16: half the size)"
+    )
     ex.add_argument("--json", action="store_true")
     return p

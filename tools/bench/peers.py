@@ -35,15 +35,20 @@ def vllm_python() -> Path:
 def peer_configs(drafters: list[str], ks: list[int]) -> list[dict]:
     """[{"id", "speculative"}]: plain first, then every (drafter, k) vLLM can run."""
     out = [{"id": "vllm plain", "speculative": None}]
+    from core.drafters.eagle3_files import is_eagle3_dir
+
     for d in drafters:
+        folder = Path(os.path.expanduser(d.removeprefix("eagle3:")))
         for k in ks:
             if d == "ngram":
-                spec = {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
-            elif Path(os.path.expanduser(d)).is_dir():
-                spec = {"model": str(Path(os.path.expanduser(d)).resolve()), "num_speculative_tokens": k}
+                kind, spec = "ngram", {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+            elif folder.is_dir() and is_eagle3_dir(str(folder)):  # an EAGLE-3 head: vLLM drafts with it over the target's layers
+                kind, spec = "eagle3", {"method": "eagle3", "model": str(folder.resolve()), "num_speculative_tokens": k}
+            elif folder.is_dir() and not d.startswith("eagle3:"):
+                kind, spec = "draft model", {"model": str(folder.resolve()), "num_speculative_tokens": k}
             else:
                 continue  # our own heads (msd, layerskip, ...) have no vLLM counterpart
-            out.append({"id": f"vllm {'ngram' if d == 'ngram' else 'draft model'} k={k}", "speculative": spec})
+            out.append({"id": f"vllm {kind} k={k}", "speculative": spec})
     return out
 
 

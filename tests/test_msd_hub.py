@@ -38,3 +38,8 @@ def test_app_accepts_msd_ids_and_keeps_path_rules(monkeypatch, tmp_path):
     assert p.drafter == "msd:lucylyn/MSD-LLaVA1.6-7B"
     msg = presets.check_loadable(p)
     assert msg and "Staying on the embedded default" in msg
+    # the real target's shipped EAGLE-3 head: only the target is missing offline, never the head
+    p = presets.get("qwen-coder-eagle3")
+    assert p.drafter == f"eagle3:{presets.CODER_HEAD}" and p.target == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    msg = presets.check_loadable(p)
+    assert msg and "Qwen/Qwen2.5-Coder-1.5B-Instruct" in msg and "eagle3_coder" not in msg

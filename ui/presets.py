@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.api import SHIPPED_DRAFTERS, InputError, default_device, resolve_dtype
+import os
+
+from core.api import ASSETS, SHIPPED_DRAFTERS, InputError, default_device, resolve_dtype
 
 from . import limits
+
+# A head shipped for a real target, not the embedded one (assets/drafters/eagle3_coder/TRAINING.md)
+CODER_HEAD = ASSETS / "drafters" / "eagle3_coder"
 
 # Shipped drafters for the default target, best first (used when one is trained).
 DEFAULT_DRAFTER_ORDER = ("msd", "small-vlm", "massv", "text-lm")
@@ -163,6 +168,18 @@ def presets() -> list[Preset]:
             note="The MSD paper's own drafter: one decoder layer over LLaVA-1.6's features, image "
             "tokens decoupled. Needs the Hub and ~16 GB; a GPU is strongly recommended.",
         ),
+        Preset(
+            "qwen-coder-eagle3",
+            "Qwen2.5-Coder-1.5B  ←  EAGLE-3 head trained here (text)",
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            f"eagle3:{CODER_HEAD}",
+            strategy="auto",
+            dtype=auto_dtype(),
+            approx_gb=3.5,
+            note="A one-layer EAGLE-3 head shipped in assets/, trained on this project's CPUs on the target's own answers "
+            "to prompts built from installed packages' code. Needs the target from the Hub, or offline: "
+            "`python -m tools.models real-pair` and Custom with its folder.",
+        ),
     ]
 
 
@@ -181,7 +198,9 @@ def check_loadable(p: Preset) -> str | None:
     """A quick, no-download check; a message when this preset cannot run here, else None."""
     if not p.hub:
         return None
-    for repo in (p.target, p.drafter.removeprefix("msd:")):
+    for repo in (p.target, p.drafter.removeprefix("msd:").removeprefix("eagle3:")):
+        if os.path.isdir(repo):  # shipped in assets/
+            continue
         if "/" in repo and not (limits.in_local_cache(repo) or limits.hub_reachable()):
             return (
                 f"**{p.label}** needs {repo!r} from the Hugging Face Hub, which is unreachable "

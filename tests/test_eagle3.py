@@ -678,3 +678,26 @@ def test_shipped_head_is_lossless_with_the_default_target():
             ar_fw += ar.summary()["target_forwards"]
             sp_fw += sp.summary()["target_forwards"]
     assert sp_fw * 2 < ar_fw, (sp_fw, ar_fw)
+
+
+def test_shipped_head_for_the_real_coder_target_is_a_servable_eagle3_checkpoint():
+    """The head trained for the real Qwen2.5-Coder-1.5B target (assets/drafters/eagle3_coder,
+    TRAINING.md; the target itself is not in CI): a speculators checkpoint naming the Hub target as
+    its verifier, vLLM's aux layers for 28 layers, bfloat16 weights, an 8192-id draft vocabulary
+    mapped into the target's 151936 ids, and the assets still within their 150 MB."""
+    from ui.presets import CODER_HEAD
+
+    if not CODER_HEAD.exists():
+        pytest.skip("the coder head is not shipped")
+    cfg = json.loads((CODER_HEAD / "config.json").read_text())
+    assert cfg["speculators_model_type"] == "eagle3" and cfg["draft_vocab_size"] == 8192
+    assert cfg["speculators_config"]["verifier"]["name_or_path"] == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert cfg["eagle_aux_hidden_state_layer_ids"] == [2, 14, 25] and cfg["norm_before_residual"] is False
+    sd = load_file(str(CODER_HEAD / "model.safetensors"))
+    assert {t.dtype for k, t in sd.items() if k not in ("d2t", "t2d")} == {torch.bfloat16}
+    head = Eagle3Head.load(str(CODER_HEAD))
+    ids = head.draft_to_target()
+    assert ids.shape == (8192,) and int(ids.min()) >= 0 and int(ids.max()) < 151936 and len(set(ids.tolist())) == 8192
+    assert int(head.t2d.sum()) == 8192 and head.config.layer.hidden_size == 1536
+    size = sum(p.stat().st_size for p in CODER_HEAD.parents[1].rglob("*") if p.is_file())
+    assert size < 150e6, f"assets/ holds {size / 1e6:.0f} MB"

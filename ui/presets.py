@@ -170,7 +170,7 @@ def presets() -> list[Preset]:
         ),
         Preset(
             "qwen-coder-eagle3",
-            "Qwen2.5-Coder-1.5B  ←  EAGLE-3 head trained here (text)",
+            "Qwen2.5-Coder-1.5B  ←  EAGLE-3 head trained here",
             "Qwen/Qwen2.5-Coder-1.5B-Instruct",
             f"eagle3:{CODER_HEAD}",
             strategy="auto",

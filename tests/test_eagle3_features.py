@@ -299,6 +299,8 @@ def test_bfloat16_features_and_a_small_head_trained_under_autocast(tmp_path):
     torch.set_num_threads(1)
     args = ["eagle3", "--target", tgt.name, "--features", str(tmp_path / "bf16"), "--out", str(tmp_path / "head")]
     args += ["--run-dir", str(tmp_path / "run"), "--batch", "2", "--ttt", "2", "--threads", "1", "--steps", "3"]
+    with pytest.raises(SystemExit):  # a clear refusal, not a traceback from the layer
+        main(args + ["--intermediate-size", "0"])
     assert main(args + ["--intermediate-size", "24", "--autocast", "bfloat16"]) == 0
     head = Eagle3Head.load(str(tmp_path / "head"))
     assert head.config.layer.intermediate_size == 24

@@ -39,16 +39,15 @@ def peer_configs(drafters: list[str], ks: list[int]) -> list[dict]:
 
     for d in drafters:
         folder = Path(os.path.expanduser(d.removeprefix("eagle3:")))
-        for k in ks:
-            if d == "ngram":
-                kind, spec = "ngram", {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
-            elif folder.is_dir() and is_eagle3_dir(str(folder)):  # an EAGLE-3 head: vLLM drafts with it over the target's layers
-                kind, spec = "eagle3", {"method": "eagle3", "model": str(folder.resolve()), "num_speculative_tokens": k}
-            elif folder.is_dir() and not d.startswith("eagle3:"):
-                kind, spec = "draft model", {"model": str(folder.resolve()), "num_speculative_tokens": k}
-            else:
-                continue  # our own heads (msd, layerskip, ...) have no vLLM counterpart
-            out.append({"id": f"vllm {kind} k={k}", "speculative": spec})
+        if d == "ngram":
+            kind, base = "ngram", {"method": "ngram", "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+        elif folder.is_dir() and is_eagle3_dir(str(folder)):  # an EAGLE-3 head: vLLM drafts with it over the target's layers
+            kind, base = "eagle3", {"method": "eagle3", "model": str(folder.resolve())}
+        elif folder.is_dir() and not d.startswith("eagle3:"):
+            kind, base = "draft model", {"model": str(folder.resolve())}
+        else:
+            continue  # our own heads (msd, layerskip, ...) have no vLLM counterpart
+        out += [{"id": f"vllm {kind} k={k}", "speculative": {**base, "num_speculative_tokens": k}} for k in ks]
     return out
 
 

@@ -295,6 +295,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 1 <= args.ttt <= 8:
         ap.error("--ttt must be in [1, 8]")
+    if args.intermediate_size is not None and args.intermediate_size < 1:
+        ap.error(f"--intermediate-size must be at least 1, got {args.intermediate_size}")
     aux_ids = parse_aux_layers(ap, args.aux_layers)
     cache = None
     if args.features:

@@ -126,11 +126,15 @@ def warm(
     sampling: SamplingConfig = SamplingConfig(),
     tokens: int = 8,
     force: bool = False,
+    compile_wait: bool = True,
 ) -> bool:
     """Pay the one-off costs (allocator, kernels, the cost model's first measurement) of this pair
     in this process, outside any timed run: one short plain and one short speculative run. Done
-    once per (target, drafter, strategy, sampling kind) unless ``force``; returns whether it ran."""
-    key = (id(pair.target), id(pair.drafter), spec.strategy, sampling.greedy, image is not None)
+    once per (target, drafter, strategy, sampling kind) unless ``force``; returns whether it ran.
+    First the target's forward is settled (``HFAdapter.settle_path``: its compiled forward where
+    eligible, measured exact and faster; compiled now, or in the background if not ``compile_wait``)."""
+    path = pair.target.settle_path(wait=compile_wait)
+    key = (id(pair.target), id(pair.drafter), spec.strategy, sampling.greedy, image is not None, path)
     if key in _warmed and not force:
         return False
     run(pair, prompt, image, spec, sampling, tokens, speculative=False, detail=False)  # measures core.rows

@@ -3,6 +3,7 @@
 resolve_device("auto")            # "cuda" where a CUDA GPU is visible, else "cpu"
 resolve_dtype("auto", device)     # "bfloat16" where a plain step measured faster in it, else "float32"
 kernels_default()                 # SPECSCOPE_KERNELS, checked (default "auto")
+compile_default()                 # SPECSCOPE_COMPILE: auto (default) or off
 """
 
 from __future__ import annotations
@@ -157,6 +158,16 @@ def kernels_default() -> str:
 
 
 KERNELS = ("auto", "stock", "dense", "onednn", "packed", "bf16", "int8")
+COMPILE = ("auto", "off")
+
+
+def compile_default() -> str:
+    """The operator's ``SPECSCOPE_COMPILE``: auto (default: a target's compiled forward, core/compiled.py,
+    where it is eligible and measured exact and faster) or off."""
+    c = os.environ.get("SPECSCOPE_COMPILE", "").strip().lower() or "auto"
+    if c not in COMPILE:
+        raise InputError(f"SPECSCOPE_COMPILE={c!r}: use one of {', '.join(COMPILE)}")
+    return c
 
 
 def threads_from_env() -> None:

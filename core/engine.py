@@ -126,6 +126,7 @@ def generate(
         "kernels",
         {"target": target.kernels.get("paths", "stock"), "drafter": getattr(drafter, "kernels", {}).get("paths")},
     )
+    trace.meta.setdefault("forward", getattr(target, "path", "eager"))  # compiled (core/compiled.py) or eager
 
     sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden))
     root = _pick(logits, sampling, noise, enc.length)

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from . import adapters, device as devices
+from . import adapters, compiled, device as devices
 from .drafters import make_drafter, parse_drafter
 from .paths import resolve_target
 from .policy import AutoPolicy
@@ -108,6 +108,7 @@ def release() -> None:
     with _cache_lock:
         _cache.clear()
         _policies.clear()
+        compiled.release()  # compiled forwards hold their models' packed weights through dynamo's cache
 
 
 def policy_for(pair: Pair, sampling: SamplingConfig):

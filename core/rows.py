@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import tree_attention
+from . import compiled, tree_attention
 from .machine import cpu_name, tuning_path, update_tuning
 
 CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
@@ -142,8 +142,10 @@ def _key(adapter) -> str:
     }
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
     h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
+    path = getattr(adapter, "path", "eager")
+    path = "" if path == "eager" else f"{path}/{compiled.VERSION}|"
     return (
-        f"rows/{VERSION}.{tree_attention.VERSION}|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
+        f"rows/{VERSION}.{tree_attention.VERSION}|{path}{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
         f"{str(adapter.dtype).replace('torch.', '')}|{adapter.device}|{h}"
     )
 
@@ -315,7 +317,10 @@ def row_set(adapter, refresh: bool = False) -> RowSet:
             return hit
     t0 = time.perf_counter()
     best = None
-    for impl in dict.fromkeys(["eager", tree_attention.register(), attention(adapter)]):
+    impls = ["eager", tree_attention.register(), attention(adapter)]
+    if getattr(adapter, "path", "eager") == "compiled":  # one attention: its own (core/compiled.py)
+        impls = [""]
+    for impl in dict.fromkeys(impls):
         if best is not None and best.exact and best.trees and best.cap >= REACH:
             break  # exact for chains and trees, far enough: measure no more
         set_attention(adapter, impl)

@@ -14,6 +14,8 @@ os.environ.setdefault("SPECSCOPE_TUNING", os.path.join(tempfile.mkdtemp(prefix="
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one file per worker: a test reads back what its own process measured
     _t = os.environ["SPECSCOPE_TUNING"]
     os.environ["SPECSCOPE_TUNING"] = os.path.join(os.path.dirname(_t), f"{os.environ['PYTEST_XDIST_WORKER']}-{os.path.basename(_t)}")
+# the compiled forward (core/compiled.py) costs a compile per target: tests/test_compiled.py turns it on
+os.environ.setdefault("SPECSCOPE_COMPILE", "off")
 torch.set_num_threads(1)  # tiny models: threads only add overhead
 
 

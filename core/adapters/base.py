@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from ..compiled import StaticKV
 from ..errors import InputError, ModelLoadError
-from ..rows import STOCK, causal_mask, padded_inputs, row_set
+from ..rows import REACH, STOCK, causal_mask, padded_inputs, row_set
 
 SENTINEL = "\ue000"  # private-use char marking where the user's text goes in the chat template
 
@@ -55,6 +56,10 @@ class HFAdapter:
         self.eos_ids = self._eos_ids()
         self._lock = threading.Lock()
         self.kernels: dict = {"paths": "stock"}  # set by load(): the measured product paths
+        self.compiled = None  # core.compiled.CompiledDecoder, where load() found the model eligible
+        self.use_compiled = False  # the compiled forward's turn: changed only by settle_path()
+        self._compiled_rows = None  # its measured row set (core.rows), once measured
+        self._trial = threading.local()  # .on: this thread measures the compiled forward
 
     def generate_inputs(self, enc) -> dict:
         """Keyword arguments of ``self.model.generate`` for ``enc``: transformers' own decoding of
@@ -133,6 +138,58 @@ class HFAdapter:
     def _add_image(self, ids: list[int], image) -> tuple[list[int], dict]:
         raise NotImplementedError
 
+    # ---- which forward: eager (transformers) or compiled -----------------------------------
+    @property
+    def path(self) -> str:
+        """The forward new sessions take: "compiled" once ``settle_path`` chose it (or in the thread
+        measuring it), unless something reads the target's layers through hooks (an EAGLE-3 head's
+        taps: the compiled forward runs no modules), then "eager". Each path has its own measured
+        row set (``core.rows``)."""
+        trial = getattr(self._trial, "on", False)
+        if (self.use_compiled or trial) and self.compiled is not None and not self._tapped():
+            return "compiled"
+        return "eager"
+
+    def _tapped(self) -> bool:
+        """Does anyone read the decoder's modules through hooks (transformers' own output capture,
+        installed once and gated by its flag, does not count)?"""
+        text = self.text_module()
+        mods = [m for m in (text, getattr(text, "norm", None), *getattr(text, "layers", [])) if m is not None]
+        hooks = [h for m in mods for h in (*m._forward_pre_hooks.values(), *m._forward_hooks.values())]
+        return any(not getattr(h, "__module__", "").startswith("transformers.") for h in hooks)
+
+    def settle_path(self, wait: bool = True) -> str:
+        """Take the compiled forward from now on if it is ready, exact (its row set reaches as far as
+        the eager one's, trees too where those are) and its plain step measured cheaper. Compiling
+        it and measuring its row set take minutes for a 1.5B model on two cores (once per process
+        and per machine): done here (``wait``) or in a background thread while the eager forward
+        serves (a later call switches). Called between runs only (``core.api.warm``), never inside one."""
+        fast = self.compiled
+        if fast is None or self.use_compiled or fast.failed:
+            return self.path
+        if self._compiled_rows is None:
+            if not wait:
+                fast.warm_in_background(then=self._measure_compiled)
+                return self.path
+            if fast.warm():
+                self._measure_compiled()
+        comp = self._compiled_rows
+        if comp is not None and not fast.failed:
+            self.use_compiled = comp.exact and _faster(comp, row_set(self))
+        return self.path
+
+    def _measure_compiled(self) -> None:
+        """The compiled forward's row set, measured in this thread only (others keep their path)."""
+        self._trial.on = True
+        try:
+            rows = row_set(self)
+        except Exception as e:  # a compiled forward that fails: the eager one stays, and why is kept
+            self.compiled.failed = f"{type(e).__name__}: {str(e).strip()[:200]}"
+            rows = STOCK
+        finally:
+            self._trial.on = False
+        self._compiled_rows = rows
+
     # ---- forward ----------------------------------------------------------------------
     def new_cache(self):
         from transformers import DynamicCache
@@ -159,6 +216,7 @@ class HFAdapter:
             handle = self.text_module().register_forward_pre_hook(grab, with_kwargs=True)
         try:
             with self._lock:
+                compiled = self.path == "compiled"
                 out = self.model(
                     input_ids=enc.input_ids,
                     past_key_values=sess.cache,
@@ -168,6 +226,8 @@ class HFAdapter:
                     **self.prefill_kwargs(enc),
                 )
                 sess.pos_offset = self._pos_offset_after_prefill(enc)
+                if compiled:  # the prompt's cache, into the compiled forward's static buffers
+                    sess.cache = self.compiled.from_cache(sess.cache, enc.length)
         finally:
             if handle is not None:
                 handle.remove()
@@ -213,10 +273,14 @@ class HFAdapter:
             if attn is None:
                 attn = causal_mask(start, n, start + n)
             ids, positions, attn = padded_inputs(ids, positions, attn, start, rows)
+        m = len(ids)
+        if isinstance(sess.cache, StaticKV):
+            logits, hidden = self.compiled.forward(sess.cache, ids, self.position_ids(sess, positions).view(-1), attn)
+            sess.length = start + m
+            return logits[:n], (hidden[:n] if want_hidden else None)
         kw = {}
         if attn is not None:
             kw["attention_mask"] = self.float_mask(attn)
-        m = len(ids)
         out = self.model(
             input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
             past_key_values=sess.cache,
@@ -232,7 +296,9 @@ class HFAdapter:
         """Keep cache slots [0, base) plus base + rows (rows ascending); drop the rest."""
         total = sess.length
         k = len(rows)
-        if rows == list(range(k)):
+        if isinstance(sess.cache, StaticKV):
+            self.compiled.keep(sess.cache, base, rows)
+        elif rows == list(range(k)):
             if base + k < total:
                 for layer in sess.cache.layers:
                     layer.keys = layer.keys[..., : base + k, :]
@@ -283,9 +349,20 @@ class HFAdapter:
         parent._modules[path[-1]] = t
         clone = copy.copy(self)
         clone.model = view
+        clone.compiled, clone.use_compiled, clone._compiled_rows = None, False, None  # compiled over all layers
         clone._lock = self._lock
         clone.name = f"{self.name} [first {n_layers}/{total} layers]"
         return clone
+
+
+def _faster(a, b) -> bool:
+    """Row set ``a`` (compiled) over ``b`` (eager): as far-reaching, trees exact where b's are, and a
+    cheaper plain step (each at its smallest size, from the probes' timings)."""
+    if min(a.cap, REACH) < min(b.cap, REACH) or (b.trees and not a.trees):
+        return False
+    if not b.exact:
+        return True
+    return a.seconds.get(min(a.sizes), float("inf")) < b.seconds.get(min(b.sizes), float("inf"))
 
 
 def _shallow(m: torch.nn.Module) -> torch.nn.Module:

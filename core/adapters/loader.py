@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..device import DTYPES, kernels_default, resolve_device, resolve_dtype
+from ..device import DTYPES, compile_default, kernels_default, resolve_device, resolve_dtype
 from ..errors import InputError, ModelLoadError, first_line
 from .base import HFAdapter
 from .families import FAMILIES, PROCESSOR_FALLBACKS
@@ -75,6 +75,16 @@ def load(
         except ValueError as e:
             raise InputError(str(e)) from None
     adapter.kernels = dict(choice, requested=kernels)
+    if (
+        role == "target"
+        and kernels != "stock"
+        and compile_default() == "auto"
+        and adapter.device.type == "cpu"
+        and not adapter.is_multimodal
+    ):
+        from ..compiled import CompiledDecoder
+
+        adapter.compiled = CompiledDecoder.build(model)  # compiled and chosen later: HFAdapter.settle_path
     return adapter
 
 

@@ -70,6 +70,9 @@ def run(args, pair, image, spec, sampling, speculative: bool) -> int:
 def compare(args, pair, image, spec, sampling) -> int:
     """Plain, then speculative decoding of one input (``api.compare``): the speculative trace goes
     to --trace with its comparison (``Trace.comparison``, schema /4), as the app saves it."""
+    fast = pair.target.compiled
+    if fast is not None and not fast.ready and not fast.failed and not pair.target.use_compiled:
+        print("compiling the target's forward (core/compiled.py: minutes the first time, then measured once)...", file=sys.stderr)
     cmp = api.compare(pair, args.prompt, image, spec, sampling, args.max_new_tokens, meta={"prompt": args.prompt, "image": args.image})
     tr = cmp.spec_trace  # the reported round; tr.comparison is cmp
     if args.trace:
@@ -101,7 +104,7 @@ def compare(args, pair, image, spec, sampling) -> int:
     if cmp.above_bound:
         print(f"rounds {cmp.flagged} measured above their bound (tau) even when re-measured: machine noise, left out")
     k = pair.target.kernels
-    print(f"kernels: {describe(k)}; {tr.meta.get('spec')}", file=sys.stderr)
+    print(f"kernels: {describe(k)}; forward: {tr.meta.get('forward', 'eager')}; {tr.meta.get('spec')}", file=sys.stderr)
     return 0
 
 

@@ -236,6 +236,11 @@ def bench(args) -> dict:
             f"bound: {results['bound']['bound_tok_s']} tok/s ({results['bound']['bandwidth_gbs']} GB/s over {results['bound']['bytes_per_step'] / 1e9:.2f} GB per step)",
         )
     family, kern = tgt.family, tgt.kernels
+    forward = {
+        "target": tgt.path,
+        "compile_s": getattr(tgt.compiled, "compile_s", None),
+        "compile_failed": getattr(tgt.compiled, "failed", None),
+    }
     if args.peers == "vllm":
         ours_plain = [r["ar"][0]["tokens"] if r["ar"] else [] for r in first_records]
         prompts = peer_prompts(tgt, samples)
@@ -265,6 +270,7 @@ def bench(args) -> dict:
         "env": environment(),
         "visual": visual_meta(visual_cache) if visual_cache is not None else visual_off,
         "kernels": {"target": describe(kern), "target_paths": kern.get("paths"), "hf_baselines": args.hf_kernels},
+        "forward": forward,
         "columns": {
             "tau": "tokens per speculative step (incl. bonus, excl. prefill)",
             "accepted_per_step": "accepted draft tokens per step (excl. bonus)",

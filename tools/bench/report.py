@@ -98,6 +98,7 @@ def markdown_table(results: dict) -> str:
             f"machine: {cpu.get('model', '?')} ({' '.join(cpu.get('flags', [])) or 'no flags read'}), "
             f"{meta['env'].get('torch_threads')} torch threads, dtype {meta.get('dtype')}, "
             f"device {meta.get('device', 'cpu')}; our kernels: {(meta.get('kernels') or {}).get('target')}; "
+            f"target forward: {_forward(meta)}; "
             f"transformers baselines on the {(meta.get('kernels') or {}).get('hf_baselines', 'stock')} model",
         )
     bd = meta.get("baseline_dtype")
@@ -311,3 +312,11 @@ def cpu_info() -> dict:
 
 
 # =========================================================================================
+
+
+def _forward(meta: dict) -> str:
+    f = meta.get("forward") or {}
+    if f.get("target") == "compiled":
+        return f"compiled (core/compiled.py, {f.get('compile_s') or 0:.0f} s to compile)"
+    why = f" (compiled forward failed: {f['compile_failed']})" if f.get("compile_failed") else ""
+    return f"{f.get('target', 'eager')}{why}"

@@ -137,7 +137,7 @@ def run_decoding(
         speculative = pair.drafter is not None
         if ar_baseline or speculative:
             yield dict(status=busy("Warming up (one-off costs are kept out of the timings)…"))
-            api.warm(pair, p.prompt, p.image, p.spec, p.sampling, min(8, p.max_new_tokens))
+            api.warm(pair, p.prompt, p.image, p.spec, p.sampling, min(8, p.max_new_tokens), compile_wait=False)
         who = esc(drafter_display(p.drafter, pair))
         what = (
             f"Speculative decoding with <b>{who}</b> ({shape_text(p.spec)})"

@@ -1,0 +1,276 @@
+"""A compiled decode forward over a static KV cache, for Llama / Qwen2 text decoders.
+
+A plain step of a 1.5B model on two CPU cores spends ~130 ms in its 197 matrix products (the
+machine's read rate for them) and another ~30 ms in about a thousand small eager ops and their
+Python dispatch: norms, rotary, the attention, the growing cache. Compiled by inductor (weights
+frozen and packed once, one C++ wrapper per step, the small ops fused) the same step costs little
+more than its products. This module is that forward, for the target's decode and verify blocks:
+
+    fast = CompiledDecoder.build(model)   # None where the model is not one it handles
+    kv = fast.new_kv(prompt_cache, length)
+    logits, hidden = fast.forward(kv, ids, positions, attn)
+    fast.keep(kv, base, rows)
+
+Exactness is the engine's concern as everywhere (``core.rows`` measures which row counts compute
+alike on this forward, as on the eager ones), so the attention keeps the rule of
+``core.tree_attention``: every row sees its visible keys moved to the front in column order, the
+masked ones after, and sums over keys in float32. A tree node then computes like the same token
+decoded plainly. The gather is expressed as indices into the cache (``cols``), which inductor folds
+into the attention's loops; nothing is copied per row.
+
+The prompt's prefill stays with transformers (it is shared by plain and speculative decoding); its
+cache is copied into the static buffers. One graph serves every block size and cache capacity
+(dynamic shapes): nothing recompiles while decoding.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+
+FAMILIES = ("llama", "qwen2")
+GROW = 512  # cache capacity grows in steps of this many slots
+WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
+VERSION = 1  # bump when the computation changes: row sets measured on it are measured again
+
+
+_built = 0  # compiled forwards made in this process (release() drops them all)
+
+
+def release() -> None:
+    """Forget every compiled forward of this process (dynamo's cache holds each with its model and
+    frozen weights): with ``core.pairs.release``, when every model is dropped."""
+    global _built
+    if _built:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        _built = 0
+
+
+class StaticKV:
+    """A session's cache: per layer (KV heads, capacity, head dim) keys and values, ``length`` filled."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], length: int):
+        self.keys, self.values, self.length = keys, values, length
+
+    @property
+    def capacity(self) -> int:
+        return int(self.keys[0].shape[1])
+
+    def reserve(self, n: int) -> None:
+        need = self.length + n
+        if need <= self.capacity:
+            return
+        cap = -(-need // GROW) * GROW
+        for buf in (self.keys, self.values):
+            for i, t in enumerate(buf):
+                new = t.new_zeros(t.shape[0], cap, t.shape[2])
+                new[:, : self.length] = t[:, : self.length]
+                buf[i] = new
+
+
+def eligible(model) -> str | None:
+    """Why this model cannot take the compiled forward (None: it can)."""
+    cfg = model.config
+    if getattr(cfg, "model_type", "") not in FAMILIES:
+        return f"model type {getattr(cfg, 'model_type', '?')!r} (compiled forward: {', '.join(FAMILIES)})"
+    rope = getattr(cfg, "rope_scaling", None) or getattr(cfg, "rope_parameters", None) or {}
+    if (rope.get("rope_type") or rope.get("type") or "default") != "default":
+        return f"rope type {rope.get('rope_type') or rope.get('type')!r}"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act!r}"
+    if getattr(cfg, "use_sliding_window", False):
+        return "sliding-window attention"
+    if not hasattr(getattr(model, "model", None), "layers"):
+        return "no decoder layers found"
+    return None
+
+
+def _rms(x, w, eps):
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * xf.to(x.dtype)
+
+
+def _rotate(x, cos, sin):
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _lin(x, lin):
+    return F.linear(x, lin.weight, lin.bias)
+
+
+class CompiledDecoder:
+    """The decoder's forward written once over the model's own weights, compiled by inductor."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.model = model
+        self.layers = list(model.model.layers)
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.eps = cfg.rms_norm_eps
+        rot = model.model.rotary_emb
+        self.inv_freq = rot.inv_freq.float()
+        self.rope_scale = float(getattr(rot, "attention_scaling", 1.0))
+        self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
+        self._fn = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.compile_s: float | None = None  # seconds the first compile took (None: not yet)
+        self.failed: str | None = None  # why compiling or running it failed (the eager path stays)
+
+    @property
+    def ready(self) -> bool:
+        return self.compile_s is not None and not self.failed
+
+    @classmethod
+    def build(cls, model) -> CompiledDecoder | None:
+        return None if eligible(model) else cls(model)
+
+    # ---- the forward ------------------------------------------------------------------
+    def _step(self, ids, pos, slots, cols, bias, keys, values):
+        n = ids.shape[0]
+        nh, kvh, d = self.heads, self.kv_heads, self.head_dim
+        g = nh // kvh
+        x = F.embedding(ids, self.model.model.embed_tokens.weight)
+        freqs = pos[:, None].float() * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.rope_scale).to(x.dtype)[:, None, :]
+        sin = (emb.sin() * self.rope_scale).to(x.dtype)[:, None, :]
+        scale = d**-0.5
+        for i, layer in enumerate(self.layers):
+            a, mlp = layer.self_attn, layer.mlp
+            h = _rms(x, layer.input_layernorm.weight, self.eps)
+            q = _rotate(_lin(h, a.q_proj).view(n, nh, d), cos, sin)
+            k = _rotate(_lin(h, a.k_proj).view(n, kvh, d), cos, sin)
+            v = _lin(h, a.v_proj).view(n, kvh, d)
+            keys[i].index_copy_(1, slots, k.transpose(0, 1))
+            values[i].index_copy_(1, slots, v.transpose(0, 1))
+            kg = keys[i][:, cols].float()  # (KV, n, W, d): each row's keys in its own order
+            vg = values[i][:, cols].float()
+            qg = q.view(n, kvh, g, d).transpose(0, 1).float()  # (KV, n, G, d): a row's query heads
+            # one small product per (KV head, row): a row's sums never depend on the other rows
+            s = torch.matmul(qg, kg.transpose(-1, -2)) * scale + bias[None, :, None, :]
+            p = torch.softmax(s, dim=-1)  # (KV, n, G, W)
+            o = torch.matmul(p, vg)  # (KV, n, G, d)
+            o = o.to(x.dtype).transpose(0, 1).reshape(n, nh * d)
+            x = x + _lin(o, a.o_proj)
+            h = _rms(x, layer.post_attention_layernorm.weight, self.eps)
+            x = x + _lin(F.silu(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
+        x = _rms(x, self.model.model.norm.weight, self.eps)
+        return _lin(x, self.model.lm_head), x
+
+    def compiled(self):
+        with self._lock:
+            if self._fn is None:
+                import torch._inductor.config as ic
+
+                ic.freezing = True  # weights are constants: packed once for the CPU's kernels
+                ic.cpp_wrapper = True  # one C++ call per step, not a Python line per kernel
+                import torch.fx.experimental._config as fx_config
+
+                fx_config.use_duck_shape = False  # a block of 2 rows is not the 2 KV heads' size
+                import torch._dynamo.config as dc
+
+                # one entry per model (guarded on it) and per shape family: room for many models in
+                # one process; past the limit fail loudly, never fall back to eager numbers silently
+                dc.recompile_limit = max(dc.recompile_limit, 64)
+                dc.fail_on_recompile_limit_hit = True
+                self._fn = torch.compile(self._step, dynamic=True, fullgraph=True)
+                global _built
+                _built += 1
+            return self._fn
+
+    def warm(self, kv_len: int = 64) -> bool:
+        """Compile now (minutes for a 1.5B model on two cores); True when it is ready. A failure
+        (no C++ compiler, an unsupported op) is recorded in ``failed``, never raised."""
+        if self.ready or self.failed:
+            return self.ready
+        t0 = time.perf_counter()
+        try:
+            kv = self.empty_kv(kv_len)
+            for n in (2, 3):  # dynamic from the start: one graph for every block size
+                self.forward(kv, list(range(n)), torch.arange(kv.length, kv.length + n), None)
+                kv.length -= n
+        except Exception as e:
+            self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            return False
+        self.compile_s = time.perf_counter() - t0
+        return True
+
+    def warm_in_background(self, then=None) -> None:
+        """``warm`` in a daemon thread (once), then ``then()`` if it compiled; ``ready`` says when
+        the compile is done."""
+
+        def work():
+            if self.warm() and then is not None:
+                then()
+
+        with self._lock:
+            if self._thread is None and not self.failed:
+                self._thread = threading.Thread(target=work, name="specscope-compile", daemon=True)
+                self._thread.start()
+
+    # ---- sessions -----------------------------------------------------------------------
+    def empty_kv(self, length: int = 0) -> StaticKV:
+        cap = max(GROW, -(-(length + 1) // GROW) * GROW)
+        shape = (self.kv_heads, cap, self.head_dim)
+        keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        return StaticKV(keys, values, length)
+
+    def from_cache(self, cache, length: int) -> StaticKV:
+        """Copy a transformers cache of ``length`` slots (a prefill's) into static buffers."""
+        kv = self.empty_kv(length)
+        for i, layer in enumerate(cache.layers):
+            kv.keys[i][:, :length] = layer.keys[0, :, :length]
+            kv.values[i][:, :length] = layer.values[0, :, :length]
+        return kv
+
+    @torch.inference_mode()
+    def forward(self, kv: StaticKV, ids: list[int], positions: torch.Tensor, attn: torch.Tensor | None):
+        """A block of n tokens after the cache, ``attn`` (bool (n, length + n); None: causal).
+        Returns logits (n, V) and the final (normed) hidden states (n, H)."""
+        n = len(ids)
+        kv.reserve(n)
+        start = kv.length
+        width = min(kv.capacity, -(-(start + n) // WIDTH) * WIDTH)
+        if attn is None:
+            attn = torch.ones(n, start + n, dtype=torch.bool).tril(start)
+        visible = torch.zeros(n, width, dtype=torch.bool)
+        visible[:, : attn.shape[1]] = attn.cpu()
+        # each row's visible columns first, in column order (stable), then the masked ones
+        cols = torch.sort((~visible).to(torch.uint8), dim=1, stable=True).indices
+        hidden = torch.gather(~visible, 1, cols)
+        bias = torch.zeros(n, width, dtype=torch.float32).masked_fill_(hidden, torch.finfo(torch.float32).min)
+        dev = self.device
+        logits, h = self.compiled()(
+            torch.tensor(ids, dtype=torch.long, device=dev),
+            positions.to(dev, torch.long).clone(),  # made here: every input an inference tensor
+            torch.arange(start, start + n, device=dev),
+            cols.to(dev),
+            bias.to(dev),
+            kv.keys,
+            kv.values,
+        )
+        kv.length = start + n
+        return logits, h
+
+    @staticmethod
+    def keep(kv: StaticKV, base: int, rows: list[int]) -> None:
+        """Keep slots [0, base) plus base + rows (ascending); the rest is free again."""
+        k = len(rows)
+        if rows != list(range(k)):
+            idx = torch.tensor(rows, dtype=torch.long, device=kv.keys[0].device) + base
+            for buf in (kv.keys, kv.values):
+                for t in buf:
+                    t[:, base : base + k] = t.index_select(1, idx)
+        kv.length = base + k

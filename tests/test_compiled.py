@@ -1,0 +1,177 @@
+"""The compiled forward (core/compiled.py): the target's decode and verify blocks over a static KV
+cache, compiled by inductor. It must compute what transformers computes (to rounding), keep
+speculative decoding bit-identical to plain decoding on it, trees included (each row's keys
+gathered into column order), and stand aside where it cannot serve (hooks, other families, off)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from core import adapters, compiled
+from core import rows as R
+from core.api import warm
+from core.drafters import ModelDrafter, spec_for
+from core.engine import generate
+from core.pairs import Pair
+from tools.tiny import tiny_model_dir
+
+PROMPT = "Describe the picture in a few words."
+N = 24
+_loaded: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _compile_on(monkeypatch):
+    monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
+
+
+def target(family="qwen2", dtype="bfloat16"):
+    """A tiny text target on its compiled forward (compiled once per module run)."""
+    if (family, dtype) not in _loaded:
+        tgt = adapters.load(tiny_model_dir(family), dtype=dtype)
+        assert tgt.compiled is not None, compiled.eligible(tgt.model)
+        assert tgt.compiled.warm(), tgt.compiled.failed
+        tgt.use_compiled = True  # this module tests the path itself; settle_path's choice is tested below
+        _loaded[(family, dtype)] = tgt
+    return _loaded[(family, dtype)]
+
+
+def decode(tgt, drafter, strategy):
+    seen = []
+    tr = generate(
+        tgt,
+        PROMPT,
+        None,
+        drafter,
+        spec_for(strategy),
+        max_new_tokens=N,
+        on_phase=lambda name, s, **d: seen.append(d["logits"].float().clone()) if name == "verify" else None,
+    )
+    rows = []
+    for st, lg in zip(tr.steps, seen):
+        rows += [lg[r] for r in ([0] + [a + 1 for a in st.accepted])[: len(st.committed)]]
+    return tr, rows
+
+
+@pytest.mark.parametrize("family,dtype", [("qwen2", "bfloat16"), ("llama", "float32")])
+def test_speculative_is_plain_decoding_bit_for_bit_on_the_compiled_forward(family, dtype):
+    tgt = target(family, dtype)
+    assert tgt.path == "compiled"
+    rows = R.row_set(tgt)
+    assert rows.exact and rows.attention == "", rows  # measured on this forward, not the eager one's
+    drafter = ModelDrafter(tgt.truncated(1), "first layer")
+    ref, ref_rows = decode(tgt, None, "chain")
+    assert len(ref.output) > 4 and tgt.path == "compiled"
+    for strategy in ("auto", "chain", "tree", "dynamic"):
+        tr, got = decode(tgt, drafter, strategy)
+        assert tr.output == ref.output, strategy
+        assert rows.trees or strategy in ("auto", "chain"), "trees not exact on the compiled forward"
+        bad = [i for i, (a, b) in enumerate(zip(ref_rows, got)) if not torch.equal(a, b)]
+        assert not bad, f"{strategy}: logits differ from plain decoding at tokens {bad[:5]}"
+
+
+def test_the_compiled_forward_computes_what_transformers_computes():
+    tgt = target("llama", "float32")
+    ids = torch.randint(0, tgt.vocab_size, (40,), generator=torch.Generator().manual_seed(1))
+    tgt.use_compiled = False
+    sess, _, _ = tgt.prefill(tgt.encode_ids(ids[:30]))
+    ref, ref_h = tgt.forward(sess, ids[30:].tolist(), want_hidden=True)
+    tgt.use_compiled = True
+    sess, _, _ = tgt.prefill(tgt.encode_ids(ids[:30]))
+    assert isinstance(sess.cache, compiled.StaticKV)
+    got, got_h = tgt.forward(sess, ids[30:].tolist(), want_hidden=True)
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4), (got - ref).abs().max()
+    assert torch.allclose(got_h, ref_h, atol=1e-4, rtol=1e-4)  # the final, normed hidden state, as transformers'
+
+
+def test_tree_rows_see_their_keys_in_column_order():
+    """A tree verify: the row behind each true node equals chunked (chain) decoding bit for bit,
+    though its ancestors sit at scattered columns, siblings in between (what ``cols`` is for)."""
+    tgt = target("qwen2", "bfloat16")
+    rows = R.row_set(tgt)
+    assert rows.trees, "the compiled forward's tree verifies differ from its chains"
+
+
+def test_keep_compacts_the_static_cache():
+    kv = compiled.StaticKV([torch.arange(10.0).view(1, 10, 1)], [torch.arange(10.0).view(1, 10, 1) + 100], 10)
+    compiled.CompiledDecoder.keep(kv, 4, [1, 3, 5])
+    assert kv.length == 7
+    assert kv.keys[0][0, :7, 0].tolist() == [0, 1, 2, 3, 5, 7, 9]
+    assert kv.values[0][0, :7, 0].tolist() == [100, 101, 102, 103, 105, 107, 109]
+    kv.reserve(600)  # grows, keeping what it holds
+    assert kv.capacity >= 607 and kv.capacity % compiled.GROW == 0
+    assert kv.keys[0][0, :7, 0].tolist() == [0, 1, 2, 3, 5, 7, 9]
+
+
+def test_a_tapped_target_decodes_on_transformers_forward():
+    tgt = target("qwen2", "bfloat16")
+    assert tgt.path == "compiled"
+    h = tgt.text_module().layers[0].register_forward_pre_hook(lambda *a: None)
+    try:
+        assert tgt.path == "eager"
+        sess, _, _ = tgt.prefill(tgt.encode_ids(torch.tensor([1, 2, 3])))
+        assert not isinstance(sess.cache, compiled.StaticKV)
+    finally:
+        h.remove()
+    assert tgt.path == "compiled"
+
+
+def test_settle_path_takes_the_compiled_forward_only_where_it_is_exact_and_faster(monkeypatch):
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    eager = R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.010})
+    fast = {"rows": R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005})}
+    monkeypatch.setattr(compiled.CompiledDecoder, "warm", lambda self, kv_len=64: setattr(self, "compile_s", 1.0) or True)
+    monkeypatch.setattr("core.adapters.base.row_set", lambda a, refresh=False: fast["rows"] if a.path == "compiled" else eager)
+    assert tgt.settle_path() == "compiled"
+    for worse in (
+        R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.020}),  # slower
+        R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=False, seconds={2: 0.005}),  # trees not exact
+        R.RowSet((2, 3, 4), trees=True, seconds={2: 0.005}),  # reaches less far
+        R.STOCK,  # no exact group
+    ):
+        tgt.use_compiled, tgt._compiled_rows = False, None
+        fast["rows"] = worse
+        assert tgt.settle_path() == "eager", worse
+
+
+def test_in_the_background_the_eager_forward_serves_until_a_later_settle(monkeypatch):
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    gate = threading.Event()
+    seen = []
+
+    def slow_warm(self, kv_len=64):
+        gate.wait(30)
+        self.compile_s = 1.0
+        return True
+
+    def rows(a, refresh=False):
+        seen.append((threading.current_thread().name, a.path))
+        return R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005 if a.path == "compiled" else 0.01})
+
+    monkeypatch.setattr(compiled.CompiledDecoder, "warm", slow_warm)
+    monkeypatch.setattr("core.adapters.base.row_set", rows)
+    assert tgt.settle_path(wait=False) == "eager"  # compiling: the eager forward serves
+    assert tgt.path == "eager"
+    gate.set()
+    tgt.compiled._thread.join(30)
+    assert ("specscope-compile", "compiled") in seen  # measured in its own thread, on its forward
+    assert tgt.path == "eager"  # no switch until a run boundary
+    assert tgt.settle_path(wait=False) == "compiled"
+
+
+def test_no_compiled_forward_where_it_cannot_serve(monkeypatch):
+    assert adapters.load(tiny_model_dir("qwen2_vl")).compiled is None  # multimodal: the eager path
+    monkeypatch.setenv("SPECSCOPE_COMPILE", "off")
+    assert adapters.load(tiny_model_dir("qwen2")).compiled is None
+    assert adapters.load(tiny_model_dir("qwen2"), kernels="stock").compiled is None
+
+
+def test_warm_settles_the_path_before_any_run():
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="float32")
+    pair = Pair(tgt, None, "tiny", None)
+    warm(pair, PROMPT, tokens=2)
+    assert tgt.compiled.ready and tgt.path in ("compiled", "eager")  # which one: measured
+    assert tgt.path == ("compiled" if tgt.use_compiled else "eager")

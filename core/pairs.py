@@ -42,10 +42,18 @@ def _evict(keep: tuple) -> None:
     targets = [k for k in _cache if k[0] == "target"]
     while len(targets) > max_models():
         old = next(k for k in targets if k != keep)
-        tid = id(_cache.pop(old))
+        gone = _cache.pop(old)
+        tid = id(gone)
         for k in [k for k in _cache if k[0] == "drafter" and k[1] == tid]:
             del _cache[k]
         targets.remove(old)
+        if _graph(gone) and not any(_graph(_cache[k]) for k in targets):
+            compiled.release()  # dynamo's cache would keep the dropped target's compiled graph alive
+
+
+def _graph(target) -> bool:
+    """Has this target's compiled forward been compiled (dynamo's cache holds it)?"""
+    return getattr(getattr(target, "compiled", None), "_fn", None) is not None
 
 
 def default_device(device: str | None = None) -> str:

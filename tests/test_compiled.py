@@ -175,3 +175,19 @@ def test_warm_settles_the_path_before_any_run():
     warm(pair, PROMPT, tokens=2)
     assert tgt.compiled.ready and tgt.path in ("compiled", "eager")  # which one: measured
     assert tgt.path == ("compiled" if tgt.use_compiled else "eager")
+
+
+def test_dropping_the_last_compiled_target_frees_its_graph(monkeypatch):
+    from core import pairs
+
+    calls = []
+    monkeypatch.setattr(compiled, "release", lambda: calls.append(1))
+    monkeypatch.setenv("SPECSCOPE_MAX_MODELS", "1")
+    pairs.release()
+    calls.clear()
+    first = pairs.load_target(tiny_model_dir("qwen2"), "float32")
+    first.compiled._fn = object()  # as if compiled: dynamo's cache holds it
+    assert not calls
+    pairs.load_target(tiny_model_dir("llama"), "float32")  # evicts the qwen2 target, the only compiled one
+    assert calls
+    pairs.release()

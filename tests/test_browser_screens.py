@@ -280,6 +280,25 @@ def test_compare_reads_on_every_screen(pg):
     assert not pg.errors, pg.errors
 
 
+@pytest.mark.parametrize("draft_ratio", [0.0, 0.03, 0.1, 0.3])
+def test_the_speedup_maps_scale_reads_whatever_the_measured_costs(browser, draft_ratio):
+    """The map's range follows the machine's measured costs, so its colour bar's top tick can land
+    anywhere: at 0.3 it sat under the bar's title on a phone (seen in the app on an AMX Xeon)."""
+    from core import speedup_model
+    from ui.insight import speedup_map
+
+    fig = speedup_map(speedup_model.grid(None, draft_ratio), {"gamma": 5, "alpha": 0.8, "speedup_model": 3.1}, title="map", subtitle="")
+    html = fig.to_html(include_plotlyjs=True, full_html=True, config={"displayModeBar": False})
+    for vp in SIZES.values():
+        page = browser.new_page(viewport=vp)
+        try:
+            page.set_content(html)
+            page.wait_for_selector(".js-plotly-plot svg text")
+            assert not plot_problems(page, "body"), (vp, plot_problems(page, "body"))
+        finally:
+            page.close()
+
+
 def test_the_last_teach_step_is_consistent(pg):
     size, vp = pg.size, SIZES[pg.size]
     open_tab(pg, "Teach")

@@ -1,0 +1,90 @@
+"""How fast does a model drafter's forward run, eager or compiled? (docs/results.md, eighth session)
+
+    python -m tools.drafter_probe DRAFTER_DIR eager        # float32 + core.kernels' measured paths
+    python -m tools.drafter_probe DRAFTER_DIR bf16         # core.compiled over a bfloat16 copy
+    python -m tools.drafter_probe DRAFTER_DIR int8         # core.compiled, int8 weight-only products
+
+Prints the median of 20 one-row and four-row forwards after 200 cached tokens (and the compile
+time). A measurement, not a code path: the engine's drafters stay eager because this measured no
+gain for the compiled ones on the machines it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import core.compiled as C
+from core.adapters.base import Encoded
+from core.adapters.loader import load
+
+PREFIX = 200
+
+
+def _median_ms(f, n: int = 20) -> float:
+    for _ in range(3):
+        f()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return sorted(ts)[n // 2] * 1e3
+
+
+def _int8_products(model) -> None:
+    """Route core.compiled's products through int8 weight-only copies (per output channel)."""
+    q = {}
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            w = m.weight.detach().float()
+            s = w.abs().amax(1).clamp(min=1e-8) / 127
+            q[id(m)] = ((w / s[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), s.to(model.dtype))
+
+    def lin(x, layer):
+        wq, s = q[id(layer)]
+        y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), wq, s).view(*x.shape[:-1], -1)
+        return y if layer.bias is None else y + layer.bias
+
+    C._lin = lin
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("drafter")
+    ap.add_argument("mode", choices=("eager", "bf16", "int8"))
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.mode == "eager":
+        lm = load(a.drafter, dtype="float32", role="drafter", kernels="auto")
+        sess, _, _ = lm.prefill(Encoded(torch.randint(100, 5000, (1, PREFIX))))
+
+        def step(n: int) -> None:
+            lm.forward(sess, [5] * n)
+            lm.keep(sess, PREFIX, [])
+
+        compile_s = 0.0
+    else:
+        lm = load(a.drafter, dtype="bfloat16", role="drafter", kernels="stock")
+        if a.mode == "int8":
+            _int8_products(lm.model)
+        fast = C.CompiledDecoder(lm.model)
+        t0 = time.perf_counter()
+        if not fast.warm():
+            raise SystemExit(f"compile failed: {fast.failed}")
+        compile_s = time.perf_counter() - t0
+        kv = fast.empty_kv(PREFIX)
+
+        def step(n: int) -> None:
+            fast.forward(kv, [5] * n, torch.arange(PREFIX, PREFIX + n), None)
+            kv.length = PREFIX
+
+    one, four = _median_ms(lambda: step(1)), _median_ms(lambda: step(4))
+    print(f"{a.mode}: 1 row {one:.1f} ms, 4 rows {four:.1f} ms, compile {compile_s:.0f} s ({torch.get_num_threads()} threads)")
+
+
+if __name__ == "__main__":
+    main()

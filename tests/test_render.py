@@ -690,3 +690,17 @@ def test_a_long_chain_keeps_its_words_readable(compact):
     # a short chain stays upright
     short = _manual_trace([_step([1, 2, 3], [-1, 0, 1], [0, 1, 2], [], 4, "bonus")], first=0, vocab=vocab)
     assert not R.tree_figure(short, 0).layout.meta["rotated"]
+
+
+def test_a_speedup_range_fits_the_tables_range_column_however_noisy():
+    """The compare table's range column holds eleven characters ("(0.73–9.99)"): a noisy run's range
+    past 10x ("(0.73–11.24)") broke over two lines there (the desktop screen test, on a busy machine).
+    Speedups are written with three significant digits."""
+    spec = synthetic_trace(seed=4, strategy="dynamic", max_new_tokens=40)
+    ar = synthetic_trace(seed=4, strategy="ar", max_new_tokens=40)
+    for rounds in ([0.73, 1.9, 11.24], [9.996, 10.4, 12.0], [1.5, 150.2, 99.96], [0.5, 0.9]):
+        cell = R.speed_cell(compared(spec, ar, speedups=rounds, speedup=sorted(rounds)[len(rounds) // 2]))
+        assert re.fullmatch(r"[\d.]+× \([\d.]+–[\d.]+\)", cell), cell
+        assert all(len(word) <= 11 for word in cell.split()), cell
+    assert R.speed_cell(compared(spec, ar, speedups=[0.73, 11.24], speedup=1.9)) == "1.90× (0.73–11.2)"
+    assert "1.90× (1.70–2.20 over 3 runs)" == R.speedup_text(1.9, [1.7, 1.9, 2.2])

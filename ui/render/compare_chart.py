@@ -7,6 +7,7 @@ import math
 import plotly.graph_objects as go
 
 from .base import BLUE, GREEN, figure, layout, placeholder, title, trace_of
+from .verdict import ratio
 
 
 def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
@@ -34,7 +35,7 @@ def compare_figure(rows: list[dict], height: int | None = None) -> go.Figure:
     lo = [min(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
     hi = [max(r.get("speedups") or [v]) if num(v) else None for r, v in zip(rows, spd)]
     spd_text = [
-        ("" if not num(v) else f"{v:.2f}×" if len(r.get("speedups") or []) < 2 else f"{v:.2f}× ({a:.2f}–{b:.2f})")
+        ("" if not num(v) else f"{ratio(v)}×" if len(r.get("speedups") or []) < 2 else f"{ratio(v)}× ({ratio(a)}–{ratio(b)})")
         for r, v, a, b in zip(rows, spd, lo, hi)
     ]
     # a slowdown's bar ends before the dashed 1× line: its number is written right of the line

@@ -12,18 +12,24 @@ from core.api import Comparison
 from .base import AMBER, GREEN, RED
 
 
+def ratio(x: float) -> str:
+    """A speedup with three significant digits: "1.92", "11.2", "112" (a noisy run's range can reach
+    past 10x; the table's range column is sized for eleven characters, "(0.73–11.2)")."""
+    return f"{x:.2f}" if abs(x) < 9.995 else f"{x:.1f}" if abs(x) < 99.95 else f"{x:.0f}"
+
+
 def speedup_text(speedup: float, rounds: list[float] | None = None) -> str:
     """ "1.92× (1.70–2.20 over 3 runs)"; one run: "1.92× (1 run)"."""
     rounds = [r for r in (rounds or []) if isinstance(r, (int, float)) and math.isfinite(r)]
     if len(rounds) > 1:
-        return f"{speedup:.2f}× ({min(rounds):.2f}–{max(rounds):.2f} over {len(rounds)} runs)"
-    return f"{speedup:.2f}× (1 run)" if rounds else f"{speedup:.2f}×"
+        return f"{ratio(speedup)}× ({ratio(min(rounds))}–{ratio(max(rounds))} over {len(rounds)} runs)"
+    return f"{ratio(speedup)}× (1 run)" if rounds else f"{ratio(speedup)}×"
 
 
 def speed_cell(c: Comparison) -> str:
     """ "1.93× (1.76–2.25)": the median of the timed runs and their range (a table cell)."""
     r = c.speedups
-    return f"{c.speedup:.2f}× ({min(r):.2f}–{max(r):.2f})" if len(r) > 1 else f"{c.speedup:.2f}×"
+    return f"{ratio(c.speedup)}× ({ratio(min(r))}–{ratio(max(r))})" if len(r) > 1 else f"{ratio(c.speedup)}×"
 
 
 def speed_message(c: Comparison) -> tuple[str, str]:

@@ -189,3 +189,11 @@ def test_the_draft_shape_flags_default_to_draftspec():
     bench = bench_parser().parse_args([])
     for flag in ("gamma", "branching", "depth", "top_k", "budget", "min_prob"):
         assert getattr(bench, flag) == getattr(args, flag), flag
+
+
+def test_the_drafter_probe_says_what_is_wrong_with_a_missing_drafter(tmp_path):
+    from tools import drafter_probe
+
+    with pytest.raises(SystemExit) as e:
+        drafter_probe.main([str(tmp_path / "nowhere"), "eager", "--threads", "1"])
+    assert str(e.value).startswith("drafter_probe: cannot load model config"), e.value

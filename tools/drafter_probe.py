@@ -19,6 +19,7 @@ import torch
 import core.compiled as C
 from core.adapters.base import Encoded
 from core.adapters.loader import load
+from core.errors import InputError, ModelLoadError
 
 PREFIX = 200
 
@@ -58,8 +59,15 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.mode == "eager":
-        lm = load(a.drafter, dtype="float32", role="drafter", kernels="auto")
+    try:
+        _probe(a.drafter, a.mode)
+    except (ModelLoadError, InputError) as e:
+        raise SystemExit(f"drafter_probe: {e}") from None
+
+
+def _probe(drafter: str, mode: str) -> None:
+    if mode == "eager":
+        lm = load(drafter, dtype="float32", role="drafter", kernels="auto")
         sess, _, _ = lm.prefill(Encoded(torch.randint(100, 5000, (1, PREFIX))))
 
         def step(n: int) -> None:
@@ -68,8 +76,8 @@ def main(argv=None) -> None:
 
         compile_s = 0.0
     else:
-        lm = load(a.drafter, dtype="bfloat16", role="drafter", kernels="stock")
-        if a.mode == "int8":
+        lm = load(drafter, dtype="bfloat16", role="drafter", kernels="stock")
+        if mode == "int8":
             _int8_products(lm.model)
         fast = C.CompiledDecoder(lm.model)
         t0 = time.perf_counter()
@@ -83,7 +91,7 @@ def main(argv=None) -> None:
             kv.length = PREFIX
 
     one, four = _median_ms(lambda: step(1)), _median_ms(lambda: step(4))
-    print(f"{a.mode}: 1 row {one:.1f} ms, 4 rows {four:.1f} ms, compile {compile_s:.0f} s ({torch.get_num_threads()} threads)")
+    print(f"{mode}: 1 row {one:.1f} ms, 4 rows {four:.1f} ms, compile {compile_s:.0f} s ({torch.get_num_threads()} threads)")
 
 
 if __name__ == "__main__":

@@ -58,10 +58,8 @@ def speedup_map(grid: dict, point: dict | None = None, title: str | None = None,
             y=al,
             z=sp,
             colorscale="Viridis",
-            colorbar={
-                "title": {"text": "speedup", "side": "right"},
-                "thickness": 14,
-            },  # beside the bar: a tick at its top cannot run into it
+            # the title beside the bar, where a tick at the bar's top cannot run into it
+            colorbar={"title": {"text": "speedup", "side": "right"}, "thickness": 14},
             hovertemplate="γ=%{x}<br>α=%{y}<br>speedup %{z:.2f}×<extra></extra>",
             name="speedup",
         )

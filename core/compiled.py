@@ -8,8 +8,13 @@ more than its products. This module is that forward, for the target's decode and
 
     fast = CompiledDecoder.build(model)   # None where the model is not one it handles
     kv = fast.new_kv(prompt_cache, length)
-    logits, hidden = fast.forward(kv, ids, positions, attn)
+    logits, hidden, resid = fast.forward(kv, ids, positions, attn)
     fast.keep(kv, base, rows)
+
+``resid`` is the residual stream entering each decoder layer and the final norm, (n, L + 1, H): what
+an EAGLE-3 head reads from three of the layers (core/drafters/eagle3.py), delivered without hooks
+(the compiled forward runs no modules). It costs a copy of n x (L + 1) x H values a step, nothing
+beside the weights' 3 GB, so every graph returns it and no head's choice of layers recompiles.
 
 Exactness is the engine's concern as everywhere (``core.rows`` measures which row counts compute
 alike on this forward, as on the eager ones), so the attention keeps the rule of
@@ -34,7 +39,7 @@ import torch.nn.functional as F
 FAMILIES = ("llama", "qwen2")
 GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
-VERSION = 1  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 2  # bump when the computation changes: row sets measured on it are measured again
 
 
 _built = 0  # compiled forwards made in this process (release() drops them all)
@@ -146,7 +151,9 @@ class CompiledDecoder:
         cos = (emb.cos() * self.rope_scale).to(x.dtype)[:, None, :]
         sin = (emb.sin() * self.rope_scale).to(x.dtype)[:, None, :]
         scale = d**-0.5
+        resid = []
         for i, layer in enumerate(self.layers):
+            resid.append(x)
             a, mlp = layer.self_attn, layer.mlp
             h = _rms(x, layer.input_layernorm.weight, self.eps)
             q = _rotate(_lin(h, a.q_proj).view(n, nh, d), cos, sin)
@@ -165,8 +172,9 @@ class CompiledDecoder:
             x = x + _lin(o, a.o_proj)
             h = _rms(x, layer.post_attention_layernorm.weight, self.eps)
             x = x + _lin(F.silu(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
+        resid.append(x)
         x = _rms(x, self.model.model.norm.weight, self.eps)
-        return _lin(x, self.model.lm_head), x
+        return _lin(x, self.model.lm_head), x, torch.stack(resid, dim=1)
 
     def compiled(self):
         with self._lock:
@@ -238,7 +246,8 @@ class CompiledDecoder:
     @torch.inference_mode()
     def forward(self, kv: StaticKV, ids: list[int], positions: torch.Tensor, attn: torch.Tensor | None):
         """A block of n tokens after the cache, ``attn`` (bool (n, length + n); None: causal).
-        Returns logits (n, V) and the final (normed) hidden states (n, H)."""
+        Returns logits (n, V), the final (normed) hidden states (n, H) and the residual stream
+        entering each layer and the final norm (n, L + 1, H)."""
         n = len(ids)
         kv.reserve(n)
         start = kv.length
@@ -252,7 +261,7 @@ class CompiledDecoder:
         hidden = torch.gather(~visible, 1, cols)
         bias = torch.zeros(n, width, dtype=torch.float32).masked_fill_(hidden, torch.finfo(torch.float32).min)
         dev = self.device
-        logits, h = self.compiled()(
+        logits, h, resid = self.compiled()(
             torch.tensor(ids, dtype=torch.long, device=dev),
             positions.to(dev, torch.long).clone(),  # made here: every input an inference tensor
             torch.arange(start, start + n, device=dev),
@@ -262,7 +271,7 @@ class CompiledDecoder:
             kv.values,
         )
         kv.length = start + n
-        return logits, h
+        return logits, h, resid
 
     @staticmethod
     def keep(kv: StaticKV, base: int, rows: list[int]) -> None:

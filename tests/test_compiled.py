@@ -119,6 +119,36 @@ def test_a_tapped_target_decodes_on_transformers_forward():
     assert tgt.path == "compiled"
 
 
+def test_an_eagle3_head_reads_the_compiled_forward_and_keeps_it():
+    """An EAGLE-3 head's taps are hooks, which the compiled forward (no modules) never calls: the
+    adapter hands them its residual stream instead, so the target keeps that forward; the head
+    reads the same layers' states as on transformers' forward (to rounding), and speculative
+    decoding with it stays plain decoding bit for bit."""
+    from core.drafters.eagle3 import Eagle3Drafter, new_head
+
+    tgt = target("llama", "float32")
+    drafter = Eagle3Drafter(tgt, head=new_head(tgt, aux_layer_ids=[0, 1, 2], seed=3))
+    try:
+        assert tgt.path == "compiled" and tgt.readers, "the head's taps moved the target off its compiled forward"
+        ids = torch.randint(0, tgt.vocab_size, (40,), generator=torch.Generator().manual_seed(2))
+        aux = {}
+        for use in (False, True):
+            tgt.use_compiled = use
+            sess, _, _ = tgt.prefill(tgt.encode_ids(ids[:30]))
+            assert isinstance(sess.cache, compiled.StaticKV) == use
+            _, h = tgt.forward(sess, ids[30:].tolist(), want_hidden=True)
+            aux[use] = drafter.taps.lookup(h[3:7].clone())
+        assert torch.allclose(aux[True], aux[False], atol=1e-4, rtol=1e-4), (aux[True] - aux[False]).abs().max()
+        ref, _ = decode(tgt, None, "chain")
+        for strategy in ("auto", "chain", "tree"):
+            tr, _ = decode(tgt, drafter, strategy)
+            assert tr.output == ref.output, strategy
+            assert tr.meta["forward"] == "compiled", strategy
+    finally:
+        drafter.close()
+    assert not tgt.readers and tgt.path == "compiled"
+
+
 def test_settle_path_takes_the_compiled_forward_only_where_it_is_exact_and_faster(monkeypatch):
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
     eager = R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.010})

@@ -60,6 +60,9 @@ class HFAdapter:
         self.use_compiled = False  # the compiled forward's turn: changed only by settle_path()
         self._compiled_rows = None  # its measured row set (core.rows), once measured
         self._trial = threading.local()  # .on: this thread measures the compiled forward
+        # readers of the compiled forward's residual stream: f(hidden (m, H), resid (m, L + 1, H)) after
+        # each compiled forward, for what reads the layers through hooks on the eager one (AuxTaps)
+        self.readers: list = []
 
     def generate_inputs(self, enc) -> dict:
         """Keyword arguments of ``self.model.generate`` for ``enc``: transformers' own decoding of
@@ -142,21 +145,23 @@ class HFAdapter:
     @property
     def path(self) -> str:
         """The forward new sessions take: "compiled" once ``settle_path`` chose it (or in the thread
-        measuring it), unless something reads the target's layers through hooks (an EAGLE-3 head's
-        taps: the compiled forward runs no modules), then "eager". Each path has its own measured
-        row set (``core.rows``)."""
+        measuring it), unless something reads the target's layers through hooks the compiled
+        forward cannot serve (it runs no modules), then "eager". Hooks marked ``reads_compiled``
+        (an EAGLE-3 head's taps) are served: their owner reads the compiled forward's residual
+        stream (``readers``). Each path has its own measured row set (``core.rows``)."""
         trial = getattr(self._trial, "on", False)
         if (self.use_compiled or trial) and self.compiled is not None and not self._tapped():
             return "compiled"
         return "eager"
 
     def _tapped(self) -> bool:
-        """Does anyone read the decoder's modules through hooks (transformers' own output capture,
-        installed once and gated by its flag, does not count)?"""
+        """Does anyone read the decoder's modules through hooks the compiled forward cannot serve
+        (transformers' own output capture, installed once and gated by its flag, does not count;
+        nor do hooks marked ``reads_compiled``, whose owner is among ``readers``)?"""
         text = self.text_module()
         mods = [m for m in (text, getattr(text, "norm", None), *getattr(text, "layers", [])) if m is not None]
         hooks = [h for m in mods for h in (*m._forward_pre_hooks.values(), *m._forward_hooks.values())]
-        return any(not getattr(h, "__module__", "").startswith("transformers.") for h in hooks)
+        return any(not (getattr(h, "__module__", "").startswith("transformers.") or getattr(h, "reads_compiled", False)) for h in hooks)
 
     def settle_path(self, wait: bool = True) -> str:
         """Take the compiled forward from now on if it is ready, exact (its row set reaches as far as
@@ -275,8 +280,10 @@ class HFAdapter:
             ids, positions, attn = padded_inputs(ids, positions, attn, start, rows)
         m = len(ids)
         if isinstance(sess.cache, StaticKV):
-            logits, hidden = self.compiled.forward(sess.cache, ids, self.position_ids(sess, positions).view(-1), attn)
+            logits, hidden, resid = self.compiled.forward(sess.cache, ids, self.position_ids(sess, positions).view(-1), attn)
             sess.length = start + m
+            for read in self.readers:
+                read(hidden, resid)
             return logits[:n], (hidden[:n] if want_hidden else None)
         kw = {}
         if attn is not None:
@@ -350,6 +357,7 @@ class HFAdapter:
         clone = copy.copy(self)
         clone.model = view
         clone.compiled, clone.use_compiled, clone._compiled_rows = None, False, None  # compiled over all layers
+        clone.readers = []
         clone._lock = self._lock
         clone.name = f"{self.name} [first {n_layers}/{total} layers]"
         return clone

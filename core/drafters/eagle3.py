@@ -47,6 +47,9 @@ class AuxTaps:
     the residual stream entering the aux layers (id L: entering the final norm), next to the
     final norm's output (the hidden state the engine hands drafters). ``lookup(rows)`` finds
     given rows of that last hidden state among the recent forwards and returns their aux states.
+    On the target's compiled forward (core/compiled.py), which runs no modules, the same states
+    come from the residual stream it returns (the adapter's ``readers``); the hooks are marked
+    ``reads_compiled`` so the target keeps that forward.
 
     Rows are matched by value: the engine hands over copies (``hidden[kept]``), the replay a
     recording's slices; a 64-bit integer hash of each row's bits finds them, equality confirms.
@@ -64,11 +67,16 @@ class AuxTaps:
         self.ids, self.keep, self.max_rows = list(layer_ids), keep, max_rows
         self.local = threading.local()
         self.handles = []
+        self._coeff: dict = {}
+        # a target whose compiled forward hands over its residual stream keeps that forward
+        self.readers = getattr(target, "readers", None)
+        served = self.readers is not None
         for i in sorted(set(layer_ids)):
             mod = text.layers[i] if i < n else norm
-            self.handles.append(mod.register_forward_pre_hook(self._pre(i), with_kwargs=True))
-        self.handles.append(norm.register_forward_hook(self._done))
-        self._coeff: dict = {}
+            self.handles.append(mod.register_forward_pre_hook(_marked(self._pre(i), served), with_kwargs=True))
+        self.handles.append(norm.register_forward_hook(_marked(self._done, served)))
+        if served:
+            self.readers.append(self._read_compiled)
 
     def _pre(self, i):
         def hook(_module, args, kwargs):
@@ -82,9 +90,15 @@ class AuxTaps:
         st = self.local.__dict__.pop("stage", {})
         if not all(i in st for i in self.ids) or out.dim() != 3 or out.shape[0] != 1:
             return  # not a full batch-1 decoder forward
-        aux = torch.cat([st[i][0] for i in self.ids], dim=-1)
+        self._record(out[0], torch.cat([st[i][0] for i in self.ids], dim=-1))
+
+    def _read_compiled(self, hidden: torch.Tensor, resid: torch.Tensor) -> None:
+        """The compiled forward's rows: final hidden (m, H), residual stream (m, L + 1, H)."""
+        self._record(hidden, torch.cat([resid[:, i] for i in self.ids], dim=-1))
+
+    def _record(self, last: torch.Tensor, aux: torch.Tensor) -> None:
         hist = self.local.__dict__.setdefault("hist", deque())
-        hist.append({"last": out[0], "aux": aux, "keys": None})
+        hist.append({"last": last, "aux": aux, "keys": None})
         while len(hist) > 2 and (len(hist) > self.keep or sum(e["last"].shape[0] for e in hist) > self.max_rows):
             hist.popleft()
 
@@ -125,6 +139,18 @@ class AuxTaps:
         for h in self.handles:
             h.remove()
         self.handles = []
+        if self.readers is not None and self._read_compiled in self.readers:
+            self.readers.remove(self._read_compiled)
+
+
+def _marked(hook, served: bool):
+    """``hook`` as a function the adapter sees is served on its compiled forward (or not)."""
+
+    def marked(*args, **kwargs):
+        return hook(*args, **kwargs)
+
+    marked.reads_compiled = served
+    return marked
 
 
 # --------------------------------------------------------------------------------------

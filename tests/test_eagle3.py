@@ -650,6 +650,40 @@ def test_init_from_target(tmp_path):
         main(args + ["--init-from-target", "--hidden-size", "32"])
 
 
+def test_init_head_continues_a_trained_head_on_another_draft_vocabulary(tmp_path):
+    """--init-head: training continues from a saved head; every weight is copied, lm_head rows are
+    matched by target id (a new run's draft vocabulary is not the old one's order), rows the old
+    head lacked keep their init; another size or other aux layers are refused."""
+    from tools.train.__main__ import main
+    from tools.train.eagle3 import init_from_head
+
+    tgt = load("llama")
+    old_path, old = saved(tmp_path, tgt, "old", draft_vocab=list(range(0, 300, 3)), aux_layer_ids=[0, 1, 2], seed=5)
+    old = Eagle3Head.load(old_path, dtype=torch.float32)
+    new_vocab = list(range(150, 400, 3)) + [1, 2]  # half the old ids, elsewhere; the rest new
+    head = new_head(tgt, draft_vocab=new_vocab, aux_layer_ids=[0, 1, 2], seed=6)
+    before = head.lm_head.weight.clone()
+    assert init_from_head(head, old) == 50  # 150..297
+    assert torch.equal(head.fc.weight, old.fc.weight) and torch.equal(head.norm.weight, old.norm.weight)
+    for j, tid in enumerate(new_vocab):
+        want = old.lm_head.weight[tid // 3] if tid < 300 and tid % 3 == 0 else before[j]
+        assert torch.equal(head.lm_head.weight[j], want), tid
+    with pytest.raises(ValueError, match="reads layers"):
+        init_from_head(new_head(tgt, draft_vocab=new_vocab, aux_layer_ids=[1, 1, 2]), old)
+    with pytest.raises(ValueError, match="same sizes"):
+        init_from_head(new_head(tgt, draft_vocab=new_vocab, aux_layer_ids=[0, 1, 2], intermediate_size=8), old)
+    # the train command: the saved head (no step taken) is the old one where they share ids
+    (tmp_path / "d.jsonl").write_text(json.dumps({"image": None, "prompt": "hello", "answer": "a b c"}) + "\n")
+    out = tmp_path / "head"
+    args = ["eagle3", "--target", tgt.name, "--data", str(tmp_path / "d.jsonl"), "--out", str(out), "--run-dir", str(tmp_path / "run")]
+    args += ["--no-distill", "--draft-vocab", "16", "--vocab-samples", "2", "--aux-layers", "0,1,2", "--minutes", "0", "--threads", "1"]
+    assert main(args + ["--init-head", old_path]) == 0
+    got = Eagle3Head.load(str(out), dtype=torch.float32)
+    assert torch.equal(got.fc.weight, old.fc.weight)
+    with pytest.raises(SystemExit):
+        main(args + ["--init-head", str(tmp_path / "nowhere")])
+
+
 # ---------------------------------------------------------------------------------------------
 SHIPPED = ASSETS / "drafters" / "eagle3"
 

@@ -23,6 +23,9 @@ fresh samples and draws the rest from the last ``--replay`` ones (each used abou
 ``--distill-drafter D`` decodes the answers speculatively (the same greedy tokens, faster).
 ``--init-from-target``: the head's lm_head starts as the target's rows of the draft vocabulary and
 its final norm as the target's (same hidden size only).
+``--init-head DIR``: start from a trained head (continued training on more data): every weight
+copied, its lm_head rows matched by target id to this run's draft vocabulary (rows it lacks as
+``--init-from-target`` makes them, else left random); same shapes and aux layers only.
 ``--features DIR``: train from a feature cache (``python -m tools.train.features``: the target ran
 once per sample; aux features, ids and its top-k distribution over the draft vocabulary on disk)
 instead of running the target: shuffled epochs over the cached samples, its draft vocabulary and
@@ -196,6 +199,30 @@ def init_from_target(head: Eagle3Head, target) -> None:
     head.norm.weight.copy_(norm.weight.to(head.norm.weight))
 
 
+@torch.no_grad()
+def init_from_head(head: Eagle3Head, old: Eagle3Head) -> int:
+    """Continue from ``old``: every weight but lm_head copied (same shapes, same aux layers, else
+    ValueError), lm_head rows copied where ``old`` drafts the same target id. Returns how many of
+    ``head``'s draft ids ``old`` knew."""
+    if list(old.config.aux_layer_ids or []) != list(head.config.aux_layer_ids or []):
+        raise ValueError(f"--init-head reads layers {old.config.aux_layer_ids}, this run {head.config.aux_layer_ids}")
+    mine, theirs = head.state_dict(), old.state_dict()
+    for name, t in mine.items():
+        if name.startswith("lm_head.") or name in ("d2t", "t2d"):
+            continue
+        if name not in theirs or tuple(theirs[name].shape) != tuple(t.shape):
+            got = tuple(theirs[name].shape) if name in theirs else "missing"
+            raise ValueError(f"--init-head: {name} is {got} there, {tuple(t.shape)} here (same sizes only)")
+        t.copy_(theirs[name].to(t))
+    where = {int(tid): j for j, tid in enumerate(old.draft_to_target().tolist())}
+    new_ids = head.draft_to_target().tolist()
+    pairs = [(i, where[int(tid)]) for i, tid in enumerate(new_ids) if int(tid) in where]
+    if pairs:
+        dst, src = (torch.tensor(x) for x in zip(*pairs))
+        head.lm_head.weight[dst] = old.lm_head.weight[src].to(head.lm_head.weight)
+    return len(pairs)
+
+
 # ---------------------------------------------------------------- main
 def _source(data: str, seed: int, style: str) -> SampleSource:
     """MSD's sample source; JSONL rows may omit the answer (it is distilled)."""
@@ -272,6 +299,9 @@ def main(argv=None):
     )
     ap.add_argument("--aux-layers", default=None, help="three comma-separated layer ids (default [2, L//2, L-3])")
     ap.add_argument("--norm-before-residual", action="store_true")
+    ap.add_argument(
+        "--init-head", default=None, help="start from this trained head's weights (continued training on more data; same sizes)"
+    )
     ap.add_argument(
         "--init-from-target",
         action="store_true",
@@ -394,6 +424,12 @@ def main(argv=None):
     if args.init_from_target and state is None:
         init_from_target(head, target)
         log("lm_head and norm initialised from the target's", run_dir)
+    if args.init_head and state is None:
+        try:
+            known = init_from_head(head, Eagle3Head.load(args.init_head, dtype=torch.float32))
+        except (OSError, ValueError) as e:
+            ap.error(str(e))
+        log(f"weights from {args.init_head} ({known} of {len(vocab)} draft ids' lm_head rows)", run_dir)
     head.train()
     taps = AuxTaps(target, head.config.aux_layer_ids)
     params = [p for n_, p in head.named_parameters() if not n_.startswith("embed_tokens")]

@@ -680,6 +680,7 @@ def test_init_head_continues_a_trained_head_on_another_draft_vocabulary(tmp_path
     assert main(args + ["--init-head", old_path]) == 0
     got = Eagle3Head.load(str(out), dtype=torch.float32)
     assert torch.equal(got.fc.weight, old.fc.weight)
+    assert got.config.meta["specscope"]["continued_from"]["path"] == old_path  # the lineage is recorded
     with pytest.raises(SystemExit):
         main(args + ["--init-head", str(tmp_path / "nowhere")])
 

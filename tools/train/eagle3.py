@@ -424,11 +424,16 @@ def main(argv=None):
     if args.init_from_target and state is None:
         init_from_target(head, target)
         log("lm_head and norm initialised from the target's", run_dir)
+    lineage = state.get("continued_from") if state is not None else None  # what --init-head started from
     if args.init_head and state is None:
         try:
-            known = init_from_head(head, Eagle3Head.load(args.init_head, dtype=torch.float32))
+            old = Eagle3Head.load(args.init_head, dtype=torch.float32)
+            known = init_from_head(head, old)
         except (OSError, ValueError) as e:
             ap.error(str(e))
+        was = old.config.meta.get("specscope", {})
+        keep = ("steps", "answer_tokens_seen", "samples_distilled", "minutes", "continued_from")
+        lineage = {"path": str(args.init_head), **{k: was[k] for k in keep if k in was}}
         log(f"weights from {args.init_head} ({known} of {len(vocab)} draft ids' lm_head rows)", run_dir)
     head.train()
     taps = AuxTaps(target, head.config.aux_layer_ids)
@@ -457,6 +462,7 @@ def main(argv=None):
                 "pos": pos,
                 "n_cached": len(order),
                 "samples": samples,
+                "continued_from": lineage,
             },
             ckpt,
         )
@@ -557,6 +563,8 @@ def main(argv=None):
     }
     if cache is not None:
         head.config.meta["specscope"]["epochs"] = round(epoch + pos / len(order), 3)
+    if lineage:  # the counts above are this run's; the head it continued has its own
+        head.config.meta["specscope"]["continued_from"] = lineage
     head.config.meta["speculative_tokens"] = args.ttt
     head.eval().save(args.out)
     log(f"saved {args.out} after {step} steps", run_dir)

@@ -41,6 +41,14 @@ __all__ = [
 ]
 
 
+# The head's taps read the compiled forward's residual stream (and the target keeps that forward)
+# only when this is on. Off by default since the ninth session: on the real 1.5B target a 3-row
+# verify's row differed from the padded plain step's (max 0.19 in the logits) on the compiled
+# forward with the head attached, while on transformers' forward every row was equal, and one of 8
+# held-out outputs differed from plain decoding (docs/results.md). Lossless first.
+COMPILED_TAPS = False
+
+
 # --------------------------------------------------------------------------------------
 class AuxTaps:
     """Forward pre-hooks on the target's decoder layers: for each target forward (this thread's),
@@ -70,7 +78,9 @@ class AuxTaps:
         self._coeff: dict = {}
         # a target whose compiled forward hands over its residual stream keeps that forward
         self.readers = getattr(target, "readers", None)
-        served = self.readers is not None
+        served = COMPILED_TAPS and self.readers is not None
+        if not served:
+            self.readers = None
         for i in sorted(set(layer_ids)):
             mod = text.layers[i] if i < n else norm
             self.handles.append(mod.register_forward_pre_hook(_marked(self._pre(i), served), with_kwargs=True))

@@ -154,12 +154,15 @@ class AuxTaps:
 
 
 def _marked(hook, served: bool):
-    """``hook`` as a function the adapter sees is served on its compiled forward (or not)."""
+    """``hook``, marked for the adapter as served on its compiled forward where it is (a bound
+    method takes no attributes, so a served hook is wrapped); unchanged where it is not."""
+    if not served:
+        return hook
 
     def marked(*args, **kwargs):
         return hook(*args, **kwargs)
 
-    marked.reads_compiled = served
+    marked.reads_compiled = True
     return marked
 
 

@@ -204,8 +204,14 @@ class CompiledDecoder:
             return self.ready
         t0 = time.perf_counter()
         try:
-            kv = self.empty_kv(kv_len)
-            for n in (2, 3):  # dynamic from the start: one graph for every block size
+            # buffers made as sessions make them (under inference mode, in prefill): the graph's
+            # guards check it, so a warm-up over plain tensors would be compiled a second time
+            with torch.inference_mode():
+                kv = self.empty_kv(kv_len)
+            # dynamic from the start: one graph for every block size of 2 or more, and one for a
+            # single row (sizes 0 and 1 are always specialised): the row-set probe and plain
+            # decoding run both, so both are compiled here, ahead of any session
+            for n in (2, 3, 1):
                 self.forward(kv, list(range(n)), torch.arange(kv.length, kv.length + n), None)
                 kv.length -= n
         except Exception as e:

@@ -83,7 +83,8 @@ def generate(
         raise InputError("speculative decoding always runs exact (row-invariant) forwards")
     reserve = 1 + (spec.max_nodes if drafter is not None else 0)  # KV slots one step may fill
     _check_fits(enc.length, reserve, limit)  # before any forward
-    rows = row_set(target) if exact else STOCK
+    path = target.path  # the forward this decoding runs on: its sessions and its row set agree
+    rows = row_set(target, path=path) if exact else STOCK
     if rows.exact:
         reserve = rows.pad(reserve) or rows.cap  # its padded forward
         _check_fits(enc.length, reserve, limit)
@@ -126,9 +127,8 @@ def generate(
         "kernels",
         {"target": target.kernels.get("paths", "stock"), "drafter": getattr(drafter, "kernels", {}).get("paths")},
     )
-    trace.meta.setdefault("forward", getattr(target, "path", "eager"))  # compiled (core/compiled.py) or eager
-
-    sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden))
+    sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden), path=path)
+    trace.meta.setdefault("forward", sess.path)  # compiled (core/compiled.py) or eager
     root = _pick(logits, sampling, noise, enc.length)
     out = [root]
     trace.first_token = root

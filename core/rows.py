@@ -133,7 +133,7 @@ def padded_inputs(ids: list[int], positions: torch.Tensor, attn: torch.Tensor, s
     return ids, positions, mask
 
 
-def _key(adapter) -> str:
+def _key(adapter, path: str | None = None) -> str:
     cfg = adapter.model.config
     cfg = getattr(cfg, "text_config", None) or cfg
     shape = {
@@ -142,7 +142,7 @@ def _key(adapter) -> str:
     }
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
     h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
-    path = getattr(adapter, "path", "eager")
+    path = path or getattr(adapter, "path", "eager")
     path = "" if path == "eager" else f"{path}/{compiled.VERSION}|"
     return (
         f"rows/{VERSION}.{tree_attention.VERSION}|{path}{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
@@ -190,7 +190,7 @@ def set_attention(adapter, impl: str) -> None:
 
 
 @torch.inference_mode()
-def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXES, seed: int = 0):
+def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXES, seed: int = 0, path: str | None = None):
     """Chunked decoding of one token sequence at every candidate size s, the real rows of each chunk
     varying (``_pattern``) and padded to s, after each prompt length of ``prefixes`` (a kernel may
     change its path with the number of keys: sizes that agree at a short context can disagree at
@@ -202,7 +202,7 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXE
     for i, prefix in enumerate(prefixes):
         g = torch.Generator().manual_seed(seed + i)
         ids = torch.randint(0, adapter.vocab_size, (prefix + tokens,), generator=g)
-        sess, _, _ = adapter.prefill(adapter.encode_ids(ids[:prefix]))
+        sess, _, _ = adapter.prefill(adapter.encode_ids(ids[:prefix]), path=path)
         out = {}
         for s in candidates:
             chunks, best, at, pattern = [], float("inf"), 0, _pattern(s)
@@ -303,12 +303,14 @@ def _better(a: RowSet, b: RowSet) -> bool:
 _sets: dict[str, RowSet] = {}
 
 
-def row_set(adapter, refresh: bool = False) -> RowSet:
+def row_set(adapter, refresh: bool = False, path: str | None = None) -> RowSet:
     """The adapter's row-invariant group, with the attention path it holds for (applied to the
     model): measured at the target's first use on this machine for the model's attention and for
     eager attention (a second for the default target, a few minutes for a 1.5B model on 2 cores),
-    then read from the tuning file (``tuning_path()``, key "rows")."""
-    key = _key(adapter)
+    then read from the tuning file (``tuning_path()``, key "rows"). ``path``: the forward to measure
+    ("compiled" / "eager"; default the adapter's ``path`` now), as the caller's sessions run on it."""
+    path = path or getattr(adapter, "path", "eager")
+    key = _key(adapter, path)
     if not refresh:
         hit = _sets.get(key) or _cached(key)
         if hit is not None:
@@ -318,13 +320,13 @@ def row_set(adapter, refresh: bool = False) -> RowSet:
     t0 = time.perf_counter()
     best = None
     impls = ["eager", tree_attention.register(), attention(adapter)]
-    if getattr(adapter, "path", "eager") == "compiled":  # one attention: its own (core/compiled.py)
+    if path == "compiled":  # one attention: its own (core/compiled.py)
         impls = [""]
     for impl in dict.fromkeys(impls):
         if best is not None and best.exact and best.trees and best.cap >= REACH:
             break  # exact for chains and trees, far enough: measure no more
         set_attention(adapter, impl)
-        groups, seconds, trees = probe(adapter)
+        groups, seconds, trees = probe(adapter, path=path)
         sizes = choose(groups, seconds)
         found = RowSet(sizes, tuple(groups), seconds, 0.0, impl, trees.get(sizes, False))
         if best is None or (found.exact and (not best.exact or _better(found, best))):

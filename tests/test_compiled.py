@@ -87,6 +87,16 @@ def test_the_compiled_forward_computes_what_transformers_computes():
     assert torch.allclose(got_h, ref_h, atol=1e-4, rtol=1e-4)  # the final, normed hidden state, as transformers'
 
 
+def test_a_session_keeps_the_forward_it_was_asked_for():
+    tgt = target("qwen2", "bfloat16")
+    enc = tgt.encode_ids(torch.tensor([5, 6, 7]))
+    # a hook of the prefill's own (want_hidden) never moves a compiled session to eager
+    sess, _, _ = tgt.prefill(enc, want_hidden=True)
+    assert sess.path == "compiled" and isinstance(sess.cache, compiled.StaticKV)
+    sess, _, _ = tgt.prefill(enc, path="eager")
+    assert sess.path == "eager" and not isinstance(sess.cache, compiled.StaticKV)
+
+
 def test_tree_rows_see_their_keys_in_column_order():
     """A tree verify: the row behind each true node equals chunked (chain) decoding bit for bit,
     though its ancestors sit at scattered columns, siblings in between (what ``cols`` is for)."""
@@ -119,11 +129,13 @@ def test_a_tapped_target_decodes_on_transformers_forward():
     assert tgt.path == "compiled"
 
 
-def test_an_eagle3_head_keeps_its_target_on_transformers_forward_by_default():
-    """Until the compiled forward's rows are shown bit-identical with a head attached on real
-    targets (docs/results.md, ninth session), a head moves its target to transformers' forward."""
+def test_an_eagle3_head_moves_its_target_to_transformers_forward_when_switched_off(monkeypatch):
+    """``COMPILED_TAPS`` off: the head's taps are plain hooks, which the compiled forward (no
+    modules) cannot serve, so its target decodes on transformers' forward."""
+    from core.drafters import eagle3
     from core.drafters.eagle3 import Eagle3Drafter, new_head
 
+    monkeypatch.setattr(eagle3, "COMPILED_TAPS", False)
     tgt = target("llama", "float32")
     drafter = Eagle3Drafter(tgt, head=new_head(tgt, aux_layer_ids=[0, 1, 2], seed=3))
     try:
@@ -133,7 +145,7 @@ def test_an_eagle3_head_keeps_its_target_on_transformers_forward_by_default():
     assert tgt.path == "compiled"
 
 
-def test_an_eagle3_head_reads_the_compiled_forward_and_keeps_it(monkeypatch):
+def test_an_eagle3_head_reads_the_compiled_forward_and_keeps_it():
     """An EAGLE-3 head's taps are hooks, which the compiled forward (no modules) never calls: the
     adapter hands them its residual stream instead, so the target keeps that forward; the head
     reads the same layers' states as on transformers' forward (to rounding), and speculative
@@ -141,7 +153,7 @@ def test_an_eagle3_head_reads_the_compiled_forward_and_keeps_it(monkeypatch):
     from core.drafters import eagle3
     from core.drafters.eagle3 import Eagle3Drafter, new_head
 
-    monkeypatch.setattr(eagle3, "COMPILED_TAPS", True)
+    assert eagle3.COMPILED_TAPS  # the default
     tgt = target("llama", "float32")
     drafter = Eagle3Drafter(tgt, head=new_head(tgt, aux_layer_ids=[0, 1, 2], seed=3))
     try:
@@ -155,11 +167,16 @@ def test_an_eagle3_head_reads_the_compiled_forward_and_keeps_it(monkeypatch):
             _, h = tgt.forward(sess, ids[30:].tolist(), want_hidden=True)
             aux[use] = drafter.taps.lookup(h[3:7].clone())
         assert torch.allclose(aux[True], aux[False], atol=1e-4, rtol=1e-4), (aux[True] - aux[False]).abs().max()
-        ref, _ = decode(tgt, None, "chain")
+        ref, ref_rows = decode(tgt, None, "chain")
         for strategy in ("auto", "chain", "tree"):
-            tr, _ = decode(tgt, drafter, strategy)
+            tr, got = decode(tgt, drafter, strategy)
             assert tr.output == ref.output, strategy
+            # the session itself ran on the compiled forward (a head's prefill reads the prompt's
+            # hidden states through a hook of its own, which must not move the session to eager
+            # while its row set was measured on the compiled forward)
             assert tr.meta["forward"] == "compiled", strategy
+            bad = [i for i, (a, b) in enumerate(zip(ref_rows, got)) if not torch.equal(a, b)]
+            assert not bad, f"{strategy}: logits differ from plain decoding at tokens {bad[:5]}"
     finally:
         drafter.close()
     assert not tgt.readers and tgt.path == "compiled"
@@ -216,11 +233,19 @@ def test_no_compiled_forward_where_it_cannot_serve(monkeypatch):
 
 
 def test_warm_settles_the_path_before_any_run():
+    """And the compile-ahead's graph is the one sessions run on: its buffers are made as a
+    prefill's are (inference tensors, which the graph's guards check), so measuring the row set and
+    decoding compile nothing more (a second compile would cost minutes on a real target)."""
+    from torch._dynamo.utils import counters
+
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="float32")
     pair = Pair(tgt, None, "tiny", None)
+    assert tgt.compiled.warm()
+    graphs = counters["stats"]["unique_graphs"]
     warm(pair, PROMPT, tokens=2)
     assert tgt.compiled.ready and tgt.path in ("compiled", "eager")  # which one: measured
     assert tgt.path == ("compiled" if tgt.use_compiled else "eager")
+    assert counters["stats"]["unique_graphs"] == graphs, "the warm-up's graph did not serve the sessions"
 
 
 def test_dropping_the_last_compiled_target_frees_its_graph(monkeypatch):

@@ -31,7 +31,7 @@ N = 24
 @pytest.fixture(autouse=True)
 def _unpadded(monkeypatch):
     if os.environ.get("SPECSCOPE_TEST_UNPADDED") == "1":
-        monkeypatch.setattr(engine, "row_set", lambda adapter, refresh=False: R.STOCK)
+        monkeypatch.setattr(engine, "row_set", lambda adapter, refresh=False, path=None: R.STOCK)
 
 
 _loaded: dict = {}

@@ -36,6 +36,7 @@ class Session:
     length: int = 0  # KV slots filled
     pos_offset: Any = 0  # added to logical positions (Qwen2-VL rope_deltas)
     embeds: Any = None  # decoder input embeddings of the prompt (prefill with want_hidden)
+    path: str = "eager"  # the forward this session runs on: "compiled" (a static cache) or "eager"
 
 
 # --------------------------------------------------------------------------------------
@@ -209,9 +210,14 @@ class HFAdapter:
         return Encoded(ids.view(1, -1).to(self.device))
 
     @torch.inference_mode()
-    def prefill(self, enc: Encoded, want_hidden: bool = False, all_logits: bool = False):
-        """Run the prompt. Returns (session, logits of the last position or all, hidden (T,H) or None)."""
-        sess = Session(self.new_cache())
+    def prefill(self, enc: Encoded, want_hidden: bool = False, all_logits: bool = False, path: str | None = None):
+        """Run the prompt. Returns (session, logits of the last position or all, hidden (T,H) or None).
+        The session's forward is ``path`` ("compiled" / "eager"; default ``self.path``, taken before
+        this prefill hooks anything itself): the caller's row set (``core.rows``) is measured on it."""
+        path = path or self.path
+        if path == "compiled" and self.compiled is None:
+            raise ValueError(f"{self.name}: no compiled forward to run on")
+        sess = Session(self.new_cache(), path=path)
         handle = None
         if want_hidden:  # also keep the decoder's input embeddings (image features merged in)
 
@@ -221,7 +227,6 @@ class HFAdapter:
             handle = self.text_module().register_forward_pre_hook(grab, with_kwargs=True)
         try:
             with self._lock:
-                compiled = self.path == "compiled"
                 out = self.model(
                     input_ids=enc.input_ids,
                     past_key_values=sess.cache,
@@ -231,7 +236,7 @@ class HFAdapter:
                     **self.prefill_kwargs(enc),
                 )
                 sess.pos_offset = self._pos_offset_after_prefill(enc)
-                if compiled:  # the prompt's cache, into the compiled forward's static buffers
+                if path == "compiled":  # the prompt's cache, into the compiled forward's static buffers
                     sess.cache = self.compiled.from_cache(sess.cache, enc.length)
         finally:
             if handle is not None:

@@ -42,11 +42,13 @@ __all__ = [
 
 
 # The head's taps read the compiled forward's residual stream (and the target keeps that forward)
-# only when this is on. Off by default since the ninth session: on the real 1.5B target a 3-row
-# verify's row differed from the padded plain step's (max 0.19 in the logits) on the compiled
-# forward with the head attached, while on transformers' forward every row was equal, and one of 8
-# held-out outputs differed from plain decoding (docs/results.md). Lossless first.
-COMPILED_TAPS = False
+# when this is on (the default). Off, a head moves its target to transformers' forward, as before
+# the compiled forward returned its residual stream. (Off for a while in the ninth session: a head's
+# decoding was not bit-identical on the compiled forward; the cause was the prompt's prefill, whose
+# own hook for the prompt's hidden states moved the session to transformers' forward while its row
+# set had been measured on the compiled one. Fixed in the tenth: a session keeps the forward its
+# row set was measured on; docs/results.md.)
+COMPILED_TAPS = True
 
 
 # --------------------------------------------------------------------------------------

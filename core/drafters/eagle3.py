@@ -41,13 +41,9 @@ __all__ = [
 ]
 
 
-# The head's taps read the compiled forward's residual stream (and the target keeps that forward)
-# when this is on (the default). Off, a head moves its target to transformers' forward, as before
-# the compiled forward returned its residual stream. (Off for a while in the ninth session: a head's
-# decoding was not bit-identical on the compiled forward; the cause was the prompt's prefill, whose
-# own hook for the prompt's hidden states moved the session to transformers' forward while its row
-# set had been measured on the compiled one. Fixed in the tenth: a session keeps the forward its
-# row set was measured on; docs/results.md.)
+# The head's taps read the compiled forward's residual stream, so the target keeps that forward
+# (off: a head moves its target to transformers' forward). History: docs/results.md, ninth and
+# tenth sessions.
 COMPILED_TAPS = True
 
 

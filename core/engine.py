@@ -129,6 +129,7 @@ def generate(
     )
     sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden), path=path)
     trace.meta.setdefault("forward", sess.path)  # compiled (core/compiled.py) or eager
+    trace.meta.setdefault("prefill", sess.prefill)  # the prompt's forward: compiled where measured cheaper
     root = _pick(logits, sampling, noise, enc.length)
     out = [root]
     trace.first_token = root

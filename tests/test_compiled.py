@@ -182,8 +182,65 @@ def test_an_eagle3_head_reads_the_compiled_forward_and_keeps_it():
     assert not tgt.readers and tgt.path == "compiled"
 
 
+def test_a_prompt_on_the_compiled_forward():
+    """Where measured cheaper the prompt runs on the compiled forward too, in blocks (three here):
+    the same logits, cache and hidden states as transformers' prefill (to rounding), the head's taps
+    fed the whole prompt at once, and speculative decoding after it plain decoding bit for bit."""
+    from core.drafters.eagle3 import Eagle3Drafter, new_head
+
+    from core.adapters import base
+
+    tgt = target("llama", "float32")
+    ids = torch.randint(0, tgt.vocab_size, (2 * base.PREFILL_CHUNK + 9,), generator=torch.Generator().manual_seed(4))
+    enc = tgt.encode_ids(ids)
+    got = {}
+    try:
+        for on in (False, True):
+            tgt.compiled_prefill = on
+            sess, logits, hidden = tgt.prefill(enc, want_hidden=True, all_logits=True)
+            assert sess.prefill == ("compiled" if on else "eager") and isinstance(sess.cache, compiled.StaticKV)
+            assert sess.length == sess.cache.length == enc.length
+            assert logits.shape == (enc.length, tgt.vocab_size) and hidden.shape[0] == enc.length
+            got[on] = (logits, hidden, sess.cache.keys[1][:, : enc.length], sess.cache.values[0][:, : enc.length])
+        for a, b in zip(got[False], got[True]):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
+        drafter = Eagle3Drafter(tgt, head=new_head(tgt, aux_layer_ids=[0, 1, 2], seed=3))
+        try:
+            ref, ref_rows = decode(tgt, None, "chain")
+            for strategy in ("auto", "tree"):
+                tr, rows = decode(tgt, drafter, strategy)  # the head reads the prompt through the readers
+                assert tr.meta["prefill"] == "compiled" and tr.output == ref.output, strategy
+                bad = [i for i, (a, b) in enumerate(zip(ref_rows, rows)) if not torch.equal(a, b)]
+                assert not bad, f"{strategy}: logits differ from plain decoding at tokens {bad[:5]}"
+        finally:
+            drafter.close()
+    finally:
+        tgt.compiled_prefill = False
+
+
+def test_settle_path_takes_the_compiled_prefill_only_where_measured_cheaper(monkeypatch):
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    rows = R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005})
+    monkeypatch.setattr(compiled.CompiledDecoder, "warm", lambda self, kv_len=64: setattr(self, "compile_s", 1.0) or True)
+    monkeypatch.setattr("core.adapters.base.row_set", lambda a, refresh=False: rows if a.path == "compiled" else R.STOCK)
+    for cost, chosen in (({"eager": 2.0, "compiled": 1.0}, True), ({"eager": 1.0, "compiled": 2.0}, False)):
+        monkeypatch.setattr("core.adapters.base._time_prefill", lambda a, enc, mode: cost[mode])
+        tgt.use_compiled, tgt._compiled_rows, tgt.compiled_prefill = False, None, None
+        assert tgt.settle_path() == "compiled"
+        assert tgt.compiled_prefill is chosen and tgt.prefill_seconds == cost
+
+    def broken(a, enc, mode):
+        raise RuntimeError("no kernel for this shape")
+
+    monkeypatch.setattr("core.adapters.base._time_prefill", broken)
+    tgt.use_compiled, tgt._compiled_rows = False, None
+    assert tgt.settle_path() == "compiled" and tgt.compiled_prefill is False  # the prompt stays eager
+    assert "no kernel" in tgt.prefill_seconds["failed"]
+
+
 def test_settle_path_takes_the_compiled_forward_only_where_it_is_exact_and_faster(monkeypatch):
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    monkeypatch.setattr("core.adapters.base._time_prefill", lambda a, enc, mode: 1.0)
     eager = R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.010})
     fast = {"rows": R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005})}
     monkeypatch.setattr(compiled.CompiledDecoder, "warm", lambda self, kv_len=64: setattr(self, "compile_s", 1.0) or True)
@@ -216,6 +273,7 @@ def test_in_the_background_the_eager_forward_serves_until_a_later_settle(monkeyp
 
     monkeypatch.setattr(compiled.CompiledDecoder, "warm", slow_warm)
     monkeypatch.setattr("core.adapters.base.row_set", rows)
+    monkeypatch.setattr("core.adapters.base._time_prefill", lambda a, enc, mode: 1.0)
     assert tgt.settle_path(wait=False) == "eager"  # compiling: the eager forward serves
     assert tgt.path == "eager"
     gate.set()

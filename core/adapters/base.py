@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ from ..compiled import StaticKV
 from ..errors import InputError, ModelLoadError
 from ..rows import REACH, STOCK, causal_mask, padded_inputs, row_set
 
+PREFILL_CHUNK = 128  # a prompt on the compiled forward: rows per block (bounds each row's gathered keys)
+PREFILL_PROBE = 96  # prompt tokens of the prefill timing (settle_path): a typical chat prompt
 SENTINEL = "\ue000"  # private-use char marking where the user's text goes in the chat template
 
 
@@ -37,6 +40,7 @@ class Session:
     pos_offset: Any = 0  # added to logical positions (Qwen2-VL rope_deltas)
     embeds: Any = None  # decoder input embeddings of the prompt (prefill with want_hidden)
     path: str = "eager"  # the forward this session runs on: "compiled" (a static cache) or "eager"
+    prefill: str = "eager"  # the forward its prompt ran on (compiled only where measured cheaper)
 
 
 # --------------------------------------------------------------------------------------
@@ -60,6 +64,10 @@ class HFAdapter:
         self.compiled = None  # core.compiled.CompiledDecoder, where load() found the model eligible
         self.use_compiled = False  # the compiled forward's turn: changed only by settle_path()
         self._compiled_rows = None  # its measured row set (core.rows), once measured
+        # the prompt on the compiled forward too: chosen by settle_path where measured cheaper
+        # (prefill_seconds: the timing behind the choice, {"eager": s, "compiled": s})
+        self.compiled_prefill = False
+        self.prefill_seconds: dict = {}
         self._trial = threading.local()  # .on: this thread measures the compiled forward
         # readers of the compiled forward's residual stream: f(hidden (m, H), resid (m, L + 1, H)) after
         # each compiled forward, for what reads the layers through hooks on the eager one (AuxTaps)
@@ -182,7 +190,25 @@ class HFAdapter:
         comp = self._compiled_rows
         if comp is not None and not fast.failed:
             self.use_compiled = comp.exact and _faster(comp, row_set(self))
+            if self.use_compiled:
+                self.compiled_prefill = self._prefill_cheaper()
         return self.path
+
+    def _prefill_cheaper(self) -> bool:
+        """Does a prompt cost less on the compiled forward than on transformers'? Measured once (a
+        ``PREFILL_PROBE``-token prompt, each way twice, alternated, the faster of each kept). Exactness
+        does not depend on it: plain and speculative decoding of a prompt share its prefill."""
+        ids = torch.arange(PREFILL_PROBE) * 7919 % max(self.vocab_size - 1, 1)
+        enc = self.encode_ids(ids)
+        seen: dict = {}
+        try:
+            for mode in ("eager", "compiled", "eager", "compiled"):
+                seen[mode] = min(seen.get(mode, float("inf")), _time_prefill(self, enc, mode))
+        except Exception as e:  # the prompt stays with transformers; why is kept
+            self.prefill_seconds = {"failed": f"{type(e).__name__}: {str(e).strip()[:200]}"}
+            return False
+        self.prefill_seconds = {k: round(v, 6) for k, v in seen.items()}
+        return seen["compiled"] < seen["eager"]
 
     def _measure_compiled(self) -> None:
         """The compiled forward's row set, measured in this thread only (others keep their path)."""
@@ -217,6 +243,8 @@ class HFAdapter:
         path = path or self.path
         if path == "compiled" and self.compiled is None:
             raise ValueError(f"{self.name}: no compiled forward to run on")
+        if path == "compiled" and self.compiled_prefill and not enc.extra:
+            return self._prefill_compiled(enc, want_hidden, all_logits)
         sess = Session(self.new_cache(), path=path)
         handle = None
         if want_hidden:  # also keep the decoder's input embeddings (image features merged in)
@@ -245,6 +273,30 @@ class HFAdapter:
         logits = out.logits[0] if all_logits else out.logits[0, -1]
         hidden = out.hidden_states[-1][0] if want_hidden else None
         return sess, logits, hidden
+
+    def _prefill_compiled(self, enc: Encoded, want_hidden: bool, all_logits: bool):
+        """``prefill`` of a text prompt on the compiled forward, in blocks of ``PREFILL_CHUNK`` rows
+        (one graph serves every size, so nothing compiles); its readers see the whole prompt at once,
+        as a hook sees transformers' prefill. ``embeds`` stays None, as there for a text prompt (its
+        decoder is given ids, not embeddings)."""
+        fast, ids = self.compiled, enc.input_ids[0].tolist()
+        kv = fast.empty_kv(len(ids))
+        kv.length = 0
+        sess = Session(kv, path="compiled", prefill="compiled")
+        logits, hidden, resid = [], [], []
+        with self._lock:
+            for s in range(0, len(ids), PREFILL_CHUNK):
+                part = ids[s : s + PREFILL_CHUNK]
+                lg, h, r = fast.forward(kv, part, torch.arange(s, s + len(part)), None)
+                logits.append(lg if all_logits else lg[-1:])
+                hidden.append(h)
+                resid.append(r)
+        hidden_t = torch.cat(hidden)
+        for read in self.readers:
+            read(hidden_t, torch.cat(resid))
+        sess.length = enc.length
+        logits_t = torch.cat(logits)
+        return sess, (logits_t if all_logits else logits_t[-1]), (hidden_t if want_hidden else None)
 
     def _pos_offset_after_prefill(self, enc: Encoded):
         return 0
@@ -366,6 +418,18 @@ class HFAdapter:
         clone._lock = self._lock
         clone.name = f"{self.name} [first {n_layers}/{total} layers]"
         return clone
+
+
+def _time_prefill(adapter: HFAdapter, enc: Encoded, mode: str) -> float:
+    """Seconds of one prefill of ``enc`` into a compiled session, the prompt on ``mode``'s forward."""
+    keep = adapter.compiled_prefill
+    adapter.compiled_prefill = mode == "compiled"
+    try:
+        t0 = time.perf_counter()
+        adapter.prefill(enc, path="compiled")
+        return time.perf_counter() - t0
+    finally:
+        adapter.compiled_prefill = keep
 
 
 def _faster(a, b) -> bool:

@@ -240,6 +240,8 @@ def bench(args) -> dict:
         "target": tgt.path,
         "compile_s": getattr(tgt.compiled, "compile_s", None),
         "compile_failed": getattr(tgt.compiled, "failed", None),
+        "prefill": "compiled" if tgt.path == "compiled" and tgt.compiled_prefill else "eager",
+        "prefill_seconds": dict(tgt.prefill_seconds),  # the timing behind that choice (settle_path)
     }
     if args.peers == "vllm":
         ours_plain = [r["ar"][0]["tokens"] if r["ar"] else [] for r in first_records]

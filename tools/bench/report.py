@@ -317,6 +317,8 @@ def cpu_info() -> dict:
 def _forward(meta: dict) -> str:
     f = meta.get("forward") or {}
     if f.get("target") == "compiled":
-        return f"compiled (core/compiled.py, {f.get('compile_s') or 0:.0f} s to compile)"
+        ps = f.get("prefill_seconds") or {}
+        timed = f"; {ps['eager']:.2f} s eager, {ps['compiled']:.2f} s compiled" if "eager" in ps and "compiled" in ps else ""
+        return f"compiled (core/compiled.py, {f.get('compile_s') or 0:.0f} s to compile; prompt on the {f.get('prefill', 'eager')} forward{timed})"
     why = f" (compiled forward failed: {f['compile_failed']})" if f.get("compile_failed") else ""
     return f"{f.get('target', 'eager')}{why}"

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 FAMILIES = ("llama", "qwen2")
 GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
+RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
 VERSION = 2  # bump when the computation changes: row sets measured on it are measured again
 
 
@@ -49,6 +50,9 @@ def release() -> None:
     """Forget every compiled forward of this process (dynamo's cache holds each with its model and
     frozen weights): with ``core.pairs.release``, when every model is dropped."""
     global _built
+    from . import kernels
+
+    kernels.reserve(-kernels.reserved())
     if _built:
         import torch._dynamo
 
@@ -131,6 +135,12 @@ class CompiledDecoder:
         self._thread: threading.Thread | None = None
         self.compile_s: float | None = None  # seconds the first compile took (None: not yet)
         self.failed: str | None = None  # why compiling or running it failed (the eager path stays)
+        # memory the compile will take (inductor's frozen, packed copy of the weights, and its peak
+        # while building it): kept from the product paths' packed copies (core.kernels) until then
+        self.reserved = RESERVE * sum(p.numel() * p.element_size() for p in model.parameters())
+        from . import kernels
+
+        kernels.reserve(self.reserved)
 
     @property
     def ready(self) -> bool:
@@ -217,8 +227,17 @@ class CompiledDecoder:
         except Exception as e:
             self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
             return False
+        finally:
+            self._give_back()
         self.compile_s = time.perf_counter() - t0
         return True
+
+    def _give_back(self) -> None:
+        """The reservation ends: the compile took its memory (now seen as used) or failed."""
+        from . import kernels
+
+        kernels.reserve(-self.reserved)
+        self.reserved = 0
 
     def warm_in_background(self, then=None) -> None:
         """``warm`` in a daemon thread (once), then ``then()`` if it compiled; ``ready`` says when

@@ -166,6 +166,19 @@ COPIES = {"packed": _packed_copy, "bf16": _bf16_copy, "int8": _int8_copy}
 COPY_BYTES = {"packed": 1.0, "bf16": 0.5, "int8": 0.25}  # of the dense weight's bytes
 
 
+_reserved = 0  # bytes promised to memory not taken yet (a compiled forward still to build: core.compiled)
+
+
+def reserve(nbytes: int) -> None:
+    """Keep ``nbytes`` out of what packed copies may take (negative: give it back)."""
+    global _reserved
+    _reserved = max(0, _reserved + int(nbytes))
+
+
+def reserved() -> int:
+    return _reserved
+
+
 def mem_available() -> int | None:
     """Bytes the kernel says can still be allocated without swapping (Linux), else None."""
     try:
@@ -284,6 +297,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
     if fresh:
         _store(fresh)
     free = mem_available()
+    free = None if free is None else free - _reserved  # a compiled forward to come needs its share
     if free is not None and "packed" in paths and _copy_bytes(linears, tables) > 0.7 * free:
         for shape in [s for s, t in tables.items() if "packed" in t]:  # the copies would not fit: next best path
             rest = {p: t for p, t in measured.get(shape, {}).items() if p != "packed"}

@@ -141,3 +141,39 @@ def test_packed_copies_are_made_only_where_they_fit_in_memory(monkeypatch, tmp_p
         choice = kernels.accelerate(tgt.model, "target")
         used = {p for table in choice["paths"].values() for p in table.values()}
         assert used == want, (free, choice["paths"])
+
+
+def test_a_compiled_forward_to_come_keeps_its_memory_from_the_packed_copies(monkeypatch, tmp_path):
+    """A target with a compiled forward takes a further copy of its weights when it compiles
+    (inductor's frozen, packed constants): its loader reserves that memory first, so the product
+    paths' packed copies are made only where both fit (on a 24 GiB machine a float32 1.5B target
+    with both ran out of memory), and the reservation ends once the compile has taken its memory."""
+    if not kernels.available("packed"):
+        pytest.skip("no oneDNN packed product here")
+    from core import compiled
+
+    def packed_fastest(lin, paths, rows=kernels.ROWS, reps=3):
+        return {p: {n: (1.0 if p == "packed" else 2.0 + (p == "onednn")) for n in rows} for p in paths}
+
+    monkeypatch.setattr(kernels, "measure_linear", packed_fastest)
+    monkeypatch.setattr(
+        kernels, "_whole_model", lambda swapped, probe, reps=3: {str(n): {"stock": 1.0, "measured": 0.5} for n in kernels.PROBE_ROWS}
+    )
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
+    compiled.release()
+    weights = sum(
+        p.numel() * p.element_size() for p in adapters.load(tiny_model_dir("llama"), dtype="float32", kernels="stock").model.parameters()
+    )
+    # room for the packed copies alone, not for them and a compile's share as well
+    monkeypatch.setattr(kernels, "mem_available", lambda: 3 * weights)
+    tgt = adapters.load(tiny_model_dir("llama"), dtype="float32", kernels="auto")
+    assert tgt.compiled is not None and kernels.reserved() == compiled.RESERVE * weights
+    used = {p for table in tgt.kernels["paths"].values() for p in table.values()}
+    assert "packed" not in used, tgt.kernels["paths"]
+    monkeypatch.setattr(tgt.compiled, "forward", lambda *a, **k: (None, None, None))  # the compile, stood in for
+    assert tgt.compiled.warm() and kernels.reserved() == 0
+    monkeypatch.setenv("SPECSCOPE_COMPILE", "off")  # no compile to come: the copies fit
+    tgt = adapters.load(tiny_model_dir("llama"), dtype="float32", kernels="auto")
+    used = {p for table in tgt.kernels["paths"].values() for p in table.values()}
+    assert tgt.compiled is None and "packed" in used, tgt.kernels["paths"]

@@ -67,14 +67,6 @@ def load(
     kernels = kernels or kernels_default()
     choice = {"role": role, "paths": "stock"}
     adapter = cls(model, tokenizer, processor, name=str(name_or_path))
-    if kernels != "stock":
-        from .. import kernels as K
-
-        try:
-            choice = K.accelerate(model, role, force=None if kernels == "auto" else kernels, probe=adapter.probe)
-        except ValueError as e:
-            raise InputError(str(e)) from None
-    adapter.kernels = dict(choice, requested=kernels)
     if (
         role == "target"
         and kernels != "stock"
@@ -85,6 +77,17 @@ def load(
         from ..compiled import CompiledDecoder
 
         adapter.compiled = CompiledDecoder.build(model)  # compiled and chosen later: HFAdapter.settle_path
+        # (built first: it keeps the memory its compile will take from the packed copies below)
+    if kernels != "stock":
+        from .. import kernels as K
+
+        try:
+            choice = K.accelerate(model, role, force=None if kernels == "auto" else kernels, probe=adapter.probe)
+        except ValueError as e:
+            if adapter.compiled is not None:
+                adapter.compiled._give_back()
+            raise InputError(str(e)) from None
+    adapter.kernels = dict(choice, requested=kernels)
     return adapter
 
 

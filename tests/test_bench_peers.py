@@ -118,6 +118,19 @@ def test_a_peer_that_fails_is_reported_and_the_bench_goes_on(text_model, fake_ve
     assert all("Illegal instruction" in p["error"] for p in res["peers"])
 
 
+def test_our_runs_are_written_before_a_peer_runs(text_model, fake_venv, tmp_path):
+    """A peer may run the machine out of memory and take the bench with it (seen: vLLM loading a
+    float32 1.5B target beside ours on 24 GiB): our finished runs are on disk before it starts."""
+    out = tmp_path / "r.json"
+    (fake_venv / "bin" / "python").write_text(f"#!/bin/sh\ncp {out} {tmp_path / 'seen.json'}\nexit 137\n")
+    argv = ["--suite", "text", "--target", text_model, "--n", "1", "--max-new-tokens", "4", "--strategies", "chain"]
+    argv += ["--drafters", "ngram", "--peers", "vllm", "--silent", "--out", str(out)]
+    assert bench.main(argv) == 0
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["partial"] and seen["configs"] and seen["bound"]["bound_tok_s"] > 0
+    assert "partial" not in json.loads(out.read_text())  # the full file replaced it
+
+
 @pytest.mark.parametrize("k", ["abc", "0", ""])
 def test_a_bad_peer_k_is_one_line_before_any_run(text_model, fake_venv, k, capsys):
     argv = ["--suite", "text", "--target", text_model, "--n", "1", "--strategies", "chain", "--drafters", "ngram"]

@@ -244,6 +244,9 @@ def bench(args) -> dict:
         "prefill_seconds": dict(tgt.prefill_seconds),  # the timing behind that choice (settle_path)
     }
     if args.peers == "vllm":
+        if args.out:  # our runs, kept before vLLM loads (a peer that runs the machine out of memory
+            # may take this process with it): the full file replaces this one at the end
+            _write(args.out, json.dumps({**results, "partial": "our runs only: the vLLM peers had not finished"}, indent=1))
         ours_plain = [r["ar"][0]["tokens"] if r["ar"] else [] for r in first_records]
         prompts = peer_prompts(tgt, samples)
         del pair, tgt  # our models leave memory before vLLM loads its own copies

@@ -283,17 +283,22 @@ class HFAdapter:
         kv = fast.empty_kv(len(ids))
         kv.length = 0
         sess = Session(kv, path="compiled", prefill="compiled")
+        read = bool(self.readers)  # the residual stream is kept only for someone who reads it
         logits, hidden, resid = [], [], []
         with self._lock:
             for s in range(0, len(ids), PREFILL_CHUNK):
                 part = ids[s : s + PREFILL_CHUNK]
                 lg, h, r = fast.forward(kv, part, torch.arange(s, s + len(part)), None)
                 logits.append(lg if all_logits else lg[-1:])
-                hidden.append(h)
-                resid.append(r)
-        hidden_t = torch.cat(hidden)
-        for read in self.readers:
-            read(hidden_t, torch.cat(resid))
+                if want_hidden or read:
+                    hidden.append(h)
+                if read:
+                    resid.append(r)
+        hidden_t = torch.cat(hidden) if hidden else None
+        if read:
+            resid_t = torch.cat(resid)
+            for reader in self.readers:
+                reader(hidden_t, resid_t)
         sess.length = enc.length
         logits_t = torch.cat(logits)
         return sess, (logits_t if all_logits else logits_t[-1]), (hidden_t if want_hidden else None)

@@ -131,6 +131,39 @@ def test_our_runs_are_written_before_a_peer_runs(text_model, fake_venv, tmp_path
     assert "partial" not in json.loads(out.read_text())  # the full file replaced it
 
 
+def test_our_models_leave_memory_before_a_peer_loads(text_model, fake_venv, monkeypatch):
+    """vLLM loads its own copy of the target: every model of ours (target, its compiled forward,
+    the drafter) must be gone from this process by then, or the two copies meet in memory (seen:
+    our float32 1.5B target kept 14.5 GB alive beside vLLM's on 24 GiB, and the OOM killer came)."""
+    import gc
+    import weakref
+
+    from core import api
+    from tools.bench import cli
+
+    alive, load_pair = [], api.load_pair
+
+    def tracked(*a, **k):
+        pair = load_pair(*a, **k)
+        held = [pair.target, pair.target.model, pair.drafter, getattr(pair.drafter, "model", None), pair.target.compiled]
+        held += list(pair.target.model.parameters())  # which a compiled graph's frozen constants may keep
+        alive.extend(weakref.ref(o) for o in held if o is not None)
+        return pair
+
+    def peer(*a, **k):
+        gc.collect()
+        seen.extend(type(r()).__name__ for r in alive if r() is not None)
+        return []
+
+    seen: list = []
+    monkeypatch.setattr(api, "load_pair", tracked)
+    monkeypatch.setattr(cli, "vllm_peers", peer)
+    argv = ["--suite", "text", "--target", text_model, "--n", "1", "--max-new-tokens", "4", "--strategies", "chain"]
+    assert bench.main([*argv, "--drafters", f"{text_model},ngram", "--peers", "vllm", "--silent"]) == 0
+    assert len(alive) >= 4  # the target and the drafter were tracked (compiled graphs: tests/test_compiled.py)
+    assert seen == [], f"still in memory when the peer starts: {sorted(set(seen))}"
+
+
 @pytest.mark.parametrize("k", ["abc", "0", ""])
 def test_a_bad_peer_k_is_one_line_before_any_run(text_model, fake_venv, k, capsys):
     argv = ["--suite", "text", "--target", text_model, "--n", "1", "--strategies", "chain", "--drafters", "ngram"]

@@ -290,20 +290,26 @@ def test_no_compiled_forward_where_it_cannot_serve(monkeypatch):
     assert adapters.load(tiny_model_dir("qwen2"), kernels="stock").compiled is None
 
 
-def test_warm_settles_the_path_before_any_run():
+def test_warm_settles_the_path_before_any_run(monkeypatch, tmp_path):
     """And the compile-ahead's graph is the one sessions run on: its buffers are made as a
     prefill's are (inference tensors, which the graph's guards check), so measuring the row set and
     decoding compile nothing more (a second compile would cost minutes on a real target)."""
     from torch._dynamo.utils import counters
 
-    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="float32")
+    tgt = target("llama", "float32")  # compiled ahead (a fresh one would cost CI another compile)
+    tgt.use_compiled, tgt._compiled_rows, tgt.compiled_prefill = False, None, None  # not settled yet
+    monkeypatch.setattr(R, "_sets", {})  # row sets measured again, here, on both forwards
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
     pair = Pair(tgt, None, "tiny", None)
     assert tgt.compiled.warm()
     graphs = counters["stats"]["unique_graphs"]
-    warm(pair, PROMPT, tokens=2)
-    assert tgt.compiled.ready and tgt.path in ("compiled", "eager")  # which one: measured
-    assert tgt.path == ("compiled" if tgt.use_compiled else "eager")
-    assert counters["stats"]["unique_graphs"] == graphs, "the warm-up's graph did not serve the sessions"
+    try:
+        warm(pair, PROMPT, tokens=2)
+        assert tgt.compiled.ready and tgt.path in ("compiled", "eager")  # which one: measured
+        assert tgt.path == ("compiled" if tgt.use_compiled else "eager")
+        assert counters["stats"]["unique_graphs"] == graphs, "the warm-up's graph did not serve the sessions"
+    finally:
+        tgt.use_compiled, tgt.compiled_prefill = True, False  # as target() hands it to the tests after
 
 
 def test_dropping_the_last_compiled_target_frees_its_graph(monkeypatch):
@@ -320,3 +326,24 @@ def test_dropping_the_last_compiled_target_frees_its_graph(monkeypatch):
     pairs.load_target(tiny_model_dir("llama"), "float32")  # evicts the qwen2 target, the only compiled one
     assert calls
     pairs.release()
+
+
+def test_release_frees_the_weights_frozen_into_compiled_graphs():
+    """What the bench does before vLLM loads its own copy of the target, and the app when it drops
+    its last model: after ``core.pairs.release`` no weight of a compiled target is left in memory
+    (inductor's generated modules keep frozen weights as attributes past ``torch._dynamo.reset``:
+    a released float32 1.5B target held 14.5 GB, and the OOM killer ended the bench). Last in this
+    module: it drops the module's compiled targets."""
+    import gc
+    import weakref
+
+    from core import pairs
+
+    target("qwen2", "bfloat16")  # compiled (by the tests above, or now)
+    weights = [weakref.ref(p) for t in _loaded.values() for p in t.model.parameters()]
+    assert weights and all(t.compiled.ready for t in _loaded.values())
+    _loaded.clear()
+    pairs.release()
+    gc.collect()
+    left = sum(w() is not None for w in weights)
+    assert left == 0, f"{left} of {len(weights)} weights still in memory"

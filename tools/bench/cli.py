@@ -181,6 +181,17 @@ def parse_args(argv=None):
     return args
 
 
+def _resident_gb() -> float | None:
+    """This process's resident memory (Linux), None where /proc does not say."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
 def bench(args) -> dict:
     """Run the whole benchmark; returns the results dict (the JSON)."""
     configs = build_configs(args)
@@ -252,6 +263,10 @@ def bench(args) -> dict:
         del pair, tgt  # our models leave memory before vLLM loads its own copies
         api.release_models()
         gc.collect()
+        held = _resident_gb()
+        if held is not None:
+            log(args, f"our models released: this process holds {held:.1f} GB before vLLM loads")
+            results["resident_gb_before_peers"] = round(held, 2)
         results["peers"] = vllm_peers(args, str(target_name), prompts, ours_plain, lambda s: log(args, s))
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -5,21 +5,34 @@
 # session may not keep). Run in the background, niced, on one thread:
 #   setsid nohup bash scripts/e3_data.sh > ~/.cache/specscope/runs/e3_real/data.log 2>&1 < /dev/null &
 # STAGES=distill (or features) runs one stage only. Each stage resumes where it stopped.
+# ~/.cache does not survive a change of machine: `STAGES=keep` copies the answers so far (text,
+# compressed) into the checkout ($KEEP, to commit), and a fresh cache starts from that copy.
+# DTYPE: the target's dtype, "auto" by default (bfloat16 where the CPU computes it natively, else
+# float32, measured): the answers are the target's own either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 T=${T:-$HOME/.cache/specscope/real-pair/qwen2.5-coder-1.5b-instruct}
 R=${R:-$HOME/.cache/specscope/runs/e3_real}
 N=${N:-4000}
+DTYPE=${DTYPE:-auto}
+KEEP=${KEEP:-assets/drafters/eagle3_coder/data/answers.jsonl.gz}
 STAGES=${STAGES:-distill features}
 mkdir -p "$R"
-export OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=${THREADS:-1}
 [ -s "$R/prompts.jsonl" ] || $PY -m tools.train.code_prompts --out "$R/prompts.jsonl" --n "$N" --seed 0 --heldout 200
+if [ ! -s "$R/train.jsonl" ] && [ -s "$KEEP" ]; then
+  gunzip -c "$KEEP" > "$R/train.jsonl"
+  echo "resumed from $KEEP: $(wc -l < "$R/train.jsonl") answers"
+fi
 for stage in $STAGES; do
   case $stage in
     distill) nice -n 10 $PY -m tools.train.distill --target "$T" --prompts "$R/prompts.jsonl" --out "$R/train.jsonl" \
-        --batch 32 --window 4 --max-new-tokens 128 --threads 1 --dtype bfloat16 --kernels stock ;;
+        --batch 32 --window 4 --max-new-tokens 128 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --kernels stock ;;
     features) nice -n 10 $PY -m tools.train.features --target "$T" --data "$R/train.jsonl" --out "$R/feats" \
-        --draft-vocab 8192 --vocab-samples 512 --top-k 64 --max-tokens 384 --threads 1 --dtype bfloat16 --wait-minutes 5 ;;
+        --draft-vocab 8192 --vocab-samples 512 --top-k 64 --max-tokens 384 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --wait-minutes 5 ;;
+    keep) mkdir -p "$(dirname "$KEEP")" && gzip -9 -c "$R/train.jsonl" > "$KEEP.tmp" && mv "$KEEP.tmp" "$KEEP"
+        echo "kept $(wc -l < "$R/train.jsonl") answers in $KEEP ($(du -h "$KEEP" | cut -f1))" ;;
+    *) echo "unknown stage $stage (distill, features, keep)" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,47 @@
+"""scripts/e3_data.sh keeps the EAGLE-3 training answers across machines: ~/.cache does not survive
+a change of machine (the sixth, seventh and tenth sessions' answers were lost that way), so
+``STAGES=keep`` copies them into the checkout and a fresh cache resumes from that copy."""
+
+import gzip
+import os
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "e3_data.sh"
+
+
+def run(stages: str, cache: Path, keep: Path) -> subprocess.CompletedProcess:
+    cache.mkdir(exist_ok=True)
+    (cache / "prompts.jsonl").write_text('{"prompt": "p"}\n')  # made already: no prompt generation
+    env = {**os.environ, "STAGES": stages, "R": str(cache), "KEEP": str(keep), "PY": "false"}
+    return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_answers_kept_in_the_checkout_seed_a_fresh_cache(tmp_path):
+    answers = '{"prompt": "p", "answer": "a"}\n{"prompt": "q", "answer": "b"}\n'
+    first, keep = tmp_path / "machine1", tmp_path / "checkout" / "answers.jsonl.gz"
+    first.mkdir()
+    (first / "train.jsonl").write_text(answers)
+    r = run("keep", first, keep)
+    assert r.returncode == 0, r.stderr
+    assert gzip.decompress(keep.read_bytes()).decode() == answers and "kept 2 answers" in r.stdout
+    fresh = tmp_path / "machine2"  # a new machine: an empty cache
+    r = run("keep", fresh, keep)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stdout and (fresh / "train.jsonl").read_text() == answers
+
+
+def test_a_cache_with_answers_is_not_overwritten_by_the_copy(tmp_path):
+    keep = tmp_path / "answers.jsonl.gz"
+    keep.write_bytes(gzip.compress(b'{"old": 1}\n'))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "train.jsonl").write_text('{"old": 1}\n{"new": 2}\n')
+    r = run("keep", cache, keep)
+    assert r.returncode == 0, r.stderr
+    assert (cache / "train.jsonl").read_text().count("\n") == 2 and b"new" in gzip.decompress(keep.read_bytes())
+
+
+def test_an_unknown_stage_is_refused(tmp_path):
+    r = run("distil", tmp_path / "c", tmp_path / "k.gz")
+    assert r.returncode == 2 and "unknown stage distil" in r.stderr

@@ -48,9 +48,10 @@ _built = 0  # compiled forwards made in this process (release() drops them all)
 
 def release() -> None:
     """Forget every compiled forward of this process: with ``core.pairs.release``, when every model
-    is dropped. Dynamo's cache holds each graph with its model, and inductor's module cache holds
-    the generated code with the frozen weights as module attributes (``_frozen_param0``...), which
-    ``torch._dynamo.reset`` leaves: a released 0.5B target kept 4 GB that way, a 1.5B one 14.5 GB."""
+        is dropped. Dynamo's cache holds each graph with its model, and inductor's module cache holds
+        the generated code with the frozen weights as module attributes (``_frozen_param0``...), which
+        ``torch._dynamo.reset`` leaves (measured: a process stayed at 7.9 GB resident after releasing a
+    float32 0.5B target, at 14.5 GB after a 1.5B one)."""
     global _built
     from . import kernels
 

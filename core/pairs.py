@@ -6,9 +6,9 @@ caller (CLI, app, bench), the least recently used target dropped first with its 
 
 from __future__ import annotations
 
-import os
 import ctypes
 import gc
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass

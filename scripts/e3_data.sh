@@ -8,7 +8,7 @@
 # ~/.cache does not survive a change of machine: `STAGES=keep` copies the answers so far (text,
 # compressed) into the checkout ($KEEP, to commit), and a fresh cache starts from that copy.
 # DTYPE: the target's dtype, "auto" by default (bfloat16 where the CPU computes it natively, else
-# float32, measured): the answers are the target's own either way.
+# float32, measured): the answers are the target's own either way. THREADS: torch threads (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -261,8 +260,7 @@ def bench(args) -> dict:
         ours_plain = [r["ar"][0]["tokens"] if r["ar"] else [] for r in first_records]
         prompts = peer_prompts(tgt, samples)
         del pair, tgt  # our models leave memory before vLLM loads its own copies
-        api.release_models()
-        gc.collect()
+        api.release_models()  # collects and hands freed pages back (core.pairs.release)
         held = _resident_gb()
         if held is not None:
             log(args, f"our models released: this process holds {held:.1f} GB before vLLM loads")

@@ -157,7 +157,7 @@ def kernels_default() -> str:
     return k
 
 
-KERNELS = ("auto", "stock", "dense", "onednn", "packed", "bf16", "int8")
+KERNELS = ("auto", "stock", "dense", "onednn", "packed", "rowdot", "bf16", "int8")
 COMPILE = ("auto", "off")
 
 

@@ -21,6 +21,9 @@ Paths:
     packed  the same oneDNN product on a copy of the weight reordered once into oneDNN's blocked
             layout (no reorder per call; measured: docs/results.md). Costs a second copy of the
             matrices, so it is used only where the copies fit in free memory
+    rowdot  the project's own kernel (core/rowdot.py, built from C at first use): each output one
+            dot product in a fixed order, row i of any block equal to the one-row product, bit for
+            bit; float32, where a C compiler is found
     bf16    weight and input rounded to bfloat16 (a drafter's precision cannot change the output:
             the target verifies every token; never used for a target)
     int8    weight quantized per output channel to int8, input quantized per call (fbgemm's
@@ -45,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import rowdot
 from .machine import cpu_name, tuning_path, update_tuning
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)  # row counts measured; inputs between two use the larger one
@@ -62,8 +66,11 @@ def _int8(x, packed, _):
     return torch.ops.quantized.linear_dynamic(x, packed, True)
 
 
-PATHS = {"dense": F.linear, "onednn": _onednn, "packed": _onednn, "bf16": _bf16, "int8": _int8}  # packed: on _pack(w)
-ROLE_PATHS = {"target": ("dense", "onednn", "packed"), "drafter": ("dense", "onednn", "packed", "bf16", "int8")}
+PATHS = {"dense": F.linear, "onednn": _onednn, "packed": _onednn, "rowdot": rowdot.linear, "bf16": _bf16, "int8": _int8}
+ROLE_PATHS = {  # packed: on _pack(w)
+    "target": ("dense", "onednn", "packed", "rowdot"),
+    "drafter": ("dense", "onednn", "packed", "rowdot", "bf16", "int8"),
+}
 PACK_HINT = 4  # the row count oneDNN lays the packed weight out for (any row count runs on it)
 LOSSY = ("bf16", "int8")  # never for a target: its numbers are the output
 
@@ -75,6 +82,8 @@ def available(path: str, dtype: torch.dtype = torch.float32) -> bool:
         return torch.backends.mkldnn.is_available() and _runs(_onednn, dtype)
     if path == "packed":
         return torch.backends.mkldnn.is_available() and _runs(_packed_probe, dtype)
+    if path == "rowdot":
+        return rowdot.available(dtype)
     if path == "int8":
         return dtype == torch.float32 and "fbgemm" in torch.backends.quantized.supported_engines
     return path == "bf16" and dtype == torch.float32

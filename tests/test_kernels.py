@@ -11,7 +11,7 @@ from core.engine import generate
 from tools.tiny import tiny_image, tiny_model_dir
 
 
-@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "bf16", "int8"])
+@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "rowdot", "bf16", "int8"])
 @pytest.mark.parametrize("rows", [1, 3, 17])
 def test_every_path_computes_the_linear(path, rows):
     if not kernels.available(path):
@@ -77,7 +77,7 @@ def test_measured_choice_is_cached(monkeypatch):
     assert calls == [] and again.kernels["paths"] == tgt.kernels["paths"]
 
 
-@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "auto"])
+@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "rowdot", "auto"])
 @pytest.mark.parametrize("family", ["llama", "llava", "qwen2_vl"])
 def test_speculative_equals_ar_on_each_path(family, path):
     tgt = adapters.load(tiny_model_dir(family), kernels=path)

@@ -1,0 +1,124 @@
+"""A row-invariant matrix product for a few rows on CPUs, built from ``core/rowdot.c`` at first use.
+
+Two facts measured on a 2-core AVX2 EPYC (float32, docs/results.md) make it worth its C:
+
+* every library path loses speed on a few rows: one row of an 8960x1536 product read the weights
+  at 14-22 GB/s (MKL, oneDNN, OpenBLAS) against the 24-27 GB/s of a plain sum, and two rows
+  collapsed to 6-9 GB/s on MKL and OpenBLAS (their GEMM for small M). A decode step is 197 such
+  products: they are the step.
+* the libraries compute a row differently depending on how many rows come with it (GEMV for one,
+  blocked GEMM for more), so a speculative verify of n rows and a plain step of one disagree in the
+  last bits, and the engine pads plain steps to keep them exact (``core.rows``).
+
+``rowdot.c`` computes each output as one dot product in one fixed order, two rows against four
+weight rows at a time: the weights are read once per pair of rows (21-22 GB/s for one row, 20 for
+two, there), and row i of an n-row product is the one-row product of row i, bit for bit. It is one
+more path in ``core.kernels``, chosen only where it measures fastest.
+
+    linear(x, w, b)      # F.linear for float32 CPU tensors (x: (..., K), w: (O, K), b: (O,) or None)
+    available()          # False where no C compiler builds it (the reason: ``why_not()``)
+
+The shared object is built once per machine with ``cc -O3 -march=native -fopenmp`` (under a
+second; it shares torch's OpenMP runtime and thread count) and kept beside the tuning cache,
+named by the hash of the source, the flags and the CPU's feature flags.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .machine import tuning_path
+
+SOURCE = Path(__file__).with_name("rowdot.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared"]  # never -ffast-math: the order is the point
+MAX_ROWS = 64  # more rows (a prompt's prefill) go to F.linear: the kernel is bound by its arithmetic there
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln for ln in f if ln.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc) or (shutil.which("gcc") if "CC" not in os.environ else None)
+
+
+@functools.cache
+def _lib() -> ctypes.CDLL | str:
+    """The loaded kernel, or why there is none."""
+    cc = _compiler()
+    if cc is None:
+        return f"no C compiler ({os.environ.get('CC') or 'cc / gcc'}) found"
+    src = SOURCE.read_bytes()
+    tag = hashlib.sha256(src + " ".join(FLAGS).encode() + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()[:16]
+    out = tuning_path().parent / "kernels" / f"rowdot-{tag}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # built aside, renamed into place:
+            part = Path(tmp) / out.name  # concurrent builders never load a half-written file
+            r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(part)], capture_output=True, text=True)
+            if r.returncode != 0:
+                said = (r.stderr or r.stdout).strip().splitlines()
+                return f"{cc} failed ({said[-1][:200] if said else f'exit {r.returncode}'})"
+            os.replace(part, out)
+    try:
+        lib = ctypes.CDLL(str(out))
+    except OSError as e:
+        return f"cannot load {out.name}: {e}"
+    fn = lib.rowdot_f32
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
+    fn.restype = None
+    return lib
+
+
+def why_not() -> str | None:
+    """Why the kernel is not available here (None: it is)."""
+    lib = _lib()
+    return lib if isinstance(lib, str) else None
+
+
+def available(dtype: torch.dtype = torch.float32) -> bool:
+    return dtype == torch.float32 and why_not() is None
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, w, b)`` for float32 CPU tensors, every row computed alike (module docstring) for
+    up to ``MAX_ROWS`` rows; more are a prompt's prefill (plain and speculative decoding share it)."""
+    lib = _lib()
+    if isinstance(lib, str):
+        raise RuntimeError(f"rowdot kernel unavailable: {lib}")
+    if x.dtype != torch.float32 or w.dtype != torch.float32 or x.device.type != "cpu":
+        raise TypeError(f"rowdot takes float32 CPU tensors, not {x.dtype} on {x.device}")
+    O, K = w.shape
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, K).contiguous()
+    if x2.shape[0] > MAX_ROWS:
+        return torch.nn.functional.linear(x, w, b)
+    w = w.contiguous()
+    b = None if b is None else b.contiguous()
+    y = torch.empty(x2.shape[0], O, dtype=torch.float32)
+    if x2.shape[0]:
+        lib.rowdot_f32(
+            x2.data_ptr(),
+            w.data_ptr(),
+            None if b is None else b.data_ptr(),
+            y.data_ptr(),
+            x2.shape[0],
+            K,
+            O,
+            torch.get_num_threads(),
+        )
+    return y.view(*lead, O)

@@ -1,0 +1,74 @@
+"""core.rowdot: row i of an n-row product is the one-row product of row i, bit for bit, at any
+thread count; so the row-set probe (core.rows) finds one group from a single row up and plain
+steps need no padding; a machine without a C compiler gets a reason, never an error."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core import adapters, kernels, rowdot
+from core import rows as R
+from tools.tiny import tiny_model_dir
+
+needs_kernel = pytest.mark.skipif(not rowdot.available(), reason=f"rowdot: {rowdot.why_not()}")
+
+
+@needs_kernel
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("out_features,in_features", [(40, 24), (257, 100), (1536, 256), (3, 9)])
+def test_every_row_is_the_one_row_product(out_features, in_features, bias):
+    g = torch.Generator().manual_seed(out_features * in_features)
+    w = torch.randn(out_features, in_features, generator=g)
+    b = torch.randn(out_features, generator=g) if bias else None
+    x = torch.randn(48, in_features, generator=g)
+    full = rowdot.linear(x, w, b)
+    for i in range(48):
+        assert torch.equal(rowdot.linear(x[i : i + 1], w, b)[0], full[i]), i
+    for n in (2, 3, 5, 17):
+        assert torch.equal(rowdot.linear(x[:n], w, b), full[:n]), n
+    assert torch.equal(rowdot.linear(x.view(2, 24, in_features), w, b).view(48, -1), full)  # leading dims
+    assert torch.allclose(full, F.linear(x, w, b), rtol=1e-5, atol=1e-4)
+
+
+@needs_kernel
+def test_the_thread_count_changes_no_bit():
+    g = torch.Generator().manual_seed(1)
+    w, x = torch.randn(999, 300, generator=g), torch.randn(5, 300, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = rowdot.linear(x, w)
+        torch.set_num_threads(max(2, before))
+        assert torch.equal(rowdot.linear(x, w), one)
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernel
+def test_a_prefill_past_the_row_cap_is_the_library_product():
+    w, x = torch.randn(64, 32), torch.randn(rowdot.MAX_ROWS + 5, 32)
+    assert torch.equal(rowdot.linear(x, w), F.linear(x, w))
+
+
+@needs_kernel
+def test_a_target_on_rowdot_is_exact_from_a_single_row(monkeypatch, tmp_path):
+    """The probe measured afresh: one group holding every candidate size, 1 included (on this
+    machine kind the library paths split 1 | 2-3 | 4+, so plain steps were padded to 4 rows)."""
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    tgt = adapters.load(tiny_model_dir("llama"), kernels="rowdot")
+    assert {p for t in tgt.kernels["paths"].values() for p in t.values()} == {"rowdot"}
+    rs = R.row_set(tgt, refresh=True)
+    assert rs.sizes == R.CANDIDATES and rs.groups == (R.CANDIDATES,), rs
+    assert rs.pad(1) == 1
+
+
+def test_without_a_compiler_it_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert "no C compiler" in rowdot._lib.__wrapped__()
+    monkeypatch.setenv("CC", "false")  # a compiler that fails
+    assert "failed" in rowdot._lib.__wrapped__()
+    monkeypatch.setattr(rowdot, "_lib", lambda: "no C compiler (cc) found")
+    assert not rowdot.available() and not kernels.available("rowdot")
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        rowdot.linear(torch.ones(1, 4), torch.ones(2, 4))

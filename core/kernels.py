@@ -227,7 +227,7 @@ def _key(lin: nn.Linear, paths) -> str:
     return (
         f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
         f"{str(lin.weight.dtype).replace('torch.', '')}|{lin.out_features}x{lin.in_features}|"
-        f"bias={lin.bias is not None}|{','.join(paths)}"
+        f"bias={lin.bias is not None}|{','.join(paths)}" + (f"|rowdot={rowdot.version()}" if "rowdot" in paths else "")
     )
 
 
@@ -248,18 +248,22 @@ def _table(times: dict[str, dict[int, float]], uniform_from: int | None = None) 
     ``uniform_from``: one path for every row count from there on, the one fastest over those
     counts (each count's time relative to its best path, summed). A target needs that: its rows
     compute bit for bit alike across forwards of different sizes only when every size runs the
-    same kernel (``core.rows``); a path switch at 8 rows would split every invariant set there."""
+    same kernel (``core.rows``); a path switch at 8 rows would split every invariant set there.
+    The path is judged on the counts up to ``UNIFORM_UPTO`` rows, the verifies of an automatic
+    chain (the engine's usual step); larger ones (wide trees) run on it too."""
     rows = sorted(next(iter(times.values())))
     best = {n: min(times, key=lambda p: times[p][n]) for n in rows}
     big = [n for n in rows if uniform_from is not None and n >= uniform_from]
     if big:
-        lead = min(times, key=lambda p: sum(times[p][n] / max(1e-12, min(t[n] for t in times.values())) for n in big))
+        judged = [n for n in big if n <= UNIFORM_UPTO] or big
+        lead = min(times, key=lambda p: sum(times[p][n] / max(1e-12, min(t[n] for t in times.values())) for n in judged))
         best.update({n: lead for n in big})
     return [best[next((m for m in rows if m >= n), rows[-1])] for n in range(rows[-1] + 1)]
 
 
 PROBE_ROWS = (1, 4, 16)
 UNIFORM_FROM = 2  # a target runs one path per matrix for every forward of 2 rows or more
+UNIFORM_UPTO = 17  # judged on up to this many rows: an automatic chain's verify (core.rows.REACH)
 
 
 def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | None = None, probe=None) -> dict:

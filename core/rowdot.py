@@ -62,8 +62,9 @@ def _lib() -> ctypes.CDLL | str:
     cc = _compiler()
     if cc is None:
         return f"no C compiler ({os.environ.get('CC') or 'cc / gcc'}) found"
-    src = SOURCE.read_bytes()
-    tag = hashlib.sha256(src + " ".join(FLAGS).encode() + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()[:16]
+    tag = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()[
+        :16
+    ]
     out = tuning_path().parent / "kernels" / f"rowdot-{tag}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,12 @@ def _lib() -> ctypes.CDLL | str:
     fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
     fn.restype = None
     return lib
+
+
+@functools.cache
+def version() -> str:
+    """The kernel's source, hashed: measurements of it (core.kernels) are keyed by it."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:8]
 
 
 def why_not() -> str | None:

@@ -46,6 +46,19 @@ def test_a_target_runs_one_path_for_every_multi_row_forward():
         assert len({p for n, p in table.items() if int(n) >= kernels.UNIFORM_FROM}) == 1, (shape, table)
 
 
+def test_a_target_judges_its_multi_row_path_on_the_verifies_it_makes():
+    """The engine verifies up to an automatic chain's rows (core.rows.REACH) per step: a path that
+    wins there is the target's, though another wins by far at 32 and 64 rows (measured so on the
+    AVX2 EPYC: rowdot against oneDNN's packed products)."""
+    from core import rows
+
+    assert kernels.UNIFORM_UPTO == rows.REACH
+    small = {2: 1.0, 4: 1.5, 8: 2.6, 16: 5.0, 32: 10.0, 64: 20.0}
+    times = {"rowdot": small, "packed": {n: (1.4 * t if n <= 8 else 0.55 * t) for n, t in small.items()}}
+    times = {p: {1: 1.0, **t} for p, t in times.items()}
+    assert set(kernels._table(times, uniform_from=2)[2:]) == {"rowdot"}
+
+
 def test_accelerate_swaps_linears_and_keeps_tied_weights():
     tgt = adapters.load(tiny_model_dir("llama"), kernels="stock")
     m = tgt.model

@@ -283,7 +283,8 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
     paths = [p for p in (paths or ROLE_PATHS[role]) if available(p, dtype)]
     if force is not None:
         if force not in PATHS or not available(force, dtype) or (force in LOSSY and role == "target"):
-            raise ValueError(f"kernel path {force!r} is not available here for a {role} in {dtype}")
+            why = f" ({rowdot.why_not()})" if force == "rowdot" and rowdot.why_not() else ""
+            raise ValueError(f"kernel path {force!r} is not available here for a {role} in {dtype}{why}")
         paths = [force]
     linears = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items() if type(m) is nn.Linear]
     if not linears:

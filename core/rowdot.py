@@ -62,9 +62,8 @@ def _lib() -> ctypes.CDLL | str:
     cc = _compiler()
     if cc is None:
         return f"no C compiler ({os.environ.get('CC') or 'cc / gcc'}) found"
-    tag = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()[
-        :16
-    ]
+    key = f"{version()}|{' '.join(FLAGS)}|{_cpu_flags()}|{torch.__version__}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = tuning_path().parent / "kernels" / f"rowdot-{tag}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +109,10 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     if x.dtype != torch.float32 or w.dtype != torch.float32 or x.device.type != "cpu":
         raise TypeError(f"rowdot takes float32 CPU tensors, not {x.dtype} on {x.device}")
     O, K = w.shape
+    if x.numel() > MAX_ROWS * K:
+        return torch.nn.functional.linear(x, w, b)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, K).contiguous()
-    if x2.shape[0] > MAX_ROWS:
-        return torch.nn.functional.linear(x, w, b)
     w = w.contiguous()
     b = None if b is None else b.contiguous()
     y = torch.empty(x2.shape[0], O, dtype=torch.float32)

@@ -72,3 +72,5 @@ def test_without_a_compiler_it_says_why(monkeypatch, tmp_path):
     assert not rowdot.available() and not kernels.available("rowdot")
     with pytest.raises(RuntimeError, match="no C compiler"):
         rowdot.linear(torch.ones(1, 4), torch.ones(2, 4))
+    with pytest.raises(ValueError, match="not available here.*no C compiler"):  # SPECSCOPE_KERNELS=rowdot
+        kernels.accelerate(torch.nn.Sequential(torch.nn.Linear(4, 2)), "target", force="rowdot")

@@ -23,7 +23,7 @@ Paths:
             matrices, so it is used only where the copies fit in free memory
     rowdot  the project's own kernel (core/rowdot.py, built from C at first use): each output one
             dot product in a fixed order, row i of any block equal to the one-row product, bit for
-            bit; float32, where a C compiler is found
+            bit; float32 or bfloat16 (float32 sums), where a C compiler is found
     bf16    weight and input rounded to bfloat16 (a drafter's precision cannot change the output:
             the target verifies every token; never used for a target)
     int8    weight quantized per output channel to int8, input quantized per call (fbgemm's

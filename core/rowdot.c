@@ -1,88 +1,155 @@
 /* y[i, o] = dot(x[i, :], w[o, :]) (+ b[o]): a matrix product for a few rows whose every output is
  * computed in one fixed order, whatever the number of rows and whichever block computes it.
  *
- * Every dot product: one 8-lane accumulator over chunks of 8 (k ascending), its lanes summed
- * pairwise in a fixed tree, then the tail (k past the last chunk) in order, then the bias. Rows are
- * taken two at a time against four weight rows (b24: the weights read once for both rows), a last
- * odd row alone (b14), outputs past the last four alone (b11): the three kernels do the same
- * arithmetic per dot product, so row i of an n-row product equals the one-row product of row i,
- * bit for bit. Built and loaded by core/rowdot.py (no floating-point reassociation is allowed:
- * no -ffast-math). */
+ * Every dot product: one 8-lane float32 accumulator over chunks of the weight row (k ascending),
+ * its lanes summed pairwise in a fixed tree, then the tail (k past the last chunk) in order, then
+ * the bias. Rows are taken two at a time against four weight rows (b24: the weights read once for
+ * both rows), a last odd row alone (b14), outputs past the last four alone (b11): the three kernels
+ * do the same arithmetic per dot product, so row i of an n-row product equals the one-row product
+ * of row i, bit for bit. The weights are float32 (rowdot_f32: chunks of 8) or bfloat16 (rowdot_bf16:
+ * half the bytes read; chunks of 16, widened exactly to float32 as two vectors, the even k then the
+ * odd k, and x laid out alike by the caller). Built and loaded by core/rowdot.py (no floating-point
+ * reassociation is allowed: no -ffast-math). */
+#include <stdint.h>
 #include <string.h>
 
 typedef float v8 __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
 
-static inline v8 ld(const float *p) {
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE v8 ld(const float *p) {
     v8 v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-static inline float fin(v8 s, const float *x, const float *w, long k, long K) {
+/* Weights: float32 (half = 0) or bfloat16 (half = 1: the upper 16 bits of a float32). A chunk is 8
+ * float32 weights (one vector) or 16 bfloat16 weights (two: the even k and the odd k, taken from one
+ * 32-byte load by a shift and a mask); the caller lays x out alike (bfloat16: each chunk of 16 as
+ * its 8 even then its 8 odd elements; the tail past the last chunk in order). */
+#define CHUNK(half) ((half) ? 16L : 8L)
+
+INLINE void ldc(const void *w, long k, int half, v8 *v0, v8 *v1) {
+    if (!half) {
+        *v0 = ld((const float *)w + k);
+        return;
+    }
+    v8u u;
+    memcpy(&u, (const uint16_t *)w + k, sizeof u);
+    v8u e = u << 16, o = u & 0xFFFF0000u;
+    memcpy(v0, &e, sizeof e);
+    memcpy(v1, &o, sizeof o);
+}
+
+/* a + x.w over one chunk (the even k, then the odd k). */
+INLINE v8 mac(v8 a, const float *x, long k, v8 w0, v8 w1, int half) {
+    a += ld(x + k) * w0;
+    if (half) a += ld(x + k + 8) * w1;
+    return a;
+}
+
+INLINE float w1(const void *w, long k, int half) {
+    if (!half) return ((const float *)w)[k];
+    uint32_t u = (uint32_t)((const uint16_t *)w)[k] << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+INLINE const void *row(const void *w, long r, long K, int half) {
+    return (const char *)w + r * K * (half ? 2 : 4);
+}
+
+INLINE float fin(v8 s, const float *x, const void *w, long k, long K, int half) {
     float r = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     float t = 0.0f;
-    for (; k < K; k++) t += x[k] * w[k];
+    for (; k < K; k++) t += x[k] * w1(w, k, half);
     return r + t;
 }
 
-static void b24(const float *x0, const float *x1, const float *w, long K, float *r0, float *r1) {
-    const float *w0 = w, *w1 = w + K, *w2 = w + 2 * K, *w3 = w + 3 * K;
+INLINE void b24(const float *x0, const float *x1, const void *w, long K, float *r0, float *r1, int half) {
+    const void *w0 = w, *w1_ = row(w, 1, K, half), *w2 = row(w, 2, K, half), *w3 = row(w, 3, K, half);
     v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-    long K8 = K & ~7L;
-    for (long k = 0; k < K8; k += 8) {
-        v8 p = ld(w0 + k), q = ld(w1 + k), u = ld(w2 + k), v = ld(w3 + k), xa = ld(x0 + k), xb = ld(x1 + k);
-        a0 += xa * p; a1 += xa * q; a2 += xa * u; a3 += xa * v;
-        c0 += xb * p; c1 += xb * q; c2 += xb * u; c3 += xb * v;
+    long KC = K - K % CHUNK(half);
+    for (long k = 0; k < KC; k += CHUNK(half)) {
+        v8 p = {0}, pp = {0}, q = {0}, qq = {0}, u = {0}, uu = {0}, v = {0}, vv = {0};
+        ldc(w0, k, half, &p, &pp); ldc(w1_, k, half, &q, &qq);
+        ldc(w2, k, half, &u, &uu); ldc(w3, k, half, &v, &vv);
+        a0 = mac(a0, x0, k, p, pp, half); a1 = mac(a1, x0, k, q, qq, half);
+        a2 = mac(a2, x0, k, u, uu, half); a3 = mac(a3, x0, k, v, vv, half);
+        c0 = mac(c0, x1, k, p, pp, half); c1 = mac(c1, x1, k, q, qq, half);
+        c2 = mac(c2, x1, k, u, uu, half); c3 = mac(c3, x1, k, v, vv, half);
     }
-    r0[0] = fin(a0, x0, w0, K8, K); r0[1] = fin(a1, x0, w1, K8, K);
-    r0[2] = fin(a2, x0, w2, K8, K); r0[3] = fin(a3, x0, w3, K8, K);
-    r1[0] = fin(c0, x1, w0, K8, K); r1[1] = fin(c1, x1, w1, K8, K);
-    r1[2] = fin(c2, x1, w2, K8, K); r1[3] = fin(c3, x1, w3, K8, K);
+    r0[0] = fin(a0, x0, w0, KC, K, half); r0[1] = fin(a1, x0, w1_, KC, K, half);
+    r0[2] = fin(a2, x0, w2, KC, K, half); r0[3] = fin(a3, x0, w3, KC, K, half);
+    r1[0] = fin(c0, x1, w0, KC, K, half); r1[1] = fin(c1, x1, w1_, KC, K, half);
+    r1[2] = fin(c2, x1, w2, KC, K, half); r1[3] = fin(c3, x1, w3, KC, K, half);
 }
 
-static void b14(const float *x0, const float *w, long K, float *r0) {
-    const float *w0 = w, *w1 = w + K, *w2 = w + 2 * K, *w3 = w + 3 * K;
+INLINE void b14(const float *x0, const void *w, long K, float *r0, int half) {
+    const void *w0 = w, *w1_ = row(w, 1, K, half), *w2 = row(w, 2, K, half), *w3 = row(w, 3, K, half);
     v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    long K8 = K & ~7L;
-    for (long k = 0; k < K8; k += 8) {
-        v8 xa = ld(x0 + k);
-        a0 += xa * ld(w0 + k); a1 += xa * ld(w1 + k); a2 += xa * ld(w2 + k); a3 += xa * ld(w3 + k);
+    long KC = K - K % CHUNK(half);
+    for (long k = 0; k < KC; k += CHUNK(half)) {
+        v8 p = {0}, pp = {0}, q = {0}, qq = {0}, u = {0}, uu = {0}, v = {0}, vv = {0};
+        ldc(w0, k, half, &p, &pp); ldc(w1_, k, half, &q, &qq);
+        ldc(w2, k, half, &u, &uu); ldc(w3, k, half, &v, &vv);
+        a0 = mac(a0, x0, k, p, pp, half); a1 = mac(a1, x0, k, q, qq, half);
+        a2 = mac(a2, x0, k, u, uu, half); a3 = mac(a3, x0, k, v, vv, half);
     }
-    r0[0] = fin(a0, x0, w0, K8, K); r0[1] = fin(a1, x0, w1, K8, K);
-    r0[2] = fin(a2, x0, w2, K8, K); r0[3] = fin(a3, x0, w3, K8, K);
+    r0[0] = fin(a0, x0, w0, KC, K, half); r0[1] = fin(a1, x0, w1_, KC, K, half);
+    r0[2] = fin(a2, x0, w2, KC, K, half); r0[3] = fin(a3, x0, w3, KC, K, half);
 }
 
-static float b11(const float *x0, const float *w0, long K) {
+INLINE float b11(const float *x0, const void *w0, long K, int half) {
     v8 a = {0};
-    long K8 = K & ~7L;
-    for (long k = 0; k < K8; k += 8) a += ld(x0 + k) * ld(w0 + k);
-    return fin(a, x0, w0, K8, K);
+    long KC = K - K % CHUNK(half);
+    for (long k = 0; k < KC; k += CHUNK(half)) {
+        v8 p = {0}, pp = {0};
+        ldc(w0, k, half, &p, &pp);
+        a = mac(a, x0, k, p, pp, half);
+    }
+    return fin(a, x0, w0, KC, K, half);
 }
 
-/* x (n, K), w (O, K), b (O) or NULL, y (n, O); all contiguous float32. */
-void rowdot_f32(const float *x, const float *w, const float *b, float *y, long n, long K, long O, int threads) {
-    long quads = O / 4;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long j = 0; j < quads; j++) {
-        long o = 4 * j;
-        const float *wq = w + o * K;
-        float r0[4], r1[4];
-        long i = 0;
-        for (; i + 2 <= n; i += 2) {
-            b24(x + i * K, x + (i + 1) * K, wq, K, r0, r1);
-            for (int t = 0; t < 4; t++) {
-                y[i * O + o + t] = b ? r0[t] + b[o + t] : r0[t];
-                y[(i + 1) * O + o + t] = b ? r1[t] + b[o + t] : r1[t];
-            }
-        }
-        if (i < n) {
-            b14(x + i * K, wq, K, r0);
-            for (int t = 0; t < 4; t++) y[i * O + o + t] = b ? r0[t] + b[o + t] : r0[t];
+/* Outputs o..o+3 of every row. */
+INLINE void quad(const float *x, const void *w, const float *b, float *y, long n, long K, long O, long o, int half) {
+    const void *wq = row(w, o, K, half);
+    float r0[4], r1[4];
+    long i = 0;
+    for (; i + 2 <= n; i += 2) {
+        b24(x + i * K, x + (i + 1) * K, wq, K, r0, r1, half);
+        for (int t = 0; t < 4; t++) {
+            y[i * O + o + t] = b ? r0[t] + b[o + t] : r0[t];
+            y[(i + 1) * O + o + t] = b ? r1[t] + b[o + t] : r1[t];
         }
     }
-    for (long o = 4 * quads; o < O; o++)
+    if (i < n) {
+        b14(x + i * K, wq, K, r0, half);
+        for (int t = 0; t < 4; t++) y[i * O + o + t] = b ? r0[t] + b[o + t] : r0[t];
+    }
+}
+
+/* Outputs past the last four, one at a time. */
+INLINE void rest(const float *x, const void *w, const float *b, float *y, long n, long K, long O, int half) {
+    for (long o = O & ~3L; o < O; o++)
         for (long i = 0; i < n; i++) {
-            float r = b11(x + i * K, w + o * K, K);
+            float r = b11(x + i * K, row(w, o, K, half), K, half);
             y[i * O + o] = b ? r + b[o] : r;
         }
+}
+
+/* x (n, K) float32, w (O, K), b (O) float32 or NULL, y (n, O) float32; all contiguous. Each entry
+ * point has its own parallel loop, so the weight type is a constant inside it. */
+void rowdot_f32(const float *x, const float *w, const float *b, float *y, long n, long K, long O, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long j = 0; j < O / 4; j++) quad(x, w, b, y, n, K, O, 4 * j, 0);
+    rest(x, w, b, y, n, K, O, 0);
+}
+
+void rowdot_bf16(const float *x, const uint16_t *w, const float *b, float *y, long n, long K, long O, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long j = 0; j < O / 4; j++) quad(x, w, b, y, n, K, O, 4 * j, 1);
+    rest(x, w, b, y, n, K, O, 1);
 }

@@ -15,7 +15,7 @@ weight rows at a time: the weights are read once per pair of rows (21-22 GB/s fo
 two, there), and row i of an n-row product is the one-row product of row i, bit for bit. It is one
 more path in ``core.kernels``, chosen only where it measures fastest.
 
-    linear(x, w, b)      # F.linear for float32 CPU tensors (x: (..., K), w: (O, K), b: (O,) or None)
+    linear(x, w, b)      # F.linear for float32 or bfloat16 CPU tensors (x: (..., K), w: (O, K), b: (O,) or None)
     available()          # False where no C compiler builds it (the reason: ``why_not()``)
 
 The shared object is built once per machine with ``cc -O3 -march=native -fopenmp`` (under a
@@ -78,9 +78,9 @@ def _lib() -> ctypes.CDLL | str:
         lib = ctypes.CDLL(str(out))
     except OSError as e:
         return f"cannot load {out.name}: {e}"
-    fn = lib.rowdot_f32
-    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
-    fn.restype = None
+    for fn in (lib.rowdot_f32, lib.rowdot_bf16):
+        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
+        fn.restype = None
     return lib
 
 
@@ -96,28 +96,42 @@ def why_not() -> str | None:
     return lib if isinstance(lib, str) else None
 
 
+DTYPES = (torch.float32, torch.bfloat16)
+
+
 def available(dtype: torch.dtype = torch.float32) -> bool:
-    return dtype == torch.float32 and why_not() is None
+    return dtype in DTYPES and why_not() is None
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, w, b)`` for float32 CPU tensors, every row computed alike (module docstring) for
-    up to ``MAX_ROWS`` rows; more are a prompt's prefill (plain and speculative decoding share it)."""
+    """``F.linear(x, w, b)`` for float32 or bfloat16 CPU tensors, every row computed alike (module
+    docstring) for up to ``MAX_ROWS`` rows; more are a prompt's prefill (plain and speculative
+    decoding share it). bfloat16: the products and the bias summed in float32 (``sums``), rounded
+    once to bfloat16 at the end, as the library's bfloat16 product does."""
+    if x.numel() > MAX_ROWS * x.shape[-1] and x.dtype in DTYPES and w.dtype == x.dtype:
+        return torch.nn.functional.linear(x, w, b)
+    return sums(x, w, b).to(x.dtype)
+
+
+def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """The float32 sums behind ``linear`` (for bfloat16, before the one rounding: what the row
+    invariance is about; a rounding to 8 bits would hide a changed order in the tests)."""
     lib = _lib()
     if isinstance(lib, str):
         raise RuntimeError(f"rowdot kernel unavailable: {lib}")
-    if x.dtype != torch.float32 or w.dtype != torch.float32 or x.device.type != "cpu":
-        raise TypeError(f"rowdot takes float32 CPU tensors, not {x.dtype} on {x.device}")
+    if x.dtype not in DTYPES or w.dtype != x.dtype or x.device.type != "cpu":
+        raise TypeError(f"rowdot takes float32 or bfloat16 CPU tensors of one dtype, not {x.dtype} / {w.dtype} on {x.device}")
     O, K = w.shape
-    if x.numel() > MAX_ROWS * K:
-        return torch.nn.functional.linear(x, w, b)
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, K).contiguous()
+    x2 = x.reshape(-1, K).float().contiguous()  # bfloat16 -> float32 is exact
     w = w.contiguous()
-    b = None if b is None else b.contiguous()
+    b = None if b is None else b.float().contiguous()
+    if w.dtype == torch.bfloat16:
+        x2 = _even_odd(x2)
     y = torch.empty(x2.shape[0], O, dtype=torch.float32)
     if x2.shape[0]:
-        lib.rowdot_f32(
+        fn = lib.rowdot_f32 if w.dtype == torch.float32 else lib.rowdot_bf16
+        fn(
             x2.data_ptr(),
             w.data_ptr(),
             None if b is None else b.data_ptr(),
@@ -128,3 +142,12 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
             torch.get_num_threads(),
         )
     return y.view(*lead, O)
+
+
+def _even_odd(x: torch.Tensor) -> torch.Tensor:
+    """x laid out as rowdot_bf16 reads it: each chunk of 16 columns as its 8 even then its 8 odd
+    columns (the kernel widens 16 bfloat16 weights into those two vectors), the tail in order."""
+    n, K = x.shape
+    KC = K - K % 16
+    chunks = x[:, :KC].reshape(n, KC // 16, 8, 2).transpose(2, 3).reshape(n, KC)
+    return torch.cat([chunks, x[:, KC:]], 1) if KC < K else chunks.contiguous()

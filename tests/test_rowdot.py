@@ -13,33 +13,44 @@ from tools.tiny import tiny_model_dir
 needs_kernel = pytest.mark.skipif(not rowdot.available(), reason=f"rowdot: {rowdot.why_not()}")
 
 
+DTYPES = [torch.float32, torch.bfloat16]
+
+
 @needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("out_features,in_features", [(40, 24), (257, 100), (1536, 256), (3, 9)])
-def test_every_row_is_the_one_row_product(out_features, in_features, bias):
+def test_every_row_is_the_one_row_product(out_features, in_features, bias, dtype):
     g = torch.Generator().manual_seed(out_features * in_features)
-    w = torch.randn(out_features, in_features, generator=g)
-    b = torch.randn(out_features, generator=g) if bias else None
-    x = torch.randn(48, in_features, generator=g)
-    full = rowdot.linear(x, w, b)
+    w = torch.randn(out_features, in_features, generator=g).to(dtype)
+    b = torch.randn(out_features, generator=g).to(dtype) if bias else None
+    x = torch.randn(48, in_features, generator=g).to(dtype)
+    sums = rowdot.sums(x, w, b)  # float32 (bfloat16: before the rounding, which would hide an order change)
     for i in range(48):
-        assert torch.equal(rowdot.linear(x[i : i + 1], w, b)[0], full[i]), i
+        assert torch.equal(rowdot.sums(x[i : i + 1], w, b)[0], sums[i]), i
     for n in (2, 3, 5, 17):
-        assert torch.equal(rowdot.linear(x[:n], w, b), full[:n]), n
-    assert torch.equal(rowdot.linear(x.view(2, 24, in_features), w, b).view(48, -1), full)  # leading dims
-    assert torch.allclose(full, F.linear(x, w, b), rtol=1e-5, atol=1e-4)
+        assert torch.equal(rowdot.sums(x[:n], w, b), sums[:n]), n
+    assert torch.equal(rowdot.sums(x.view(2, 24, in_features), w, b).view(48, -1), sums)  # leading dims
+    full = rowdot.linear(x, w, b)
+    assert full.dtype == dtype and torch.equal(full, sums.to(dtype))
+    if dtype == torch.float32:
+        assert torch.allclose(full, F.linear(x, w, b), rtol=1e-5, atol=1e-4)
+    else:  # float32 sums rounded once: the float32 product of the same (exactly widened) numbers, rounded
+        exact = F.linear(x.double(), w.double(), None if b is None else b.double())
+        assert torch.allclose(full.double(), exact, rtol=2**-8, atol=1e-3)
 
 
 @needs_kernel
-def test_the_thread_count_changes_no_bit():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_thread_count_changes_no_bit(dtype):
     g = torch.Generator().manual_seed(1)
-    w, x = torch.randn(999, 300, generator=g), torch.randn(5, 300, generator=g)
+    w, x = torch.randn(999, 300, generator=g).to(dtype), torch.randn(5, 300, generator=g).to(dtype)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = rowdot.linear(x, w)
+        one = rowdot.sums(x, w)
         torch.set_num_threads(max(2, before))
-        assert torch.equal(rowdot.linear(x, w), one)
+        assert torch.equal(rowdot.sums(x, w), one)
     finally:
         torch.set_num_threads(before)
 
@@ -51,11 +62,12 @@ def test_a_prefill_past_the_row_cap_is_the_library_product():
 
 
 @needs_kernel
-def test_a_target_on_rowdot_is_exact_from_a_single_row(monkeypatch, tmp_path):
-    """The probe measured afresh: one group holding every candidate size, 1 included (on this
-    machine kind the library paths split 1 | 2-3 | 4+, so plain steps were padded to 4 rows)."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_target_on_rowdot_is_exact_from_a_single_row(monkeypatch, tmp_path, dtype):
+    """The probe measured afresh: one group holding every candidate size, 1 included (on the AVX2
+    EPYC the library paths split 1 | 2-3 | 4+ in float32, so plain steps were padded to 4 rows)."""
     monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
-    tgt = adapters.load(tiny_model_dir("llama"), kernels="rowdot")
+    tgt = adapters.load(tiny_model_dir("llama"), dtype=dtype, kernels="rowdot")
     assert {p for t in tgt.kernels["paths"].values() for p in t.values()} == {"rowdot"}
     rs = R.row_set(tgt, refresh=True)
     assert rs.sizes == R.CANDIDATES and rs.groups == (R.CANDIDATES,), rs

@@ -18,7 +18,7 @@ import pytest
 from tests.app_server import served_app
 from tools.tiny import tiny_image, tiny_model_dir
 
-pytestmark = pytest.mark.browser  # SPECSCOPE_SKIP_BROWSER=1 skips them (tests/conftest.py)
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # SPECSCOPE_SKIP_BROWSER=1 skips them; slow: scheduled first (tests/conftest.py)
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")  # set to a folder to keep screenshots
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}

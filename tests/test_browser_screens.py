@@ -26,7 +26,7 @@ from core.paths import ROOT
 from tests.app_server import served_app
 from tests.test_browser import open_page, open_tab, run_and_wait
 
-pytestmark = pytest.mark.browser  # SPECSCOPE_SKIP_BROWSER=1 skips them (tests/conftest.py)
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # SPECSCOPE_SKIP_BROWSER=1 skips them; slow: scheduled first (tests/conftest.py)
 
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 SHOTS = os.environ.get("SPECSCOPE_SHOTS")

@@ -10,6 +10,8 @@ import pytest
 from core.trace import SCHEMA
 from tools.tiny import tiny_image, tiny_model_dir
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

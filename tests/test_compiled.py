@@ -18,6 +18,8 @@ from core.engine import generate
 from core.pairs import Pair
 from tools.tiny import tiny_model_dir
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 PROMPT = "Describe the picture in a few words."
 N = 24
 _loaded: dict = {}

@@ -13,6 +13,8 @@ from core.sampling import SamplingConfig
 from tools.scenes.generator import heldout_seeds
 from tools.scenes.tasks import make_sample
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 SPECS = [DraftSpec("chain", gamma=4), DraftSpec("tree", branching=(2, 2, 1)), DraftSpec("dynamic", depth=4, top_k=4, budget=12)]
 
 

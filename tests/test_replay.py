@@ -11,6 +11,8 @@ from core.engine import generate
 from core.sampling import SamplingConfig
 from tools.tiny import VISION_FAMILIES, adapter_cache, tiny_image, tiny_model_dir
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 SHAPES = ["chain:1", "chain:4", "tree:3x2x1", "dynamic:5/4/20"]
 DRAFTERS = ["self", "small", "small-text", "layerskip", "ngram"]
 PROMPTS = {"describe": "Describe the picture.", "repeat": "hello world hello world hello"}

@@ -26,6 +26,8 @@ from core.engine import generate
 from core.sampling import SamplingConfig, probs
 from tools.tiny import tiny_model_dir
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 SAMPLING = dict(temperature=1.5, top_k=3)  # near-uniform over 3 tokens (also used by test_policy)
 SHARP = dict(temperature=0.05, top_k=3)  # the same 3 tokens, far from uniform
 NUCLEUS = dict(temperature=0.05, top_k=5, top_p=0.8)  # top-p cuts inside the top-k

@@ -282,6 +282,7 @@ def shipped_eval():
     return evaluate(str(TARGET), n=200)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (TARGET / "config.json").exists(), reason="assets/target not trained yet")
 def test_trained_target_reproduces_its_documented_accuracy(shipped_eval):
     """The shipped target scores what its EVAL.json (the number quoted in the README) says on the

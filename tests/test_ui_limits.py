@@ -31,7 +31,8 @@ from ui import session  # noqa: E402  imported after the module-level skip check
 from ui.tabs import compare as compare_tab  # noqa: E402  imported after the module-level skip checks above
 from ui.tabs import run as run_tab  # noqa: E402  imported after the module-level skip checks above
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning / gr.Info outside a request
+# gr.Warning / gr.Info outside a request; slow: scheduled first (tests/conftest.py)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.slow]
 
 CALL_TIMEOUT = 60  # seconds: any single request slower than this counts as a hang
 

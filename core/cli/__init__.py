@@ -23,6 +23,9 @@ def main(argv=None) -> int:
 
 
 def _dispatch(args) -> int:
+    from ..device import compile_default, kernels_default
+
+    kernels_default(), compile_default()  # a bad SPECSCOPE_* setting: one line, before any model loads
     if args.cmd == "replay":
         from .replay import replay
 

@@ -42,16 +42,13 @@ BF16_WINS = 0.9  # bf16 must be clearly faster: near a tie float32 keeps its pre
 def bf16_step_ratio() -> float:
     """Seconds of a one-token decoding step plus a 16-token verify forward, in bfloat16 over float32
     on this CPU (what plain and speculative decoding spend their time on): a small random
-    Llama-shaped decoder (two layers of a 1.5B model's widths, eager attention, a 64-token cache) on
-    the product paths a target gets in each dtype (``core.kernels.accelerate``: on a CPU without
-    bfloat16 instructions the library's bfloat16 product is slow, the project's rowdot kernel is
-    not), both dtypes alternated, median of 7. Measured once per CPU, thread count and torch (a
-    few seconds; the products' measurements are kept for the models that share their shapes), then
-    read from the tuning file (key "dtype")."""
+    Llama-shaped decoder (two layers of a 1.5B model's widths, eager attention, a 64-token cache),
+    both dtypes alternated, median of 7. Measured once per CPU, thread count and torch (about a
+    second), then read from the tuning file (key "dtype")."""
     import json
     from .machine import cpu_name, tuning_path
 
-    key = f"dtype/3|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    key = f"dtype/2|{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
     path = tuning_path()
     try:
         data = json.loads(path.read_text())
@@ -93,11 +90,7 @@ def _step_times(reps: int = 7) -> dict[str, float]:
         base = LlamaForCausalLM(cfg).eval()
     for p in base.parameters():
         p.data = torch.randn(p.shape, generator=g) * 0.02 + (1.0 if p.dim() == 1 else 0.0)
-    from .kernels import accelerate
-
     models = {"float32": base, "bfloat16": copy.deepcopy(base).to(torch.bfloat16)}
-    for m in models.values():
-        accelerate(m, "target")  # the paths a target of these shapes gets in that dtype
     ids = torch.randint(0, cfg.vocab_size, (1, 80))
     step = {}
     for name, m in models.items():

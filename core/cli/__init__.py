@@ -25,7 +25,8 @@ def main(argv=None) -> int:
 def _dispatch(args) -> int:
     from ..device import compile_default, kernels_default
 
-    kernels_default(), compile_default()  # a bad SPECSCOPE_* setting: one line, before any model loads
+    kernels_default()  # a bad SPECSCOPE_KERNELS / SPECSCOPE_COMPILE: one line, before any model loads
+    compile_default()
     if args.cmd == "replay":
         from .replay import replay
 

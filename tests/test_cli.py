@@ -16,8 +16,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(*args, timeout=120):
+    """A real ``python -m core`` process (exit status, stdout and stderr as a shell sees them)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_THREADS="1")
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def main_here(capsys, *args) -> subprocess.CompletedProcess:
+    """``core.cli.main`` (what ``python -m core`` calls) in this process, read as ``cli`` reads a
+    process: a new process costs CI about ten seconds of imports (the tests above keep the real one)."""
+    from core.cli import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["python", "-m", "core", *args], rc, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +49,10 @@ def test_run_json(image_path):
     assert {"wall_s", "tokens_per_s"} <= set(out["summary"])
 
 
-def test_compare_json_text_only(tmp_path):
+def test_compare_json_text_only(tmp_path, capsys):
     trace = tmp_path / "t.json"
-    r = cli(
+    r = main_here(
+        capsys,
         "compare",
         "--target",
         tiny_model_dir("llama"),
@@ -63,8 +76,9 @@ def test_compare_json_text_only(tmp_path):
     assert saved["schema"] == SCHEMA and saved["output"] == out["spec"]["token_ids"]
 
 
-def test_separate_drafter_model(image_path):
-    r = cli(
+def test_separate_drafter_model(image_path, capsys):
+    r = main_here(
+        capsys,
         "compare",
         "--target",
         tiny_model_dir("qwen2_vl"),
@@ -118,12 +132,25 @@ def other_tokenizer_model(tmp_path_factory):
         (["--target", "{llama}", "--drafter", "{other}"], "different tokenizer"),
     ],
 )
-def test_user_errors_are_one_line(args, needle, other_tokenizer_model):
+def test_user_errors_are_one_line(args, needle, other_tokenizer_model, capsys):
+    """In this process (``main`` is what ``python -m core`` calls; a process each would cost CI
+    ten seconds of imports per case): the exit status and stderr a user sees."""
+    from core.cli import main
+
     args = [a.format(llama=tiny_model_dir("llama"), other=other_tokenizer_model) for a in args]
-    r = cli("run", "--prompt", "hi", *args)
+    rc = main(["run", "--prompt", "hi", *args])
+    out, err = capsys.readouterr()
+    assert rc == 2, (out, err)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error:") and needle in lines[-1].lower(), err
+    assert "Traceback" not in err
+
+
+def test_a_user_error_is_one_line_from_the_command_line_too():
+    r = cli("run", "--prompt", "hi", "--target", tiny_model_dir("llama"), "--max-new-tokens", "0")
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
-    assert lines[-1].startswith("error:") and needle in lines[-1].lower(), r.stderr
+    assert lines[-1].startswith("error:") and "max_new_tokens" in lines[-1].lower(), r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -132,11 +159,12 @@ def test_trust_remote_code_refused_without_operator_opt_in():
     assert r.returncode == 2 and "trust_remote_code is disabled" in r.stderr
 
 
-def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path):
+def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path, capsys):
     import re
 
     trace = tmp_path / "t.json"
-    r = cli(
+    r = main_here(
+        capsys,
         "visual",
         "--target",
         tiny_model_dir("llava"),
@@ -174,7 +202,7 @@ def test_visual_prints_per_token_classes_and_the_split(image_path, tmp_path):
 
     split = visual.split_acceptance(Trace.from_json(trace.read_text()))
     assert f"{split['image_dependent']['tried']} of {split['image_dependent']['positions']} image-dependent" in line
-    r = cli("visual", "--target", tiny_model_dir("llava"), "--prompt", "hi")
+    r = main_here(capsys, "visual", "--target", tiny_model_dir("llava"), "--prompt", "hi")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: visual needs --image")
 
 

@@ -105,6 +105,11 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     assert spec["acceptance_by_position"] == [0.8, 0.5, 0.2, 0.0]
     table = capsys.readouterr().out
     assert "Plain decoding against its bound" in table
+    # ours past the prompt: the plain step's cost against the bound, from the same run's numbers
+    m = res["configs"][0]["groups"].get("all") or next(iter(res["configs"][0]["groups"].values()))
+    line = next(ln for ln in table.splitlines() if ln.startswith("Past the prompt"))
+    tps = 1e3 / m["step_cost_ar_ms"]
+    assert f"{tps:.2f} tok/s, {tps / res['bound']['bound_tok_s']:.0%} of the bound" in line, line
     assert "| vllm ngram k=3 |" in table and "| 1/2 |" in table
 
 

@@ -167,7 +167,21 @@ def bound_section(results: dict) -> str:
             f": a plain step reads {b['bytes_per_step'] / 1e9:.2f} GB of weights, this machine reads "
             f"{b['bandwidth_gbs']} GB/s (torch sum over 512 MiB), so no decoder exceeds {b['bound_tok_s']} tok/s"
         )
-    return head + ":\n\n" + peers_markdown(results.get("peers") or [], ours, b) + "\n"
+    return head + ":\n\n" + peers_markdown(results.get("peers") or [], ours, b) + "\n" + past_prompt(first, b)
+
+
+def past_prompt(m: dict, b: dict | None) -> str:
+    """Our plain decoding without its prompt: tok/s include the prefill, which reads the weights once
+    for many tokens and is bound by the arithmetic, not by the bandwidth (a long prompt on a CPU
+    costs seconds). The bound is one of decoding steps: this line is ours against it alone."""
+    step = m.get("step_cost_ar_ms")
+    if not (b and step):
+        return ""
+    tps = 1e3 / step
+    prefill = (m.get("time_split_ar_s") or {}).get("prefill")
+    wall = m.get("wall_s_ar")
+    part = f" (the prompts took {prefill / wall:.0%} of its time)" if prefill and wall else ""
+    return f"\nPast the prompt our plain step costs {step:.1f} ms: {tps:.2f} tok/s, {tps / b['bound_tok_s']:.0%} of the bound{part}.\n"
 
 
 VISUAL_TITLE = "Acceptance on image-dependent vs other tokens"

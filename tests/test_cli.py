@@ -119,6 +119,13 @@ def other_tokenizer_model(tmp_path_factory):
     return str(dst)
 
 
+def one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error:") and needle in lines[-1].lower(), r.stderr
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -133,25 +140,14 @@ def other_tokenizer_model(tmp_path_factory):
     ],
 )
 def test_user_errors_are_one_line(args, needle, other_tokenizer_model, capsys):
-    """In this process (``main`` is what ``python -m core`` calls; a process each would cost CI
-    ten seconds of imports per case): the exit status and stderr a user sees."""
-    from core.cli import main
-
+    """In this process (a process each would cost CI ten seconds of imports per case): the exit
+    status and stderr a user sees."""
     args = [a.format(llama=tiny_model_dir("llama"), other=other_tokenizer_model) for a in args]
-    rc = main(["run", "--prompt", "hi", *args])
-    out, err = capsys.readouterr()
-    assert rc == 2, (out, err)
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert lines[-1].startswith("error:") and needle in lines[-1].lower(), err
-    assert "Traceback" not in err
+    one_line_error(main_here(capsys, "run", "--prompt", "hi", *args), needle)
 
 
 def test_a_user_error_is_one_line_from_the_command_line_too():
-    r = cli("run", "--prompt", "hi", "--target", tiny_model_dir("llama"), "--max-new-tokens", "0")
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
-    assert lines[-1].startswith("error:") and "max_new_tokens" in lines[-1].lower(), r.stderr
-    assert "Traceback" not in r.stderr
+    one_line_error(cli("run", "--prompt", "hi", "--target", tiny_model_dir("llama"), "--max-new-tokens", "0"), "max_new_tokens")
 
 
 def test_trust_remote_code_refused_without_operator_opt_in():

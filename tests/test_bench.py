@@ -303,6 +303,40 @@ def test_ideal_bound_from_step_costs():
     assert m["accepted_per_step"] == pytest.approx(15 / 4) and m["acceptance_by_depth"] == [0.5]
 
 
+def test_acceptance_by_position_is_counted_as_vllm_counts_it():
+    """Per step that drafted (a model-free drafter may propose nothing): the share accepted at least
+    to position d, and 1 + accepted draft tokens per such step; two runs pool by their counts."""
+
+    def rec(accepted_per_step, max_depth):  # None: a step that drafted nothing
+        drafted = [a for a in accepted_per_step if a is not None]
+        return {
+            "tokens": [], "new_tokens": len(accepted_per_step) + sum(drafted) + 1, "steps": len(accepted_per_step),
+            "forwards": len(accepted_per_step) + 1, "accepted": sum(drafted), "drafted": max_depth * len(drafted),
+            "depth_tried": [len(drafted)] * max_depth, "depth_ok": [sum(1 for a in drafted if a >= d) for d in range(1, max_depth + 1)],
+            "wall_s": 1.0, "prefill_s": 0.0, "draft_s": 0.0, "verify_s": 0.5, "other_s": 0.0, "trace_s": 0.0,
+            "text": "", "stop_reason": "length",
+        }  # fmt: skip
+
+    records = [
+        {
+            "sample": bench.Sample("s", "p"),
+            "ar": [rec([0] * 4, 1)],
+            "spec": [rec([3, None, 1, 0], 3), rec([1, None], 1)],
+            "exact": True,
+            "hf": None,
+        }
+    ]
+    m = bench.aggregate(records, None, 0.0)
+    # 4 steps drafted (two found nothing), one of them only to depth 1; accepted at least to
+    # position 1: 3 of the 4, to 2: 1, to 3: 1 (of the 4, not of the 3 that drafted that deep)
+    assert m["acceptance_by_position"] == [0.75, 0.25, 0.25]
+    assert m["acceptance_by_depth"] == [0.75, 0.3333, 0.3333]
+    assert m["mean_accepted_length"] == pytest.approx(1 + 5 / 4)
+    assert m["tau"] == pytest.approx(11 / 6, abs=1e-4)  # ours counts every step, the empty ones too
+    none = dict(records[0], spec=[rec([None, None], 3)])
+    assert bench.aggregate([none], None, 0.0)["acceptance_by_position"] == []
+
+
 def test_profile_mode(models, capsys):
     rc = bench.main(
         [

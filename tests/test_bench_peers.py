@@ -111,6 +111,13 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     tps = 1e3 / m["step_cost_ar_ms"]
     assert f"{tps:.2f} tok/s, {tps / res['bound']['bound_tok_s']:.0%} of the bound" in line, line
     assert "| vllm ngram k=3 |" in table and "| 1/2 |" in table
+    # acceptance as vLLM counts it, ours beside vLLM's, as many positions as vLLM drafted
+    row = next(ln for ln in table.splitlines() if ln.startswith("| vllm ngram k=3 |"))
+    assert row.endswith("| 2.50 | 0.80 0.50 0.20 0.00 |"), row
+    ours = next(ln for ln in table.splitlines() if ln.startswith(f"| ours, {res['configs'][0]['id']} |"))
+    cells = [c.strip() for c in ours.split("|")[1:-1]]
+    mal, by_pos = m["mean_accepted_length"], m["acceptance_by_position"]
+    assert cells[-2:] == ["" if mal is None else f"{mal:.2f}", " ".join(f"{x:.2f}" for x in by_pos[:4])], ours
 
 
 def test_a_peer_that_fails_is_reported_and_the_bench_goes_on(text_model, fake_venv, tmp_path):

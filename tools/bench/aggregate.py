@@ -24,6 +24,20 @@ def _ratio(a, b):
     return a / b if b else None
 
 
+def by_position(tried: list[int], ok: list[int]) -> dict:
+    """vLLM's two acceptance numbers, from our counts, so that the peers' table compares like with
+    like: per speculative step that drafted (``tried[0]``: a model-free drafter may find nothing to
+    propose), ``mean_accepted_length`` = 1 + accepted draft tokens per such step, and
+    ``acceptance_by_position`` = the share of those steps whose draft was accepted at least to
+    position d (vLLM's ``num_accepted_tokens_per_pos / num_drafts``). ``acceptance_by_depth`` is the
+    conditional one (per step that drafted to depth d). ``sum(ok)`` is every accepted draft token
+    (a step that accepted a tokens counts at depths 1..a)."""
+    drafts = tried[0] if tried else 0
+    if not drafts:
+        return {"mean_accepted_length": None, "acceptance_by_position": []}
+    return {"mean_accepted_length": _r(1 + sum(ok) / drafts), "acceptance_by_position": [_r(o / drafts) for o in ok]}
+
+
 def aggregate(records: list[dict], hf: list[dict] | None, temperature: float) -> dict:
     ar = [x for r in records for x in r["ar"]]
     sp = [x for r in records for x in r["spec"]]
@@ -46,6 +60,7 @@ def aggregate(records: list[dict], hf: list[dict] | None, temperature: float) ->
         "accepted_per_step": _r(_ratio(total(sp, "accepted"), steps)),
         "drafted_per_step": _r(_ratio(total(sp, "drafted"), steps)),
         "acceptance_by_depth": [_r(_ratio(o, t)) for o, t in zip(ok, tried)],
+        **by_position(tried, ok),
         "new_tokens_ar": ar_tok,
         "new_tokens_spec": sp_tok,
         "wall_s_ar": _r(ar_wall, 6),

@@ -68,6 +68,9 @@ def run_vllm(job: dict, timeout: float = 3600) -> dict:
         return json.loads(op.read_text())
 
 
+SHOWN_POSITIONS = 4  # draft positions in the table when no peer ran (vLLM's: its k)
+
+
 def summarize_peer(res: dict, plain: dict | None, ours_plain: list[list[int]] | None) -> dict:
     if "error" in res:
         return {"error": res["error"]}
@@ -144,28 +147,36 @@ def vllm_peers(args, target: str, prompts: list[list[int]], ours_plain: list[lis
 
 
 def markdown(peers: list[dict], ours: dict, bound: dict | None) -> str:
-    """The peers' table: tok/s, share of the bound, ratios to ours, identity."""
+    """The peers' table: tok/s, share of the bound, ratios to ours, identity, and acceptance as vLLM
+    counts it (``ours["spec"]``: our configurations' metrics, ``aggregate.by_position``)."""
     lines = [
-        "| decoder | tok/s | share of bound | vs our plain | same as its plain | same as our plain | mean accepted length |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| decoder | tok/s | share of bound | vs our plain | same as its plain | same as our plain | mean accepted length | accepted by position |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     bt = (bound or {}).get("bound_tok_s")
+    shown = max([len(p.get("acceptance_by_position") or []) for p in peers] or [0]) or SHOWN_POSITIONS
 
-    def row(name, tps, same_own="", same_ours="", mal=""):
+    def row(name, tps, same_own="", same_ours="", acc=None):
         share = f"{tps / bt:.0%}" if (tps and bt) else ""
         rel = f"{tps / ours['plain']:.2f}x" if (tps and ours.get("plain")) else ""
+        acc = acc or {}
+        mal = acc.get("mean_accepted_length")
+        mal = "" if mal is None else f"{mal:.2f}"
+        pos = " ".join(f"{x:.2f}" for x in (acc.get("acceptance_by_position") or [])[:shown])
         lines.append(
-            f"| {name} | {tps:.2f} | {share} | {rel} | {same_own} | {same_ours} | {mal} |" if tps else f"| {name} | failed |  |  |  |  |  |"
+            f"| {name} | {tps:.2f} | {share} | {rel} | {same_own} | {same_ours} | {mal} | {pos} |"
+            if tps
+            else f"| {name} | failed |  |  |  |  |  |  |"
         )
 
     row("ours, plain", ours.get("plain"))
-    for cid, tps in ours.get("spec", {}).items():
-        row(f"ours, {cid}", tps)
+    for cid, m in ours.get("spec", {}).items():
+        row(f"ours, {cid}", m.get("tokens_per_s_spec"), acc=m)
     for p in peers:
         if "error" in p:
-            lines.append(f"| {p['id']} | failed: {p['error'][:120]} |  |  |  |  |  |")
+            lines.append(f"| {p['id']} | failed: {p['error'][:120]} |  |  |  |  |  |  |")
             continue
         own = f"{p['same_as_vllm_plain']}/{p['n']}" if "same_as_vllm_plain" in p else ""
         ours_same = f"{p['same_as_ours_plain']}/{p['n']}" if "same_as_ours_plain" in p else ""
-        row(p["id"], p["tokens_per_s"], own, ours_same, p.get("mean_accepted_length", ""))
+        row(p["id"], p["tokens_per_s"], own, ours_same, p)
     return "\n".join(lines)

@@ -138,7 +138,7 @@ def warm(
     if key in _warmed and not force:
         return False
     run(pair, prompt, image, spec, sampling, tokens, speculative=False, detail=False)  # measures core.rows
-    if row_set(pair.target).sizes[:1] not in ((), (1,)):  # the unpadded speed baseline, too
+    if row_set(pair.target).unpadded_faster:  # the unpadded speed baseline, too
         run(pair, prompt, image, spec, sampling, tokens, speculative=False, detail=False, exact=False)
     if pair.drafter is not None:
         run(pair, prompt, image, spec, sampling, tokens, detail=False)
@@ -177,7 +177,7 @@ def compare(
     if warmup:  # first calls pay one-off costs; keep them out of both timings
         warm(pair, prompt, image, spec, sampling, min(8, max_new_tokens))
     rows = row_set(pair.target)
-    unpadded = rows.exact and rows.sizes[0] > 1
+    unpadded = rows.unpadded_faster
     ars = list(baseline or [])
     sps: list[Trace] = []
     for i in range(repeats):

@@ -28,10 +28,13 @@ into position order) and the model's own (SDPA). The first that makes chains and
 enough wins (eager first: it is the cheaper one); otherwise the one reaching furthest, with exact
 trees, then the cheapest plain step.
 
-Within a path, the group chosen is the one with the cheapest smallest size among those reaching
-``REACH`` rows (a step of the automatic chain, root included). A group without 1 means plain steps are padded (a
-dummy row after the real one, its KV slot dropped): where that costs time, the fastest plain
-decoding (unpadded) stays the speed baseline and the padded one the identity reference (core/api.py
+Within a path, the group chosen is the one with the cheapest plain step among those reaching
+``REACH`` rows (a step of the automatic chain, root included). A forward of n tokens runs at the
+group's smallest size >= n, or at a larger size of the group that measured clearly cheaper
+(``padded_size``: any size of the group computes alike, and a library's blocking can make 3 rows
+cheaper than 2). Plain steps at a size above 1 are padded (dummy rows after the real one, their KV
+slots dropped): where an unpadded one-row step measured cheaper, the fastest plain decoding
+(unpadded) stays the speed baseline and the padded one the identity reference (core/api.py
 records which is which). Where no group reaches 2 rows the engine does not pad and says so; any
 divergence left is then explained by ``core.divergence``.
 """
@@ -77,11 +80,26 @@ class RowSet:
         return max(self.sizes, default=0)
 
     def pad(self, n: int) -> int | None:
-        """The row count a forward of ``n`` tokens runs at: the smallest size of the group >= n;
-        ``n`` itself when there is no group; None when ``n`` is above the group (draft less)."""
+        """The row count a forward of ``n`` tokens runs at: a size of the group >= n, the cheapest
+        as measured (``padded_size``); ``n`` itself when there is no group; None when ``n`` is above
+        the group (draft less)."""
         if not self.sizes:
             return n
-        return next((s for s in self.sizes if s >= n), None)
+        return padded_size(self.sizes, self.seconds, n)
+
+    @property
+    def plain_seconds(self) -> float:
+        """Measured seconds of a plain step at its padded size (0.0 when not measured)."""
+        return self.seconds.get(self.pad(1), 0.0) if self.exact else self.seconds.get(1, 0.0)
+
+    @property
+    def unpadded_faster(self) -> bool:
+        """Plain steps are padded (to ``pad(1)`` > 1 rows) and a one-row forward, outside the group,
+        measured cheaper: then unpadded plain decoding is the speed baseline (core/api.py). Without
+        timings, padding is assumed to cost."""
+        if not self.exact or self.pad(1) == 1:
+            return False
+        return self.seconds.get(1, 0.0) < self.seconds.get(self.pad(1), float("inf"))
 
     def to_json(self) -> dict:
         return {
@@ -106,6 +124,24 @@ class RowSet:
 
 
 STOCK = RowSet()  # no padding: what a forward does without the measurement
+
+CHEAPER = 0.9  # a larger size is taken only where it measured at most this share of the smaller one's time
+
+
+def padded_size(sizes, seconds: dict[int, float], n: int) -> int | None:
+    """The size of group ``sizes`` a forward of ``n`` tokens runs at: the smallest size >= n, or a
+    larger one that measured clearly cheaper (``CHEAPER``; probe timings in ``seconds``). Any size
+    of the group computes every row alike, so this choice is free: a math library's blocking can
+    make a 3- or 4-row product cheaper than a 2-row one (measured: oneDNN's packed bfloat16 products
+    on an AVX512-BF16 EPYC, 2 rows 128 ms a step, 3 rows 106, 4 rows 102). None above the group."""
+    fit = [s for s in sorted(sizes) if s >= n]
+    if not fit:
+        return None
+    best = fit[0]
+    for s in fit[1:]:
+        if s in seconds and best in seconds and seconds[s] < CHEAPER * seconds[best]:
+            best = s
+    return best
 
 
 def causal_mask(start: int, n: int, width: int) -> torch.Tensor:
@@ -279,7 +315,7 @@ def _trees_agree_at(adapter, sess, ids, prefix: int, ref: torch.Tensor, rows: Ro
 
 def choose(groups, seconds: dict[int, float], reach: int = REACH) -> tuple[int, ...]:
     """The group to run at: among those reaching ``reach`` rows (or as far as any group reaches),
-    the one whose smallest size (a plain step) measured cheapest; () when none reaches 2 rows. A
+    the one whose plain step (at its padded size) measured cheapest; () when none reaches 2 rows. A
     group of one size is no evidence (its decoding was compared with nothing) and is never chosen."""
     groups = [g for g in groups if len(g) >= 2]
     top = max((max(g) for g in groups), default=0)
@@ -287,7 +323,7 @@ def choose(groups, seconds: dict[int, float], reach: int = REACH) -> tuple[int, 
     fit = [g for g in groups if max(g) >= need]
     if not fit:
         return ()
-    return min(fit, key=lambda g: (seconds.get(min(g), 0.0), -max(g)))
+    return min(fit, key=lambda g: (seconds.get(padded_size(g, seconds, 1), 0.0), -max(g)))
 
 
 def _better(a: RowSet, b: RowSet) -> bool:
@@ -297,7 +333,7 @@ def _better(a: RowSet, b: RowSet) -> bool:
         return ra > rb
     if a.trees != b.trees:
         return a.trees
-    return a.seconds.get(min(a.sizes, default=0), 0.0) < b.seconds.get(min(b.sizes, default=0), 0.0)
+    return a.plain_seconds < b.plain_seconds
 
 
 _sets: dict[str, RowSet] = {}
@@ -341,5 +377,5 @@ def row_set(adapter, refresh: bool = False, path: str | None = None) -> RowSet:
 def describe(rows: RowSet) -> str:
     if not rows.exact:
         return "no row-invariant forward found on this machine: forwards unpadded"
-    pad = "plain steps unpadded" if rows.sizes[0] == 1 else f"plain steps padded to {rows.sizes[0]} rows"
+    pad = "plain steps unpadded" if rows.pad(1) == 1 else f"plain steps padded to {rows.pad(1)} rows"
     return f"rows {', '.join(map(str, rows.sizes))} compute alike ({pad}; at most {rows.cap} per forward)"

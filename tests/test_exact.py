@@ -126,6 +126,21 @@ def test_rowset_pads_and_caps():
     assert R.RowSet.from_json(rs.to_json()) == rs
 
 
+def test_a_forward_runs_at_the_cheapest_measured_size_of_its_group():
+    """Any size of the group computes alike, so a forward of n tokens may run at a larger size that
+    measured clearly cheaper (the AVX512-BF16 EPYC's probe: 2 rows 128 ms, 3 rows 106, 4 rows 102)."""
+    sec = {1: 0.114, 2: 0.128, 3: 0.106, 4: 0.102, 8: 0.124, 16: 0.158}
+    rs = R.RowSet((2, 3, 4, 8, 16), seconds=sec)
+    assert [rs.pad(n) for n in (1, 2, 3, 4, 5, 16, 17)] == [3, 3, 3, 4, 8, 16, None]  # 4 is not 10% under 3
+    assert rs.plain_seconds == 0.106 and not rs.unpadded_faster  # padded plain steps beat unpadded ones here
+    assert R.RowSet((2, 3, 4), seconds={1: 0.1, 2: 0.12, 3: 0.11, 4: 0.125}).unpadded_faster  # 3 not 10% under 2
+    assert R.RowSet((2, 4), seconds={1: 0.1, 2: 0.12, 4: 0.105}).pad(1) == 4  # still slower than unpadded:
+    assert R.RowSet((2, 4), seconds={1: 0.1, 2: 0.12, 4: 0.105}).unpadded_faster  # the speed baseline stays one row
+    assert R.RowSet((1, 2, 4), seconds={1: 0.1, 2: 0.08}).pad(1) == 2  # 4 unmeasured: never chosen
+    assert R.RowSet((2, 4)).unpadded_faster and R.RowSet((2, 4)).pad(1) == 2  # no timings: the smallest, padding assumed to cost
+    assert R.choose([(2, 3, 4, 8, 16, 32), (1, 32)], {1: 0.114, 2: 0.128, 3: 0.1, 32: 0.3}) == (2, 3, 4, 8, 16, 32)
+
+
 def test_engine_caps_a_tree_at_the_group():
     tgt = target("llama", "float32")
     rs = R.row_set(tgt)

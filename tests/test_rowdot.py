@@ -71,7 +71,7 @@ def test_a_target_on_rowdot_is_exact_from_a_single_row(monkeypatch, tmp_path, dt
     assert {p for t in tgt.kernels["paths"].values() for p in t.values()} == {"rowdot"}
     rs = R.row_set(tgt, refresh=True)
     assert rs.sizes == R.CANDIDATES and rs.groups == (R.CANDIDATES,), rs
-    assert rs.pad(1) == 1
+    assert not rs.unpadded_faster  # 1 is in the group: plain decoding's own speed is the baseline
 
 
 def test_without_a_compiler_it_says_why(monkeypatch, tmp_path):

@@ -439,12 +439,12 @@ def _time_prefill(adapter: HFAdapter, enc: Encoded, mode: str) -> float:
 
 def _faster(a, b) -> bool:
     """Row set ``a`` (compiled) over ``b`` (eager): as far-reaching, trees exact where b's are, and a
-    cheaper plain step (each at its smallest size, from the probes' timings)."""
+    cheaper plain step (each at its padded size, from the probes' timings)."""
     if min(a.cap, REACH) < min(b.cap, REACH) or (b.trees and not a.trees):
         return False
     if not b.exact:
         return True
-    return a.seconds.get(min(a.sizes), float("inf")) < b.seconds.get(min(b.sizes), float("inf"))
+    return (a.plain_seconds or float("inf")) < (b.plain_seconds or float("inf"))
 
 
 def _shallow(m: torch.nn.Module) -> torch.nn.Module:

@@ -122,7 +122,7 @@ def test_proposals_equal_a_full_sequence_reference(family, tmp_path):
     special = set(tgt.tokenizer.added_tokens_decoder)  # forced into the sequence, an image token
     vocab = [t for t in range(0, tgt.vocab_size, 2) if t not in special][::-1]  # would break the prefill
     path, _ = saved(tmp_path, tgt, draft_vocab=vocab, seed=3)
-    d = make_drafter(path, tgt)
+    d = make_drafter(path, tgt, kernels="stock")  # the head's own math (lossy product paths: below)
     head = d.head
     img = image_for(tgt)
     enc = tgt.encode(PROMPT, img)
@@ -250,6 +250,31 @@ def test_step_matches_the_reference_layer(nbr, qk_norm):
     assert torch.allclose(torch.cat(got), ref, atol=1e-4, rtol=1e-4)
     # the other convention gives another layer (the flag is not a no-op)
     assert not torch.allclose(naive_layer(head, x, not nbr), ref, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_a_loaded_head_runs_its_products_on_the_measured_paths(tmp_path):
+    """A head loaded by name puts fc, q|k|v, o, gate|up, down and lm_head on the paths core.kernels
+    chose (int8 forced here: a drafter may be lossy, the target verifies), and its forward really runs
+    on them: the proposals move off the float32 ones, and decoding stays the target's own. A
+    head passed in by a trainer keeps plain products; so does ``kernels="stock"``."""
+    tgt = load("qwen2")
+    path, _ = saved(tmp_path, tgt, seed=5)
+    exact, lossy = make_drafter(path, tgt, kernels="stock"), make_drafter(path, tgt, kernels="int8")
+    assert exact.kernels["paths"] == "stock"
+    assert lossy.kernels["paths"] and all(set(t.values()) == {"int8"} for t in lossy.kernels["paths"].values())
+    x = torch.randn(1, 3, 2 * lossy.head.config.hidden_size)
+    with torch.inference_mode():
+        a = exact.head.logits(exact.head.step(x, torch.arange(3).view(1, -1), None, [None, None]))
+        b = lossy.head.logits(lossy.head.step(x, torch.arange(3).view(1, -1), None, [None, None]))
+        f = exact.head.features(torch.randn(2, 3 * tgt.model.config.hidden_size))
+    assert not torch.equal(a, b) and torch.allclose(a, b, atol=0.1 * float(a.abs().max()))
+    assert f.shape == (2, exact.head.config.hidden_size)
+    ar = generate(tgt, PROMPT, None, max_new_tokens=10)
+    for d in (exact, lossy):
+        assert generate(tgt, PROMPT, None, d, spec_for("auto", gamma=4), max_new_tokens=10).output == ar.output
+    assert Eagle3Drafter(tgt, head=new_head(tgt, seed=5)).kernels["paths"] == "stock"
+    assert "_products" not in Eagle3Drafter(tgt, head=new_head(tgt, seed=5)).head.__dict__
 
 
 # ---------------------------------------------------------------------------------------------

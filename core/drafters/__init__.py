@@ -98,7 +98,7 @@ def make_drafter(name: str | DrafterName | None, target, dtype=None, mode: str =
     path = d.ref
     if d.kind == "eagle3" or (d.kind == "model" and is_eagle3_dir(path)):  # before msd: its weights look like one
         try:
-            return Eagle3Drafter(target, path, name=f"eagle3 head ({os.path.basename(path.rstrip('/'))})")
+            return Eagle3Drafter(target, path, name=f"eagle3 head ({os.path.basename(path.rstrip('/'))})", kernels=kernels)
         except Exception as e:  # missing files, offline Hub, broken checkpoint, wrong target
             raise ModelLoadError(f"cannot load EAGLE-3 head {path!r}: {type(e).__name__}: {e}") from None
     if d.kind == "msd" or is_msd_dir(path):

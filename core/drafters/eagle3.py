@@ -173,7 +173,7 @@ class Eagle3Drafter(MSDDrafter):
     needs_hidden = True
     can_skip = True
 
-    def __init__(self, target, path: str | None = None, head: Eagle3Head | None = None, name: str = "eagle3"):
+    def __init__(self, target, path: str | None = None, head: Eagle3Head | None = None, name: str = "eagle3", kernels: str | None = None):
         self.target = target
         self.name = name
         self.dtype = draft_dtype(target)
@@ -181,6 +181,9 @@ class Eagle3Drafter(MSDDrafter):
         self.device = temb.weight.device
         self.head = head if head is not None else Eagle3Head.load(path, dtype=self.dtype)
         self.head.to(self.device, self.dtype).requires_grad_(False)
+        # a head loaded here is this drafter's own: its products on the paths measured fastest
+        # (``kernels``: as for a draft model, core/kernels.py); a head passed in (a trainer's) stays as it is
+        self.kernels = _accelerate(self.head, kernels) if head is None or kernels is not None else {"paths": "stock"}
         c = self.head.config
         tname = getattr(target, "name", "the target")
         th = temb.embedding_dim
@@ -244,3 +247,30 @@ class Eagle3Drafter(MSDDrafter):
     @torch.inference_mode()
     def commit(self, tree, accepted, new_tokens, target_hidden) -> None:
         super().commit(tree, accepted, new_tokens, self._features(target_hidden))
+
+
+def _accelerate(head: Eagle3Head, kernels: str | None) -> dict:
+    """Put the head's products on the paths ``core.kernels`` measures fastest on this CPU for a
+    drafter (int8 / bf16 copies included: the target verifies every token, so a drafter's precision
+    changes what is accepted, never the output), checked on the whole head at 1, 4 and 16 rows
+    against plain float32 products. ``kernels``: auto (default: ``SPECSCOPE_KERNELS``), stock, or
+    one path forced. Returns core.kernels' summary."""
+    from .. import kernels as K
+    from ..device import kernels_default
+
+    k = kernels or kernels_default()
+    if k == "stock" or head.fc.weight.device.type != "cpu":
+        return {"role": "drafter", "paths": "stock"}
+    mods = head.linears()
+    head.use_products(mods)  # the probe below runs through them (accelerate swaps them in place)
+    width = 2 * head.config.hidden_size
+
+    def probe():
+        @torch.inference_mode()
+        def run(n: int) -> None:
+            x = torch.randn(1, n, width, dtype=head.fc.weight.dtype)
+            head.logits(head.step(x, torch.arange(n).view(1, -1), None, [None, None]))
+
+        return run
+
+    return K.accelerate(mods, role="drafter", force=None if k == "auto" else k, probe=probe)

@@ -179,12 +179,42 @@ class Eagle3Head(nn.Module):
 
     def features(self, aux: torch.Tensor) -> torch.Tensor:
         """(n, 3*Ht) aux hidden states (low | mid | high) -> (n, H) fused features."""
-        return self.fc(aux.to(self.fc.weight.dtype))
+        return self._lin("fc", aux.to(self.fc.weight.dtype), self.fc.weight, self.fc.bias)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Draft-vocabulary logits of the layer's outputs (before ``norm``)."""
         hn = F.rms_norm(h, (h.shape[-1],), self.norm.weight.to(h.dtype), self.norm.eps)
-        return F.linear(hn, self.lm_head.weight.to(h.dtype))
+        return self._lin("lm_head", hn, self.lm_head.weight.to(h.dtype), None)
+
+    # ---- the products' paths (core.kernels) ---------------------------------------
+    def linears(self) -> nn.ModuleDict:
+        """The head's inference products as ``nn.Linear`` modules over its weights (shared; q|k|v and
+        gate|up packed as ``step`` runs them): fc, qkv, o, gu, down, lm_head. ``core.kernels.accelerate``
+        puts each on the path measured fastest; ``use_products`` makes the forward run through them."""
+        with torch.no_grad():
+            P = self._weights(self.fc.weight.dtype)
+        pairs = {
+            "fc": (self.fc.weight, self.fc.bias),
+            "qkv": (P["wqkv"], P["bqkv"]),
+            "o": (P["wo"], None),
+            "gu": (P["wgu"], P["bgu"]),
+            "down": (P["wd"], P["bd"]),
+            "lm_head": (self.lm_head.weight, None),
+        }
+        return nn.ModuleDict({k: _linear(w, b) for k, (w, b) in pairs.items()})
+
+    def use_products(self, mods: nn.ModuleDict | None) -> None:
+        """At inference (no grad), run ``features``, ``step`` and ``logits`` through ``mods`` (from
+        ``linears``, paths chosen by core.kernels); None: plain ``F.linear``. Set by the drafter that
+        loaded the head (core/drafters/eagle3.py); a head being trained never has them. Kept out of
+        the module tree, so ``state_dict`` and ``save`` see the head's own weights only."""
+        self.__dict__["_products"] = mods
+
+    def _lin(self, name: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        mods = self.__dict__.get("_products")
+        if mods is not None and not torch.is_grad_enabled():
+            return mods[name](x)
+        return F.linear(x, w, b)
 
     def step(self, x: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None, kv: list) -> torch.Tensor:
         """The layer over ``x`` (1, n, 2H) = [emb; h]; returns its output (1, n, H), before the final
@@ -200,7 +230,7 @@ class Eagle3Head(nn.Module):
         normed = F.rms_norm(hid, (H,), P["hidden_norm"], eps)
         residual = normed if self.config.norm_before_residual else hid
         a = torch.cat([F.rms_norm(emb, (H,), P["input_norm"], eps), normed], dim=-1)
-        qkv = F.linear(a, P["wqkv"], P["bqkv"]).view(n, nq + 2 * nk, d)
+        qkv = self._lin("qkv", a, P["wqkv"], P["bqkv"]).view(n, nq + 2 * nk, d)
         qk = qkv[:, : nq + nk]
         if P["q_norm"] is not None:
             qk = torch.cat([F.rms_norm(qk[:, :nq], (d,), P["q_norm"], eps), F.rms_norm(qk[:, nq:], (d,), P["k_norm"], eps)], dim=1)
@@ -215,10 +245,10 @@ class Eagle3Head(nn.Module):
             k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
         kv[0], kv[1] = k, v
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=d**-0.5, enable_gqa=nq != nk)
-        x = residual + F.linear(o.transpose(1, 2).reshape(1, n, nq * d), P["wo"])
+        x = residual + self._lin("o", o.transpose(1, 2).reshape(1, n, nq * d), P["wo"], None)
         h = F.rms_norm(x, (H,), P["post_norm"], eps)
-        g, u = F.linear(h, P["wgu"], P["bgu"]).chunk(2, dim=-1)
-        return x + F.linear(self.act(g) * u, P["wd"], P["bd"])
+        g, u = self._lin("gu", h, P["wgu"], P["bgu"]).chunk(2, dim=-1)
+        return x + self._lin("down", self.act(g) * u, P["wd"], P["bd"])
 
     def _weights(self, dtype) -> dict:
         """The layer's weights, q|k|v and gate|up packed: cached under no-grad (drafting), rebuilt
@@ -281,6 +311,15 @@ class Eagle3Head(nn.Module):
         from .eagle3_files import load_head
 
         return load_head(cls, path, dtype)
+
+
+def _linear(w: torch.Tensor, b: torch.Tensor | None) -> nn.Linear:
+    """An ``nn.Linear`` over existing weights (shared, not copied)."""
+    m = nn.Linear(1, 1, bias=False)
+    m.in_features, m.out_features = w.shape[1], w.shape[0]
+    m.weight = nn.Parameter(w.detach(), requires_grad=False)
+    m.bias = None if b is None else nn.Parameter(b.detach(), requires_grad=False)
+    return m
 
 
 def _act(name: str):

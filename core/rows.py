@@ -56,7 +56,12 @@ CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
 TOKENS = 32  # positions compared
 REACH = 17  # AUTO_CAP + the root: a group should verify a full automatic chain
 PREFIXES = (24, 131)  # prompt tokens before the probe sequence: a short context and a longer, unaligned one
-VERSION = 4  # bump when the probe changes: cached sets are measured again
+# the compiled forward's attention reads the first length + n key slots rounded up to compiled.WIDTH, so
+# blocks of different sizes at one position can read different widths: its probe also decodes across
+# such a step (176 + 16 = 192; seventeenth session, AVX512-BF16 EPYC: its 2- and 4-row steps differed in
+# real decoding just past one, equal at the first two contexts)
+COMPILED_PREFIXES = PREFIXES + (176,)
+VERSION = 5  # bump when the probe changes: cached sets are measured again
 
 
 @dataclass(frozen=True)
@@ -362,7 +367,7 @@ def row_set(adapter, refresh: bool = False, path: str | None = None) -> RowSet:
         if best is not None and best.exact and best.trees and best.cap >= REACH:
             break  # exact for chains and trees, far enough: measure no more
         set_attention(adapter, impl)
-        groups, seconds, trees = probe(adapter, path=path)
+        groups, seconds, trees = probe(adapter, path=path, prefixes=COMPILED_PREFIXES if path == "compiled" else PREFIXES)
         sizes = choose(groups, seconds)
         found = RowSet(sizes, tuple(groups), seconds, 0.0, impl, trees.get(sizes, False))
         if best is None or (found.exact and (not best.exact or _better(found, best))):

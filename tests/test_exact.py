@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from core import adapters, api, engine, rows as R
+from core import adapters, api, compiled, engine, rows as R
 from core.divergence import explain, explain_traces, tolerance
 from core.drafters import ModelDrafter, spec_for
 from core.engine import generate
@@ -179,6 +179,37 @@ def test_the_probe_separates_sizes_that_differ_only_at_a_longer_context(monkeypa
     groups, _, _ = R.probe(tgt, candidates=(2, 3, 4))
     assert (2, 4) in groups and (3,) in groups, groups
     assert len(R.PREFIXES) >= 2 and max(R.PREFIXES) > R.PREFIXES[0] + R.TOKENS + 8
+
+
+def test_the_probe_separates_sizes_that_differ_only_where_the_attention_width_steps(monkeypatch):
+    """The compiled attention reads the first length + n key slots rounded up to ``compiled.WIDTH``,
+    so blocks of different sizes at one position can read different widths; on the AVX512-BF16 EPYC
+    (seventeenth session) 4-row and 2-row steps differed just past such a step in real decoding while
+    the probe had grouped them. A size that computes differently only when its block crosses a width
+    step the 2-row block does not is not grouped by the compiled forward's probe (red without a
+    context across a width step, or with the compiled forward probed at the eager contexts)."""
+    from core import tree_attention
+
+    tgt = adapters.load(tiny_model_dir("llama"), dtype="bfloat16")
+    R.set_attention(tgt, tree_attention.register())
+    forward, w = tgt.forward, compiled.WIDTH
+
+    def odd_across_a_step(sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
+        start = sess.length
+        crosses = rows == 4 and -(-(start + 4) // w) != -(-(start + 2) // w)
+        lg, h = forward(sess, ids, positions, attn, want_hidden, rows)
+        return (lg + 1e-2 if crosses else lg), h
+
+    monkeypatch.setattr(tgt, "forward", odd_across_a_step)
+    groups, _, _ = R.probe(tgt, candidates=(2, 3, 4), prefixes=R.COMPILED_PREFIXES)
+    assert (2, 3) in groups and (4,) in groups, groups
+    # and the compiled forward's row set is measured with those contexts (the eager paths' with PREFIXES)
+    seen = []
+    monkeypatch.setattr(R, "probe", lambda *a, prefixes=None, **k: seen.append((k.get("path"), prefixes)) or ([(2, 3)], {}, {}))
+    monkeypatch.setattr(R, "_store", lambda *a: None)
+    R.row_set(tgt, refresh=True, path="compiled")
+    R.row_set(tgt, refresh=True, path="eager")
+    assert seen[0] == ("compiled", R.COMPILED_PREFIXES) and all(p == R.PREFIXES for _, p in seen[1:]), seen
 
 
 def test_a_cached_gathered_attention_applies_in_a_new_process(monkeypatch):

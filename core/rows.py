@@ -199,6 +199,12 @@ def _cached(key: str) -> RowSet | None:
     return RowSet.from_json(d) if isinstance(d, dict) else None
 
 
+def measured(adapter, path: str) -> RowSet | None:
+    """The row set of ``adapter`` on forward ``path`` if this machine measured it before (the tuning
+    file), without measuring or compiling anything; None otherwise."""
+    return _cached(_key(adapter, path))
+
+
 def _store(key: str, rows: RowSet) -> None:
     update_tuning(lambda data: data.setdefault("rows", {}).__setitem__(key, rows.to_json()))
 

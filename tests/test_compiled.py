@@ -276,6 +276,23 @@ def test_settle_path_takes_the_compiled_forward_only_where_it_is_exact_and_faste
         assert tgt.settle_path() == "eager", worse
 
 
+def test_a_compiled_forward_that_lost_before_is_not_compiled_again(monkeypatch):
+    """The verdict is kept per machine (the tuning file): a compiled forward whose row set lost to
+    the eager one in an earlier process is not compiled again (minutes on a 1.5B target: the AVX512-BF16
+    EPYC's compiled group split at a width step, seventeenth session); one that won still compiles."""
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    eager = R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.010})
+    monkeypatch.setattr("core.adapters.base.row_set", lambda a, refresh=False: eager)
+    monkeypatch.setattr(compiled.CompiledDecoder, "warm", lambda self, kv_len=64: pytest.fail("compiled again"))
+    R._store(R._key(tgt, "compiled"), R.RowSet((24, 32, 48), trees=True, seconds={24: 0.030}))  # lost: its 24-row plain steps cost more
+    assert tgt.settle_path() == "eager" and tgt.settle_path(wait=False) == "eager"
+    assert tgt.compiled.reserved == 0  # its memory promise given back
+    tgt2 = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    R._store(R._key(tgt2, "compiled"), R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005}))  # won
+    with pytest.raises(pytest.fail.Exception, match="compiled again"):
+        tgt2.settle_path()
+
+
 def test_in_the_background_the_eager_forward_serves_until_a_later_settle(monkeypatch):
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
     gate = threading.Event()

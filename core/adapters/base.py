@@ -15,7 +15,7 @@ import torch
 
 from ..compiled import StaticKV
 from ..errors import InputError, ModelLoadError
-from ..rows import REACH, STOCK, causal_mask, padded_inputs, row_set
+from ..rows import REACH, STOCK, causal_mask, measured, padded_inputs, row_set
 
 PREFILL_CHUNK = 128  # a prompt on the compiled forward: rows per block (bounds each row's gathered keys)
 PREFILL_PROBE = 96  # prompt tokens of the prefill timing (settle_path): a typical chat prompt
@@ -177,11 +177,18 @@ class HFAdapter:
         the eager one's, trees too where those are) and its plain step measured cheaper. Compiling
         it and measuring its row set take minutes for a 1.5B model on two cores (once per process
         and per machine): done here (``wait``) or in a background thread while the eager forward
-        serves (a later call switches). Called between runs only (``core.api.warm``), never inside one."""
+        serves (a later call switches). Where this machine measured the compiled forward's row set in an
+        earlier process and it lost, nothing is compiled. Called between runs only (``core.api.warm``),
+        never inside one."""
         fast = self.compiled
         if fast is None or self.use_compiled or fast.failed:
             return self.path
         if self._compiled_rows is None:
+            known = measured(self, "compiled")  # this machine's verdict from an earlier process
+            if known is not None and not (known.exact and _faster(known, row_set(self))):
+                self._compiled_rows = known  # it lost to the eager forward: no compile (minutes) to repeat
+                fast._give_back()
+                return self.path
             if not wait:
                 fast.warm_in_background(then=self._measure_compiled)
                 return self.path

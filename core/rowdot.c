@@ -153,3 +153,101 @@ void rowdot_bf16(const float *x, const uint16_t *w, const float *b, float *y, lo
     for (long j = 0; j < O / 4; j++) quad(x, w, b, y, n, K, O, 4 * j, 1);
     rest(x, w, b, y, n, K, O, 1);
 }
+
+/* rowdot_dpbf16: bfloat16 weights and bfloat16 rows on CPUs with AVX512-BF16 (built only where the
+ * compiler targets it: -march=native). VDPBF16PS takes 32 bfloat16 pairs a chunk straight from
+ * memory: no widening, 64 bytes of weights per instruction. Every dot product: one 16-lane
+ * accumulator over the chunks (k ascending; lane j takes k = 2j, 2j + 1 of each chunk, as the
+ * instruction defines), its lanes summed in a fixed tree, then the tail (k past the last chunk) in
+ * order in float32, then the bias. Blocks of up to four rows against four weight rows do the same
+ * arithmetic per dot product, so row i of an n-row product is the one-row product of row i. x is
+ * bfloat16 as the model holds it (n, K), in its own order. */
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+
+/* Weights are fetched into L2 this many elements ahead of the loads: on the 2-core AVX512-BF16 EPYC a
+ * one-row product of the lm_head read 27-29 GB/s without, 31-32 with (docs/results.md); the kernel
+ * competes with the library's products in core.kernels either way. */
+#ifndef RD_PF
+#define RD_PF 2048
+#endif
+#ifndef RD_HINT
+#define RD_HINT _MM_HINT_T1
+#endif
+
+int rowdot_dpbf16_built(void) { return 1; }
+
+INLINE float hsum16(__m512 v) {
+    float s[16];
+    _mm512_storeu_ps(s, v);
+    float a[8], c[4];
+    for (int i = 0; i < 8; i++) a[i] = s[i] + s[i + 8];
+    for (int i = 0; i < 4; i++) c[i] = a[i] + a[i + 4];
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
+INLINE float bf(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* R rows of x (1..4) against weight rows o..o+3: y[r * O + o + c]. */
+INLINE void dblk(const uint16_t *x, int R, const uint16_t *w, const float *b, float *y, long K, long O, long o) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    const uint16_t *wr = w + o * K;
+    long KC = K - K % 32;
+    for (long k = 0; k < KC; k += 32) {
+        __m512bh wv[4];
+#if RD_PF
+        for (int c = 0; c < 4; c++) _mm_prefetch((const char *)(wr + c * K + k + RD_PF), RD_HINT);
+#endif
+        for (int c = 0; c < 4; c++) wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(wr + c * K + k));
+        for (int r = 0; r < R; r++) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k));
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, wv[c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 4; c++) {
+            float s = hsum16(acc[r][c]), t = 0.0f;
+            for (long k = KC; k < K; k++) t += bf(x[r * K + k]) * bf(wr[c * K + k]);
+            s += t;
+            y[r * O + o + c] = b ? s + b[o + c] : s;
+        }
+}
+
+/* One weight row o alone (outputs past the last four): the same arithmetic as dblk. */
+INLINE float d11(const uint16_t *x, const uint16_t *wr, long K) {
+    __m512 a = _mm512_setzero_ps();
+    long KC = K - K % 32;
+    for (long k = 0; k < KC; k += 32)
+        a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512((const void *)(x + k)), (__m512bh)_mm512_loadu_si512((const void *)(wr + k)));
+    float s = hsum16(a), t = 0.0f;
+    for (long k = KC; k < K; k++) t += bf(x[k]) * bf(wr[k]);
+    return s + t;
+}
+
+void rowdot_dpbf16(const uint16_t *x, const uint16_t *w, const float *b, float *y, long n, long K, long O, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long j = 0; j < O / 4; j++) {
+        long i = 0;
+        for (; i + 4 <= n; i += 4) dblk(x + i * K, 4, w, b, y + i * O, K, O, 4 * j);
+        switch (n - i) {
+        case 3: dblk(x + i * K, 3, w, b, y + i * O, K, O, 4 * j); break;
+        case 2: dblk(x + i * K, 2, w, b, y + i * O, K, O, 4 * j); break;
+        case 1: dblk(x + i * K, 1, w, b, y + i * O, K, O, 4 * j); break;
+        }
+    }
+    for (long o = O & ~3L; o < O; o++)
+        for (long i = 0; i < n; i++) {
+            float s = d11(x + i * K, w + o * K, K);
+            y[i * O + o] = b ? s + b[o] : s;
+        }
+}
+#else
+int rowdot_dpbf16_built(void) { return 0; }
+#endif

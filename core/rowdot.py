@@ -15,6 +15,13 @@ weight rows at a time: the weights are read once per pair of rows (21-22 GB/s fo
 two, there), and row i of an n-row product is the one-row product of row i, bit for bit. It is one
 more path in ``core.kernels``, chosen only where it measures fastest.
 
+Where the compiler targets AVX512-BF16 (``-march=native`` on such a CPU), bfloat16 weights go through
+``rowdot_dpbf16`` instead: VDPBF16PS multiplies 32 bfloat16 pairs of the row and the weights straight
+from memory into 16 float32 lanes (no widening; the rows stay bfloat16), with the same fixed order per
+dot product. On the 2-core AVX512-BF16 EPYC a one-row product of the 151936-row lm_head read 37 GB/s
+on two threads where oneDNN's packed product read 33-34 and the widening kernel 28 (a torch sum of the
+same bytes: 47-54; docs/results.md). ``SPECSCOPE_ROWDOT_DPBF16=0`` takes the widening kernel (tests).
+
     linear(x, w, b)      # F.linear for float32 or bfloat16 CPU tensors (x: (..., K), w: (O, K), b: (O,) or None)
     available()          # False where no C compiler builds it (the reason: ``why_not()``)
 
@@ -62,7 +69,7 @@ def _lib() -> ctypes.CDLL | str:
     cc = _compiler()
     if cc is None:
         return f"no C compiler ({os.environ.get('CC') or 'cc / gcc'}) found"
-    key = f"{version()}|{' '.join(FLAGS)}|{_cpu_flags()}|{torch.__version__}"
+    key = f"{_source()}|{' '.join(FLAGS)}|{_cpu_flags()}|{torch.__version__}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = tuning_path().parent / "kernels" / f"rowdot-{tag}.so"
     if not out.exists():
@@ -78,16 +85,28 @@ def _lib() -> ctypes.CDLL | str:
         lib = ctypes.CDLL(str(out))
     except OSError as e:
         return f"cannot load {out.name}: {e}"
-    for fn in (lib.rowdot_f32, lib.rowdot_bf16):
+    for fn in (lib.rowdot_f32, lib.rowdot_bf16, lib.rowdot_dpbf16):
         fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
         fn.restype = None
+    lib.rowdot_dpbf16_built.restype = ctypes.c_int
     return lib
 
 
+def dpbf16() -> bool:
+    """Do bfloat16 weights go through ``rowdot_dpbf16`` (built here, not turned off)?"""
+    lib = _lib()
+    return not isinstance(lib, str) and bool(lib.rowdot_dpbf16_built()) and os.environ.get("SPECSCOPE_ROWDOT_DPBF16", "1") != "0"
+
+
 @functools.cache
-def version() -> str:
-    """The kernel's source, hashed: measurements of it (core.kernels) are keyed by it."""
+def _source() -> str:
     return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:8]
+
+
+def version() -> str:
+    """The kernel's source, hashed, and which bfloat16 kernel runs: measurements of it
+    (core.kernels) are keyed by it."""
+    return _source() + ("-dpbf16" if dpbf16() else "")
 
 
 def why_not() -> str | None:
@@ -123,14 +142,17 @@ def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> tor
         raise TypeError(f"rowdot takes float32 or bfloat16 CPU tensors of one dtype, not {x.dtype} / {w.dtype} on {x.device}")
     O, K = w.shape
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, K).float().contiguous()  # bfloat16 -> float32 is exact
     w = w.contiguous()
     b = None if b is None else b.float().contiguous()
-    if w.dtype == torch.bfloat16:
-        x2 = _even_odd(x2)
+    if w.dtype == torch.bfloat16 and dpbf16():  # the rows as the model holds them
+        x2, fn = x.reshape(-1, K).contiguous(), lib.rowdot_dpbf16
+    else:
+        x2 = x.reshape(-1, K).float().contiguous()  # bfloat16 -> float32 is exact
+        if w.dtype == torch.bfloat16:
+            x2 = _even_odd(x2)
+        fn = lib.rowdot_f32 if w.dtype == torch.float32 else lib.rowdot_bf16
     y = torch.empty(x2.shape[0], O, dtype=torch.float32)
     if x2.shape[0]:
-        fn = lib.rowdot_f32 if w.dtype == torch.float32 else lib.rowdot_bf16
         fn(
             x2.data_ptr(),
             w.data_ptr(),

@@ -14,12 +14,31 @@ needs_kernel = pytest.mark.skipif(not rowdot.available(), reason=f"rowdot: {rowd
 
 
 DTYPES = [torch.float32, torch.bfloat16]
+# the kernels: float32; bfloat16 widened to float32 (any x86-64); bfloat16 on VDPBF16PS (where built)
+KERNELS = [(torch.float32, "any"), (torch.bfloat16, "widened"), (torch.bfloat16, "dpbf16")]
+
+
+@pytest.fixture(params=KERNELS, ids=lambda k: k[1] if k[0] == torch.bfloat16 else "float32")
+def dtype(request, monkeypatch):
+    dtype, kernel = request.param
+    if kernel == "dpbf16" and not (rowdot.available() and rowdot.dpbf16()):
+        pytest.skip("rowdot_dpbf16: not built here (no AVX512-BF16, or no compiler)")
+    monkeypatch.setenv("SPECSCOPE_ROWDOT_DPBF16", "0" if kernel == "widened" else "1")
+    return dtype
+
+
+def test_the_bfloat16_kernel_is_the_one_named(monkeypatch):
+    if not rowdot.available():
+        pytest.skip(f"rowdot: {rowdot.why_not()}")
+    monkeypatch.setenv("SPECSCOPE_ROWDOT_DPBF16", "0")
+    assert not rowdot.dpbf16() and not rowdot.version().endswith("-dpbf16")  # tuning keyed apart
+    monkeypatch.setenv("SPECSCOPE_ROWDOT_DPBF16", "1")
+    assert rowdot.dpbf16() == bool(rowdot._lib().rowdot_dpbf16_built())
 
 
 @needs_kernel
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("out_features,in_features", [(40, 24), (257, 100), (1536, 256), (3, 9)])
+@pytest.mark.parametrize("out_features,in_features", [(40, 24), (257, 100), (1536, 256), (3, 9), (21, 1536)])
 def test_every_row_is_the_one_row_product(out_features, in_features, bias, dtype):
     g = torch.Generator().manual_seed(out_features * in_features)
     w = torch.randn(out_features, in_features, generator=g).to(dtype)
@@ -41,7 +60,6 @@ def test_every_row_is_the_one_row_product(out_features, in_features, bias, dtype
 
 
 @needs_kernel
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_the_thread_count_changes_no_bit(dtype):
     g = torch.Generator().manual_seed(1)
     w, x = torch.randn(999, 300, generator=g).to(dtype), torch.randn(5, 300, generator=g).to(dtype)

@@ -3,6 +3,7 @@ target and the drafters trained for it (tools/train/*)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import ModelLoadError
@@ -30,4 +31,10 @@ def resolve_target(name: str | None) -> str:
                 "`python -m tools.train.target --out assets/target` or pass --target"
             )
         return str(DEFAULT_TARGET)
-    return name
+    return local(name)
+
+
+def local(ref: str) -> str:
+    """A folder given as ``~/...`` with the home directory put in (a shell leaves the ``~`` of
+    ``a,~/b`` alone, and transformers would read it as a Hub id); any other name unchanged."""
+    return os.path.expanduser(ref) if ref.startswith("~") else ref

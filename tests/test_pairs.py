@@ -47,6 +47,22 @@ def test_one_parser_reads_every_drafter_name():
     assert parse_drafter("ngram").key == parse_drafter("prompt-lookup").key  # one cached drafter
 
 
+def test_a_folder_given_from_home_is_loaded_from_there(monkeypatch, tmp_path):
+    """``--drafters a,~/b``: the shell leaves that ``~`` alone, and transformers would take
+    ``~/b`` for a Hub id (the seventeenth session's bench failed so after its first drafter)."""
+    from core.drafters import parse_drafter
+    from core.paths import resolve_target
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_drafter("~/pair/small").ref == str(tmp_path / "pair" / "small")
+    assert parse_drafter("eagle3:~/heads/h").ref == str(tmp_path / "heads" / "h")
+    assert resolve_target("~/pair/big") == str(tmp_path / "pair" / "big")
+    assert parse_drafter("owner/name").ref == "owner/name" and resolve_target("owner/name") == "owner/name"
+    (tmp_path / "models").symlink_to(tiny_model_dir("qwen2"))
+    pair = api.load_pair("~/models", "~/models", mode="text-only")  # a small model drafting for itself
+    assert pair.drafter is not None and pair.target is pairs.load_target(str(tmp_path / "models"))
+
+
 def test_an_untrained_shipped_drafter_is_a_load_error(monkeypatch, tmp_path):
     from core import paths
     from core.errors import ModelLoadError

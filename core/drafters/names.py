@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, ModelLoadError
-from ..paths import SHIPPED_DRAFTERS
+from ..paths import SHIPPED_DRAFTERS, local
 
 NO_DRAFTER = ("", "none", "ar")  # plain autoregressive decoding
 NGRAM = ("ngram", "prompt-lookup", "prompt_lookup")
@@ -83,7 +83,7 @@ def parse_drafter(name) -> DrafterName | None:
             ref = given[len(prefix) + 1 :].strip()
             if not ref:
                 raise InputError(f"{prefix}: takes a head folder or Hub id, e.g. {prefix}:owner/head, got {given!r}")
-            return DrafterName(prefix, given, ref=ref)
+            return DrafterName(prefix, given, ref=local(ref))
     if is_plugin(given):
         return DrafterName("plugin", given, ref=given)
-    return DrafterName("model", given, ref=given)
+    return DrafterName("model", given, ref=local(given))

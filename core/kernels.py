@@ -258,7 +258,22 @@ def _table(times: dict[str, dict[int, float]], uniform_from: int | None = None) 
         judged = [n for n in big if n <= UNIFORM_UPTO] or big
         lead = min(times, key=lambda p: sum(times[p][n] / max(1e-12, min(t[n] for t in times.values())) for n in judged))
         best.update({n: lead for n in big})
-    return [best[next((m for m in rows if m >= n), rows[-1])] for n in range(rows[-1] + 1)]
+    table = [best[next((m for m in rows if m >= n), rows[-1])] for n in range(rows[-1] + 1)]
+    return table + [_beyond(times, table[-1])]
+
+
+def _beyond(times: dict[str, dict[int, float]], last: str) -> str:
+    """The path of a forward of more rows than were measured (a prompt's prefill): the last measured
+    count's, unless that is rowdot, which hands such blocks to ``F.linear``, a path nobody measured
+    for them: then the fastest other path there (on the AVX512-BF16 EPYC the two were alike at 150
+    rows, 9.8 against 9.2 ms for the 1536x8960 matrix; not so where the stock product is slow). A
+    prefill is shared by plain and speculative decoding, so it may run on another path than the
+    verifies (none has that many rows: ``core.rows.CANDIDATES``)."""
+    if last != "rowdot":
+        return last
+    n = max(next(iter(times.values())))
+    others = {p: t[n] for p, t in times.items() if p != "rowdot"}
+    return min(others, key=others.get) if others else "dense"
 
 
 PROBE_ROWS = (1, 4, 16)
@@ -299,7 +314,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
         if shape in tables:
             continue
         if len(paths) == 1:
-            tables[shape] = [paths[0]] * (ROWS[-1] + 1)
+            tables[shape] = [paths[0]] * (ROWS[-1] + 2)
             continue
         key = _key(lin, paths)
         times = _cached(key)
@@ -315,7 +330,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
     if free is not None and "packed" in paths and _copy_bytes(linears, tables) > 0.7 * free:
         for shape in [s for s, t in tables.items() if "packed" in t]:  # the copies would not fit: next best path
             rest = {p: t for p, t in measured.get(shape, {}).items() if p != "packed"}
-            tables[shape] = _table(rest, uniform) if rest else ["dense"] * (ROWS[-1] + 1)
+            tables[shape] = _table(rest, uniform) if rest else ["dense"] * (ROWS[-1] + 2)
     swapped = []
     for parent, name, lin in linears:
         table = tables[f"{lin.out_features}x{lin.in_features}"]
@@ -338,17 +353,23 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
                     m.table[n] = "dense"
                 for t in tables.values():
                     t[n] = "dense"
+        for m in swapped:  # multi-row forwards lost to the stock product: longer ones too
+            if m.table[ROWS[-1]] == "dense":
+                m.table[-1] = "dense"
+        for t in tables.values():
+            if t[ROWS[-1]] == "dense":
+                t[-1] = "dense"
     if all(p == "dense" for t in tables.values() for p in t):  # nothing won: the stock modules,
         for parent, name, lin in linears:  # without a dispatching frame
             parent._modules[name] = lin
-    summary = {shape: {str(n): t[n] for n in ROWS} for shape, t in tables.items()}
+    summary = {shape: {**{str(n): t[n] for n in ROWS}, f"{ROWS[-1] + 1}+": t[-1]} for shape, t in tables.items()}
     return {"role": role, "paths": summary, "whole_model_s": model_check, "measured_s": round(time.perf_counter() - t0, 2)}
 
 
 def _whole_model(swapped: list[DispatchLinear], probe, reps: int = 3) -> dict:
     """Seconds of ``probe(n)`` with the measured tables and with every layer on ``dense``."""
     tables = [m.table for m in swapped]
-    dense = ["dense"] * (ROWS[-1] + 1)
+    dense = ["dense"] * (ROWS[-1] + 2)
     out = {}
     for n in PROBE_ROWS:
         res = {}

@@ -3,6 +3,7 @@ and speculative output stays identical to AR output on every path a target may t
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core import adapters, errors, kernels
@@ -29,7 +30,7 @@ def test_table_uses_the_fastest_path_of_the_next_measured_row_count():
     times = {"dense": {1: 1.0, 2: 5.0, 4: 5.0}, "onednn": {1: 2.0, 2: 3.0, 4: 6.0}}
     t = kernels._table(times)
     assert t[1] == "dense" and t[2] == "onednn" and t[3] == "dense" and t[4] == "dense"
-    assert len(t) == 5
+    assert len(t) == 6 and t[5] == "dense"  # past the counts measured: the last one's path
 
 
 def test_a_target_runs_one_path_for_every_multi_row_forward():
@@ -43,7 +44,7 @@ def test_a_target_runs_one_path_for_every_multi_row_forward():
     tgt = adapters.load(tiny_model_dir("llama"), kernels="stock")
     choice = kernels.accelerate(tgt.model, "target", paths=("dense", "onednn"))
     for shape, table in choice["paths"].items():
-        assert len({p for n, p in table.items() if int(n) >= kernels.UNIFORM_FROM}) == 1, (shape, table)
+        assert len({p for n, p in table.items() if not n.endswith("+") and int(n) >= kernels.UNIFORM_FROM}) == 1, (shape, table)
 
 
 def test_a_target_judges_its_multi_row_path_on_the_verifies_it_makes():
@@ -56,7 +57,22 @@ def test_a_target_judges_its_multi_row_path_on_the_verifies_it_makes():
     small = {2: 1.0, 4: 1.5, 8: 2.6, 16: 5.0, 32: 10.0, 64: 20.0}
     times = {"rowdot": small, "packed": {n: (1.4 * t if n <= 8 else 0.55 * t) for n, t in small.items()}}
     times = {p: {1: 1.0, **t} for p, t in times.items()}
-    assert set(kernels._table(times, uniform_from=2)[2:]) == {"rowdot"}
+    table = kernels._table(times, uniform_from=2)
+    assert set(table[2:-1]) == {"rowdot"}
+    # a prompt's prefill (more rows than measured): rowdot would hand it to the stock F.linear,
+    # an unmeasured path, so it takes the fastest other path at the last count
+    assert table[-1] == "packed"
+
+
+def test_a_forward_past_the_measured_rows_runs_on_the_prefill_path(monkeypatch):
+    calls = []
+    for path in ("rowdot", "onednn"):
+        monkeypatch.setitem(kernels.PATHS, path, lambda x, w, b, path=path: calls.append(path) or F.linear(x, w, b))
+    lin = nn.Linear(8, 4)
+    d = kernels.DispatchLinear(lin, ["rowdot"] * (kernels.ROWS[-1] + 1) + ["onednn"])
+    for rows in (1, kernels.ROWS[-1], kernels.ROWS[-1] + 1, 300):
+        d(torch.randn(rows, 8))
+    assert calls == ["rowdot", "rowdot", "onednn", "onednn"]
 
 
 def test_accelerate_swaps_linears_and_keeps_tied_weights():

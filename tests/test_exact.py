@@ -212,6 +212,42 @@ def test_the_probe_separates_sizes_that_differ_only_where_the_attention_width_st
     assert seen[0] == ("compiled", R.COMPILED_PREFIXES) and all(p == R.PREFIXES for _, p in seen[1:]), seen
 
 
+def test_the_probe_times_its_sizes_alike_when_the_machine_slows_for_a_while(monkeypatch):
+    """The sizes are decoded one after another; a machine that is slow while one size runs (a
+    neighbour's job) would make that size look dear. Modelled with a clock that runs 3x slow over
+    exactly the forwards of size 4's own run, where 4 rows truly cost least: the probe's timings
+    must still rank 4 first (interleaved rounds, ``ROUNDS``), so plain steps are padded to it (red
+    without the rounds: 4 looks dearest and plain steps run at 1 row)."""
+    from core import tree_attention
+
+    tgt = adapters.load(tiny_model_dir("llama"), dtype="bfloat16")
+    R.set_attention(tgt, tree_attention.register())  # one group of every size on both CPU kinds
+    forward, cost = tgt.forward, {1: 1.0, 2: 1.2, 4: 0.5}
+    calls, slow = [], set()
+
+    class Clock:
+        now = 0.0
+
+        @staticmethod
+        def perf_counter():
+            return Clock.now
+
+    def timed(sess, ids, positions=None, attn=None, want_hidden=False, rows=None):
+        calls.append(rows)
+        Clock.now += cost[rows] * (3.0 if len(calls) - 1 in slow else 1.0)
+        return forward(sess, ids, positions, attn, want_hidden, rows)
+
+    monkeypatch.setattr(tgt, "forward", timed)
+    monkeypatch.setattr(R, "time", Clock)
+    R.probe(tgt, candidates=(1, 2, 4), prefixes=R.PREFIXES[:1])  # where size 4's own run falls
+    first = calls.index(4)
+    slow.update(range(first, first + next((i for i, r in enumerate(calls[first:]) if r != 4), len(calls) - first)))
+    calls.clear()
+    _, seconds, _ = R.probe(tgt, candidates=(1, 2, 4), prefixes=R.PREFIXES[:1])
+    assert min(seconds, key=seconds.get) == 4, seconds
+    assert R.padded_size((1, 2, 4), seconds, 1) == 4  # were the sizes one group
+
+
 def test_a_cached_gathered_attention_applies_in_a_new_process(monkeypatch):
     """A group measured with core.tree_attention, read back where nothing registered it yet."""
     from transformers import AttentionInterface

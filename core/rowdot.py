@@ -85,10 +85,11 @@ def _lib() -> ctypes.CDLL | str:
         lib = ctypes.CDLL(str(out))
     except OSError as e:
         return f"cannot load {out.name}: {e}"
-    for fn in (lib.rowdot_f32, lib.rowdot_bf16, lib.rowdot_dpbf16):
+    lib.rowdot_dpbf16_built.restype = ctypes.c_int
+    built = [lib.rowdot_f32, lib.rowdot_bf16] + ([lib.rowdot_dpbf16] if lib.rowdot_dpbf16_built() else [])
+    for fn in built:  # (rowdot_dpbf16 exists only where the compiler targets AVX512-BF16)
         fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
         fn.restype = None
-    lib.rowdot_dpbf16_built.restype = ctypes.c_int
     return lib
 
 

@@ -92,6 +92,17 @@ def test_a_target_on_rowdot_is_exact_from_a_single_row(monkeypatch, tmp_path, dt
     assert not rs.unpadded_faster  # 1 is in the group: plain decoding's own speed is the baseline
 
 
+def test_a_build_without_avx512_bf16_loads_with_the_widening_kernel(monkeypatch, tmp_path):
+    """An AVX2-only CPU's build has no rowdot_dpbf16 (red when the loader asks for it anyway)."""
+    if not rowdot.available():
+        pytest.skip(f"rowdot: {rowdot.why_not()}")
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.setattr(rowdot, "FLAGS", [*rowdot.FLAGS, "-mno-avx512bf16"])
+    lib = rowdot._lib.__wrapped__()
+    assert not isinstance(lib, str), lib
+    assert lib.rowdot_dpbf16_built() == 0 and not hasattr(lib, "rowdot_dpbf16")
+
+
 def test_without_a_compiler_it_says_why(monkeypatch, tmp_path):
     monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))

@@ -52,6 +52,7 @@ from . import rowdot
 from .machine import cpu_name, tuning_path, update_tuning
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)  # row counts measured; inputs between two use the larger one
+TABLE = ROWS[-1] + 2  # a path table's length: rows 0..ROWS[-1], then one path for every longer forward
 
 
 def _onednn(x, w, b):
@@ -314,7 +315,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
         if shape in tables:
             continue
         if len(paths) == 1:
-            tables[shape] = [paths[0]] * (ROWS[-1] + 2)
+            tables[shape] = [paths[0]] * TABLE
             continue
         key = _key(lin, paths)
         times = _cached(key)
@@ -330,7 +331,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
     if free is not None and "packed" in paths and _copy_bytes(linears, tables) > 0.7 * free:
         for shape in [s for s, t in tables.items() if "packed" in t]:  # the copies would not fit: next best path
             rest = {p: t for p, t in measured.get(shape, {}).items() if p != "packed"}
-            tables[shape] = _table(rest, uniform) if rest else ["dense"] * (ROWS[-1] + 2)
+            tables[shape] = _table(rest, uniform) if rest else ["dense"] * TABLE
     swapped = []
     for parent, name, lin in linears:
         table = tables[f"{lin.out_features}x{lin.in_features}"]
@@ -369,7 +370,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
 def _whole_model(swapped: list[DispatchLinear], probe, reps: int = 3) -> dict:
     """Seconds of ``probe(n)`` with the measured tables and with every layer on ``dense``."""
     tables = [m.table for m in swapped]
-    dense = ["dense"] * (ROWS[-1] + 2)
+    dense = ["dense"] * TABLE
     out = {}
     for n in PROBE_ROWS:
         res = {}

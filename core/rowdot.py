@@ -93,10 +93,16 @@ def _lib() -> ctypes.CDLL | str:
     return lib
 
 
-def dpbf16() -> bool:
-    """Do bfloat16 weights go through ``rowdot_dpbf16`` (built here, not turned off)?"""
+@functools.cache
+def _dpbf16_built() -> bool:
     lib = _lib()
-    return not isinstance(lib, str) and bool(lib.rowdot_dpbf16_built()) and os.environ.get("SPECSCOPE_ROWDOT_DPBF16", "1") != "0"
+    return not isinstance(lib, str) and bool(lib.rowdot_dpbf16_built())
+
+
+def dpbf16() -> bool:
+    """Do bfloat16 weights go through ``rowdot_dpbf16`` (built here, not turned off)? Asked on every
+    bfloat16 product: the build is asked once, the switch read each time (tests turn it)."""
+    return _dpbf16_built() and os.environ.get("SPECSCOPE_ROWDOT_DPBF16", "1") != "0"
 
 
 @functools.cache

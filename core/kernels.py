@@ -123,8 +123,26 @@ class DispatchLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(1, x.shape[-1])
         path = self.table[min(rows, len(self.table) - 1)]
+        if _trail is not None:
+            _trail.append(path)
         w, b = self.low.get(path, (self.weight, self.bias))
         return PATHS[path](x, w, b)
+
+
+_trail: list[str] | None = None
+
+
+@contextlib.contextmanager
+def paths_taken():
+    """The paths the ``DispatchLinear`` products inside the block take, in call order (a list
+    filled as they run). ``core.rows`` compares them between forwards of different sizes: two
+    paths are two algorithms, whose results may agree on a probe's tokens and differ on others."""
+    global _trail
+    outer, _trail = _trail, []
+    try:
+        yield _trail
+    finally:
+        _trail = outer
 
 
 @contextlib.contextmanager

@@ -17,7 +17,11 @@ The probe decodes one fixed token sequence after a fixed prompt (a short one, th
 in chunks of s rows, for every candidate s (the last chunk padded to s), each chunk with an
 explicit causal mask exactly as the engine's verify forwards are fed, and groups the sizes whose
 logits agree bit for bit at every position of both: chunked decoding at two sizes of one group gives the same numbers, so any mix of them
-does. The engine then runs every target forward (plain steps and verifies) at a size of the chosen
+does. Sizes whose products take different paths (``core.kernels`` may pick one path for a one-row
+product and another for blocks) are never grouped, however well they agree on the probe: two
+algorithms agree on most rows and differ on a few (measured: the tiny Idefics3 target in bfloat16,
+one-row products on MKL, blocks on rowdot, equal on the probe, one logits row in 24 different in
+real decoding). The engine then runs every target forward (plain steps and verifies) at a size of the chosen
 group: plain decoding and speculative decoding are the same computation, row for row.
 
 Trees need one more thing: a node's ancestors sit at scattered columns of the verify block, where
@@ -49,7 +53,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import compiled, tree_attention
+from . import compiled, kernels, tree_attention
 from .machine import cpu_name, tuning_path, update_tuning
 
 CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
@@ -61,7 +65,7 @@ PREFIXES = (24, 131)  # prompt tokens before the probe sequence: a short context
 # such a step (176 + 16 = 192; seventeenth session, AVX512-BF16 EPYC: its 2- and 4-row steps differed in
 # real decoding just past one, equal at the first two contexts)
 COMPILED_PREFIXES = PREFIXES + (176,)
-VERSION = 6  # bump when the probe changes: cached sets are measured again
+VERSION = 7  # bump when the probe changes: cached sets are measured again
 
 
 @dataclass(frozen=True)
@@ -174,13 +178,14 @@ def padded_inputs(ids: list[int], positions: torch.Tensor, attn: torch.Tensor, s
     return ids, positions, mask
 
 
+# what a row set is kept for: the architecture too (two families of one shape differ in their ops)
+SHAPE = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
+
+
 def _key(adapter, path: str | None = None) -> str:
     cfg = adapter.model.config
     cfg = getattr(cfg, "text_config", None) or cfg
-    shape = {
-        k: getattr(cfg, k, None)
-        for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
-    }
+    shape = {k: getattr(cfg, k, None) for k in SHAPE}
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
     h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
     path = path or getattr(adapter, "path", "eager")
@@ -245,6 +250,7 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXE
     every context, seconds of one forward per size, whether each group's tree verifies agree)."""
     runs = []  # (session, ids, prefix, {size: logits})
     seconds: dict[int, float] = {}
+    paths: dict[int, tuple[str, ...]] = {}  # size -> the product paths its forward took (core.kernels)
     sync = torch.cuda.synchronize if torch.device(adapter.device).type == "cuda" else (lambda: None)
     for i, prefix in enumerate(prefixes):
         g = torch.Generator().manual_seed(seed + i)
@@ -259,9 +265,11 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXE
                 start = sess.length
                 sync()
                 t0 = time.perf_counter()
-                lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r), rows=s)
+                with kernels.paths_taken() as taken:
+                    lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r), rows=s)
                 sync()
                 best = min(best, time.perf_counter() - t0)
+                paths.setdefault(s, tuple(taken))
                 adapter.keep(sess, start, list(range(r)))
                 chunks.append(lg.float())
                 at += r
@@ -276,7 +284,7 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXE
     for s in candidates:
         logits = [out[s] for _, _, _, out in runs]
         for sizes, ref in reps:
-            if all(torch.equal(a, b) for a, b in zip(ref, logits)):
+            if paths[s] == paths[sizes[0]] and all(torch.equal(a, b) for a, b in zip(ref, logits)):
                 sizes.append(s)
                 break
         else:

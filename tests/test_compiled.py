@@ -276,10 +276,12 @@ def test_settle_path_takes_the_compiled_forward_only_where_it_is_exact_and_faste
         assert tgt.settle_path() == "eager", worse
 
 
-def test_a_compiled_forward_that_lost_before_is_not_compiled_again(monkeypatch):
+def test_a_compiled_forward_that_lost_before_is_not_compiled_again(monkeypatch, tmp_path):
     """The verdict is kept per machine (the tuning file): a compiled forward whose row set lost to
     the eager one in an earlier process is not compiled again (minutes on a 1.5B target: the AVX512-BF16
     EPYC's compiled group split at a width step, seventeenth session); one that won still compiles."""
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))  # its made-up sets stay here
+    monkeypatch.setattr(R, "_sets", {})
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
     eager = R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.010})
     monkeypatch.setattr("core.adapters.base.row_set", lambda a, refresh=False: eager)

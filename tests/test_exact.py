@@ -207,9 +207,34 @@ def test_the_probe_separates_sizes_that_differ_only_where_the_attention_width_st
     seen = []
     monkeypatch.setattr(R, "probe", lambda *a, prefixes=None, **k: seen.append((k.get("path"), prefixes)) or ([(2, 3)], {}, {}))
     monkeypatch.setattr(R, "_store", lambda *a: None)
+    monkeypatch.setattr(R, "_sets", {})  # nor in this process's memory: a later test would read (2, 3)
     R.row_set(tgt, refresh=True, path="compiled")
     R.row_set(tgt, refresh=True, path="eager")
     assert seen[0] == ("compiled", R.COMPILED_PREFIXES) and all(p == R.PREFIXES for _, p in seen[1:]), seen
+
+
+def test_the_probe_never_groups_sizes_whose_products_take_different_paths(monkeypatch):
+    """core.kernels may run a one-row product on one path and blocks on another; two algorithms
+    agree on most rows, so the probe's tokens can miss where they differ (the tiny Idefics3 target
+    in bfloat16 on the AVX512-BF16 EPYC: MKL for one row, rowdot for blocks, grouped by the probe,
+    one logits row in 24 different in real decoding). Modelled with a one-row path that is the
+    block path under another name, so the logits agree everywhere: size 1 must still stand apart
+    (red when the probe groups by logits alone)."""
+    from core import kernels as K, rowdot, tree_attention
+
+    if not K.available("rowdot"):
+        pytest.skip(f"no rowdot kernel here: {rowdot.why_not()}")
+    tgt = adapters.load(tiny_model_dir("llama"), dtype="float32", kernels="rowdot")  # row-invariant by construction
+    R.set_attention(tgt, tree_attention.register())
+    groups, _, _ = R.probe(tgt, candidates=(1, 2, 4), prefixes=R.PREFIXES[:1])
+    assert (1, 2, 4) in groups, groups  # one path everywhere: one group
+    monkeypatch.setitem(K.PATHS, "twin", rowdot.linear)
+    linears = [m for m in tgt.model.modules() if isinstance(m, K.DispatchLinear)]
+    assert linears
+    for m in linears:
+        monkeypatch.setattr(m, "table", ["twin"] * 2 + ["rowdot"] * (K.TABLE - 2))
+    groups, _, _ = R.probe(tgt, candidates=(1, 2, 4), prefixes=R.PREFIXES[:1])
+    assert (1,) in groups and (2, 4) in groups, groups
 
 
 def test_the_probe_times_its_sizes_alike_when_the_machine_slows_for_a_while(monkeypatch):

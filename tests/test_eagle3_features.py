@@ -296,6 +296,10 @@ def test_bfloat16_features_and_a_small_head_trained_under_autocast(tmp_path):
         assert 0 < diff <= 0.05 * max(1.0, float(ref["aux"].float().abs().max())), diff  # bf16 rounding, not the same run
     with pytest.raises(SystemExit):
         run_features(tgt, tmp_path / "data.jsonl", tmp_path / "bf16", *opts)  # float32 into a bfloat16 cache
+    from core.device import resolve_dtype  # auto (scripts/e3_data.sh's default): the dtype a target gets here
+
+    here = tmp_path / ("bf16" if resolve_dtype("auto") == "bfloat16" else "f32")
+    assert run_features(tgt, tmp_path / "data.jsonl", here, *opts, "--dtype", "auto") == 0
     torch.set_num_threads(1)
     args = ["eagle3", "--target", tgt.name, "--features", str(tmp_path / "bf16"), "--out", str(tmp_path / "head")]
     args += ["--run-dir", str(tmp_path / "run"), "--batch", "2", "--ttt", "2", "--threads", "1", "--steps", "3"]

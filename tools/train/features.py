@@ -230,9 +230,10 @@ def main(argv=None):
     ap.add_argument(
         "--dtype",
         default="float32",
-        choices=("float32", "bfloat16"),
+        choices=("float32", "bfloat16", "auto"),
         help="the target's dtype for its prefill (bfloat16: several times faster on a CPU with AMX or AVX512-BF16, the features "
-        "of the target as it decodes there; the cache keeps float16 / float32 either way)",
+        "of the target as it decodes there; auto: the one --dtype auto gives a target on this machine; the cache keeps "
+        "float16 / float32 either way)",
     )
     ap.add_argument("--wait-minutes", type=float, default=0.0, help="keep polling the data for new lines until none came for this long")
     ap.add_argument("--poll", type=float, default=60.0, help="seconds between polls (--wait-minutes)")
@@ -244,6 +245,10 @@ def main(argv=None):
     aux_ids = parse_aux_layers(ap, args.aux_layers)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dtype == "auto":  # scripts/e3_data.sh's default, as distill takes it
+        from core.device import resolve_dtype
+
+        args.dtype = resolve_dtype("auto")
 
     from core import adapters
     from core.drafters.eagle3 import AuxTaps, default_aux_layers

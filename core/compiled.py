@@ -40,7 +40,7 @@ FAMILIES = ("llama", "qwen2")
 GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
-VERSION = 2  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 3  # bump when the computation changes: row sets measured on it are measured again
 
 
 _built = 0  # compiled forwards made in this process (release() drops them all)
@@ -123,6 +123,19 @@ def _rotate(x, cos, sin):
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def attend(q, k, v, bias, scale):
+    """Attention of ``q`` (KV, n, G, d) over ``k`` / ``v`` (KV, n, W, d), each row its own keys, with
+    ``bias`` (n, W) added to the scores: (KV, n, G, d). The sums over keys are written as reductions,
+    not matrix products: inductor makes each a loop in key order (vectorised over the head dimension,
+    or over keys in fixed lanes), so the masked keys after a row's own add exact zeros at the end
+    whatever the width read. A batched product blocks its sums by the width (measured for the real
+    target's heads: rows summed over 256 keys came out other than over 192, 384 or 640), and the
+    width moves between a plain step and a verify."""
+    s = (q[:, :, :, None, :] * k[:, :, None, :, :]).sum(-1) * scale + bias[None, :, None, :]
+    p = torch.softmax(s, dim=-1)  # (KV, n, G, W)
+    return (p[..., None] * v[:, :, None, :, :]).sum(-2)
+
+
 def _lin(x, lin):
     return F.linear(x, lin.weight, lin.bias)
 
@@ -187,10 +200,7 @@ class CompiledDecoder:
             kg = keys[i][:, cols].float()  # (KV, n, W, d): each row's keys in its own order
             vg = values[i][:, cols].float()
             qg = q.view(n, kvh, g, d).transpose(0, 1).float()  # (KV, n, G, d): a row's query heads
-            # one small product per (KV head, row): a row's sums never depend on the other rows
-            s = torch.matmul(qg, kg.transpose(-1, -2)) * scale + bias[None, :, None, :]
-            p = torch.softmax(s, dim=-1)  # (KV, n, G, W)
-            o = torch.matmul(p, vg)  # (KV, n, G, d)
+            o = attend(qg, kg, vg, bias, scale)  # (KV, n, G, d)
             o = o.to(x.dtype).transpose(0, 1).reshape(n, nh * d)
             x = x + _lin(o, a.o_proj)
             h = _rms(x, layer.post_attention_layernorm.weight, self.eps)

@@ -268,7 +268,7 @@ def step(run: Decoding, root: int) -> tuple[list[int], str]:
     t_verify = clock.phase("verify", tokens=fed, positions=positions, logits=logits)
     # accept: each row's choice of the next token, then the longest drafted path that agrees
     if run.sampling.greedy:
-        verdict, rows_p = accept_greedy(tree, logits.argmax(-1).tolist()), None
+        verdict, rows_p = accept_greedy(tree, greedy(logits)), None
     elif run.sampling.rule == "coupled":
         rows_p = probs(logits, run.sampling)
         verdict = accept_greedy(tree, run.noise.choose(rows_p, (positions + 1).tolist()))
@@ -354,18 +354,30 @@ def _record(
     clock.phase("record")
 
 
+def greedy(logits: torch.Tensor) -> list[int]:
+    """Each row's argmax (the first, on ties), over float32: the same index as over the model's
+    dtype (widening is exact), and on bfloat16 CPU logits 3x cheaper (0.16 against 0.54 ms for a
+    151936-token row, AVX512-BF16 EPYC)."""
+    return logits.float().argmax(-1).tolist()
+
+
 def _margins(rows: torch.Tensor) -> list[float]:
-    """Top-1 minus top-2 logit of each row: how near a tie the target's choice was."""
+    """Top-1 minus top-2 logit of each row: how near a tie the target's choice was (0 on a tie).
+    Two vectorised maxima instead of ``topk(2)``, which cost 0.3-0.6 ms a row there."""
     if rows.shape[-1] < 2:
         return [float("inf")] * rows.shape[0]
-    top = rows.float().topk(2, dim=-1).values
-    return [round(x, 6) for x in (top[:, 0] - top[:, 1]).tolist()]
+    x = rows.float()
+    top = x.amax(-1, keepdim=True)
+    at_top = x == top
+    second = x.masked_fill(at_top, float("-inf")).amax(-1)
+    margin = torch.where(at_top.sum(-1) > 1, torch.zeros_like(second), top[:, 0] - second)
+    return [round(x, 6) for x in margin.tolist()]
 
 
 def _pick(logits: torch.Tensor, sampling: SamplingConfig, noise: Noise, position: int) -> int:
     """The first token (at ``position``), by the rule every later token is picked by."""
     if sampling.greedy:
-        return int(logits.argmax(-1))
+        return greedy(logits.view(1, -1))[0]
     p = probs(logits.view(1, -1), sampling)
     if sampling.rule == "coupled":
         return noise.choose(p, [position])[0]

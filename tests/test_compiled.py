@@ -124,6 +124,56 @@ def test_tree_rows_see_their_keys_in_column_order():
     assert rows.trees, "the compiled forward's tree verifies differ from its chains"
 
 
+def test_a_row_computes_alike_whatever_width_the_attention_reads(monkeypatch):
+    """The compiled forward reads the cache rounded up to ``WIDTH`` slots, so one token is summed
+    over one width in a plain step and over a wider one in a verify that crosses a step (where its
+    exactness broke in the seventeenth session). The same block at five widths, end to end: the same
+    bits (red where the columns past the cache are not masked at some width; the sums' order is
+    checked at the real target's shapes in the next test, as the tiny model's small heads summed
+    alike even as batched products)."""
+    tgt = target()
+    fast = tgt.compiled
+    ids = torch.randint(0, tgt.vocab_size, (45,), generator=torch.Generator().manual_seed(5))
+    sess, _, _ = tgt.prefill(tgt.encode_ids(ids[:40]))
+    kv = sess.cache
+    assert isinstance(kv, compiled.StaticKV)
+    block, positions = ids[40:].tolist(), torch.arange(40, 45)
+    got = {}
+    for width in (64, 128, 192, 256, 320):  # 40 + 5 slots rounded up to each
+        monkeypatch.setattr(compiled, "WIDTH", width)
+        logits, hidden, _ = fast.forward(kv, block, positions, None)
+        kv.length -= len(block)  # the same slots are written again by the next width
+        got[width] = (logits.clone(), hidden.clone())
+    for width in (128, 192, 256, 320):
+        for a, b in zip(got[64], got[width]):
+            bad = (a != b).any(-1).nonzero().view(-1).tolist()
+            assert not bad, f"width {width}: rows {bad} differ from width 64"
+
+
+def test_the_compiled_attention_sums_alike_over_every_width():
+    """``compiled.attend`` compiled alone at the real 1.5B target's head shapes (2 KV heads, 6 query
+    heads each, 128 dims): a row with 150 visible keys, read at several widths and in blocks of
+    several sizes, gives the same bits. Red with the scores and the output as batched products
+    (``torch.matmul``): there 256 keys summed otherwise than 192, 384 or 640 (AVX512-BF16 EPYC)."""
+    fn = torch.compile(compiled.attend, dynamic=True, fullgraph=True)
+    g = torch.Generator().manual_seed(6)
+    kv, heads, d, visible = 2, 6, 128, 150
+    q0 = torch.randn(kv, 1, heads, d, generator=g)
+    k0, v0 = torch.randn(kv, 1, visible, d, generator=g), torch.randn(kv, 1, visible, d, generator=g)
+    got = {}
+    for n in (1, 3, 8):
+        for width in (192, 256, 384, 640):
+            q = torch.randn(kv, n, heads, d, generator=g)
+            k, v = torch.randn(kv, n, width, d, generator=g), torch.randn(kv, n, width, d, generator=g)
+            q[:, :1], k[:, :1, :visible], v[:, :1, :visible] = q0, k0, v0
+            bias = torch.zeros(n, width)
+            bias[0, visible:] = torch.finfo(torch.float32).min
+            got[(n, width)] = fn(q, k, v, bias, d**-0.5)[:, 0]
+    ref = got[(1, 192)]
+    bad = [key for key, out in got.items() if not torch.equal(out, ref)]
+    assert not bad, f"(rows, width) summed otherwise than (1, 192): {bad}"
+
+
 def test_keep_compacts_the_static_cache():
     kv = compiled.StaticKV([torch.arange(10.0).view(1, 10, 1)], [torch.arange(10.0).view(1, 10, 1) + 100], 10)
     compiled.CompiledDecoder.keep(kv, 4, [1, 3, 5])

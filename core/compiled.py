@@ -19,8 +19,9 @@ beside the weights' 3 GB, so every graph returns it and no head's choice of laye
 Exactness is the engine's concern as everywhere (``core.rows`` measures which row counts compute
 alike on this forward, as on the eager ones), so the attention keeps the rule of
 ``core.tree_attention``: every row sees its visible keys moved to the front in column order, the
-masked ones after, and sums over keys in float32. A tree node then computes like the same token
-decoded plainly. The gather is expressed as indices into the cache (``cols``), which inductor folds
+masked ones after, and sums over keys in float32, per block of ``BLOCK`` keys (``attend``), so a
+row computes alike at every width read. A tree node then computes like the same token decoded
+plainly. The gather is expressed as indices into the cache (``cols``), which inductor folds
 into the attention's loops; nothing is copied per row.
 
 The prompt's prefill stays with transformers (it is shared by plain and speculative decoding); its
@@ -39,8 +40,9 @@ import torch.nn.functional as F
 FAMILIES = ("llama", "qwen2")
 GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
+BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
-VERSION = 3  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 4  # bump when the computation changes: row sets measured on it are measured again
 
 
 _built = 0  # compiled forwards made in this process (release() drops them all)
@@ -124,16 +126,20 @@ def _rotate(x, cos, sin):
 
 
 def attend(q, k, v, bias, scale):
-    """Attention of ``q`` (KV, n, G, d) over ``k`` / ``v`` (KV, n, W, d), each row its own keys, with
-    ``bias`` (n, W) added to the scores: (KV, n, G, d). The sums over keys are written as reductions,
-    not matrix products: inductor makes each a loop in key order (vectorised over the head dimension,
-    or over keys in fixed lanes), so the masked keys after a row's own add exact zeros at the end
-    whatever the width read. A batched product blocks its sums by the width (measured for the real
-    target's heads: rows summed over 256 keys came out other than over 192, 384 or 640), and the
-    width moves between a plain step and a verify."""
-    s = (q[:, :, :, None, :] * k[:, :, None, :, :]).sum(-1) * scale + bias[None, :, None, :]
-    p = torch.softmax(s, dim=-1)  # (KV, n, G, W)
-    return (p[..., None] * v[:, :, None, :, :]).sum(-2)
+    """Attention of ``q`` (KV, n, G, d) over ``k`` / ``v`` (KV, n, B, BLOCK, d): each row its own keys
+    in B blocks of ``BLOCK``, ``bias`` (n, B, BLOCK) added to the scores. Returns (KV, n, G, d).
+
+    The sum over keys of probabilities x values runs per block as a batched product of a fixed
+    ``BLOCK`` keys, then over the blocks in order: the masked keys after a row's own add exact zeros,
+    so a row computes alike whatever width is read. One batched product over all the keys blocks its
+    sum by the width (measured for the real target's heads: rows summed over 256 keys came out other
+    than over 192, 384 or 640), and the width moves between a plain step and a verify. (Sums written
+    as plain reductions are width-invariant too, but inductor's loops for them cost 3-5x the products
+    at 256-512 keys.) The softmax's maximum and sum run over every key of the row at once."""
+    s = torch.matmul(q[:, :, None], k.transpose(-1, -2)) * scale + bias[None, :, :, None, :]  # (KV, n, B, G, BLOCK)
+    e = torch.exp(s - s.amax(dim=(2, 4), keepdim=True))
+    p = e / e.sum(dim=(2, 4), keepdim=True)
+    return torch.matmul(p, v).sum(2)
 
 
 def _lin(x, lin):
@@ -197,7 +203,7 @@ class CompiledDecoder:
             v = _lin(h, a.v_proj).view(n, kvh, d)
             keys[i].index_copy_(1, slots, k.transpose(0, 1))
             values[i].index_copy_(1, slots, v.transpose(0, 1))
-            kg = keys[i][:, cols].float()  # (KV, n, W, d): each row's keys in its own order
+            kg = keys[i][:, cols].float()  # (KV, n, B, BLOCK, d): each row's keys in its own order
             vg = values[i][:, cols].float()
             qg = q.view(n, kvh, g, d).transpose(0, 1).float()  # (KV, n, G, d): a row's query heads
             o = attend(qg, kg, vg, bias, scale)  # (KV, n, G, d)
@@ -299,7 +305,9 @@ class CompiledDecoder:
         n = len(ids)
         kv.reserve(n)
         start = kv.length
-        width = min(kv.capacity, -(-(start + n) // WIDTH) * WIDTH)
+        # at least two blocks: a dimension of size 1 is specialised by the compiler, which would
+        # compile the whole graph again (minutes) for the first short prompt
+        width = min(kv.capacity, max(2 * BLOCK, -(-(start + n) // WIDTH) * WIDTH))
         if attn is None:
             attn = torch.ones(n, start + n, dtype=torch.bool).tril(start)
         visible = torch.zeros(n, width, dtype=torch.bool)
@@ -309,12 +317,13 @@ class CompiledDecoder:
         hidden = torch.gather(~visible, 1, cols)
         bias = torch.zeros(n, width, dtype=torch.float32).masked_fill_(hidden, torch.finfo(torch.float32).min)
         dev = self.device
+        blocks = width // BLOCK
         logits, h, resid = self.compiled()(
             torch.tensor(ids, dtype=torch.long, device=dev),
             positions.to(dev, torch.long).clone(),  # made here: every input an inference tensor
             torch.arange(start, start + n, device=dev),
-            cols.to(dev),
-            bias.to(dev),
+            cols.view(n, blocks, BLOCK).to(dev),  # blocked here, not in the graph (a view of a
+            bias.view(n, blocks, BLOCK).to(dev),  # dynamic width kept inductor busy for 25 minutes)
             kv.keys,
             kv.values,
         )

@@ -139,25 +139,26 @@ def test_a_row_computes_alike_whatever_width_the_attention_reads(monkeypatch):
     assert isinstance(kv, compiled.StaticKV)
     block, positions = ids[40:].tolist(), torch.arange(40, 45)
     got = {}
-    for width in (64, 128, 192, 256, 320):  # 40 + 5 slots rounded up to each
+    for width in (128, 192, 256, 320, 384):  # 40 + 5 slots rounded up to each
         monkeypatch.setattr(compiled, "WIDTH", width)
         logits, hidden, _ = fast.forward(kv, block, positions, None)
         kv.length -= len(block)  # the same slots are written again by the next width
         got[width] = (logits.clone(), hidden.clone())
-    for width in (128, 192, 256, 320):
-        for a, b in zip(got[64], got[width]):
+    for width in (192, 256, 320, 384):
+        for a, b in zip(got[128], got[width]):
             bad = (a != b).any(-1).nonzero().view(-1).tolist()
-            assert not bad, f"width {width}: rows {bad} differ from width 64"
+            assert not bad, f"width {width}: rows {bad} differ from width 128"
 
 
 def test_the_compiled_attention_sums_alike_over_every_width():
     """``compiled.attend`` compiled alone at the real 1.5B target's head shapes (2 KV heads, 6 query
     heads each, 128 dims): a row with 150 visible keys, read at several widths and in blocks of
-    several sizes, gives the same bits. Red with the scores and the output as batched products
-    (``torch.matmul``): there 256 keys summed otherwise than 192, 384 or 640 (AVX512-BF16 EPYC)."""
+    several sizes, gives the same bits. Red with the sum of probabilities x values as one batched
+    product over all the keys (``torch.matmul``): there 256 keys summed otherwise than 192, 384 or
+    640 (AVX512-BF16 EPYC)."""
     fn = torch.compile(compiled.attend, dynamic=True, fullgraph=True)
     g = torch.Generator().manual_seed(6)
-    kv, heads, d, visible = 2, 6, 128, 150
+    kv, heads, d, visible, block = 2, 6, 128, 150, compiled.BLOCK
     q0 = torch.randn(kv, 1, heads, d, generator=g)
     k0, v0 = torch.randn(kv, 1, visible, d, generator=g), torch.randn(kv, 1, visible, d, generator=g)
     got = {}
@@ -168,7 +169,9 @@ def test_the_compiled_attention_sums_alike_over_every_width():
             q[:, :1], k[:, :1, :visible], v[:, :1, :visible] = q0, k0, v0
             bias = torch.zeros(n, width)
             bias[0, visible:] = torch.finfo(torch.float32).min
-            got[(n, width)] = fn(q, k, v, bias, d**-0.5)[:, 0]
+            blocks = width // block
+            out = fn(q, k.view(kv, n, blocks, block, d), v.view(kv, n, blocks, block, d), bias.view(n, blocks, block), d**-0.5)
+            got[(n, width)] = out[:, 0]
     ref = got[(1, 192)]
     bad = [key for key, out in got.items() if not torch.equal(out, ref)]
     assert not bad, f"(rows, width) summed otherwise than (1, 192): {bad}"

@@ -371,7 +371,7 @@ def _margins(rows: torch.Tensor) -> list[float]:
     at_top = x == top
     second = x.masked_fill(at_top, float("-inf")).amax(-1)
     margin = torch.where(at_top.sum(-1) > 1, torch.zeros_like(second), top[:, 0] - second)
-    return [round(x, 6) for x in margin.tolist()]
+    return [round(m, 6) for m in margin.tolist()]
 
 
 def _pick(logits: torch.Tensor, sampling: SamplingConfig, noise: Noise, position: int) -> int:

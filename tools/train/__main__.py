@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-TRAINERS = ("eagle3", "msd", "distill", "small", "target", "grow", "grid_pretrain")
+TRAINERS = ("eagle3", "heldout", "msd", "distill", "small", "target", "grow", "grid_pretrain")
 
 
 def main(argv=None) -> int:

@@ -30,6 +30,9 @@ copied, its lm_head rows matched by target id to this run's draft vocabulary (ro
 once per sample; aux features, ids and its top-k distribution over the draft vocabulary on disk)
 instead of running the target: shuffled epochs over the cached samples, its draft vocabulary and
 aux layers; the target is loaded only for its embeddings (and ``--init-from-target``).
+``--heldout DIR``: a feature cache of samples it never trains on; the heads' chain acceptance on them
+(``tools.train.heldout``: mean accepted length, accepted by draft position) logged at the start, every
+``--heldout-every`` seconds and at the end (kept in the head's config): the curve against training tokens.
 Checkpointed (``--run-dir``/ckpt.pt) and resumable (``--resume``); progress in
 ``--run-dir``/log.txt. The head is saved in the speculators layout (vLLM loads it;
 ``python -m core export`` rewrites it).
@@ -318,6 +321,8 @@ def main(argv=None):
     )
     ap.add_argument("--answer-style", default="direct", choices=ANSWER_STYLES)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--heldout", default=None, help="a feature cache of held-out samples: their chain acceptance logged as training goes")
+    ap.add_argument("--heldout-every", type=float, default=600.0, help="seconds between held-out evaluations")
     ap.add_argument("--run-dir", default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
@@ -363,6 +368,16 @@ def main(argv=None):
         ap.error(f"{args.features} was computed with another target ({cache.meta['target']} vs {fingerprint(target)})")
     n_layers = len(target.text_module().layers)
     aux_ids = aux_ids or default_aux_layers(n_layers)
+    held = None
+    if args.heldout:
+        from tools.train.features import FeatureCache, fingerprint
+
+        try:
+            held = FeatureCache(args.heldout)
+        except FileNotFoundError as e:
+            ap.error(str(e))
+        if not len(held) or held.meta["target"] != fingerprint(target) or held.meta["aux_layer_ids"] != aux_ids:
+            ap.error(f"--heldout {args.heldout}: empty, or computed with another target or other aux layers")
     th = target.model.get_input_embeddings().embedding_dim
     if args.init_from_target and args.hidden_size and args.hidden_size != th:
         ap.error(f"--init-from-target needs the head's hidden size to be the target's ({th}), got --hidden-size {args.hidden_size}")
@@ -470,6 +485,22 @@ def main(argv=None):
     total = args.minutes * 60
     t_start = time.time() - elapsed
     last_ck = time.time()
+    last_held, held_result = time.time(), None
+
+    def evaluate_heldout():
+        from tools.train.heldout import chain_acceptance
+
+        r = chain_acceptance(head, target, held, args.ttt, dtype=torch.bfloat16 if args.autocast == "bfloat16" else None)
+        log(
+            f"heldout step {step} tokens {tokens} mean accepted length {r['mean_accepted_length']:.4f} "
+            f"by position {' '.join(f'{a:.3f}' for a in r['accepted_by_position'])} "
+            f"top1/step {' '.join(f'{a:.3f}' for a in r['top1_per_step'])} ({r['chains']} chains)",
+            run_dir,
+        )
+        return r
+
+    if held is not None and state is None:
+        held_result = evaluate_heldout()  # where the run starts from
     hist: list[float] = []
     pool: deque = deque(maxlen=max(1, args.replay))  # --reuse: recent samples' target features
     rng = random.Random(args.seed + step)
@@ -545,11 +576,16 @@ def main(argv=None):
                 f"{where} lr {lr:.2e} elapsed {elapsed:.0f}s of {total:.0f}s",
                 run_dir,
             )
+        if held is not None and time.time() - last_held > args.heldout_every:
+            held_result = evaluate_heldout()
+            last_held = time.time()
         if time.time() - last_ck > args.checkpoint_every:
             save_ckpt()
             last_ck = time.time()
     save_ckpt()
     taps.remove()
+    if held is not None:
+        held_result = evaluate_heldout()
     head.config.meta["specscope"] = {
         "target": str(args.target),
         "steps": step,
@@ -563,6 +599,8 @@ def main(argv=None):
     }
     if cache is not None:
         head.config.meta["specscope"]["epochs"] = round(epoch + pos / len(order), 3)
+    if held_result is not None:
+        head.config.meta["specscope"]["heldout"] = {"features": str(args.heldout), **held_result}
     if lineage:  # the counts above are this run's; the head it continued has its own
         head.config.meta["specscope"]["continued_from"] = lineage
     head.config.meta["speculative_tokens"] = args.ttt

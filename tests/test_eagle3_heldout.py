@@ -95,6 +95,10 @@ def test_a_chain_counts_to_its_first_miss(monkeypatch):
     assert r["chains"] == 4 and r["mean_accepted_length"] == pytest.approx(2.5)
     assert r["accepted_by_position"] == [0.75, 0.5, 0.25]
     assert r["top1_per_step"] == [0.75, 0.75, 0.75]
+    # the answer tokens its first drafts stand for: ids 12..15, of which the vocabulary (0..7) holds none
+    assert r["in_vocabulary"] == 0.0
+    head.set_vocab(torch.tensor([13, 14, 0, 1, 2, 3, 4, 5]))
+    assert ho.chain_acceptance(head, None, FakeCache([{"ids": ids, "prompt_len": 1}]), steps=3)["in_vocabulary"] == 0.5
 
 
 def test_training_logs_the_heldout_curve(tmp_path, capsys):

@@ -13,7 +13,9 @@ right. Reported per head:
 * ``accepted by position``: the share of chains whose first d drafts were all accepted (vLLM's
   "acceptance at draft position d");
 * ``mean accepted length``: 1 + the mean run (the bonus token of the verify counted, as tau);
-* ``top-1 per step``: the draft equals the next answer token at step j, whatever the earlier steps.
+* ``top-1 per step``: the draft equals the next answer token at step j, whatever the earlier steps;
+* ``in vocabulary``: the share of first drafts' answer tokens the head's draft vocabulary holds (the
+  ceiling of its first position's acceptance).
 
 Every position is a chain's start here, where in decoding only the positions after an accepted run
 are: the same heads compared on the same positions, not the engine's tau to the last digit. Hundreds of
@@ -68,6 +70,7 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
     was = head.training
     head.eval()
     runs, right, seen = [], torch.zeros(steps), torch.zeros(steps)
+    inside = 0
     n = len(cache) if not limit else min(limit, len(cache))
     try:
         for i in range(n):
@@ -75,7 +78,9 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
             starts, drafts = chain_drafts(head, target, f, steps, dtype)
             if not len(starts):
                 continue
-            hit = drafts == f["ids"][starts[:, None] + 2 + torch.arange(steps)]
+            truth = f["ids"][starts[:, None] + 2 + torch.arange(steps)]
+            hit = drafts == truth
+            inside += int(torch.isin(truth[:, 0], head.draft_to_target()).sum())
             right += hit.float().sum(0)
             seen += len(starts)
             runs.append(hit.long().cumprod(1).sum(1))  # a chain stops at its first miss
@@ -90,6 +95,7 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
         "mean_accepted_length": round(1.0 + float(run.float().mean()), 4) if chains else 1.0,
         "accepted_by_position": by_pos,
         "top1_per_step": [round(float(r / s), 4) if s else 0.0 for r, s in zip(right, seen)],
+        "in_vocabulary": round(inside / chains, 4) if chains else 0.0,  # a first draft's ceiling
     }
 
 
@@ -134,7 +140,7 @@ def main(argv=None):
         print(
             f"{path}: mean accepted length {r['mean_accepted_length']:.3f}, accepted by position "
             f"{' '.join(f'{a:.3f}' for a in r['accepted_by_position'])}, top-1 per step "
-            f"{' '.join(f'{a:.3f}' for a in r['top1_per_step'])} ({r['chains']} chains, {r['samples']} samples, {r['seconds']}s)",
+            f"{' '.join(f'{a:.3f}' for a in r['top1_per_step'])}, in vocabulary {r['in_vocabulary']:.3f} ({r['chains']} chains, {r['samples']} samples, {r['seconds']}s)",
             flush=True,
         )
     if args.json:

@@ -11,47 +11,55 @@ from core.adapters import Encoded
 from core.drafters import DraftSpec, make_drafter
 from core.drafters.eagle3 import AuxTaps, new_head
 from core.engine import generate
-from tools.tiny import adapter_cache
+from tools.tiny import FAMILIES, adapter_cache, tiny_image
 
 load = adapter_cache()
 AUX = [2, 0, 1]
 
 
-def features_of(tgt, ids: torch.Tensor, plen: int) -> dict:
-    """What the feature cache keeps of one sample (ids: prompt + answer), taken live, float32."""
+def features_of(tgt, enc, ids: torch.Tensor) -> dict:
+    """What the feature cache keeps of one sample (``enc``: its encoded prompt, image included;
+    ids: prompt + answer), taken live, float32."""
     taps = AuxTaps(tgt, AUX)
     try:
-        full = Encoded(ids[None], tgt.encode("", None).extra, False)
+        full = Encoded(ids[None], enc.extra, enc.has_image)
         with torch.no_grad():
-            _, _, hidden = tgt.prefill(full, want_hidden=True)
+            sess, _, hidden = tgt.prefill(full, want_hidden=True)
             aux = taps.lookup(hidden).float().clone()
     finally:
         taps.remove()
-    T = ids.shape[0]
+    T, plen = ids.shape[0], enc.length
     return {
         "ids": ids,
         "aux": aux,
         "logits": None,
-        "embeds": None,
+        "embeds": None if sess.embeds is None else sess.embeds[0].float().clone(),
         "prompt_len": plen,
         "topk_ids": torch.zeros(T - plen, 2, dtype=torch.long),
         "topk_p": torch.full((T - plen, 2), 0.5),
     }
 
 
-def test_heldout_drafts_are_the_engines_drafts(tmp_path):
-    """Decode with a random head (chain of 3), then ask the tool for its drafts over each step's
-    context followed by the chain the engine drafted there: at that position its drafts at every
-    depth are the engine's (it fed the same tokens). Red with the rows read one position off."""
+@pytest.mark.parametrize("family", FAMILIES)
+def test_heldout_drafts_are_the_engines_drafts(family, tmp_path):
+    """Decode with a random head (chain of 3; an image where the target takes one), then ask the tool
+    for its drafts over each step's context followed by the chain the engine drafted there: at that
+    position its drafts at every depth are the engine's (it fed the same tokens). Red with the rows
+    read one position off."""
     from tools.train.heldout import chain_drafts
 
-    tgt = load("llama")
-    vocab = [t for t in range(tgt.vocab_size) if t % 3][::-1]
+    tgt = load(family)
+    img = tiny_image() if tgt.is_multimodal else None
+    cfg = tgt.model.config
+    image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
+    special = set(tgt.tokenizer.added_tokens_decoder)
+    vocab = [t for t in range(tgt.vocab_size) if t % 3 and t not in special][::-1]
     head = new_head(tgt, draft_vocab=vocab, aux_layer_ids=AUX, seed=5)
     head.save(str(tmp_path / "h"))
     d = make_drafter(str(tmp_path / "h"), tgt, kernels="stock")
-    tr = generate(tgt, "hello there", None, d, DraftSpec("chain", gamma=3), max_new_tokens=24)
-    prompt = tgt.encode("hello there", None).input_ids[0]
+    tr = generate(tgt, "hello there", img, d, DraftSpec("chain", gamma=3), max_new_tokens=24)
+    enc = tgt.encode("hello there", img)
+    prompt = enc.input_ids[0]
     plen = prompt.shape[0]
     c = plen + 1  # the context's length at the first step: the prefill's token is in
     checked = 0
@@ -59,7 +67,7 @@ def test_heldout_drafts_are_the_engines_drafts(tmp_path):
         assert len(s.tokens) == 3
         # the step's root is the context's last token; its drafts stand for the next three
         ids = torch.cat([prompt, torch.tensor(tr.output[: c - plen]), torch.tensor(s.tokens)])
-        starts, drafts = chain_drafts(d.head, tgt, features_of(tgt, ids, plen), steps=3)
+        starts, drafts = chain_drafts(d.head, tgt, features_of(tgt, enc, ids), 3, None, image_token_id)
         assert int(starts[-1]) == c - 2
         assert drafts[-1].tolist() == s.tokens, (c, drafts[-1].tolist(), s.tokens)
         checked += 1

@@ -17,7 +17,7 @@ right. Reported per head:
 * ``in vocabulary``: the share of first drafts' answer tokens the head's draft vocabulary holds (the
   ceiling of its first position's acceptance).
 
-Every position is a chain's start here, where in decoding only the positions after an accepted run
+Every position is a chain's start here, where in decoding only the positions just after a verify
 are: the same heads compared on the same positions, not the engine's tau to the last digit. Hundreds of
 held-out samples cost seconds a head (no target forward: the cache holds its features), so a
 training run can log the curve as it goes (``tools.train.eagle3 --heldout``).
@@ -36,12 +36,15 @@ from core.drafters.eagle3 import Eagle3Head
 
 
 @torch.no_grad()
-def chain_drafts(head: Eagle3Head, target, feats: dict, steps: int = 3, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+def chain_drafts(
+    head: Eagle3Head, target, feats: dict, steps: int = 3, dtype=None, image_token_id=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's chain of ``steps`` drafts (target ids) from every answer position of one sample
     (``FeatureCache.feats``): (starts, drafts (len(starts), steps)). Row t has seen the target's
     features up to position t and the token at t + 1; its step-j draft stands for the token at
     t + 2 + j. Only the rows the engine drafts from (after the prefill's token: the first draft is the
-    second answer token or later) whose last draft still lies in the sample."""
+    second answer token or later) whose last draft still lies in the sample. ``image_token_id``: a
+    multimodal target's, so image positions read the cached image embeddings as in training."""
     from tools.train.eagle3 import ttt_loss
 
     d2t = head.draft_to_target()
@@ -57,7 +60,7 @@ def chain_drafts(head: Eagle3Head, target, feats: dict, steps: int = 3, dtype=No
         return starts, drafts
     outs: list[torch.Tensor] = []
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        ttt_loss(head, target, feats, steps, outputs=outs)
+        ttt_loss(head, target, feats, steps, image_token_id, outputs=outs)
     for j, h in enumerate(outs[:steps]):
         drafts[:, j] = d2t[head.logits(h[starts]).float().argmax(-1)]
     return starts, drafts
@@ -71,11 +74,13 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
     head.eval()
     runs, right, seen = [], torch.zeros(steps), torch.zeros(steps)
     inside = 0
+    cfg = getattr(getattr(target, "model", None), "config", None)
+    image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
     n = len(cache) if not limit else min(limit, len(cache))
     try:
         for i in range(n):
             f = cache.feats(i)
-            starts, drafts = chain_drafts(head, target, f, steps, dtype)
+            starts, drafts = chain_drafts(head, target, f, steps, dtype, image_token_id)
             if not len(starts):
                 continue
             truth = f["ids"][starts[:, None] + 2 + torch.arange(steps)]

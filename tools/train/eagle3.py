@@ -335,7 +335,7 @@ def main(argv=None):
     aux_ids = parse_aux_layers(ap, args.aux_layers)
     cache = None
     if args.features:
-        from tools.train.features import FeatureCache, fingerprint
+        from tools.train.features import fingerprint, open_cache
 
         bad = [
             o
@@ -344,12 +344,7 @@ def main(argv=None):
         ]
         if bad:
             ap.error(f"{', '.join(bad)}: not with --features (the cache holds the samples; each is seen once per epoch)")
-        try:
-            cache = FeatureCache(args.features)
-        except FileNotFoundError as e:
-            ap.error(str(e))
-        if not len(cache):
-            ap.error(f"{args.features}: no cached samples yet (python -m tools.train.features fills it)")
+        cache = open_cache(ap, args.features)
         if aux_ids and aux_ids != cache.meta["aux_layer_ids"]:
             ap.error(f"--aux-layers {aux_ids}: the cache holds layers {cache.meta['aux_layer_ids']}")
         aux_ids = cache.meta["aux_layer_ids"]
@@ -370,14 +365,11 @@ def main(argv=None):
     aux_ids = aux_ids or default_aux_layers(n_layers)
     held = None
     if args.heldout:
-        from tools.train.features import FeatureCache, fingerprint
+        from tools.train.features import fingerprint, open_cache
 
-        try:
-            held = FeatureCache(args.heldout)
-        except FileNotFoundError as e:
-            ap.error(str(e))
-        if not len(held) or held.meta["target"] != fingerprint(target) or held.meta["aux_layer_ids"] != aux_ids:
-            ap.error(f"--heldout {args.heldout}: empty, or computed with another target or other aux layers")
+        held = open_cache(ap, args.heldout, "--heldout")
+        if held.meta["target"] != fingerprint(target) or held.meta["aux_layer_ids"] != aux_ids:
+            ap.error(f"--heldout {args.heldout}: computed with another target or other aux layers")
     th = target.model.get_input_embeddings().embedding_dim
     if args.init_from_target and args.hidden_size and args.hidden_size != th:
         ap.error(f"--init-from-target needs the head's hidden size to be the target's ({th}), got --hidden-size {args.hidden_size}")

@@ -213,6 +213,18 @@ class FeatureCache:
         }
 
 
+def open_cache(ap, path: str, what: str = "--features") -> FeatureCache:
+    """The feature cache at ``path`` for a command line (``what``: its option): ``ap.error`` (a message,
+    exit 2) where there is none or it holds no sample yet."""
+    try:
+        cache = FeatureCache(path)
+    except FileNotFoundError as e:
+        ap.error(str(e))
+    if not len(cache):
+        ap.error(f"{what} {path}: no cached samples yet (python -m tools.train.features fills it)")
+    return cache
+
+
 # ---------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tools.train.features", description=__doc__.split("\n\n")[0])

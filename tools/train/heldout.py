@@ -73,7 +73,7 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
     was = head.training
     head.eval()
     runs, right, seen = [], torch.zeros(steps), torch.zeros(steps)
-    inside = 0
+    inside, vocab = 0, head.draft_to_target()
     cfg = getattr(getattr(target, "model", None), "config", None)
     image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
     n = len(cache) if not limit else min(limit, len(cache))
@@ -85,7 +85,7 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
                 continue
             truth = f["ids"][starts[:, None] + 2 + torch.arange(steps)]
             hit = drafts == truth
-            inside += int(torch.isin(truth[:, 0], head.draft_to_target()).sum())
+            inside += int(torch.isin(truth[:, 0], vocab).sum())
             right += hit.float().sum(0)
             seen += len(starts)
             runs.append(hit.long().cumprod(1).sum(1))  # a chain stops at its first miss
@@ -119,14 +119,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     from core import adapters
     from core.paths import resolve_target
-    from tools.train.features import FeatureCache, fingerprint
+    from tools.train.features import fingerprint, open_cache
 
-    try:
-        cache = FeatureCache(args.features)
-    except FileNotFoundError as e:
-        ap.error(str(e))
-    if not len(cache):
-        ap.error(f"{args.features}: no cached samples")
+    cache = open_cache(ap, args.features)
     target = adapters.load(resolve_target(args.target), dtype="float32", kernels="stock")
     if cache.meta["target"] != fingerprint(target):
         ap.error(f"{args.features} was computed with another target")

@@ -141,3 +141,17 @@ def test_training_logs_the_heldout_curve(tmp_path, capsys):
     assert json.loads(out.read_text())["results"][str(tmp_path / "head")]["chains"] == held["chains"]
     with pytest.raises(SystemExit):
         main(args + ["--heldout", str(tmp_path / "nowhere")])
+    # bad input to the command: a message and exit status 2, never a traceback
+    other = new_head(tgt, draft_vocab=list(range(8)), aux_layer_ids=[0, 1, 2])
+    other.save(str(tmp_path / "other"))
+    for bad, says in (
+        (["--features", str(tmp_path / "nowhere")], "no feature cache"),
+        (["--heads", str(tmp_path / "nowhere")], str(tmp_path / "nowhere")),
+        (["--heads", ","], "no head directory"),
+        (["--heads", str(tmp_path / "other")], "reads layers [0, 1, 2]"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(cmp + bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and "Traceback" not in err, (bad, err)

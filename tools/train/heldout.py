@@ -125,8 +125,11 @@ def main(argv=None):
     target = adapters.load(resolve_target(args.target), dtype="float32", kernels="stock")
     if cache.meta["target"] != fingerprint(target):
         ap.error(f"{args.features} was computed with another target")
+    heads = [p for p in args.heads.split(",") if p]
+    if not heads:
+        ap.error("--heads: no head directory given")
     results = {}
-    for path in [p for p in args.heads.split(",") if p]:
+    for path in heads:
         try:
             head = Eagle3Head.load(path, dtype=torch.float32)
         except (OSError, ValueError) as e:

@@ -107,6 +107,22 @@ def test_a_chain_counts_to_its_first_miss(monkeypatch):
     assert r["in_vocabulary"] == 0.0
     head.set_vocab(torch.tensor([13, 14, 0, 1, 2, 3, 4, 5]))
     assert ho.chain_acceptance(head, None, FakeCache([{"ids": ids, "prompt_len": 1}]), steps=3)["in_vocabulary"] == 0.5
+    # as decoding walks: the chain at row 0 (run 1), then row 2 (one past its accepted draft and the
+    # bonus token: run 0), then row 3 (run 3): 1 + 4 / 3 (red with the bonus token not stepped over: 3.0)
+    assert r["decoding_chains"] == 3 and r["decoding_mean_accepted_length"] == pytest.approx(1 + 4 / 3, abs=1e-4)
+
+
+def test_the_decoding_walk_stops_at_max_new():
+    """Runs 0 from every row: a decoding drafts from each row in turn, and with max_new 3 only the
+    chains whose first draft stands for one of the first 3 answer tokens (rows 0 and 1 here, whose
+    first drafts stand for answer tokens 1 and 2 with the prompt's last token at row 0)."""
+    from tools.train.heldout import walk
+
+    starts = torch.arange(5, 12)  # prompt of 6 tokens: row 5 drafts answer token 1 first
+    zeros = torch.zeros(7, dtype=torch.long)
+    assert walk(starts, zeros, 6) == [0] * 7
+    assert walk(starts, zeros, 6, max_new=3) == [0, 0]
+    assert walk(starts, torch.tensor([2, 9, 9, 1, 9, 0, 9]), 6) == [2, 1, 0, 9]
 
 
 def test_training_logs_the_heldout_curve(tmp_path, capsys):

@@ -486,7 +486,8 @@ def main(argv=None):
         log(
             f"heldout step {step} tokens {tokens} mean accepted length {r['mean_accepted_length']:.4f} "
             f"by position {' '.join(f'{a:.3f}' for a in r['accepted_by_position'])} "
-            f"top1/step {' '.join(f'{a:.3f}' for a in r['top1_per_step'])} ({r['chains']} chains)",
+            f"top1/step {' '.join(f'{a:.3f}' for a in r['top1_per_step'])} ({r['chains']} chains); "
+            f"as decoding walks {r['decoding_mean_accepted_length']:.4f} ({r['decoding_chains']} chains)",
             run_dir,
         )
         return r

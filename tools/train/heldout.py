@@ -15,10 +15,15 @@ right. Reported per head:
 * ``mean accepted length``: 1 + the mean run (the bonus token of the verify counted, as tau);
 * ``top-1 per step``: the draft equals the next answer token at step j, whatever the earlier steps;
 * ``in vocabulary``: the share of first drafts' answer tokens the head's draft vocabulary holds (the
-  ceiling of its first position's acceptance).
+  ceiling of its first position's acceptance);
+* ``decoding mean accepted length``: the same over the chains a decoding would draft (``walk``):
+  the first from the prefill's token, each next one just past the last one's accepted drafts and
+  the verify's bonus token, within the first ``--max-new`` answer tokens (0: all).
 
-Every position is a chain's start here, where in decoding only the positions just after a verify
-are: the same heads compared on the same positions, not the engine's tau to the last digit. Hundreds of
+Every position is a chain's start for the first figures, where in decoding only the positions just
+after a verify are. Those read higher: acceptance comes in runs, and a decoding passes through a run
+of easy tokens in few chains and through hard text in many. The first figures compare heads on the
+same positions; the decoding walk is the one to hold against the engine's tau. Hundreds of
 held-out samples cost seconds a head (no target forward: the cache holds its features), so a
 training run can log the curve as it goes (``tools.train.eagle3 --heldout``).
 """
@@ -66,13 +71,27 @@ def chain_drafts(
     return starts, drafts
 
 
+def walk(starts: torch.Tensor, run: torch.Tensor, prompt_len: int, max_new: int = 0) -> list[int]:
+    """The accepted runs of the chains a decoding drafts, given the run of a chain from every row in
+    ``starts`` (increasing): from the first row (the prefill's token just in), each next chain starts
+    one past the last one's accepted drafts (the verify's bonus token); only chains whose first draft
+    stands for one of the first ``max_new`` answer tokens (0: all)."""
+    at = dict(zip(starts.tolist(), run.tolist()))
+    runs, t = [], int(starts[0]) if len(starts) else 0
+    while t in at and (max_new <= 0 or t + 2 - prompt_len < max_new):
+        runs.append(at[t])
+        t += at[t] + 1
+    return runs
+
+
 @torch.no_grad()
-def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int = 0, dtype=None) -> dict:
+def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int = 0, dtype=None, max_new: int = 0) -> dict:
     """Acceptance of ``head``'s chains of ``steps`` drafts over the samples of ``cache``
-    (``tools.train.features.FeatureCache``; the first ``limit`` samples, 0: all)."""
+    (``tools.train.features.FeatureCache``; the first ``limit`` samples, 0: all); the decoding walk
+    within the first ``max_new`` answer tokens (0: all)."""
     was = head.training
     head.eval()
-    runs, right, seen = [], torch.zeros(steps), torch.zeros(steps)
+    runs, walked, right, seen = [], [], torch.zeros(steps), torch.zeros(steps)
     inside, vocab = 0, head.draft_to_target()
     cfg = getattr(getattr(target, "model", None), "config", None)
     image_token_id = getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index", None)
@@ -89,6 +108,7 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
             right += hit.float().sum(0)
             seen += len(starts)
             runs.append(hit.long().cumprod(1).sum(1))  # a chain stops at its first miss
+            walked += walk(starts, runs[-1], int(f["prompt_len"]), max_new)
     finally:
         head.train(was)
     run = torch.cat(runs) if runs else torch.zeros(0, dtype=torch.long)
@@ -101,6 +121,9 @@ def chain_acceptance(head: Eagle3Head, target, cache, steps: int = 3, limit: int
         "accepted_by_position": by_pos,
         "top1_per_step": [round(float(r / s), 4) if s else 0.0 for r, s in zip(right, seen)],
         "in_vocabulary": round(inside / chains, 4) if chains else 0.0,  # a first draft's ceiling
+        "decoding_chains": len(walked),
+        "decoding_mean_accepted_length": round(1.0 + sum(walked) / len(walked), 4) if walked else 1.0,
+        "decoding_max_new": max_new,
     }
 
 
@@ -111,6 +134,7 @@ def main(argv=None):
     ap.add_argument("--heads", required=True, help="comma-separated head directories (speculators layout)")
     ap.add_argument("--steps", type=int, default=3, help="drafts a chain")
     ap.add_argument("--limit", type=int, default=0, help="the first N samples (0: all)")
+    ap.add_argument("--max-new", type=int, default=0, help="the decoding walk within the first N answer tokens (0: all)")
     ap.add_argument("--autocast", choices=("none", "bfloat16"), default="none")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the results here too")
@@ -137,13 +161,15 @@ def main(argv=None):
         if list(head.config.aux_layer_ids) != list(cache.meta["aux_layer_ids"]):
             ap.error(f"{path} reads layers {head.config.aux_layer_ids}; the cache holds {cache.meta['aux_layer_ids']}")
         t0 = time.time()
-        r = chain_acceptance(head, target, cache, args.steps, args.limit, torch.bfloat16 if args.autocast == "bfloat16" else None)
+        dtype = torch.bfloat16 if args.autocast == "bfloat16" else None
+        r = chain_acceptance(head, target, cache, args.steps, args.limit, dtype, args.max_new)
         r["seconds"] = round(time.time() - t0, 1)
         results[path] = r
         print(
             f"{path}: mean accepted length {r['mean_accepted_length']:.3f}, accepted by position "
             f"{' '.join(f'{a:.3f}' for a in r['accepted_by_position'])}, top-1 per step "
-            f"{' '.join(f'{a:.3f}' for a in r['top1_per_step'])}, in vocabulary {r['in_vocabulary']:.3f} ({r['chains']} chains, {r['samples']} samples, {r['seconds']}s)",
+            f"{' '.join(f'{a:.3f}' for a in r['top1_per_step'])}, in vocabulary {r['in_vocabulary']:.3f} ({r['chains']} chains, {r['samples']} samples, {r['seconds']}s); "
+            f"as decoding walks: {r['decoding_mean_accepted_length']:.3f} ({r['decoding_chains']} chains)",
             flush=True,
         )
     if args.json:

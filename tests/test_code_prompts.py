@@ -76,3 +76,31 @@ def test_docstring_prompt_hides_the_docstring_and_trims_long_code(tmp_path):
             assert "`fn(a, b=1)`" in p and "Compute the thing from a and b." in p
         seen.add(p.split()[0])
     assert len(seen) >= 5
+
+
+def test_reference_answers_are_the_files_own_code(packages, tmp_path):
+    """``--answers reference``: only "write" and "add a docstring" prompts, each with the function's
+    code as the file has it (docstring included) as its answer (the default rows have none: the
+    first test); the held-out packages of the default split stay out of the training rows. Red if a "docstring" answer were the code shown (docstring removed)."""
+    out = tmp_path / "r.jsonl"
+    assert cp.main(["--out", str(out), "--n", "40", "--heldout", "20", "--seed", "3", "--answers", "reference"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 40
+    kinds = set()
+    for r in rows:
+        assert set(r) == {"image", "prompt", "source", "answer"}
+        assert r["answer"].startswith("```python\n") and r["answer"].endswith("\n```")
+        code = r["answer"][len("```python\n") : -len("\n```")]
+        name = r["source"].rsplit(":", 1)[1].rsplit(".", 1)[-1]
+        assert f"def {name}(" in code
+        if "```python" in r["prompt"]:  # add a docstring: the code shown lacks it, the answer has it
+            kinds.add("docstring")
+            shown = r["prompt"].split("```python\n", 1)[1].rsplit("\n```", 1)[0]
+            assert shown != code and ('"""' in code or "'''" in code)
+            assert [x for x in code.splitlines() if x.strip()][-1] == [x for x in shown.splitlines() if x.strip()][-1]
+        else:
+            kinds.add("write")
+            assert r["prompt"].split("`")[1].split("(")[0] == name
+    assert kinds == {"docstring", "write"}
+    _, held = cp.build(60, seed=3, heldout=20, packages=packages)
+    assert not {cp.package_of(r["source"]) for r in rows} & {cp.package_of(r["source"]) for r in held}

@@ -20,6 +20,14 @@ prompt at most ``--max-chars`` characters (code trimmed at a line, "# ..." marki
 ``--heldout K``: K more prompts, written to ``--heldout-out``, from packages none of the
 training prompts come from (whole packages set aside first, none of the largest), for
 evaluation.
+
+``--answers reference``: only the two kinds whose answer the file itself holds, each row with an
+``"answer"``: "write it from its docstring's first sentence" (the function's code as written) and
+"add a docstring" (the code with its docstring back). Such rows go straight to
+``tools.train.features --data`` (the target's features and distribution over real code, no
+distillation: about 2.5 times the samples an hour of distilling and featurising). With the same
+seed and ``--heldout``, the packages set aside include those of the distilled prompts' held-out
+set (fewer prompts a file here, so more packages are set aside to make ``K``).
 """
 
 from __future__ import annotations
@@ -223,8 +231,9 @@ def _shape(node) -> str:
 class Builder:
     """Prompts from files, deduplicated across everything it has built."""
 
-    def __init__(self, rng: random.Random, max_chars: int, min_lines: int, max_lines: int, per_file: int):
+    def __init__(self, rng: random.Random, max_chars: int, min_lines: int, max_lines: int, per_file: int, answers: bool = False):
         self.rng, self.max_chars, self.min_lines, self.max_lines, self.per_file = rng, max_chars, min_lines, max_lines, per_file
+        self.answers = answers  # only the kinds whose answer is the file's own code, with it
         self.code_seen: set[str] = set()
         self.prompt_seen: set[str] = set()
 
@@ -274,19 +283,28 @@ class Builder:
             p = self._prompt(node, code, doc, lines)
             if p is None:
                 continue
-            prompt, key = p
+            prompt, key, answer = p
             if key in self.code_seen or prompt in self.prompt_seen:
                 continue
             self.code_seen.add(key)
             self.prompt_seen.add(prompt)
-            out.append({"image": None, "prompt": prompt, "source": f"{source_prefix}:{q}"})
+            row = {"image": None, "prompt": prompt, "source": f"{source_prefix}:{q}"}
+            if self.answers:
+                row["answer"] = answer
+            out.append(row)
         return out
 
-    def _prompt(self, node, code: str | None, doc: str, lines: list[str]) -> tuple[str, str] | None:
+    def _prompt(self, node, code: str | None, doc: str, lines: list[str]) -> tuple[str, str, str | None] | None:
+        """(prompt, dedup key, the file's own answer where ``answers``) or None."""
         prose = _prose(doc, self.max_chars - 80) if doc else ""
         kinds = dict(WEIGHTS)
+        bare = _without_docstring(node, lines) if code is not None and not isinstance(node, ast.ClassDef) else None
+        if self.answers:
+            kinds = {k: w for k, w in kinds.items() if k == "write" or (k == "docstring" and bare)}
+            if code is None or isinstance(node, ast.ClassDef) or len(code) > self.max_chars:
+                return None
         if not prose:
-            kinds.pop("summarise")
+            kinds.pop("summarise", None)
         if code is None:
             kinds = {k: w for k, w in kinds.items() if k == "summarise"}
         elif isinstance(node, ast.ClassDef):
@@ -294,12 +312,12 @@ class Builder:
         else:
             sig, first = _signature(node), _first_sentence(doc) if doc else ""
             if not (sig and first):
-                kinds.pop("write")
+                kinds.pop("write", None)
         if not kinds:
             return None
         kind = self.rng.choices(list(kinds), weights=list(kinds.values()))[0]
         if kind == "summarise":
-            return self._fill(PROSE, text=prose), _norm(prose)
+            return self._fill(PROSE, text=prose), _norm(prose), None
         key = _shape(node)
         what = "class" if isinstance(node, ast.ClassDef) else "function"
         if kind == "explain":
@@ -307,12 +325,14 @@ class Builder:
         elif kind == "write":
             p = self._fill(WRITE, sig=sig, doc=first)
         elif kind == "docstring":
-            p = self._fill(DOCSTRING, code=_without_docstring(node, lines) or code)
+            p = self._fill(DOCSTRING, code=bare or code)
         elif kind == "review":
             p = self._fill(REVIEW, code=code, what=what)
         else:
             p = self._fill(TESTS, code=code, name=node.name, what=what)
-        return (p, key) if p else None
+        if self.answers and p and kind == "docstring" and "# ..." in p:
+            return None  # the code shown was cut: the answer would not be the code asked about
+        return (p, key, f"```python\n{code}\n```" if self.answers else None) if p else None
 
 
 def _without_docstring(node, lines: list[str]) -> str | None:
@@ -336,6 +356,7 @@ def build(
     per_file: int = 2,
     max_share: float = 0.15,
     packages: dict | None = None,
+    answers: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """(training prompts, held-out prompts). Held-out packages are set aside first (shuffled with
     the seed, none holding more than 2% of all files), whole, until ``heldout`` prompts are made;
@@ -343,7 +364,7 @@ def build(
     them from one package."""
     pk = package_files() if packages is None else packages
     rng = random.Random(seed)
-    b = Builder(rng, max_chars, min_lines, max_lines, per_file)
+    b = Builder(rng, max_chars, min_lines, max_lines, per_file, answers)
     total = sum(len(v) for v in pk.values())
     names = sorted(pk)
     held_rows: list[dict] = []
@@ -404,10 +425,26 @@ def main(argv=None):
     ap.add_argument("--max-lines", type=int, default=60)
     ap.add_argument("--per-file", type=int, default=2, help="most prompts from one file")
     ap.add_argument("--max-share", type=float, default=0.15, help="most prompts from one package (a share of --n)")
+    ap.add_argument(
+        "--answers",
+        choices=("none", "reference"),
+        default="none",
+        help="reference: only prompts whose answer is the file's own code, written with it (no distillation)",
+    )
     args = ap.parse_args(argv)
     if args.max_chars < 400:
         ap.error("--max-chars must be at least 400")
-    rows, held = build(args.n, args.seed, args.heldout, args.max_chars, args.min_lines, args.max_lines, args.per_file, args.max_share)
+    rows, held = build(
+        args.n,
+        args.seed,
+        args.heldout,
+        args.max_chars,
+        args.min_lines,
+        args.max_lines,
+        args.per_file,
+        args.max_share,
+        answers=args.answers == "reference",
+    )
     _write(args.out, rows)
     print(f"wrote {len(rows)} prompts from {len({package_of(r['source']) for r in rows})} packages to {args.out}", flush=True)
     if args.heldout:

@@ -1,6 +1,7 @@
 """core/api.py: the one path for warm-up / plain / speculative / compare that every caller uses."""
 
 from core import api
+from core.comparison import median
 from core.drafters import DraftSpec
 
 PROMPT = "What color is the square?"
@@ -13,10 +14,15 @@ def test_compare_alternates_and_reports_the_median_round():
     assert isinstance(r, api.Comparison)
     assert len(r.plain_traces) == len(r.spec_traces) == len(r.speedups) == len(r.plain_runs) == 3
     assert r.identical and all(a.output == r.plain_trace.output for a in r.plain_traces)
-    assert sorted(r.speedups)[1] == r.speedup
-    # the reported traces are those of the median round, and the speculative one carries the result
+    # the median of the rounds within their bound (a round of this tiny decoding can exceed it on a
+    # busy machine: core/comparison.py leaves it out, and two rounds' median is their mean)
+    within = [k for k in range(3) if k not in r.flagged] or [0, 1, 2]
+    assert r.speedup == round(median([r.speedups[k] for k in within]), 4)
+    # the reported traces are those of the median round (the lower of two), and the speculative
+    # one carries the result
     i = r.reported
-    assert r.plain_traces[i] is r.plain_trace and r.spec_traces[i] is r.spec_trace and r.speedups[i] == r.speedup
+    assert i == sorted(within, key=lambda k: r.speedups[k])[(len(within) - 1) // 2]
+    assert r.plain_traces[i] is r.plain_trace and r.spec_traces[i] is r.spec_trace
     assert r.spec_trace.comparison is r and r.spec == api.Timing.of(r.spec_trace)
     # a shared baseline is reused, the missing plain runs are measured
     r2 = api.compare(pair, PROMPT, None, spec, max_new_tokens=12, repeats=2, baseline=r.plain_traces[:1])

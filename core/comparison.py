@@ -122,6 +122,11 @@ class Comparison:
         return bool(self.flagged)
 
     @property
+    def all_above_bound(self) -> bool:
+        """Every round flagged: the speedup reported comes from them all, so it is noise, not a verdict."""
+        return bool(self.flagged) and len(self.flagged) == len(self.speedups)
+
+    @property
     def tau(self) -> float:
         return self.spec.tau
 

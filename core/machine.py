@@ -55,6 +55,19 @@ def update_tuning(change) -> bool:
         return False
 
 
+def competing_load() -> tuple[float, int] | None:
+    """(the 1-minute load average, the cores this process may use) when the load exceeds those cores
+    by more than half a core, i.e. other processes compete with decoding for them (a decoding's own
+    threads count too, so up to its cores is its own); None otherwise or where no load average is
+    kept."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (load, cores) if load > cores + 0.5 else None
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""

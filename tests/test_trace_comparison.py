@@ -189,3 +189,25 @@ def test_the_cli_compare_writes_the_comparison_with_its_trace(tmp_path):
     assert c.speedup == out["speedup"] and c.identical is out["identical"] is True
     assert tr.output == out["spec"]["token_ids"] and c.plain_output == out["ar"]["token_ids"] == c.reference_output
     assert c.spec == Timing.of(tr) and tr.meta["prompt"] == "hello hello"
+
+
+def test_every_round_above_its_bound_is_called_noise_not_left_out(monkeypatch):
+    """When every round is flagged the reported speedup comes from them all: the page says it is
+    noise, not that a round was left out (red with the one-round wording for every case); the CLI
+    adds the load average where other processes compete for the cores."""
+    from core import machine
+    from ui.render.verdict import bound_note
+
+    plain, spec = three_rounds()
+    one = Comparison.of(plain, [spec[0], run(OUT, 8, 1.0 / (4 * SLACK) - 0.01), spec[2]], plain[0])
+    assert one.above_bound and not one.all_above_bound and "left out" in bound_note(one)
+    fast = [run(OUT, 8, w) for w in (0.01, 0.02, 0.03)]  # 100x and more: above tau 4 in every round
+    every = Comparison.of(plain, fast, plain[0])
+    assert every.all_above_bound and every.flagged == [0, 1, 2]
+    note = bound_note(every)
+    assert "not a verdict" in note and "left out" not in note
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (4.2, 4.0, 3.0))
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert machine.competing_load() == (4.2, 2)
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (2.3, 2.0, 2.0))
+    assert machine.competing_load() is None  # a decoding's own two threads

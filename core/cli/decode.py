@@ -10,6 +10,7 @@ from .. import api
 from ..drafters import parse_drafter, tuned_spec
 from ..images import load_image
 from ..kernels import describe
+from ..machine import competing_load
 from ..sampling import SamplingConfig
 from .shape import spec_from_flags
 
@@ -101,8 +102,16 @@ def compare(args, pair, image, spec, sampling) -> int:
     print(f"speedup {cmp.speedup:.2f}x (spec tok/s / AR tok/s), outputs identical: {cmp.identical}")
     if not cmp.divergence.identical:
         print(f"divergence: {cmp.divergence.text}")
-    if cmp.above_bound:
+    if cmp.all_above_bound:
+        print("every round measured above its bound (tau) even when re-measured: the speedup above is machine noise, not a verdict")
+    elif cmp.above_bound:
         print(f"rounds {cmp.flagged} measured above their bound (tau) even when re-measured: machine noise, left out")
+    busy = competing_load() if cmp.above_bound else None
+    if busy:
+        print(
+            f"the load average is {busy[0]:.1f} on the {busy[1]} cores this process may use: other processes compete "
+            "for them, which slows plain decoding's many small steps more than speculative decoding's few"
+        )
     k = pair.target.kernels
     print(f"kernels: {describe(k)}; forward: {tr.meta.get('forward', 'eager')}; {tr.meta.get('spec')}", file=sys.stderr)
     return 0

@@ -81,7 +81,8 @@ def test_docstring_prompt_hides_the_docstring_and_trims_long_code(tmp_path):
 def test_reference_answers_are_the_files_own_code(packages, tmp_path):
     """``--answers reference``: only "write" and "add a docstring" prompts, each with the function's
     code as the file has it (docstring included) as its answer (the default rows have none: the
-    first test); the held-out packages of the default split stay out of the training rows. Red if a "docstring" answer were the code shown (docstring removed)."""
+    first test); the held-out packages of the default split stay out of the training rows. Red if a
+    "docstring" answer were the code shown (docstring removed)."""
     out = tmp_path / "r.jsonl"
     assert cp.main(["--out", str(out), "--n", "40", "--heldout", "20", "--seed", "3", "--answers", "reference"]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]

@@ -298,11 +298,12 @@ class Builder:
         """(prompt, dedup key, the file's own answer where ``answers``) or None."""
         prose = _prose(doc, self.max_chars - 80) if doc else ""
         kinds = dict(WEIGHTS)
-        bare = _without_docstring(node, lines) if code is not None and not isinstance(node, ast.ClassDef) else None
+        bare = None  # the code without its docstring, where a docstring prompt needs it
         if self.answers:
-            kinds = {k: w for k, w in kinds.items() if k == "write" or (k == "docstring" and bare)}
             if code is None or isinstance(node, ast.ClassDef) or len(code) > self.max_chars:
                 return None
+            bare = _without_docstring(node, lines)
+            kinds = {k: w for k, w in kinds.items() if k == "write" or (k == "docstring" and bare)}
         if not prose:
             kinds.pop("summarise", None)
         if code is None:
@@ -325,6 +326,7 @@ class Builder:
         elif kind == "write":
             p = self._fill(WRITE, sig=sig, doc=first)
         elif kind == "docstring":
+            bare = bare or _without_docstring(node, lines)
             p = self._fill(DOCSTRING, code=bare or code)
         elif kind == "review":
             p = self._fill(REVIEW, code=code, what=what)

@@ -149,7 +149,7 @@ def resolve_device(device: str | None = "auto") -> str:
 
 
 def kernels_default() -> str:
-    """The operator's ``SPECSCOPE_KERNELS`` (one of KERNELS; bf16 / int8 only for drafters),
+    """The operator's ``SPECSCOPE_KERNELS`` (one of KERNELS; bf16 / rowbf16 / int8 only for drafters),
     default auto."""
     k = os.environ.get("SPECSCOPE_KERNELS", "").strip().lower() or "auto"
     if k not in KERNELS:
@@ -157,7 +157,7 @@ def kernels_default() -> str:
     return k
 
 
-KERNELS = ("auto", "stock", "dense", "onednn", "packed", "rowdot", "bf16", "int8")
+KERNELS = ("auto", "stock", "dense", "onednn", "packed", "rowdot", "bf16", "rowbf16", "int8")
 COMPILE = ("auto", "off")
 
 

@@ -12,8 +12,8 @@ from core.engine import generate
 from tools.tiny import tiny_image, tiny_model_dir
 
 
-@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "rowdot", "bf16", "int8"])
-@pytest.mark.parametrize("rows", [1, 3, 17])
+@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "rowdot", "bf16", "rowbf16", "int8"])
+@pytest.mark.parametrize("rows", [1, 3, 17, 70])
 def test_every_path_computes_the_linear(path, rows):
     if not kernels.available(path):
         pytest.skip(f"{path} not available here")
@@ -24,6 +24,45 @@ def test_every_path_computes_the_linear(path, rows):
     tol = 5e-2 if path in kernels.LOSSY else 1e-5
     assert torch.allclose(d(x), lin(x), atol=tol, rtol=tol)
     assert d.weight is lin.weight and d.bias is lin.bias
+
+
+def test_a_linear_with_raw_inputs_never_takes_the_per_call_input_scale(monkeypatch, tmp_path):
+    """int8 quantizes each call's input with one scale: a linear marked ``raw_inputs`` (an EAGLE-3
+    head's fc, fed the target's residual streams) keeps to the other paths even where int8 is
+    measured fastest, and a forced int8 leaves it on the stock product; unmarked linears take int8."""
+    if not kernels.available("int8"):
+        pytest.skip("no fbgemm here")
+
+    def int8_fastest(lin, paths, rows=kernels.ROWS, reps=3):
+        return {p: {n: (1.0 if p == "int8" else 2.0 + (p != "bf16")) for n in rows} for p in paths}
+
+    monkeypatch.setattr(kernels, "measure_linear", int8_fastest)
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    for force in (None, "int8"):
+        model = nn.ModuleDict({"raw": nn.Linear(24, 40), "normed": nn.Linear(24, 40)})
+        model["raw"].raw_inputs = True
+        choice = kernels.accelerate(model, "drafter", force=force)
+        assert set(choice["paths"]["40x24"].values()) == {"int8"}
+        assert set(choice["paths"]["40x24 raw inputs"].values()) == {"dense" if force else "bf16"}, choice
+        assert model["raw"].table[1] != "int8" and model["normed"].table[1] == "int8"
+
+
+def test_one_massive_channel_spoils_int8_and_not_bfloat16():
+    """Why the mark above: with one input channel 250x the others (a residual stream's massive
+    activation), int8's per-call scale leaves the other channels a few levels and the product is off
+    by tens of percent, while bfloat16 rounds each entry on its own."""
+    if not (kernels.available("int8") and kernels.available("rowbf16")):
+        pytest.skip("int8 or rowbf16 not available here")
+    torch.manual_seed(0)
+    lin = nn.Linear(512, 256).requires_grad_(False)
+    x = torch.randn(1, 4, 512)
+    x[..., 7] = 250.0
+    ref = lin(x) - lin.weight[:, 7] * 250.0  # the error is judged on what the other channels add
+    err = {}
+    for path in ("int8", "rowbf16"):
+        y = kernels.DispatchLinear(lin, [path] * 66, kernels._copies(lin, [path]))(x) - lin.weight[:, 7] * 250.0
+        err[path] = float((y - ref).norm() / ref.norm())
+    assert err["rowbf16"] < 0.05 < err["int8"], err
 
 
 def test_table_uses_the_fastest_path_of_the_next_measured_row_count():

@@ -201,7 +201,11 @@ class Eagle3Head(nn.Module):
             "down": (P["wd"], P["bd"]),
             "lm_head": (self.lm_head.weight, None),
         }
-        return nn.ModuleDict({k: _linear(w, b) for k, (w, b) in pairs.items()})
+        mods = nn.ModuleDict({k: _linear(w, b) for k, (w, b) in pairs.items()})
+        # fc reads the target's residual streams as they are, massive channels and all: no path
+        # with one input scale per call for it (core.kernels.lossless_only)
+        mods["fc"].raw_inputs = True
+        return mods
 
     def use_products(self, mods: nn.ModuleDict | None) -> None:
         """At inference (no grad), run ``features``, ``step`` and ``logits`` through ``mods`` (from

@@ -74,12 +74,12 @@ def bound_note(c: Comparison) -> str:
     if c.all_above_bound:
         return (
             f"every timed round measured above its bound (τ = {max(c.bounds):.2f}: no speedup can exceed "
-            "the tokens per step), again when re-measured: the speedup shown is machine noise, not a verdict "
+            "the tokens per step), and again when measured a second time: the speedup shown is machine noise, not a verdict "
             "(another process competing for the cores slows plain decoding's many small steps most)"
         )
     return (
         f"a timed round measured above its bound (τ = {max(c.bounds):.2f}: no speedup can exceed "
-        "the tokens per step) and again when re-measured: machine noise, that round is left out"
+        "the tokens per step) and again when measured a second time: machine noise, that round is left out"
     )
 
 

@@ -78,7 +78,15 @@ def _int8(x, packed, _):
     return torch.ops.quantized.linear_dynamic(x, packed, True)
 
 
-PATHS = {"dense": F.linear, "onednn": _onednn, "packed": _onednn, "rowdot": rowdot.linear, "bf16": _bf16, "rowbf16": _rowbf16, "int8": _int8}
+PATHS = {
+    "dense": F.linear,
+    "onednn": _onednn,
+    "packed": _onednn,
+    "rowdot": rowdot.linear,
+    "bf16": _bf16,
+    "rowbf16": _rowbf16,
+    "int8": _int8,
+}
 ROLE_PATHS = {  # packed: on _pack(w)
     "target": ("dense", "onednn", "packed", "rowdot"),
     "drafter": ("dense", "onednn", "packed", "rowdot", "bf16", "rowbf16", "int8"),

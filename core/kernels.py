@@ -32,7 +32,7 @@ Paths:
             dynamic quantized linear: a quarter of the memory traffic; drafters only, like bf16).
             One input scale per call: unfit for a matrix whose inputs are not normalised (an
             EAGLE-3 head's fc reads raw residual streams, where a few massive channels set the
-            scale), so a linear marked ``raw_inputs`` never takes it (``lossless_only``)
+            scale), so a linear marked ``raw_inputs`` never takes it (``fit_paths``)
 
 A target keeps one dtype, so its AR steps and its verify steps are the same function of the
 weights, and one path per matrix for every forward of 2 rows or more (``UNIFORM_FROM``), so its
@@ -70,7 +70,7 @@ def _bf16(x, w, b):
 
 def _rowbf16(x, w, b):
     if x.numel() > rowdot.MAX_ROWS * x.shape[-1]:  # a prompt's rows: rowdot's F.linear hand-over
-        return _bf16(x, w, b if b is None else b.to(w.dtype))
+        return _bf16(x, w, None if b is None else b.to(w.dtype))
     return rowdot.sums(x.to(w.dtype), w, b).to(x.dtype)
 
 
@@ -358,7 +358,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
         shape = _shape(lin)
         if shape in tables:
             continue
-        mine = lossless_only(lin, paths)
+        mine = fit_paths(lin, paths)
         if len(mine) == 1:
             tables[shape] = [mine[0]] * TABLE
             continue
@@ -413,11 +413,11 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
 
 
 def _shape(lin: nn.Linear) -> str:
-    """A table's key: the weight's shape, and whether its inputs are raw (``lossless_only``)."""
+    """A table's key: the weight's shape, and whether its inputs are raw (``fit_paths``)."""
     return f"{lin.out_features}x{lin.in_features}" + (" raw inputs" if getattr(lin, "raw_inputs", False) else "")
 
 
-def lossless_only(lin: nn.Linear, paths) -> list[str]:
+def fit_paths(lin: nn.Linear, paths) -> list[str]:
     """``paths`` for ``lin``: without the per-call input scale (int8) where its inputs are marked
     ``raw_inputs`` (not normalised: one massive channel sets the scale and the rest round to a few
     levels). Measured on the real coder head's fc (its input's largest entry 255x its rms): int8's

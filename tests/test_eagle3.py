@@ -264,7 +264,7 @@ def test_a_loaded_head_runs_its_products_on_the_measured_paths(tmp_path):
     assert exact.kernels["paths"] == "stock"
     tables = lossy.kernels["paths"]
     fc = f"{lossy.head.config.hidden_size}x{3 * tgt.model.config.hidden_size} raw inputs"
-    # fc reads residual streams as they are: never int8's one input scale per call (core.kernels.lossless_only)
+    # fc reads residual streams as they are: never int8's one input scale per call (core.kernels.fit_paths)
     assert set(tables.pop(fc).values()) == {"dense"}
     assert tables and all(set(t.values()) == {"int8"} for t in tables.values())
     x = torch.randn(1, 3, 2 * lossy.head.config.hidden_size)

@@ -203,7 +203,7 @@ class Eagle3Head(nn.Module):
         }
         mods = nn.ModuleDict({k: _linear(w, b) for k, (w, b) in pairs.items()})
         # fc reads the target's residual streams as they are, massive channels and all: no path
-        # with one input scale per call for it (core.kernels.lossless_only)
+        # with one input scale per call for it (core.kernels.fit_paths)
         mods["fc"].raw_inputs = True
         return mods
 

@@ -27,8 +27,11 @@ if [ ! -s "$R/train.jsonl" ] && [ -s "$KEEP" ]; then
 fi
 for stage in $STAGES; do
   case $stage in
-    distill) nice -n 10 $PY -m tools.train.distill --target "$T" --prompts "$R/prompts.jsonl" --out "$R/train.jsonl" \
-        --batch 32 --window 4 --max-new-tokens 128 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --kernels stock ;;
+    # once the feature cache exists (its vocabulary is fixed from the first answers), the answers'
+    # features are taken while they are decoded (distill --features): no second pass over them
+    distill) FEATS=(); [ -s "$R/feats/vocab.json" ] && FEATS=(--features "$R/feats")
+        nice -n 10 $PY -m tools.train.distill --target "$T" --prompts "$R/prompts.jsonl" --out "$R/train.jsonl" \
+        --batch 32 --window 4 --max-new-tokens 128 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --kernels stock "${FEATS[@]}" ;;
     features) nice -n 10 $PY -m tools.train.features --target "$T" --data "$R/train.jsonl" --out "$R/feats" \
         --draft-vocab 8192 --vocab-samples 512 --top-k 64 --max-tokens 384 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --wait-minutes 5 ;;
     keep) mkdir -p "$(dirname "$KEEP")" && gzip -9 -c "$R/train.jsonl" > "$KEEP.tmp" && mv "$KEEP.tmp" "$KEEP"

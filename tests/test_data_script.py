@@ -45,3 +45,20 @@ def test_a_cache_with_answers_is_not_overwritten_by_the_copy(tmp_path):
 def test_an_unknown_stage_is_refused(tmp_path):
     r = run("distil", tmp_path / "c", tmp_path / "k.gz")
     assert r.returncode == 2 and "unknown stage distil" in r.stderr
+
+
+def test_the_distill_stage_takes_features_once_the_cache_exists(tmp_path):
+    """Before the feature cache has its vocabulary (fixed from the first answers) the answers come
+    alone; after, the distill stage writes their features into it as it decodes them."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "prompts.jsonl").write_text('{"prompt": "p"}\n')
+    env = {**os.environ, "STAGES": "distill", "R": str(cache), "KEEP": str(tmp_path / "k.gz"), "PY": "echo"}
+    first = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "tools.train.distill" in first.stdout and "--features" not in first.stdout
+    (cache / "feats").mkdir()
+    (cache / "feats" / "vocab.json").write_text('{"draft_to_target": [0]}')
+    later = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert later.returncode == 0, later.stderr
+    assert f"--features {cache / 'feats'}" in later.stdout

@@ -16,6 +16,18 @@ one read of the weights per step for N rows, several times the decoding tokens/s
 time on a CPU (the prefill gains nothing; docs/eagle3.md has the measurement). The same greedy
 answers up to rounding: padding changes the shapes of the products, so a rare near-tie between
 the top two tokens may flip (rows with an image still go one at a time, with the engine).
+
+``--features DIR`` (with ``--batch N``): the EAGLE-3 feature cache of the answers, taken from the
+forwards that decode them, so no second pass of the target over prompt + answer (``python -m
+tools.train.features`` costs about as much again: a prefill of every sample). DIR must already hold
+a cache (``meta.json``, ``vocab.json``: the features command writes them; its aux layers, top-k,
+token limit, dtype and target are used and checked). Each answered text-only row gets a record as
+``features.compact`` makes it (``batch_features``), keyed by the written row, so the features
+command finds it done; rows with an image are left to that command. What differs from a record of
+the features command: the ids are the prompt's and the generated ones (no re-encoding of the
+text, no EOS added to an answer cut at ``--max-new-tokens``), the aux rows are the batch's (left
+padded) forwards', the top-k the target's own logits over the draft vocabulary, and the last
+position's aux (which no loss reads: ``ttt_loss`` takes ``aux[:-1]``) is zeros.
 """
 
 from __future__ import annotations
@@ -33,11 +45,63 @@ from core.engine import generate
 from core.images import load_image
 
 
+GREEDY = {  # neutral values for what a Hub generation_config may set and generate would apply even
+    # without sampling (Qwen2-VL's sets repetition_penalty 1.05): the answers must be the plain greedy ones
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_repetition_penalty": 1.0,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "bad_words_ids": None,
+}
+
+
+class BatchTaps:
+    """Hooks recording, per target forward of a batch: the residual stream entering each of
+    ``layer_ids`` (id L: entering the final norm), concatenated, (B, S, 3H), and the last
+    position's logits over ``vocab`` (draft -> target ids) as their top ``k`` (ids, probabilities),
+    with the argmax over the whole vocabulary (what greedy decoding picks)."""
+
+    def __init__(self, target, layer_ids: list[int], vocab: torch.Tensor, k: int):
+        text = target.text_module()
+        n = len(text.layers)
+        self.ids, self.vocab, self.k = list(layer_ids), vocab, k
+        self.stage: dict = {}
+        self.forwards: list[dict] = []
+        self.handles = []
+        for i in sorted(set(self.ids)):
+            mod = text.layers[i] if i < n else text.norm
+            self.handles.append(mod.register_forward_pre_hook(self._pre(i), with_kwargs=True))
+        self.handles.append(target.model.get_output_embeddings().register_forward_hook(self._logits))
+
+    def _pre(self, i):
+        def hook(_module, args, kwargs):
+            self.stage[i] = args[0] if args else kwargs.get("hidden_states")
+
+        return hook
+
+    def _logits(self, _module, _args, out):
+        last = out[:, -1].float()
+        p = torch.softmax(last[:, self.vocab.to(last.device)], -1)
+        top_p, top_ids = p.topk(min(self.k, p.shape[-1]), dim=-1)
+        aux = torch.cat([self.stage[i] for i in self.ids], dim=-1)
+        self.forwards.append(
+            {"aux": aux.cpu(), "topk_ids": top_ids.to(torch.int32).cpu(), "topk_p": top_p.cpu(), "argmax": last.argmax(-1).cpu()}
+        )
+        self.stage = {}
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
 @torch.inference_mode()
-def greedy_batch(target, prompts: list[str], max_new_tokens: int) -> tuple[list[str], list[list[int]]]:
+def greedy_batch(target, prompts: list[str], max_new_tokens: int, taps: BatchTaps | None = None) -> tuple[list[str], list[list[int]]]:
     """The target's greedy answers to text-only ``prompts`` decoded together (left padding,
     transformers' ``generate``): (stripped texts, the new ids of each row up to and including its
-    EOS). Prompt ids are ``target.encode``'s, what the engine prefills."""
+    EOS). Prompt ids are ``target.encode``'s, what the engine prefills. ``taps``: records each
+    forward (``batch_features`` reads them)."""
     eos = sorted(target.eos_ids)
     tok = target.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
@@ -57,13 +121,58 @@ def greedy_batch(target, prompts: list[str], max_new_tokens: int) -> tuple[list[
         min_new_tokens=0,
         eos_token_id=eos or None,
         pad_token_id=pad,
+        **GREEDY,
     )
     texts, news = [], []
     for row in out[:, width:].tolist():
         cut = next((i + 1 for i, t in enumerate(row) if t in target.eos_ids), len(row))
         news.append(row[:cut])
         texts.append(target.decode(row[:cut]).strip())
+    if taps is not None:
+        taps.rows, taps.width = rows, width
     return texts, news
+
+
+def batch_features(taps: BatchTaps, news: list[list[int]], keys: list[str], max_tokens: int = 0) -> list[dict | None]:
+    """The feature-cache record (``features.compact``'s layout) of each row of the batch ``taps``
+    recorded (``greedy_batch``), from its forwards: the prompt's aux rows from the prefill (the
+    last len(prompt) columns: left padding), answer token j's from forward j + 1, the top-k of
+    forward j for answer token j. None for a row whose prompt fills ``max_tokens``. Raises where a
+    forward's greedy pick is not the token generate chose (its scores were not the logits')."""
+    fw = taps.forwards
+    recs = []
+    for b, (prompt, new, key) in enumerate(zip(taps.rows, news, keys)):
+        plen = int(prompt.shape[0])
+        for j, t in enumerate(new):
+            if int(fw[j]["argmax"][b]) != t:
+                raise RuntimeError(f"row {b}, answer token {j}: generate chose {t}, the logits' argmax is {int(fw[j]['argmax'][b])}")
+        ids = torch.cat([prompt.cpu(), torch.tensor(new, dtype=torch.long)])
+        T = ids.shape[0] if not max_tokens else min(ids.shape[0], max_tokens)
+        if plen >= T:
+            recs.append(None)
+            continue
+        m = T - plen  # answer tokens kept; aux is known for the first T - 1 positions
+        aux = torch.zeros(T, fw[0]["aux"].shape[-1], dtype=torch.float32)
+        aux[:plen] = fw[0]["aux"][b, taps.width - plen :].float()
+        for j in range(m - 1):
+            aux[plen + j] = fw[j + 1]["aux"][b, -1].float()
+        if max_tokens and ids.shape[0] > T and len(fw) > m:  # cut: the last kept position's aux is known too
+            aux[T - 1] = fw[m]["aux"][b, -1].float()
+        half = aux.half()
+        recs.append(
+            {
+                "key": key,
+                "ids": ids[:T].to(torch.int32),
+                "prompt_len": plen,
+                "aux": half if bool(torch.isfinite(half).all()) else aux.bfloat16(),
+                "topk_ids": torch.stack([fw[j]["topk_ids"][b] for j in range(m)]),
+                "topk_p": torch.stack([fw[j]["topk_p"][b] for j in range(m)]).half(),
+                "image_rows": None,
+                "embeds": None,
+            }
+        )
+    taps.forwards = []
+    return recs
 
 
 def _key(row: dict) -> str:
@@ -92,6 +201,39 @@ def _done(path: str) -> Counter:
     return done
 
 
+def open_features(ap, target, args) -> dict:
+    """The feature cache ``--features`` names, checked against this run: {"dir", "meta", "vocab"};
+    ``ap.error`` where it cannot take this run's features."""
+    from pathlib import Path
+
+    from tools.train.features import fingerprint
+
+    out = Path(args.features)
+    if not (out / "meta.json").exists() or not (out / "vocab.json").exists():
+        ap.error(f"--features {out}: no feature cache there (python -m tools.train.features makes one: its meta.json and vocab.json)")
+    meta = json.loads((out / "meta.json").read_text())
+    vocab = [int(t) for t in json.loads((out / "vocab.json").read_text())["draft_to_target"]]
+    fp = fingerprint(target)
+    why = []
+    if meta.get("target") != fp:
+        why.append(f"target {meta.get('target')} vs {fp}")
+    if meta.get("dtype", "float32") != str(target.dtype).replace("torch.", ""):
+        why.append(f"dtype {meta.get('dtype', 'float32')} vs {str(target.dtype).replace('torch.', '')} (--dtype)")
+    if max(meta["aux_layer_ids"]) > fp["layers"] or max(vocab) >= target.vocab_size:
+        why.append("its aux layers or vocabulary do not fit this target")
+    if why:
+        ap.error(f"--features {out} holds another run's features: {'; '.join(why)}")
+    return {"dir": out, "meta": meta, "vocab": vocab}
+
+
+def next_shard(out) -> int:
+    """The index after the cache's last shard (looked up at each write: the features command may
+    be filling the same cache)."""
+    from tools.train.features import shard_paths
+
+    return max((int(os.path.basename(p)[6:11]) + 1 for p in shard_paths(out)), default=0)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="assets/target")
@@ -109,12 +251,24 @@ def main(argv=None):
         help="product paths (core.kernels: auto, stock, onednn, packed, ...; default the loader's). With --batch N on a CPU, "
         "packed (oneDNN, a second copy of the weights) or onednn: MKL's stock product for a few rows costs several one-row ones",
     )
+    ap.add_argument(
+        "--features",
+        default=None,
+        help="with --batch N: also write the answers' EAGLE-3 features into this feature cache (its meta.json / vocab.json "
+        "fix the settings; python -m tools.train.features makes them), taken from the decoding forwards",
+    )
     args = ap.parse_args(argv)
     if args.batch < 1 or args.window < 1:
         ap.error("--batch and --window must be at least 1")
+    if args.features and args.batch < 2:
+        ap.error("--features takes its features from batched decoding: give --batch N (N >= 2)")
     if args.threads:
         torch.set_num_threads(args.threads)
     target = adapters.load(args.target, dtype=args.dtype, kernels=args.kernels)
+    taps, cache = None, None
+    if args.features:
+        cache = open_features(ap, target, args)
+        taps = BatchTaps(target, cache["meta"]["aux_layer_ids"], torch.tensor(cache["vocab"]), cache["meta"]["top_k"])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if args.prompts:
         base = os.path.dirname(os.path.abspath(args.prompts))
@@ -154,8 +308,15 @@ def main(argv=None):
             pending.sort(key=lambda r: target.encode(r["prompt"]).length)
             for i in range(0, len(pending), args.batch):
                 part = pending[i : i + args.batch]
-                texts, news = greedy_batch(target, [r["prompt"] for r in part], args.max_new_tokens)
-                emit([json.dumps({**r, "answer": t}) for r, t in zip(part, texts)], sum(len(x) for x in news))
+                texts, news = greedy_batch(target, [r["prompt"] for r in part], args.max_new_tokens, taps)
+                answered = [{**r, "answer": t} for r, t in zip(part, texts)]
+                emit([json.dumps(r) for r in answered], sum(len(x) for x in news))
+                if taps is not None:  # after the answers: a run killed in between leaves them to the features command
+                    from tools.train.features import row_key, write_shard
+
+                    recs = batch_features(taps, news, [row_key(r) for r in answered], cache["meta"]["max_tokens"])
+                    skipped = [{"key": row_key(r), "why": "prompt fills --max-tokens"} for r, x in zip(answered, recs) if x is None]
+                    write_shard(cache["dir"], next_shard(cache["dir"]), [x for x in recs if x is not None], skipped)
             pending.clear()
 
         for row in todo:
@@ -177,7 +338,9 @@ def main(argv=None):
             tr = generate(target, prompt, image, max_new_tokens=args.max_new_tokens, detail=False)
             emit([json.dumps({**extra, "prompt": prompt, "answer": tr.text.strip()})], len(tr.output))
         flush_pending()
-    print(f"wrote {args.out}", flush=True)
+    if taps is not None:
+        taps.remove()
+    print(f"wrote {args.out}" + (f" and features into {args.features}" if taps is not None else ""), flush=True)
 
 
 if __name__ == "__main__":

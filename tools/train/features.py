@@ -7,7 +7,8 @@
 Training a head on a real target is starved by the target: its prefill (all positions' logits)
 costs most of a training step and is repeated every time a sample is seen, and the full logits
 (T x vocabulary floats) are too large to keep. This command runs the target ONCE per sample of a
-distilled JSONL ({"image": path|null, "prompt", "answer"}, tools/train/distill.py) through the
+distilled JSONL ({"image": path|null, "prompt", "answer"}, tools/train/distill.py; its
+``--features DIR`` takes the same records from the decoding forwards instead) through the
 trainer's own path (``tools.train.eagle3.target_features``: ``sample_ids``, ``AuxTaps``, the
 taps drafting uses) and keeps, compactly, what the head's training-time-test loss reads:
 

@@ -157,3 +157,44 @@ def test_a_pick_that_is_not_the_logits_argmax_is_refused(tmp_path):
     news[1][2] = (news[1][2] + 1) % tgt.vocab_size
     with pytest.raises(RuntimeError, match="argmax"):
         distill.batch_features(taps, news, ["a", "b"])
+
+
+def test_only_the_batchs_own_forwards_are_recorded(tmp_path):
+    """A row with an image decodes on the engine between batches, with the hooks in place: its
+    forwards must not enter the next batch's records."""
+    torch.set_num_threads(1)
+    tgt = load("qwen2")
+    taps = distill.BatchTaps(tgt, AUX, torch.arange(48), 8)
+    try:
+        _, news = distill.greedy_batch(tgt, PROMPTS[:2], 6, taps)
+        alone = distill.batch_features(taps, news, ["a", "b"])
+        generate(tgt, "an unrelated row", None, max_new_tokens=4, detail=False)
+        assert taps.forwards == []
+        _, again = distill.greedy_batch(tgt, PROMPTS[:2], 6, taps)
+        after = distill.batch_features(taps, again, ["a", "b"])
+    finally:
+        taps.remove()
+    for x, y in zip(alone, after):
+        assert torch.equal(x["aux"], y["aux"]) and torch.equal(x["topk_ids"], y["topk_ids"])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("batch 1", "give --batch N"),
+        ("no cache", "no feature cache there"),
+        ("other dtype", "dtype float32 vs bfloat16"),
+    ],
+)
+def test_features_refused_with_a_clear_message(tmp_path, capsys, case, message):
+    torch.set_num_threads(1)
+    feats = make_cache(tmp_path) if case != "no cache" else tmp_path / "empty"
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"image": None, "prompt": "hello"}) + "\n")
+    args = ["--target", tiny_model_dir("qwen2"), "--prompts", str(data), "--out", str(tmp_path / "o.jsonl"), "--features", str(feats)]
+    args += ["--batch", "1"] if case == "batch 1" else ["--batch", "2"]
+    args += ["--dtype", "bfloat16"] if case == "other dtype" else []
+    with pytest.raises(SystemExit) as e:
+        distill.main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists() or not (tmp_path / "o.jsonl").read_text()

@@ -43,6 +43,7 @@ import torch
 from core import adapters
 from core.engine import generate
 from core.images import load_image
+from tools.train.features import next_shard, row_key, stored_aux, write_shard
 
 
 GREEDY = {  # neutral values for what a Hub generation_config may set and generate would apply even
@@ -66,8 +67,11 @@ class BatchTaps:
         text = target.text_module()
         n = len(text.layers)
         self.ids, self.vocab, self.k = list(layer_ids), vocab, k
+        self.on = False  # recording: within greedy_batch only (a row with an image decodes on the engine)
         self.stage: dict = {}
         self.forwards: list[dict] = []
+        self.rows: list[torch.Tensor] = []  # the batch's prompt ids and its padded width (greedy_batch)
+        self.width = 0
         self.handles = []
         for i in sorted(set(self.ids)):
             mod = text.layers[i] if i < n else text.norm
@@ -76,11 +80,14 @@ class BatchTaps:
 
     def _pre(self, i):
         def hook(_module, args, kwargs):
-            self.stage[i] = args[0] if args else kwargs.get("hidden_states")
+            if self.on:
+                self.stage[i] = args[0] if args else kwargs.get("hidden_states")
 
         return hook
 
     def _logits(self, _module, _args, out):
+        if not self.on:
+            return
         last = out[:, -1].float()
         p = torch.softmax(last[:, self.vocab.to(last.device)], -1)
         top_p, top_ids = p.topk(min(self.k, p.shape[-1]), dim=-1)
@@ -112,24 +119,28 @@ def greedy_batch(target, prompts: list[str], max_new_tokens: int, taps: BatchTap
     for i, r in enumerate(rows):
         ids[i, width - len(r) :] = r
         mask[i, width - len(r) :] = 1
-    out = target.model.generate(
-        input_ids=ids,
-        attention_mask=mask,
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=0,
-        eos_token_id=eos or None,
-        pad_token_id=pad,
-        **GREEDY,
-    )
+    if taps is not None:
+        taps.rows, taps.width, taps.forwards, taps.stage, taps.on = rows, width, [], {}, True
+    try:
+        out = target.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=0,
+            eos_token_id=eos or None,
+            pad_token_id=pad,
+            **GREEDY,
+        )
+    finally:
+        if taps is not None:
+            taps.on = False
     texts, news = [], []
     for row in out[:, width:].tolist():
         cut = next((i + 1 for i, t in enumerate(row) if t in target.eos_ids), len(row))
         news.append(row[:cut])
         texts.append(target.decode(row[:cut]).strip())
-    if taps is not None:
-        taps.rows, taps.width = rows, width
     return texts, news
 
 
@@ -158,13 +169,12 @@ def batch_features(taps: BatchTaps, news: list[list[int]], keys: list[str], max_
             aux[plen + j] = fw[j + 1]["aux"][b, -1].float()
         if max_tokens and ids.shape[0] > T and len(fw) > m:  # cut: the last kept position's aux is known too
             aux[T - 1] = fw[m]["aux"][b, -1].float()
-        half = aux.half()
         recs.append(
             {
                 "key": key,
                 "ids": ids[:T].to(torch.int32),
                 "prompt_len": plen,
-                "aux": half if bool(torch.isfinite(half).all()) else aux.bfloat16(),
+                "aux": stored_aux(aux),
                 "topk_ids": torch.stack([fw[j]["topk_ids"][b] for j in range(m)]),
                 "topk_p": torch.stack([fw[j]["topk_p"][b] for j in range(m)]).half(),
                 "image_rows": None,
@@ -213,25 +223,15 @@ def open_features(ap, target, args) -> dict:
         ap.error(f"--features {out}: no feature cache there (python -m tools.train.features makes one: its meta.json and vocab.json)")
     meta = json.loads((out / "meta.json").read_text())
     vocab = [int(t) for t in json.loads((out / "vocab.json").read_text())["draft_to_target"]]
-    fp = fingerprint(target)
+    fp, dtype = fingerprint(target), str(target.dtype).replace("torch.", "")
     why = []
-    if meta.get("target") != fp:
+    if meta.get("target") != fp:  # its shape too: the aux layers and the vocabulary fit it
         why.append(f"target {meta.get('target')} vs {fp}")
-    if meta.get("dtype", "float32") != str(target.dtype).replace("torch.", ""):
-        why.append(f"dtype {meta.get('dtype', 'float32')} vs {str(target.dtype).replace('torch.', '')} (--dtype)")
-    if max(meta["aux_layer_ids"]) > fp["layers"] or max(vocab) >= target.vocab_size:
-        why.append("its aux layers or vocabulary do not fit this target")
+    if meta.get("dtype", "float32") != dtype:
+        why.append(f"dtype {meta.get('dtype', 'float32')} vs {dtype} (--dtype)")
     if why:
         ap.error(f"--features {out} holds another run's features: {'; '.join(why)}")
     return {"dir": out, "meta": meta, "vocab": vocab}
-
-
-def next_shard(out) -> int:
-    """The index after the cache's last shard (looked up at each write: the features command may
-    be filling the same cache)."""
-    from tools.train.features import shard_paths
-
-    return max((int(os.path.basename(p)[6:11]) + 1 for p in shard_paths(out)), default=0)
 
 
 def main(argv=None):
@@ -312,8 +312,7 @@ def main(argv=None):
                 answered = [{**r, "answer": t} for r, t in zip(part, texts)]
                 emit([json.dumps(r) for r in answered], sum(len(x) for x in news))
                 if taps is not None:  # after the answers: a run killed in between leaves them to the features command
-                    from tools.train.features import row_key, write_shard
-
+                    # (the shard's index looked up at each write: the features command may be filling the same cache)
                     recs = batch_features(taps, news, [row_key(r) for r in answered], cache["meta"]["max_tokens"])
                     skipped = [{"key": row_key(r), "why": "prompt fills --max-tokens"} for r, x in zip(answered, recs) if x is None]
                     write_shard(cache["dir"], next_shard(cache["dir"]), [x for x in recs if x is not None], skipped)

@@ -111,6 +111,12 @@ def sparse_targets(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     return idx.to(torch.int32), vals
 
 
+def stored_aux(aux: torch.Tensor) -> torch.Tensor:
+    """``aux`` as the cache keeps it: float16, or bfloat16 where a value is beyond float16's range."""
+    half = aux.half()
+    return half if bool(torch.isfinite(half).all()) else aux.bfloat16()
+
+
 def compact(
     feats: dict, lm_weight, lm_bias, vocab_t: torch.Tensor, k: int, image_token_id, key: str, dtype: torch.dtype = torch.float32
 ) -> dict:
@@ -129,9 +135,7 @@ def compact(
             "soft-capping?): the feature cache cannot compute them from the hidden states"
         )
     tk_ids, tk_p = sparse_targets(draft_logits(lm_weight, lm_bias, hidden[plen - 1 : T - 1]), k)
-    aux = feats["aux"].half()
-    if not bool(torch.isfinite(aux).all()):  # beyond float16's range: keep bfloat16's
-        aux = feats["aux"].bfloat16()
+    aux = stored_aux(feats["aux"])
     rec = {
         "key": key,
         "ids": ids.to(torch.int32),
@@ -160,6 +164,15 @@ def _load_shard(path: str) -> dict:
 
 def shard_paths(out: str | Path) -> list[str]:
     return sorted(glob.glob(os.path.join(str(out), "shard_*.pt")))
+
+
+def shard_index(path: str) -> int:
+    return int(os.path.basename(path)[6:11])
+
+
+def next_shard(out: str | Path) -> int:
+    """The index after the cache's last shard."""
+    return max((shard_index(p) + 1 for p in shard_paths(out)), default=0)
 
 
 def write_shard(out: Path, index: int, samples: list[dict], skipped: list[dict]) -> Path:
@@ -343,7 +356,7 @@ def main(argv=None):
             continue
         done.update(s["key"] for s in d["samples"])
         done.update(s["key"] for s in d.get("skipped", []))
-        next_index = max(next_index, int(os.path.basename(p)[6:11]) + 1)
+        next_index = max(next_index, shard_index(p) + 1)
     have = sum(done.values())
 
     vocab_t = torch.tensor(vocab)

@@ -24,6 +24,13 @@ row computes alike at every width read. A tree node then computes like the same 
 plainly. The gather is expressed as indices into the cache (``cols``), which inductor folds
 into the attention's loops; nothing is copied per row.
 
+The products run where they measure fastest (``products``): inductor's (oneDNN on weights it packs
+at freezing) or, for bfloat16 targets on CPUs with AVX512-BF16, ``core/rowdot.c``'s kernel on a copy
+of the weights laid out as it reads them (``rowdot.pack``), called from the graph as the custom op
+``specscope::rowdot_il`` (q / k / v and gate / up each one call: their outputs are independent dot
+products, so nothing changes but the number of calls). Every row then computes as a single row does,
+so the plain step runs at one row; a torch sum of the same bytes reads them about as fast.
+
 The prompt's prefill stays with transformers (it is shared by plain and speculative decoding); its
 cache is copied into the static buffers. One graph serves every block size and cache capacity
 (dynamic shapes): nothing recompiles while decoding.
@@ -31,6 +38,9 @@ cache is copied into the static buffers. One graph serves every block size and c
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import threading
 import time
 
@@ -43,6 +53,8 @@ WIDTH = 64  # the attention reads the first length + n slots rounded up to this 
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
 VERSION = 4  # bump when the computation changes: row sets measured on it are measured again
+PRODUCTS = ("library", "rowdot")  # the products' two paths (``products``); rowdot's is in row-set keys
+PRODUCT_ROWS = (1, 2, 4)  # the row counts the products' choice is timed at: plain steps (padded or not), a verify
 
 
 _built = 0  # compiled forwards made in this process (release() drops them all)
@@ -114,6 +126,92 @@ def eligible(model) -> str | None:
     return None
 
 
+@functools.cache
+def _rowdot_op():
+    """``torch.ops.specscope.rowdot_il(x, w, b)``: ``rowdot.linear`` on a weight from ``rowdot.pack``,
+    as an operator inductor calls from a compiled graph (``b`` float32 or None)."""
+    from . import rowdot
+
+    lib = torch.library.Library("specscope", "FRAGMENT")  # kept alive by the cache
+    lib.define("rowdot_il(Tensor x, Tensor w, Tensor? b) -> Tensor")
+    lib.impl("rowdot_il", lambda x, w, b: rowdot.linear(x, w, b, interleaved=True), "CPU")
+    torch.library.register_fake("specscope::rowdot_il", lambda x, w, b: x.new_empty(*x.shape[:-1], w.shape[0]), lib=lib)
+    return lib
+
+
+def products(model) -> str:
+    """Which products the compiled forward of ``model`` runs: "rowdot" or "library" (module
+    docstring). ``SPECSCOPE_COMPILED_PRODUCTS`` (auto / rowdot / library) forces one (rowdot only where it
+    runs: a bfloat16 CPU target, rowdot_dpbf16 built); by default both are timed on one matrix of each
+    of the model's weight shapes at ``PRODUCT_ROWS`` rows, weighted by how many matrices have that
+    shape (``_time_products``), and rowdot is kept where its step costs less; the verdict is cached
+    per machine (the tuning file, key "compiled_products")."""
+    from . import rowdot
+    from .errors import InputError
+    from .machine import cpu_name, tuning_path, update_tuning
+
+    want = os.environ.get("SPECSCOPE_COMPILED_PRODUCTS", "").strip().lower() or "auto"
+    if want not in ("auto", *PRODUCTS):
+        raise InputError(f"SPECSCOPE_COMPILED_PRODUCTS={want!r}: use auto, {' or '.join(PRODUCTS)}")
+    dtype = next(model.parameters()).dtype
+    able = dtype == torch.bfloat16 and next(model.parameters()).device.type == "cpu" and rowdot.dpbf16()
+    if want != "auto" or not able:
+        return "rowdot" if want == "rowdot" and able else "library"
+    mats = _timed_matrices(model)
+    key = (
+        f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|rowdot={rowdot.version()}|rows={PRODUCT_ROWS}|"
+        + ",".join(f"{o}x{k}*{c}" for (o, k), (_, c) in mats.items())
+    )
+    try:
+        hit = json.loads(tuning_path().read_text()).get("compiled_products", {}).get(key)
+    except (OSError, ValueError):
+        hit = None
+    if hit is None:
+        hit = _time_products(mats)
+        update_tuning(lambda d: d.setdefault("compiled_products", {}).__setitem__(key, hit))
+    return "rowdot" if hit["rowdot"] < hit["library"] else "library"
+
+
+def _timed_matrices(model) -> dict:
+    """One weight of each shape among the model's linears: {shape: (weight, how many have it)}."""
+    out: dict = {}
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            shape = tuple(m.weight.shape)
+            w, c = out.get(shape, (m.weight, 0))
+            out[shape] = (w, c + 1)
+    return out
+
+
+@torch.inference_mode()
+def _time_products(mats: dict, rounds: int = 3) -> dict:
+    """Seconds of the products of a step at each of ``PRODUCT_ROWS`` rows, on each path: one call a
+    shape (weights read from memory: the largest, last, flushes the caches for the next), times the
+    number of matrices of that shape; the fastest of ``rounds`` alternated between the paths:
+    {"rowdot": s, "library": s}."""
+    from . import rowdot
+
+    order = sorted(mats.values(), key=lambda wc: wc[0].numel())
+    packs = [(rowdot.pack(w), torch.ops.mkldnn._reorder_linear_weight(w.detach(), 4), c) for w, c in order]
+    calls = {
+        "rowdot": lambda x, p: rowdot.linear(x, p[0], None, interleaved=True),
+        "library": lambda x, p: torch.ops.mkldnn._linear_pointwise(x, p[1], None, "none", [], ""),
+    }
+    xs = {n: [torch.randn(n, w.shape[1]).to(w.dtype) for w, _ in order] for n in PRODUCT_ROWS}
+    best = {p: float("inf") for p in calls}
+    for r in range(rounds + 1):  # the first round untimed
+        for path, f in calls.items():
+            total = 0.0
+            for n in PRODUCT_ROWS:
+                for x, p in zip(xs[n], packs):
+                    t0 = time.perf_counter()
+                    f(x, p)
+                    total += (time.perf_counter() - t0) * p[2]
+            if r:
+                best[path] = min(best[path], total)
+    return {p: round(t, 6) for p, t in best.items()}
+
+
 def _rms(x, w, eps):
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
@@ -146,6 +244,18 @@ def _lin(x, lin):
     return F.linear(x, lin.weight, lin.bias)
 
 
+def _packed(lins) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The linears' weights stacked (their outputs side by side) in ``rowdot.pack``'s layout, and
+    their biases in float32 (zeros for one without), None if none has one."""
+    from . import rowdot
+
+    w = rowdot.pack(torch.cat([m.weight.detach() for m in lins]) if len(lins) > 1 else lins[0].weight)
+    if all(m.bias is None for m in lins):
+        return w, None
+    b = [m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features) for m in lins]
+    return w, torch.cat(b).contiguous()
+
+
 class CompiledDecoder:
     """The decoder's forward written once over the model's own weights, compiled by inductor."""
 
@@ -163,6 +273,8 @@ class CompiledDecoder:
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         self._fn = None
+        self.products = products(model)  # "rowdot" or "library": measured (``products``)
+        self._packs: list[dict] | None = None  # rowdot's weight copies, made at the compile
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.compile_s: float | None = None  # seconds the first compile took (None: not yet)
@@ -183,6 +295,26 @@ class CompiledDecoder:
         return None if eligible(model) else cls(model)
 
     # ---- the forward ------------------------------------------------------------------
+    def _make_packs(self) -> None:
+        """rowdot's copies of the weights (``_packed``): per layer q / k / v as one, o, gate / up as
+        one, down; then the lm_head."""
+        if self.products != "rowdot" or self._packs is not None:
+            return
+        _rowdot_op()
+        packs = []
+        for layer in self.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            packs.append(
+                {
+                    "qkv": _packed([a.q_proj, a.k_proj, a.v_proj]),
+                    "o": _packed([a.o_proj]),
+                    "gate_up": _packed([mlp.gate_proj, mlp.up_proj]),
+                    "down": _packed([mlp.down_proj]),
+                }
+            )
+        packs.append({"head": _packed([self.model.lm_head])})
+        self._packs = packs
+
     def _step(self, ids, pos, slots, cols, bias, keys, values):
         n = ids.shape[0]
         nh, kvh, d = self.heads, self.kv_heads, self.head_dim
@@ -194,13 +326,19 @@ class CompiledDecoder:
         sin = (emb.sin() * self.rope_scale).to(x.dtype)[:, None, :]
         scale = d**-0.5
         resid = []
+        il = self._packs
+        rd = torch.ops.specscope.rowdot_il if il is not None else None
         for i, layer in enumerate(self.layers):
             resid.append(x)
             a, mlp = layer.self_attn, layer.mlp
             h = _rms(x, layer.input_layernorm.weight, self.eps)
-            q = _rotate(_lin(h, a.q_proj).view(n, nh, d), cos, sin)
-            k = _rotate(_lin(h, a.k_proj).view(n, kvh, d), cos, sin)
-            v = _lin(h, a.v_proj).view(n, kvh, d)
+            if il is not None:
+                q, k, v = rd(h, *il[i]["qkv"]).split([nh * d, kvh * d, kvh * d], dim=-1)
+            else:
+                q, k, v = _lin(h, a.q_proj), _lin(h, a.k_proj), _lin(h, a.v_proj)
+            q = _rotate(q.reshape(n, nh, d), cos, sin)
+            k = _rotate(k.reshape(n, kvh, d), cos, sin)
+            v = v.reshape(n, kvh, d)
             keys[i].index_copy_(1, slots, k.transpose(0, 1))
             values[i].index_copy_(1, slots, v.transpose(0, 1))
             kg = keys[i][:, cols].float()  # (KV, n, B, BLOCK, d): each row's keys in its own order
@@ -208,12 +346,19 @@ class CompiledDecoder:
             qg = q.view(n, kvh, g, d).transpose(0, 1).float()  # (KV, n, G, d): a row's query heads
             o = attend(qg, kg, vg, bias, scale)  # (KV, n, G, d)
             o = o.to(x.dtype).transpose(0, 1).reshape(n, nh * d)
-            x = x + _lin(o, a.o_proj)
-            h = _rms(x, layer.post_attention_layernorm.weight, self.eps)
-            x = x + _lin(F.silu(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
+            if il is not None:
+                x = x + rd(o, *il[i]["o"])
+                h = _rms(x, layer.post_attention_layernorm.weight, self.eps)
+                gate, up = rd(h, *il[i]["gate_up"]).chunk(2, dim=-1)
+                x = x + rd(F.silu(gate) * up, *il[i]["down"])
+            else:
+                x = x + _lin(o, a.o_proj)
+                h = _rms(x, layer.post_attention_layernorm.weight, self.eps)
+                x = x + _lin(F.silu(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
         resid.append(x)
         x = _rms(x, self.model.model.norm.weight, self.eps)
-        return _lin(x, self.model.lm_head), x, torch.stack(resid, dim=1)
+        head = rd(x, *il[-1]["head"]) if il is not None else _lin(x, self.model.lm_head)
+        return head, x, torch.stack(resid, dim=1)
 
     def compiled(self):
         with self._lock:
@@ -246,6 +391,7 @@ class CompiledDecoder:
             # buffers made as sessions make them (under inference mode, in prefill): the graph's
             # guards check it, so a warm-up over plain tensors would be compiled a second time
             with torch.inference_mode():
+                self._make_packs()
                 kv = self.empty_kv(kv_len)
             # dynamic from the start: one graph for every block size of 2 or more, and one for a
             # single row (sizes 0 and 1 are always specialised): the row-set probe and plain

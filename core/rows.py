@@ -189,7 +189,9 @@ def _key(adapter, path: str | None = None) -> str:
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
     h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
     path = path or getattr(adapter, "path", "eager")
-    path = "" if path == "eager" else f"{path}/{compiled.VERSION}|"
+    fast = getattr(adapter, "compiled", None)
+    rd = "-rowdot" if path == "compiled" and getattr(fast, "products", None) == "rowdot" else ""
+    path = "" if path == "eager" else f"{path}/{compiled.VERSION}{rd}|"
     return (
         f"rows/{VERSION}.{tree_attention.VERSION}|{path}{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
         f"{str(adapter.dtype).replace('torch.', '')}|{adapter.device}|{h}"

@@ -16,6 +16,7 @@ from core import rows as R
 from core.api import warm
 from core.drafters import ModelDrafter, spec_for
 from core.engine import generate
+from core.errors import InputError
 from core.pairs import Pair
 from tools.tiny import tiny_model_dir
 
@@ -438,3 +439,62 @@ def test_release_frees_the_weights_frozen_into_compiled_graphs():
     gc.collect()
     left = sum(w() is not None for w in weights)
     assert left == 0, f"{left} of {len(weights)} weights still in memory"
+
+
+def test_the_products_follow_their_measurement(monkeypatch, tmp_path):
+    """``compiled.products``: rowdot's interleaved kernel where it measured cheaper than the library's
+    packed product on this machine (and only where it runs: bfloat16, AVX512-BF16), the verdict kept
+    per machine, the operator's ``SPECSCOPE_COMPILED_PRODUCTS`` above both (red with the timing
+    ignored, or a forced rowdot taken where it cannot run)."""
+    from core import rowdot
+
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.delenv("SPECSCOPE_COMPILED_PRODUCTS", raising=False)
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    able = rowdot.available() and rowdot.dpbf16()
+    for times, want in (({"rowdot": 1.0, "library": 2.0}, "rowdot"), ({"rowdot": 2.0, "library": 1.0}, "library")):
+        (tmp_path / "tuning.json").unlink(missing_ok=True)
+        calls = []
+        monkeypatch.setattr(compiled, "_time_products", lambda mats, t=times: calls.append(len(mats)) or t)
+        assert compiled.products(tgt.model) == (want if able else "library")
+        assert compiled.products(tgt.model) == (want if able else "library")  # the kept verdict
+        assert len(calls) == (1 if able else 0)
+    for forced in ("rowdot", "library"):
+        monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", forced)
+        assert compiled.products(tgt.model) == (forced if able else "library")
+    f32 = adapters.load(tiny_model_dir("qwen2"), dtype="float32")
+    assert compiled.products(f32.model) == "library"  # rowdot_il is a bfloat16 kernel
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "fastest")
+    with pytest.raises(InputError):
+        compiled.products(tgt.model)
+
+
+def test_on_rowdots_products_a_single_row_is_exact_and_speculative_is_plain(monkeypatch, tmp_path):
+    """The compiled forward on rowdot's interleaved kernel (where it runs): close to transformers'
+    forward, its row set one group from a single row up (so plain steps run unpadded), and
+    speculative decoding bit-identical to plain decoding for every strategy."""
+    from core import rowdot
+
+    if not (rowdot.available() and rowdot.dpbf16()):
+        pytest.skip("rowdot_dpbf16: not built here (no AVX512-BF16, or no compiler)")
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "rowdot")
+    tgt = adapters.load(tiny_model_dir(FAMILY), dtype="bfloat16", kernels="rowdot")
+    assert tgt.compiled.products == "rowdot"
+    assert tgt.compiled.warm(), tgt.compiled.failed
+    ids = torch.randint(0, tgt.vocab_size, (40,), generator=torch.Generator().manual_seed(1))
+    sess, _, _ = tgt.prefill(tgt.encode_ids(ids[:30]))
+    ref, _ = tgt.forward(sess, ids[30:].tolist())
+    tgt.use_compiled = True
+    rows = R.row_set(tgt, refresh=True)
+    assert rows.sizes == R.CANDIDATES and rows.groups == (R.CANDIDATES,) and rows.trees, rows
+    sess, _, _ = tgt.prefill(tgt.encode_ids(ids[:30]))
+    assert isinstance(sess.cache, compiled.StaticKV)
+    got, _ = tgt.forward(sess, ids[30:].tolist())
+    assert torch.allclose(got.float(), ref.float(), atol=3e-2, rtol=3e-2)
+    drafter = ModelDrafter(tgt.truncated(1), "first layer")
+    plain, plain_rows = decode(tgt, None, "chain")
+    for strategy in ("auto", "chain", "tree"):
+        tr, got_rows = decode(tgt, drafter, strategy)
+        assert tr.output == plain.output, strategy
+        assert all(torch.equal(a, b) for a, b in zip(plain_rows, got_rows)), strategy

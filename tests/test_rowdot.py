@@ -59,6 +59,28 @@ def test_every_row_is_the_one_row_product(out_features, in_features, bias, dtype
         assert torch.allclose(full.double(), exact, rtol=2**-8, atol=1e-3)
 
 
+@pytest.mark.parametrize("out_features,in_features", [(8, 32), (13, 32), (16, 40), (37, 100), (264, 1536), (9, 8960)])
+def test_the_interleaved_layout_gives_rowdot_dpbf16s_numbers(out_features, in_features):
+    """``pack`` + ``interleaved=True`` (the compiled forward's products): the same sums as
+    rowdot_dpbf16 on the plain weight, bit for bit, at every row count, blocks of 8 rows, rows past
+    the last block and columns past the last chunk of 32 included (red with a block's rows or a
+    row's tail laid out one place off, or the tail summed before the chunks)."""
+    if not (rowdot.available() and rowdot.dpbf16()):
+        pytest.skip("rowdot_dpbf16: not built here (no AVX512-BF16, or no compiler)")
+    g = torch.Generator().manual_seed(out_features + in_features)
+    w = torch.randn(out_features, in_features, generator=g).bfloat16()
+    b = torch.randn(out_features, generator=g)
+    packed = rowdot.pack(w)
+    assert packed.shape == w.shape
+    x = torch.randn(9, in_features, generator=g).bfloat16()
+    for bias in (None, b):
+        for n in (1, 2, 3, 4, 5, 8, 9):
+            assert torch.equal(rowdot.sums(x[:n], packed, bias, interleaved=True), rowdot.sums(x[:n], w, bias)), (n, bias is None)
+    assert torch.equal(rowdot.linear(x, packed, b, interleaved=True), rowdot.linear(x, w, b))
+    with pytest.raises(TypeError):
+        rowdot.sums(x.float(), packed, None, interleaved=True)
+
+
 @needs_kernel
 def test_the_thread_count_changes_no_bit(dtype):
     g = torch.Generator().manual_seed(1)

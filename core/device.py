@@ -157,7 +157,7 @@ def kernels_default() -> str:
     return k
 
 
-KERNELS = ("auto", "stock", "dense", "onednn", "packed", "rowdot", "bf16", "rowbf16", "int8")
+KERNELS = ("auto", "stock", "dense", "onednn", "packed", "rowdot", "rowil", "bf16", "rowbf16", "int8")
 COMPILE = ("auto", "off")
 
 

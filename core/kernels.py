@@ -26,6 +26,9 @@ Paths:
             bit; float32 or bfloat16 (float32 sums), where a C compiler is found
     bf16    weight and input rounded to bfloat16 (a drafter's precision cannot change the output:
             the target verifies every token; never used for a target)
+    rowil   rowdot's bfloat16 kernel on a copy of the weight laid out as it reads it (``rowdot.pack``:
+            one stream a block of 8 rows; AVX512-BF16 only): rowdot's numbers bit for bit, so the row
+            probe counts it as rowdot (``SAME_NUMBERS``); read at up to a torch sum's rate
     rowbf16 the same roundings on rowdot's bfloat16 kernel, float32 sums kept (drafters only; the
             one-row product where the library's bfloat16 one is slow: a 1536x4608 matrix 4x)
     int8    weight quantized per output channel to int8, input quantized per call (fbgemm's
@@ -74,6 +77,10 @@ def _rowbf16(x, w, b):
     return rowdot.sums(x.to(w.dtype), w, b).to(x.dtype)
 
 
+def _rowil(x, w, b):
+    return rowdot.linear(x, w, b, interleaved=True)
+
+
 def _int8(x, packed, _):
     return torch.ops.quantized.linear_dynamic(x, packed, True)
 
@@ -83,14 +90,17 @@ PATHS = {
     "onednn": _onednn,
     "packed": _onednn,
     "rowdot": rowdot.linear,
+    "rowil": _rowil,
     "bf16": _bf16,
     "rowbf16": _rowbf16,
     "int8": _int8,
 }
 ROLE_PATHS = {  # packed: on _pack(w)
-    "target": ("dense", "onednn", "packed", "rowdot"),
-    "drafter": ("dense", "onednn", "packed", "rowdot", "bf16", "rowbf16", "int8"),
+    "target": ("dense", "onednn", "packed", "rowdot", "rowil"),
+    "drafter": ("dense", "onednn", "packed", "rowdot", "rowil", "bf16", "rowbf16", "int8"),
 }
+SAME_NUMBERS = {"rowil": "rowdot"}  # paths computing another's numbers bit for bit (tests/test_rowdot.py)
+ROWS_CAPPED = ("rowdot", "rowil")  # paths not for a prompt's rows (``_beyond``)
 PACK_HINT = 4  # the row count oneDNN lays the packed weight out for (any row count runs on it)
 LOSSY = ("bf16", "rowbf16", "int8")  # never for a target: its numbers are the output
 PER_CALL_SCALE = ("int8",)  # one input scale per call: not for a linear marked ``raw_inputs``
@@ -105,6 +115,8 @@ def available(path: str, dtype: torch.dtype = torch.float32) -> bool:
         return torch.backends.mkldnn.is_available() and _runs(_packed_probe, dtype)
     if path == "rowdot":
         return rowdot.available(dtype)
+    if path == "rowil":
+        return dtype == torch.bfloat16 and rowdot.available(dtype) and rowdot.dpbf16()
     if path == "int8":
         return dtype == torch.float32 and "fbgemm" in torch.backends.quantized.supported_engines
     if path == "rowbf16":
@@ -216,8 +228,12 @@ def _rowbf16_copy(lin: nn.Linear):
     return lin.weight.detach().to(torch.bfloat16).contiguous(), None if lin.bias is None else lin.bias.detach().float()
 
 
-COPIES = {"packed": _packed_copy, "bf16": _bf16_copy, "rowbf16": _rowbf16_copy, "int8": _int8_copy}
-COPY_BYTES = {"packed": 1.0, "bf16": 0.5, "rowbf16": 0.5, "int8": 0.25}  # of the dense weight's bytes
+def _rowil_copy(lin: nn.Linear):
+    return rowdot.pack(lin.weight), None if lin.bias is None else lin.bias.detach().float()
+
+
+COPIES = {"packed": _packed_copy, "rowil": _rowil_copy, "bf16": _bf16_copy, "rowbf16": _rowbf16_copy, "int8": _int8_copy}
+COPY_BYTES = {"packed": 1.0, "rowil": 1.0, "bf16": 0.5, "rowbf16": 0.5, "int8": 0.25}  # of the dense weight's bytes
 
 
 _reserved = 0  # bytes promised to memory not taken yet (a compiled forward still to build: core.compiled)
@@ -272,7 +288,7 @@ def _key(lin: nn.Linear, paths) -> str:
     return (
         f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"
         f"{str(lin.weight.dtype).replace('torch.', '')}|{lin.out_features}x{lin.in_features}|"
-        f"bias={lin.bias is not None}|{','.join(paths)}" + (f"|rowdot={rowdot.version()}" if "rowdot" in paths else "")
+        f"bias={lin.bias is not None}|{','.join(paths)}" + (f"|rowdot={rowdot.version()}" if set(paths) & set(ROWS_CAPPED) else "")
     )
 
 
@@ -309,15 +325,15 @@ def _table(times: dict[str, dict[int, float]], uniform_from: int | None = None) 
 
 def _beyond(times: dict[str, dict[int, float]], last: str) -> str:
     """The path of a forward of more rows than were measured (a prompt's prefill): the last measured
-    count's, unless that is rowdot, which hands such blocks to ``F.linear``, a path nobody measured
+    count's, unless that is rowdot (or rowil), which hands such blocks to ``F.linear``, a path nobody measured
     for them: then the fastest other path there (on the AVX512-BF16 EPYC the two were alike at 150
     rows, 9.8 against 9.2 ms for the 1536x8960 matrix; not so where the stock product is slow). A
     prefill is shared by plain and speculative decoding, so it may run on another path than the
     verifies (none has that many rows: ``core.rows.CANDIDATES``)."""
-    if last != "rowdot":
+    if last not in ROWS_CAPPED:
         return last
     n = max(next(iter(times.values())))
-    others = {p: t[n] for p, t in times.items() if p != "rowdot"}
+    others = {p: t[n] for p, t in times.items() if p not in ROWS_CAPPED}
     return min(others, key=others.get) if others else "dense"
 
 

@@ -23,6 +23,8 @@ on two threads where oneDNN's packed product read 33-34 and the widening kernel 
 same bytes: 47-54; docs/results.md). ``SPECSCOPE_ROWDOT_DPBF16=0`` takes the widening kernel (tests).
 
     linear(x, w, b)      # F.linear for float32 or bfloat16 CPU tensors (x: (..., K), w: (O, K), b: (O,) or None)
+    linear(x, pack(w), b, interleaved=True)  # the same numbers (rowdot_dpbf16 only), read faster:
+                         # the weights laid out as the kernel reads them (rowdot_il; core/compiled.py)
     available()          # False where no C compiler builds it (the reason: ``why_not()``)
 
 The shared object is built once per machine with ``cc -O3 -march=native -fopenmp`` (under a

@@ -18,7 +18,7 @@ in chunks of s rows, for every candidate s (the last chunk padded to s), each ch
 explicit causal mask exactly as the engine's verify forwards are fed, and groups the sizes whose
 logits agree bit for bit at every position of both: chunked decoding at two sizes of one group gives the same numbers, so any mix of them
 does. Sizes whose products take different paths (``core.kernels`` may pick one path for a one-row
-product and another for blocks) are never grouped, however well they agree on the probe: two
+product and another for blocks; rowil counts as rowdot: the same numbers) are never grouped, however well they agree on the probe: two
 algorithms agree on most rows and differ on a few (measured: the tiny Idefics3 target in bfloat16,
 one-row products on MKL, blocks on rowdot, equal on the probe, one logits row in 24 different in
 real decoding). The engine then runs every target forward (plain steps and verifies) at a size of the chosen
@@ -271,7 +271,7 @@ def probe(adapter, candidates=CANDIDATES, tokens: int = TOKENS, prefixes=PREFIXE
                     lg, _ = adapter.forward(sess, part, torch.arange(start, start + r), causal_mask(start, r, start + r), rows=s)
                 sync()
                 best = min(best, time.perf_counter() - t0)
-                paths.setdefault(s, tuple(taken))
+                paths.setdefault(s, tuple(kernels.SAME_NUMBERS.get(p, p) for p in taken))
                 adapter.keep(sess, start, list(range(r)))
                 chunks.append(lg.float())
                 at += r

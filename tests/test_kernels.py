@@ -26,6 +26,24 @@ def test_every_path_computes_the_linear(path, rows):
     assert d.weight is lin.weight and d.bias is lin.bias
 
 
+def test_rowil_computes_rowdots_numbers_and_leaves_a_prompt_to_another_path():
+    """rowil (the interleaved copy) gives rowdot's products bit for bit on a bfloat16 linear, keeps
+    the weights shared, and, like rowdot, never takes a prompt's rows (``_beyond``)."""
+    if not kernels.available("rowil", torch.bfloat16):
+        pytest.skip("rowil: no AVX512-BF16 rowdot_dpbf16 here")
+    torch.manual_seed(0)
+    lin = nn.Linear(40, 37).bfloat16()
+    il = kernels.DispatchLinear(lin, ["rowil"] * 65, kernels._copies(lin, ["rowil"]))
+    rd = kernels.DispatchLinear(lin, ["rowdot"] * 65)
+    for rows in (1, 3, 17):
+        x = torch.randn(1, rows, 40).bfloat16()
+        assert torch.equal(il(x), rd(x)), rows
+    assert il.weight is lin.weight and not kernels.available("rowil", torch.float32)
+    times = {"rowil": {1: 1.0, 64: 1.0}, "rowdot": {1: 2.0, 64: 2.0}, "packed": {1: 3.0, 64: 3.0}}
+    assert kernels._table(times, kernels.UNIFORM_FROM)[-1] == "packed"
+    assert kernels.SAME_NUMBERS["rowil"] == "rowdot"  # the row probe groups them (core.rows)
+
+
 def test_a_linear_with_raw_inputs_never_takes_the_per_call_input_scale(monkeypatch, tmp_path):
     """int8 quantizes each call's input with one scale: a linear marked ``raw_inputs`` (an EAGLE-3
     head's fc, fed the target's residual streams) keeps to the other paths even where int8 is
@@ -145,11 +163,16 @@ def test_measured_choice_is_cached(monkeypatch):
     assert calls == [] and again.kernels["paths"] == tgt.kernels["paths"]
 
 
-@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "rowdot", "auto"])
+@pytest.mark.parametrize("path", ["dense", "onednn", "packed", "rowdot", "rowil", "auto"])
 @pytest.mark.parametrize("family", ["llama", "llava", "qwen2_vl"])
 def test_speculative_equals_ar_on_each_path(family, path):
-    tgt = adapters.load(tiny_model_dir(family), kernels=path)
-    small = adapters.load(tiny_model_dir(family, num_layers=1, seed=1), kernels=path, role="drafter")
+    dtype = {}
+    if path == "rowil":  # a bfloat16 kernel (AVX512-BF16)
+        if not kernels.available("rowil", torch.bfloat16):
+            pytest.skip("rowil: no AVX512-BF16 rowdot_dpbf16 here")
+        dtype = {"dtype": "bfloat16"}
+    tgt = adapters.load(tiny_model_dir(family), kernels=path, **dtype)
+    small = adapters.load(tiny_model_dir(family, num_layers=1, seed=1), kernels=path, role="drafter", **dtype)
     img = tiny_image() if family != "llama" else None
     prompt = "hello world hello world"
     ref = generate(tgt, prompt, img, max_new_tokens=16).output

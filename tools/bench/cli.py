@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--kernels",
-        choices=["auto", "stock", "dense", "onednn", "packed", "rowdot"],
+        choices=["auto", "stock", "dense", "onednn", "packed", "rowdot", "rowil"],
         default=None,
         help="our engine's product paths (default: $SPECSCOPE_KERNELS, else auto = measured)",
     )

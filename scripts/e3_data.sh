@@ -21,6 +21,9 @@ STAGES=${STAGES:-distill features}
 mkdir -p "$R"
 export OMP_NUM_THREADS=${THREADS:-1}
 [ -s "$R/prompts.jsonl" ] || $PY -m tools.train.code_prompts --out "$R/prompts.jsonl" --n "$N" --seed 0 --heldout 200
+# more prompts (twenty-fifth session): seed 1, new functions only, none from the held-out packages
+[ -s "$R/prompts_s1.jsonl" ] || $PY -m tools.train.code_prompts --out "$R/prompts_s1.jsonl" --n 8000 --seed 1 --heldout 200 \
+  --not-sources "$R/prompts.jsonl" --not-packages "$R/prompts.heldout.jsonl" docs/results/e3_heldout_prompts.jsonl
 if [ ! -s "$R/train.jsonl" ] && [ -s "$KEEP" ]; then
   gunzip -c "$KEEP" > "$R/train.jsonl"
   echo "resumed from $KEEP: $(wc -l < "$R/train.jsonl") answers"
@@ -30,8 +33,10 @@ for stage in $STAGES; do
     # once the feature cache exists (its vocabulary is fixed from the first answers), the answers'
     # features are taken while they are decoded (distill --features): no second pass over them
     distill) FEATS=(); [ -s "$R/feats/vocab.json" ] && FEATS=(--features "$R/feats")
-        nice -n 10 $PY -m tools.train.distill --target "$T" --prompts "$R/prompts.jsonl" --out "$R/train.jsonl" \
-        --batch 32 --window 4 --max-new-tokens 128 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --kernels stock "${FEATS[@]}" ;;
+        for P in prompts.jsonl prompts_s1.jsonl; do
+        nice -n 10 $PY -m tools.train.distill --target "$T" --prompts "$R/$P" --out "$R/train.jsonl" \
+        --batch 32 --window 4 --max-new-tokens 128 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --kernels stock "${FEATS[@]}"
+        done ;;
     features) nice -n 10 $PY -m tools.train.features --target "$T" --data "$R/train.jsonl" --out "$R/feats" \
         --draft-vocab 8192 --vocab-samples 512 --top-k 64 --max-tokens 384 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --wait-minutes 5 ;;
     keep) mkdir -p "$(dirname "$KEEP")" && gzip -9 -c "$R/train.jsonl" > "$KEEP.tmp" && mv "$KEEP.tmp" "$KEEP"

@@ -39,6 +39,23 @@ def test_real_packages_deterministic_split_and_budget(packages, tmp_path):
     assert len(kinds) >= 5  # several kinds of prompt
 
 
+def test_a_second_seed_keeps_off_the_first_seeds_functions_and_held_out_packages(packages, tmp_path):
+    """--not-sources / --not-packages: another seed's prompts about new functions only, none from
+    the packages of an earlier held-out set (red with either filter dropped)."""
+    plain, _ = cp.build(300, seed=1, packages=packages)
+    first, first_held = tmp_path / "a.jsonl", tmp_path / "a.heldout.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in plain[:50]))  # functions prompted before
+    first_held.write_text(json.dumps(plain[-1]) + "\n")  # a package held out before
+    held = cp.package_of(plain[-1]["source"])
+    second = tmp_path / "b.jsonl"
+    args = ["--out", str(second), "--n", "300", "--seed", "1", "--not-sources", str(first), "--not-packages", str(first_held)]
+    assert cp.main(args) == 0
+    rows = [json.loads(x) for x in second.read_text().splitlines()]
+    seen = {r["source"] for r in plain[:50]}
+    assert rows == [r for r in plain if r["source"] not in seen and cp.package_of(r["source"]) != held]
+    assert len(rows) < len(plain) - 50
+
+
 def _fn(name, body_lines, doc=None):
     body = "".join(f"    x{i} = {i} * 2\n" for i in range(body_lines))
     d = f'    """{doc}"""\n' if doc else ""

@@ -13,6 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "e3_data.sh"
 def run(stages: str, cache: Path, keep: Path) -> subprocess.CompletedProcess:
     cache.mkdir(exist_ok=True)
     (cache / "prompts.jsonl").write_text('{"prompt": "p"}\n')  # made already: no prompt generation
+    (cache / "prompts_s1.jsonl").write_text('{"prompt": "q"}\n')
     env = {**os.environ, "STAGES": stages, "R": str(cache), "KEEP": str(keep), "PY": "false"}
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
@@ -62,3 +63,18 @@ def test_the_distill_stage_takes_features_once_the_cache_exists(tmp_path):
     later = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     assert later.returncode == 0, later.stderr
     assert f"--features {cache / 'feats'}" in later.stdout
+
+
+def test_the_second_prompt_set_keeps_off_the_first_and_is_distilled_after_it(tmp_path):
+    """The seed-1 prompts are made from the first set's functions and held-out packages left out,
+    and the distill stage answers both files, the first one first."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "prompts.jsonl").write_text('{"prompt": "p"}\n')
+    env = {**os.environ, "STAGES": "distill", "R": str(cache), "KEEP": str(tmp_path / "k.gz"), "PY": "echo"}
+    r = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    made = next(ln for ln in r.stdout.splitlines() if "prompts_s1.jsonl --n" in ln)
+    assert f"--not-sources {cache / 'prompts.jsonl'}" in made and f"--not-packages {cache / 'prompts.heldout.jsonl'}" in made
+    runs = [ln for ln in r.stdout.splitlines() if "tools.train.distill" in ln]
+    assert [ln.split("--prompts ")[1].split()[0] for ln in runs] == [str(cache / "prompts.jsonl"), str(cache / "prompts_s1.jsonl")]

@@ -21,6 +21,9 @@ prompt at most ``--max-chars`` characters (code trimmed at a line, "# ..." marki
 training prompts come from (whole packages set aside first, none of the largest), for
 evaluation.
 
+``--not-sources F...`` / ``--not-packages F...``: leave out the functions of earlier prompt files
+and the packages of their held-out sets (more prompts from another seed: ``avoid``).
+
 ``--answers reference``: only the two kinds whose answer the file itself holds, each row with an
 ``"answer"``: "write it from its docstring's first sentence" (the function's code as written) and
 "add a docstring" (the code with its docstring back). Such rows go straight to
@@ -408,6 +411,20 @@ def _prefix(package: str, rel: str) -> str:
     return f"stdlib/{rel}" if package.startswith("stdlib/") else f"{package}/{rel}"
 
 
+def avoid(rows: list[dict], sources: set[str], packages: set[str]) -> list[dict]:
+    """``rows`` without those about a function in ``sources`` or from a package in ``packages``: a
+    second seed's prompts that add new functions only and keep off the first seed's held-out set."""
+    return [r for r in rows if r["source"] not in sources and package_of(r["source"]) not in packages]
+
+
+def _sources(paths: list[str]) -> set[str]:
+    out: set[str] = set()
+    for path in paths:
+        with open(path) as f:
+            out |= {json.loads(line)["source"] for line in f if line.strip()}
+    return out
+
+
 def _write(path: str, rows: list[dict]) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -433,6 +450,20 @@ def main(argv=None):
         default="none",
         help="reference: only prompts whose answer is the file's own code, written with it (no distillation)",
     )
+    ap.add_argument(
+        "--not-sources",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="prompt files whose functions are not prompted again (another seed's training prompts)",
+    )
+    ap.add_argument(
+        "--not-packages",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="prompt files whose packages are left out (held-out sets made with another seed)",
+    )
     args = ap.parse_args(argv)
     if args.max_chars < 400:
         ap.error("--max-chars must be at least 400")
@@ -447,6 +478,8 @@ def main(argv=None):
         args.max_share,
         answers=args.answers == "reference",
     )
+    if args.not_sources or args.not_packages:
+        rows = avoid(rows, _sources(args.not_sources), {package_of(x) for x in _sources(args.not_packages)})
     _write(args.out, rows)
     print(f"wrote {len(rows)} prompts from {len({package_of(r['source']) for r in rows})} packages to {args.out}", flush=True)
     if args.heldout:

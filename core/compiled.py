@@ -39,7 +39,6 @@ cache is copied into the static buffers. One graph serves every block size and c
 from __future__ import annotations
 
 import functools
-import json
 import os
 import threading
 import time
@@ -148,7 +147,7 @@ def products(model) -> str:
     per machine (the tuning file, key "compiled_products")."""
     from . import rowdot
     from .errors import InputError
-    from .machine import cpu_name, tuning_path, update_tuning
+    from .machine import cpu_name, tuned, update_tuning
 
     want = os.environ.get("SPECSCOPE_COMPILED_PRODUCTS", "").strip().lower() or "auto"
     if want not in ("auto", *PRODUCTS):
@@ -162,10 +161,7 @@ def products(model) -> str:
         f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|rowdot={rowdot.version()}|rows={PRODUCT_ROWS}|"
         + ",".join(f"{o}x{k}*{c}" for (o, k), (_, c) in mats.items())
     )
-    try:
-        hit = json.loads(tuning_path().read_text()).get("compiled_products", {}).get(key)
-    except (OSError, ValueError):
-        hit = None
+    hit = tuned("compiled_products", key)
     if hit is None:
         hit = _time_products(mats)
         update_tuning(lambda d: d.setdefault("compiled_products", {}).__setitem__(key, hit))
@@ -189,13 +185,13 @@ def _time_products(mats: dict, rounds: int = 3) -> dict:
     shape (weights read from memory: the largest, last, flushes the caches for the next), times the
     number of matrices of that shape; the fastest of ``rounds`` alternated between the paths:
     {"rowdot": s, "library": s}."""
-    from . import rowdot
+    from . import kernels, rowdot
 
     order = sorted(mats.values(), key=lambda wc: wc[0].numel())
-    packs = [(rowdot.pack(w), torch.ops.mkldnn._reorder_linear_weight(w.detach(), 4), c) for w, c in order]
-    calls = {
-        "rowdot": lambda x, p: rowdot.linear(x, p[0], None, interleaved=True),
-        "library": lambda x, p: torch.ops.mkldnn._linear_pointwise(x, p[1], None, "none", [], ""),
+    packs = [(rowdot.pack(w), kernels._pack(w), c) for w, c in order]
+    calls = {  # the library's product as inductor's freezing runs it: oneDNN on a packed weight
+        "rowdot": lambda x, p: kernels.PATHS["rowil"](x, p[0], None),
+        "library": lambda x, p: kernels.PATHS["packed"](x, p[1], None),
     }
     xs = {n: [torch.randn(n, w.shape[1]).to(w.dtype) for w, _ in order] for n in PRODUCT_ROWS}
     best = {p: float("inf") for p in calls}
@@ -244,18 +240,6 @@ def _lin(x, lin):
     return F.linear(x, lin.weight, lin.bias)
 
 
-def _packed(lins) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The linears' weights stacked (their outputs side by side) in ``rowdot.pack``'s layout, and
-    their biases in float32 (zeros for one without), None if none has one."""
-    from . import rowdot
-
-    w = rowdot.pack(torch.cat([m.weight.detach() for m in lins]) if len(lins) > 1 else lins[0].weight)
-    if all(m.bias is None for m in lins):
-        return w, None
-    b = [m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features) for m in lins]
-    return w, torch.cat(b).contiguous()
-
-
 class CompiledDecoder:
     """The decoder's forward written once over the model's own weights, compiled by inductor."""
 
@@ -273,7 +257,6 @@ class CompiledDecoder:
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         self._fn = None
-        self.products = products(model)  # "rowdot" or "library": measured (``products``)
         self._packs: list[dict] | None = None  # rowdot's weight copies, made at the compile
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -286,6 +269,11 @@ class CompiledDecoder:
 
         kernels.reserve(self.reserved)
 
+    @functools.cached_property
+    def products(self) -> str:
+        """ "rowdot" or "library": measured (``products``) when first asked (the row-set key, the compile)."""
+        return products(self.model)
+
     @property
     def ready(self) -> bool:
         return self.compile_s is not None and not self.failed
@@ -296,23 +284,25 @@ class CompiledDecoder:
 
     # ---- the forward ------------------------------------------------------------------
     def _make_packs(self) -> None:
-        """rowdot's copies of the weights (``_packed``): per layer q / k / v as one, o, gate / up as
-        one, down; then the lm_head."""
+        """rowdot's copies of the weights (``rowdot.pack_linears``): per layer q / k / v as one, o,
+        gate / up as one, down; then the lm_head."""
         if self.products != "rowdot" or self._packs is not None:
             return
+        from . import rowdot
+
         _rowdot_op()
         packs = []
         for layer in self.layers:
             a, mlp = layer.self_attn, layer.mlp
             packs.append(
                 {
-                    "qkv": _packed([a.q_proj, a.k_proj, a.v_proj]),
-                    "o": _packed([a.o_proj]),
-                    "gate_up": _packed([mlp.gate_proj, mlp.up_proj]),
-                    "down": _packed([mlp.down_proj]),
+                    "qkv": rowdot.pack_linears([a.q_proj, a.k_proj, a.v_proj]),
+                    "o": rowdot.pack_linears([a.o_proj]),
+                    "gate_up": rowdot.pack_linears([mlp.gate_proj, mlp.up_proj]),
+                    "down": rowdot.pack_linears([mlp.down_proj]),
                 }
             )
-        packs.append({"head": _packed([self.model.lm_head])})
+        packs.append({"head": rowdot.pack_linears([self.model.lm_head])})
         self._packs = packs
 
     def _step(self, ids, pos, slots, cols, bias, keys, values):

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
 import warnings
 
@@ -57,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import rowdot
-from .machine import cpu_name, tuning_path, update_tuning
+from .machine import cpu_name, tuned, update_tuning
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)  # row counts measured; inputs between two use the larger one
 TABLE = ROWS[-1] + 2  # a path table's length: rows 0..ROWS[-1], then one path for every longer forward
@@ -229,7 +228,7 @@ def _rowbf16_copy(lin: nn.Linear):
 
 
 def _rowil_copy(lin: nn.Linear):
-    return rowdot.pack(lin.weight), None if lin.bias is None else lin.bias.detach().float()
+    return rowdot.pack_linears([lin])
 
 
 COPIES = {"packed": _packed_copy, "rowil": _rowil_copy, "bf16": _bf16_copy, "rowbf16": _rowbf16_copy, "int8": _int8_copy}
@@ -293,10 +292,7 @@ def _key(lin: nn.Linear, paths) -> str:
 
 
 def _cached(key: str):
-    try:
-        return json.loads(tuning_path().read_text()).get("kernels", {}).get(key)
-    except (OSError, ValueError):
-        return None
+    return tuned("kernels", key)
 
 
 def _store(entries: dict) -> None:

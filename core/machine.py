@@ -27,6 +27,15 @@ def tuning_path() -> Path:
     return Path(os.environ.get("SPECSCOPE_TUNING", Path.home() / ".cache" / "specscope" / "tuning.json"))
 
 
+def tuned(section: str, key: str):
+    """The tuning file's entry ``key`` of ``section`` (None where the file, the section or the entry
+    is missing or the file unreadable): what an earlier process measured on this machine."""
+    try:
+        return json.loads(tuning_path().read_text()).get(section, {}).get(key)
+    except (OSError, ValueError):
+        return None
+
+
 def update_tuning(change) -> bool:
     """Apply ``change(data)`` (it edits the dict in place) to the tuning file: under an exclusive
     lock (several processes measure at once: the app, a bench, test workers) and written to a

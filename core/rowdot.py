@@ -159,6 +159,17 @@ def pack(w: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def pack_linears(lins) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``pack`` of the linears' weights stacked (their outputs side by side: one call computes them
+    all, each output the same dot product as alone), and their biases in float32 (zeros for one
+    without), None if none has one."""
+    w = pack(torch.cat([m.weight.detach() for m in lins]) if len(lins) > 1 else lins[0].weight)
+    if all(m.bias is None for m in lins):
+        return w, None
+    b = [m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features) for m in lins]
+    return w, torch.cat(b).contiguous()
+
+
 def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interleaved: bool = False) -> torch.Tensor:
     """The float32 sums behind ``linear`` (for bfloat16, before the one rounding: what the row
     invariance is about; a rounding to 8 bits would hide a changed order in the tests)."""

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import compiled, kernels, tree_attention
-from .machine import cpu_name, tuning_path, update_tuning
+from .machine import cpu_name, tuned, update_tuning
 
 CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
 TOKENS = 32  # positions compared
@@ -199,10 +199,7 @@ def _key(adapter, path: str | None = None) -> str:
 
 
 def _cached(key: str) -> RowSet | None:
-    try:
-        d = json.loads(tuning_path().read_text()).get("rows", {}).get(key)
-    except (OSError, ValueError):
-        return None
+    d = tuned("rows", key)
     return RowSet.from_json(d) if isinstance(d, dict) else None
 
 

@@ -56,6 +56,17 @@ def test_a_second_seed_keeps_off_the_first_seeds_functions_and_held_out_packages
     assert len(rows) < len(plain) - 50
 
 
+@pytest.mark.parametrize("content", [None, "not json\n", '{"prompt": "no source"}\n'])
+def test_an_unreadable_file_to_keep_off_is_a_usage_error(tmp_path, capsys, content):
+    bad = tmp_path / "bad.jsonl"
+    if content is not None:
+        bad.write_text(content)
+    with pytest.raises(SystemExit) as e:
+        cp.main(["--out", str(tmp_path / "b.jsonl"), "--n", "5", "--not-sources", str(bad)])
+    assert e.value.code == 2 and "not a readable prompt file" in capsys.readouterr().err
+    assert not (tmp_path / "b.jsonl").exists()
+
+
 def _fn(name, body_lines, doc=None):
     body = "".join(f"    x{i} = {i} * 2\n" for i in range(body_lines))
     d = f'    """{doc}"""\n' if doc else ""

@@ -10,11 +10,14 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "e3_data.sh"
 
 
-def run(stages: str, cache: Path, keep: Path) -> subprocess.CompletedProcess:
+def run(stages: str, cache: Path, keep: Path, py: str = "false", second_set: bool = True) -> subprocess.CompletedProcess:
+    """The script on ``cache`` with ``PY=py`` (false: no Python stage may run; echo: print its
+    commands), the first prompt set made already, the second too unless ``second_set`` is False."""
     cache.mkdir(exist_ok=True)
     (cache / "prompts.jsonl").write_text('{"prompt": "p"}\n')  # made already: no prompt generation
-    (cache / "prompts_s1.jsonl").write_text('{"prompt": "q"}\n')
-    env = {**os.environ, "STAGES": stages, "R": str(cache), "KEEP": str(keep), "PY": "false"}
+    if second_set:
+        (cache / "prompts_s1.jsonl").write_text('{"prompt": "q"}\n')
+    env = {**os.environ, "STAGES": stages, "R": str(cache), "KEEP": str(keep), "PY": py}
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -52,15 +55,12 @@ def test_the_distill_stage_takes_features_once_the_cache_exists(tmp_path):
     """Before the feature cache has its vocabulary (fixed from the first answers) the answers come
     alone; after, the distill stage writes their features into it as it decodes them."""
     cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "prompts.jsonl").write_text('{"prompt": "p"}\n')
-    env = {**os.environ, "STAGES": "distill", "R": str(cache), "KEEP": str(tmp_path / "k.gz"), "PY": "echo"}
-    first = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    first = run("distill", cache, tmp_path / "k.gz", py="echo")
     assert first.returncode == 0, first.stderr
     assert "tools.train.distill" in first.stdout and "--features" not in first.stdout
     (cache / "feats").mkdir()
     (cache / "feats" / "vocab.json").write_text('{"draft_to_target": [0]}')
-    later = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    later = run("distill", cache, tmp_path / "k.gz", py="echo")
     assert later.returncode == 0, later.stderr
     assert f"--features {cache / 'feats'}" in later.stdout
 
@@ -69,10 +69,7 @@ def test_the_second_prompt_set_keeps_off_the_first_and_is_distilled_after_it(tmp
     """The seed-1 prompts are made from the first set's functions and held-out packages left out,
     and the distill stage answers both files, the first one first."""
     cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "prompts.jsonl").write_text('{"prompt": "p"}\n')
-    env = {**os.environ, "STAGES": "distill", "R": str(cache), "KEEP": str(tmp_path / "k.gz"), "PY": "echo"}
-    r = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    r = run("distill", cache, tmp_path / "k.gz", py="echo", second_set=False)
     assert r.returncode == 0, r.stderr
     made = next(ln for ln in r.stdout.splitlines() if "prompts_s1.jsonl --n" in ln)
     assert f"--not-sources {cache / 'prompts.jsonl'}" in made and f"--not-packages {cache / 'prompts.heldout.jsonl'}" in made

@@ -467,6 +467,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.max_chars < 400:
         ap.error("--max-chars must be at least 400")
+    try:  # read before the packages are walked: a wrong path fails at once
+        sources, packages = _sources(args.not_sources), {package_of(x) for x in _sources(args.not_packages)}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        ap.error(f"--not-sources / --not-packages: not a readable prompt file ({type(e).__name__}: {e})")
     rows, held = build(
         args.n,
         args.seed,
@@ -479,7 +483,7 @@ def main(argv=None):
         answers=args.answers == "reference",
     )
     if args.not_sources or args.not_packages:
-        rows = avoid(rows, _sources(args.not_sources), {package_of(x) for x in _sources(args.not_packages)})
+        rows = avoid(rows, sources, packages)
     _write(args.out, rows)
     print(f"wrote {len(rows)} prompts from {len({package_of(r['source']) for r in rows})} packages to {args.out}", flush=True)
     if args.heldout:

@@ -51,7 +51,7 @@ GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
-VERSION = 4  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 5  # bump when the computation changes: row sets measured on it are measured again
 PRODUCTS = ("library", "rowdot")  # the products' two paths (``products``); rowdot's is in row-set keys
 PRODUCT_ROWS = (1, 2, 4)  # the row counts the products' choice is timed at: plain steps (padded or not), a verify
 
@@ -357,6 +357,12 @@ class CompiledDecoder:
 
                 ic.freezing = True  # weights are constants: packed once for the CPU's kernels
                 ic.cpp_wrapper = True  # one C++ call per step, not a Python line per kernel
+                # every bfloat16 result rounded where eager rounds it, whatever inductor fuses: left
+                # out, a fused kernel keeps some sums in float32 (several residual adds, then the
+                # norm's sum of squares over the unrounded values), and which ones depends on the
+                # graph: the one-row graph's kernels kept others than the many-row graph's, so one
+                # row computed unlike a row of a verify (docs/results.md, twenty-sixth session)
+                ic.emulate_precision_casts = True
                 import torch.fx.experimental._config as fx_config
 
                 fx_config.use_duck_shape = False  # a block of 2 rows is not the 2 KV heads' size

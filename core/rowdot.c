@@ -11,6 +11,7 @@
  * odd k, and x laid out alike by the caller). Built and loaded by core/rowdot.py (no floating-point
  * reassociation is allowed: no -ffast-math). */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -274,7 +275,9 @@ void rowdot_il_pack(const uint16_t *w, uint16_t *out, long K, long O) {
     memcpy(out + O / IL * IL * K, w + O / IL * IL * K, (O % IL) * K * 2);
 }
 
-INLINE void ilblk(const uint16_t *x, int R, const uint16_t *blk, const float *b, float *y, long K, long O, long o) {
+/* R rows of x (1..4) against the block of IL weight rows at blk (outputs o..o+IL-1): yo[r * ys + c]
+ * (yo: row 0's output o; ys: the stride between rows), plus bo[c] (bo: the bias from o, or NULL). */
+INLINE void ilblk(const uint16_t *x, int R, const uint16_t *blk, const float *bo, float *yo, long K, long ys) {
     __m512 acc[4][IL];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < IL; c++) acc[r][c] = _mm512_setzero_ps();
@@ -297,22 +300,42 @@ INLINE void ilblk(const uint16_t *x, int R, const uint16_t *blk, const float *b,
             float s = hsum16(acc[r][c]), t = 0.0f;
             for (long k = 0; k < T; k++) t += bf(x[r * K + KC + k]) * bf(tail[c * T + k]);
             s += t;
-            y[r * O + o + c] = b ? s + b[o + c] : s;
+            yo[r * ys + c] = bo ? s + bo[c] : s;
         }
 }
 
+/* Rows four at a time, then the rest as one block; but two or three rows alone run as four, the missing
+ * rows zeros (their sums dropped): measured on the 2-core AVX512-BF16 EPYC (Zen 4) over the 1.5B
+ * target's copies in the step's order, one row took 56 ms, four rows 62, two rows 82 as a block of two
+ * (docs/results.md, twenty-sixth session). Past four rows the rest reads the weights from cache, where
+ * a block of two costs half a block of four. Every row's sums are the same whichever block computes
+ * them (a failed allocation leaves the block of two or three as it is). */
 void rowdot_il(const uint16_t *x, const uint16_t *w, const float *b, float *y, long n, long K, long O, int threads) {
+    long n4 = n - n % 4, m = n - n4;
+    uint16_t *xp = NULL;
+    if (m >= 2 && !n4) {
+        xp = calloc(4 * K, sizeof *xp);
+        if (xp) memcpy(xp, x + n4 * K, m * K * sizeof *xp);
+    }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long j = 0; j < O / IL; j++) {
         const uint16_t *blk = w + j * IL * K;
-        long i = 0;
-        for (; i + 4 <= n; i += 4) ilblk(x + i * K, 4, blk, b, y + i * O, K, O, IL * j);
-        switch (n - i) {
-        case 3: ilblk(x + i * K, 3, blk, b, y + i * O, K, O, IL * j); break;
-        case 2: ilblk(x + i * K, 2, blk, b, y + i * O, K, O, IL * j); break;
-        case 1: ilblk(x + i * K, 1, blk, b, y + i * O, K, O, IL * j); break;
+        const float *bo = b ? b + IL * j : NULL;
+        for (long i = 0; i < n4; i += 4) ilblk(x + i * K, 4, blk, bo, y + i * O + IL * j, K, O);
+        float *yr = y + n4 * O + IL * j;
+        if (xp) {
+            float t[4 * IL];
+            ilblk(xp, 4, blk, bo, t, K, IL);
+            for (long r = 0; r < m; r++) memcpy(yr + r * O, t + r * IL, IL * sizeof *t);
+        } else {
+            switch (m) {
+            case 3: ilblk(x + n4 * K, 3, blk, bo, yr, K, O); break;
+            case 2: ilblk(x + n4 * K, 2, blk, bo, yr, K, O); break;
+            case 1: ilblk(x + n4 * K, 1, blk, bo, yr, K, O); break;
+            }
         }
     }
+    free(xp);
     for (long o = O / IL * IL; o < O; o++)
         for (long i = 0; i < n; i++) {
             float s = d11(x + i * K, w + o * K, K);

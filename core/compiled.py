@@ -28,8 +28,10 @@ The products run where they measure fastest (``products``): inductor's (oneDNN o
 at freezing) or, for bfloat16 targets on CPUs with AVX512-BF16, ``core/rowdot.c``'s kernel on a copy
 of the weights laid out as it reads them (``rowdot.pack``), called from the graph as the custom op
 ``specscope::rowdot_il`` (q / k / v and gate / up each one call: their outputs are independent dot
-products, so nothing changes but the number of calls). Every row then computes as a single row does,
-so the plain step runs at one row; a torch sum of the same bytes reads them about as fast.
+products, so nothing changes but the number of calls). Every row then computes as a single row does
+(the compile settings, ``inductor_settings``, keep inductor's one-row graph computing alike), so a
+plain step may run at one row where the row probe measures it cheaper; a torch sum of the same
+bytes reads the weights about as fast.
 
 The prompt's prefill stays with transformers (it is shared by plain and speculative decoding); its
 cache is copied into the static buffers. One graph serves every block size and cache capacity
@@ -51,7 +53,7 @@ GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
-VERSION = 5  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 6  # bump when the computation changes: row sets measured on it are measured again
 PRODUCTS = ("library", "rowdot")  # the products' two paths (``products``); rowdot's is in row-set keys
 PRODUCT_ROWS = (1, 2, 4)  # the row counts the products' choice is timed at: plain steps (padded or not), a verify
 
@@ -106,6 +108,29 @@ class StaticKV:
                 new = t.new_zeros(t.shape[0], cap, t.shape[2])
                 new[:, : self.length] = t[:, : self.length]
                 buf[i] = new
+
+
+def inductor_settings(hidden_size: int) -> dict:
+    """The inductor configuration the compiled forward is built with (names as
+    ``torch._inductor.config.patch`` takes them)."""
+    import torch._inductor.config as ic
+
+    return {
+        "freezing": True,  # weights are constants: packed once for the CPU's kernels
+        "cpp_wrapper": True,  # one C++ call per step, not a Python line per kernel
+        # every bfloat16 result rounded where eager rounds it, whatever inductor fuses: left out, a
+        # fused kernel keeps some sums in float32 (several residual adds, then the norm's sum of
+        # squares over the unrounded values), and which ones depends on the graph: the one-row
+        # graph's kernels kept others than the many-row graph's, so one row computed unlike a row of
+        # a verify (docs/results.md, twenty-sixth session)
+        "emulate_precision_casts": True,
+        # no sum split across threads: where a graph's rows are fewer than the threads (the one-row
+        # graph's norms), inductor splits the reduction itself over the threads, each summing its
+        # part, where the many-row graph sums each row in one thread, in order. A kernel runs on one
+        # thread where its work per thread would be under this: a row's hidden size, so a norm over
+        # one row is never split
+        "cpp.min_chunk_size": max(ic.cpp.min_chunk_size, hidden_size),
+    }
 
 
 def eligible(model) -> str | None:
@@ -355,14 +380,9 @@ class CompiledDecoder:
             if self._fn is None:
                 import torch._inductor.config as ic
 
-                ic.freezing = True  # weights are constants: packed once for the CPU's kernels
-                ic.cpp_wrapper = True  # one C++ call per step, not a Python line per kernel
-                # every bfloat16 result rounded where eager rounds it, whatever inductor fuses: left
-                # out, a fused kernel keeps some sums in float32 (several residual adds, then the
-                # norm's sum of squares over the unrounded values), and which ones depends on the
-                # graph: the one-row graph's kernels kept others than the many-row graph's, so one
-                # row computed unlike a row of a verify (docs/results.md, twenty-sixth session)
-                ic.emulate_precision_casts = True
+                for name, value in inductor_settings(self.model.config.hidden_size).items():
+                    section, _, key = name.rpartition(".")
+                    setattr(getattr(ic, section) if section else ic, key, value)
                 import torch.fx.experimental._config as fx_config
 
                 fx_config.use_duck_shape = False  # a block of 2 rows is not the 2 KV heads' size

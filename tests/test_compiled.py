@@ -501,3 +501,25 @@ def test_on_rowdots_products_a_single_row_is_exact_and_speculative_is_plain(monk
         tr, got_rows = decode(tgt, drafter, strategy)
         assert tr.output == plain.output, strategy
         assert all(torch.equal(a, b) for a, b in zip(plain_rows, got_rows)), strategy
+
+
+def test_a_sum_over_one_row_is_taken_as_over_many_rows():
+    """With the compiled forward's inductor settings (``compiled.inductor_settings``), a row's sum of
+    squares (an RMS norm's) compiles for one row (the graph inductor specialises) to the same float32
+    value as for that row among several, bit for bit. Red without the least work per thread set to
+    the hidden size: the one-row graph splits its 1536 squares over the two threads, each summing
+    its half (the real target's one-row step then differed at 2 of 96 probe positions)."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: nothing to split a sum over")
+    sq = torch.compile(lambda x: x.float().pow(2).mean(-1), dynamic=True, fullgraph=True)
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(3, 1536, generator=g).bfloat16() * 4 for _ in range(8)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the tests run on one (tests/conftest.py); the real target's sessions on two
+    try:
+        with torch._inductor.config.patch(compiled.inductor_settings(1536)):
+            many = [sq(x) for x in xs]  # the graph for any row count
+            ones = [sq(x[i : i + 1]) for x in xs for i in range(3)]  # the one-row graph
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(torch.cat(ones), torch.cat(many))

@@ -313,9 +313,9 @@ INLINE void ilblk(const uint16_t *x, int R, const uint16_t *blk, const float *bo
 void rowdot_il(const uint16_t *x, const uint16_t *w, const float *b, float *y, long n, long K, long O, int threads) {
     long n4 = n - n % 4, m = n - n4;
     uint16_t *xp = NULL;
-    if (m >= 2 && !n4) {
+    if (n == 2 || n == 3) {
         xp = calloc(4 * K, sizeof *xp);
-        if (xp) memcpy(xp, x + n4 * K, m * K * sizeof *xp);
+        if (xp) memcpy(xp, x, n * K * sizeof *xp);
     }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long j = 0; j < O / IL; j++) {

@@ -32,6 +32,9 @@ products, so nothing changes but the number of calls). Every row then computes a
 (the compile settings, ``inductor_settings``, keep inductor's one-row graph computing alike), so a
 plain step may run at one row where the row probe measures it cheaper; a torch sum of the same
 bytes reads the weights about as fast.
+On CPUs with AMX-BF16 a third path, ``specscope::rowdot_amx`` (``core/rowdot.c``: tiles of 16 rows,
+fewer padded with zeros), costs about the same for 1 to 16 rows, where rowdot_il's cost grows past
+four rows with its arithmetic; every row computes alike there too. All that run are timed.
 
 The prompt's prefill stays with transformers (it is shared by plain and speculative decoding); its
 cache is copied into the static buffers. One graph serves every block size and cache capacity
@@ -54,8 +57,9 @@ WIDTH = 64  # the attention reads the first length + n slots rounded up to this 
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
 VERSION = 6  # bump when the computation changes: row sets measured on it are measured again
-PRODUCTS = ("library", "rowdot")  # the products' two paths (``products``); rowdot's is in row-set keys
-PRODUCT_ROWS = (1, 2, 4)  # the row counts the products' choice is timed at: plain steps (padded or not), a verify
+PRODUCTS = ("library", "rowdot", "amx")  # the products' paths (``products``); rowdot's and amx's are in row-set keys
+PRODUCT_ROWS = (1, 2, 4, 8)  # the row counts the products' choice is timed at: plain steps (padded or not), verifies
+SWEEP = 256 << 20  # bytes of layers the products' choice reads as a step does: past the caches
 
 
 _built = 0  # compiled forwards made in this process (release() drops them all)
@@ -153,81 +157,110 @@ def eligible(model) -> str | None:
 @functools.cache
 def _rowdot_op():
     """``torch.ops.specscope.rowdot_il(x, w, b)``: ``rowdot.linear`` on a weight from ``rowdot.pack``,
-    as an operator inductor calls from a compiled graph (``b`` float32 or None)."""
+    as an operator inductor calls from a compiled graph (``b`` float32 or None); ``rowdot_amx`` the same
+    for ``rowdot.linear_amx`` on a weight from ``rowdot.pack_amx``."""
     from . import rowdot
 
     lib = torch.library.Library("specscope", "FRAGMENT")  # kept alive by the cache
     lib.define("rowdot_il(Tensor x, Tensor w, Tensor? b) -> Tensor")
     lib.impl("rowdot_il", lambda x, w, b: rowdot.linear(x, w, b, interleaved=True), "CPU")
     torch.library.register_fake("specscope::rowdot_il", lambda x, w, b: x.new_empty(*x.shape[:-1], w.shape[0]), lib=lib)
+    lib.define("rowdot_amx(Tensor x, Tensor w, Tensor? b) -> Tensor")
+    lib.impl("rowdot_amx", rowdot.linear_amx, "CPU")
+    torch.library.register_fake("specscope::rowdot_amx", lambda x, w, b: x.new_empty(*x.shape[:-1], w.shape[0]), lib=lib)
     return lib
 
 
 def products(model) -> str:
-    """Which products the compiled forward of ``model`` runs: "rowdot" or "library" (module
-    docstring). ``SPECSCOPE_COMPILED_PRODUCTS`` (auto / rowdot / library) forces one (rowdot only where it
-    runs: a bfloat16 CPU target, rowdot_dpbf16 built); by default both are timed on one matrix of each
-    of the model's weight shapes at ``PRODUCT_ROWS`` rows, weighted by how many matrices have that
-    shape (``_time_products``), and rowdot is kept where its step costs less; the verdict is cached
-    per machine (the tuning file, key "compiled_products")."""
+    """Which products the compiled forward of ``model`` runs: "rowdot", "amx" or "library" (module
+    docstring). ``SPECSCOPE_COMPILED_PRODUCTS`` (auto / rowdot / amx / library) forces one (rowdot only where it
+    runs: a bfloat16 CPU target, rowdot_dpbf16 built; amx where rowdot_amx runs and takes every weight's
+    shape); by default all that run are timed on the model's weights
+    at ``PRODUCT_ROWS`` rows, as a step calls them over its first layers (``_step_calls``, at least
+    ``SWEEP`` bytes) scaled to all layers (``_time_products``), and the
+    path whose step costs least is kept; the verdict is cached per machine (the tuning file, key "compiled_products")."""
     from . import rowdot
     from .errors import InputError
     from .machine import cpu_name, tuned, update_tuning
 
     want = os.environ.get("SPECSCOPE_COMPILED_PRODUCTS", "").strip().lower() or "auto"
     if want not in ("auto", *PRODUCTS):
-        raise InputError(f"SPECSCOPE_COMPILED_PRODUCTS={want!r}: use auto, {' or '.join(PRODUCTS)}")
-    dtype = next(model.parameters()).dtype
-    able = dtype == torch.bfloat16 and next(model.parameters()).device.type == "cpu" and rowdot.dpbf16()
-    if want != "auto" or not able:
-        return "rowdot" if want == "rowdot" and able else "library"
-    mats = _timed_matrices(model)
+        raise InputError(f"SPECSCOPE_COMPILED_PRODUCTS={want!r}: use auto, {', '.join(PRODUCTS)}")
+    p = next(model.parameters())
+    able = ["library"]
+    if p.dtype == torch.bfloat16 and p.device.type == "cpu" and rowdot.dpbf16():
+        able.append("rowdot")
+    if p.dtype == torch.bfloat16 and p.device.type == "cpu" and rowdot.amx():
+        if all(rowdot.amx_fits(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)):
+            able.append("amx")
+    if want != "auto" or len(able) == 1:
+        return want if want in able else "library"
     key = (
         f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|rowdot={rowdot.version()}|rows={PRODUCT_ROWS}|"
-        + ",".join(f"{o}x{k}*{c}" for (o, k), (_, c) in mats.items())
+        f"step={SWEEP >> 20}MB|{','.join(able)}|{_shapes(model)}"
     )
     hit = tuned("compiled_products", key)
     if hit is None:
-        hit = _time_products(mats)
+        hit = _time_products(_step_calls(model), able)
         update_tuning(lambda d: d.setdefault("compiled_products", {}).__setitem__(key, hit))
-    return "rowdot" if hit["rowdot"] < hit["library"] else "library"
+    return min(hit, key=hit.get)
 
 
-def _timed_matrices(model) -> dict:
-    """One weight of each shape among the model's linears: {shape: (weight, how many have it)}."""
-    out: dict = {}
+def _shapes(model) -> str:
+    """The model's linears by weight shape and count, for the verdict's key."""
+    counts: dict = {}
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
-            shape = tuple(m.weight.shape)
-            w, c = out.get(shape, (m.weight, 0))
-            out[shape] = (w, c + 1)
-    return out
+            counts[tuple(m.weight.shape)] = counts.get(tuple(m.weight.shape), 0) + 1
+    return ",".join(f"{o}x{k}*{c}" for (o, k), c in counts.items())
+
+
+def _step_calls(model) -> tuple[list, float]:
+    """The products of a step as the compiled forward calls them on rowdot (per layer q / k / v as one
+    call, o, gate / up as one, down; then the lm_head), over the first layers that hold ``SWEEP`` bytes:
+    [(linears of one call, weight)], ``weight`` the number of layers over the number taken (1 for the
+    lm_head); the library's path calls each linear alone."""
+    layers = list(model.model.layers)
+    calls, size, used = [], 0, 0
+    for layer in layers:
+        a, mlp = layer.self_attn, layer.mlp
+        calls += [[a.q_proj, a.k_proj, a.v_proj], [a.o_proj], [mlp.gate_proj, mlp.up_proj], [mlp.down_proj]]
+        size += sum(p.numel() * p.element_size() for p in layer.parameters())
+        used += 1
+        if size >= SWEEP:
+            break
+    return [(c, len(layers) / used) for c in calls] + [([model.lm_head], 1.0)]
 
 
 @torch.inference_mode()
-def _time_products(mats: dict, rounds: int = 3) -> dict:
-    """Seconds of the products of a step at each of ``PRODUCT_ROWS`` rows, on each path: one call a
-    shape (weights read from memory: the largest, last, flushes the caches for the next), times the
-    number of matrices of that shape; the fastest of ``rounds`` alternated between the paths:
-    {"rowdot": s, "library": s}."""
+def _time_products(calls: list, paths=("rowdot", "library"), rounds: int = 3) -> dict:
+    """Seconds of the products of a step at each of ``PRODUCT_ROWS`` rows, on each path, as the step
+    calls them (``_step_calls``: distinct weights in the step's order, more than the caches hold, so
+    each is read from memory as in a step; one matrix of each shape timed alone and kept in cache
+    had the library's small products look cheaper than in a step, and an AMX Xeon chose them at 158 ms
+    a one-row step against rowdot_il's 122: twenty-seventh session), scaled to all layers; the fastest
+    of ``rounds`` alternated between the ``paths``: {path: s}."""
     from . import kernels, rowdot
 
-    order = sorted(mats.values(), key=lambda wc: wc[0].numel())
-    packs = [(rowdot.pack(w), kernels._pack(w), c) for w, c in order]
-    calls = {  # the library's product as inductor's freezing runs it: oneDNN on a packed weight
-        "rowdot": lambda x, p: kernels.PATHS["rowil"](x, p[0], None),
-        "library": lambda x, p: kernels.PATHS["packed"](x, p[1], None),
+    il, onednn = kernels.PATHS["rowil"], kernels.PATHS["packed"]
+    make = {  # the library's product as inductor's freezing runs it: oneDNN on a packed weight
+        "rowdot": lambda: [[(lambda x, p=rowdot.pack_linears(c): il(x, *p), w)] for c, w in calls],
+        "amx": lambda: [[(lambda x, p=rowdot.pack_linears(c, amx=True): rowdot.linear_amx(x, *p), w)] for c, w in calls],
+        "library": lambda: [[(lambda x, p=kernels._pack(m.weight), b=m.bias: onednn(x, p, b), w) for m in c] for c, w in calls],
     }
-    xs = {n: [torch.randn(n, w.shape[1]).to(w.dtype) for w, _ in order] for n in PRODUCT_ROWS}
-    best = {p: float("inf") for p in calls}
+    packs = {p: make[p]() for p in paths}
+    dtype = calls[0][0][0].weight.dtype
+    xs = {n: [torch.randn(n, c[0].in_features).to(dtype) for c, _ in calls] for n in PRODUCT_ROWS}
+    best = {p: float("inf") for p in packs}
     for r in range(rounds + 1):  # the first round untimed
-        for path, f in calls.items():
+        for path, per_call in packs.items():
             total = 0.0
             for n in PRODUCT_ROWS:
-                for x, p in zip(xs[n], packs):
-                    t0 = time.perf_counter()
-                    f(x, p)
-                    total += (time.perf_counter() - t0) * p[2]
+                for x, fs in zip(xs[n], per_call):
+                    for f, w in fs:
+                        t0 = time.perf_counter()
+                        f(x)
+                        total += (time.perf_counter() - t0) * w
             if r:
                 best[path] = min(best[path], total)
     return {p: round(t, 6) for p, t in best.items()}
@@ -296,7 +329,7 @@ class CompiledDecoder:
 
     @functools.cached_property
     def products(self) -> str:
-        """ "rowdot" or "library": measured (``products``) when first asked (the row-set key, the compile)."""
+        """ "rowdot", "amx" or "library": measured (``products``) when first asked (the row-set key, the compile)."""
         return products(self.model)
 
     @property
@@ -309,10 +342,11 @@ class CompiledDecoder:
 
     # ---- the forward ------------------------------------------------------------------
     def _make_packs(self) -> None:
-        """rowdot's copies of the weights (``rowdot.pack_linears``): per layer q / k / v as one, o,
+        """rowdot's (or rowdot_amx's) copies of the weights (``rowdot.pack_linears``): per layer q / k / v as one, o,
         gate / up as one, down; then the lm_head."""
-        if self.products != "rowdot" or self._packs is not None:
+        if self.products not in ("rowdot", "amx") or self._packs is not None:
             return
+        amx = self.products == "amx"
         from . import rowdot
 
         _rowdot_op()
@@ -321,13 +355,13 @@ class CompiledDecoder:
             a, mlp = layer.self_attn, layer.mlp
             packs.append(
                 {
-                    "qkv": rowdot.pack_linears([a.q_proj, a.k_proj, a.v_proj]),
-                    "o": rowdot.pack_linears([a.o_proj]),
-                    "gate_up": rowdot.pack_linears([mlp.gate_proj, mlp.up_proj]),
-                    "down": rowdot.pack_linears([mlp.down_proj]),
+                    "qkv": rowdot.pack_linears([a.q_proj, a.k_proj, a.v_proj], amx),
+                    "o": rowdot.pack_linears([a.o_proj], amx),
+                    "gate_up": rowdot.pack_linears([mlp.gate_proj, mlp.up_proj], amx),
+                    "down": rowdot.pack_linears([mlp.down_proj], amx),
                 }
             )
-        packs.append({"head": rowdot.pack_linears([self.model.lm_head])})
+        packs.append({"head": rowdot.pack_linears([self.model.lm_head], amx)})
         self._packs = packs
 
     def _step(self, ids, pos, slots, cols, bias, keys, values):
@@ -342,7 +376,7 @@ class CompiledDecoder:
         scale = d**-0.5
         resid = []
         il = self._packs
-        rd = torch.ops.specscope.rowdot_il if il is not None else None
+        rd = (torch.ops.specscope.rowdot_amx if self.products == "amx" else torch.ops.specscope.rowdot_il) if il is not None else None
         for i, layer in enumerate(self.layers):
             resid.append(x)
             a, mlp = layer.self_attn, layer.mlp

@@ -25,6 +25,8 @@ same bytes: 47-54; docs/results.md). ``SPECSCOPE_ROWDOT_DPBF16=0`` takes the wid
     linear(x, w, b)      # F.linear for float32 or bfloat16 CPU tensors (x: (..., K), w: (O, K), b: (O,) or None)
     linear(x, pack(w), b, interleaved=True)  # the same numbers (rowdot_dpbf16 only), read faster:
                          # the weights laid out as the kernel reads them (rowdot_il; core/compiled.py)
+    linear_amx(x, pack_amx(w), b)  # AMX-BF16 CPUs: its own numbers, every row alike at any row count,
+                         # 16 rows for the price of one (rowdot_amx; core/compiled.py)
     available()          # False where no C compiler builds it (the reason: ``why_not()``)
 
 The shared object is built once per machine with ``cc -O3 -march=native -fopenmp`` (under a
@@ -95,6 +97,13 @@ def _lib() -> ctypes.CDLL | str:
     if lib.rowdot_dpbf16_built():
         lib.rowdot_il_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
         lib.rowdot_il_pack.restype = None
+    lib.rowdot_amx_built.restype = ctypes.c_int
+    if lib.rowdot_amx_built():
+        lib.rowdot_amx_init.restype = ctypes.c_int
+        lib.rowdot_amx.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
+        lib.rowdot_amx.restype = None
+        lib.rowdot_amx_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
+        lib.rowdot_amx_pack.restype = None
     return lib
 
 
@@ -115,10 +124,27 @@ def _source() -> str:
     return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:8]
 
 
+@functools.cache
+def _amx_ready() -> bool:
+    lib = _lib()
+    return not isinstance(lib, str) and bool(lib.rowdot_amx_built()) and bool(lib.rowdot_amx_init())
+
+
+def amx() -> bool:
+    """Does ``rowdot_amx`` run here (built for AMX-BF16, the tile state granted by the kernel, not
+    turned off by ``SPECSCOPE_ROWDOT_AMX=0``)?"""
+    return _amx_ready() and os.environ.get("SPECSCOPE_ROWDOT_AMX", "1") != "0"
+
+
+def amx_fits(shape) -> bool:
+    """Can ``rowdot_amx`` take a weight of this (O, K) shape (its tiles: K % 32, O % 16)?"""
+    return shape[1] % 32 == 0 and shape[0] % 16 == 0
+
+
 def version() -> str:
     """The kernel's source, hashed, and which bfloat16 kernel runs: measurements of it
     (core.kernels) are keyed by it."""
-    return _source() + ("-dpbf16" if dpbf16() else "")
+    return _source() + ("-dpbf16" if dpbf16() else "") + ("-amx" if amx() else "")
 
 
 def why_not() -> str | None:
@@ -159,11 +185,51 @@ def pack(w: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def pack_linears(lins) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``pack`` of the linears' weights stacked (their outputs side by side: one call computes them
-    all, each output the same dot product as alone), and their biases in float32 (zeros for one
-    without), None if none has one."""
-    w = pack(torch.cat([m.weight.detach() for m in lins]) if len(lins) > 1 else lins[0].weight)
+def pack_amx(w: torch.Tensor) -> torch.Tensor:
+    """A copy of the bfloat16 weight ``w`` (O, K) laid out as ``rowdot_amx``'s tiles load it, for
+    ``linear_amx(x, packed, b)``. Only where ``amx()`` and ``amx_fits(w.shape)``."""
+    lib = _lib()
+    if isinstance(lib, str) or not amx():
+        raise RuntimeError("rowdot_amx needs AMX-BF16 (built with -march=native on such a CPU)")
+    if w.dtype != torch.bfloat16 or w.dim() != 2 or w.device.type != "cpu" or not amx_fits(w.shape):
+        raise TypeError(f"pack_amx takes a 2-D bfloat16 CPU weight with O % 16 == K % 32 == 0, not {w.dtype} {tuple(w.shape)}")
+    w = w.detach().contiguous()
+    out = torch.empty_like(w)
+    lib.rowdot_amx_pack(w.data_ptr(), out.data_ptr(), w.shape[1], w.shape[0])
+    return out
+
+
+def linear_amx(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` on a weight from ``pack_amx`` (bfloat16 rows, float32 bias or None): the float32
+    sums of ``rowdot_amx`` (``sums_amx``), rounded once to bfloat16. Any row count; a row computes alike
+    in all."""
+    return sums_amx(x, w, b).to(x.dtype)
+
+
+def sums_amx(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """The float32 sums behind ``linear_amx``."""
+    lib = _lib()
+    if isinstance(lib, str) or not amx():
+        raise RuntimeError("rowdot_amx needs AMX-BF16")
+    if x.dtype != torch.bfloat16 or w.dtype != torch.bfloat16 or x.device.type != "cpu":
+        raise TypeError(f"rowdot_amx takes bfloat16 CPU rows and weights, not {x.dtype} / {w.dtype} on {x.device}")
+    O, K = w.shape
+    x2 = x.reshape(-1, K).contiguous()
+    b = None if b is None else b.float().contiguous()
+    y = torch.empty(x2.shape[0], O, dtype=torch.float32)
+    if x2.shape[0]:
+        lib.rowdot_amx(
+            x2.data_ptr(), w.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(), x2.shape[0], K, O, torch.get_num_threads()
+        )
+    return y.view(*x.shape[:-1], O)
+
+
+def pack_linears(lins, amx: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``pack`` (``pack_amx`` with ``amx``) of the linears' weights stacked (their outputs side by
+    side: one call computes them all, each output the same dot product as alone), and their biases in
+    float32 (zeros for one without), None if none has one."""
+    w = torch.cat([m.weight.detach() for m in lins]) if len(lins) > 1 else lins[0].weight
+    w = pack_amx(w) if amx else pack(w)
     if all(m.bias is None for m in lins):
         return w, None
     b = [m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features) for m in lins]

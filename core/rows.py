@@ -190,7 +190,8 @@ def _key(adapter, path: str | None = None) -> str:
     h = hashlib.sha1(f"{shape}|{kern}".encode()).hexdigest()[:12]
     path = path or getattr(adapter, "path", "eager")
     fast = getattr(adapter, "compiled", None)
-    rd = "-rowdot" if path == "compiled" and getattr(fast, "products", None) == "rowdot" else ""
+    made = getattr(fast, "products", None) if path == "compiled" else None
+    rd = f"-{made}" if made in ("rowdot", "amx") else ""
     path = "" if path == "eager" else f"{path}/{compiled.VERSION}{rd}|"
     return (
         f"rows/{VERSION}.{tree_attention.VERSION}|{path}{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|"

@@ -452,16 +452,25 @@ def test_the_products_follow_their_measurement(monkeypatch, tmp_path):
     monkeypatch.delenv("SPECSCOPE_COMPILED_PRODUCTS", raising=False)
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
     able = rowdot.available() and rowdot.dpbf16()
-    for times, want in (({"rowdot": 1.0, "library": 2.0}, "rowdot"), ({"rowdot": 2.0, "library": 1.0}, "library")):
+    amx = able and rowdot.amx()
+    cases = [({"rowdot": 1.0, "library": 2.0, "amx": 3.0}, "rowdot"), ({"rowdot": 2.0, "library": 1.0, "amx": 3.0}, "library")]
+    cases += [({"rowdot": 2.0, "library": 3.0, "amx": 1.0}, "amx" if amx else "rowdot")]
+    for times, want in cases:
         (tmp_path / "tuning.json").unlink(missing_ok=True)
         calls = []
-        monkeypatch.setattr(compiled, "_time_products", lambda mats, t=times: calls.append(len(mats)) or t)
+
+        def timed(steps, paths, t=times):
+            calls.append(tuple(paths))
+            return {p: t[p] for p in paths}
+
+        monkeypatch.setattr(compiled, "_time_products", timed)
         assert compiled.products(tgt.model) == (want if able else "library")
         assert compiled.products(tgt.model) == (want if able else "library")  # the kept verdict
-        assert len(calls) == (1 if able else 0)
-    for forced in ("rowdot", "library"):
+        assert calls == ([("library", "rowdot", "amx") if amx else ("library", "rowdot")] if able else [])
+    for forced in ("rowdot", "library", "amx"):
         monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", forced)
-        assert compiled.products(tgt.model) == (forced if able else "library")
+        runs = able and (forced != "amx" or amx)
+        assert compiled.products(tgt.model) == (forced if runs else "library")
     f32 = adapters.load(tiny_model_dir("qwen2"), dtype="float32")
     assert compiled.products(f32.model) == "library"  # rowdot_il is a bfloat16 kernel
     monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "fastest")
@@ -469,9 +478,38 @@ def test_the_products_follow_their_measurement(monkeypatch, tmp_path):
         compiled.products(tgt.model)
 
 
-def test_on_rowdots_products_a_single_row_is_exact_and_speculative_is_plain(monkeypatch, tmp_path):
-    """The compiled forward on rowdot's interleaved kernel (where it runs): close to transformers'
-    forward, its row set one group from a single row up (so plain steps run unpadded), and
+def test_the_products_are_timed_as_a_step_calls_them(monkeypatch):
+    """``compiled._step_calls``: the choice times the products as the compiled forward on rowdot calls
+    them (q / k / v as one call, gate / up as one, the lm_head last), over distinct layers from the
+    first on, until ``SWEEP`` bytes (weights read from memory as in a step, not one matrix kept in
+    cache), each call weighted so that every linear of the model counts as often as a step runs it
+    (red with one layer's products standing for all without their weight, a layer's matrices timed
+    twice instead of the next layer's, or the lm_head left out)."""
+    tgt = adapters.load(tiny_model_dir("qwen2", num_layers=8), dtype="bfloat16")
+    layers = list(tgt.model.model.layers)
+    per_layer = sum(p.numel() * p.element_size() for p in layers[0].parameters())
+    monkeypatch.setattr(compiled, "SWEEP", 3 * per_layer - 1)  # three layers' worth
+    calls = compiled._step_calls(tgt.model)
+    a = layers[0].self_attn
+    assert [m for m in calls[0][0]] == [a.q_proj, a.k_proj, a.v_proj]
+    assert calls[-1] == ([tgt.model.lm_head], 1.0)
+    taken = [m for c, _ in calls[:-1] for m in c]
+    assert len({id(m) for m in taken}) == len(taken) == 3 * 7  # three distinct layers
+    counted: dict = {}
+    for c, w in calls:
+        for m in c:
+            counted[tuple(m.weight.shape)] = counted.get(tuple(m.weight.shape), 0) + w
+    want: dict = {}
+    for m in tgt.model.modules():
+        if isinstance(m, torch.nn.Linear):
+            want[tuple(m.weight.shape)] = want.get(tuple(m.weight.shape), 0) + 1
+    assert counted == pytest.approx(want)
+
+
+@pytest.mark.parametrize("products", ["rowdot", "amx"])
+def test_on_rowdots_products_a_single_row_is_exact_and_speculative_is_plain(monkeypatch, tmp_path, products):
+    """The compiled forward on rowdot's interleaved kernel and on rowdot_amx (where each runs): close to
+    transformers' forward, its row set one group from a single row up (so plain steps run unpadded), and
     speculative decoding bit-identical to plain decoding for every strategy. Eight layers: from
     about that many on, inductor fuses the one-row graph's residual adds and norms otherwise than
     the many-row graph's, and without ``emulate_precision_casts`` a fused kernel keeps float32 sums
@@ -480,10 +518,12 @@ def test_on_rowdots_products_a_single_row_is_exact_and_speculative_is_plain(monk
 
     if not (rowdot.available() and rowdot.dpbf16()):
         pytest.skip("rowdot_dpbf16: not built here (no AVX512-BF16, or no compiler)")
+    if products == "amx" and not rowdot.amx():
+        pytest.skip("rowdot_amx: not built here (no AMX-BF16)")
     monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
-    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "rowdot")
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", products)
     tgt = adapters.load(tiny_model_dir(FAMILY, num_layers=8), dtype="bfloat16", kernels="rowdot")
-    assert tgt.compiled.products == "rowdot"
+    assert tgt.compiled.products == products
     assert tgt.compiled.warm(), tgt.compiled.failed
     ids = torch.randint(0, tgt.vocab_size, (40,), generator=torch.Generator().manual_seed(1))
     sess, _, _ = tgt.prefill(tgt.encode_ids(ids[:30]))

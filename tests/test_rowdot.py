@@ -81,6 +81,37 @@ def test_the_interleaved_layout_gives_rowdot_dpbf16s_numbers(out_features, in_fe
         rowdot.sums(x.float(), packed, None, interleaved=True)
 
 
+@pytest.mark.parametrize("out_features,in_features", [(16, 32), (64, 64), (400, 64), (2048, 1536), (8960 + 48, 96)])
+def test_rowdot_amx_computes_every_row_as_alone(out_features, in_features):
+    """``rowdot_amx`` (AMX-BF16 CPUs): every row's float32 sums the same at every row count and on one
+    or two threads, groups of 64 outputs and tiles of 16 past them, blocks of 16 rows and a padded last
+    block; close to the exact product (red with a tile past the last group read one place off, or the
+    single row's sums begun with an extra product)."""
+    if not (rowdot.available() and rowdot.amx()):
+        pytest.skip("rowdot_amx: not built here (no AMX-BF16, or no compiler)")
+    g = torch.Generator().manual_seed(out_features + in_features)
+    w = torch.randn(out_features, in_features, generator=g).bfloat16()
+    b = torch.randn(out_features, generator=g)
+    packed = rowdot.pack_amx(w)
+    x = torch.randn(35, in_features, generator=g).bfloat16()
+    full = rowdot.sums_amx(x, packed, b)
+    for n in (1, 2, 3, 4, 8, 15, 16, 17, 33):
+        assert torch.equal(rowdot.sums_amx(x[:n], packed, b), full[:n]), n
+    for i in (0, 7, 16, 34):
+        assert torch.equal(rowdot.sums_amx(x[i : i + 1], packed, b)[0], full[i]), i
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(rowdot.sums_amx(x, packed, b), full)
+    finally:
+        torch.set_num_threads(before)
+    exact = F.linear(x.double(), w.double(), b.double())
+    assert torch.allclose(full.double(), exact, rtol=1e-5, atol=1e-3 * in_features**0.5)
+    assert torch.equal(rowdot.linear_amx(x, packed, b), full.bfloat16())
+    with pytest.raises(TypeError):
+        rowdot.pack_amx(torch.randn(24, 64).bfloat16())  # 24 outputs: not a tile of 16
+
+
 @needs_kernel
 def test_the_thread_count_changes_no_bit(dtype):
     g = torch.Generator().manual_seed(1)

@@ -50,9 +50,10 @@ def main(argv=None) -> int:
         import core.engine as E
 
         A.row_set = E.row_set = api.row_set = R.row_set
+    path = pair.target.settle_path(wait=True)  # the forward users get (compiled where eligible, exact, faster)
     rows = R.row_set(pair.target)
     print(
-        f"# {cpu_name()} | {pair.target.dtype} | {pair.target.device} | {R.describe(rows)}"
+        f"# {cpu_name()} | {pair.target.dtype} | {pair.target.device} | forward {path} | {R.describe(rows)}"
         f" | attention {rows.attention or 'as loaded'} | measured in {rows.measured_s:.1f} s",
         flush=True,
     )
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
     summary = {
         "cpu": cpu_name(),
         "dtype": str(pair.target.dtype).replace("torch.", ""),
+        "forward": path,
         "rows": rows.to_json(),
         "padded": not args.unpadded,
         "sampling": {"temperature": args.temperature, "seed": args.seed, "rule": args.rule},

@@ -187,12 +187,10 @@ def products(model) -> str:
     if want not in ("auto", *PRODUCTS):
         raise InputError(f"SPECSCOPE_COMPILED_PRODUCTS={want!r}: use auto, {', '.join(PRODUCTS)}")
     p = next(model.parameters())
-    able = ["library"]
-    if p.dtype == torch.bfloat16 and p.device.type == "cpu" and rowdot.dpbf16():
-        able.append("rowdot")
-    if p.dtype == torch.bfloat16 and p.device.type == "cpu" and rowdot.amx():
-        if all(rowdot.amx_fits(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)):
-            able.append("amx")
+    bf16_cpu = p.dtype == torch.bfloat16 and p.device.type == "cpu"
+    able = ["library"] + (["rowdot"] if bf16_cpu and rowdot.dpbf16() else [])
+    if bf16_cpu and rowdot.amx() and all(rowdot.amx_fits(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)):
+        able.append("amx")
     if want != "auto" or len(able) == 1:
         return want if want in able else "library"
     key = (
@@ -215,7 +213,7 @@ def _shapes(model) -> str:
     return ",".join(f"{o}x{k}*{c}" for (o, k), c in counts.items())
 
 
-def _step_calls(model) -> tuple[list, float]:
+def _step_calls(model) -> list[tuple[list, float]]:
     """The products of a step as the compiled forward calls them on rowdot (per layer q / k / v as one
     call, o, gate / up as one, down; then the lm_head), over the first layers that hold ``SWEEP`` bytes:
     [(linears of one call, weight)], ``weight`` the number of layers over the number taken (1 for the

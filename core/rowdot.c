@@ -369,6 +369,16 @@ int rowdot_dpbf16_built(void) { return 0; }
 
 int rowdot_amx_built(void) { return 1; }
 
+/* Rows r0.. (m of them) of J stored tiles c (16 x 16 sums each, outputs o.. side by side) into y, plus the bias. */
+INLINE void amx_put(float (*c)[256], int J, long m, long r0, long o, const float *b, float *y, long O) {
+    for (long r = 0; r < m; r++)
+        for (int j = 0; j < J; j++)
+            for (int q = 0; q < 16; q++) {
+                float s = c[j][r * 16 + q];
+                y[(r0 + r) * O + o + j * 16 + q] = b ? s + b[o + j * 16 + q] : s;
+            }
+}
+
 /* Linux hands a process the AMX tile state only when asked (else the first tile instruction faults). */
 int rowdot_amx_init(void) { return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0; }
 
@@ -381,9 +391,9 @@ typedef struct {
 void rowdot_amx_pack(const uint16_t *w, uint16_t *out, long K, long O) {
     long KC = K / 32;
     for (long o0 = 0; o0 < O; o0 += 16) { /* a tile of 16 outputs: the groups of 64 hold four in turn */
-        long g = o0 / 64, j = o0 % 64 / 16, J = o0 < O / 64 * 64 ? 4 : 1;
-        uint16_t *base = o0 < O / 64 * 64 ? out + g * KC * 2048 : out + O / 64 * KC * 2048 + (o0 - O / 64 * 64) / 16 * KC * 512;
-        if (J == 1) j = 0;
+        int grouped = o0 < O / 64 * 64;
+        long J = grouped ? 4 : 1, j = grouped ? o0 % 64 / 16 : 0; /* tiles a chunk holds; this one's place */
+        uint16_t *base = grouped ? out + o0 / 64 * KC * 2048 : out + O / 64 * KC * 2048 + (o0 - O / 64 * 64) / 16 * KC * 512;
         for (long kc = 0; kc < KC; kc++) {
             uint16_t *t = base + (kc * J + j) * 512;
             for (int p = 0; p < 16; p++)
@@ -426,12 +436,7 @@ void rowdot_amx(const uint16_t *x, const uint16_t *w, const float *b, float *y, 
                         _tile_dpbf16ps(0, 4, 5);
                     }
                     _tile_stored(0, c[0], 64);
-                    for (long r = 0; r < m; r++)
-                        for (int q = 0; q < 16; q++) {
-                            long o = G * 64 + (g - G) * 16 + q;
-                            float s = c[0][r * 16 + q];
-                            y[(r0 + r) * O + o] = b ? s + b[o] : s;
-                        }
+                    amx_put(c, 1, m, r0, G * 64 + (g - G) * 16, b, y, O);
                     continue;
                 }
                 const uint16_t *p = w + g * KC * 2048;
@@ -457,13 +462,7 @@ void rowdot_amx(const uint16_t *x, const uint16_t *w, const float *b, float *y, 
                 _tile_stored(1, c[1], 64);
                 _tile_stored(2, c[2], 64);
                 _tile_stored(3, c[3], 64);
-                for (long r = 0; r < m; r++)
-                    for (int j = 0; j < 4; j++)
-                        for (int q = 0; q < 16; q++) {
-                            long o = g * 64 + j * 16 + q;
-                            float s = c[j][r * 16 + q];
-                            y[(r0 + r) * O + o] = b ? s + b[o] : s;
-                        }
+                amx_put(c, 4, m, r0, g * 64, b, y, O);
             }
             _tile_release();
         }

@@ -136,6 +136,9 @@ def amx() -> bool:
     return _amx_ready() and os.environ.get("SPECSCOPE_ROWDOT_AMX", "1") != "0"
 
 
+_amx_runs = amx  # for the functions whose keyword ``amx`` hides it
+
+
 def amx_fits(shape) -> bool:
     """Can ``rowdot_amx`` take a weight of this (O, K) shape (its tiles: K % 32, O % 16)?"""
     return shape[1] % 32 == 0 and shape[0] % 16 == 0
@@ -201,27 +204,9 @@ def pack_amx(w: torch.Tensor) -> torch.Tensor:
 
 def linear_amx(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear`` on a weight from ``pack_amx`` (bfloat16 rows, float32 bias or None): the float32
-    sums of ``rowdot_amx`` (``sums_amx``), rounded once to bfloat16. Any row count; a row computes alike
-    in all."""
-    return sums_amx(x, w, b).to(x.dtype)
-
-
-def sums_amx(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """The float32 sums behind ``linear_amx``."""
-    lib = _lib()
-    if isinstance(lib, str) or not amx():
-        raise RuntimeError("rowdot_amx needs AMX-BF16")
-    if x.dtype != torch.bfloat16 or w.dtype != torch.bfloat16 or x.device.type != "cpu":
-        raise TypeError(f"rowdot_amx takes bfloat16 CPU rows and weights, not {x.dtype} / {w.dtype} on {x.device}")
-    O, K = w.shape
-    x2 = x.reshape(-1, K).contiguous()
-    b = None if b is None else b.float().contiguous()
-    y = torch.empty(x2.shape[0], O, dtype=torch.float32)
-    if x2.shape[0]:
-        lib.rowdot_amx(
-            x2.data_ptr(), w.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(), x2.shape[0], K, O, torch.get_num_threads()
-        )
-    return y.view(*x.shape[:-1], O)
+    sums of ``rowdot_amx`` (``sums(..., amx=True)``), rounded once to bfloat16. Any row count; a row
+    computes alike in all."""
+    return sums(x, w, b, amx=True).to(x.dtype)
 
 
 def pack_linears(lins, amx: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -236,9 +221,10 @@ def pack_linears(lins, amx: bool = False) -> tuple[torch.Tensor, torch.Tensor | 
     return w, torch.cat(b).contiguous()
 
 
-def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interleaved: bool = False) -> torch.Tensor:
+def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interleaved: bool = False, amx: bool = False) -> torch.Tensor:
     """The float32 sums behind ``linear`` (for bfloat16, before the one rounding: what the row
-    invariance is about; a rounding to 8 bits would hide a changed order in the tests)."""
+    invariance is about; a rounding to 8 bits would hide a changed order in the tests); with ``amx``,
+    ``rowdot_amx``'s on a weight from ``pack_amx``."""
     lib = _lib()
     if isinstance(lib, str):
         raise RuntimeError(f"rowdot kernel unavailable: {lib}")
@@ -248,7 +234,11 @@ def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interl
     lead = x.shape[:-1]
     w = w.contiguous()
     b = None if b is None else b.float().contiguous()
-    if interleaved:  # a weight from ``pack``
+    if amx:  # a weight from ``pack_amx``
+        if not (w.dtype == x.dtype == torch.bfloat16 and _amx_runs()):
+            raise TypeError("rowdot_amx takes bfloat16 rows and a weight from pack_amx, on a CPU with AMX-BF16")
+        x2, fn = x.reshape(-1, K).contiguous(), lib.rowdot_amx
+    elif interleaved:  # a weight from ``pack``
         if not (w.dtype == x.dtype == torch.bfloat16 and dpbf16()):
             raise TypeError("an interleaved weight takes bfloat16 rows, on rowdot_dpbf16")
         x2, fn = x.reshape(-1, K).contiguous(), lib.rowdot_il

@@ -94,15 +94,15 @@ def test_rowdot_amx_computes_every_row_as_alone(out_features, in_features):
     b = torch.randn(out_features, generator=g)
     packed = rowdot.pack_amx(w)
     x = torch.randn(35, in_features, generator=g).bfloat16()
-    full = rowdot.sums_amx(x, packed, b)
+    full = rowdot.sums(x, packed, b, amx=True)
     for n in (1, 2, 3, 4, 8, 15, 16, 17, 33):
-        assert torch.equal(rowdot.sums_amx(x[:n], packed, b), full[:n]), n
+        assert torch.equal(rowdot.sums(x[:n], packed, b, amx=True), full[:n]), n
     for i in (0, 7, 16, 34):
-        assert torch.equal(rowdot.sums_amx(x[i : i + 1], packed, b)[0], full[i]), i
+        assert torch.equal(rowdot.sums(x[i : i + 1], packed, b, amx=True)[0], full[i]), i
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert torch.equal(rowdot.sums_amx(x, packed, b), full)
+        assert torch.equal(rowdot.sums(x, packed, b, amx=True), full)
     finally:
         torch.set_num_threads(before)
     exact = F.linear(x.double(), w.double(), b.double())

@@ -132,9 +132,12 @@ def warm(
     in this process, outside any timed run: one short plain and one short speculative run. Done
     once per (target, drafter, strategy, sampling kind) unless ``force``; returns whether it ran.
     First the target's forward is settled (``HFAdapter.settle_path``: its compiled forward where
-    eligible, measured exact and faster; compiled now, or in the background if not ``compile_wait``)."""
+    eligible, measured exact and faster; compiled now, or in the background if not ``compile_wait``),
+    then a model drafter's (its compiled forward where measured faster: ``HFAdapter._settle_draft``)."""
     path = pair.target.settle_path(wait=compile_wait)
-    key = (id(pair.target), id(pair.drafter), spec.strategy, sampling.greedy, image is not None, path)
+    lm = getattr(pair.drafter, "lm", None)
+    draft_path = lm.settle_path(wait=compile_wait) if lm is not None and lm is not pair.target and hasattr(lm, "settle_path") else None
+    key = (id(pair.target), id(pair.drafter), spec.strategy, sampling.greedy, image is not None, path, draft_path)
     if key in _warmed and not force:
         return False
     run(pair, prompt, image, spec, sampling, tokens, speculative=False, detail=False)  # measures core.rows

@@ -36,6 +36,11 @@ On CPUs with AMX-BF16 a third path, ``specscope::rowdot_amx`` (``core/rowdot.c``
 fewer padded with zeros), costs about the same for 1 to 16 rows, where rowdot_il's cost grows past
 four rows with its arithmetic; every row computes alike there too. All that run are timed.
 
+A model drafter runs this forward too (``CompiledDecoder(model, lossy=True)``, taken where its draft
+forwards measure cheaper than its eager ones: ``HFAdapter._settle_draft``). Its numbers never reach
+the output (the target verifies every token), so its products may also run on int8 copies of its
+weights (``specscope::rowdot_i8``, ``LOSSY``): a 0.5B drafter's step reads half the bytes of bfloat16.
+
 The prompt's prefill stays with transformers (it is shared by plain and speculative decoding); its
 cache is copied into the static buffers. One graph serves every block size and cache capacity
 (dynamic shapes): nothing recompiles while decoding.
@@ -57,7 +62,8 @@ WIDTH = 64  # the attention reads the first length + n slots rounded up to this 
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
 VERSION = 6  # bump when the computation changes: row sets measured on it are measured again
-PRODUCTS = ("library", "rowdot", "amx")  # the products' paths (``products``); rowdot's and amx's are in row-set keys
+PRODUCTS = ("library", "rowdot", "amx", "i8")  # the products' paths (``products``); rowdot's and amx's are in row-set keys
+LOSSY = ("i8",)  # products whose numbers are not the model's: a drafter's only (``CompiledDecoder(lossy=True)``)
 PRODUCT_ROWS = (1, 2, 4, 8)  # the row counts the products' choice is timed at: plain steps (padded or not), verifies
 SWEEP = 256 << 20  # bytes of layers the products' choice reads as a step does: past the caches
 
@@ -168,14 +174,18 @@ def _rowdot_op():
     lib.define("rowdot_amx(Tensor x, Tensor w, Tensor? b) -> Tensor")
     lib.impl("rowdot_amx", rowdot.linear_amx, "CPU")
     torch.library.register_fake("specscope::rowdot_amx", lambda x, w, b: x.new_empty(*x.shape[:-1], w.shape[0]), lib=lib)
+    lib.define("rowdot_i8(Tensor x, Tensor w, Tensor s, Tensor? b) -> Tensor")
+    lib.impl("rowdot_i8", rowdot.linear_i8, "CPU")
+    torch.library.register_fake("specscope::rowdot_i8", lambda x, w, s, b: x.new_empty(*x.shape[:-1], s.shape[0]), lib=lib)
     return lib
 
 
-def products(model) -> str:
-    """Which products the compiled forward of ``model`` runs: "rowdot", "amx" or "library" (module
-    docstring). ``SPECSCOPE_COMPILED_PRODUCTS`` (auto / rowdot / amx / library) forces one (rowdot only where it
+def products(model, lossy: bool = False) -> str:
+    """Which products the compiled forward of ``model`` runs: "rowdot", "amx", "i8" or "library" (module
+    docstring). ``SPECSCOPE_COMPILED_PRODUCTS`` (auto / rowdot / amx / i8 / library) forces one (rowdot only where it
     runs: a bfloat16 CPU target, rowdot_dpbf16 built; amx where rowdot_amx runs and takes every weight's
-    shape); by default all that run are timed on the model's weights
+    shape; i8, int8 copies of the weights, only for a drafter (``lossy``) where rowdot_i8 runs and takes
+    every weight's shape); by default all that run are timed on the model's weights
     at ``PRODUCT_ROWS`` rows, as a step calls them over its first layers (``_step_calls``, at least
     ``SWEEP`` bytes) scaled to all layers (``_time_products``), and the
     path whose step costs least is kept; the verdict is cached per machine (the tuning file, key "compiled_products")."""
@@ -189,13 +199,16 @@ def products(model) -> str:
     p = next(model.parameters())
     bf16_cpu = p.dtype == torch.bfloat16 and p.device.type == "cpu"
     able = ["library"] + (["rowdot"] if bf16_cpu and rowdot.dpbf16() else [])
-    if bf16_cpu and rowdot.amx() and all(rowdot.amx_fits(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)):
+    shapes = [m.weight.shape for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if bf16_cpu and rowdot.amx() and all(rowdot.amx_fits(s) for s in shapes):
         able.append("amx")
+    if lossy and p.device.type == "cpu" and rowdot.i8() and all(rowdot.i8_fits(s) for s in shapes):
+        able.append("i8")
     if want != "auto" or len(able) == 1:
         return want if want in able else "library"
     key = (
         f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|rowdot={rowdot.version()}|rows={PRODUCT_ROWS}|"
-        f"step={SWEEP >> 20}MB|{','.join(able)}|{_shapes(model)}"
+        f"step={SWEEP >> 20}MB|{p.dtype}|{','.join(able)}|{_shapes(model)}"
     )
     hit = tuned("compiled_products", key)
     if hit is None:
@@ -244,6 +257,7 @@ def _time_products(calls: list, paths=("rowdot", "library"), rounds: int = 3) ->
     make = {  # the library's product as inductor's freezing runs it: oneDNN on a packed weight
         "rowdot": lambda: [[(lambda x, p=rowdot.pack_linears(c): il(x, *p), w)] for c, w in calls],
         "amx": lambda: [[(lambda x, p=rowdot.pack_linears(c, amx=True): rowdot.linear_amx(x, *p), w)] for c, w in calls],
+        "i8": lambda: [[(lambda x, p=rowdot.pack_linears(c, i8=True): rowdot.linear_i8(x, *p), w)] for c, w in calls],
         "library": lambda: [[(lambda x, p=kernels._pack(m.weight), b=m.bias: onednn(x, p, b), w) for m in c] for c, w in calls],
     }
     packs = {p: make[p]() for p in paths}
@@ -299,9 +313,10 @@ def _lin(x, lin):
 class CompiledDecoder:
     """The decoder's forward written once over the model's own weights, compiled by inductor."""
 
-    def __init__(self, model):
+    def __init__(self, model, lossy: bool = False):
         cfg = model.config
         self.model = model
+        self.lossy = lossy  # a drafter's: products may round the weights (``LOSSY``)
         self.layers = list(model.model.layers)
         self.heads = cfg.num_attention_heads
         self.kv_heads = cfg.num_key_value_heads
@@ -327,25 +342,26 @@ class CompiledDecoder:
 
     @functools.cached_property
     def products(self) -> str:
-        """ "rowdot", "amx" or "library": measured (``products``) when first asked (the row-set key, the compile)."""
-        return products(self.model)
+        """ "rowdot", "amx", "i8" or "library": measured (``products``) when first asked (the row-set key, the compile)."""
+        return products(self.model, self.lossy)
 
     @property
     def ready(self) -> bool:
         return self.compile_s is not None and not self.failed
 
     @classmethod
-    def build(cls, model) -> CompiledDecoder | None:
-        return None if eligible(model) else cls(model)
+    def build(cls, model, lossy: bool = False) -> CompiledDecoder | None:
+        return None if eligible(model) else cls(model, lossy)
 
     # ---- the forward ------------------------------------------------------------------
     def _make_packs(self) -> None:
-        """rowdot's (or rowdot_amx's) copies of the weights (``rowdot.pack_linears``): per layer q / k / v as one, o,
+        """rowdot's (rowdot_amx's, rowdot_i8's) copies of the weights (``rowdot.pack_linears``): per layer q / k / v as one, o,
         gate / up as one, down; then the lm_head."""
-        if self.products not in ("rowdot", "amx") or self._packs is not None:
+        if self.products == "library" or self._packs is not None:
             return
-        amx = self.products == "amx"
         from . import rowdot
+
+        kind = {"amx": True} if self.products == "amx" else {"i8": True} if self.products == "i8" else {}
 
         _rowdot_op()
         packs = []
@@ -353,13 +369,13 @@ class CompiledDecoder:
             a, mlp = layer.self_attn, layer.mlp
             packs.append(
                 {
-                    "qkv": rowdot.pack_linears([a.q_proj, a.k_proj, a.v_proj], amx),
-                    "o": rowdot.pack_linears([a.o_proj], amx),
-                    "gate_up": rowdot.pack_linears([mlp.gate_proj, mlp.up_proj], amx),
-                    "down": rowdot.pack_linears([mlp.down_proj], amx),
+                    "qkv": rowdot.pack_linears([a.q_proj, a.k_proj, a.v_proj], **kind),
+                    "o": rowdot.pack_linears([a.o_proj], **kind),
+                    "gate_up": rowdot.pack_linears([mlp.gate_proj, mlp.up_proj], **kind),
+                    "down": rowdot.pack_linears([mlp.down_proj], **kind),
                 }
             )
-        packs.append({"head": rowdot.pack_linears([self.model.lm_head], amx)})
+        packs.append({"head": rowdot.pack_linears([self.model.lm_head], **kind)})
         self._packs = packs
 
     def _step(self, ids, pos, slots, cols, bias, keys, values):
@@ -374,7 +390,8 @@ class CompiledDecoder:
         scale = d**-0.5
         resid = []
         il = self._packs
-        rd = (torch.ops.specscope.rowdot_amx if self.products == "amx" else torch.ops.specscope.rowdot_il) if il is not None else None
+        ops = {"amx": "rowdot_amx", "i8": "rowdot_i8", "rowdot": "rowdot_il"}
+        rd = getattr(torch.ops.specscope, ops[self.products]) if il is not None else None
         for i, layer in enumerate(self.layers):
             resid.append(x)
             a, mlp = layer.self_attn, layer.mlp

@@ -472,3 +472,86 @@ void rowdot_amx(const uint16_t *x, const uint16_t *w, const float *b, float *y, 
 #else
 int rowdot_amx_built(void) { return 0; }
 #endif
+
+/* rowdot_i8: weights rounded to int8 per output channel (w[o, k] ~ q[o, k] * s[o]), for drafters only
+ * (their precision never reaches the output: the target verifies every token). A quarter of float32's
+ * bytes, half of bfloat16's: a draft model's step is its weights' read. x is float32; each output is
+ * 16-lane float32 sums over the chunks of 64 k in ascending order (each int8 widened exactly), summed
+ * in a fixed tree, times s[o], plus the bias, so row i of an n-row product is still the one-row product
+ * of row i. The weights are laid out as it reads them (rowdot_i8_pack): blocks of I8 outputs, per chunk
+ * of 64 k the I8 rows' 64 bytes side by side, one sequential stream a block. Rows four at a time (the
+ * block's weights then come from L2). Needs K % 64 == 0 and O % I8 == 0 (rowdot.i8_fits). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#ifndef I8
+#define I8 8 /* outputs a block */
+#endif
+#ifndef RD_I8_PF
+#define RD_I8_PF 4096 /* bytes ahead on the block's stream, into L2 */
+#endif
+
+int rowdot_i8_built(void) { return 1; }
+
+void rowdot_i8_pack(const int8_t *w, int8_t *out, long K, long O) {
+    for (long b = 0; b < O / I8; b++)
+        for (long k = 0; k < K; k += 64)
+            for (int c = 0; c < I8; c++) memcpy(out + b * I8 * K + (k / 64 * I8 + c) * 64, w + (b * I8 + c) * K + k, 64);
+}
+
+INLINE __m512 i8w(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+
+INLINE float i8sum(__m512 v) { /* a fixed tree: 16 -> 8 -> 4 -> 2 -> 1 */
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+/* R rows of x (1..4) against the block of I8 outputs at blk: y[r * O + c] (y from output o), scales so, bias bo. */
+INLINE void i8blk(const float *x, int R, const int8_t *blk, const float *so, const float *bo, float *y, long K, long O) {
+    __m512 acc[4][I8];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < I8; c++) acc[r][c] = _mm512_setzero_ps();
+    const int8_t *p = blk;
+    for (long k = 0; k < K; k += 64, p += I8 * 64) {
+#if RD_I8_PF
+        for (int c = 0; c < I8; c++) _mm_prefetch((const char *)p + RD_I8_PF + c * 64, _MM_HINT_T1);
+#endif
+        for (int c = 0; c < I8; c++) {
+            __m512 w0 = i8w(p + c * 64), w1 = i8w(p + c * 64 + 16), w2 = i8w(p + c * 64 + 32), w3 = i8w(p + c * 64 + 48);
+            for (int r = 0; r < R; r++) {
+                const float *xr = x + r * K + k;
+                __m512 a = acc[r][c];
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(xr), w0, a);
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 16), w1, a);
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 32), w2, a);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 48), w3, a);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < I8; c++) {
+            float a = i8sum(acc[r][c]); /* one rounding with the bias, whatever the compiler contracts */
+            y[r * O + c] = bo ? __builtin_fmaf(a, so[c], bo[c]) : a * so[c];
+        }
+}
+
+void rowdot_i8(const float *x, const int8_t *w, const float *s, const float *b, float *y, long n, long K, long O, int threads) {
+    long n4 = n - n % 4;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long j = 0; j < O / I8; j++) {
+        const int8_t *blk = w + j * I8 * K;
+        const float *so = s + I8 * j, *bo = b ? b + I8 * j : NULL;
+        for (long i = 0; i < n4; i += 4) i8blk(x + i * K, 4, blk, so, bo, y + i * O + I8 * j, K, O);
+        float *yr = y + n4 * O + I8 * j;
+        switch (n - n4) {
+        case 3: i8blk(x + n4 * K, 3, blk, so, bo, yr, K, O); break;
+        case 2: i8blk(x + n4 * K, 2, blk, so, bo, yr, K, O); break;
+        case 1: i8blk(x + n4 * K, 1, blk, so, bo, yr, K, O); break;
+        }
+    }
+}
+#else
+int rowdot_i8_built(void) { return 0; }
+#endif

@@ -27,6 +27,8 @@ same bytes: 47-54; docs/results.md). ``SPECSCOPE_ROWDOT_DPBF16=0`` takes the wid
                          # the weights laid out as the kernel reads them (rowdot_il; core/compiled.py)
     linear_amx(x, pack_amx(w), b)  # AMX-BF16 CPUs: its own numbers, every row alike at any row count,
                          # 16 rows for the price of one (rowdot_amx; core/compiled.py)
+    linear_i8(x, *pack_i8(w), b)  # drafters only (AVX512F CPUs): the weights rounded to int8 per output
+                         # channel, a quarter of float32's bytes; every row alike (rowdot_i8; core/compiled.py)
     available()          # False where no C compiler builds it (the reason: ``why_not()``)
 
 The shared object is built once per machine with ``cc -O3 -march=native -fopenmp`` (under a
@@ -104,6 +106,12 @@ def _lib() -> ctypes.CDLL | str:
         lib.rowdot_amx.restype = None
         lib.rowdot_amx_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
         lib.rowdot_amx_pack.restype = None
+    lib.rowdot_i8_built.restype = ctypes.c_int
+    if lib.rowdot_i8_built():
+        lib.rowdot_i8.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 3 + [ctypes.c_int]
+        lib.rowdot_i8.restype = None
+        lib.rowdot_i8_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
+        lib.rowdot_i8_pack.restype = None
     return lib
 
 
@@ -142,6 +150,61 @@ _amx_runs = amx  # for the functions whose keyword ``amx`` hides it
 def amx_fits(shape) -> bool:
     """Can ``rowdot_amx`` take a weight of this (O, K) shape (its tiles: K % 32, O % 16)?"""
     return shape[1] % 32 == 0 and shape[0] % 16 == 0
+
+
+def i8() -> bool:
+    """Does ``rowdot_i8`` (int8 weights, drafters only) run here (built for AVX512F)?"""
+    lib = _lib()
+    return not isinstance(lib, str) and bool(lib.rowdot_i8_built())
+
+
+def i8_fits(shape) -> bool:
+    """Can ``rowdot_i8`` take a weight of this (O, K) shape (K % 64, O % 8)?"""
+    return shape[1] % 64 == 0 and shape[0] % 8 == 0
+
+
+def pack_i8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight ``w`` (O, K) rounded to int8 per output channel (scale: the row's largest magnitude
+    over 127) and laid out as ``rowdot_i8`` reads it: (packed int8, scales float32 (O,)). Lossy: for
+    drafters only. Only where ``i8()`` and ``i8_fits(w.shape)``."""
+    lib = _lib()
+    if isinstance(lib, str) or not i8():
+        raise RuntimeError("rowdot_i8 needs AVX512F (built with -march=native on such a CPU)")
+    if w.dim() != 2 or w.device.type != "cpu" or not i8_fits(w.shape):
+        raise TypeError(f"pack_i8 takes a 2-D CPU weight with K % 64 == O % 8 == 0, not {tuple(w.shape)}")
+    w = w.detach().float()
+    s = (w.abs().amax(1) / 127).clamp(min=1e-12)
+    q = (w / s[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+    out = torch.empty_like(q)
+    lib.rowdot_i8_pack(q.data_ptr(), out.data_ptr(), w.shape[1], w.shape[0])
+    return out, s.contiguous()
+
+
+def linear_i8(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` on a weight from ``pack_i8`` (``w`` int8, ``s`` its scales, ``b`` float32 or None) for
+    rows of any float dtype (summed in float32, returned in ``x``'s dtype); every row computes alike."""
+    lib = _lib()
+    if isinstance(lib, str) or not i8():
+        raise RuntimeError("rowdot_i8 needs AVX512F (built with -march=native on such a CPU)")
+    if w.dtype != torch.int8 or x.device.type != "cpu":
+        raise TypeError(f"linear_i8 takes CPU rows and a weight from pack_i8, not {w.dtype} on {x.device}")
+    O, K = s.shape[0], x.shape[-1]
+    x2 = x.reshape(-1, K).float().contiguous()
+    b = None if b is None else b.float().contiguous()
+    y = torch.empty(x2.shape[0], O, dtype=torch.float32)
+    if x2.shape[0]:
+        lib.rowdot_i8(
+            x2.data_ptr(),
+            w.data_ptr(),
+            s.data_ptr(),
+            None if b is None else b.data_ptr(),
+            y.data_ptr(),
+            x2.shape[0],
+            K,
+            O,
+            torch.get_num_threads(),
+        )
+    return y.view(*x.shape[:-1], O).to(x.dtype)
 
 
 def version() -> str:
@@ -209,16 +272,17 @@ def linear_amx(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
     return sums(x, w, b, amx=True).to(x.dtype)
 
 
-def pack_linears(lins, amx: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def pack_linears(lins, amx: bool = False, i8: bool = False) -> tuple:
     """``pack`` (``pack_amx`` with ``amx``) of the linears' weights stacked (their outputs side by
     side: one call computes them all, each output the same dot product as alone), and their biases in
-    float32 (zeros for one without), None if none has one."""
+    float32 (zeros for one without), None if none has one: (weight, bias). With ``i8``, ``pack_i8``'s
+    copy: (int8 weight, scales, bias)."""
     w = torch.cat([m.weight.detach() for m in lins]) if len(lins) > 1 else lins[0].weight
-    w = pack_amx(w) if amx else pack(w)
+    w = pack_i8(w) if i8 else (pack_amx(w) if amx else pack(w),)
     if all(m.bias is None for m in lins):
-        return w, None
+        return (*w, None)
     b = [m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features) for m in lins]
-    return w, torch.cat(b).contiguous()
+    return (*w, torch.cat(b).contiguous())
 
 
 def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interleaved: bool = False, amx: bool = False) -> torch.Tensor:

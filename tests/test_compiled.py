@@ -375,6 +375,67 @@ def test_in_the_background_the_eager_forward_serves_until_a_later_settle(monkeyp
     assert tgt.settle_path(wait=False) == "compiled"
 
 
+def test_a_drafters_compiled_forward_may_round_its_weights_and_speculative_stays_plain(monkeypatch, tmp_path):
+    """A model drafter's compiled forward (``CompiledDecoder(lossy=True)``) may run its products on int8
+    copies of its weights (``rowdot_i8``: half the bytes of bfloat16), a target's never (red with the
+    rounding allowed to a target). Its logits are the model's to the rounding; as a drafter it proposes
+    on it, and speculative decoding stays plain decoding for every strategy; ``api.warm`` settles its
+    forward by timing both (red with the drafter's settle skipped: it stays eager)."""
+    from core import rowdot
+
+    if not (rowdot.available() and rowdot.i8()):
+        pytest.skip("rowdot_i8: not built here (no AVX512F, or no compiler)")
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "i8")
+    assert adapters.load(tiny_model_dir(FAMILY), dtype="float32").compiled.products == "library"  # a target
+    lm = adapters.load(tiny_model_dir(FAMILY), dtype="float32", role="drafter")
+    assert lm.compiled.lossy and lm.compiled.products == "i8"
+    assert lm.compiled.warm(), lm.compiled.failed
+    ids = torch.randint(0, lm.vocab_size, (40,), generator=torch.Generator().manual_seed(2))
+    sess, _, _ = lm.prefill(lm.encode_ids(ids[:30]))
+    ref, _ = lm.forward(sess, ids[30:].tolist())
+    lm.use_compiled = True
+    sess, _, _ = lm.prefill(lm.encode_ids(ids[:30]))
+    assert isinstance(sess.cache, compiled.StaticKV)
+    got, _ = lm.forward(sess, ids[30:].tolist())
+    assert not torch.equal(got, ref) and torch.allclose(got, ref, atol=0.05, rtol=0.05)  # rounded weights
+    drafter = ModelDrafter(lm, "tiny, int8")
+    tgt = target()
+    plain, _ = decode(tgt, None, "chain")
+    for strategy in ("chain", "tree", "auto"):
+        tr, _ = decode(tgt, drafter, strategy)
+        assert tr.output == plain.output, strategy
+        assert drafter.sess.path == "compiled" and sum(len(st.accepted) for st in tr.steps) > 0, strategy
+    lm.use_compiled = False
+    warm(Pair(tgt, drafter, "tiny", "tiny int8"), PROMPT, tokens=2, force=True)
+    assert set(lm.draft_seconds) == {"eager", "compiled"}, lm.compiled.failed  # both timed, here
+    assert lm.path == ("compiled" if lm.draft_seconds["compiled"] < lm.draft_seconds["eager"] else "eager")
+
+
+def test_a_drafters_forward_is_the_one_measured_cheaper_and_a_loss_is_kept(monkeypatch, tmp_path):
+    """A drafter's forward is chosen by its speed alone (``HFAdapter._settle_draft``): its numbers never
+    reach the output, so no row set is measured (red where it is); the compiled one where its draft
+    forwards measured cheaper, the eager one elsewhere; a loss is kept per machine, and a later
+    process compiles nothing (red with the verdict not kept)."""
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.setattr(compiled.CompiledDecoder, "warm", lambda self, kv_len=64: setattr(self, "compile_s", 1.0) or True)
+    monkeypatch.setattr("core.adapters.base._time_prefill", lambda a, enc, mode: 1.0)
+    monkeypatch.setattr("core.adapters.base.row_set", lambda *a, **k: pytest.fail("a drafter's row set measured"))
+    cost = {"eager": 2.0, "compiled": 1.0}
+    monkeypatch.setattr(adapters.HFAdapter, "_time_draft", lambda self, mode: cost[mode])
+    lm = adapters.load(tiny_model_dir("qwen2"), dtype="float32", role="drafter")
+    assert lm.settle_path() == "compiled" and lm.draft_seconds == cost
+    (tmp_path / "tuning.json").unlink()
+    cost.update(eager=1.0, compiled=2.0)
+    lm = adapters.load(tiny_model_dir("qwen2"), dtype="float32", role="drafter")
+    assert lm.settle_path() == "eager" and lm.draft_seconds == cost
+    monkeypatch.setattr(compiled.CompiledDecoder, "warm", lambda self, kv_len=64: pytest.fail("compiled again"))
+    monkeypatch.setattr(adapters.HFAdapter, "_time_draft", lambda self, mode: pytest.fail("timed again"))
+    lm = adapters.load(tiny_model_dir("qwen2"), dtype="float32", role="drafter")
+    assert lm.settle_path() == "eager" and lm.settle_path(wait=False) == "eager"
+    assert lm.compiled.reserved == 0  # its memory promise given back
+
+
 def test_no_compiled_forward_where_it_cannot_serve(monkeypatch):
     assert adapters.load(tiny_model_dir("qwen2_vl")).compiled is None  # multimodal: the eager path
     monkeypatch.setenv("SPECSCOPE_COMPILE", "off")

@@ -112,6 +112,41 @@ def test_rowdot_amx_computes_every_row_as_alone(out_features, in_features):
         rowdot.pack_amx(torch.randn(24, 64).bfloat16())  # 24 outputs: not a tile of 16
 
 
+@pytest.mark.parametrize("out_features,in_features", [(8, 64), (1152, 896), (136, 192)])
+def test_rowdot_i8_computes_every_row_as_alone_near_the_rounded_weights(out_features, in_features):
+    """``rowdot_i8`` (drafters only): the weights rounded to int8 per output channel; every row's
+    result the same at every row count (blocks of four, the rest alone) and on one or two threads;
+    close to the product with the rounded weights, and within the rounding of the true product
+    (red with a block's chunks read one place off, the scale or the bias dropped, or a row's sums
+    taken from the row before)."""
+    if not (rowdot.available() and rowdot.i8()):
+        pytest.skip("rowdot_i8: not built here (no AVX512F, or no compiler)")
+    g = torch.Generator().manual_seed(out_features + in_features)
+    w = torch.randn(out_features, in_features, generator=g) / 8
+    b = torch.randn(out_features, generator=g)
+    q, s = rowdot.pack_i8(w)
+    x = torch.randn(11, in_features, generator=g)
+    full = rowdot.linear_i8(x, q, s, b)
+    for n in (1, 2, 3, 4, 5, 8, 9):
+        assert torch.equal(rowdot.linear_i8(x[:n], q, s, b), full[:n]), n
+    for i in (0, 5, 10):
+        assert torch.equal(rowdot.linear_i8(x[i : i + 1], q, s, b)[0], full[i]), i
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(rowdot.linear_i8(x, q, s, b), full)
+    finally:
+        torch.set_num_threads(before)
+    scale = w.abs().amax(1, keepdim=True) / 127
+    rounded = (w / scale).round().clamp(-127, 127) * scale
+    assert torch.allclose(full.double(), F.linear(x.double(), rounded.double(), b.double()), rtol=1e-5, atol=1e-4)
+    err = (full.double() - F.linear(x.double(), w.double(), b.double())).abs().max()
+    assert err < 0.02 * F.linear(x.double(), w.double()).abs().max()  # a rounding, not another product
+    assert rowdot.linear_i8(x.bfloat16(), q, s, b).dtype == torch.bfloat16  # the rows' dtype back
+    with pytest.raises(TypeError):
+        rowdot.pack_i8(torch.randn(12, 64))  # 12 outputs: not a block of 8
+
+
 @needs_kernel
 def test_the_thread_count_changes_no_bit(dtype):
     g = torch.Generator().manual_seed(1)

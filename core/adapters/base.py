@@ -6,6 +6,7 @@ differences (how an image becomes input ids, Qwen2-VL's position offsets) are in
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,10 +16,12 @@ import torch
 
 from ..compiled import StaticKV
 from ..errors import InputError, ModelLoadError
+from ..machine import tuned, update_tuning
 from ..rows import REACH, STOCK, causal_mask, measured, padded_inputs, row_set
 
 PREFILL_CHUNK = 128  # a prompt on the compiled forward: rows per block (bounds each row's gathered keys)
 PREFILL_PROBE = 96  # prompt tokens of the prefill timing (settle_path): a typical chat prompt
+DRAFT_ROWS = (1, 4)  # a drafter's forwards timed each way (settle_path): a chain's step, a tree's level
 SENTINEL = "\ue000"  # private-use char marking where the user's text goes in the chat template
 
 
@@ -72,6 +75,8 @@ class HFAdapter:
         # readers of the compiled forward's residual stream: f(hidden (m, H), resid (m, L + 1, H)) after
         # each compiled forward, for what reads the layers through hooks on the eager one (AuxTaps)
         self.readers: list = []
+        self.role = "target"  # set by load(); a "drafter"'s forward is chosen by its speed alone
+        self.draft_seconds: dict = {}  # a drafter's forwards timed each way ({"eager": s, "compiled": s})
 
     def generate_inputs(self, enc) -> dict:
         """Keyword arguments of ``self.model.generate`` for ``enc``: transformers' own decoding of
@@ -179,10 +184,12 @@ class HFAdapter:
         and per machine): done here (``wait``) or in a background thread while the eager forward
         serves (a later call switches). Where this machine measured the compiled forward's row set in an
         earlier process and it lost, nothing is compiled. Called between runs only (``core.api.warm``),
-        never inside one."""
+        never inside one. A drafter's forward: ``_settle_draft``."""
         fast = self.compiled
         if fast is None or self.use_compiled or fast.failed:
             return self.path
+        if self.role == "drafter":
+            return self._settle_draft(wait)
         if self._compiled_rows is None:
             known = measured(self, "compiled")  # this machine's verdict from an earlier process
             if known is not None and not (known.exact and _faster(known, row_set(self))):
@@ -200,6 +207,74 @@ class HFAdapter:
             if self.use_compiled:
                 self.compiled_prefill = self._prefill_cheaper()
         return self.path
+
+    def _settle_draft(self, wait: bool) -> str:
+        """``settle_path`` for a drafter. Its numbers never reach the output (the target verifies every
+        token), so its compiled forward may round the weights (``core.compiled.LOSSY``: int8 copies) and
+        no row set is asked of it: it is taken where its forwards (``DRAFT_ROWS`` after a prompt) measure
+        cheaper than the eager ones (``_measure_draft``). The timing is kept per machine: where the
+        compiled forward lost, a later process compiles nothing."""
+        fast = self.compiled
+        if not self.draft_seconds:
+            self.draft_seconds = tuned("draft_path", self._draft_key()) or {}
+        if self.draft_seconds and not _cheaper(self.draft_seconds):
+            fast._give_back()  # it lost here: nothing to compile
+            return self.path
+        if not fast.ready:
+            if not wait:
+                fast.warm_in_background(then=None if self.draft_seconds else self._measure_draft)
+                return self.path
+            if not fast.warm():
+                return self.path
+        if not self.draft_seconds:
+            busy = fast._thread is not None and fast._thread.is_alive()  # measuring in the background
+            if busy and not wait:
+                return self.path
+            fast._thread.join() if busy else self._measure_draft()
+        if self.draft_seconds and not fast.failed:
+            self.use_compiled = _cheaper(self.draft_seconds)
+            if self.use_compiled:
+                self.compiled_prefill = self._prefill_cheaper()
+        return self.path
+
+    def _draft_key(self) -> str:
+        from .. import compiled, rowdot
+        from ..machine import cpu_name
+
+        shapes = ",".join(f"{tuple(p.shape)}" for p in self.model.parameters())
+        fast = self.compiled
+        return (
+            f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|v{compiled.VERSION}|rowdot={rowdot.version()}|"
+            f"{self.dtype}|kernels={self.kernels.get('paths')}|{fast.products}|{hashlib.sha256(shapes.encode()).hexdigest()[:12]}"
+        )
+
+    def _measure_draft(self) -> None:
+        """Seconds of a draft's forwards (``DRAFT_ROWS`` rows after a ``PREFILL_PROBE``-token prompt) on
+        the eager and the compiled forward, alternated three times, the fastest of each kept, in
+        ``draft_seconds`` and the tuning file (key "draft_path"). Only in the thread measuring."""
+        seen: dict = {}
+        try:
+            for mode in ("eager", "compiled") * 3:
+                seen[mode] = min(seen.get(mode, float("inf")), self._time_draft(mode))
+        except Exception as e:  # a compiled forward that fails: the eager one stays, and why is kept
+            self.compiled.failed = f"{type(e).__name__}: {str(e).strip()[:200]}"
+            return
+        timed = {k: round(v, 6) for k, v in seen.items()}
+        update_tuning(lambda d: d.setdefault("draft_path", {}).__setitem__(self._draft_key(), timed))
+        self.draft_seconds = timed
+
+    def _time_draft(self, mode: str) -> float:
+        self._trial.on = mode == "compiled"
+        try:
+            run = self.probe(prefix=PREFILL_PROBE)
+            for n in DRAFT_ROWS:  # untimed: the first call of each size
+                run(n)
+            t0 = time.perf_counter()
+            for n in DRAFT_ROWS:
+                run(n)
+            return time.perf_counter() - t0
+        finally:
+            self._trial.on = False
 
     def _prefill_cheaper(self) -> bool:
         """Does a prompt cost less on the compiled forward than on transformers'? Measured once (a
@@ -442,6 +517,11 @@ def _time_prefill(adapter: HFAdapter, enc: Encoded, mode: str) -> float:
         return time.perf_counter() - t0
     finally:
         adapter.compiled_prefill = keep
+
+
+def _cheaper(seconds: dict) -> bool:
+    """A drafter's compiled forward measured cheaper than its eager one (``draft_seconds``)?"""
+    return seconds.get("compiled", float("inf")) < seconds.get("eager", float("inf"))
 
 
 def _faster(a, b) -> bool:

@@ -67,16 +67,12 @@ def load(
     kernels = kernels or kernels_default()
     choice = {"role": role, "paths": "stock"}
     adapter = cls(model, tokenizer, processor, name=str(name_or_path))
-    if (
-        role == "target"
-        and kernels != "stock"
-        and compile_default() == "auto"
-        and adapter.device.type == "cpu"
-        and not adapter.is_multimodal
-    ):
+    adapter.role = role
+    if kernels != "stock" and compile_default() == "auto" and adapter.device.type == "cpu" and not adapter.is_multimodal:
         from ..compiled import CompiledDecoder
 
-        adapter.compiled = CompiledDecoder.build(model)  # compiled and chosen later: HFAdapter.settle_path
+        # compiled and chosen later (HFAdapter.settle_path); a drafter's may round its weights (int8)
+        adapter.compiled = CompiledDecoder.build(model, lossy=role == "drafter")
         # (built first: it keeps the memory its compile will take from the packed copies below)
     if kernels != "stock":
         from .. import kernels as K

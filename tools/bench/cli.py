@@ -216,6 +216,16 @@ def bench(args) -> dict:
         res = summarize(cfg, records)
         res["drafter_label"] = cfg.drafter_label
         res["drafter_name"] = getattr(pair.drafter, "name", cfg.drafter)
+        lm = getattr(pair.drafter, "lm", None)
+        if getattr(lm, "compiled", None) is not None:  # a model drafter's forward, and the timing behind it
+            fast = lm.compiled
+            res["drafter_forward"] = {
+                "path": lm.path,
+                "products": fast.products if fast.ready else None,
+                "compile_s": fast.compile_s,
+                "failed": fast.failed,
+                "draft_seconds": dict(lm.draft_seconds),
+            }
         for r in records:
             if r["exact"] is False:
                 a, sp = next((a, sp) for a, sp in zip(r["ref"], r["spec"]) if a["tokens"] != sp["tokens"])

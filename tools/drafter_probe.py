@@ -6,8 +6,8 @@
                                                            # products measured fastest, int8 (rowdot_i8) allowed
 
 Prints the median of 20 one-row and four-row forwards after 200 cached tokens (and the compile
-time). A measurement, not a code path: the engine's drafters stay eager because this measured no
-gain for the compiled ones on the machines it ran on.
+time). A measurement, not a code path: the engine chooses a drafter's forward itself, by timing both
+(``HFAdapter._settle_draft``; docs/results.md, twenty-eighth session).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ four rows with its arithmetic; every row computes alike there too. All that run 
 A model drafter runs this forward too (``CompiledDecoder(model, lossy=True)``, taken where its draft
 forwards measure cheaper than its eager ones: ``HFAdapter._settle_draft``). Its numbers never reach
 the output (the target verifies every token), so its products may also run on int8 copies of its
-weights (``specscope::rowdot_i8``, ``LOSSY``): a 0.5B drafter's step reads half the bytes of bfloat16.
+weights (``specscope::rowdot_i8``): a 0.5B drafter's step reads half the bytes of bfloat16.
 
 The prompt's prefill stays with transformers (it is shared by plain and speculative decoding); its
 cache is copied into the static buffers. One graph serves every block size and cache capacity
@@ -63,7 +63,6 @@ BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GRO
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
 VERSION = 6  # bump when the computation changes: row sets measured on it are measured again
 PRODUCTS = ("library", "rowdot", "amx", "i8")  # the products' paths (``products``); rowdot's and amx's are in row-set keys
-LOSSY = ("i8",)  # products whose numbers are not the model's: a drafter's only (``CompiledDecoder(lossy=True)``)
 PRODUCT_ROWS = (1, 2, 4, 8)  # the row counts the products' choice is timed at: plain steps (padded or not), verifies
 SWEEP = 256 << 20  # bytes of layers the products' choice reads as a step does: past the caches
 
@@ -316,7 +315,7 @@ class CompiledDecoder:
     def __init__(self, model, lossy: bool = False):
         cfg = model.config
         self.model = model
-        self.lossy = lossy  # a drafter's: products may round the weights (``LOSSY``)
+        self.lossy = lossy  # a drafter's: products may round the weights (i8)
         self.layers = list(model.model.layers)
         self.heads = cfg.num_attention_heads
         self.kv_heads = cfg.num_key_value_heads

@@ -6,7 +6,6 @@ differences (how an image becomes input ids, Qwen2-VL's position offsets) are in
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -210,7 +209,7 @@ class HFAdapter:
 
     def _settle_draft(self, wait: bool) -> str:
         """``settle_path`` for a drafter. Its numbers never reach the output (the target verifies every
-        token), so its compiled forward may round the weights (``core.compiled.LOSSY``: int8 copies) and
+        token), so its compiled forward may round the weights (int8 copies: ``core.compiled.products``) and
         no row set is asked of it: it is taken where its forwards (``DRAFT_ROWS`` after a prompt) measure
         cheaper than the eager ones (``_measure_draft``). The timing is kept per machine: where the
         compiled forward lost, a later process compiles nothing."""
@@ -230,7 +229,10 @@ class HFAdapter:
             busy = fast._thread is not None and fast._thread.is_alive()  # measuring in the background
             if busy and not wait:
                 return self.path
-            fast._thread.join() if busy else self._measure_draft()
+            if busy:
+                fast._thread.join()
+            else:
+                self._measure_draft()
         if self.draft_seconds and not fast.failed:
             self.use_compiled = _cheaper(self.draft_seconds)
             if self.use_compiled:
@@ -241,25 +243,20 @@ class HFAdapter:
         from .. import compiled, rowdot
         from ..machine import cpu_name
 
-        shapes = ",".join(f"{tuple(p.shape)}" for p in self.model.parameters())
-        fast = self.compiled
         return (
             f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|v{compiled.VERSION}|rowdot={rowdot.version()}|"
-            f"{self.dtype}|kernels={self.kernels.get('paths')}|{fast.products}|{hashlib.sha256(shapes.encode()).hexdigest()[:12]}"
+            f"{self.dtype}|kernels={self.kernels.get('paths')}|{self.compiled.products}|{compiled._shapes(self.model)}"
         )
 
     def _measure_draft(self) -> None:
         """Seconds of a draft's forwards (``DRAFT_ROWS`` rows after a ``PREFILL_PROBE``-token prompt) on
         the eager and the compiled forward, alternated three times, the fastest of each kept, in
         ``draft_seconds`` and the tuning file (key "draft_path"). Only in the thread measuring."""
-        seen: dict = {}
         try:
-            for mode in ("eager", "compiled") * 3:
-                seen[mode] = min(seen.get(mode, float("inf")), self._time_draft(mode))
+            timed = _alternated(self._time_draft, rounds=3)
         except Exception as e:  # a compiled forward that fails: the eager one stays, and why is kept
             self.compiled.failed = f"{type(e).__name__}: {str(e).strip()[:200]}"
             return
-        timed = {k: round(v, 6) for k, v in seen.items()}
         update_tuning(lambda d: d.setdefault("draft_path", {}).__setitem__(self._draft_key(), timed))
         self.draft_seconds = timed
 
@@ -282,14 +279,12 @@ class HFAdapter:
         does not depend on it: plain and speculative decoding of a prompt share its prefill."""
         ids = torch.arange(PREFILL_PROBE) * 7919 % max(self.vocab_size - 1, 1)
         enc = self.encode_ids(ids)
-        seen: dict = {}
         try:
-            for mode in ("eager", "compiled", "eager", "compiled"):
-                seen[mode] = min(seen.get(mode, float("inf")), _time_prefill(self, enc, mode))
+            seen = _alternated(lambda mode: _time_prefill(self, enc, mode), rounds=2)
         except Exception as e:  # the prompt stays with transformers; why is kept
             self.prefill_seconds = {"failed": f"{type(e).__name__}: {str(e).strip()[:200]}"}
             return False
-        self.prefill_seconds = {k: round(v, 6) for k, v in seen.items()}
+        self.prefill_seconds = seen
         return seen["compiled"] < seen["eager"]
 
     def _measure_compiled(self) -> None:
@@ -517,6 +512,15 @@ def _time_prefill(adapter: HFAdapter, enc: Encoded, mode: str) -> float:
         return time.perf_counter() - t0
     finally:
         adapter.compiled_prefill = keep
+
+
+def _alternated(timer, rounds: int) -> dict:
+    """``timer(mode)`` for "eager" then "compiled", ``rounds`` times alternated (a slow moment of the
+    machine hits both), the fastest of each kept: {mode: s}."""
+    seen: dict = {}
+    for mode in ("eager", "compiled") * rounds:
+        seen[mode] = min(seen.get(mode, float("inf")), timer(mode))
+    return {k: round(v, 6) for k, v in seen.items()}
 
 
 def _cheaper(seconds: dict) -> bool:

@@ -14,17 +14,7 @@ os.environ["SPECSCOPE_COMPILE"] = "auto"
 import torch
 
 from core.adapters.loader import load
-
-
-def med(f, n=15):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return sorted(ts)[n // 2] * 1e3
+from tools.drafter_probe import _median_ms
 
 
 def main():
@@ -41,7 +31,7 @@ def main():
         lm._trial.on = False
     for rnd in range(2):
         for rows in (1, 2, 4, 8):
-            print(rnd, rows, {m: round(med(lambda m=m: runs[m](rows)), 1) for m in ("eager", "compiled")}, flush=True)
+            print(rnd, rows, {m: round(_median_ms(lambda m=m: runs[m](rows), 15), 1) for m in ("eager", "compiled")}, flush=True)
     lm._measure_draft()
     print("draft_seconds", lm.draft_seconds)
 

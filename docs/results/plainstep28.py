@@ -14,17 +14,7 @@ import torch
 
 import core
 from core.adapters.loader import load
-
-
-def med(f, n=15):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(n):
-        s = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - s)
-    return sorted(ts)[n // 2] * 1e3
+from tools.drafter_probe import _median_ms
 
 
 def main():
@@ -38,7 +28,7 @@ def main():
     for _ in range(5):
         x.sum()
     gbs = 5 * x.numel() * 4 / (time.perf_counter() - s) / 1e9
-    print(f"1 row {med(lambda: run(1)):.1f} ms, 4 rows {med(lambda: run(4)):.1f} ms, sum {gbs:.1f} GB/s")
+    print(f"1 row {_median_ms(lambda: run(1), 15):.1f} ms, 4 rows {_median_ms(lambda: run(4), 15):.1f} ms, sum {gbs:.1f} GB/s")
 
 
 if __name__ == "__main__":

@@ -478,6 +478,18 @@ class CompiledDecoder:
         kernels.reserve(-self.reserved)
         self.reserved = 0
 
+    def running(self) -> bool:
+        """Is a ``warm_in_background`` thread (its compile, then what follows it) still at work, in
+        another thread than this one?"""
+        t = self._thread
+        return t is not None and t.is_alive() and t is not threading.current_thread()
+
+    def join(self) -> None:
+        """Wait for a background warm (and what follows it) to end: a caller that must have the
+        compiled forward now waits for the compile already running rather than start a second one."""
+        if self.running():
+            self._thread.join()
+
     def warm_in_background(self, then=None) -> None:
         """``warm`` in a daemon thread (once), then ``then()`` if it compiled; ``ready`` says when
         the compile is done."""

@@ -375,6 +375,44 @@ def test_in_the_background_the_eager_forward_serves_until_a_later_settle(monkeyp
     assert tgt.settle_path(wait=False) == "compiled"
 
 
+def test_a_settle_that_must_wait_joins_the_compile_running_in_the_background(monkeypatch):
+    """``settle_path(wait=True)`` while a background compile (and its measurement) runs waits for it:
+    one compile and one measurement, never a second beside the first (minutes each on a real target;
+    red where the waiting settle compiles and measures again itself). The same for a drafter."""
+    monkeypatch.setattr("core.adapters.base._time_prefill", lambda a, enc, mode: 1.0)
+    for role in ("target", "drafter"):
+        lm = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16", role=role)
+        gate, warmed, measured = threading.Event(), [], []
+
+        def slow_warm(self, kv_len=64):
+            if self.ready:  # as warm() does
+                return True
+            warmed.append(threading.current_thread().name)
+            gate.wait(30)
+            self.compile_s = 1.0
+            return True
+
+        def rows(a, refresh=False):
+            measured.append((threading.current_thread().name, a.path))
+            return R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005 if a.path == "compiled" else 0.01})
+
+        def timed(self, mode):
+            measured.append((threading.current_thread().name, mode))
+            return {"eager": 2.0, "compiled": 1.0}[mode]
+
+        monkeypatch.setattr(compiled.CompiledDecoder, "warm", slow_warm)
+        monkeypatch.setattr("core.adapters.base.row_set", rows)
+        monkeypatch.setattr("core.adapters.base.measured", lambda *a, **k: None)
+        monkeypatch.setattr("core.adapters.base.tuned", lambda *a, **k: None)
+        monkeypatch.setattr("core.adapters.base.update_tuning", lambda *a, **k: None)
+        monkeypatch.setattr(adapters.HFAdapter, "_time_draft", timed)
+        assert lm.settle_path(wait=False) == "eager"
+        threading.Timer(0.3, gate.set).start()
+        assert lm.settle_path(wait=True) == "compiled", role
+        assert warmed == ["specscope-compile"], role  # compiled once, in the background thread
+        assert {t for t, path in measured if path == "compiled"} == {"specscope-compile"}, role  # measured there only
+
+
 def test_a_drafters_compiled_forward_may_round_its_weights_and_speculative_stays_plain(monkeypatch, tmp_path):
     """A model drafter's compiled forward (``CompiledDecoder(lossy=True)``) may run its products on int8
     copies of its weights (``rowdot_i8``: half the bytes of bfloat16), a target's never (red with the

@@ -196,9 +196,10 @@ class HFAdapter:
                 fast._give_back()
                 return self.path
             if not wait:
-                fast.warm_in_background(then=self._measure_compiled)
+                fast.warm_in_background(then=self._measure_compiled)  # once: a running one goes on
                 return self.path
-            if fast.warm():
+            fast.join()  # a compile already running in the background: wait for it, never a second
+            if fast.warm() and self._compiled_rows is None:
                 self._measure_compiled()
         comp = self._compiled_rows
         if comp is not None and not fast.failed:
@@ -219,20 +220,15 @@ class HFAdapter:
         if self.draft_seconds and not _cheaper(self.draft_seconds):
             fast._give_back()  # it lost here: nothing to compile
             return self.path
-        if not fast.ready:
+        if not fast.ready or fast.running():  # not compiled, or compiling / measuring in the background
             if not wait:
                 fast.warm_in_background(then=None if self.draft_seconds else self._measure_draft)
                 return self.path
+            fast.join()  # never a second compile beside the running one
             if not fast.warm():
                 return self.path
         if not self.draft_seconds:
-            busy = fast._thread is not None and fast._thread.is_alive()  # measuring in the background
-            if busy and not wait:
-                return self.path
-            if busy:
-                fast._thread.join()
-            else:
-                self._measure_draft()
+            self._measure_draft()
         if self.draft_seconds and not fast.failed:
             self.use_compiled = _cheaper(self.draft_seconds)
             if self.use_compiled:

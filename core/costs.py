@@ -67,8 +67,13 @@ def measure_target(adapter, sizes=SIZES, reps: int = 3, prefix: int = 48) -> dic
 
 
 def _key(adapter) -> str:
+    """Per forward too (``adapter.path``: eager / compiled): a target that switched to its compiled
+    forward between runs (the app compiles in the background) is priced by that forward's own curve."""
     kern = json.dumps(getattr(adapter, "kernels", {}).get("paths", "stock"), sort_keys=True)
-    return f"costs|{machine_key(adapter.name, '')}|{adapter.dtype}|{adapter.device}|kernels={hashlib.sha1(kern.encode()).hexdigest()[:10]}"
+    return (
+        f"costs|{machine_key(adapter.name, '')}|{adapter.dtype}|{adapter.device}|kernels={hashlib.sha1(kern.encode()).hexdigest()[:10]}"
+        f"|{getattr(adapter, 'path', 'eager')}"
+    )
 
 
 _curves: dict[str, dict[int, float]] = {}

@@ -17,7 +17,8 @@ def test_compare_alternates_and_reports_the_median_round():
     # the median of the rounds within their bound (a round of this tiny decoding can exceed it on a
     # busy machine: core/comparison.py leaves it out, and two rounds' median is their mean)
     within = [k for k in range(3) if k not in r.flagged] or [0, 1, 2]
-    assert r.speedup == round(median([r.speedups[k] for k in within]), 4)
+    # (to the last digit kept: the listed speedups are rounded, the median is taken before rounding)
+    assert abs(r.speedup - median([r.speedups[k] for k in within])) <= 1e-4 + 1e-9
     # the reported traces are those of the median round (the lower of two), and the speculative
     # one carries the result
     i = r.reported

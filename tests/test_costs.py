@@ -25,6 +25,20 @@ def test_measured_curve_is_monotone_and_kept_for_the_process(monkeypatch):
     assert costs.target_curve(tgt) == curve
 
 
+def test_a_target_that_switched_its_forward_is_priced_by_the_new_forwards_curve(monkeypatch):
+    """The app settles a target's compiled forward in the background and switches between runs: the
+    curve measured on the eager forward must not price the compiled one (red with one curve for both)."""
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    seen = []
+    monkeypatch.setattr(
+        costs, "measure_target", lambda a, *x, **k: seen.append(a.path) or {n: 0.1 if a.path == "eager" else 0.05 for n in costs.SIZES}
+    )
+    assert tgt.path == "eager" and costs.target_curve(tgt)[1] == 0.1
+    monkeypatch.setattr(type(tgt), "path", property(lambda self: "compiled"))
+    assert costs.target_curve(tgt)[1] == 0.05 and seen == ["eager", "compiled"]
+    assert costs.target_curve(tgt)[1] == 0.05 and seen == ["eager", "compiled"]  # kept for the process
+
+
 def test_online_estimates_follow_observations():
     m = costs.CostModel({1: 0.1, 2: 0.2, 4: 0.4})
     assert m.draft(2) == pytest.approx(2 * 0.25 * 0.1)  # the prior before any draft is seen

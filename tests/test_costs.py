@@ -30,6 +30,7 @@ def test_a_target_that_switched_its_forward_is_priced_by_the_new_forwards_curve(
     curve measured on the eager forward must not price the compiled one (red with one curve for both)."""
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
     seen = []
+    monkeypatch.setattr(costs, "_curves", {})  # nothing another test measured in this process
     monkeypatch.setattr(
         costs, "measure_target", lambda a, *x, **k: seen.append(a.path) or {n: 0.1 if a.path == "eager" else 0.05 for n in costs.SIZES}
     )

@@ -58,3 +58,27 @@ def test_online_estimates_follow_observations():
     assert m.other == pytest.approx(0.001, rel=1e-2)
     m.observe(1, 0.2, forwards=0, t_draft=0.01, t_other=0.0)  # model-free drafting: per step
     assert m.per_step > 0
+
+
+def test_the_curve_keeps_each_sizes_fastest_round(monkeypatch):
+    """Noise only ever adds to a forward's time: the curve keeps each size's fastest round, so a
+    machine that slowed in most rounds of one size does not price it above what it costs (red with
+    the median of the rounds: two rows then cost more than four and lift the rest of the curve)."""
+    clock = [0.0]
+    cost = {1: 1.0, 2: 1.1, 4: 1.2, 8: 1.5, 16: 2.0, 32: 3.0}
+    calls = {n: 0 for n in cost}
+
+    class Probe:
+        device = "cpu"
+
+        def probe(self, prefix, padded=False):
+            def run(n):
+                calls[n] += 1
+                slow = n == 2 and calls[n] in (1, 3, 5)  # 2 rows: slow in 3 of its 5 rounds
+                clock[0] += cost[n] * (1.6 if slow else 1.0)
+
+            return run
+
+    monkeypatch.setattr(costs.time, "perf_counter", lambda: clock[0])
+    curve = costs.measure_target(Probe(), reps=5)
+    assert curve == pytest.approx(cost)

@@ -349,22 +349,37 @@ def test_a_compiled_forward_that_lost_before_is_not_compiled_again(monkeypatch, 
         tgt2.settle_path()
 
 
-def test_in_the_background_the_eager_forward_serves_until_a_later_settle(monkeypatch):
-    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
-    gate = threading.Event()
-    seen = []
+def _gated_warm(gate, warmed: list):
+    """A stand-in for ``CompiledDecoder.warm``: returns at once when compiled (as warm does), else
+    records the thread compiling and "compiles" once ``gate`` opens."""
 
-    def slow_warm(self, kv_len=64):
+    def warm(self, kv_len=64):
+        if self.ready:
+            return True
+        warmed.append(threading.current_thread().name)
         gate.wait(30)
         self.compile_s = 1.0
         return True
+
+    return warm
+
+
+def _recorded_rows(seen: list):
+    """A stand-in for ``row_set``: records (thread, path) and finds the compiled forward exact and faster."""
 
     def rows(a, refresh=False):
         seen.append((threading.current_thread().name, a.path))
         return R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005 if a.path == "compiled" else 0.01})
 
-    monkeypatch.setattr(compiled.CompiledDecoder, "warm", slow_warm)
-    monkeypatch.setattr("core.adapters.base.row_set", rows)
+    return rows
+
+
+def test_in_the_background_the_eager_forward_serves_until_a_later_settle(monkeypatch):
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    gate = threading.Event()
+    seen = []
+    monkeypatch.setattr(compiled.CompiledDecoder, "warm", _gated_warm(gate, []))
+    monkeypatch.setattr("core.adapters.base.row_set", _recorded_rows(seen))
     monkeypatch.setattr("core.adapters.base._time_prefill", lambda a, enc, mode: 1.0)
     assert tgt.settle_path(wait=False) == "eager"  # compiling: the eager forward serves
     assert tgt.path == "eager"
@@ -384,24 +399,12 @@ def test_a_settle_that_must_wait_joins_the_compile_running_in_the_background(mon
         lm = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16", role=role)
         gate, warmed, measured = threading.Event(), [], []
 
-        def slow_warm(self, kv_len=64):
-            if self.ready:  # as warm() does
-                return True
-            warmed.append(threading.current_thread().name)
-            gate.wait(30)
-            self.compile_s = 1.0
-            return True
-
-        def rows(a, refresh=False):
-            measured.append((threading.current_thread().name, a.path))
-            return R.RowSet((2, 3, 4, 8, 12, 16, 24), trees=True, seconds={2: 0.005 if a.path == "compiled" else 0.01})
-
         def timed(self, mode):
             measured.append((threading.current_thread().name, mode))
             return {"eager": 2.0, "compiled": 1.0}[mode]
 
-        monkeypatch.setattr(compiled.CompiledDecoder, "warm", slow_warm)
-        monkeypatch.setattr("core.adapters.base.row_set", rows)
+        monkeypatch.setattr(compiled.CompiledDecoder, "warm", _gated_warm(gate, warmed))
+        monkeypatch.setattr("core.adapters.base.row_set", _recorded_rows(measured))
         monkeypatch.setattr("core.adapters.base.measured", lambda *a, **k: None)
         monkeypatch.setattr("core.adapters.base.tuned", lambda *a, **k: None)
         monkeypatch.setattr("core.adapters.base.update_tuning", lambda *a, **k: None)

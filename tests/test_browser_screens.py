@@ -323,6 +323,9 @@ def test_the_last_teach_step_is_consistent(pg):
     def fits_one_screen():  # the step view, read by a class: one 900 px screen
         if size != "desktop":
             return
+        # from its progress line down: where the page was scrolled to depends on where the clicked
+        # buttons sat while the page still loaded (a busy machine left it 255 px lower), not on the view
+        pg.evaluate("document.querySelector('.ss-teach-progress').scrollIntoView({block: 'start'})")
         for sel in (".ss-teach-progress", "#ss-teach-text", "#ss-teach-explain", "#ss-teach-tree"):
             b = pg.locator(sel).first.bounding_box()
             assert b["y"] >= 0 and b["y"] + b["height"] <= vp["height"] + 1, (sel, b)

@@ -251,96 +251,117 @@ void rowdot_dpbf16(const uint16_t *x, const uint16_t *w, const float *b, float *
 }
 
 /* rowdot_il: rowdot_dpbf16 on a copy of the weights laid out in the order the kernel reads them
- * (rowdot_il_pack). A block of IL weight rows is read as one sequential stream: per chunk of 32 k,
- * the IL rows' 64 bytes side by side (then each row's tail past the last chunk, in order), so the
- * hardware's stream prefetcher sees one stream, not IL streams of a few kilobytes each. Measured on
+ * (rowdot_il_pack). A block of `il` weight rows is read as one sequential stream: per chunk of 32 k,
+ * the block's rows' 64 bytes side by side (then each row's tail past the last chunk, in order), so the
+ * hardware's stream prefetcher sees one stream, not `il` streams of a few kilobytes each. Measured on
  * the 2-core AVX512-BF16 EPYC over the 1.5B target's 197 matrices (3.09 GB, one row, interleaved with
  * a torch sum of 512 MiB): 0.90-1.04 of the sum's rate, against 0.59-0.90 for rowdot_dpbf16 and
  * 0.54-0.80 for oneDNN's packed product (docs/results.md). Every dot product does what dblk does (the
  * same 16-lane accumulator over the chunks, the same tree, the tail in order, then the bias), so the
- * results are rowdot_dpbf16's, bit for bit. Rows past the last block of IL keep their own layout. */
-#define IL 8
+ * results are rowdot_dpbf16's, bit for bit, whatever the layout and however rows are blocked.
+ *
+ * Two layouts, `il` = 8 or 4 weight rows a block, and two ways to take two or three rows (as a block
+ * of four, zeros added, or as they are): only the speed differs, and which is faster depends on the
+ * CPU, so rowdot.layout() measures them. A block of R rows against `il` weight rows keeps R x il
+ * sums in vector registers beside the block's il weights: at R = 4, il = 8 that is 40 of the 32
+ * registers, and the sums spill. On the Zen 5 EPYC (thirtieth session) four rows cost 1.54x one row
+ * with il = 8 and 1.15x with il = 4, one row the same. Rows past the last block of il keep their own
+ * layout. */
 #ifndef RD_IL_PF
 #define RD_IL_PF 8192 /* bytes ahead on the block's stream, into L2 */
 #endif
 
-void rowdot_il_pack(const uint16_t *w, uint16_t *out, long K, long O) {
+void rowdot_il_pack(const uint16_t *w, uint16_t *out, long K, long O, int il) {
     long KC = K - K % 32, T = K - KC;
-    for (long b = 0; b < O / IL; b++) {
-        uint16_t *blk = out + b * IL * K;
+    for (long b = 0; b < O / il; b++) {
+        uint16_t *blk = out + b * il * K;
         for (long k = 0; k < KC; k += 32)
-            for (int c = 0; c < IL; c++) memcpy(blk + (k / 32 * IL + c) * 32, w + (b * IL + c) * K + k, 64);
-        for (int c = 0; c < IL; c++) memcpy(blk + IL * KC + c * T, w + (b * IL + c) * K + KC, T * 2);
+            for (int c = 0; c < il; c++) memcpy(blk + (k / 32 * il + c) * 32, w + (b * il + c) * K + k, 64);
+        for (int c = 0; c < il; c++) memcpy(blk + il * KC + c * T, w + (b * il + c) * K + KC, T * 2);
     }
-    memcpy(out + O / IL * IL * K, w + O / IL * IL * K, (O % IL) * K * 2);
+    memcpy(out + O / il * il * K, w + O / il * il * K, (O % il) * K * 2);
 }
 
 /* R rows of x (1..4) against the block of IL weight rows at blk (outputs o..o+IL-1): yo[r * ys + c]
- * (yo: row 0's output o; ys: the stride between rows), plus bo[c] (bo: the bias from o, or NULL). */
-INLINE void ilblk(const uint16_t *x, int R, const uint16_t *blk, const float *bo, float *yo, long K, long ys) {
-    __m512 acc[4][IL];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < IL; c++) acc[r][c] = _mm512_setzero_ps();
-    long KC = K - K % 32, T = K - KC;
-    const uint16_t *p = blk;
-    for (long k = 0; k < KC; k += 32, p += IL * 32) {
-        __m512bh wv[IL];
-#if RD_IL_PF
-        for (int c = 0; c < IL; c++) _mm_prefetch((const char *)p + RD_IL_PF + c * 64, _MM_HINT_T1);
-#endif
-        for (int c = 0; c < IL; c++) wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(p + c * 32));
-        for (int r = 0; r < R; r++) {
-            __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k));
-            for (int c = 0; c < IL; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, wv[c]);
-        }
+ * (yo: row 0's output o; ys: the stride between rows), plus bo[c] (bo: the bias from o, or NULL).
+ *
+ * ilrun: rows four at a time, then the rest as one block, or (pad) two or three rows alone as four,
+ * the missing rows zeros (their sums dropped): on the Zen 4 EPYC with 8 rows a block one row took 56
+ * ms, four rows 62, two rows 82 as a block of two (docs/results.md, twenty-sixth session); on the Zen 5
+ * EPYC with 4 rows a block two rows as they are cost one row's time, padded 1.6x. Past four rows the
+ * rest reads the weights from cache. Every row's sums are the same whichever block computes them (a
+ * failed allocation leaves the block of two or three as it is).
+ *
+ * Written once for each layout (IL_KERNELS(4), IL_KERNELS(8)): with IL a constant of its own, the
+ * sums stay in registers (a shared body with IL a parameter measured slower at four and eight rows). */
+#define IL_KERNELS(IL)                                                                                                 \
+    INLINE void ilblk##IL(const uint16_t *x, int R, const uint16_t *blk, const float *bo, float *yo, long K, long ys) { \
+        __m512 acc[4][IL];                                                                                             \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < IL; c++) acc[r][c] = _mm512_setzero_ps();                                              \
+        long KC = K - K % 32, T = K - KC;                                                                              \
+        const uint16_t *p = blk;                                                                                       \
+        for (long k = 0; k < KC; k += 32, p += IL * 32) {                                                              \
+            __m512bh wv[IL];                                                                                           \
+            for (int c = 0; c < IL; c++) _mm_prefetch((const char *)p + RD_IL_PF + c * 64, _MM_HINT_T1);               \
+            for (int c = 0; c < IL; c++) wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(p + c * 32));             \
+            for (int r = 0; r < R; r++) {                                                                              \
+                __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k));                             \
+                for (int c = 0; c < IL; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, wv[c]);                       \
+            }                                                                                                          \
+        }                                                                                                              \
+        const uint16_t *tail = blk + IL * KC;                                                                          \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < IL; c++) {                                                                             \
+                float s = hsum16(acc[r][c]), t = 0.0f;                                                                 \
+                for (long k = 0; k < T; k++) t += bf(x[r * K + KC + k]) * bf(tail[c * T + k]);                         \
+                s += t;                                                                                                \
+                yo[r * ys + c] = bo ? s + bo[c] : s;                                                                   \
+            }                                                                                                          \
+    }                                                                                                                  \
+    static void ilrun##IL(const uint16_t *x, const uint16_t *w, const float *b, float *y, long n, long K, long O,      \
+                          int threads, int pad) {                                                                      \
+        long n4 = n - n % 4, m = n - n4;                                                                               \
+        uint16_t *xp = NULL;                                                                                           \
+        if (pad && (n == 2 || n == 3)) {                                                                               \
+            xp = calloc(4 * K, sizeof *xp);                                                                            \
+            if (xp) memcpy(xp, x, n * K * sizeof *xp);                                                                 \
+        }                                                                                                              \
+        _Pragma("omp parallel for num_threads(threads) schedule(static)") for (long j = 0; j < O / IL; j++) {          \
+            const uint16_t *blk = w + j * IL * K;                                                                      \
+            const float *bo = b ? b + IL * j : NULL;                                                                   \
+            for (long i = 0; i < n4; i += 4) ilblk##IL(x + i * K, 4, blk, bo, y + i * O + IL * j, K, O);               \
+            float *yr = y + n4 * O + IL * j;                                                                           \
+            if (xp) {                                                                                                  \
+                float t[4 * IL];                                                                                       \
+                ilblk##IL(xp, 4, blk, bo, t, K, IL);                                                                   \
+                for (long r = 0; r < m; r++) memcpy(yr + r * O, t + r * IL, IL * sizeof *t);                           \
+            } else {                                                                                                   \
+                switch (m) {                                                                                           \
+                case 3: ilblk##IL(x + n4 * K, 3, blk, bo, yr, K, O); break;                                            \
+                case 2: ilblk##IL(x + n4 * K, 2, blk, bo, yr, K, O); break;                                            \
+                case 1: ilblk##IL(x + n4 * K, 1, blk, bo, yr, K, O); break;                                            \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        free(xp);                                                                                                      \
+        for (long o = O / IL * IL; o < O; o++)                                                                         \
+            for (long i = 0; i < n; i++) {                                                                             \
+                float s = d11(x + i * K, w + o * K, K);                                                                \
+                y[i * O + o] = b ? s + b[o] : s;                                                                       \
+            }                                                                                                          \
     }
-    const uint16_t *tail = blk + IL * KC;
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < IL; c++) {
-            float s = hsum16(acc[r][c]), t = 0.0f;
-            for (long k = 0; k < T; k++) t += bf(x[r * K + KC + k]) * bf(tail[c * T + k]);
-            s += t;
-            yo[r * ys + c] = bo ? s + bo[c] : s;
-        }
-}
 
-/* Rows four at a time, then the rest as one block; but two or three rows alone run as four, the missing
- * rows zeros (their sums dropped): measured on the 2-core AVX512-BF16 EPYC (Zen 4) over the 1.5B
- * target's copies in the step's order, one row took 56 ms, four rows 62, two rows 82 as a block of two
- * (docs/results.md, twenty-sixth session). Past four rows the rest reads the weights from cache, where
- * a block of two costs half a block of four. Every row's sums are the same whichever block computes
- * them (a failed allocation leaves the block of two or three as it is). */
-void rowdot_il(const uint16_t *x, const uint16_t *w, const float *b, float *y, long n, long K, long O, int threads) {
-    long n4 = n - n % 4, m = n - n4;
-    uint16_t *xp = NULL;
-    if (n == 2 || n == 3) {
-        xp = calloc(4 * K, sizeof *xp);
-        if (xp) memcpy(xp, x, n * K * sizeof *xp);
-    }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long j = 0; j < O / IL; j++) {
-        const uint16_t *blk = w + j * IL * K;
-        const float *bo = b ? b + IL * j : NULL;
-        for (long i = 0; i < n4; i += 4) ilblk(x + i * K, 4, blk, bo, y + i * O + IL * j, K, O);
-        float *yr = y + n4 * O + IL * j;
-        if (xp) {
-            float t[4 * IL];
-            ilblk(xp, 4, blk, bo, t, K, IL);
-            for (long r = 0; r < m; r++) memcpy(yr + r * O, t + r * IL, IL * sizeof *t);
-        } else {
-            switch (m) {
-            case 3: ilblk(x + n4 * K, 3, blk, bo, yr, K, O); break;
-            case 2: ilblk(x + n4 * K, 2, blk, bo, yr, K, O); break;
-            case 1: ilblk(x + n4 * K, 1, blk, bo, yr, K, O); break;
-            }
-        }
-    }
-    free(xp);
-    for (long o = O / IL * IL; o < O; o++)
-        for (long i = 0; i < n; i++) {
-            float s = d11(x + i * K, w + o * K, K);
-            y[i * O + o] = b ? s + b[o] : s;
-        }
+IL_KERNELS(4)
+IL_KERNELS(8)
+
+/* `layout`: the weight rows a block (4 or 8, as packed), plus 16 to pad two or three rows to four. */
+void rowdot_il(const uint16_t *x, const uint16_t *w, const float *b, float *y, long n, long K, long O, int threads, int layout) {
+    int pad = (layout & 16) != 0;
+    if ((layout & 15) == 4)
+        ilrun4(x, w, b, y, n, K, O, threads, pad);
+    else
+        ilrun8(x, w, b, y, n, K, O, threads, pad);
 }
 #else
 int rowdot_dpbf16_built(void) { return 0; }

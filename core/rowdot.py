@@ -92,12 +92,14 @@ def _lib() -> ctypes.CDLL | str:
     except OSError as e:
         return f"cannot load {out.name}: {e}"
     lib.rowdot_dpbf16_built.restype = ctypes.c_int
-    built = [lib.rowdot_f32, lib.rowdot_bf16] + ([lib.rowdot_dpbf16, lib.rowdot_il] if lib.rowdot_dpbf16_built() else [])
+    built = [lib.rowdot_f32, lib.rowdot_bf16] + ([lib.rowdot_dpbf16] if lib.rowdot_dpbf16_built() else [])
     for fn in built:  # (rowdot_dpbf16 exists only where the compiler targets AVX512-BF16)
         fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
         fn.restype = None
     if lib.rowdot_dpbf16_built():
-        lib.rowdot_il_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
+        lib.rowdot_il.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int] * 2
+        lib.rowdot_il.restype = None
+        lib.rowdot_il_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2 + [ctypes.c_int]
         lib.rowdot_il_pack.restype = None
     lib.rowdot_amx_built.restype = ctypes.c_int
     if lib.rowdot_amx_built():
@@ -210,7 +212,7 @@ def linear_i8(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, b: torch.Tensor
 def version() -> str:
     """The kernel's source, hashed, and which bfloat16 kernel runs: measurements of it
     (core.kernels) are keyed by it."""
-    return _source() + ("-dpbf16" if dpbf16() else "") + ("-amx" if amx() else "")
+    return _source() + (f"-dpbf16-il{layout()}" if dpbf16() else "") + ("-amx" if amx() else "")
 
 
 def why_not() -> str | None:
@@ -236,10 +238,64 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, inte
     return sums(x, w, b, interleaved).to(x.dtype)
 
 
-def pack(w: torch.Tensor) -> torch.Tensor:
-    """A copy of the bfloat16 weight ``w`` (O, K) laid out as ``rowdot_il`` reads it (blocks of 8 rows,
-    each one sequential stream: ``core/rowdot.c``), for ``linear(x, packed, b, interleaved=True)``:
-    the same numbers as ``linear(x, w, b)``, read faster. Only where ``dpbf16()``."""
+LAYOUTS = (8 | 16, 8, 4 | 16, 4)  # rowdot_il's ways to read: weight rows a block (8 or 4), + 16: 2-3 rows padded to 4
+LAYOUT_ROWS = (1, 2, 3, 4, 8)  # the row counts the layouts are timed at (plain steps, verifies)
+LAYOUT_SHAPES = ((4096, 1536, 6), (1536, 8960, 3))  # (out, in, count): 157 MB of weights, past the caches
+
+
+def layout() -> int:
+    """How ``rowdot_il`` reads on this machine (``LAYOUTS``): measured once per machine and kernel
+    source (the tuning file, key "rowdot_layout"), the fastest summed over ``LAYOUT_ROWS`` kept. Every
+    layout computes the same sums bit for bit (core/rowdot.c), so only the speed is chosen:
+    ``SPECSCOPE_ROWDOT_LAYOUT`` (a number of ``LAYOUTS``) forces one."""
+    want = os.environ.get("SPECSCOPE_ROWDOT_LAYOUT", "").strip()
+    if want:
+        if not want.isdigit() or int(want) not in LAYOUTS:
+            from .errors import InputError
+
+            raise InputError(f"SPECSCOPE_ROWDOT_LAYOUT={want!r}: use one of {', '.join(map(str, LAYOUTS))}")
+        return int(want)
+    return _measured_layout()
+
+
+@functools.cache
+def _measured_layout() -> int:
+    from .machine import cpu_name, tuned, update_tuning
+
+    key = f"{cpu_name()}|threads={torch.get_num_threads()}|{_source()}|rows={LAYOUT_ROWS}"
+    hit = tuned("rowdot_layout", key)
+    if hit is None:
+        hit = {str(k): v for k, v in time_layouts().items()}
+        update_tuning(lambda d: d.setdefault("rowdot_layout", {}).__setitem__(key, hit))
+    return int(min(hit, key=hit.get))
+
+
+@torch.inference_mode()
+def time_layouts(rounds: int = 3, shapes=LAYOUT_SHAPES) -> dict:
+    """Seconds of one-row-to-eight-row products (``LAYOUT_ROWS``, summed) over ``shapes`` of random
+    bfloat16 weights, on each of ``LAYOUTS``; the fastest of ``rounds`` alternated: {layout: s}."""
+    import time
+
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.randn(o, k, generator=g).to(torch.bfloat16) for o, k, c in shapes for _ in range(c)]
+    packs = {il: [pack(w, il) for w in ws] for il in sorted({lay & 15 for lay in LAYOUTS})}
+    xs = {n: {k: torch.randn(n, k, generator=g).to(torch.bfloat16) for k in {w.shape[1] for w in ws}} for n in LAYOUT_ROWS}
+    best = {lay: float("inf") for lay in LAYOUTS}
+    for r in range(rounds + 1):  # the first round untimed
+        for lay in LAYOUTS:
+            t0 = time.perf_counter()
+            for n in LAYOUT_ROWS:
+                for w in packs[lay & 15]:
+                    sums(xs[n][w.shape[1]], w, interleaved=True, layout=lay)
+            if r:
+                best[lay] = min(best[lay], time.perf_counter() - t0)
+    return {lay: round(t, 6) for lay, t in best.items()}
+
+
+def pack(w: torch.Tensor, layout_: int | None = None) -> torch.Tensor:
+    """A copy of the bfloat16 weight ``w`` (O, K) laid out as ``rowdot_il`` reads it (blocks of 8 or 4
+    rows by ``layout()``, each one sequential stream: ``core/rowdot.c``), for ``linear(x, packed, b,
+    interleaved=True)``: the same numbers as ``linear(x, w, b)``, read faster. Only where ``dpbf16()``."""
     lib = _lib()
     if isinstance(lib, str) or not dpbf16():
         raise RuntimeError("the interleaved bfloat16 kernel needs rowdot_dpbf16 (AVX512-BF16)")
@@ -247,7 +303,7 @@ def pack(w: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"pack takes a 2-D bfloat16 CPU weight, not {w.dtype} {tuple(w.shape)} on {w.device}")
     w = w.detach().contiguous()
     out = torch.empty_like(w)
-    lib.rowdot_il_pack(w.data_ptr(), out.data_ptr(), w.shape[1], w.shape[0])
+    lib.rowdot_il_pack(w.data_ptr(), out.data_ptr(), w.shape[1], w.shape[0], (layout() if layout_ is None else layout_) & 15)
     return out
 
 
@@ -285,10 +341,13 @@ def pack_linears(lins, amx: bool = False, i8: bool = False) -> tuple:
     return (*w, torch.cat(b).contiguous())
 
 
-def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interleaved: bool = False, amx: bool = False) -> torch.Tensor:
+def sums(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interleaved: bool = False, amx: bool = False, layout: int | None = None
+) -> torch.Tensor:
     """The float32 sums behind ``linear`` (for bfloat16, before the one rounding: what the row
     invariance is about; a rounding to 8 bits would hide a changed order in the tests); with ``amx``,
-    ``rowdot_amx``'s on a weight from ``pack_amx``."""
+    ``rowdot_amx``'s on a weight from ``pack_amx``; ``interleaved``: on a weight from ``pack`` in
+    ``layout`` (default ``layout()``, as ``pack``'s)."""
     lib = _lib()
     if isinstance(lib, str):
         raise RuntimeError(f"rowdot kernel unavailable: {lib}")
@@ -298,6 +357,7 @@ def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interl
     lead = x.shape[:-1]
     w = w.contiguous()
     b = None if b is None else b.float().contiguous()
+    extra = ()
     if amx:  # a weight from ``pack_amx``
         if not (w.dtype == x.dtype == torch.bfloat16 and _amx_runs()):
             raise TypeError("rowdot_amx takes bfloat16 rows and a weight from pack_amx, on a CPU with AMX-BF16")
@@ -306,6 +366,7 @@ def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interl
         if not (w.dtype == x.dtype == torch.bfloat16 and dpbf16()):
             raise TypeError("an interleaved weight takes bfloat16 rows, on rowdot_dpbf16")
         x2, fn = x.reshape(-1, K).contiguous(), lib.rowdot_il
+        extra = (_layout_of(layout),)  # as the weight was packed
     elif w.dtype == torch.bfloat16 and dpbf16():  # the rows as the model holds them
         x2, fn = x.reshape(-1, K).contiguous(), lib.rowdot_dpbf16
     else:
@@ -324,8 +385,13 @@ def sums(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, interl
             K,
             O,
             torch.get_num_threads(),
+            *extra,
         )
     return y.view(*lead, O)
+
+
+def _layout_of(given: int | None) -> int:
+    return layout() if given is None else given
 
 
 def _even_odd(x: torch.Tensor) -> torch.Tensor:

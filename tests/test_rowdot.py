@@ -62,7 +62,7 @@ def test_every_row_is_the_one_row_product(out_features, in_features, bias, dtype
 @pytest.mark.parametrize("out_features,in_features", [(8, 32), (13, 32), (16, 40), (37, 100), (264, 1536), (9, 8960)])
 def test_the_interleaved_layout_gives_rowdot_dpbf16s_numbers(out_features, in_features):
     """``pack`` + ``interleaved=True`` (the compiled forward's products): the same sums as
-    rowdot_dpbf16 on the plain weight, bit for bit, at every row count, blocks of 8 rows, rows past
+    rowdot_dpbf16 on the plain weight, bit for bit, at every row count and in every layout, rows past
     the last block and columns past the last chunk of 32 included (red with a block's rows or a
     row's tail laid out one place off, or the tail summed before the chunks)."""
     if not (rowdot.available() and rowdot.dpbf16()):
@@ -70,15 +70,47 @@ def test_the_interleaved_layout_gives_rowdot_dpbf16s_numbers(out_features, in_fe
     g = torch.Generator().manual_seed(out_features + in_features)
     w = torch.randn(out_features, in_features, generator=g).bfloat16()
     b = torch.randn(out_features, generator=g)
-    packed = rowdot.pack(w)
-    assert packed.shape == w.shape
     x = torch.randn(9, in_features, generator=g).bfloat16()
-    for bias in (None, b):
-        for n in (1, 2, 3, 4, 5, 8, 9):
-            assert torch.equal(rowdot.sums(x[:n], packed, bias, interleaved=True), rowdot.sums(x[:n], w, bias)), (n, bias is None)
+    for layout in rowdot.LAYOUTS:  # 8 or 4 weight rows a block, two or three rows padded to four or not
+        packed = rowdot.pack(w, layout)
+        assert packed.shape == w.shape
+        for bias in (None, b):
+            for n in (1, 2, 3, 4, 5, 6, 7, 8, 9):
+                got = rowdot.sums(x[:n], packed, bias, interleaved=True, layout=layout)
+                assert torch.equal(got, rowdot.sums(x[:n], w, bias)), (layout, n, bias is None)
+    packed = rowdot.pack(w)  # the layout this machine measured fastest
     assert torch.equal(rowdot.linear(x, packed, b, interleaved=True), rowdot.linear(x, w, b))
     with pytest.raises(TypeError):
         rowdot.sums(x.float(), packed, None, interleaved=True)
+
+
+def test_the_layout_is_the_one_measured_fastest_and_kept_per_machine(monkeypatch, tmp_path):
+    """``layout()`` keeps the layout whose timed products cost least (red if it kept the first, or a
+    fixed one), measures once per machine (the tuning file), and takes a forced one from the
+    environment, refusing one that is not a layout."""
+    if not (rowdot.available() and rowdot.dpbf16()):
+        pytest.skip("rowdot_dpbf16: not built here (no AVX512-BF16, or no compiler)")
+    from core.errors import InputError
+
+    monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
+    monkeypatch.delenv("SPECSCOPE_ROWDOT_LAYOUT", raising=False)
+    calls = []
+    for fastest in (4 | 16, 8):
+        times = {lay: 1.0 + 0.1 * i for i, lay in enumerate(rowdot.LAYOUTS)}
+        times[fastest] = 0.5
+        monkeypatch.setattr(rowdot, "time_layouts", lambda t=times: calls.append(1) or dict(t))
+        monkeypatch.setattr(rowdot, "_source", lambda f=fastest: f"src{f}")  # another kernel: measured anew
+        rowdot._measured_layout.cache_clear()
+        assert rowdot.layout() == fastest
+        rowdot._measured_layout.cache_clear()
+        assert rowdot.layout() == fastest  # read back from the tuning file
+    assert len(calls) == 2
+    monkeypatch.setenv("SPECSCOPE_ROWDOT_LAYOUT", "4")
+    assert rowdot.layout() == 4
+    monkeypatch.setenv("SPECSCOPE_ROWDOT_LAYOUT", "5")
+    with pytest.raises(InputError):
+        rowdot.layout()
+    rowdot._measured_layout.cache_clear()
 
 
 @pytest.mark.parametrize("out_features,in_features", [(16, 32), (64, 64), (400, 64), (2048, 1536), (8960 + 48, 96)])

@@ -56,7 +56,9 @@ import torch
 from . import compiled, kernels, tree_attention
 from .machine import cpu_name, tuned, update_tuning
 
-CANDIDATES = (1, 2, 3, 4, 8, 12, 16, 24, 32, 48)
+# 5 and 6 since the thirtieth session: a chain of 4 or 5 drafted tokens ran padded to 8 rows; on the Zen 5
+# EPYC the step's products at 4 / 5 / 6 / 8 rows: rowdot_il 43 / 60 / 63 / 68 ms, the library's 44 / 46 / 48 / 57
+CANDIDATES = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48)
 TOKENS = 32  # positions compared
 REACH = 17  # AUTO_CAP + the root: a group should verify a full automatic chain
 PREFIXES = (24, 131)  # prompt tokens before the probe sequence: a short context and a longer, unaligned one
@@ -65,7 +67,7 @@ PREFIXES = (24, 131)  # prompt tokens before the probe sequence: a short context
 # such a step (176 + 16 = 192; seventeenth session, AVX512-BF16 EPYC: its 2- and 4-row steps differed in
 # real decoding just past one, equal at the first two contexts)
 COMPILED_PREFIXES = PREFIXES + (176,)
-VERSION = 7  # bump when the probe changes: cached sets are measured again
+VERSION = 8  # bump when the probe changes: cached sets are measured again
 
 
 @dataclass(frozen=True)

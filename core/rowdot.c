@@ -263,10 +263,10 @@ void rowdot_dpbf16(const uint16_t *x, const uint16_t *w, const float *b, float *
  * Two layouts, `il` = 8 or 4 weight rows a block, and two ways to take two or three rows (as a block
  * of four, zeros added, or as they are): only the speed differs, and which is faster depends on the
  * CPU, so rowdot.layout() measures them. A block of R rows against `il` weight rows keeps R x il
- * sums in vector registers beside the block's il weights: at R = 4, il = 8 that is 40 of the 32
- * registers, and the sums spill. On the Zen 5 EPYC (thirtieth session) four rows cost 1.54x one row
- * with il = 8 and 1.15x with il = 4, one row the same. Rows past the last block of il keep their own
- * layout. */
+ * sums in vector registers beside the block's il weights and a row of x: at R = 4, il = 8 that is 41
+ * of the 32 registers, and the sums spill. On the Zen 5 EPYC (thirtieth session,
+ * docs/results/thirtieth_products.log) four rows cost 1.55x one row with il = 8 and 1.23x with il = 4,
+ * one row the same. Rows past the last block of il keep their own layout. */
 #ifndef RD_IL_PF
 #define RD_IL_PF 8192 /* bytes ahead on the block's stream, into L2 */
 #endif

@@ -303,7 +303,7 @@ def pack(w: torch.Tensor, layout_: int | None = None) -> torch.Tensor:
         raise TypeError(f"pack takes a 2-D bfloat16 CPU weight, not {w.dtype} {tuple(w.shape)} on {w.device}")
     w = w.detach().contiguous()
     out = torch.empty_like(w)
-    lib.rowdot_il_pack(w.data_ptr(), out.data_ptr(), w.shape[1], w.shape[0], (layout() if layout_ is None else layout_) & 15)
+    lib.rowdot_il_pack(w.data_ptr(), out.data_ptr(), w.shape[1], w.shape[0], _layout_of(layout_) & 15)
     return out
 
 
@@ -391,7 +391,12 @@ def sums(
 
 
 def _layout_of(given: int | None) -> int:
-    return layout() if given is None else given
+    """``given`` (one of ``LAYOUTS``), or this machine's ``layout()`` when None."""
+    if given is None:
+        return layout()
+    if given not in LAYOUTS:
+        raise ValueError(f"rowdot_il layout {given!r}: use one of {', '.join(map(str, LAYOUTS))}")
+    return given
 
 
 def _even_odd(x: torch.Tensor) -> torch.Tensor:

@@ -110,6 +110,8 @@ def test_the_layout_is_the_one_measured_fastest_and_kept_per_machine(monkeypatch
     monkeypatch.setenv("SPECSCOPE_ROWDOT_LAYOUT", "5")
     with pytest.raises(InputError):
         rowdot.layout()
+    with pytest.raises(ValueError, match="layout 5"):  # packed in a layout the kernel cannot read
+        rowdot.pack(torch.zeros(8, 32, dtype=torch.bfloat16), 5)
     rowdot._measured_layout.cache_clear()
 
 

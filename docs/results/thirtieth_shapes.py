@@ -1,9 +1,14 @@
-"""Thirtieth session (Zen 5 EPYC): the coder head on the real target, auto / a chain of 3 / EAGLE-2
-dynamic trees of 4, 6, 8 and 12 nodes, plain decoding interleaved, 8 held-out prompts x 64 tokens,
-one process. Run before rowdot_il's layouts, when the compiled forward took the library's products
-(today: SPECSCOPE_COMPILED_PRODUCTS=library for the same forward).
+"""Thirtieth session (Zen 5 EPYC): the coder head on the real target, plain decoding interleaved with
+each draft shape, 8 held-out prompts x 64 tokens (NP=4: fewer), one process, the target's forward as
+`core.api.warm` settles it. Also prints the products' time at one row on both paths and the auto
+policy's cost curve.
 
-    .venv/bin/python docs/results/thirtieth_shapes.py
+    .venv/bin/python docs/results/thirtieth_shapes.py trees    # auto, a chain of 3, EAGLE-2 trees of 4-12 nodes
+    .venv/bin/python docs/results/thirtieth_shapes.py chains   # auto, chains of 2, 3 and 4
+
+`trees` ran before rowdot_il's layouts, when the compiled forward took the library's products (today:
+SPECSCOPE_COMPILED_PRODUCTS=library for the same forward), and before the curve line was printed
+(thirtieth_shapes_library.log); `chains` after, on rowdot_il in layout 4 (thirtieth_chains_rowdot.log).
 """
 
 import os
@@ -43,18 +48,21 @@ print(
     flush=True,
 )
 print("bw", sumbw(), flush=True)
-specs = {
-    "auto": spec_for("auto"),
-    "chain3": DraftSpec("chain", 3),
-    "dyn_b4": DraftSpec("dynamic", depth=3, top_k=2, budget=4),
-    "dyn_b6": DraftSpec("dynamic", depth=4, top_k=2, budget=6),
-    "dyn_b8": DraftSpec("dynamic", depth=4, top_k=3, budget=8),
-    "dyn_b12": DraftSpec("dynamic", depth=5, top_k=4, budget=12),
+SHAPES = {
+    "trees": {
+        "dyn_b4": DraftSpec("dynamic", depth=3, top_k=2, budget=4),
+        "dyn_b6": DraftSpec("dynamic", depth=4, top_k=2, budget=6),
+        "dyn_b8": DraftSpec("dynamic", depth=4, top_k=3, budget=8),
+        "dyn_b12": DraftSpec("dynamic", depth=5, top_k=4, budget=12),
+    },
+    "chains": {"chain2": DraftSpec("chain", 2), "chain4": DraftSpec("chain", 4)},
 }
+specs = {"auto": spec_for("auto"), "chain3": DraftSpec("chain", 3), **SHAPES[sys.argv[1] if len(sys.argv) > 1 else "trees"]}
 for name, sp in specs.items():
     if name != "auto":
         run(pair, prompts[0], spec=sp, max_new_tokens=8, detail=False)
 policy = AutoPolicy.measured(pair.target)
+print("curve", policy.to_json()["costs"], flush=True)
 agg = {k: [0.0, 0, 0, 0.0, 0, 0] for k in ["plain", *specs]}  # wall, tokens, steps, verify, exact, n
 for p in prompts:
     ref = run(pair, p, speculative=False, max_new_tokens=64, detail=False)

@@ -28,7 +28,8 @@ The products run where they measure fastest (``products``): inductor's (oneDNN o
 at freezing) or, for bfloat16 targets on CPUs with AVX512-BF16, ``core/rowdot.c``'s kernel on a copy
 of the weights laid out as it reads them (``rowdot.pack``), called from the graph as the custom op
 ``specscope::rowdot_il`` (q / k / v and gate / up each one call: their outputs are independent dot
-products, so nothing changes but the number of calls). Every row then computes as a single row does
+products, so nothing changes but the number of calls; the operators are C++ where they build:
+``core/rowdot_ops.py``). Every row then computes as a single row does
 (the compile settings, ``inductor_settings``, keep inductor's one-row graph computing alike), so a
 plain step may run at one row where the row probe measures it cheaper; a torch sum of the same
 bytes reads the weights about as fast.
@@ -159,26 +160,6 @@ def eligible(model) -> str | None:
     return None
 
 
-@functools.cache
-def _rowdot_op():
-    """``torch.ops.specscope.rowdot_il(x, w, b)``: ``rowdot.linear`` on a weight from ``rowdot.pack``,
-    as an operator inductor calls from a compiled graph (``b`` float32 or None); ``rowdot_amx`` the same
-    for ``rowdot.linear_amx`` on a weight from ``rowdot.pack_amx``."""
-    from . import rowdot
-
-    lib = torch.library.Library("specscope", "FRAGMENT")  # kept alive by the cache
-    lib.define("rowdot_il(Tensor x, Tensor w, Tensor? b) -> Tensor")
-    lib.impl("rowdot_il", lambda x, w, b: rowdot.linear(x, w, b, interleaved=True), "CPU")
-    torch.library.register_fake("specscope::rowdot_il", lambda x, w, b: x.new_empty(*x.shape[:-1], w.shape[0]), lib=lib)
-    lib.define("rowdot_amx(Tensor x, Tensor w, Tensor? b) -> Tensor")
-    lib.impl("rowdot_amx", rowdot.linear_amx, "CPU")
-    torch.library.register_fake("specscope::rowdot_amx", lambda x, w, b: x.new_empty(*x.shape[:-1], w.shape[0]), lib=lib)
-    lib.define("rowdot_i8(Tensor x, Tensor w, Tensor s, Tensor? b) -> Tensor")
-    lib.impl("rowdot_i8", rowdot.linear_i8, "CPU")
-    torch.library.register_fake("specscope::rowdot_i8", lambda x, w, s, b: x.new_empty(*x.shape[:-1], s.shape[0]), lib=lib)
-    return lib
-
-
 def products(model, lossy: bool = False) -> str:
     """Which products the compiled forward of ``model`` runs: "rowdot", "amx", "i8" or "library" (module
     docstring). ``SPECSCOPE_COMPILED_PRODUCTS`` (auto / rowdot / amx / i8 / library) forces one (rowdot only where it
@@ -186,11 +167,12 @@ def products(model, lossy: bool = False) -> str:
     shape; i8, int8 copies of the weights, only for a drafter (``lossy``) where rowdot_i8 runs and takes
     every weight's shape); by default all that run are timed on the model's weights
     at ``PRODUCT_ROWS`` rows, as a step calls them over its first layers (``_step_calls``, at least
-    ``SWEEP`` bytes) scaled to all layers (``_time_products``), and the
-    path whose step costs least is kept; the verdict is cached per machine (the tuning file, key "compiled_products")."""
+    ``SWEEP`` bytes) scaled to all layers (``_time_products``), and the path whose step costs least
+    across those row counts is kept (``machine.cheapest_per_token``); the verdict is cached per machine (the tuning file,
+    key "compiled_products")."""
     from . import rowdot
     from .errors import InputError
-    from .machine import cpu_name, tuned, update_tuning
+    from .machine import cpu_name, cheapest_per_token, tuned, update_tuning
 
     want = os.environ.get("SPECSCOPE_COMPILED_PRODUCTS", "").strip().lower() or "auto"
     if want not in ("auto", *PRODUCTS):
@@ -207,13 +189,13 @@ def products(model, lossy: bool = False) -> str:
         return want if want in able else "library"
     key = (
         f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|rowdot={rowdot.version()}|rows={PRODUCT_ROWS}|"
-        f"step={SWEEP >> 20}MB|{p.dtype}|{','.join(able)}|{_shapes(model)}"
+        f"step={SWEEP >> 20}MB|{p.dtype}|{','.join(able)}|{_shapes(model)}|per-rows"
     )
     hit = tuned("compiled_products", key)
     if hit is None:
         hit = _time_products(_step_calls(model), able)
         update_tuning(lambda d: d.setdefault("compiled_products", {}).__setitem__(key, hit))
-    return min(hit, key=hit.get)
+    return cheapest_per_token(hit)
 
 
 def _shapes(model) -> str:
@@ -249,7 +231,7 @@ def _time_products(calls: list, paths=("rowdot", "library"), rounds: int = 3) ->
     each is read from memory as in a step; one matrix of each shape timed alone and kept in cache
     had the library's small products look cheaper than in a step, and an AMX Xeon chose them at 158 ms
     a one-row step against rowdot_il's 122: twenty-seventh session), scaled to all layers; the fastest
-    of ``rounds`` alternated between the ``paths``: {path: s}."""
+    of ``rounds`` alternated between the ``paths``: {path: {rows: s}}."""
     from . import kernels, rowdot
 
     il, onednn = kernels.PATHS["rowil"], kernels.PATHS["packed"]
@@ -262,19 +244,19 @@ def _time_products(calls: list, paths=("rowdot", "library"), rounds: int = 3) ->
     packs = {p: make[p]() for p in paths}
     dtype = calls[0][0][0].weight.dtype
     xs = {n: [torch.randn(n, c[0].in_features).to(dtype) for c, _ in calls] for n in PRODUCT_ROWS}
-    best = {p: float("inf") for p in packs}
+    best = {p: {n: float("inf") for n in PRODUCT_ROWS} for p in packs}
     for r in range(rounds + 1):  # the first round untimed
         for path, per_call in packs.items():
-            total = 0.0
             for n in PRODUCT_ROWS:
+                total = 0.0
                 for x, fs in zip(xs[n], per_call):
                     for f, w in fs:
                         t0 = time.perf_counter()
                         f(x)
                         total += (time.perf_counter() - t0) * w
-            if r:
-                best[path] = min(best[path], total)
-    return {p: round(t, 6) for p, t in best.items()}
+                if r:
+                    best[path][n] = min(best[path][n], total)
+    return {p: {str(n): round(t, 6) for n, t in per.items()} for p, per in best.items()}
 
 
 def _rms(x, w, eps):
@@ -358,23 +340,28 @@ class CompiledDecoder:
         gate / up as one, down; then the lm_head."""
         if self.products == "library" or self._packs is not None:
             return
-        from . import rowdot
+        from . import rowdot, rowdot_ops
 
         kind = {"amx": True} if self.products == "amx" else {"i8": True} if self.products == "i8" else {}
+        layout = (rowdot.layout(),) if self.products == "rowdot" else ()  # rowdot_il's: as ``pack`` lays them out
 
-        _rowdot_op()
+        rowdot_ops.register()
+
+        def pack(lins):
+            return rowdot.pack_linears(lins, **kind) + layout
+
         packs = []
         for layer in self.layers:
             a, mlp = layer.self_attn, layer.mlp
             packs.append(
                 {
-                    "qkv": rowdot.pack_linears([a.q_proj, a.k_proj, a.v_proj], **kind),
-                    "o": rowdot.pack_linears([a.o_proj], **kind),
-                    "gate_up": rowdot.pack_linears([mlp.gate_proj, mlp.up_proj], **kind),
-                    "down": rowdot.pack_linears([mlp.down_proj], **kind),
+                    "qkv": pack([a.q_proj, a.k_proj, a.v_proj]),
+                    "o": pack([a.o_proj]),
+                    "gate_up": pack([mlp.gate_proj, mlp.up_proj]),
+                    "down": pack([mlp.down_proj]),
                 }
             )
-        packs.append({"head": rowdot.pack_linears([self.model.lm_head], **kind)})
+        packs.append({"head": pack([self.model.lm_head])})
         self._packs = packs
 
     def _step(self, ids, pos, slots, cols, bias, keys, values):

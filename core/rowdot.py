@@ -78,19 +78,9 @@ def _lib() -> ctypes.CDLL | str:
     key = f"{_source()}|{' '.join(FLAGS)}|{_cpu_flags()}|{torch.__version__}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     out = tuning_path().parent / "kernels" / f"rowdot-{tag}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # built aside, renamed into place:
-            part = Path(tmp) / out.name  # concurrent builders never load a half-written file
-            r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(part)], capture_output=True, text=True)
-            if r.returncode != 0:
-                said = (r.stderr or r.stdout).strip().splitlines()
-                return f"{cc} failed ({said[-1][:200] if said else f'exit {r.returncode}'})"
-            os.replace(part, out)
-    try:
-        lib = ctypes.CDLL(str(out))
-    except OSError as e:
-        return f"cannot load {out.name}: {e}"
+    lib = build(out, [cc, *FLAGS, str(SOURCE)])
+    if isinstance(lib, str):
+        return lib
     lib.rowdot_dpbf16_built.restype = ctypes.c_int
     built = [lib.rowdot_f32, lib.rowdot_bf16] + ([lib.rowdot_dpbf16] if lib.rowdot_dpbf16_built() else [])
     for fn in built:  # (rowdot_dpbf16 exists only where the compiler targets AVX512-BF16)
@@ -115,6 +105,25 @@ def _lib() -> ctypes.CDLL | str:
         lib.rowdot_i8_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
         lib.rowdot_i8_pack.restype = None
     return lib
+
+
+def build(out: Path, command: list[str]) -> ctypes.CDLL | str:
+    """``out`` loaded, built first by ``command`` (+ ``-o`` a path) unless it exists; or why not."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # built aside, renamed into place:
+            part = Path(tmp) / out.name  # concurrent builders never load a half-written file
+            r = subprocess.run([*command, "-o", str(part)], capture_output=True, text=True)
+            if r.returncode != 0:
+                said = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if "error" in ln] or (
+                    r.stderr or r.stdout
+                ).strip().splitlines()
+                return f"{Path(command[0]).name} failed ({said[-1][:200] if said else f'exit {r.returncode}'})"
+            os.replace(part, out)
+    try:
+        return ctypes.CDLL(str(out))
+    except OSError as e:
+        return f"cannot load {out.name}: {e}"
 
 
 @functools.cache
@@ -260,36 +269,37 @@ def layout() -> int:
 
 @functools.cache
 def _measured_layout() -> int:
-    from .machine import cpu_name, tuned, update_tuning
+    from .machine import cpu_name, cheapest_per_token, tuned, update_tuning
 
-    key = f"{cpu_name()}|threads={torch.get_num_threads()}|{_source()}|rows={LAYOUT_ROWS}"
+    key = f"{cpu_name()}|threads={torch.get_num_threads()}|{_source()}|rows={LAYOUT_ROWS}|per-rows"
     hit = tuned("rowdot_layout", key)
     if hit is None:
         hit = {str(k): v for k, v in time_layouts().items()}
         update_tuning(lambda d: d.setdefault("rowdot_layout", {}).__setitem__(key, hit))
-    return int(min(hit, key=hit.get))
+    return int(cheapest_per_token(hit))
 
 
 @torch.inference_mode()
 def time_layouts(rounds: int = 3, shapes=LAYOUT_SHAPES) -> dict:
-    """Seconds of one-row-to-eight-row products (``LAYOUT_ROWS``, summed) over ``shapes`` of random
-    bfloat16 weights, on each of ``LAYOUTS``; the fastest of ``rounds`` alternated: {layout: s}."""
+    """Seconds of the products over ``shapes`` of random bfloat16 weights at each of ``LAYOUT_ROWS``,
+    on each of ``LAYOUTS``; the fastest of ``rounds`` alternated: {layout: {rows: s}} (the choice:
+    ``machine.cheapest_per_token``)."""
     import time
 
     g = torch.Generator().manual_seed(0)
     ws = [torch.randn(o, k, generator=g).to(torch.bfloat16) for o, k, c in shapes for _ in range(c)]
     packs = {il: [pack(w, il) for w in ws] for il in sorted({lay & 15 for lay in LAYOUTS})}
     xs = {n: {k: torch.randn(n, k, generator=g).to(torch.bfloat16) for k in {w.shape[1] for w in ws}} for n in LAYOUT_ROWS}
-    best = {lay: float("inf") for lay in LAYOUTS}
+    best = {lay: {n: float("inf") for n in LAYOUT_ROWS} for lay in LAYOUTS}
     for r in range(rounds + 1):  # the first round untimed
         for lay in LAYOUTS:
-            t0 = time.perf_counter()
             for n in LAYOUT_ROWS:
+                t0 = time.perf_counter()
                 for w in packs[lay & 15]:
                     sums(xs[n][w.shape[1]], w, interleaved=True, layout=lay)
-            if r:
-                best[lay] = min(best[lay], time.perf_counter() - t0)
-    return {lay: round(t, 6) for lay, t in best.items()}
+                if r:
+                    best[lay][n] = min(best[lay][n], time.perf_counter() - t0)
+    return {lay: {str(n): round(t, 6) for n, t in per.items()} for lay, per in best.items()}
 
 
 def pack(w: torch.Tensor, layout_: int | None = None) -> torch.Tensor:

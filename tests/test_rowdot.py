@@ -95,16 +95,16 @@ def test_the_layout_is_the_one_measured_fastest_and_kept_per_machine(monkeypatch
     monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
     monkeypatch.delenv("SPECSCOPE_ROWDOT_LAYOUT", raising=False)
     calls = []
-    for fastest in (4 | 16, 8):
-        times = {lay: 1.0 + 0.1 * i for i, lay in enumerate(rowdot.LAYOUTS)}
-        times[fastest] = 0.5
+    for fastest in (4 | 16, 8, 4):
+        times = {lay: {"1": 1.0 + 0.1 * i, "8": 2.0} for i, lay in enumerate(rowdot.LAYOUTS)}
+        times[fastest] = {"1": 0.5, "8": 2.0}
         monkeypatch.setattr(rowdot, "time_layouts", lambda t=times: calls.append(1) or dict(t))
         monkeypatch.setattr(rowdot, "_source", lambda f=fastest: f"src{f}")  # another kernel: measured anew
         rowdot._measured_layout.cache_clear()
         assert rowdot.layout() == fastest
         rowdot._measured_layout.cache_clear()
         assert rowdot.layout() == fastest  # read back from the tuning file
-    assert len(calls) == 2
+    assert len(calls) == 3
     monkeypatch.setenv("SPECSCOPE_ROWDOT_LAYOUT", "4")
     assert rowdot.layout() == 4
     monkeypatch.setenv("SPECSCOPE_ROWDOT_LAYOUT", "5")

@@ -285,7 +285,11 @@ void rowdot_il_pack(const uint16_t *w, uint16_t *out, long K, long O, int il) {
 /* R rows of x (1..4) against the block of IL weight rows at blk (outputs o..o+IL-1): yo[r * ys + c]
  * (yo: row 0's output o; ys: the stride between rows), plus bo[c] (bo: the bias from o, or NULL).
  *
- * ilrun: rows four at a time, then the rest as one block, or (pad) two or three rows alone as four,
+ * ilrun: up to six rows as one block where the layout has 4 weight rows a block (24 sums, 4 weights
+ * and a row of x: 29 of the 32 registers; on the Zen 5 EPYC five rows took 49.5 ms a step so against
+ * 56.0 as four and one, six 54.3 against 57.7, eight as four and four 64.4 against 67.7 as six and
+ * two: thirty-first session), up to four with 8 a block; more rows four at a time, then the rest as
+ * one block; or (pad) two or three rows alone as four,
  * the missing rows zeros (their sums dropped): on the Zen 4 EPYC with 8 rows a block one row took 56
  * ms, four rows 62, two rows 82 as a block of two (docs/results.md, twenty-sixth session); on the Zen 5
  * EPYC with 4 rows a block two rows as they are cost one row's time, padded 1.6x. Past four rows the
@@ -296,7 +300,7 @@ void rowdot_il_pack(const uint16_t *w, uint16_t *out, long K, long O, int il) {
  * sums stay in registers (a shared body with IL a parameter measured slower at four and eight rows). */
 #define IL_KERNELS(IL)                                                                                                 \
     INLINE void ilblk##IL(const uint16_t *x, int R, const uint16_t *blk, const float *bo, float *yo, long K, long ys) { \
-        __m512 acc[4][IL];                                                                                             \
+        __m512 acc[6][IL];                                                                                             \
         for (int r = 0; r < R; r++)                                                                                    \
             for (int c = 0; c < IL; c++) acc[r][c] = _mm512_setzero_ps();                                              \
         long KC = K - K % 32, T = K - KC;                                                                              \
@@ -321,7 +325,7 @@ void rowdot_il_pack(const uint16_t *w, uint16_t *out, long K, long O, int il) {
     }                                                                                                                  \
     static void ilrun##IL(const uint16_t *x, const uint16_t *w, const float *b, float *y, long n, long K, long O,      \
                           int threads, int pad) {                                                                      \
-        long n4 = n - n % 4, m = n - n4;                                                                               \
+        long n4 = n <= (IL == 4 ? 6 : 4) ? 0 : n - n % 4, m = n - n4;                                                 \
         uint16_t *xp = NULL;                                                                                           \
         if (pad && (n == 2 || n == 3)) {                                                                               \
             xp = calloc(4 * K, sizeof *xp);                                                                            \
@@ -338,6 +342,9 @@ void rowdot_il_pack(const uint16_t *w, uint16_t *out, long K, long O, int il) {
                 for (long r = 0; r < m; r++) memcpy(yr + r * O, t + r * IL, IL * sizeof *t);                           \
             } else {                                                                                                   \
                 switch (m) {                                                                                           \
+                case 6: ilblk##IL(x + n4 * K, 6, blk, bo, yr, K, O); break;                                            \
+                case 5: ilblk##IL(x + n4 * K, 5, blk, bo, yr, K, O); break;                                            \
+                case 4: ilblk##IL(x + n4 * K, 4, blk, bo, yr, K, O); break;                                            \
                 case 3: ilblk##IL(x + n4 * K, 3, blk, bo, yr, K, O); break;                                            \
                 case 2: ilblk##IL(x + n4 * K, 2, blk, bo, yr, K, O); break;                                            \
                 case 1: ilblk##IL(x + n4 * K, 1, blk, bo, yr, K, O); break;                                            \

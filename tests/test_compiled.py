@@ -547,7 +547,9 @@ def test_the_products_follow_their_measurement(monkeypatch, tmp_path):
     """``compiled.products``: rowdot's interleaved kernel where it measured cheaper than the library's
     packed product on this machine (and only where it runs: bfloat16, AVX512-BF16), the verdict kept
     per machine, the operator's ``SPECSCOPE_COMPILED_PRODUCTS`` above both (red with the timing
-    ignored, or a forced rowdot taken where it cannot run)."""
+    ignored, or a forced rowdot taken where it cannot run). Each row count weighs its cost per token it
+    can yield (t_n / n): a path 2x faster at one row and 15% slower at eight is kept, though its seconds
+    sum higher (red with the seconds summed)."""
     from core import rowdot
 
     monkeypatch.setenv("SPECSCOPE_TUNING", str(tmp_path / "tuning.json"))
@@ -555,8 +557,14 @@ def test_the_products_follow_their_measurement(monkeypatch, tmp_path):
     tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
     able = rowdot.available() and rowdot.dpbf16()
     amx = able and rowdot.amx()
-    cases = [({"rowdot": 1.0, "library": 2.0, "amx": 3.0}, "rowdot"), ({"rowdot": 2.0, "library": 1.0, "amx": 3.0}, "library")]
-    cases += [({"rowdot": 2.0, "library": 3.0, "amx": 1.0}, "amx" if amx else "rowdot")]
+
+    def rows(one, eight):
+        return {"1": one, "8": eight}
+
+    cases = [({"rowdot": rows(1.0, 8.0), "library": rows(2.0, 9.0), "amx": rows(3.0, 9.0)}, "rowdot")]
+    cases += [({"rowdot": rows(2.0, 9.0), "library": rows(1.0, 8.0), "amx": rows(3.0, 9.0)}, "library")]
+    cases += [({"rowdot": rows(2.0, 9.0), "library": rows(3.0, 9.0), "amx": rows(1.0, 8.0)}, "amx" if amx else "rowdot")]
+    cases += [({"rowdot": rows(1.0, 11.5), "library": rows(2.0, 10.0), "amx": rows(3.0, 12.0)}, "rowdot")]  # summed: 12.5 > 12
     for times, want in cases:
         (tmp_path / "tuning.json").unlink(missing_ok=True)
         calls = []

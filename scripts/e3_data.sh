@@ -9,6 +9,9 @@
 # compressed) into the checkout ($KEEP, to commit), and a fresh cache starts from that copy.
 # DTYPE: the target's dtype, "auto" by default (bfloat16 where the CPU computes it natively, else
 # float32, measured): the answers are the target's own either way. THREADS: torch threads (default 1).
+# VOCAB=shipped: the feature cache takes the shipped head's draft vocabulary (its d2t), so a run
+# continued from that head carries every lm_head row over (TRAINING.md, twentieth section); by
+# default a new vocabulary is counted from the first answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -37,8 +40,18 @@ for stage in $STAGES; do
         nice -n 10 $PY -m tools.train.distill --target "$T" --prompts "$R/$P" --out "$R/train.jsonl" \
         --batch 32 --window 4 --max-new-tokens 128 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --kernels stock "${FEATS[@]}"
         done ;;
-    features) nice -n 10 $PY -m tools.train.features --target "$T" --data "$R/train.jsonl" --out "$R/feats" \
-        --draft-vocab 8192 --vocab-samples 512 --top-k 64 --max-tokens 384 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --wait-minutes 5 ;;
+    features) VOC=(--draft-vocab 8192 --vocab-samples 512)
+        if [ "${VOCAB:-}" = shipped ]; then
+          [ -s "$R/vocab_shipped.json" ] || $PY - "$R/vocab_shipped.json" <<'PY'
+import json, sys
+from safetensors import safe_open
+d2t = safe_open("assets/drafters/eagle3_coder/model.safetensors", "pt").get_tensor("d2t")
+json.dump({"draft_to_target": [i + int(d2t[i]) for i in range(d2t.numel())]}, open(sys.argv[1], "w"))
+PY
+          VOC=(--vocab "$R/vocab_shipped.json")
+        fi
+        nice -n 10 $PY -m tools.train.features --target "$T" --data "$R/train.jsonl" --out "$R/feats" \
+        "${VOC[@]}" --top-k 64 --max-tokens 384 --threads "$OMP_NUM_THREADS" --dtype "$DTYPE" --wait-minutes 5 ;;
     keep) mkdir -p "$(dirname "$KEEP")" && gzip -9 -c "$R/train.jsonl" > "$KEEP.tmp" && mv "$KEEP.tmp" "$KEEP"
         echo "kept $(wc -l < "$R/train.jsonl") answers in $KEEP ($(du -h "$KEEP" | cut -f1))" ;;
     *) echo "unknown stage $stage (distill, features, keep)" >&2; exit 2 ;;

@@ -54,6 +54,19 @@ def test_rowdot_i8_gives_linear_i8s_numbers(dtype):
         assert got.dtype == dtype and torch.equal(got, want), n
 
 
+@pytest.mark.skipif(not rowdot.amx(), reason="rowdot_amx needs AMX-BF16")
+def test_rowdot_amx_gives_linear_amxs_numbers():
+    """The AMX operator is ``rowdot.linear_amx`` bit for bit, from one row to more than a tile's 16
+    (red with the sums rounded otherwise or the bias dropped)."""
+    rowdot_ops.register()
+    w, b = _linears(48, 128, True)
+    packed = rowdot.pack_amx(w)
+    for n in (1, 3, 16, 17):
+        x = torch.randn(n, 128).to(torch.bfloat16)
+        got = torch.ops.specscope.rowdot_amx(x, packed, b)
+        assert torch.equal(got.view(torch.int16), rowdot.linear_amx(x, packed, b).view(torch.int16)), n
+
+
 @needs_native
 def test_the_operators_run_without_python(monkeypatch):
     """Where ``rowdot_op.cpp`` builds, the dispatcher runs the kernels as C++: the Python kernels are

@@ -62,7 +62,7 @@ GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
-VERSION = 6  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 7  # bump when the computation changes: row sets measured on it are measured again
 PRODUCTS = ("library", "rowdot", "amx", "i8")  # the products' paths (``products``); rowdot's and amx's are in row-set keys
 PRODUCT_ROWS = (1, 2, 4, 8)  # the row counts the products' choice is timed at: plain steps (padded or not), verifies
 SWEEP = 256 << 20  # bytes of layers the products' choice reads as a step does: past the caches
@@ -98,6 +98,18 @@ def release() -> None:
         _built = 0
 
 
+def _fixed(t: torch.Tensor) -> torch.Tensor:
+    """A cache buffer (KV heads, capacity, head dim) with its heads and head dim marked static: only
+    its capacity is a symbol of the compiled graph. Every symbol is an int the graph's wrapper turns
+    into a tensor and back on every call; with all three dims symbolic (dynamic=True, no duck shapes)
+    the 56 buffers of the 1.5B target made 349 of them a step."""
+    import torch._dynamo
+
+    torch._dynamo.mark_static(t, 0)
+    torch._dynamo.mark_static(t, 2)
+    return t
+
+
 class StaticKV:
     """A session's cache: per layer (KV heads, capacity, head dim) keys and values, ``length`` filled."""
 
@@ -115,7 +127,7 @@ class StaticKV:
         cap = -(-need // GROW) * GROW
         for buf in (self.keys, self.values):
             for i, t in enumerate(buf):
-                new = t.new_zeros(t.shape[0], cap, t.shape[2])
+                new = _fixed(t.new_zeros(t.shape[0], cap, t.shape[2]))
                 new[:, : self.length] = t[:, : self.length]
                 buf[i] = new
 
@@ -310,6 +322,7 @@ class CompiledDecoder:
         self.device = next(model.parameters()).device
         self._fn = None
         self._packs: list[dict] | None = None  # rowdot's weight copies, made at the compile
+        self._layout: int | None = None  # rowdot_il's layout of those copies
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.compile_s: float | None = None  # seconds the first compile took (None: not yet)
@@ -343,12 +356,12 @@ class CompiledDecoder:
         from . import rowdot, rowdot_ops
 
         kind = {"amx": True} if self.products == "amx" else {"i8": True} if self.products == "i8" else {}
-        layout = (rowdot.layout(),) if self.products == "rowdot" else ()  # rowdot_il's: as ``pack`` lays them out
+        self._layout = rowdot.layout()  # rowdot_il's: as ``pack`` lays them out
 
         rowdot_ops.register()
 
         def pack(lins):
-            return rowdot.pack_linears(lins, **kind) + layout
+            return rowdot.pack_linears(lins, **kind)
 
         packs = []
         for layer in self.layers:
@@ -362,6 +375,10 @@ class CompiledDecoder:
                 }
             )
         packs.append({"head": pack([self.model.lm_head])})
+        import torch._dynamo
+
+        for t in (t for p in packs for call in p.values() for t in call if isinstance(t, torch.Tensor)):
+            torch._dynamo.mark_static(t)  # the graph's inputs: symbols only where a size changes (``_fixed``)
         self._packs = packs
 
     def _step(self, ids, pos, slots, cols, bias, keys, values):
@@ -378,6 +395,8 @@ class CompiledDecoder:
         il = self._packs
         ops = {"amx": "rowdot_amx", "i8": "rowdot_i8", "rowdot": "rowdot_il"}
         rd = getattr(torch.ops.specscope, ops[self.products]) if il is not None else None
+        if self.products == "rowdot":  # its layout read once: every int the graph reads is an input of each call
+            rd = functools.partial(rd, layout=self._layout)
         for i, layer in enumerate(self.layers):
             resid.append(x)
             a, mlp = layer.self_attn, layer.mlp
@@ -494,8 +513,8 @@ class CompiledDecoder:
     def empty_kv(self, length: int = 0) -> StaticKV:
         cap = max(GROW, -(-(length + 1) // GROW) * GROW)
         shape = (self.kv_heads, cap, self.head_dim)
-        keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        keys = [_fixed(torch.zeros(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+        values = [_fixed(torch.zeros(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
         return StaticKV(keys, values, length)
 
     def from_cache(self, cache, length: int) -> StaticKV:

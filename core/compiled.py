@@ -101,8 +101,10 @@ def release() -> None:
 def _fixed(t: torch.Tensor) -> torch.Tensor:
     """A cache buffer (KV heads, capacity, head dim) with its heads and head dim marked static: only
     its capacity is a symbol of the compiled graph. Every symbol is an int the graph's wrapper turns
-    into a tensor and back on every call; with all three dims symbolic (dynamic=True, no duck shapes)
-    the 56 buffers of the 1.5B target made 349 of them a step."""
+    into a tensor and back, and a guard, on every call. With every dim symbolic (dynamic=True, no duck
+    shapes) the 1.5B target's graph took 345 a call: its 56 buffers' three dims, its 113 packed weights'
+    two (``_make_packs`` marks them static) and a layout read from each pack; now 62 (docs/results.md,
+    thirty-first session)."""
     import torch._dynamo
 
     torch._dynamo.mark_static(t, 0)

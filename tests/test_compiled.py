@@ -117,6 +117,21 @@ def test_a_session_keeps_the_forward_it_was_asked_for():
     assert sess.path == "eager" and not isinstance(sess.cache, compiled.StaticKV)
 
 
+def test_the_cache_buffers_keep_only_their_capacity_symbolic():
+    """Every dim the compiled graph sees as a symbol is an int its wrapper turns into a tensor and back,
+    and a guard, on every call (345 a step for the 1.5B target before: docs/results.md, thirty-first
+    session), so a cache buffer's heads and head dim are marked static, the fresh buffers and those a
+    growing cache makes alike; only the capacity varies (red with ``_fixed`` left out of ``reserve``)."""
+    fast = adapters.load(tiny_model_dir(FAMILY), dtype="float32").compiled  # the adapter's own (no second reservation)
+    kv = fast.empty_kv(10)
+    cap = kv.capacity
+    kv.length = cap
+    kv.reserve(1)  # grows: new buffers
+    assert kv.capacity > cap
+    for t in kv.keys + kv.values:
+        assert getattr(t, "_dynamo_static_indices", set()) == {0, 2}
+
+
 def test_tree_rows_see_their_keys_in_column_order():
     """A tree verify: the row behind each true node equals chunked (chain) decoding bit for bit,
     though its ancestors sit at scattered columns, siblings in between (what ``cols`` is for)."""

@@ -1,6 +1,10 @@
 """core/rowdot_ops.py: the rowdot kernels as operators, C++ where they build, the numbers of the
 Python kernels bit for bit, and no Python on the way."""
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -108,3 +112,31 @@ def test_without_a_cpp_compiler_the_reason_is_given(monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setattr(rowdot_ops.shutil, "which", lambda name: None)
     assert "no C++ compiler" in rowdot_ops._compile_command()
+
+
+@pytest.mark.skipif(not (rowdot.available(torch.bfloat16) and rowdot.dpbf16()), reason="rowdot_il needs AVX512-BF16")
+def test_where_the_cpp_build_fails_the_python_operators_give_the_same_numbers():
+    """No C++ compiler or headers: the same operators are registered as Python (in a fresh process, as
+    a machine without them starts), with the numbers of the C++ ones (red with the fallback's layout
+    ignored or its rounding left out)."""
+    script = textwrap.dedent(
+        """
+        import torch
+        from core import rowdot, rowdot_ops
+        rowdot_ops._native = lambda: "no C++ compiler (test)"
+        rowdot_ops.register()
+        assert rowdot_ops.native() != True
+        g = torch.Generator().manual_seed(3)
+        w, b = torch.randn(40, 96, generator=g).to(torch.bfloat16), torch.randn(40, generator=g)
+        for layout in rowdot.LAYOUTS:
+            packed = rowdot.pack(w, layout)
+            for n in (1, 3, 6):
+                x = torch.randn(n, 96, generator=g).to(torch.bfloat16)
+                got = torch.ops.specscope.rowdot_il(x, packed, b, layout)
+                want = rowdot.sums(x, packed, b, interleaved=True, layout=layout).to(torch.bfloat16)
+                assert got.dtype == torch.bfloat16 and torch.equal(got, want), (layout, n)
+        print("python operators ok")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "python operators ok" in r.stdout, r.stderr[-2000:]

@@ -10,7 +10,7 @@
  * over (specscope_rowdot_ops_init) before a step runs; an operator whose kernel was not handed over
  * refuses to run.
  *
- * Built by core/rowdot.py (``ops()``) with the C++ compiler against the installed torch's headers;
+ * Built by core/rowdot_ops.py (``native()``) with the C++ compiler against the installed torch's headers;
  * where that fails, the Python kernels stay registered instead. */
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
@@ -44,40 +44,39 @@ at::Tensor finish(const at::Tensor &x, const at::Tensor &y, long O) {
     return y.to(x.scalar_type()).view(sizes);
 }
 
-at::Tensor rowdot_il(const at::Tensor &x, const at::Tensor &w, const std::optional<at::Tensor> &b, int64_t layout) {
-    TORCH_CHECK(il_kernel != nullptr, "rowdot_il: the kernel was not handed over (core.rowdot.ops)");
-    TORCH_CHECK(x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16 && x.device().is_cpu(),
-                "rowdot_il takes bfloat16 CPU rows and a weight from rowdot.pack");
-    TORCH_CHECK(w.dim() == 2 && w.is_contiguous(), "rowdot_il: a packed 2-D weight");
+/* The bfloat16 products (rowdot_il, rowdot_amx): the checks, the rows made contiguous, the float32
+ * sums from `kernel(x, w, bias, y, n, K, O, threads)`, then `finish`. */
+template <typename Kernel>
+at::Tensor bf16_product(const char *name, const char *pack, bool ready, const at::Tensor &x, const at::Tensor &w,
+                        const std::optional<at::Tensor> &b, Kernel kernel) {
+    TORCH_CHECK(ready, name, ": the kernel was not handed over (core.rowdot_ops)");
+    TORCH_CHECK(x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16 && x.device().is_cpu(), name,
+                " takes bfloat16 CPU rows and a weight from rowdot.", pack);
+    TORCH_CHECK(w.dim() == 2 && w.is_contiguous(), name, ": a packed 2-D weight");
     const long O = w.size(0), K = w.size(1);
-    TORCH_CHECK(x.size(-1) == K, "rowdot_il: rows of ", x.size(-1), " columns against a weight of ", K);
+    TORCH_CHECK(x.size(-1) == K, name, ": rows of ", x.size(-1), " columns against a weight of ", K);
     auto x2 = x.reshape({-1, K}).contiguous();
     const long n = x2.size(0);
     auto y = at::empty({n, O}, x.options().dtype(at::kFloat));
     if (n)
-        il_kernel(reinterpret_cast<const uint16_t *>(x2.data_ptr()), reinterpret_cast<const uint16_t *>(w.data_ptr()),
-                  bias_of(b, O), y.data_ptr<float>(), n, K, O, at::get_num_threads(), static_cast<int>(layout));
+        kernel(reinterpret_cast<const uint16_t *>(x2.data_ptr()), reinterpret_cast<const uint16_t *>(w.data_ptr()),
+               bias_of(b, O), y.data_ptr<float>(), n, K, O, at::get_num_threads());
     return finish(x, y, O);
+}
+
+at::Tensor rowdot_il(const at::Tensor &x, const at::Tensor &w, const std::optional<at::Tensor> &b, int64_t layout) {
+    return bf16_product("rowdot_il", "pack", il_kernel != nullptr, x, w, b,
+                        [layout](const uint16_t *xp, const uint16_t *wp, const float *bp, float *y, long n, long K, long O, int t) {
+                            il_kernel(xp, wp, bp, y, n, K, O, t, static_cast<int>(layout));
+                        });
 }
 
 at::Tensor rowdot_amx(const at::Tensor &x, const at::Tensor &w, const std::optional<at::Tensor> &b) {
-    TORCH_CHECK(amx_kernel != nullptr, "rowdot_amx: the kernel was not handed over (core.rowdot.ops)");
-    TORCH_CHECK(x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16 && x.device().is_cpu(),
-                "rowdot_amx takes bfloat16 CPU rows and a weight from rowdot.pack_amx");
-    TORCH_CHECK(w.dim() == 2 && w.is_contiguous(), "rowdot_amx: a packed 2-D weight");
-    const long O = w.size(0), K = w.size(1);
-    TORCH_CHECK(x.size(-1) == K, "rowdot_amx: rows of ", x.size(-1), " columns against a weight of ", K);
-    auto x2 = x.reshape({-1, K}).contiguous();
-    const long n = x2.size(0);
-    auto y = at::empty({n, O}, x.options().dtype(at::kFloat));
-    if (n)
-        amx_kernel(reinterpret_cast<const uint16_t *>(x2.data_ptr()), reinterpret_cast<const uint16_t *>(w.data_ptr()),
-                   bias_of(b, O), y.data_ptr<float>(), n, K, O, at::get_num_threads());
-    return finish(x, y, O);
+    return bf16_product("rowdot_amx", "pack_amx", amx_kernel != nullptr, x, w, b, amx_kernel);
 }
 
 at::Tensor rowdot_i8(const at::Tensor &x, const at::Tensor &w, const at::Tensor &s, const std::optional<at::Tensor> &b) {
-    TORCH_CHECK(i8_kernel != nullptr, "rowdot_i8: the kernel was not handed over (core.rowdot.ops)");
+    TORCH_CHECK(i8_kernel != nullptr, "rowdot_i8: the kernel was not handed over (core.rowdot_ops)");
     TORCH_CHECK(w.scalar_type() == at::kChar && x.device().is_cpu(), "rowdot_i8 takes CPU rows and a weight from rowdot.pack_i8");
     TORCH_CHECK(s.scalar_type() == at::kFloat && s.is_contiguous() && w.is_contiguous(), "rowdot_i8: float32 scales");
     const long O = s.size(0), K = x.size(-1);

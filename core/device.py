@@ -159,6 +159,21 @@ def kernels_default() -> str:
 
 KERNELS = ("auto", "stock", "dense", "onednn", "packed", "rowdot", "rowil", "bf16", "rowbf16", "int8")
 COMPILE = ("auto", "off")
+DRAFT_WEIGHTS = ("fastest", "own")
+
+
+def draft_weights_default() -> str:
+    """The operator's ``SPECSCOPE_DRAFT_WEIGHTS``: "fastest" (default) lets a drafter's products run on
+    bfloat16 or int8 copies of its weights where they measure faster (``core.kernels``' lossy paths, the
+    compiled forward's i8 products); "own" keeps it on its own weights. The output is the target's
+    either way; the acceptance is not: the real 0.5B drafter accepted 0.818 / 0.682 / 0.552 of its
+    chain-of-3 drafts on its own weights and 0.761 / 0.626 / 0.497 on int8 copies, which cost a quarter
+    of the step (docs/results.md, thirty-second session). A researcher measuring a drafter's acceptance
+    asks for "own"."""
+    w = os.environ.get("SPECSCOPE_DRAFT_WEIGHTS", "").strip().lower() or "fastest"
+    if w not in DRAFT_WEIGHTS:
+        raise InputError(f"SPECSCOPE_DRAFT_WEIGHTS={w!r}: use one of {', '.join(DRAFT_WEIGHTS)}")
+    return w
 
 
 def compile_default() -> str:

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import rowdot
+from .device import draft_weights_default
 from .machine import cpu_name, tuned, update_tuning
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)  # row counts measured; inputs between two use the larger one
@@ -352,10 +353,13 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
     if dev.type != "cpu":
         return {"role": role, "paths": "stock (not a CPU)"}
     dtype = next(model.parameters()).dtype
-    paths = [p for p in (paths or ROLE_PATHS[role]) if available(p, dtype)]
+    own = role == "target" or draft_weights_default() == "own"  # no copy that rounds the weights
+    paths = [p for p in (paths or ROLE_PATHS[role]) if available(p, dtype) and not (own and p in LOSSY)]
     if force is not None:
-        if force not in PATHS or not available(force, dtype) or (force in LOSSY and role == "target"):
+        if force not in PATHS or not available(force, dtype) or (force in LOSSY and own):
             why = f" ({rowdot.why_not()})" if force == "rowdot" and rowdot.why_not() else ""
+            if force in LOSSY and role != "target":
+                why = " (SPECSCOPE_DRAFT_WEIGHTS=own keeps drafters on their own weights)"
             raise ValueError(f"kernel path {force!r} is not available here for a {role} in {dtype}{why}")
         paths = [force]
     linears = [(parent, name, m) for parent in model.modules() for name, m in parent._modules.items() if type(m) is nn.Linear]

@@ -101,7 +101,7 @@ def load_pair(
     d = None
     if ref is not None:
         ref.require_trained()
-        key = ("drafter", id(tgt), ref.key, mode, tuple(sorted(options.items())))
+        key = ("drafter", id(tgt), ref.key, mode, devices.draft_weights_default(), tuple(sorted(options.items())))
         with _cache_lock:
             if key not in _cache:
                 # drafter models pick their own dtype (drafters.base.draft_dtype: fp32 on a CPU)

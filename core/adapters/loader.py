@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..device import DTYPES, compile_default, kernels_default, resolve_device, resolve_dtype
+from ..device import DTYPES, compile_default, draft_weights_default, kernels_default, resolve_device, resolve_dtype
 from ..errors import InputError, ModelLoadError, first_line
 from .base import HFAdapter
 from .families import FAMILIES, PROCESSOR_FALLBACKS
@@ -72,7 +72,8 @@ def load(
         from ..compiled import CompiledDecoder
 
         # compiled and chosen later (HFAdapter.settle_path); a drafter's may round its weights (int8)
-        adapter.compiled = CompiledDecoder.build(model, lossy=role == "drafter")
+        # unless the operator keeps drafters on their own weights (SPECSCOPE_DRAFT_WEIGHTS=own)
+        adapter.compiled = CompiledDecoder.build(model, lossy=role == "drafter" and draft_weights_default() == "fastest")
         # (built first: it keeps the memory its compile will take from the packed copies below)
     if kernels != "stock":
         from .. import kernels as K

@@ -23,10 +23,11 @@ def main(argv=None) -> int:
 
 
 def _dispatch(args) -> int:
-    from ..device import compile_default, kernels_default
+    from ..device import compile_default, draft_weights_default, kernels_default
 
-    kernels_default()  # a bad SPECSCOPE_KERNELS / SPECSCOPE_COMPILE: one line, before any model loads
-    compile_default()
+    kernels_default()  # a bad SPECSCOPE_KERNELS / SPECSCOPE_COMPILE / SPECSCOPE_DRAFT_WEIGHTS: one line,
+    compile_default()  # before any model loads
+    draft_weights_default()
     if args.cmd == "replay":
         from .replay import replay
 

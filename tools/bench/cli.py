@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from core import api, paths
-from core.device import resolve_dtype
+from core.device import draft_weights_default, resolve_dtype
 from core.errors import run_command
 from core.kernels import describe
 from core.cli.shape import add_shape_flags
@@ -107,6 +107,13 @@ def parser() -> argparse.ArgumentParser:
         choices=["auto", "stock", "dense", "onednn", "packed", "rowdot", "rowil"],
         default=None,
         help="our engine's product paths (default: $SPECSCOPE_KERNELS, else auto = measured)",
+    )
+    ap.add_argument(
+        "--draft-weights",
+        choices=["fastest", "own"],
+        default=None,
+        help="a drafter's products on copies of its weights rounded to bfloat16 / int8 where measured faster "
+        "(fastest), or on its own weights, for its own acceptance (own); default: $SPECSCOPE_DRAFT_WEIGHTS, else fastest",
     )
     ap.add_argument(
         "--prompt-lookup-tokens", type=int, default=10, help="prompt_lookup_num_tokens for the transformers prompt-lookup baseline"
@@ -217,15 +224,19 @@ def bench(args) -> dict:
         res["drafter_label"] = cfg.drafter_label
         res["drafter_name"] = getattr(pair.drafter, "name", cfg.drafter)
         lm = getattr(pair.drafter, "lm", None)
-        if getattr(lm, "compiled", None) is not None:  # a model drafter's forward, and the timing behind it
-            fast = lm.compiled
+        if lm is not None and lm is not pair.target:  # a model drafter's forward, and the timing behind it
+            fast = getattr(lm, "compiled", None)
             res["drafter_forward"] = {
                 "path": lm.path,
-                "products": fast.products if fast.ready else None,
-                "compile_s": fast.compile_s,
-                "failed": fast.failed,
-                "draft_seconds": dict(lm.draft_seconds),
+                "products": fast.products if fast is not None and fast.ready else None,
+                "kernels": describe(getattr(lm, "kernels", None)),
+                "weights": draft_weights_default(),
+                "compile_s": getattr(fast, "compile_s", None),
+                "failed": getattr(fast, "failed", None),
+                "draft_seconds": dict(getattr(lm, "draft_seconds", None) or {}),
             }
+        elif isinstance(getattr(pair.drafter, "kernels", None), dict):  # a head's own products (EAGLE-3)
+            res["drafter_forward"] = {"path": "eager", "kernels": describe(pair.drafter.kernels), "weights": draft_weights_default()}
         for r in records:
             if r["exact"] is False:
                 a, sp = next((a, sp) for a, sp in zip(r["ref"], r["spec"]) if a["tokens"] != sp["tokens"])
@@ -298,6 +309,7 @@ def bench(args) -> dict:
         "env": environment(),
         "visual": visual_meta(visual_cache) if visual_cache is not None else visual_off,
         "kernels": {"target": describe(kern), "target_paths": kern.get("paths"), "hf_baselines": args.hf_kernels},
+        "draft_weights": draft_weights_default(),
         "forward": forward,
         "columns": {
             "tau": "tokens per speculative step (incl. bonus, excl. prefill)",
@@ -329,6 +341,8 @@ def _main(args) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    if args.draft_weights:  # read where drafters load (core.device.draft_weights_default)
+        os.environ["SPECSCOPE_DRAFT_WEIGHTS"] = args.draft_weights
     if args.threads:
         torch.set_num_threads(args.threads)
     else:

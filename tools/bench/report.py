@@ -112,6 +112,9 @@ def markdown_table(results: dict) -> str:
                 for m in [c["groups"].get("all") or next(iter(c["groups"].values()))]
             )
         )
+    drafters = {c["drafter_label"]: _drafter_forward(c["drafter_forward"]) for c in results["configs"] if c.get("drafter_forward")}
+    if drafters:
+        notes.append("drafters' products: " + "; ".join(f"{k}: {v}" for k, v in drafters.items()))
     seen = set()
     for c in results["configs"]:
         m = c["groups"].get("all") or next(iter(c["groups"].values()))
@@ -326,6 +329,24 @@ def cpu_info() -> dict:
 
 
 # =========================================================================================
+
+
+ROUNDED = {"i8": "int8", "int8": "int8", "bf16": "bfloat16", "rowbf16": "bfloat16"}  # products on rounded copies
+
+
+def _drafter_forward(f: dict) -> str:
+    """How a drafter ran: its forward, its products, and whether they ran on rounded copies of its
+    weights (which may lower its acceptance: core.device.draft_weights_default)."""
+    kern = str(f.get("kernels") or "")
+    if f.get("path") == "compiled":
+        how, rounded = f"compiled forward, {f.get('products')} products", [ROUNDED.get(f.get("products"))]
+    else:
+        how, rounded = f"eager forward ({kern or 'stock'})", [ROUNDED.get(p.split(": ")[-1]) for p in kern.split(", ")]
+    kinds = sorted({r for r in rounded if r})
+    weights = f.get("weights", "fastest")
+    if kinds:
+        return f"{how}: {' and '.join(kinds)} copies of its weights (--draft-weights own: its own)"
+    return f"{how}: its own weights" + (" (--draft-weights own)" if weights == "own" else "")
 
 
 def _forward(meta: dict) -> str:

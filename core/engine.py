@@ -21,7 +21,7 @@ import torch
 from .acceptance import accept_greedy, accept_sampling
 from .adapters import HFAdapter
 from .errors import InputError
-from .drafters.base import DraftContext, DraftSpec, Drafter
+from .drafters.base import DraftContext, DraftSpec, Drafter, rounded_copies
 from .policy import AutoPolicy
 from .rows import STOCK, RowSet, row_set
 from .sampling import Noise, SamplingConfig, probs, sample
@@ -127,6 +127,8 @@ def generate(
         "kernels",
         {"target": target.kernels.get("paths", "stock"), "drafter": getattr(drafter, "kernels", {}).get("paths")},
     )
+    if drafter is not None:  # its products on rounded copies of its weights ([]: its own weights)
+        trace.meta.setdefault("drafter_rounding", rounded_copies(drafter))
     sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden), path=path)
     trace.meta.setdefault("forward", sess.path)  # compiled (core/compiled.py) or eager
     trace.meta.setdefault("prefill", sess.prefill)  # the prompt's forward: compiled where measured cheaper

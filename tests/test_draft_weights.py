@@ -9,6 +9,9 @@ import sys
 import pytest
 
 from core import adapters, kernels
+from core.drafters import DraftSpec, ModelDrafter
+from core.drafters.base import rounded_copies
+from core.engine import generate
 from core.errors import InputError
 from tools.bench.report import _drafter_forward
 from tools.tiny import tiny_model_dir
@@ -74,10 +77,15 @@ def test_a_bad_draft_weights_setting_is_a_one_line_error():
     assert "SPECSCOPE_DRAFT_WEIGHTS" in err and "own" in err
 
 
-def test_the_bench_says_when_a_drafter_ran_on_rounded_copies():
-    compiled_i8 = {"path": "compiled", "products": "i8", "kernels": "1 rows: int8", "weights": "fastest"}
-    assert "int8 copies of its weights" in _drafter_forward(compiled_i8)
-    eager_bf16 = {"path": "eager", "kernels": "1 rows: bf16, 2 rows: packed", "weights": "fastest"}
-    assert "bfloat16 copies" in _drafter_forward(eager_bf16)
-    own = {"path": "compiled", "products": "library", "kernels": "1 rows: packed", "weights": "own"}
+def test_a_trace_and_the_bench_say_when_a_drafter_ran_on_rounded_copies(monkeypatch):
+    monkeypatch.setenv("SPECSCOPE_COMPILE", "off")
+    tgt = adapters.load(tiny_model_dir("llama"), kernels="dense")
+    for path, rounded in (("int8", ["int8"]), ("bf16", ["bfloat16"]), ("dense", [])):
+        drafter = ModelDrafter(adapters.load(tiny_model_dir("llama", num_layers=1, seed=1), role="drafter", kernels=path), path)
+        assert rounded_copies(drafter) == rounded, path
+        trace = generate(tgt, "hello world", None, drafter, DraftSpec("chain", gamma=3), max_new_tokens=4)
+        assert trace.meta["drafter_rounding"] == rounded, path
+        note = _drafter_forward({"path": "eager", "kernels": path, "weights": "fastest", "rounded": rounded})
+        assert ("copies of its weights" in note) == bool(rounded) and all(r in note for r in rounded), note
+    own = {"path": "compiled", "products": "library", "kernels": "1 rows: packed", "weights": "own", "rounded": []}
     assert _drafter_forward(own).endswith("its own weights (--draft-weights own)")

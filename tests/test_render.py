@@ -429,6 +429,9 @@ def test_summary_markdown():
     sampled = Trace.from_dict({**spec.to_dict(), "meta": {"temperature": 0.7}})
     assert "expected when sampling" in R.summary_markdown(sampled, compared(sampled, other))
     assert "| new tokens | 0 |" in R.summary_markdown(Trace())
+    assert "drafter's weights" not in R.summary_markdown(spec)  # its own weights: nothing to say
+    rounded = Trace.from_dict({**spec.to_dict(), "meta": {**spec.meta, "drafter_rounding": ["int8"]}})
+    assert "| drafter's weights | int8 copies" in R.summary_markdown(rounded)  # read back from a saved trace too
 
 
 def test_compare_figure():

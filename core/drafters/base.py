@@ -274,6 +274,25 @@ def draft_dtype(target) -> torch.dtype:
     return torch.float32 if torch.device(dev).type == "cpu" else target.dtype
 
 
+ROUNDED = {"int8": "int8", "i8": "int8", "bf16": "bfloat16", "rowbf16": "bfloat16"}  # paths on rounded copies
+
+
+def rounded_copies(drafter) -> list[str]:
+    """The roundings of its weights a drafter's products run on ("bfloat16", "int8"; [] where only on its
+    own): ``core.kernels``' lossy paths in its eager forward, the i8 products of its compiled forward
+    where it drafts on that. The output is the target's either way; the acceptance may be lower than the
+    drafter's own (``core.device.draft_weights_default``)."""
+    kinds = set()
+    paths = (getattr(drafter, "kernels", None) or {}).get("paths")
+    if isinstance(paths, dict):
+        kinds |= {ROUNDED[p] for table in paths.values() for p in table.values() if p in ROUNDED}
+    lm = getattr(drafter, "lm", None)
+    fast = getattr(lm, "compiled", None)
+    if getattr(lm, "use_compiled", False) and fast is not None and fast.ready and fast.products in ROUNDED:
+        kinds.add(ROUNDED[fast.products])
+    return sorted(kinds)
+
+
 # --------------------------------------------------------------------------------------
 class ModelDrafter(Drafter):
     """A drafter backed by a language model with its own KV cache, used through the same

@@ -14,6 +14,7 @@ import transformers
 
 from core import api, paths
 from core.device import draft_weights_default, resolve_dtype
+from core.drafters.base import rounded_copies
 from core.errors import run_command
 from core.kernels import describe
 from core.cli.shape import add_shape_flags
@@ -231,12 +232,18 @@ def bench(args) -> dict:
                 "products": fast.products if fast is not None and fast.ready else None,
                 "kernels": describe(getattr(lm, "kernels", None)),
                 "weights": draft_weights_default(),
+                "rounded": rounded_copies(pair.drafter),
                 "compile_s": getattr(fast, "compile_s", None),
                 "failed": getattr(fast, "failed", None),
                 "draft_seconds": dict(getattr(lm, "draft_seconds", None) or {}),
             }
         elif isinstance(getattr(pair.drafter, "kernels", None), dict):  # a head's own products (EAGLE-3)
-            res["drafter_forward"] = {"path": "eager", "kernels": describe(pair.drafter.kernels), "weights": draft_weights_default()}
+            res["drafter_forward"] = {
+                "path": "eager",
+                "kernels": describe(pair.drafter.kernels),
+                "weights": draft_weights_default(),
+                "rounded": rounded_copies(pair.drafter),
+            }
         for r in records:
             if r["exact"] is False:
                 a, sp = next((a, sp) for a, sp in zip(r["ref"], r["spec"]) if a["tokens"] != sp["tokens"])

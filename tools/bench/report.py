@@ -331,22 +331,17 @@ def cpu_info() -> dict:
 # =========================================================================================
 
 
-ROUNDED = {"i8": "int8", "int8": "int8", "bf16": "bfloat16", "rowbf16": "bfloat16"}  # products on rounded copies
-
-
 def _drafter_forward(f: dict) -> str:
     """How a drafter ran: its forward, its products, and whether they ran on rounded copies of its
-    weights (which may lower its acceptance: core.device.draft_weights_default)."""
-    kern = str(f.get("kernels") or "")
-    if f.get("path") == "compiled":
-        how, rounded = f"compiled forward, {f.get('products')} products", [ROUNDED.get(f.get("products"))]
-    else:
-        how, rounded = f"eager forward ({kern or 'stock'})", [ROUNDED.get(p.split(": ")[-1]) for p in kern.split(", ")]
-    kinds = sorted({r for r in rounded if r})
-    weights = f.get("weights", "fastest")
-    if kinds:
-        return f"{how}: {' and '.join(kinds)} copies of its weights (--draft-weights own: its own)"
-    return f"{how}: its own weights" + (" (--draft-weights own)" if weights == "own" else "")
+    weights (``core.drafters.base.rounded_copies``: its acceptance may be lower than its own)."""
+    how = (
+        f"compiled forward, {f.get('products')} products"
+        if f.get("path") == "compiled"
+        else f"eager forward ({f.get('kernels') or 'stock'})"
+    )
+    if f.get("rounded"):
+        return f"{how}: {' and '.join(f['rounded'])} copies of its weights (--draft-weights own: its own)"
+    return f"{how}: its own weights" + (" (--draft-weights own)" if f.get("weights") == "own" else "")
 
 
 def _forward(meta: dict) -> str:

@@ -25,6 +25,11 @@ def summary_markdown(trace, comparison: Comparison | None = None) -> str:
         f"| tokens / s | {sm['tokens_per_s']:.1f} |",
         f"| wall time | {sm['wall_s']:.2f} s |",
     ]
+    rounded = (tr.meta or {}).get("drafter_rounding")
+    if rounded:  # faster here, and its acceptance may be lower than the drafter's own
+        lines.append(
+            f"| drafter's weights | {' and '.join(rounded)} copies, faster on this machine (its own: `SPECSCOPE_DRAFT_WEIGHTS=own`) |"
+        )
     c = comparison if comparison is not None else tr.comparison
     if c is None:
         return "\n".join(lines)

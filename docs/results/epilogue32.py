@@ -5,11 +5,18 @@ rounds interleaved, a torch sum each round; the builds' outputs checked equal, b
     gcc -O3 -march=native -fopenmp -fPIC -shared core/rowdot.c -o /tmp/s32/NAME.so   # one per variant
     .venv/bin/python docs/results/epilogue32.py pf8192,b4,y4,z4 1,2,3,4,5,6,8 3
 """
-import ctypes, os, statistics as st, sys, time
-sys.path.insert(0, "/work/main")
+
+import ctypes
+import os
+import statistics as st
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 import torch
 from core import adapters, rowdot
 from tools.bench.bound import bandwidth
+
 T = os.path.expanduser("~/.cache/specscope/real-pair/qwen2.5-coder-1.5b-instruct")
 NAMES = sys.argv[1].split(",")
 ROWS = [int(a) for a in sys.argv[2].split(",")]
@@ -48,7 +55,9 @@ with torch.inference_mode():
                 for _ in range(3):
                     t0 = time.perf_counter()
                     for x, (w, b, s), y in zip(xs, packs, ys):
-                        lib.rowdot_il(x.data_ptr(), w.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(), n, s[1], s[0], 2, LAYOUT)
+                        lib.rowdot_il(
+                            x.data_ptr(), w.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(), n, s[1], s[0], 2, LAYOUT
+                        )
                     ts.append(time.perf_counter() - t0)
                 res.setdefault((name, n), []).append(min(ts) * 1e3)
                 outs[name] = [y.clone() for y in ys]

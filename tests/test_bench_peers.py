@@ -97,6 +97,8 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     assert not pairs._cache  # our models were released before vLLM loaded its own
     res = json.loads(out.read_text())
     assert res["bound"]["bound_tok_s"] > 0 and res["bound"]["bytes_per_step"] > 0
+    reads = res["bound"]["bandwidth_samples_gbs"]  # one read before each config, one after them all
+    assert len(reads) == 2 and res["bound"]["bandwidth_gbs"] == max(reads)  # a busy moment only slows a read
     plain, spec = res["peers"]
     assert plain["id"] == "vllm plain" and plain["tokens_per_s"] == pytest.approx(6 / 1.0)
     assert spec["id"] == "vllm ngram k=3"
@@ -104,7 +106,7 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     assert spec["mean_accepted_length"] == pytest.approx(2.5)
     assert spec["acceptance_by_position"] == [0.8, 0.5, 0.2, 0.0]
     table = capsys.readouterr().out
-    assert "Plain decoding against its bound" in table
+    assert "Plain decoding against its bound" in table and f"the fastest of 2 reads between the runs: {reads[0]:g}" in table
     # ours past the prompt: the plain step's cost against the bound, from the same run's numbers
     m = res["configs"][0]["groups"].get("all") or next(iter(res["configs"][0]["groups"].values()))
     line = next(ln for ln in table.splitlines() if ln.startswith("Past the prompt"))

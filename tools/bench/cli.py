@@ -21,7 +21,7 @@ from core.cli.shape import add_shape_flags
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError
-from .bound import bound as plain_bound
+from .bound import bandwidth, bound as plain_bound
 from .measure import divergence, log, run_config, visual_meta
 from .peers import peer_ks, peer_prompts, vllm_peers, vllm_python
 from .profiling import profile
@@ -216,7 +216,10 @@ def bench(args) -> dict:
             visual_cache = api.VisualCache()
     t_start = time.perf_counter()
     first_records = None
+    reads = []  # the read bandwidth, sampled between the runs (the bound takes the fastest)
     for k, cfg in enumerate(configs):
+        if not args.no_bound:
+            reads.append(bandwidth())
         pair = api.load_pair(args.target, cfg.drafter, dtype=args.dtype, mode=args.drafter_mode, device=args.device, kernels=args.kernels)
         log(args, f"[{k + 1}/{len(configs)}] {cfg.id}: {len(samples)} samples x {args.repeats} (AR + spec interleaved)")
         records = run_config(pair, cfg, samples, args, lookup_cache, visual_cache)
@@ -268,10 +271,13 @@ def bench(args) -> dict:
             )
     tgt = api.load_target(args.target, args.dtype, device=args.device, kernels=args.kernels)
     if not args.no_bound:
-        results["bound"] = plain_bound(tgt.model)
+        reads.append(bandwidth())
+        results["bound"] = plain_bound(tgt.model, max(reads))
+        results["bound"]["bandwidth_samples_gbs"] = [round(r / 1e9, 2) for r in reads]
         log(
             args,
-            f"bound: {results['bound']['bound_tok_s']} tok/s ({results['bound']['bandwidth_gbs']} GB/s over {results['bound']['bytes_per_step'] / 1e9:.2f} GB per step)",
+            f"bound: {results['bound']['bound_tok_s']} tok/s ({results['bound']['bandwidth_gbs']} GB/s over {results['bound']['bytes_per_step'] / 1e9:.2f} GB per step; "
+            f"the fastest of {len(reads)} reads between the runs: {', '.join(f'{r / 1e9:.1f}' for r in reads)} GB/s)",
         )
     family, kern = tgt.family, tgt.kernels
     forward = {

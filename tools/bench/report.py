@@ -168,7 +168,7 @@ def bound_section(results: dict) -> str:
     if b:
         head += (
             f": a plain step reads {b['bytes_per_step'] / 1e9:.2f} GB of weights, this machine reads "
-            f"{b['bandwidth_gbs']} GB/s (torch sum over 512 MiB), so no decoder exceeds {b['bound_tok_s']} tok/s"
+            f"{b['bandwidth_gbs']} GB/s (torch sum over 512 MiB{_reads(b)}), so no decoder exceeds {b['bound_tok_s']} tok/s"
         )
     return head + ":\n\n" + peers_markdown(results.get("peers") or [], ours, b) + "\n" + past_prompt(first, b)
 
@@ -329,6 +329,12 @@ def cpu_info() -> dict:
 
 
 # =========================================================================================
+
+
+def _reads(b: dict) -> str:
+    """How the bandwidth was read: the fastest of the samples taken between the runs, where there are several."""
+    r = b.get("bandwidth_samples_gbs") or []
+    return f"; the fastest of {len(r)} reads between the runs: {', '.join(f'{x:g}' for x in r)}" if len(r) > 1 else ""
 
 
 def _drafter_forward(f: dict) -> str:

@@ -358,7 +358,7 @@ def accelerate(model: nn.Module, role: str = "target", paths=None, force: str | 
     if force is not None:
         if force not in PATHS or not available(force, dtype) or (force in LOSSY and own):
             why = f" ({rowdot.why_not()})" if force == "rowdot" and rowdot.why_not() else ""
-            if force in LOSSY and role != "target":
+            if force in LOSSY and own and role != "target":
                 why = " (SPECSCOPE_DRAFT_WEIGHTS=own keeps drafters on their own weights)"
             raise ValueError(f"kernel path {force!r} is not available here for a {role} in {dtype}{why}")
         paths = [force]

@@ -194,13 +194,17 @@ def test_stock_puts_the_original_modules_back_for_the_block():
     assert not any(type(x) is nn.Linear for x in m.modules())
 
 
-def test_a_bad_kernels_setting_is_a_one_line_error():
+@pytest.mark.parametrize(
+    "name, value, named",
+    [("SPECSCOPE_KERNELS", "fastest", "onednn"), ("SPECSCOPE_DRAFT_WEIGHTS", "exact", "own")],
+)
+def test_a_bad_kernels_setting_is_a_one_line_error(name, value, named):
     import os
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", SPECSCOPE_KERNELS="fastest")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **{name: value})
     r = subprocess.run(
         [sys.executable, "-m", "core", "run", "--target", tiny_model_dir("llama"), "--prompt", "hi"],
         cwd=root,
@@ -211,7 +215,7 @@ def test_a_bad_kernels_setting_is_a_one_line_error():
     )
     err = r.stderr.strip()
     assert r.returncode == 2 and err.startswith("error:") and "\n" not in err, err
-    assert "SPECSCOPE_KERNELS" in err and "onednn" in err
+    assert name in err and named in err
 
 
 def test_packed_copies_are_made_only_where_they_fit_in_memory(monkeypatch, tmp_path):

@@ -228,25 +228,22 @@ def bench(args) -> dict:
         res["drafter_label"] = cfg.drafter_label
         res["drafter_name"] = getattr(pair.drafter, "name", cfg.drafter)
         lm = getattr(pair.drafter, "lm", None)
-        if lm is not None and lm is not pair.target:  # a model drafter's forward, and the timing behind it
+        model = lm is not None and lm is not pair.target  # a model drafter: its own forward, and the timing behind it
+        if model or isinstance(getattr(pair.drafter, "kernels", None), dict):  # or a head's own products (EAGLE-3)
+            res["drafter_forward"] = {
+                "path": lm.path if model else "eager",
+                "kernels": describe(getattr(pair.drafter, "kernels", None)),
+                "weights": draft_weights_default(),
+                "rounded": rounded_copies(pair.drafter),
+            }
+        if model:
             fast = getattr(lm, "compiled", None)
-            res["drafter_forward"] = {
-                "path": lm.path,
-                "products": fast.products if fast is not None and fast.ready else None,
-                "kernels": describe(getattr(lm, "kernels", None)),
-                "weights": draft_weights_default(),
-                "rounded": rounded_copies(pair.drafter),
-                "compile_s": getattr(fast, "compile_s", None),
-                "failed": getattr(fast, "failed", None),
-                "draft_seconds": dict(getattr(lm, "draft_seconds", None) or {}),
-            }
-        elif isinstance(getattr(pair.drafter, "kernels", None), dict):  # a head's own products (EAGLE-3)
-            res["drafter_forward"] = {
-                "path": "eager",
-                "kernels": describe(pair.drafter.kernels),
-                "weights": draft_weights_default(),
-                "rounded": rounded_copies(pair.drafter),
-            }
+            res["drafter_forward"].update(
+                products=fast.products if fast is not None and fast.ready else None,
+                compile_s=getattr(fast, "compile_s", None),
+                failed=getattr(fast, "failed", None),
+                draft_seconds=dict(getattr(lm, "draft_seconds", None) or {}),
+            )
         for r in records:
             if r["exact"] is False:
                 a, sp = next((a, sp) for a, sp in zip(r["ref"], r["spec"]) if a["tokens"] != sp["tokens"])
@@ -356,6 +353,7 @@ def _main(args) -> int:
     transformers.utils.logging.disable_progress_bar()
     if args.draft_weights:  # read where drafters load (core.device.draft_weights_default)
         os.environ["SPECSCOPE_DRAFT_WEIGHTS"] = args.draft_weights
+    draft_weights_default()  # a bad $SPECSCOPE_DRAFT_WEIGHTS: one line, before any model loads
     if args.threads:
         torch.set_num_threads(args.threads)
     else:

@@ -37,6 +37,14 @@ On CPUs with AMX-BF16 a third path, ``specscope::rowdot_amx`` (``core/rowdot.c``
 fewer padded with zeros), costs about the same for 1 to 16 rows, where rowdot_il's cost grows past
 four rows with its arithmetic; every row computes alike there too. All that run are timed.
 
+On the "rowdot" path the lm_head runs after the graph (one operator call either way), so that a greedy
+step, which reads only each row's first and second logits (``forward(..., top_only=True)``: the
+engine's sessions without target probabilities), may take it through ``core.screen``: an int8 copy of
+the head, the tokens that could be first or second computed exactly, the same numbers as the full
+head's. It is timed against the full head at warm-up (``_settle_head``) and taken at the row counts
+where it measured cheaper: on the Zen 5 EPYC one to four rows (2.0 ms off a 38.9 ms plain step,
+docs/results/screen33.log); past four, the int8 products' arithmetic costs more than the bytes saved.
+
 A model drafter runs this forward too (``CompiledDecoder(model, lossy=True)``, taken where its draft
 forwards measure cheaper than its eager ones: ``HFAdapter._settle_draft``). Its numbers never reach
 the output (the target verifies every token), so its products may also run on int8 copies of its
@@ -62,9 +70,11 @@ GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
-VERSION = 7  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 8  # bump when the computation changes: row sets measured on it are measured again
 PRODUCTS = ("library", "rowdot", "amx", "i8")  # the products' paths (``products``); rowdot's and amx's are in row-set keys
 PRODUCT_ROWS = (1, 2, 4, 8)  # the row counts the products' choice is timed at: plain steps (padded or not), verifies
+SCREEN_ROWS = (1, 2, 3, 4, 8)  # the row counts the lm_head's screen is timed at (``_settle_head``)
+MAX_SCREEN_ROWS = 64  # SPECSCOPE_HEAD_SCREEN=on: the screen up to this many rows (a verify of a tree)
 SWEEP = 256 << 20  # bytes of layers the products' choice reads as a step does: past the caches
 
 
@@ -325,6 +335,13 @@ class CompiledDecoder:
         self._fn = None
         self._packs: list[dict] | None = None  # rowdot's weight copies, made at the compile
         self._layout: int | None = None  # rowdot_il's layout of those copies
+        # the lm_head outside the graph (the "rowdot" path): in full, or screened where a step
+        # needs only each row's first two logits (core/screen.py) and that measured cheaper
+        self._head_outside = False
+        self.screen = None  # core.screen.Screen, made after the compile where it may run
+        self.screen_rows: frozenset = frozenset()  # row counts whose head the screen takes
+        self.head_seconds: dict = {}  # the timing behind that: {"full" / "screen": {rows: s}}
+        self.head_why: str | None = None  # why no screen (None: screened at screen_rows)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.compile_s: float | None = None  # seconds the first compile took (None: not yet)
@@ -377,6 +394,7 @@ class CompiledDecoder:
                 }
             )
         packs.append({"head": pack([self.model.lm_head])})
+        self._head_outside = self.products == "rowdot"  # one op either way: out of the graph, the screen may take it
         import torch._dynamo
 
         for t in (t for p in packs for call in p.values() for t in call if isinstance(t, torch.Tensor)):
@@ -428,8 +446,22 @@ class CompiledDecoder:
                 x = x + _lin(F.silu(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
         resid.append(x)
         x = _rms(x, self.model.model.norm.weight, self.eps)
-        head = rd(x, *il[-1]["head"]) if il is not None else _lin(x, self.model.lm_head)
+        if self._head_outside:
+            head = None  # ``_head``, after the graph
+        else:
+            head = rd(x, *il[-1]["head"]) if il is not None else _lin(x, self.model.lm_head)
         return head, x, torch.stack(resid, dim=1)
+
+    def _head(self, x: torch.Tensor, top_only: bool = False) -> torch.Tensor:
+        """The lm_head over rows ``x`` on the "rowdot" path: the full head (bfloat16), or with
+        ``top_only`` at a row count the screen measured cheaper, the screened logits (float32; each
+        row's first and second the full head's bit for bit: core/screen.py)."""
+        if top_only and x.shape[0] in self.screen_rows:
+            out = self.screen.logits(x)
+            if out is not None:
+                return out
+        w, b = self._packs[-1]["head"]
+        return torch.ops.specscope.rowdot_il(x, w, b, self._layout)
 
     def compiled(self):
         with self._lock:
@@ -468,9 +500,13 @@ class CompiledDecoder:
             # dynamic from the start: one graph for every block size of 2 or more, and one for a
             # single row (sizes 0 and 1 are always specialised): the row-set probe and plain
             # decoding run both, so both are compiled here, ahead of any session
+            seen = None
             for n in (2, 3, 1):
-                self.forward(kv, list(range(n)), torch.arange(kv.length, kv.length + n), None)
+                _, h, _ = self.forward(kv, list(range(n)), torch.arange(kv.length, kv.length + n), None)
                 kv.length -= n
+                seen = h if n == 3 else seen
+            if self._head_outside:
+                self._settle_head(seen)
         except Exception as e:
             self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
             return False
@@ -478,6 +514,43 @@ class CompiledDecoder:
             self._give_back()
         self.compile_s = time.perf_counter() - t0
         return True
+
+    @torch.inference_mode()
+    def _settle_head(self, x: torch.Tensor) -> None:
+        """Screen the lm_head (core/screen.py) at the row counts where it measures cheaper than the
+        full head: both timed at ``SCREEN_ROWS`` on rows of ``x`` (the warm-up's final hidden states),
+        the fastest of a few alternated rounds. ``SPECSCOPE_HEAD_SCREEN``: auto (default), on (every
+        row count where it may run), off."""
+        from . import screen
+        from .errors import InputError
+
+        want = os.environ.get("SPECSCOPE_HEAD_SCREEN", "").strip().lower() or "auto"
+        if want not in ("auto", "on", "off"):
+            raise InputError(f"SPECSCOPE_HEAD_SCREEN={want!r}: use auto, on or off")
+        head = self.model.lm_head
+        self.head_why = "SPECSCOPE_HEAD_SCREEN=off" if want == "off" else screen.available(head.weight, head.bias)
+        if self.head_why:
+            return
+        self.screen = screen.Screen(head.weight)
+        if want == "on":
+            self.screen_rows = frozenset(range(1, MAX_SCREEN_ROWS + 1))
+            return
+        rows = [x[torch.arange(n) % x.shape[0]].contiguous() for n in SCREEN_ROWS]
+        best = {"full": {}, "screen": {}}
+        for r in range(4):  # the first round untimed
+            for xn in rows:
+                for name, top in (("full", False), ("screen", True)):
+                    self.screen_rows = frozenset(SCREEN_ROWS) if top else frozenset()
+                    t0 = time.perf_counter()
+                    self._head(xn, top)
+                    t = time.perf_counter() - t0
+                    if r:
+                        n = xn.shape[0]
+                        best[name][n] = min(best[name].get(n, t), t)
+        self.head_seconds = {k: {str(n): round(t, 6) for n, t in v.items()} for k, v in best.items()}
+        self.screen_rows = frozenset(n for n in SCREEN_ROWS if best["screen"][n] < best["full"][n])
+        if not self.screen_rows:
+            self.head_why = "the full head measured cheaper at every row count"
 
     def _give_back(self) -> None:
         """The reservation ends: the compile took its memory (now seen as used) or failed."""
@@ -528,10 +601,11 @@ class CompiledDecoder:
         return kv
 
     @torch.inference_mode()
-    def forward(self, kv: StaticKV, ids: list[int], positions: torch.Tensor, attn: torch.Tensor | None):
+    def forward(self, kv: StaticKV, ids: list[int], positions: torch.Tensor, attn: torch.Tensor | None, top_only: bool = False):
         """A block of n tokens after the cache, ``attn`` (bool (n, length + n); None: causal).
         Returns logits (n, V), the final (normed) hidden states (n, H) and the residual stream
-        entering each layer and the final norm (n, L + 1, H)."""
+        entering each layer and the final norm (n, L + 1, H). ``top_only``: the caller reads only
+        each row's two largest logits (greedy decoding): the rest may be the screen's (``_head``)."""
         n = len(ids)
         kv.reserve(n)
         start = kv.length
@@ -558,6 +632,8 @@ class CompiledDecoder:
             kv.values,
         )
         kv.length = start + n
+        if logits is None:
+            logits = self._head(h, top_only)
         return logits, h, resid
 
     @staticmethod

@@ -132,6 +132,9 @@ def generate(
     sess, logits, hidden = target.prefill(enc, want_hidden=bool(drafter and drafter.needs_hidden), path=path)
     trace.meta.setdefault("forward", sess.path)  # compiled (core/compiled.py) or eager
     trace.meta.setdefault("prefill", sess.prefill)  # the prompt's forward: compiled where measured cheaper
+    # greedy, no target probabilities asked: a step reads each row's first and second logits only,
+    # which the target may screen (core/screen.py) without changing either
+    sess.top_only = sampling.greedy and not detail
     root = _pick(logits, sampling, noise, enc.length)
     out = [root]
     trace.first_token = root

@@ -43,6 +43,7 @@ class Session:
     embeds: Any = None  # decoder input embeddings of the prompt (prefill with want_hidden)
     path: str = "eager"  # the forward this session runs on: "compiled" (a static cache) or "eager"
     prefill: str = "eager"  # the forward its prompt ran on (compiled only where measured cheaper)
+    top_only: bool = False  # its reader takes only each row's two largest logits (greedy: core/screen.py)
 
 
 # --------------------------------------------------------------------------------------
@@ -415,7 +416,7 @@ class HFAdapter:
             ids, positions, attn = padded_inputs(ids, positions, attn, start, rows)
         m = len(ids)
         if isinstance(sess.cache, StaticKV):
-            logits, hidden, resid = self.compiled.forward(sess.cache, ids, self.position_ids(sess, positions).view(-1), attn)
+            logits, hidden, resid = self.compiled.forward(sess.cache, ids, self.position_ids(sess, positions).view(-1), attn, sess.top_only)
             sess.length = start + m
             for read in self.readers:
                 read(hidden, resid)

@@ -284,6 +284,15 @@ def bench(args) -> dict:
         "prefill": "compiled" if tgt.path == "compiled" and tgt.compiled_prefill else "eager",
         "prefill_seconds": dict(tgt.prefill_seconds),  # the timing behind that choice (settle_path)
     }
+    fast = tgt.compiled
+    if tgt.path == "compiled" and fast is not None and fast.ready:
+        # the lm_head: screened at these row counts where greedy (core/screen.py), and the timing behind it
+        forward["head"] = {"screen_rows": sorted(fast.screen_rows), "seconds": fast.head_seconds, "why_not": fast.head_why}
+        if 1 in fast.screen_rows and results.get("bound"):  # what our plain step reads instead of the head
+            head = tgt.model.lm_head.weight
+            results["bound"]["bytes_per_step_screened"] = (
+                results["bound"]["bytes_per_step"] - head.numel() * head.element_size() + fast.screen.nbytes
+            )
     if args.peers == "vllm":
         if args.out:  # our runs, kept before vLLM loads (a peer that runs the machine out of memory
             # may take this process with it): the full file replaces this one at the end

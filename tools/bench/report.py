@@ -184,7 +184,11 @@ def past_prompt(m: dict, b: dict | None) -> str:
     prefill = (m.get("time_split_ar_s") or {}).get("prefill")
     wall = m.get("wall_s_ar")
     part = f" (the prompts took {prefill / wall:.0%} of its time)" if prefill and wall else ""
-    return f"\nPast the prompt our plain step costs {step:.1f} ms: {tps:.2f} tok/s, {tps / b['bound_tok_s']:.0%} of the bound{part}.\n"
+    screened = b.get("bytes_per_step_screened")
+    reads = f" Its step reads {screened / 1e9:.2f} GB: the lm_head's int8 copy in place of the head (core/screen.py)." if screened else ""
+    return (
+        f"\nPast the prompt our plain step costs {step:.1f} ms: {tps:.2f} tok/s, {tps / b['bound_tok_s']:.0%} of the bound{part}.{reads}\n"
+    )
 
 
 VISUAL_TITLE = "Acceptance on image-dependent vs other tokens"
@@ -350,11 +354,21 @@ def _drafter_forward(f: dict) -> str:
     return f"{how}: its own weights" + (" (--draft-weights own)" if f.get("weights") == "own" else "")
 
 
+def _head(f: dict) -> str:
+    """The lm_head's screen (core/screen.py) as the compiled forward settled it."""
+    h = f.get("head")
+    if not h:
+        return ""
+    if not h.get("screen_rows"):
+        return f"; the full lm_head ({h.get('why_not') or 'not screened'})"
+    return f"; greedy steps of {', '.join(map(str, h['screen_rows']))} rows screen the lm_head (int8 copy, exact first and second: core/screen.py)"
+
+
 def _forward(meta: dict) -> str:
     f = meta.get("forward") or {}
     if f.get("target") == "compiled":
         ps = f.get("prefill_seconds") or {}
         timed = f"; {ps['eager']:.2f} s eager, {ps['compiled']:.2f} s compiled" if "eager" in ps and "compiled" in ps else ""
-        return f"compiled (core/compiled.py, {f.get('compile_s') or 0:.0f} s to compile; prompt on the {f.get('prefill', 'eager')} forward{timed})"
+        return f"compiled (core/compiled.py, {f.get('compile_s') or 0:.0f} s to compile; prompt on the {f.get('prefill', 'eager')} forward{timed}{_head(f)})"
     why = f" (compiled forward failed: {f['compile_failed']})" if f.get("compile_failed") else ""
     return f"{f.get('target', 'eager')}{why}"

@@ -1,0 +1,145 @@
+"""The lm_head's screen (core/screen.py): greedy decoding's logits from an int8 copy of the head, each
+row's first and second the full head's bit for bit. Its bound must hold, the tokens it keeps must be
+the full head's, a row must not depend on the rows beside it, and decoding through it must give the
+tokens and margins of the full head's decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core import adapters, rowdot, screen
+from core.drafters import ModelDrafter, spec_for
+from core.engine import _margins, generate
+from tools.tiny import tiny_model_dir
+
+V, K = 2048, 256
+
+
+def _why() -> str | None:
+    return screen.available(torch.zeros(8, 64, dtype=torch.bfloat16))
+
+
+needs = pytest.mark.skipif(_why() is not None, reason=f"no screen here: {_why()}")
+
+
+def near_ties(seed: int = 0):
+    """A head whose rows are one row plus perturbations below the int8 step (so the int8 copy cannot
+    tell them apart), a few outlier columns, and rows x with outliers: the exact order of the tied
+    logits is then the int8 copy's coin toss."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(K, generator=g) * 0.05
+    base[:4] *= 20  # outlier columns set the rows' int8 scale
+    w = base + torch.randn(V, K, generator=g) * 2e-4
+    w[V // 2 :] = torch.randn(V // 2, K, generator=g) * 0.05  # and ordinary rows
+    x = torch.randn(24, K, generator=g)
+    x[:, 7] *= 30
+    return w.to(torch.bfloat16), x.to(torch.bfloat16)
+
+
+@needs
+def test_the_bound_holds_for_every_logit():
+    """|int8 logit - full head's float32 sum| <= c |x|_1 for every token and row (red with c scaled
+    down: the int8 copy misses by more than a tenth of the bound here)."""
+    w, x = near_ties()
+    sc = screen.Screen(w)
+    a = rowdot.linear_i8(x.float(), sc.q, sc.s)
+    full = rowdot.sums(x, w)  # the full head's float32 sums, before its rounding to bfloat16
+    bound = sc.c[None, :] * x.float().abs().sum(-1, keepdim=True)
+    miss = (a - full).abs()
+    assert (miss <= bound).all(), float((miss / bound).max())
+    assert float((miss / bound).max()) > 0.1  # a bound a tenth as wide would fail here
+
+
+@needs
+def test_the_screened_rows_first_and_second_are_the_full_heads(monkeypatch):
+    """Argmax (the first on ties), margin and every kept token bit for bit the full head's, on near ties.
+    Red with the bound zeroed: the int8 copy alone picks other tokens."""
+    w, x = near_ties()
+    full = rowdot.linear(x, rowdot.pack(w), interleaved=True).float()
+    sc = screen.Screen(w)
+    got = sc.logits(x)
+    assert got is not None and got.dtype == torch.float32
+    assert got.argmax(-1).tolist() == full.argmax(-1).tolist()
+    assert _margins(got) == _margins(full)
+    assert max(sc.kept) > 2  # the ties made the screen keep several tokens a row
+    for r in range(x.shape[0]):
+        exact = got[r] == full[r]
+        assert exact.sum() >= sc.kept[r]  # the kept ones at least
+        top2 = full[r].topk(2).indices
+        assert exact[top2].all()
+    sc.c = torch.zeros_like(sc.c)  # no bound: the int8 copy's order decides
+    bad = sc.logits(x)
+    assert bad.argmax(-1).tolist() != full.argmax(-1).tolist() or _margins(bad) != _margins(full)
+
+
+@needs
+def test_a_row_is_screened_as_it_is_alone():
+    w, x = near_ties(1)
+    sc = screen.Screen(w)
+    block = sc.logits(x[:5])
+    for r in range(5):
+        assert torch.equal(sc.logits(x[r : r + 1])[0], block[r])
+
+
+@needs
+def test_rows_the_screen_cannot_take_are_left_to_the_full_head():
+    w, x = near_ties()
+    sc = screen.Screen(w)
+    bad = x[:2].clone()
+    bad[1, 3] = float("inf")
+    assert sc.logits(bad) is None  # not finite
+    flat = torch.zeros(1, K, dtype=torch.bfloat16)
+    flat[0, 0] = 1
+    sc2 = screen.Screen(torch.ones(screen.CAP + 8, K, dtype=torch.bfloat16))
+    assert sc2.logits(flat) is None  # every token tied: more than CAP could be first
+    assert screen.available(w.float()) and screen.available(w[:, :100]) and screen.available(w, torch.zeros(V))
+
+
+@needs
+@pytest.mark.slow
+def test_greedy_decoding_through_the_screen_is_the_full_heads(monkeypatch):
+    """The tiny target on its compiled forward's rowdot path, the screen at every row count: plain and
+    speculative greedy decoding without target probabilities (the screen's) give the tokens, the first
+    margin and every step's margins of decoding with them (the full head's), on a head of near ties.
+    Red with the screen's bound zeroed."""
+    monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "rowdot")
+    monkeypatch.setenv("SPECSCOPE_HEAD_SCREEN", "on")
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    head = tgt.model.lm_head.weight  # made all near ties (before the compile freezes it): a screen
+    with torch.no_grad():  # that trusted the int8 copy's order would pick other tokens
+        g = torch.Generator().manual_seed(0)
+        base = torch.randn(head.shape[1], generator=g)
+        head.copy_(base * head.float().abs().mean() + head.float() * 0.01)
+    fast = tgt.compiled
+    assert fast is not None and fast.warm(), fast and fast.failed
+    assert fast.screen is not None and 1 in fast.screen_rows, fast.head_why
+    tgt.use_compiled = True
+    calls = []
+    real = fast.screen.logits
+    monkeypatch.setattr(fast.screen, "logits", lambda x: calls.append(x.shape[0]) or real(x))
+    drafter = ModelDrafter(tgt.truncated(1), "first layer")
+    prompt = "Describe the picture in a few words."
+    for d, strategy in ((None, "chain"), (drafter, "chain"), (drafter, "tree")):
+        n = len(calls)
+        full = generate(tgt, prompt, None, d, spec_for(strategy), max_new_tokens=24, detail=True)
+        assert len(calls) == n  # target probabilities asked: the full head
+        got = generate(tgt, prompt, None, d, spec_for(strategy), max_new_tokens=24, detail=False)
+        assert len(calls) > n  # the screen served this run
+        assert got.output == full.output, strategy
+        assert [s.margins for s in got.steps] == [s.margins for s in full.steps]
+
+
+def test_the_bench_says_where_the_head_was_screened():
+    from tools.bench.report import _forward, past_prompt
+
+    f = {"target": "compiled", "compile_s": 40, "prefill": "eager", "head": {"screen_rows": [1, 2, 3], "seconds": {}, "why_not": None}}
+    assert "greedy steps of 1, 2, 3 rows screen the lm_head" in _forward({"forward": f})
+    f["head"] = {"screen_rows": [], "why_not": "the full head measured cheaper at every row count"}
+    assert "the full lm_head (the full head measured cheaper" in _forward({"forward": f})
+    b = {"bytes_per_step": 3_087_000_000, "bound_tok_s": 30.0, "bytes_per_step_screened": 2_853_000_000}
+    line = past_prompt({"step_cost_ar_ms": 40.0}, b)
+    assert "Its step reads 2.85 GB" in line
+    del b["bytes_per_step_screened"]
+    assert "reads" not in past_prompt({"step_cost_ar_ms": 40.0}, b)

@@ -199,6 +199,18 @@ def _resident_gb() -> float | None:
     return None
 
 
+def _head_meta(tgt, forward: dict, bound: dict | None) -> None:
+    """The lm_head as the compiled forward settled it: screened at these row counts where greedy
+    (core/screen.py), the timing behind it, and the bytes our plain step then reads."""
+    fast = tgt.compiled
+    if tgt.path != "compiled" or fast is None or not fast.ready:
+        return
+    forward["head"] = {"screen_rows": sorted(fast.screen_rows), "seconds": fast.head_seconds, "why_not": fast.head_why}
+    if 1 in fast.screen_rows and bound:
+        head = tgt.model.lm_head.weight
+        bound["bytes_per_step_screened"] = bound["bytes_per_step"] - head.numel() * head.element_size() + fast.screen.nbytes
+
+
 def bench(args) -> dict:
     """Run the whole benchmark; returns the results dict (the JSON)."""
     configs = build_configs(args)
@@ -284,15 +296,7 @@ def bench(args) -> dict:
         "prefill": "compiled" if tgt.path == "compiled" and tgt.compiled_prefill else "eager",
         "prefill_seconds": dict(tgt.prefill_seconds),  # the timing behind that choice (settle_path)
     }
-    fast = tgt.compiled
-    if tgt.path == "compiled" and fast is not None and fast.ready:
-        # the lm_head: screened at these row counts where greedy (core/screen.py), and the timing behind it
-        forward["head"] = {"screen_rows": sorted(fast.screen_rows), "seconds": fast.head_seconds, "why_not": fast.head_why}
-        if 1 in fast.screen_rows and results.get("bound"):  # what our plain step reads instead of the head
-            head = tgt.model.lm_head.weight
-            results["bound"]["bytes_per_step_screened"] = (
-                results["bound"]["bytes_per_step"] - head.numel() * head.element_size() + fast.screen.nbytes
-            )
+    _head_meta(tgt, forward, results.get("bound"))  # a helper: no local of bench() may hold the model (released below)
     if args.peers == "vllm":
         if args.out:  # our runs, kept before vLLM loads (a peer that runs the machine out of memory
             # may take this process with it): the full file replaces this one at the end

@@ -23,6 +23,15 @@ def _why() -> str | None:
 needs = pytest.mark.skipif(_why() is not None, reason=f"no screen here: {_why()}")
 
 
+def test_the_screen_builds_where_the_cpu_can_run_it():
+    """A C error must not pass for a machine without the screen: where the CPU has AVX512-BF16 (and so
+    AVX512F) and rowdot builds, the screen builds too (red with a syntax error in core/screen.c)."""
+    flags = rowdot._cpu_flags().split()
+    if not ("avx512_bf16" in flags and rowdot.dpbf16() and rowdot.i8()):
+        pytest.skip("no AVX512-BF16 here")
+    assert _why() is None
+
+
 def near_ties(seed: int = 0):
     """A head whose rows are one row plus perturbations below the int8 step (so the int8 copy cannot
     tell them apart), a few outlier columns, and rows x with outliers: the exact order of the tied

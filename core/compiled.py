@@ -506,7 +506,11 @@ class CompiledDecoder:
                 kv.length -= n
                 seen = h if n == 3 else seen
             if self._head_outside:
-                self._settle_head(seen)
+                try:
+                    self._settle_head(seen)
+                except Exception as e:  # the full head serves: a screen that failed is never fatal
+                    self.screen, self.screen_rows = None, frozenset()
+                    self.head_why = f"{type(e).__name__}: {str(e).strip()[:200]}"
         except Exception as e:
             self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
             return False
@@ -519,14 +523,12 @@ class CompiledDecoder:
     def _settle_head(self, x: torch.Tensor) -> None:
         """Screen the lm_head (core/screen.py) at the row counts where it measures cheaper than the
         full head: both timed at ``SCREEN_ROWS`` on rows of ``x`` (the warm-up's final hidden states),
-        the fastest of a few alternated rounds. ``SPECSCOPE_HEAD_SCREEN``: auto (default), on (every
-        row count where it may run), off."""
+        the fastest of a few alternated rounds. ``SPECSCOPE_HEAD_SCREEN`` (``device.head_screen_default``):
+        auto (default), on (every row count up to ``MAX_SCREEN_ROWS``), off."""
         from . import screen
-        from .errors import InputError
+        from .device import head_screen_default
 
-        want = os.environ.get("SPECSCOPE_HEAD_SCREEN", "").strip().lower() or "auto"
-        if want not in ("auto", "on", "off"):
-            raise InputError(f"SPECSCOPE_HEAD_SCREEN={want!r}: use auto, on or off")
+        want = head_screen_default()
         head = self.model.lm_head
         self.head_why = "SPECSCOPE_HEAD_SCREEN=off" if want == "off" else screen.available(head.weight, head.bias)
         if self.head_why:

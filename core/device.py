@@ -160,6 +160,18 @@ def kernels_default() -> str:
 KERNELS = ("auto", "stock", "dense", "onednn", "packed", "rowdot", "rowil", "bf16", "rowbf16", "int8")
 COMPILE = ("auto", "off")
 DRAFT_WEIGHTS = ("fastest", "own")
+HEAD_SCREEN = ("auto", "on", "off")
+
+
+def head_screen_default() -> str:
+    """The operator's ``SPECSCOPE_HEAD_SCREEN``: "auto" (default) lets greedy steps of a compiled target
+    take the lm_head through its int8 screen at the row counts where that measured cheaper
+    (core/screen.py: the same tokens and margins as the full head); "on": at every row count it can
+    take; "off": never."""
+    h = os.environ.get("SPECSCOPE_HEAD_SCREEN", "").strip().lower() or "auto"
+    if h not in HEAD_SCREEN:
+        raise InputError(f"SPECSCOPE_HEAD_SCREEN={h!r}: use one of {', '.join(HEAD_SCREEN)}")
+    return h
 
 
 def draft_weights_default() -> str:

@@ -196,7 +196,7 @@ def test_stock_puts_the_original_modules_back_for_the_block():
 
 @pytest.mark.parametrize(
     "name, value, named",
-    [("SPECSCOPE_KERNELS", "fastest", "onednn"), ("SPECSCOPE_DRAFT_WEIGHTS", "exact", "own")],
+    [("SPECSCOPE_KERNELS", "fastest", "onednn"), ("SPECSCOPE_DRAFT_WEIGHTS", "exact", "own"), ("SPECSCOPE_HEAD_SCREEN", "yes", "auto")],
 )
 def test_a_bad_kernels_setting_is_a_one_line_error(name, value, named):
     import os

@@ -152,3 +152,20 @@ def test_the_bench_says_where_the_head_was_screened():
     assert "Its step reads 2.85 GB" in line
     del b["bytes_per_step_screened"]
     assert "reads" not in past_prompt({"step_cost_ar_ms": 40.0}, b)
+
+
+@needs
+def test_a_screen_that_fails_leaves_the_full_head(monkeypatch):
+    """Settling the screen is never fatal to the compiled forward: the full head serves and says why
+    (red with the guard in ``CompiledDecoder.warm`` removed: the forward is then marked failed)."""
+    monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "rowdot")
+
+    def broken(*a, **k):
+        raise MemoryError("no room for the int8 copy")
+
+    monkeypatch.setattr(screen, "Screen", broken)
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    fast = tgt.compiled
+    assert fast.warm() and fast.ready and not fast.failed
+    assert fast.screen is None and not fast.screen_rows and "MemoryError: no room" in fast.head_why

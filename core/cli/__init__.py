@@ -23,11 +23,12 @@ def main(argv=None) -> int:
 
 
 def _dispatch(args) -> int:
-    from ..device import compile_default, draft_weights_default, kernels_default
+    from ..device import compile_default, draft_weights_default, head_screen_default, kernels_default
 
-    kernels_default()  # a bad SPECSCOPE_KERNELS / SPECSCOPE_COMPILE / SPECSCOPE_DRAFT_WEIGHTS: one line,
+    kernels_default()  # a bad SPECSCOPE_KERNELS / COMPILE / DRAFT_WEIGHTS / HEAD_SCREEN: one line,
     compile_default()  # before any model loads
     draft_weights_default()
+    head_screen_default()
     if args.cmd == "replay":
         from .replay import replay
 

@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from core import api, paths
-from core.device import draft_weights_default, resolve_dtype
+from core.device import draft_weights_default, head_screen_default, resolve_dtype
 from core.drafters.base import rounded_copies
 from core.errors import run_command
 from core.kernels import describe
@@ -366,7 +366,8 @@ def _main(args) -> int:
     transformers.utils.logging.disable_progress_bar()
     if args.draft_weights:  # read where drafters load (core.device.draft_weights_default)
         os.environ["SPECSCOPE_DRAFT_WEIGHTS"] = args.draft_weights
-    draft_weights_default()  # a bad $SPECSCOPE_DRAFT_WEIGHTS: one line, before any model loads
+    draft_weights_default()  # a bad $SPECSCOPE_DRAFT_WEIGHTS / HEAD_SCREEN: one line, before any model loads
+    head_screen_default()
     if args.threads:
         torch.set_num_threads(args.threads)
     else:

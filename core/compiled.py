@@ -37,7 +37,8 @@ On CPUs with AMX-BF16 a third path, ``specscope::rowdot_amx`` (``core/rowdot.c``
 fewer padded with zeros), costs about the same for 1 to 16 rows, where rowdot_il's cost grows past
 four rows with its arithmetic; every row computes alike there too. All that run are timed.
 
-On the "rowdot" path the lm_head runs after the graph (one operator call either way), so that a greedy
+On the "rowdot" path, and on the library's where a screen may run (the head then on rowdot's
+row-invariant product: float32 targets on the AVX2 kind), the lm_head runs after the graph, so that a greedy
 step, which reads only each row's first and second logits (``forward(..., top_only=True)``: the
 engine's sessions without target probabilities), may take it through ``core.screen``: an int8 copy of
 the head, the tokens that could be first or second computed exactly, the same numbers as the full
@@ -70,7 +71,7 @@ GROW = 512  # cache capacity grows in steps of this many slots
 WIDTH = 64  # the attention reads the first length + n slots rounded up to this (masked after)
 BLOCK = 64  # keys per block of the attention's sums (``attend``); WIDTH and GROW are multiples of it
 RESERVE = 2  # memory a compile takes, in copies of the weights (kept free for it: __init__)
-VERSION = 8  # bump when the computation changes: row sets measured on it are measured again
+VERSION = 9  # bump when the computation changes: row sets measured on it are measured again
 PRODUCTS = ("library", "rowdot", "amx", "i8")  # the products' paths (``products``); rowdot's and amx's are in row-set keys
 PRODUCT_ROWS = (1, 2, 4, 8)  # the row counts the products' choice is timed at: plain steps (padded or not), verifies
 SCREEN_ROWS = (1, 2, 3, 4, 8)  # the row counts the lm_head's screen is timed at (``_settle_head``)
@@ -370,7 +371,15 @@ class CompiledDecoder:
     def _make_packs(self) -> None:
         """rowdot's (rowdot_amx's, rowdot_i8's) copies of the weights (``rowdot.pack_linears``): per layer q / k / v as one, o,
         gate / up as one, down; then the lm_head."""
-        if self.products == "library" or self._packs is not None:
+        if self._packs is not None:
+            return
+        if self.products == "library":
+            # the head out of the graph where a screen may take it, computed in full by rowdot
+            # (``_head``): the same numbers as the screen's exact tokens (core/screen.py)
+            from . import screen
+
+            head = self.model.lm_head
+            self._head_outside = not self.lossy and head.weight.device.type == "cpu" and screen.available(head.weight, head.bias) is None
             return
         from . import rowdot, rowdot_ops
 
@@ -394,7 +403,8 @@ class CompiledDecoder:
                 }
             )
         packs.append({"head": pack([self.model.lm_head])})
-        self._head_outside = self.products == "rowdot"  # one op either way: out of the graph, the screen may take it
+        # one op either way: out of the graph, the screen may take it (a target's: a drafter reads every logit)
+        self._head_outside = self.products == "rowdot" and not self.lossy
         import torch._dynamo
 
         for t in (t for p in packs for call in p.values() for t in call if isinstance(t, torch.Tensor)):
@@ -453,13 +463,18 @@ class CompiledDecoder:
         return head, x, torch.stack(resid, dim=1)
 
     def _head(self, x: torch.Tensor, top_only: bool = False) -> torch.Tensor:
-        """The lm_head over rows ``x`` on the "rowdot" path: the full head (bfloat16), or with
-        ``top_only`` at a row count the screen measured cheaper, the screened logits (float32; each
-        row's first and second the full head's bit for bit: core/screen.py)."""
+        """The lm_head over rows ``x`` after the graph: the full head (rowdot_il's on the "rowdot" path,
+        rowdot's row-invariant product on the library's, where a screen may run), or with ``top_only``
+        at a row count the screen measured cheaper, the screened logits (float32; each row's first and
+        second the full head's bit for bit: core/screen.py)."""
         if top_only and x.shape[0] in self.screen_rows:
             out = self.screen.logits(x)
             if out is not None:
                 return out
+        if self.products == "library":  # rowdot's full head: every output alone, as the screen's exact tokens
+            from . import rowdot
+
+            return rowdot.linear(x, self.model.lm_head.weight)
         w, b = self._packs[-1]["head"]
         return torch.ops.specscope.rowdot_il(x, w, b, self._layout)
 

@@ -11,10 +11,11 @@ a row (docs/results.md, thirty-third session). Every other logit keeps its int8 
     logits = screen.logits(x)           # (n, V) float32: each row's two largest exactly the full head's
                                         # (None where a row could not be screened: compute it in full)
 
-Exact means the full head's numbers bit for bit: ``rowdot.linear(x, w)`` (``rowdot_dpbf16``, the same
-sums as ``rowdot_il`` whatever the layout), rounded to bfloat16. So the argmax (the first on a tie),
-the margin and every token equal the full head's, and a row depends only on its own x: the row
-invariance the engine's exactness rests on holds as for the full head.
+Exact means the full head's numbers bit for bit: ``rowdot.linear(x, w)`` (for bfloat16 on AVX512-BF16
+``rowdot_dpbf16``, the same sums as ``rowdot_il`` whatever the layout, rounded to bfloat16; for float32
+``rowdot_f32``), which the compiled forward computes the full head with where it may screen. So the
+argmax (the first on a tie), the margin and every token equal the full head's, and a row depends only on
+its own x: the row invariance the engine's exactness rests on holds as for the full head.
 
 The bound, per token j with weight row w (K values), int8 row q, scale s, x one row (bfloat16):
   * the int8 head's sum a = s * sum(q x) misses the true sum T = sum(w x) by at most
@@ -30,9 +31,12 @@ With lo = a - e and hi = a + e, the exact first and second are at least L2, the 
 token with hi < L2 can be neither, and its int8 value a <= hi stays below both. Measured on the real
 target the largest error was 0.15 of its bound (docs/results.md).
 
-Only heads without a bias, on CPUs where ``rowdot_i8`` (AVX512F) and ``rowdot_dpbf16`` (AVX512-BF16)
-run, for bfloat16 weights: the compiled forward's "rowdot" path (core/compiled.py), which times the
-screen against the full head and takes it where it measures cheaper.
+The int8 logits come from ``rowdot_i8`` on CPUs with AVX512F and from ``core/screen.c``'s own kernel
+(8 lanes) on the AVX2 kind, where a float32 head is 934 MB of the 1.5B target's 6.2 GB step and its int8
+copy a quarter of that. Only heads without a bias, bfloat16 or float32, on CPUs with AVX2 and FMA at
+least; the compiled forward (core/compiled.py) times the screen against the full head and takes it at
+the row counts where it measures cheaper. ``SPECSCOPE_SCREEN_AVX2=1`` builds the AVX2 code on an
+AVX512 CPU (tests).
 """
 
 from __future__ import annotations
@@ -48,44 +52,75 @@ from .machine import tuning_path
 
 SOURCE = rowdot.SOURCE.with_name("screen.c")
 CAP = 4096  # tokens a row may keep for the exact products; past it the row is computed in full
+GROUP = 4  # weight rows rowdot's kernels take together: the exact tokens are computed in these groups
 CHUNK = 8192  # weight rows at a time while the bound's factors are computed (float64 copies)
 U = 2.0**-24  # float32's unit roundoff
 
 
-@functools.cache
+def _avx2() -> bool:
+    """The AVX2 code (``SPECSCOPE_SCREEN_AVX2=1``: built without AVX512 even where the CPU has it)."""
+    import os
+
+    return os.environ.get("SPECSCOPE_SCREEN_AVX2", "") == "1"
+
+
 def _lib() -> ctypes.CDLL | str:
+    return _built(_avx2())
+
+
+@functools.cache
+def _built(avx2: bool) -> ctypes.CDLL | str:
     """``core/screen.c`` loaded (built first with rowdot's compiler and flags), or why not."""
     cc = rowdot._compiler()
     if cc is None:
         return "no C compiler found"
-    key = f"{SOURCE.read_text()}|{' '.join(rowdot.FLAGS)}|{rowdot._cpu_flags()}"
+    flags = [*rowdot.FLAGS, *(["-mno-avx512f"] if avx2 else [])]
+    key = f"{SOURCE.read_text()}|{' '.join(flags)}|{rowdot._cpu_flags()}"
     out = tuning_path().parent / "kernels" / f"screen-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
-    lib = rowdot.build(out, [cc, *rowdot.FLAGS, str(SOURCE)])
+    lib = rowdot.build(out, [cc, *flags, str(SOURCE)])
     if isinstance(lib, str):
         return lib
     lib.screen_built.restype = ctypes.c_int
+    lib.screen_i8_built.restype = ctypes.c_int
     if lib.screen_built():
         lib.screen_row.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_long, ctypes.c_void_p, ctypes.c_long]
         lib.screen_row.restype = ctypes.c_long
+    if lib.screen_i8_built():
+        lib.screen_i8.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
+        lib.screen_i8.restype = None
+        lib.screen_i8_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
+        lib.screen_i8_pack.restype = None
     return lib
+
+
+def _own_i8() -> bool:
+    """Do the int8 logits come from ``core/screen.c`` (the AVX2 code) rather than ``rowdot_i8``?"""
+    return _avx2() or not rowdot.i8()
 
 
 def available(weight: torch.Tensor, bias: torch.Tensor | None = None) -> str | None:
     """Why this head cannot be screened here (None: it can)."""
     if bias is not None:
         return "the head has a bias"
-    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or weight.dim() != 2:
-        return f"a {weight.dtype} head on {weight.device} (bfloat16 CPU heads only)"
-    if not (rowdot.dpbf16() and rowdot.i8()):
-        return "rowdot_dpbf16 and rowdot_i8 do not both run here (AVX512-BF16)"
+    if weight.dtype not in (torch.bfloat16, torch.float32) or weight.device.type != "cpu" or weight.dim() != 2:
+        return f"a {weight.dtype} head on {weight.device} (bfloat16 or float32 CPU heads only)"
+    if not rowdot.available(weight.dtype):
+        return f"no rowdot kernel for the exact logits ({rowdot.why_not()})"
     if not rowdot.i8_fits(weight.shape):
-        return f"rowdot_i8 does not take a {tuple(weight.shape)} weight"
+        return f"the int8 products do not take a {tuple(weight.shape)} weight (K % 64, V % 8)"
     lib = _lib()
     if isinstance(lib, str):
         return lib
-    if not lib.screen_built():
-        return "core/screen.c built without AVX512F"
+    if not lib.screen_built() or (_own_i8() and not lib.screen_i8_built()):
+        return "core/screen.c built without AVX2 and FMA"
     return None
+
+
+def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight rounded to int8 per row, as ``rowdot.pack_i8`` rounds it: (q (O, K) int8, scales (O,))."""
+    w = weight.detach().float()
+    s = (w.abs().amax(1) / 127).clamp(min=1e-12)
+    return (w / s[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), s.contiguous()
 
 
 def factors(weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -109,7 +144,13 @@ class Screen:
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight.detach()
-        self.q, self.s = rowdot.pack_i8(self.weight)
+        self.own = _own_i8()  # the int8 logits from core/screen.c (AVX2) rather than rowdot_i8
+        if self.own:
+            q, self.s = quantize(self.weight)
+            self.q = torch.empty_like(q)
+            _lib().screen_i8_pack(q.data_ptr(), self.q.data_ptr(), q.shape[1], q.shape[0])
+        else:
+            self.q, self.s = rowdot.pack_i8(self.weight)
         self.c = factors(self.weight, self.s)
         self.kept: list[int] = []  # tokens computed exactly in the last call, per row (for the bench)
 
@@ -124,7 +165,7 @@ class Screen:
         logits are not finite or more than ``CAP`` tokens could be first or second."""
         lib = _lib()
         n, V = x.shape[0], self.weight.shape[0]
-        a = rowdot.linear_i8(x.float(), self.q, self.s)  # float32 rows: the int8 logits unrounded
+        a = self.approx(x)
         # |x|_1 summed in float64 and rounded up past float32's rounding of it
         l1 = (x.double().abs().sum(-1) * (1 + 2.0**-20)).tolist()
         idx = torch.empty(n, CAP + 16, dtype=torch.int32)
@@ -135,8 +176,23 @@ class Screen:
                 return None
             kept.append(idx[r, :k].long())
         self.kept = [len(k) for k in kept]
-        union = torch.unique(torch.cat(kept))  # ascending
-        exact = rowdot.linear(x, self.weight.index_select(0, union)).float()  # (n, |union|), bfloat16 widened
+        # the kept tokens' weight rows in the full head's groups (rowdot's float32 / widening kernels take
+        # weight rows four at a time, the rest alone, and a row's sums differ between the two)
+        groups = torch.unique(torch.cat(kept) // GROUP) * GROUP
+        union = (groups[:, None] + torch.arange(GROUP)).flatten()
+        union = union[union < V]  # ascending
+        exact = rowdot.linear(x, self.weight.index_select(0, union)).float()  # (n, |union|), the full head's numbers
         for r, toks in enumerate(kept):
             a[r, toks] = exact[r, torch.searchsorted(union, toks)]
+        return a
+
+    def approx(self, x: torch.Tensor) -> torch.Tensor:
+        """The int8 head's logits, float32 (n, V), for rows x: within c |x|_1 of the full head's sums."""
+        if not self.own:
+            return rowdot.linear_i8(x.float(), self.q, self.s)
+        xf = x.float().contiguous()
+        a = torch.empty(xf.shape[0], self.weight.shape[0], dtype=torch.float32)
+        _lib().screen_i8(
+            xf.data_ptr(), self.q.data_ptr(), self.s.data_ptr(), a.data_ptr(), xf.shape[0], xf.shape[1], a.shape[1], torch.get_num_threads()
+        )
         return a

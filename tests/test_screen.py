@@ -32,7 +32,21 @@ def test_the_screen_builds_where_the_cpu_can_run_it():
     assert _why() is None
 
 
-def near_ties(seed: int = 0):
+@pytest.fixture(params=["native", "avx2"])
+def isa(request, monkeypatch):
+    """The screen's C as this CPU builds it, and its AVX2 code (the AVX2 kind's, built here without AVX512)."""
+    monkeypatch.setenv("SPECSCOPE_SCREEN_AVX2", "1" if request.param == "avx2" else "0")
+    if request.param == "avx2" and not screen._own_i8():
+        pytest.fail("SPECSCOPE_SCREEN_AVX2=1 did not take the AVX2 code")
+    return request.param
+
+
+@pytest.fixture(params=["bfloat16", "float32"])
+def dtype(request):
+    return getattr(torch, request.param)
+
+
+def near_ties(seed: int = 0, dtype=torch.bfloat16):
     """A head whose rows are one row plus perturbations below the int8 step (so the int8 copy cannot
     tell them apart), a few outlier columns, and rows x with outliers: the exact order of the tied
     logits is then the int8 copy's coin toss."""
@@ -40,20 +54,23 @@ def near_ties(seed: int = 0):
     base = torch.randn(K, generator=g) * 0.05
     base[:4] *= 20  # outlier columns set the rows' int8 scale
     w = base + torch.randn(V, K, generator=g) * 2e-4
-    w[V // 2 :] = torch.randn(V // 2, K, generator=g) * 0.05  # and ordinary rows
+    w[V // 2 :] = torch.randn(V // 2, K, generator=g) * 0.01  # and ordinary rows
     x = torch.randn(24, K, generator=g)
     x[:, 7] *= 30
-    return w.to(torch.bfloat16), x.to(torch.bfloat16)
+    x[:, :4] = 0  # the outlier columns out of the logits: small logits, the int8 error what orders them
+    x *= torch.sign(x @ base)[:, None]  # the tied rows' logits the largest of every row
+    return w.to(dtype), x.to(dtype)
 
 
 @needs
-def test_the_bound_holds_for_every_logit():
+def test_the_bound_holds_for_every_logit(isa, dtype):
     """|int8 logit - full head's float32 sum| <= c |x|_1 for every token and row (red with c scaled
     down: the int8 copy misses by more than a tenth of the bound here)."""
-    w, x = near_ties()
+    w, x = near_ties(dtype=dtype)
     sc = screen.Screen(w)
-    a = rowdot.linear_i8(x.float(), sc.q, sc.s)
-    full = rowdot.sums(x, w)  # the full head's float32 sums, before its rounding to bfloat16
+    assert sc.own == (isa == "avx2" or not rowdot.i8())
+    a = sc.approx(x)
+    full = rowdot.sums(x, w)  # the full head's float32 sums (for bfloat16, before its rounding)
     bound = sc.c[None, :] * x.float().abs().sum(-1, keepdim=True)
     miss = (a - full).abs()
     assert (miss <= bound).all(), float((miss / bound).max())
@@ -61,11 +78,13 @@ def test_the_bound_holds_for_every_logit():
 
 
 @needs
-def test_the_screened_rows_first_and_second_are_the_full_heads(monkeypatch):
+def test_the_screened_rows_first_and_second_are_the_full_heads(isa, dtype):
     """Argmax (the first on ties), margin and every kept token bit for bit the full head's, on near ties.
     Red with the bound zeroed: the int8 copy alone picks other tokens."""
-    w, x = near_ties()
-    full = rowdot.linear(x, rowdot.pack(w), interleaved=True).float()
+    w, x = near_ties(dtype=dtype)
+    full = rowdot.linear(x, w).float()  # the full head where a screen may run (core/compiled.py)
+    if dtype == torch.bfloat16 and rowdot.dpbf16():  # the "rowdot" path's rowdot_il: the same numbers
+        assert torch.equal(full, rowdot.linear(x, rowdot.pack(w), interleaved=True).float())
     sc = screen.Screen(w)
     got = sc.logits(x)
     assert got is not None and got.dtype == torch.float32
@@ -83,8 +102,8 @@ def test_the_screened_rows_first_and_second_are_the_full_heads(monkeypatch):
 
 
 @needs
-def test_a_row_is_screened_as_it_is_alone():
-    w, x = near_ties(1)
+def test_a_row_is_screened_as_it_is_alone(isa, dtype):
+    w, x = near_ties(1, dtype)
     sc = screen.Screen(w)
     block = sc.logits(x[:5])
     for r in range(5):
@@ -92,7 +111,7 @@ def test_a_row_is_screened_as_it_is_alone():
 
 
 @needs
-def test_rows_the_screen_cannot_take_are_left_to_the_full_head():
+def test_rows_the_screen_cannot_take_are_left_to_the_full_head(isa):
     w, x = near_ties()
     sc = screen.Screen(w)
     bad = x[:2].clone()
@@ -102,20 +121,23 @@ def test_rows_the_screen_cannot_take_are_left_to_the_full_head():
     flat[0, 0] = 1
     sc2 = screen.Screen(torch.ones(screen.CAP + 8, K, dtype=torch.bfloat16))
     assert sc2.logits(flat) is None  # every token tied: more than CAP could be first
-    assert screen.available(w.float()) and screen.available(w[:, :100]) and screen.available(w, torch.zeros(V))
+    assert screen.available(w.half()) and screen.available(w[:, :100]) and screen.available(w, torch.zeros(V))
 
 
 @needs
 @pytest.mark.slow
-def test_greedy_decoding_through_the_screen_is_the_full_heads(monkeypatch):
-    """The tiny target on its compiled forward's rowdot path, the screen at every row count: plain and
-    speculative greedy decoding without target probabilities (the screen's) give the tokens, the first
-    margin and every step's margins of decoding with them (the full head's), on a head of near ties.
-    Red with the screen's bound zeroed."""
+@pytest.mark.parametrize("dtype, products", [("bfloat16", "rowdot"), ("float32", "library")])
+def test_greedy_decoding_through_the_screen_is_the_full_heads(monkeypatch, dtype, products):
+    """The tiny target on its compiled forward (bfloat16 on the rowdot path, float32 on the library's:
+    the AVX2 kind's), the screen at every row count: plain and speculative greedy decoding without
+    target probabilities (the screen's) give the tokens, the first margin and every step's margins of
+    decoding with them (the full head's), on a head of near ties. Red with the screen's bound zeroed."""
+    if products == "rowdot" and not rowdot.dpbf16():
+        pytest.skip("the rowdot path needs AVX512-BF16")
     monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
-    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "rowdot")
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", products)
     monkeypatch.setenv("SPECSCOPE_HEAD_SCREEN", "on")
-    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype=dtype)
     head = tgt.model.lm_head.weight  # made all near ties (before the compile freezes it): a screen
     with torch.no_grad():  # that trusted the int8 copy's order would pick other tokens
         g = torch.Generator().manual_seed(0)

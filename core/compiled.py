@@ -339,6 +339,7 @@ class CompiledDecoder:
         # the lm_head outside the graph (the "rowdot" path): in full, or screened where a step
         # needs only each row's first two logits (core/screen.py) and that measured cheaper
         self._head_outside = False
+        self._onednn_head = None  # the library path's full head outside the graph: oneDNN's packed copy
         self.screen = None  # core.screen.Screen, made after the compile where it may run
         self.screen_rows: frozenset = frozenset()  # row counts whose head the screen takes
         self.head_seconds: dict = {}  # the timing behind that: {"full" / "screen": {rows: s}}
@@ -374,12 +375,19 @@ class CompiledDecoder:
         if self._packs is not None:
             return
         if self.products == "library":
-            # the head out of the graph where a screen may take it, computed in full by rowdot
-            # (``_head``): the same numbers as the screen's exact tokens (core/screen.py)
-            from . import screen
+            # the head out of the graph where a screen may take it (``_head``): in full on oneDNN's
+            # packed product, as inductor computes it in the graph (core.kernels' "packed")
+            from . import kernels, screen
 
             head = self.model.lm_head
-            self._head_outside = not self.lossy and head.weight.device.type == "cpu" and screen.available(head.weight, head.bias) is None
+            self._head_outside = (
+                not self.lossy
+                and head.weight.device.type == "cpu"
+                and kernels.available("packed", head.weight.dtype)
+                and screen.available(head.weight, head.bias) is None
+            )
+            if self._head_outside:
+                self._onednn_head = kernels._pack(head.weight)
             return
         from . import rowdot, rowdot_ops
 
@@ -464,17 +472,24 @@ class CompiledDecoder:
 
     def _head(self, x: torch.Tensor, top_only: bool = False) -> torch.Tensor:
         """The lm_head over rows ``x`` after the graph: the full head (rowdot_il's on the "rowdot" path,
-        rowdot's row-invariant product on the library's, where a screen may run), or with ``top_only``
-        at a row count the screen measured cheaper, the screened logits (float32; each row's first and
-        second the full head's bit for bit: core/screen.py)."""
-        if top_only and x.shape[0] in self.screen_rows:
-            out = self.screen.logits(x)
+        oneDNN's packed product on the library's), or with ``top_only`` the screened logits (float32;
+        each row's first and second those of rowdot's head bit for bit: core/screen.py). On the rowdot
+        path the screen is rowdot_il's own numbers, so it may take some row counts and not others; on
+        the library's oneDNN computes a row unlike rowdot, so a greedy session takes the screen at every
+        row count or at none (``_settle_head``), and every row of it is rowdot's numbers."""
+        library = self.products == "library"
+        if top_only and (x.shape[0] in self.screen_rows or (library and self.screen_rows)):
+            out = self.screen.logits(x) if x.shape[0] <= MAX_SCREEN_ROWS else None
             if out is not None:
                 return out
-        if self.products == "library":  # rowdot's full head: every output alone, as the screen's exact tokens
-            from . import rowdot
+            if library:  # the screen's own full head: rowdot's numbers, as its exact tokens
+                from . import rowdot
 
-            return rowdot.linear(x, self.model.lm_head.weight)
+                return rowdot.sums(x, self.model.lm_head.weight).to(x.dtype)
+        if library:
+            from . import kernels
+
+            return kernels.PATHS["packed"](x, self._onednn_head, self.model.lm_head.bias)
         w, b = self._packs[-1]["head"]
         return torch.ops.specscope.rowdot_il(x, w, b, self._layout)
 
@@ -566,6 +581,9 @@ class CompiledDecoder:
                         best[name][n] = min(best[name].get(n, t), t)
         self.head_seconds = {k: {str(n): round(t, 6) for n, t in v.items()} for k, v in best.items()}
         self.screen_rows = frozenset(n for n in SCREEN_ROWS if best["screen"][n] < best["full"][n])
+        if self.products == "library":  # all row counts or none (``_head``): as their sum measured
+            cheaper = sum(best["screen"].values()) < sum(best["full"].values())
+            self.screen_rows = frozenset(range(1, MAX_SCREEN_ROWS + 1)) if cheaper else frozenset()
         if not self.screen_rows:
             self.head_why = "the full head measured cheaper at every row count"
 

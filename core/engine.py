@@ -135,6 +135,8 @@ def generate(
     # greedy, no target probabilities asked: a step reads each row's first and second logits only,
     # which the target may screen (core/screen.py) without changing either
     sess.top_only = sampling.greedy and not detail
+    # and whether it does: the row counts whose lm_head this session takes through the screen
+    trace.meta.setdefault("head_screened", list(getattr(target, "head_screened", lambda s: [])(sess)))
     root = _pick(logits, sampling, noise, enc.length)
     out = [root]
     trace.first_token = root

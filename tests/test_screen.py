@@ -129,9 +129,12 @@ def test_rows_the_screen_cannot_take_are_left_to_the_full_head(isa):
 @pytest.mark.parametrize("dtype, products", [("bfloat16", "rowdot"), ("float32", "library")])
 def test_greedy_decoding_through_the_screen_is_the_full_heads(monkeypatch, dtype, products):
     """The tiny target on its compiled forward (bfloat16 on the rowdot path, float32 on the library's:
-    the AVX2 kind's), the screen at every row count: plain and speculative greedy decoding without
-    target probabilities (the screen's) give the tokens, the first margin and every step's margins of
-    decoding with them (the full head's), on a head of near ties. Red with the screen's bound zeroed."""
+    the AVX2 kind's), the screen at every row count: greedy decoding without target probabilities
+    gives the tokens, the first margin and every step's margins of the same decoding through the
+    screen's full head (rowdot's numbers: the screen made to give up on every row), plain and
+    speculative alike, on a head of near ties. On the rowdot path that full head is the one sessions
+    with target probabilities take too; on the library's those take oneDNN's (``CompiledDecoder._head``).
+    Red with the screen's bound zeroed."""
     if products == "rowdot" and not rowdot.dpbf16():
         pytest.skip("the rowdot path needs AVX512-BF16")
     monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
@@ -152,14 +155,23 @@ def test_greedy_decoding_through_the_screen_is_the_full_heads(monkeypatch, dtype
     monkeypatch.setattr(fast.screen, "logits", lambda x: calls.append(x.shape[0]) or real(x))
     drafter = ModelDrafter(tgt.truncated(1), "first layer")
     prompt = "Describe the picture in a few words."
+    plain = None
     for d, strategy in ((None, "chain"), (drafter, "chain"), (drafter, "tree")):
         n = len(calls)
-        full = generate(tgt, prompt, None, d, spec_for(strategy), max_new_tokens=24, detail=True)
+        detail = generate(tgt, prompt, None, d, spec_for(strategy), max_new_tokens=24, detail=True)
         assert len(calls) == n  # target probabilities asked: the full head
+        with monkeypatch.context() as m:  # the screen gives up on every row: its full head
+            m.setattr(fast.screen, "logits", lambda x: None)
+            full = generate(tgt, prompt, None, d, spec_for(strategy), max_new_tokens=24, detail=False)
         got = generate(tgt, prompt, None, d, spec_for(strategy), max_new_tokens=24, detail=False)
         assert len(calls) > n  # the screen served this run
         assert got.output == full.output, strategy
         assert [s.margins for s in got.steps] == [s.margins for s in full.steps]
+        assert got.meta["head_screened"] and not detail.meta["head_screened"]
+        plain = plain or got.output
+        assert got.output == plain, strategy  # speculative decoding is plain decoding through the screen
+        if products == "rowdot":
+            assert detail.output == got.output
 
 
 def test_the_bench_says_where_the_head_was_screened():

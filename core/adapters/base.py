@@ -435,6 +435,14 @@ class HFAdapter:
         sess.length = start + m
         return out.logits[0, :n], (out.hidden_states[-1][0, :n] if want_hidden else None)
 
+    def head_screened(self, sess: Session) -> list[int]:
+        """The row counts whose lm_head this session takes through the screen (core/screen.py): its
+        greedy steps on the compiled forward, where the screen was settled; [] for the full head."""
+        fast = self.compiled
+        if not (sess.top_only and isinstance(sess.cache, StaticKV) and fast is not None):
+            return []
+        return sorted(fast.screen_rows)
+
     def keep(self, sess: Session, base: int, rows: list[int]) -> None:
         """Keep cache slots [0, base) plus base + rows (rows ascending); drop the rest."""
         total = sess.length

@@ -37,14 +37,16 @@ On CPUs with AMX-BF16 a third path, ``specscope::rowdot_amx`` (``core/rowdot.c``
 fewer padded with zeros), costs about the same for 1 to 16 rows, where rowdot_il's cost grows past
 four rows with its arithmetic; every row computes alike there too. All that run are timed.
 
-On the "rowdot" path, and on the library's where a screen may run (the head then on rowdot's
-row-invariant product: float32 targets on the AVX2 kind), the lm_head runs after the graph, so that a greedy
+On the "rowdot" path, and on the library's where a screen may run (float32 targets on the AVX2 kind:
+the full head then oneDNN's packed product, called after the graph), the lm_head runs after the graph, so that a greedy
 step, which reads only each row's first and second logits (``forward(..., top_only=True)``: the
 engine's sessions without target probabilities), may take it through ``core.screen``: an int8 copy of
 the head, the tokens that could be first or second computed exactly, the same numbers as the full
 head's. It is timed against the full head at warm-up (``_settle_head``) and taken at the row counts
 where it measured cheaper: on the Zen 5 EPYC one to four rows (2.0 ms off a 38.9 ms plain step,
 docs/results/screen33.log); past four, the int8 products' arithmetic costs more than the bytes saved.
+On the library path the screen's numbers are rowdot's, not oneDNN's, so a greedy session takes it at
+every row count or at none, as their sum measured.
 
 A model drafter runs this forward too (``CompiledDecoder(model, lossy=True)``, taken where its draft
 forwards measure cheaper than its eager ones: ``HFAdapter._settle_draft``). Its numbers never reach

@@ -25,7 +25,11 @@ onednn = kernels.PATHS["packed"]
 pk = kernels._pack(W)
 for n in (1, 2, 4, 8):
     x = torch.randn(n, W.shape[1])
-    fs = {"rowdot_f32": lambda: rowdot.linear(x, W), "oneDNN packed": lambda: onednn(x, pk, None), "F.linear": lambda: torch.nn.functional.linear(x, W)}
+    fs = {
+        "rowdot_f32": lambda: rowdot.linear(x, W),
+        "oneDNN packed": lambda: onednn(x, pk, None),
+        "F.linear": lambda: torch.nn.functional.linear(x, W),
+    }
     for f in fs.values():
         f()
     res = {}

@@ -17,8 +17,9 @@
  * Without AVX512F (the AVX2 kind) the same in 8 lanes, and the int8 head's logits come from this file
  * too (screen_i8, on weights laid out by screen_i8_pack as rowdot_i8's: blocks of 8 outputs, per chunk
  * of 64 k the block's 8 rows' 64 bytes side by side, one sequential stream a block): each weight widened
- * exactly to float32, one 8-lane float32 accumulator an output over the chunks in ascending order,
- * its lanes summed in a fixed tree, times the row's scale; a row computed alike in any block of rows. */
+ * exactly to float32 once for up to three rows, one 8-lane float32 accumulator an output over the
+ * chunks in ascending order, its lanes summed in a fixed tree, times the row's scale; a row computed
+ * alike in any block of rows. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -163,24 +164,62 @@ static inline float sum8(__m256 v) { /* a fixed tree: 8 -> 4 -> 2 -> 1 */
 
 /* y (n x O, float32) = x (n x K, float32) against the int8 weights w (screen_i8_pack's layout) times
  * the scales s. Needs K % 64 == 0 and O % 8 == 0. */
+/* R rows (1..3) of x against outputs c0..c0+3 of the block at blk: each weight widened once for the R rows
+ * (12 accumulators, a weight vector, a row of x: 14 of the 16 registers). */
+static inline __attribute__((always_inline)) void i8quad(const float *x, int R, const int8_t *blk, int c0, const float *so, float *y, long K,
+                                                         long O) {
+    __m256 acc[3][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
+    const int8_t *p = blk;
+    for (long k = 0; k < K; k += 64, p += 8 * 64) {
+        if (c0 == 0) _mm_prefetch((const char *)p + 4096, _MM_HINT_T1);
+        for (int c = 0; c < 4; c++)
+            for (int q = 0; q < 64; q += 8) {
+                __m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + (c0 + c) * 64 + q))));
+                for (int r = 0; r < R; r++) acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + k + q), wv, acc[r][c]);
+            }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 4; c++) y[r * O + c0 + c] = sum8(acc[r][c]) * so[c0 + c];
+}
+
+/* One row of x against the block's 8 outputs: the block read in one pass (8 accumulators). */
+static inline void i8one(const float *xr, const int8_t *blk, const float *so, float *y, long K) {
+    __m256 acc[8];
+    for (int c = 0; c < 8; c++) acc[c] = _mm256_setzero_ps();
+    const int8_t *p = blk;
+    for (long k = 0; k < K; k += 64, p += 8 * 64) {
+        _mm_prefetch((const char *)p + 4096, _MM_HINT_T1);
+        for (int c = 0; c < 8; c++)
+            for (int q = 0; q < 64; q += 8) {
+                __m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + c * 64 + q))));
+                acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + k + q), wv, acc[c]);
+            }
+    }
+    for (int c = 0; c < 8; c++) y[c] = sum8(acc[c]) * so[c];
+}
+
+/* Rows three or two at a time (each weight widened once for them: i8quad), a last row alone (i8one:
+ * one pass over the block, which a lone row's read of memory needs); the same sums either way. */
 void screen_i8(const float *x, const int8_t *w, const float *s, float *y, long n, long K, long O, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long j = 0; j < O / 8; j++) {
         const int8_t *blk = w + j * 8 * K;
-        for (long r = 0; r < n; r++) {
-            __m256 acc[8];
-            for (int c = 0; c < 8; c++) acc[c] = _mm256_setzero_ps();
-            const int8_t *p = blk;
+        for (long r = 0; r < n; r += 3) {
             const float *xr = x + r * K;
-            for (long k = 0; k < K; k += 64, p += 8 * 64) {
-                _mm_prefetch((const char *)p + 4096, _MM_HINT_T1);
-                for (int c = 0; c < 8; c++)
-                    for (int q = 0; q < 64; q += 8) {
-                        __m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + c * 64 + q))));
-                        acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + k + q), wv, acc[c]);
-                    }
+            float *yr = y + r * O + j * 8;
+            long R = n - r >= 3 ? 3 : n - r;
+            if (R == 1) {
+                i8one(xr, blk, s + j * 8, yr, K);
+                continue;
             }
-            for (int c = 0; c < 8; c++) y[r * O + j * 8 + c] = sum8(acc[c]) * s[j * 8 + c];
+            for (int c0 = 0; c0 < 8; c0 += 4) {
+                if (R == 3)
+                    i8quad(xr, 3, blk, c0, s + j * 8, yr, K, O);
+                else
+                    i8quad(xr, 2, blk, c0, s + j * 8, yr, K, O);
+            }
         }
     }
 }

@@ -571,7 +571,7 @@ class CompiledDecoder:
             return
         rows = [x[torch.arange(n) % x.shape[0]].contiguous() for n in SCREEN_ROWS]
         best = {"full": {}, "screen": {}}
-        for r in range(4):  # the first round untimed
+        for r in range(7):  # the first round untimed; six timed (four let a busy moment flip 8 rows, 33rd session)
             for xn in rows:
                 for name, top in (("full", False), ("screen", True)):
                     self.screen_rows = frozenset(SCREEN_ROWS) if top else frozenset()

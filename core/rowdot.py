@@ -183,12 +183,18 @@ def pack_i8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise RuntimeError("rowdot_i8 needs AVX512F (built with -march=native on such a CPU)")
     if w.dim() != 2 or w.device.type != "cpu" or not i8_fits(w.shape):
         raise TypeError(f"pack_i8 takes a 2-D CPU weight with K % 64 == O % 8 == 0, not {tuple(w.shape)}")
-    w = w.detach().float()
-    s = (w.abs().amax(1) / 127).clamp(min=1e-12)
-    q = (w / s[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+    q, s = quantize_i8(w)
     out = torch.empty_like(q)
     lib.rowdot_i8_pack(q.data_ptr(), out.data_ptr(), w.shape[1], w.shape[0])
-    return out, s.contiguous()
+    return out, s
+
+
+def quantize_i8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w`` (O, K) rounded to int8 per output channel (scale: the row's largest magnitude over 127),
+    row by row alike (a slice of rows rounds as in the whole): (q (O, K) int8, scales float32 (O,))."""
+    w = w.detach().float()
+    s = (w.abs().amax(1) / 127).clamp(min=1e-12)
+    return (w / s[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), s.contiguous()
 
 
 def linear_i8(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,6 +26,23 @@
 
 #define SLACK 0.0078125f /* 2^-7: a bfloat16's relative spacing is at most this */
 
+/* The second largest of the lanes' largest (t1) and second largest (t2) values, a tie counted twice:
+ * each lane's second is below its first. */
+static inline float second_of(const float *t1, const float *t2, int lanes) {
+    float top = -INFINITY, second = -INFINITY;
+    for (int l = 0; l < lanes; l++) {
+        float v = t1[l];
+        if (v > top) {
+            second = fmaxf(second, top);
+            top = v;
+        } else {
+            second = fmaxf(second, v);
+        }
+        second = fmaxf(second, t2[l]);
+    }
+    return second;
+}
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -50,19 +67,10 @@ long screen_row(const float *a, const float *c, float l1, long V, int32_t *idx, 
         m1 = _mm512_max_ps(m1, lo);
     }
     if (bad || !(l1 <= FLT_MAX)) return -1;
-    float t1[16], t2[16], top = -INFINITY, second = -INFINITY;
+    float t1[16], t2[16];
     _mm512_storeu_ps(t1, m1);
     _mm512_storeu_ps(t2, m2);
-    for (int l = 0; l < 16; l++) { /* the two largest of the 32: each lane's second is below its first */
-        float v = t1[l];
-        if (v > top) {
-            second = fmaxf(second, top);
-            top = v;
-        } else {
-            second = fmaxf(second, v);
-        }
-        second = fmaxf(second, t2[l]);
-    }
+    float second = second_of(t1, t2, 16);
     if (!(second > -INFINITY)) return -1; /* fewer than two tokens */
     const __m512 L2 = _mm512_set1_ps(second);
     const __m512i step = _mm512_set1_epi32(16);
@@ -118,19 +126,10 @@ long screen_row(const float *a, const float *c, float l1, long V, int32_t *idx, 
         m1 = _mm256_max_ps(m1, lo);
     }
     if (bad || !(l1 <= FLT_MAX)) return -1;
-    float t1[8], t2[8], top = -INFINITY, second = -INFINITY;
+    float t1[8], t2[8];
     _mm256_storeu_ps(t1, m1);
     _mm256_storeu_ps(t2, m2);
-    for (int l = 0; l < 8; l++) { /* the two largest of the 16: each lane's second is below its first */
-        float v = t1[l];
-        if (v > top) {
-            second = fmaxf(second, top);
-            top = v;
-        } else {
-            second = fmaxf(second, v);
-        }
-        second = fmaxf(second, t2[l]);
-    }
+    float second = second_of(t1, t2, 8);
     if (!(second > -INFINITY)) return -1; /* fewer than two tokens */
     const __m256 L2 = _mm256_set1_ps(second);
     long n = 0;

@@ -23,7 +23,7 @@ The bound, per token j with weight row w (K values), int8 row q, scale s, x one 
     (gamma_K = K u / (1 - K u), u = 2^-24: any order of summation);
   * the full head's float32 sum F misses T by at most gamma_K * max|w| * |x|_1;
   * so |a - F| <= c * |x|_1 with c = max|w - s q| + 2 gamma_K (max|w| + max|w - s q|), per row of the
-    weight, computed here in float64 from the weight and its int8 copy as ``rowdot.pack_i8`` rounds it;
+    weight, computed here in float64 from the weight and its int8 copy (``rowdot.quantize_i8``);
   * bfloat16 rounds F to a neighbour at most 2^-8 |F| away, monotonically: two logits whose F differ by
     more than 2^-8 (|F_i| + |F_j|) keep their order. ``core/screen.c`` widens each bound by 2^-7 (|a| +
     c |x|_1), twice that, the rest covering its own float32 arithmetic.
@@ -116,25 +116,17 @@ def available(weight: torch.Tensor, bias: torch.Tensor | None = None) -> str | N
     return None
 
 
-def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight rounded to int8 per row, as ``rowdot.pack_i8`` rounds it: (q (O, K) int8, scales (O,))."""
-    w = weight.detach().float()
-    s = (w.abs().amax(1) / 127).clamp(min=1e-12)
-    return (w / s[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), s.contiguous()
-
-
-def factors(weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def factors(weight: torch.Tensor) -> torch.Tensor:
     """c per weight row (module docstring): the bound of |int8 logit - exact logit| per unit of |x|_1,
-    for the int8 copy ``pack_i8`` makes with scales ``s``. Float64, rounded up to float32."""
+    for the int8 copy ``rowdot.quantize_i8`` makes (as ``pack_i8``). Float64, rounded up to float32."""
     K = weight.shape[1]
     gamma = K * U / (1 - K * U)
     out = torch.empty(weight.shape[0], dtype=torch.float64)
     for i in range(0, weight.shape[0], CHUNK):
-        w = weight[i : i + CHUNK].float()
-        sc = s[i : i + CHUNK]
-        q = (w / sc[:, None]).round().clamp(-127, 127)  # as rowdot.pack_i8 rounds it
-        miss = (w.double() - q.double() * sc.double()[:, None]).abs().amax(1)
-        out[i : i + CHUNK] = miss + 2 * gamma * (w.abs().amax(1).double() + miss)
+        w = weight[i : i + CHUNK].double()
+        q, sc = rowdot.quantize_i8(weight[i : i + CHUNK])
+        miss = (w - q.double() * sc.double()[:, None]).abs().amax(1)
+        out[i : i + CHUNK] = miss + 2 * gamma * (w.abs().amax(1) + miss)
     c = out.float()
     return torch.where(c.double() < out, torch.nextafter(c, torch.tensor(float("inf"))), c).contiguous()
 
@@ -144,14 +136,15 @@ class Screen:
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight.detach()
+        self.lib = _lib()  # the build this screen was made with (its int8 layout), read once
         self.own = _own_i8()  # the int8 logits from core/screen.c (AVX2) rather than rowdot_i8
         if self.own:
-            q, self.s = quantize(self.weight)
+            q, self.s = rowdot.quantize_i8(self.weight)
             self.q = torch.empty_like(q)
-            _lib().screen_i8_pack(q.data_ptr(), self.q.data_ptr(), q.shape[1], q.shape[0])
+            self.lib.screen_i8_pack(q.data_ptr(), self.q.data_ptr(), q.shape[1], q.shape[0])
         else:
             self.q, self.s = rowdot.pack_i8(self.weight)
-        self.c = factors(self.weight, self.s)
+        self.c = factors(self.weight)
         self.kept: list[int] = []  # tokens computed exactly in the last call, per row (for the bench)
 
     @property
@@ -163,7 +156,6 @@ class Screen:
         """(n, V) float32 for rows x (n, K) of the head's dtype: the int8 head's logits, each row's
         possible first and second replaced by the full head's (bfloat16, widened). None where a row's
         logits are not finite or more than ``CAP`` tokens could be first or second."""
-        lib = _lib()
         n, V = x.shape[0], self.weight.shape[0]
         a = self.approx(x)
         # |x|_1 summed in float64 and rounded up past float32's rounding of it
@@ -171,7 +163,7 @@ class Screen:
         idx = torch.empty(n, CAP + 16, dtype=torch.int32)
         kept = []
         for r in range(n):
-            k = lib.screen_row(a[r].data_ptr(), self.c.data_ptr(), l1[r], V, idx[r].data_ptr(), CAP)
+            k = self.lib.screen_row(a[r].data_ptr(), self.c.data_ptr(), l1[r], V, idx[r].data_ptr(), CAP)
             if k < 0:
                 return None
             kept.append(idx[r, :k].long())
@@ -192,7 +184,7 @@ class Screen:
             return rowdot.linear_i8(x.float(), self.q, self.s)
         xf = x.float().contiguous()
         a = torch.empty(xf.shape[0], self.weight.shape[0], dtype=torch.float32)
-        _lib().screen_i8(
+        self.lib.screen_i8(
             xf.data_ptr(), self.q.data_ptr(), self.s.data_ptr(), a.data_ptr(), xf.shape[0], xf.shape[1], a.shape[1], torch.get_num_threads()
         )
         return a

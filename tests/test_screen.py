@@ -48,6 +48,17 @@ def dtype(request):
     return getattr(torch, request.param)
 
 
+def _needs_path(products: str) -> None:
+    """Skip where the compiled forward's path cannot screen here: rowdot needs AVX512-BF16, the library's
+    head outside the graph oneDNN's packed float32 product."""
+    from core import kernels
+
+    if products == "rowdot" and not rowdot.dpbf16():
+        pytest.skip("the rowdot path needs AVX512-BF16")
+    if products == "library" and not kernels.available("packed", torch.float32):
+        pytest.skip("no oneDNN packed product here")
+
+
 def near_ties(seed: int = 0, dtype=torch.bfloat16):
     """A head whose rows are one row plus perturbations below the int8 step (so the int8 copy cannot
     tell them apart), a few outlier columns, and rows x with outliers: the exact order of the tied
@@ -137,8 +148,7 @@ def test_greedy_decoding_through_the_screen_is_the_full_heads(monkeypatch, dtype
     speculative alike, on a head of near ties. On the rowdot path that full head is the one sessions
     with target probabilities take too; on the library's those take oneDNN's (``CompiledDecoder._head``).
     Red with the screen's bound zeroed."""
-    if products == "rowdot" and not rowdot.dpbf16():
-        pytest.skip("the rowdot path needs AVX512-BF16")
+    _needs_path(products)
     monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
     monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", products)
     monkeypatch.setenv("SPECSCOPE_HEAD_SCREEN", "on")
@@ -193,15 +203,18 @@ def test_the_bench_says_where_the_head_was_screened():
 @needs
 def test_a_screen_that_fails_leaves_the_full_head(monkeypatch):
     """Settling the screen is never fatal to the compiled forward: the full head serves and says why
-    (red with the guard in ``CompiledDecoder.warm`` removed: the forward is then marked failed)."""
+    (red with the guard in ``CompiledDecoder.warm`` removed: the forward is then marked failed). On the
+    path this CPU has: bfloat16 on rowdot (AVX512-BF16), else float32 on the library's (the AVX2 kind)."""
+    dtype, products = ("bfloat16", "rowdot") if rowdot.dpbf16() else ("float32", "library")
+    _needs_path(products)
     monkeypatch.setenv("SPECSCOPE_COMPILE", "auto")
-    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", "rowdot")
+    monkeypatch.setenv("SPECSCOPE_COMPILED_PRODUCTS", products)
 
     def broken(*a, **k):
         raise MemoryError("no room for the int8 copy")
 
     monkeypatch.setattr(screen, "Screen", broken)
-    tgt = adapters.load(tiny_model_dir("qwen2"), dtype="bfloat16")
+    tgt = adapters.load(tiny_model_dir("qwen2"), dtype=dtype)
     fast = tgt.compiled
     assert fast.warm() and fast.ready and not fast.failed
     assert fast.screen is None and not fast.screen_rows and "MemoryError: no room" in fast.head_why

@@ -236,6 +236,60 @@ def test_train_from_cache_runs_and_resumes(tmp_path, monkeypatch):
         main(["eagle3", "--target", tgt.name, "--features", str(feats), "--out", str(tmp_path / "c"), "--aux-layers", "0,1,2"])
 
 
+def test_fresh_first_order():
+    """``fresh_first_order``: every index once; the samples past ``fresh_from`` all within the first
+    2 x their number, each pair of that prefix mixing new and old in equal numbers."""
+    import random
+
+    from tools.train.eagle3 import fresh_first_order
+
+    for n, f in ((100, 70), (100, 30), (10, 0), (10, 10), (5, 9)):
+        order = fresh_first_order(n, f, random.Random(1))
+        assert sorted(order) == list(range(n))
+        new = max(0, n - f)
+        m = min(new, min(f, n))
+        head = order[: new + m]
+        assert set(range(f, n)) <= set(head) and sum(i < f for i in head) == m
+
+
+def test_train_fresh_samples_first(tmp_path, monkeypatch):
+    """``--fresh-from head``: a head continued on a grown cache takes the samples added since its own
+    run (its config's cache size) within its first steps; a bad value is a one-line error."""
+    from tools.train.__main__ import main
+    from tools.train.features import FeatureCache
+
+    tgt = load("llama")
+    rows = [{"image": None, "prompt": f"question {i}", "answer": f"answer {i} " * (i % 3 + 1)} for i in range(8)]
+    feats = tmp_path / "feats"
+    write_rows(tmp_path / "data.jsonl", rows[:6])
+    assert run_features(tgt, tmp_path / "data.jsonl", feats, "--draft-vocab", "40", "--vocab-samples", "3") == 0
+    torch.set_num_threads(1)
+    base = ["--target", tgt.name, "--features", str(feats), "--batch", "2", "--ttt", "2", "--threads", "1"]
+    assert main(["eagle3", *base, "--out", str(tmp_path / "a"), "--run-dir", str(tmp_path / "ra"), "--steps", "1"]) == 0
+    write_rows(tmp_path / "data.jsonl", rows)  # two more answers: their shard comes after the first six's
+    assert run_features(tgt, tmp_path / "data.jsonl", feats, "--draft-vocab", "40", "--vocab-samples", "3") == 0
+    cache = FeatureCache(feats)
+    new_ids = {i for i, s in enumerate(cache.samples) if int(s["ids"].shape[0]) and i >= 6}
+    assert len(cache) == 8 and new_ids == {6, 7}
+    seen = []
+    real = FeatureCache.feats
+
+    def record(self, i):
+        seen.append(i)
+        return real(self, i)
+
+    monkeypatch.setattr(FeatureCache, "feats", record)
+    args = [*base, "--out", str(tmp_path / "b"), "--run-dir", str(tmp_path / "rb"), "--init-head", str(tmp_path / "a")]
+    assert main(["eagle3", *args, "--steps", "2", "--fresh-from", "head", "--seed", "3"]) == 0
+    assert {6, 7} <= set(seen[:4]), seen
+    assert "from index 6 on first" in (tmp_path / "rb" / "log.txt").read_text()
+    for bad in ("x", "-1"):
+        with pytest.raises(SystemExit):
+            main(["eagle3", *args, "--steps", "1", "--fresh-from", bad])
+    with pytest.raises(SystemExit):  # no head to read the size from
+        main(["eagle3", *base, "--out", str(tmp_path / "c"), "--steps", "1", "--fresh-from", "head"])
+
+
 def test_features_follow_a_growing_file(tmp_path, monkeypatch):
     """--wait-minutes: rows appended while it runs (as distill.py appends) are computed in the same
     run, the vocabulary waiting for --vocab-samples rows while they keep coming; it stops once none

@@ -30,6 +30,11 @@ copied, its lm_head rows matched by target id to this run's draft vocabulary (ro
 once per sample; aux features, ids and its top-k distribution over the draft vocabulary on disk)
 instead of running the target: shuffled epochs over the cached samples, its draft vocabulary and
 aux layers; the target is loaded only for its embeddings (and ``--init-from-target``).
+``--fresh-from N`` (with ``--features``): the cache's samples from index N on (shards are appended, so
+these are the ones added since a head was trained on its first N) come first: the first epoch takes
+each of them beside one of the earlier samples, then the rest; later epochs are shuffled as usual.
+``--fresh-from head`` reads N from the ``--init-head``'s config (the cache size it was trained on). A
+continued run shorter than an epoch then sees every new sample.
 ``--heldout DIR``: a feature cache of samples it never trains on; the heads' chain acceptance on them
 (``tools.train.heldout``: mean accepted length, accepted by draft position) logged at the start, every
 ``--heldout-every`` seconds and at the end (kept in the head's config): the curve against training tokens.
@@ -235,6 +240,18 @@ def _source(data: str, seed: int, style: str) -> SampleSource:
     return src
 
 
+def fresh_first_order(n: int, fresh_from: int, rng: random.Random) -> list[int]:
+    """An epoch's order over ``n`` cached samples, those from ``fresh_from`` on first: each beside one of
+    the earlier ones (shuffled together), then the earlier ones left (shuffled). Every index once."""
+    new, old = list(range(fresh_from, n)), list(range(min(fresh_from, n)))
+    rng.shuffle(new)
+    rng.shuffle(old)
+    m = min(len(new), len(old))
+    first = new + old[:m]
+    rng.shuffle(first)
+    return first + old[m:]
+
+
 def parse_aux_layers(ap: argparse.ArgumentParser, text: str | None) -> list[int] | None:
     """``--aux-layers``: three comma-separated layer ids (None when not given); bad input ends
     through ``ap.error`` with one line."""
@@ -304,6 +321,12 @@ def main(argv=None):
     ap.add_argument("--norm-before-residual", action="store_true")
     ap.add_argument(
         "--init-head", default=None, help="start from this trained head's weights (continued training on more data; same sizes)"
+    )
+    ap.add_argument(
+        "--fresh-from",
+        default=None,
+        help="with --features: the first epoch takes the cache's samples from this index on first, each beside an "
+        "earlier one ('head': the --init-head's cache size)",
     )
     ap.add_argument(
         "--init-from-target",
@@ -442,6 +465,22 @@ def main(argv=None):
         keep = ("steps", "answer_tokens_seen", "samples_distilled", "minutes", "continued_from")
         lineage = {"path": str(args.init_head), **{k: was[k] for k in keep if k in was}}
         log(f"weights from {args.init_head} ({known} of {len(vocab)} draft ids' lm_head rows)", run_dir)
+    fresh_from = None
+    if args.fresh_from is not None:
+        if cache is None:
+            ap.error("--fresh-from: only with --features")
+        if args.fresh_from == "head":
+            if not lineage or "samples_distilled" not in lineage:
+                ap.error("--fresh-from head: needs an --init-head whose config records the cache size it was trained on")
+            fresh_from = int(lineage["samples_distilled"])
+        else:
+            try:
+                fresh_from = int(args.fresh_from)
+            except ValueError:
+                ap.error(f"--fresh-from {args.fresh_from!r}: a sample index or 'head'")
+            if fresh_from < 0:
+                ap.error("--fresh-from: a sample index (>= 0)")
+        log(f"first epoch: the {max(0, len(cache) - fresh_from)} samples from index {fresh_from} on first", run_dir)
     head.train()
     taps = AuxTaps(target, head.config.aux_layer_ids)
     params = [p for n_, p in head.named_parameters() if not n_.startswith("embed_tokens")]
@@ -505,6 +544,8 @@ def main(argv=None):
         epoch, pos, samples = state.get("epoch", 0), state.get("pos", 0), state.get("samples", 0)
 
     def epoch_order(e: int) -> list[int]:
+        if e == 0 and fresh_from is not None:
+            return fresh_first_order(len(cache), fresh_from, random.Random(f"{args.seed}:{e}"))
         idx = list(range(len(cache)))
         random.Random(f"{args.seed}:{e}").shuffle(idx)
         return idx

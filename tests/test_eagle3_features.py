@@ -290,6 +290,33 @@ def test_train_fresh_samples_first(tmp_path, monkeypatch):
         main(["eagle3", *base, "--out", str(tmp_path / "c"), "--steps", "1", "--fresh-from", "head"])
 
 
+def test_caches_read_together(tmp_path):
+    """``--features A,B``: two caches of one vocabulary and settings read as one (A's samples, then
+    B's), the trainer runs on them; a cache of another vocabulary is refused with a message."""
+    from tools.train.__main__ import main
+    from tools.train.features import FeatureCache
+
+    tgt = load("llama")
+    rows = [{"image": None, "prompt": f"question {i}", "answer": f"answer {i} " * (i % 3 + 1)} for i in range(5)]
+    write_rows(tmp_path / "a.jsonl", rows[:3])
+    write_rows(tmp_path / "b.jsonl", [{"image": None, "prompt": "", "answer": r["prompt"]} for r in rows[3:]])
+    a, b, c = tmp_path / "fa", tmp_path / "fb", tmp_path / "fc"
+    assert run_features(tgt, tmp_path / "a.jsonl", a, "--draft-vocab", "40", "--vocab-samples", "3") == 0
+    assert run_features(tgt, tmp_path / "b.jsonl", b, "--vocab", str(a / "vocab.json")) == 0
+    one, two, both = FeatureCache(a), FeatureCache(b), FeatureCache(f"{a},{b}")
+    assert len(both) == 5 and both.vocab == one.vocab
+    assert [s["ids"].tolist() for s in both.samples] == [s["ids"].tolist() for s in one.samples + two.samples]
+    torch.set_num_threads(1)
+    args = ["eagle3", "--target", tgt.name, "--out", str(tmp_path / "h"), "--batch", "2", "--ttt", "2", "--threads", "1"]
+    assert main([*args, "--features", f"{a},{b}", "--steps", "3", "--run-dir", str(tmp_path / "r")]) == 0
+    assert "5 samples" in (tmp_path / "r" / "log.txt").read_text()
+    assert run_features(tgt, tmp_path / "b.jsonl", c, "--draft-vocab", "30", "--vocab-samples", "2") == 0
+    with pytest.raises(ValueError, match="differ from"):
+        FeatureCache(f"{a},{c}")
+    with pytest.raises(SystemExit):
+        main([*args, "--features", f"{a},{c}", "--steps", "1"])
+
+
 def test_features_follow_a_growing_file(tmp_path, monkeypatch):
     """--wait-minutes: rows appended while it runs (as distill.py appends) are computed in the same
     run, the vocabulary waiting for --vocab-samples rows while they keep coming; it stops once none

@@ -277,7 +277,7 @@ def main(argv=None):
         "--features",
         default=None,
         help="train from this feature cache (python -m tools.train.features) instead of running the target: "
-        "epochs over its samples, its draft vocabulary and aux layers",
+        "epochs over its samples, its draft vocabulary and aux layers (several, comma-separated: read as one)",
     )
     ap.add_argument("--no-distill", action="store_true", help="train on the data's answers, not the target's")
     ap.add_argument("--answer-tokens", type=int, default=64, help="length of the self-distilled answers")
@@ -421,7 +421,7 @@ def main(argv=None):
         log(f"resuming from step {state['step']} ({state['elapsed']:.0f}s)", run_dir)
     elif cache is not None:
         vocab = list(cache.vocab)
-        (run_dir / "vocab.json").write_text((Path(args.features) / "vocab.json").read_text())
+        (run_dir / "vocab.json").write_text((cache.dir / "vocab.json").read_text())
         log(
             f"feature cache {args.features}: {len(cache)} samples, {cache.tokens()} tokens, aux layers {aux_ids}, "
             f"draft vocabulary {len(vocab)} ids, top-{cache.meta['top_k']}"

@@ -187,21 +187,30 @@ def write_shard(out: Path, index: int, samples: list[dict], skipped: list[dict])
 class FeatureCache:
     """A feature directory for training: ``meta``, ``vocab`` (draft -> target ids) and every
     cached sample (tensors memory-mapped from the shards); ``feats(i)`` is sample i as
-    ``ttt_loss`` takes it. Shards that do not load are left out (reported in ``bad``)."""
+    ``ttt_loss`` takes it. Shards that do not load are left out (reported in ``bad``).
+    ``path`` may name several directories, comma-separated: their samples in that order, read as
+    one cache where their settings and vocabularies are the same (else ValueError)."""
 
     def __init__(self, path: str | Path):
-        self.dir = Path(path)
-        if not (self.dir / "meta.json").exists() or not (self.dir / "vocab.json").exists():
-            raise FileNotFoundError(f"{path}: no feature cache (meta.json, vocab.json; python -m tools.train.features writes them)")
-        self.meta = json.loads((self.dir / "meta.json").read_text())
-        self.vocab = json.loads((self.dir / "vocab.json").read_text())["draft_to_target"]
+        dirs = [Path(p) for p in str(path).split(",") if p]
+        self.dir = dirs[0]
         self.samples: list[dict] = []
         self.bad: list[str] = []
-        for p in shard_paths(self.dir):
-            try:
-                self.samples += _load_shard(p)["samples"]
-            except Exception as e:  # a torn shard: the features command computes it again
-                self.bad.append(f"{os.path.basename(p)} ({type(e).__name__})")
+        for d in dirs:
+            if not (d / "meta.json").exists() or not (d / "vocab.json").exists():
+                raise FileNotFoundError(f"{d}: no feature cache (meta.json, vocab.json; python -m tools.train.features writes them)")
+            meta = json.loads((d / "meta.json").read_text())
+            vocab = json.loads((d / "vocab.json").read_text())["draft_to_target"]
+            if d == dirs[0]:
+                self.meta, self.vocab = meta, vocab
+            elif meta != self.meta or vocab != self.vocab:
+                what = "settings" if meta != self.meta else "draft vocabulary"
+                raise ValueError(f"{d}: its {what} differ from {dirs[0]}'s (caches read together must match)")
+            for p in shard_paths(d):
+                try:
+                    self.samples += _load_shard(p)["samples"]
+                except Exception as e:  # a torn shard: the features command computes it again
+                    self.bad.append(f"{os.path.basename(p)} ({type(e).__name__})")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -232,7 +241,7 @@ def open_cache(ap, path: str, what: str = "--features") -> FeatureCache:
     exit 2) where there is none or it holds no sample yet."""
     try:
         cache = FeatureCache(path)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         ap.error(str(e))
     if not len(cache):
         ap.error(f"{what} {path}: no cached samples yet (python -m tools.train.features fills it)")

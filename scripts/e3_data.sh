@@ -9,7 +9,8 @@
 # compressed) into the checkout ($KEEP, to commit), and a fresh cache starts from that copy.
 # DTYPE: the target's dtype, "auto" by default (bfloat16 where the CPU computes it natively, else
 # float32, measured): the answers are the target's own either way. THREADS: torch threads (default 1).
-# BATCH: prompts decoded together (default 32; 64 measured about as fast on the 2-core Zen 5).
+# BATCH: prompts decoded together (default 32; on the 2-core Zen 5, 64 at a time ran 60 answer tokens/s
+# against 53-64 for 32 in the same hour: within the machine's noise).
 # VOCAB=shipped: the feature cache takes the shipped head's draft vocabulary (its d2t), so a run
 # continued from that head carries every lm_head row over (TRAINING.md, twentieth section); by
 # default a new vocabulary is counted from the first answers.

@@ -252,6 +252,19 @@ def fresh_first_order(n: int, fresh_from: int, rng: random.Random) -> list[int]:
     return first + old[m:]
 
 
+def fresh_from_arg(text: str) -> str | int:
+    """``--fresh-from``: 'head' or a sample index (>= 0); anything else is argparse's one-line error."""
+    if text == "head":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a sample index or 'head'") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text}: a sample index (>= 0)")
+    return n
+
+
 def parse_aux_layers(ap: argparse.ArgumentParser, text: str | None) -> list[int] | None:
     """``--aux-layers``: three comma-separated layer ids (None when not given); bad input ends
     through ``ap.error`` with one line."""
@@ -325,6 +338,7 @@ def main(argv=None):
     ap.add_argument(
         "--fresh-from",
         default=None,
+        type=fresh_from_arg,
         help="with --features: the first epoch takes the cache's samples from this index on first, each beside an "
         "earlier one ('head': the --init-head's cache size)",
     )
@@ -356,6 +370,8 @@ def main(argv=None):
     if args.intermediate_size is not None and args.intermediate_size < 1:
         ap.error(f"--intermediate-size must be at least 1, got {args.intermediate_size}")
     aux_ids = parse_aux_layers(ap, args.aux_layers)
+    if args.fresh_from is not None and not args.features:
+        ap.error("--fresh-from: only with --features")
     cache = None
     if args.features:
         from tools.train.features import fingerprint, open_cache
@@ -465,21 +481,12 @@ def main(argv=None):
         keep = ("steps", "answer_tokens_seen", "samples_distilled", "minutes", "continued_from")
         lineage = {"path": str(args.init_head), **{k: was[k] for k in keep if k in was}}
         log(f"weights from {args.init_head} ({known} of {len(vocab)} draft ids' lm_head rows)", run_dir)
-    fresh_from = None
-    if args.fresh_from is not None:
-        if cache is None:
-            ap.error("--fresh-from: only with --features")
-        if args.fresh_from == "head":
-            if not lineage or "samples_distilled" not in lineage:
-                ap.error("--fresh-from head: needs an --init-head whose config records the cache size it was trained on")
-            fresh_from = int(lineage["samples_distilled"])
-        else:
-            try:
-                fresh_from = int(args.fresh_from)
-            except ValueError:
-                ap.error(f"--fresh-from {args.fresh_from!r}: a sample index or 'head'")
-            if fresh_from < 0:
-                ap.error("--fresh-from: a sample index (>= 0)")
+    fresh_from = args.fresh_from
+    if fresh_from == "head":
+        if not lineage or "samples_distilled" not in lineage:
+            ap.error("--fresh-from head: needs an --init-head whose config records the cache size it was trained on")
+        fresh_from = int(lineage["samples_distilled"])
+    if fresh_from is not None:
         log(f"first epoch: the {max(0, len(cache) - fresh_from)} samples from index {fresh_from} on first", run_dir)
     head.train()
     taps = AuxTaps(target, head.config.aux_layer_ids)

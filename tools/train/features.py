@@ -196,12 +196,12 @@ class FeatureCache:
         self.dir = dirs[0]
         self.samples: list[dict] = []
         self.bad: list[str] = []
-        for d in dirs:
+        for i, d in enumerate(dirs):
             if not (d / "meta.json").exists() or not (d / "vocab.json").exists():
                 raise FileNotFoundError(f"{d}: no feature cache (meta.json, vocab.json; python -m tools.train.features writes them)")
             meta = json.loads((d / "meta.json").read_text())
             vocab = json.loads((d / "vocab.json").read_text())["draft_to_target"]
-            if d == dirs[0]:
+            if i == 0:
                 self.meta, self.vocab = meta, vocab
             elif meta != self.meta or vocab != self.vocab:
                 what = "settings" if meta != self.meta else "draft vocabulary"

@@ -203,14 +203,38 @@ class FeatureCache:
             vocab = json.loads((d / "vocab.json").read_text())["draft_to_target"]
             if i == 0:
                 self.meta, self.vocab = meta, vocab
-            elif meta != self.meta or vocab != self.vocab:
-                what = "settings" if meta != self.meta else "draft vocabulary"
+            elif _settings(meta) != _settings(self.meta) or vocab != self.vocab:
+                what = "settings" if _settings(meta) != _settings(self.meta) else "draft vocabulary"
                 raise ValueError(f"{d}: its {what} differ from {dirs[0]}'s (caches read together must match)")
+            if "labels_of" in meta:
+                self.samples += self._relabelled(d, Path(meta["labels_of"]))
+                continue
             for p in shard_paths(d):
                 try:
                     self.samples += _load_shard(p)["samples"]
                 except Exception as e:  # a torn shard: the features command computes it again
                     self.bad.append(f"{os.path.basename(p)} ({type(e).__name__})")
+
+    def _relabelled(self, d: Path, base: Path) -> list[dict]:
+        """A label cache (tools/train/revocab.py): the base cache's samples with its targets, those
+        of the base shards it has labelled (the others are left out, named in ``bad``)."""
+        if not (base / "meta.json").exists():
+            raise FileNotFoundError(f"{d} labels {base}, which holds no feature cache")
+        out = []
+        for p in shard_paths(base):
+            lp = d / f"labels_{shard_index(p):05d}.pt"
+            try:
+                ss = _load_shard(p)["samples"]
+                if not lp.exists():
+                    self.bad.append(f"{os.path.basename(p)} (not labelled yet)")
+                    continue
+                lab = torch.load(lp, map_location="cpu", weights_only=True)
+                if lab.get("keys") != [s["key"] for s in ss]:
+                    raise ValueError("labels of other samples")
+                out += [{**s, **x} for s, x in zip(ss, lab["labels"])]
+            except Exception as e:
+                self.bad.append(f"{os.path.basename(p)} ({type(e).__name__})")
+        return out
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -234,6 +258,11 @@ class FeatureCache:
             "topk_ids": s["topk_ids"].long(),
             "topk_p": s["topk_p"].float(),
         }
+
+
+def _settings(meta: dict) -> dict:
+    """What caches read together must share: a label cache's own keys left out."""
+    return {k: v for k, v in meta.items() if k not in ("labels_of", "tail_check")}
 
 
 def open_cache(ap, path: str, what: str = "--features") -> FeatureCache:

@@ -88,14 +88,18 @@ def draft_vocabulary(target, samples: list[dict], size: int) -> tuple[list[int],
     for s in samples:
         _, ids = sample_ids(target, s)
         counts.update(ids[0].tolist())
-    size = min(size, target.vocab_size)
-    eos = sorted(target.eos_ids)
-    order = [t for t in eos if t < target.vocab_size][:1]
+    return ranked_vocabulary(counts, size, target.eos_ids, target.vocab_size), {str(k): v for k, v in counts.items()}
+
+
+def ranked_vocabulary(counts: Counter, size: int, eos_ids, vocab_size: int) -> list[int]:
+    """``size`` ids: the first EOS id, then the counted ids by count (then id), padded with the lowest
+    unused ids when fewer were counted."""
+    size = min(size, vocab_size)
+    order = [t for t in sorted(eos_ids) if t < vocab_size][:1]
     order += [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if t not in order]
     order = order[:size]
     used = set(order)
-    order += [t for t in range(target.vocab_size) if t not in used][: size - len(order)]
-    return order, {str(k): v for k, v in counts.items()}
+    return order + [t for t in range(vocab_size) if t not in used][: size - len(order)]
 
 
 @torch.no_grad()

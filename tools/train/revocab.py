@@ -48,18 +48,14 @@ LABELS = "labels_{:05d}.pt"
 
 # ---------------------------------------------------------------- the vocabulary
 def answer_vocabulary(samples: list[dict], size: int, eos_ids: list[int], vocab_size: int) -> tuple[list[int], dict]:
-    """The ``size`` most frequent ANSWER token ids of cached samples (``ids`` past ``prompt_len``):
-    the target's first EOS id first, then by count, then by id; padded with the lowest unused ids."""
+    """The ``size`` most frequent ANSWER token ids of cached samples (``ids`` past ``prompt_len``),
+    ranked as the trainer's draft vocabulary is (EOS first, padded when fewer); and the counts."""
+    from tools.train.eagle3 import ranked_vocabulary
+
     counts: Counter = Counter()
     for s in samples:
         counts.update(s["ids"][int(s["prompt_len"]) :].tolist())
-    size = min(size, vocab_size)
-    order = [t for t in sorted(eos_ids) if t < vocab_size][:1]
-    order += [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if t not in order]
-    order = order[:size]
-    used = set(order)
-    order += [t for t in range(vocab_size) if t not in used][: size - len(order)]
-    return order, {str(k): v for k, v in counts.items()}
+    return ranked_vocabulary(counts, size, eos_ids, vocab_size), {str(k): v for k, v in counts.items()}
 
 
 # ---------------------------------------------------------------- the tail of the target

@@ -587,7 +587,7 @@ def test_train_command_smoke_and_resume(tmp_path):
         "--ttt",
         "2",
         "--draft-vocab",
-        "16",
+        "8",
         "--vocab-samples",
         "6",
         "--answer-tokens",
@@ -605,7 +605,7 @@ def test_train_command_smoke_and_resume(tmp_path):
     assert "resuming from step 2" in logtxt and "step 3 loss" in logtxt and "saved" in logtxt
     voc = json.loads((run / "vocab.json").read_text())
     chosen, counts = voc["draft_to_target"], {int(k): v for k, v in voc["counts"].items()}
-    assert len(chosen) == 16 and len(counts) > 16
+    assert len(chosen) == 8 and len(counts) > 8
     low = min(counts.get(t, 0) for t in chosen[1:])  # chosen[0]: EOS, always in
     assert all(c <= low for t, c in counts.items() if t not in chosen)
     d = make_drafter(out, tgt)

@@ -348,7 +348,7 @@ def test_features_follow_a_growing_file(tmp_path, monkeypatch):
     th.join()
     assert len(calls) == 4 and len(FeatureCache(tmp_path / "feats")) == 4 and time.time() - t0 < 30
     counts = json.loads((tmp_path / "feats" / "vocab.json").read_text())["counts"]
-    assert sum(counts.values()) == sum(real_ids.shape[1] for real_ids in (e3.sample_ids(tgt, r)[1] for r in rows[:3]))
+    assert sum(counts.values()) == sum(ids.shape[1] - enc.length for enc, ids in (e3.sample_ids(tgt, r) for r in rows[:3]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Data: scenes (the project's generator) or a JSONL of {"image": path|null, "promp
 (tools.train.msd.SampleSource). Answers are self-distilled: the target's own greedy answer to
 each prompt (``--no-distill`` keeps the data's answers), so the head learns what the target
 says. The draft vocabulary (``--draft-vocab`` ids) is the most frequent tokens of
-``--vocab-samples`` samples of the same source (prompt + answer; ``--multimodal-share`` of them
+``--vocab-samples`` samples' answers (the tokens it drafts; ``--multimodal-share`` of them
 with an image whatever the curriculum), EOS always in.
 
 Per sample the frozen target runs once: its residual stream at the three aux layers (taps as
@@ -82,12 +82,14 @@ def sample_ids(target, sample: dict):
 
 
 def draft_vocabulary(target, samples: list[dict], size: int) -> tuple[list[int], dict]:
-    """The ``size`` most frequent token ids of the samples (EOS first, then by count, then by id),
-    padded with the lowest unused ids when the data holds fewer; and the counts."""
+    """The ``size`` most frequent ANSWER token ids of the samples, the tokens a head drafts (EOS
+    first, then by count, then by id), padded with the lowest unused ids when the data holds fewer;
+    and the counts. (Counting the prompts too held 95.6% of the coder head's held-out answer tokens
+    in 8192 ids, the answers alone 96.2%: thirty-fifth session.)"""
     counts: Counter = Counter()
     for s in samples:
-        _, ids = sample_ids(target, s)
-        counts.update(ids[0].tolist())
+        enc, ids = sample_ids(target, s)
+        counts.update(ids[0, enc.length :].tolist())
     return ranked_vocabulary(counts, size, target.eos_ids, target.vocab_size), {str(k): v for k, v in counts.items()}
 
 

@@ -406,6 +406,29 @@ def test_broken_checkpoints_fail_with_a_clear_message(case, tmp_path):
         make_drafter(path, tgt)
 
 
+def test_a_zero_embedding_placeholder_is_not_used(tmp_path):
+    """speculators 0.9 loads a head that stores no embed_tokens and saves it again with an all-zero
+    one (a placeholder it never filled; seen with the coder head: tau 1.88 -> 1.34 at a chain of 3).
+    The loader takes the target's embeddings instead, with a warning, so the proposals are the head's
+    as first saved (red when the zeros are used); its variants of the head's computation that this
+    loader does not implement are refused by name."""
+    tgt = load("llama")
+    path, _ = saved(tmp_path, tgt, draft_vocab=list(range(100)))
+    spec = DraftSpec("chain", gamma=3)
+    ref = drafted(generate(tgt, PROMPT, None, make_drafter(path, tgt), spec, max_new_tokens=8))
+    emb = tgt.model.get_input_embeddings().weight
+    _edit(path, weights=lambda sd: sd.__setitem__("embed_tokens.weight", torch.zeros(tuple(emb.shape))))
+    with pytest.warns(UserWarning, match="embed_tokens.weight is all zeros"):
+        d = make_drafter(path, tgt)
+    assert d.head.embed_tokens is None and d.head.config.meta["embed_tokens_ignored"] == "all zeros"
+    assert drafted(generate(tgt, PROMPT, None, d, spec, max_new_tokens=8)) == ref
+    for flag in ("norm_before_fc", "fc_norm", "norm_output"):
+        _edit(path, config=lambda c: c.update({flag: True}))
+        with pytest.raises(errors.ModelLoadError, match=f"{flag} heads .* not supported"):
+            make_drafter(path, tgt)
+        _edit(path, config=lambda c: c.update({flag: False}))
+
+
 def test_not_an_eagle3_directory(tmp_path):
     tgt = load("llama")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))

@@ -13,6 +13,7 @@ call ``save_head`` / ``load_head``; docs/eagle3.md has the tables.
 from __future__ import annotations
 
 import json
+import warnings
 import os
 
 import torch
@@ -100,6 +101,18 @@ def load_head(cls, path: str, dtype=torch.float32):
             if k.startswith(old):
                 k = new + k[len(old) :]
         sd[k] = v
+    emb = sd.get("embed_tokens.weight")
+    if emb is not None and (not bool(torch.isfinite(emb).all()) or not bool(emb.any())):
+        # a placeholder, not embeddings: speculators 0.9 saves its never-loaded embed_tokens as zeros
+        # when a head that stores none is loaded with from_pretrained and saved again. Drafting from
+        # it stays lossless but proposes almost nothing, so the target's embeddings are used instead.
+        del sd["embed_tokens.weight"]
+        config.meta["embed_tokens_ignored"] = "all zeros" if bool(torch.isfinite(emb).all()) else "not finite"
+        warnings.warn(
+            f"{path}: its embed_tokens.weight is {config.meta['embed_tokens_ignored']} (a placeholder saved for "
+            "embeddings never loaded): the target's embeddings are used instead",
+            stacklevel=2,
+        )
     config.fc_bias = "fc.bias" in sd
     config.qk_norm = "layers.0.self_attn.q_norm.weight" in sd
     config.embed = "embed_tokens.weight" in sd
@@ -197,8 +210,14 @@ def parse_config(cfg: dict, path: str = "") -> tuple[Eagle3Config, list[tuple[st
             "speculative_tokens": methods[0].get("speculative_tokens", 3),
             "format": "speculators",
         }
-        if cfg.get("norm_before_fc"):
-            raise ValueError(f"{path}: norm_before_fc heads (an RMSNorm over the fused taps) are not supported yet")
+        # speculators 0.9's variants of the head's computation (written False by its own saves)
+        for flag, what in (
+            ("norm_before_fc", "an RMSNorm over the fused taps"),
+            ("fc_norm", "an RMSNorm over each tap before fc"),
+            ("norm_output", "the normed hidden state fed back across draft steps"),
+        ):
+            if cfg.get(flag):
+                raise ValueError(f"{path}: {flag} heads ({what}) are not supported yet")
     elif "draft_vocab_size" in cfg and any("Eagle3" in a for a in cfg.get("architectures") or []):
         layer_d = {k: v for k, v in cfg.items() if k not in ("architectures", "draft_vocab_size", "eagle_config")}
         ec = cfg.get("eagle_config") or {}

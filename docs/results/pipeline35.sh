@@ -23,3 +23,13 @@ $PY -m tools.train heldout --target $T --features $R/feats_heldout \
   --heads $R/head_33a,$R/head_34a,$R/head_35a --steps 3 --max-new 64 --autocast bfloat16 --threads 2 \
   --json $R/heldout35.json
 date
+# then 35b: 35a continued for MINUTES_B on the same relabelled cache (a second pass at a fresh learning
+# rate), and the walk of 35a and 35b
+[ -s $R/head_35b/model.safetensors ] || $PY -m tools.train eagle3 --target $T --init-head $R/head_35a --init-from-target \
+  --ttt 3 --batch 4 --lr 5e-5 --intermediate-size 2048 --autocast bfloat16 --threads 2 --minutes ${MINUTES_B:-40} \
+  --checkpoint-every 300 --heldout $R/feats_heldout --heldout-every 900 --seed 36 \
+  --features $R/feats_v35 --run-dir $R/run35b --out $R/head_35b
+$PY -m tools.train heldout --target $T --features $R/feats_heldout \
+  --heads $R/head_33a,$R/head_35a,$R/head_35b --steps 3 --max-new 64 --autocast bfloat16 --threads 2 \
+  --json $R/heldout35b.json
+date

@@ -113,6 +113,26 @@ def test_a_stopped_run_goes_on(base, capsys):
         revocab(tgt, tmp / "feats", tmp / "v2", "--draft-vocab", "12")
 
 
+def test_bad_input_gets_a_message(base, tmp_path, capsys):
+    """Bad options end with one line, before any label is written: no vocabulary or both, a --vocab
+    file that is missing or not a vocab.json, --out the base itself."""
+    tgt, tmp = base
+    (tmp / "bad.json").write_text('{"ids": [1, 2]}')
+    for extra, msg in (
+        ([], "give one of --draft-vocab"),
+        (["--draft-vocab", "8", "--vocab", str(tmp / "bad.json")], "give one of --draft-vocab"),
+        (["--vocab", str(tmp / "missing.json")], "not a vocab.json"),
+        (["--vocab", str(tmp / "bad.json")], "not a vocab.json"),
+    ):
+        with pytest.raises(SystemExit):
+            revocab(tgt, tmp / "feats", tmp / "v2", *extra)
+        assert msg in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        revocab(tgt, tmp / "feats", tmp / "feats", "--draft-vocab", "8")
+    assert "another directory" in capsys.readouterr().err
+    assert not list(tmp.glob("v2/labels_*.pt"))
+
+
 def test_image_samples_are_refused(tmp_path):
     tgt = load("llava")
     tiny_image().save(tmp_path / "img.png")

@@ -13,8 +13,8 @@ call ``save_head`` / ``load_head``; docs/eagle3.md has the tables.
 from __future__ import annotations
 
 import json
-import warnings
 import os
+import warnings
 
 import torch
 

@@ -5,7 +5,7 @@
     python -m tools.train eagle3 --target T --features runs/e3_real/feats_v2 --init-head H --init-from-target ...
 
 The draft vocabulary of a feature cache (``tools.train.features``) is fixed before its first sample,
-from the first ``--vocab-samples`` rows (prompt and answer tokens). A cache that has grown since
+from the first ``--vocab-samples`` rows (their prompts counted too, before the thirty-fifth session). A cache that has grown since
 holds a better one: the most frequent ANSWER tokens of all its samples, the tokens a head drafts.
 Its top-k targets are over the old vocabulary, though, and computing the cache again costs a whole
 prefill per sample (hours for millions of tokens on a CPU).
@@ -47,14 +47,20 @@ LABELS = "labels_{:05d}.pt"
 
 
 # ---------------------------------------------------------------- the vocabulary
-def answer_vocabulary(samples: list[dict], size: int, eos_ids: list[int], vocab_size: int) -> tuple[list[int], dict]:
-    """The ``size`` most frequent ANSWER token ids of cached samples (``ids`` past ``prompt_len``),
-    ranked as the trainer's draft vocabulary is (EOS first, padded when fewer); and the counts."""
-    from tools.train.eagle3 import ranked_vocabulary
-
+def answer_counts(samples: list[dict]) -> Counter:
+    """How often each ANSWER token id (``ids`` past ``prompt_len``) occurs in cached samples."""
     counts: Counter = Counter()
     for s in samples:
         counts.update(s["ids"][int(s["prompt_len"]) :].tolist())
+    return counts
+
+
+def answer_vocabulary(samples: list[dict], size: int, eos_ids: list[int], vocab_size: int) -> tuple[list[int], dict]:
+    """The ``size`` most frequent answer token ids of cached samples, ranked as the trainer's draft
+    vocabulary is (EOS first, padded when fewer); and the counts."""
+    from tools.train.eagle3 import ranked_vocabulary
+
+    counts = answer_counts(samples)
     return ranked_vocabulary(counts, size, eos_ids, vocab_size), {str(k): v for k, v in counts.items()}
 
 
@@ -81,14 +87,17 @@ class Tail:
         return h[0]
 
 
+def answer_logits(tail: Tail, sample: dict, lm_w, lm_b) -> torch.Tensor:
+    """The target's logits over a vocabulary (``lm_w``: its output rows) at the rows that predict
+    answer tokens, from the sample's cached residual at the tail's layer (``aux``'s last block)."""
+    plen, T = int(sample["prompt_len"]), sample["ids"].shape[0]
+    hidden = tail.hidden(sample["aux"][:, -lm_w.shape[1] :].float())
+    return draft_logits(lm_w, lm_b, hidden[plen - 1 : T - 1])
+
+
 def labels_for(tail: Tail, sample: dict, lm_w, lm_b, k: int) -> dict:
-    """The top ``k`` of the target's distribution over a vocabulary (``lm_w``: its output rows) at
-    the rows that predict answer tokens, from the sample's cached residual at the tail's layer."""
-    H = lm_w.shape[1]
-    ids, plen = sample["ids"], int(sample["prompt_len"])
-    resid = sample["aux"][:, -H:].float()
-    hidden = tail.hidden(resid)
-    tk_ids, tk_p = sparse_targets(draft_logits(lm_w, lm_b, hidden[plen - 1 : ids.shape[0] - 1]), k)
+    """The top ``k`` of that distribution, as the features command records it."""
+    tk_ids, tk_p = sparse_targets(answer_logits(tail, sample, lm_w, lm_b), k)
     return {"topk_ids": tk_ids, "topk_p": tk_p.half()}
 
 
@@ -99,9 +108,7 @@ def check_tail(tail: Tail, samples: list[dict], lm_w, lm_b, min_top1: float = 0.
     agree = rows = 0
     worst = 0.0
     for s in samples:
-        H = lm_w.shape[1]
-        plen, T = int(s["prompt_len"]), s["ids"].shape[0]
-        p = torch.softmax(draft_logits(lm_w, lm_b, tail.hidden(s["aux"][:, -H:].float())[plen - 1 : T - 1]), -1)
+        p = torch.softmax(answer_logits(tail, s, lm_w, lm_b), -1)
         ids, rec = s["topk_ids"].long(), s["topk_p"].float()
         agree += int((p.argmax(-1) == ids[:, 0]).sum())
         rows += ids.shape[0]
@@ -167,16 +174,22 @@ def main(argv=None) -> int:
     # ---- the vocabulary
     out.mkdir(parents=True, exist_ok=True)
     vocab_path = out / "vocab.json"
+    from tools.train.eagle3 import ranked_vocabulary
+
+    answer = answer_counts(samples)
     if args.vocab:
-        vocab = [int(t) for t in json.loads(Path(args.vocab).read_text())["draft_to_target"]]
+        try:
+            vocab = [int(t) for t in json.loads(Path(args.vocab).read_text())["draft_to_target"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--vocab {args.vocab}: not a vocab.json with a 'draft_to_target' list of ids ({type(e).__name__}: {e})")
         counts: dict = {}
     else:
-        vocab, counts = answer_vocabulary(samples, args.draft_vocab, list(target.eos_ids), target.vocab_size)
+        vocab = ranked_vocabulary(answer, args.draft_vocab, list(target.eos_ids), target.vocab_size)
+        counts = {str(k): v for k, v in answer.items()}
     if len(set(vocab)) != len(vocab) or not all(0 <= t < target.vocab_size for t in vocab):
         ap.error(f"the draft vocabulary must be distinct ids of the target's vocabulary (0..{target.vocab_size - 1})")
     if vocab_path.exists() and json.loads(vocab_path.read_text())["draft_to_target"] != vocab:
         ap.error(f"{out} holds labels over another draft vocabulary: another --out (or remove it)")
-    answer = Counter(t for s in samples for t in s["ids"][int(s["prompt_len"]) :].tolist())
     total = sum(answer.values())
 
     def held(v) -> float:

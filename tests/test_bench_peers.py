@@ -44,6 +44,25 @@ def test_the_bound_is_bandwidth_over_bytes():
     assert bench_bound.bandwidth(mib=16, passes=2) > 0
 
 
+def test_a_prompt_position_costs_the_decoders_products_and_the_head_once(text_model):
+    model = AutoModelForCausalLM.from_pretrained(text_model)
+    per, once = bench_bound.macs_per_token(model)
+    layers = [m for m in model.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert per == sum(m.weight.numel() for m in layers) and layers
+    assert once == model.lm_head.weight.numel()
+    assert bench_bound.product_rate(model, rows=8, passes=2) > 0
+
+
+def test_the_run_bound_pays_each_prompt_then_a_read_a_token():
+    # a step reads 1000 B at 10 kB/s: 0.1 s; a position costs 100 multiply-adds, the head 50, at 10 k/s
+    b = bench_bound.run_bound([(10, 5), (0, 3), (20, 0)], 1000, 1e4, (100, 50), 1e4)
+    # prompt of 10: 1050 / 1e4 = 0.105 s (more than a read); of 0: one read, 0.1 s; a run without tokens adds nothing
+    assert b["prefill_floor_s"] == pytest.approx(0.205)
+    assert b["steps_floor_s"] == pytest.approx((4 + 2) * 0.1)
+    assert b["tok_s"] == pytest.approx(8 / 0.805, abs=0.01)
+    assert b["prompt_tokens"] == 10 and b["new_tokens"] == 8
+
+
 def test_peer_configs_map_model_folders_and_ngram(tmp_path):
     cfgs = peers.peer_configs([str(tmp_path), "ngram", "msd"], [2, 4])
     ids = [c["id"] for c in cfgs]
@@ -112,6 +131,13 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     line = next(ln for ln in table.splitlines() if ln.startswith("Past the prompt"))
     tps = 1e3 / m["step_cost_ar_ms"]
     assert f"{tps:.2f} tok/s, {tps / res['bound']['bound_tok_s']:.0%} of the bound" in line, line
+    # ours with the prompts: the whole runs' bound, from the same runs' prompt and output lengths
+    run = res["bound"]["run"]
+    assert run["new_tokens"] == m["new_tokens_ar"] and run["prompt_tokens"] > 0
+    step = res["bound"]["bytes_per_step"] / (res["bound"]["bandwidth_gbs"] * 1e9)
+    assert run["steps_floor_s"] == pytest.approx((m["new_tokens_ar"] - m["runs"]) * step, rel=0.01)
+    line = next(ln for ln in table.splitlines() if ln.startswith("With their prompts"))
+    assert f"{m['tokens_per_s_ar'] / run['tok_s']:.0%} of that" in line and f"{run['prompt_tokens']} tokens" in line, line
     assert "| vllm ngram k=3 |" in table and "| 1/2 |" in table
     # acceptance as vLLM counts it, ours beside vLLM's, as many positions as vLLM drafted
     row = next(ln for ln in table.splitlines() if ln.startswith("| vllm ngram k=3 |"))

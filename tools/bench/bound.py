@@ -11,6 +11,18 @@ absolute answer beside the ratios.
     bandwidth()             bytes/s of a torch reduction over a buffer far larger than the caches,
                             the fastest of several passes (a busy machine only slows a pass down;
                             the bound is an upper one), with this process's thread count
+
+A run's tok/s also pays for its prompt. A prefill multiplies every prompt position by the weights:
+it reads them once and is bound by the arithmetic. So a whole run has a bound too (``run_bound``):
+each prompt's multiply-adds at the fastest rate the machine's own product reaches on the target's
+shapes (``product_rate``: the torch sum's counterpart), or one read of the weights if that is
+longer, then one read of the weights per further token:
+
+    macs_per_token(model)   multiply-adds of the decoder's weight matrices for one prompt position,
+                            and the output layer's, computed once (for the last position)
+    product_rate(model)     multiply-adds/s of a product of many rows by the largest weight matrix,
+                            in the model's dtype, the fastest of several passes
+    run_bound(runs, ...)    tok/s no decoder exceeds on these (prompt tokens, new tokens) runs
 """
 
 from __future__ import annotations
@@ -50,6 +62,65 @@ def bandwidth(mib: int = 512, passes: int = 7) -> float:
         x.sum()
         ts.append(time.perf_counter() - t0)
     return x.numel() * 4 / min(ts)
+
+
+def _weights(model: nn.Module) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The decoder's 2-D weight matrices (each once; the output layer apart) and the output layer's."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = out.weight if out is not None else None
+    body = model.get_decoder() if hasattr(model, "get_decoder") else model  # a VLM: its language model
+    seen, mats = {id(head)}, []
+    for mod in body.modules():
+        if isinstance(mod, nn.Linear) and id(mod.weight) not in seen:
+            seen.add(id(mod.weight))
+            mats.append(mod.weight)
+    return mats, head
+
+
+def macs_per_token(model: nn.Module) -> tuple[int, int]:
+    """(per prompt position, once per prompt): the multiply-adds of the decoder's linear layers for one
+    position, and of the output layer (a prefill computes only the last position's logits). The
+    attention's own products are left out: the bound they would raise is only made lower."""
+    mats, head = _weights(model)
+    return sum(w.numel() for w in mats), (head.numel() if head is not None else 0)
+
+
+@torch.inference_mode()
+def product_rate(model: nn.Module, rows: int = 256, passes: int = 5) -> float:
+    """Multiply-adds/s of ``rows`` rows by the model's largest weight matrix (a prefill's product), in its
+    dtype, with torch's own product (the fastest the library reaches, as a prefill runs): the fastest of
+    ``passes`` after one untimed pass. Random values of the same shape: the product's cost does not
+    depend on them."""
+    mats, head = _weights(model)
+    big = max(mats or [head], key=lambda w: w.numel())
+    w = torch.randn(big.shape, dtype=torch.float32).to(big.dtype)
+    x = torch.randn(rows, big.shape[1], dtype=torch.float32).to(big.dtype)
+    torch.nn.functional.linear(x, w)
+    ts = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        ts.append(time.perf_counter() - t0)
+    return rows * w.numel() / min(ts)
+
+
+def run_bound(runs: list[tuple[int, int]], weight_bytes: int, bw: float, macs: tuple[int, int], rate: float) -> dict:
+    """The tok/s bound of whole runs, prompt included: ``runs`` are (prompt tokens, new tokens). A run's
+    floor is its prefill (the prompt's multiply-adds at ``rate``, at least one read of the weights),
+    which yields the first new token, and one read of the weights for each further one."""
+    step = weight_bytes / bw
+    prefill = [max((p * macs[0] + macs[1]) / rate, step) for p, n in runs if n]
+    floor = sum(prefill) + sum((n - 1) * step for p, n in runs if n)
+    tokens = sum(n for _, n in runs)
+    return {
+        "tok_s": round(tokens / floor, 2) if floor else None,
+        "prefill_floor_s": round(sum(prefill), 6),
+        "steps_floor_s": round(floor - sum(prefill), 6),
+        "prompt_tokens": sum(p for p, n in runs if n),
+        "new_tokens": tokens,
+        "macs_per_token": macs[0],
+        "product_rate_gmacs": round(rate / 1e9, 1),
+    }
 
 
 def bound(model: nn.Module, bw: float | None = None) -> dict:

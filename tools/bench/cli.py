@@ -21,7 +21,7 @@ from core.cli.shape import add_shape_flags
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError
-from .bound import bandwidth, bound as plain_bound
+from .bound import bandwidth, bound as plain_bound, macs_per_token, product_rate, run_bound
 from .measure import divergence, log, run_config, visual_meta
 from .peers import peer_ks, peer_prompts, vllm_peers, vllm_python
 from .profiling import profile
@@ -283,6 +283,9 @@ def bench(args) -> dict:
         reads.append(bandwidth())
         results["bound"] = plain_bound(tgt.model, max(reads))
         results["bound"]["bandwidth_samples_gbs"] = [round(r / 1e9, 2) for r in reads]
+        runs = [(x["prompt_tokens"], x["new_tokens"]) for r in first_records or [] for x in r["ar"]]
+        b = results["bound"]
+        results["bound"]["run"] = run_bound(runs, b["bytes_per_step"], max(reads), macs_per_token(tgt.model), product_rate(tgt.model))
         log(
             args,
             f"bound: {results['bound']['bound_tok_s']} tok/s ({results['bound']['bandwidth_gbs']} GB/s over {results['bound']['bytes_per_step'] / 1e9:.2f} GB per step; "

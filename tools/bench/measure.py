@@ -36,6 +36,7 @@ def run_record(trace: Trace) -> dict:
         "tokens": list(trace.output),
         "margins": trace.margins(),
         "new_tokens": summary["new_tokens"],
+        "prompt_tokens": trace.prompt_tokens,
         "steps": steps,
         "forwards": summary["target_forwards"],
         "accepted": summary["accepted_per_step"] * steps,

@@ -188,6 +188,22 @@ def past_prompt(m: dict, b: dict | None) -> str:
     reads = f" Its step reads {screened / 1e9:.2f} GB: the lm_head's int8 copy in place of the head (core/screen.py)." if screened else ""
     return (
         f"\nPast the prompt our plain step costs {step:.1f} ms: {tps:.2f} tok/s, {tps / b['bound_tok_s']:.0%} of the bound{part}.{reads}\n"
+        + with_prompts(m, b)
+    )
+
+
+def with_prompts(m: dict, b: dict) -> str:
+    """Our plain decoding, prompts included, against the bound of whole runs (``bound.run_bound``): each
+    prompt's multiply-adds at the fastest product rate measured here, then a read of the weights a token."""
+    r = b.get("run") or {}
+    tps = m.get("tokens_per_s_ar")
+    if not (r.get("tok_s") and tps):
+        return ""
+    return (
+        f"With their prompts ({r['prompt_tokens']} tokens at {r['macs_per_token'] / 1e9:.2f} G multiply-adds each; the "
+        f"target's products reach {r['product_rate_gmacs']:g} G/s here, so the prefills take at least "
+        f"{r['prefill_floor_s']:.2f} s and the {r['new_tokens']} tokens' steps {r['steps_floor_s']:.2f} s), these runs cannot "
+        f"exceed {r['tok_s']:.2f} tok/s: our plain decoding reached {tps / r['tok_s']:.0%} of that.\n"
     )
 
 

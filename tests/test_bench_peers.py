@@ -139,6 +139,17 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     line = next(ln for ln in table.splitlines() if ln.startswith("With their prompts"))
     assert f"{m['tokens_per_s_ar'] / run['tok_s']:.0%} of that" in line and f"{run['prompt_tokens']} tokens" in line, line
     assert "| vllm ngram k=3 |" in table and "| 1/2 |" in table
+    # each decoder against the bound of its own runs: vLLM's from its prompts and output lengths
+    assert [n for _, n in plain["lengths"]] == [3, 3]  # the fake worker's outputs; the prompts are ours
+    assert sum(p for p, _ in plain["lengths"]) == run["prompt_tokens"]
+    b = res["bound"]
+    macs, rate = (run["macs_per_token"], run["macs_head"]), run["product_rate_gmacs"] * 1e9
+    mine = bench_bound.run_bound([tuple(x) for x in plain["lengths"]], b["bytes_per_step"], b["bandwidth_gbs"] * 1e9, macs, rate)
+    assert plain["run_bound_tok_s"] == pytest.approx(mine["tok_s"])
+    cells = [c.strip() for c in next(ln for ln in table.splitlines() if ln.startswith("| vllm plain |")).split("|")[1:-1]]
+    assert cells[3] == f"{plain['tokens_per_s'] / plain['run_bound_tok_s']:.0%}", cells
+    cells = [c.strip() for c in next(ln for ln in table.splitlines() if ln.startswith("| ours, plain |")).split("|")[1:-1]]
+    assert cells[3] == f"{m['tokens_per_s_ar'] / run['tok_s']:.0%}", cells
     # acceptance as vLLM counts it, ours beside vLLM's, as many positions as vLLM drafted
     row = next(ln for ln in table.splitlines() if ln.startswith("| vllm ngram k=3 |"))
     assert row.endswith("| 2.50 | 0.80 0.50 0.20 0.00 |"), row
@@ -146,6 +157,16 @@ def test_peers_in_the_bench_results_and_table(text_model, fake_venv, tmp_path, c
     cells = [c.strip() for c in ours.split("|")[1:-1]]
     mal, by_pos = m["mean_accepted_length"], m["acceptance_by_position"]
     assert cells[-2:] == ["" if mal is None else f"{mal:.2f}", " ".join(f"{x:.2f}" for x in by_pos[:4])], ours
+
+
+def test_the_table_shows_each_decoder_against_both_bounds():
+    bound = {"bound_tok_s": 100.0, "run": {"tok_s": 50.0}}
+    ours = {"plain": 45.0, "spec": {"chain": {"tokens_per_s_spec": 60.0, "exact": {"matched": 1, "n": 2}}}}
+    table = peers.markdown([{"id": "vllm plain", "tokens_per_s": 40.0, "n": 1, "run_bound_tok_s": 80.0}], ours, bound)
+    cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in table.splitlines()[2:]}
+    assert cells["ours, plain"][1:3] == ["45%", "90%"]
+    assert cells["vllm plain"][1:3] == ["40%", "50%"]  # its own runs' bound, not ours
+    assert cells["ours, chain"][1:3] == ["60%", ""]  # outputs unlike plain: not the plain runs' lengths
 
 
 def test_a_peer_that_fails_is_reported_and_the_bench_goes_on(text_model, fake_venv, tmp_path):

@@ -119,8 +119,19 @@ def run_bound(runs: list[tuple[int, int]], weight_bytes: int, bw: float, macs: t
         "prompt_tokens": sum(p for p, n in runs if n),
         "new_tokens": tokens,
         "macs_per_token": macs[0],
+        "macs_head": macs[1],
         "product_rate_gmacs": round(rate / 1e9, 1),
     }
+
+
+def run_bound_like(runs: list[tuple[int, int]], bound: dict) -> float | None:
+    """``run_bound``'s tok/s for other runs (a peer's: its own prompt and output lengths) on the machine
+    and target measured in ``bound`` (the bench's results["bound"], with its "run")."""
+    r = bound.get("run") or {}
+    if "macs_head" not in r:
+        return None
+    rate = r["product_rate_gmacs"] * 1e9
+    return run_bound(runs, bound["bytes_per_step"], bound["bandwidth_gbs"] * 1e9, (r["macs_per_token"], r["macs_head"]), rate)["tok_s"]
 
 
 def bound(model: nn.Module, bw: float | None = None) -> dict:

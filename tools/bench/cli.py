@@ -21,7 +21,7 @@ from core.cli.shape import add_shape_flags
 from .aggregate import summarize
 from .configs import build_configs, check_ref
 from .errors import BenchError
-from .bound import bandwidth, bound as plain_bound, macs_per_token, product_rate, run_bound
+from .bound import bandwidth, bound as plain_bound, macs_per_token, product_rate, run_bound, run_bound_like
 from .measure import divergence, log, run_config, visual_meta
 from .peers import peer_ks, peer_prompts, vllm_peers, vllm_python
 from .profiling import profile
@@ -313,6 +313,9 @@ def bench(args) -> dict:
             log(args, f"our models released: this process holds {held:.1f} GB before vLLM loads")
             results["resident_gb_before_peers"] = round(held, 2)
         results["peers"] = vllm_peers(args, str(target_name), prompts, ours_plain, lambda s: log(args, s))
+        for p in results["peers"]:  # each peer's own bound of whole runs: its prompts and output lengths
+            if p.get("lengths") and results.get("bound"):
+                p["run_bound_tok_s"] = run_bound_like([tuple(x) for x in p["lengths"]], results["bound"])
     results["meta"] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": target_name,

@@ -141,6 +141,8 @@ def vllm_peers(args, target: str, prompts: list[list[int]], ours_plain: list[lis
         if cfg["speculative"] is None:
             plain = res
         s = {"id": cfg["id"], **summarize_peer(res, plain if cfg["speculative"] else None, ours_plain)}
+        if "error" not in s:  # (prompt tokens, new tokens) a run: its own bound of whole runs (bench.bound)
+            s["lengths"] = [[len(p), len(r["tokens"])] for p, r in zip(prompts, res["runs"])]
         log(f"    failed: {s['error']}" if "error" in s else f"    {s['tokens_per_s']} tok/s")
         out.append(s)
     return out
@@ -150,33 +152,40 @@ def markdown(peers: list[dict], ours: dict, bound: dict | None) -> str:
     """The peers' table: tok/s, share of the bound, ratios to ours, identity, and acceptance as vLLM
     counts it (``ours["spec"]``: our configurations' metrics, ``aggregate.by_position``)."""
     lines = [
-        "| decoder | tok/s | share of bound | vs our plain | same as its plain | same as our plain | mean accepted length | accepted by position |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| decoder | tok/s | share of bound | of its runs' bound | vs our plain | same as its plain | same as our plain | mean accepted length | accepted by position |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     bt = (bound or {}).get("bound_tok_s")
+    ours_run = ((bound or {}).get("run") or {}).get("tok_s")
     shown = max([len(p.get("acceptance_by_position") or []) for p in peers] or [0]) or SHOWN_POSITIONS
 
-    def row(name, tps, same_own="", same_ours="", acc=None):
+    def row(name, tps, same_own="", same_ours="", acc=None, run_bt=None):
         share = f"{tps / bt:.0%}" if (tps and bt) else ""
+        whole = f"{tps / run_bt:.0%}" if (tps and run_bt) else ""
         rel = f"{tps / ours['plain']:.2f}x" if (tps and ours.get("plain")) else ""
         acc = acc or {}
         mal = acc.get("mean_accepted_length")
         mal = "" if mal is None else f"{mal:.2f}"
         pos = " ".join(f"{x:.2f}" for x in (acc.get("acceptance_by_position") or [])[:shown])
         lines.append(
-            f"| {name} | {tps:.2f} | {share} | {rel} | {same_own} | {same_ours} | {mal} | {pos} |"
+            f"| {name} | {tps:.2f} | {share} | {whole} | {rel} | {same_own} | {same_ours} | {mal} | {pos} |"
             if tps
-            else f"| {name} | failed |  |  |  |  |  |  |"
+            else f"| {name} | failed |  |  |  |  |  |  |  |"
         )
 
-    row("ours, plain", ours.get("plain"))
+    row("ours, plain", ours.get("plain"), run_bt=ours_run)
     for cid, m in ours.get("spec", {}).items():
-        row(f"ours, {cid}", m.get("tokens_per_s_spec"), acc=m)
+        row(
+            f"ours, {cid}",
+            m.get("tokens_per_s_spec"),
+            acc=m,
+            run_bt=ours_run if (m.get("exact") or {}).get("matched") == (m.get("exact") or {}).get("n", -1) else None,
+        )
     for p in peers:
         if "error" in p:
-            lines.append(f"| {p['id']} | failed: {p['error'][:120]} |  |  |  |  |  |  |")
+            lines.append(f"| {p['id']} | failed: {p['error'][:120]} |  |  |  |  |  |  |  |")
             continue
         own = f"{p['same_as_vllm_plain']}/{p['n']}" if "same_as_vllm_plain" in p else ""
         ours_same = f"{p['same_as_ours_plain']}/{p['n']}" if "same_as_ours_plain" in p else ""
-        row(p["id"], p["tokens_per_s"], own, ours_same, p)
+        row(p["id"], p["tokens_per_s"], own, ours_same, p, p.get("run_bound_tok_s"))
     return "\n".join(lines)

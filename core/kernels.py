@@ -124,6 +124,15 @@ def available(path: str, dtype: torch.dtype = torch.float32) -> bool:
     return path == "bf16" and dtype == torch.float32
 
 
+LIBRARY = ("dense", "onednn", "packed")  # the library's products: any row count, the weights' own numbers
+
+
+def library_products(w: torch.Tensor) -> list[tuple[str, object, torch.Tensor]]:
+    """(path, fn(x, weight, bias), the weight it reads) for each library product available for ``w``'s
+    dtype: what a prompt's rows may run on (``tools.bench.bound.product_rate`` times them all)."""
+    return [(p, PATHS[p], _pack(w) if p == "packed" else w) for p in LIBRARY if available(p, w.dtype)]
+
+
 @functools.cache
 def _runs(fn, dtype: torch.dtype) -> bool:
     """Does this CPU run ``fn`` in ``dtype``? (oneDNN has no bf16 inner product without AVX512.)"""

@@ -53,6 +53,22 @@ def test_a_prompt_position_costs_the_decoders_products_and_the_head_once(text_mo
     assert bench_bound.product_rate(model, rows=8, passes=2) > 0
 
 
+def test_the_product_rate_is_the_fastest_library_product(text_model, monkeypatch):
+    """An upper bound takes the fastest product a prompt may run on (oneDNN's packed float32 product ran
+    2.6x F.linear's on the Zen 5 EPYC): here a slow and an instant stand-in, the slow one listed first."""
+    import time as _time
+
+    from core import kernels
+
+    model = AutoModelForCausalLM.from_pretrained(text_model)
+    assert [p for p, _, _ in kernels.library_products(model.lm_head.weight)][0] == "dense"
+    slow = lambda x, w, b: _time.sleep(0.05)
+    fast = lambda x, w, b: None
+    monkeypatch.setattr(kernels, "library_products", lambda w: [("slow", slow, w), ("fast", fast, w)])
+    big = max(m.weight.numel() for m in model.model.modules() if isinstance(m, torch.nn.Linear))
+    assert bench_bound.product_rate(model, rows=8, passes=2) > 8 * big / 0.05
+
+
 def test_the_run_bound_pays_each_prompt_then_a_read_a_token():
     # a step reads 1000 B at 10 kB/s: 0.1 s; a position costs 100 multiply-adds, the head 50, at 10 k/s
     b = bench_bound.run_bound([(10, 5), (0, 3), (20, 0)], 1000, 1e4, (100, 50), 1e4)

@@ -69,6 +69,15 @@ def test_the_product_rate_is_the_fastest_library_product(text_model, monkeypatch
     assert bench_bound.product_rate(model, rows=8, passes=2) > 8 * big / 0.05
 
 
+def test_no_product_rate_without_weight_matrices():
+    class Bare(torch.nn.Module):  # nothing a prefill would multiply: no rate, and no whole-run bound
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(4))
+
+    assert bench_bound.product_rate(Bare()) is None
+
+
 def test_the_run_bound_pays_each_prompt_then_a_read_a_token():
     # a step reads 1000 B at 10 kB/s: 0.1 s; a position costs 100 multiply-adds, the head 50, at 10 k/s
     b = bench_bound.run_bound([(10, 5), (0, 3), (20, 0)], 1000, 1e4, (100, 50), 1e4)

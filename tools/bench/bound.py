@@ -80,23 +80,27 @@ def _weights(model: nn.Module) -> tuple[list[torch.Tensor], torch.Tensor | None]
 def macs_per_token(model: nn.Module) -> tuple[int, int]:
     """(per prompt position, once per prompt): the multiply-adds of the decoder's linear layers for one
     position, and of the output layer (a prefill computes only the last position's logits). The
-    attention's own products are left out: the bound they would raise is only made lower."""
+    attention's own products are left out: without them a prefill's floor is lower, so the bound stays
+    an upper one."""
     mats, head = _weights(model)
     return sum(w.numel() for w in mats), (head.numel() if head is not None else 0)
 
 
 @torch.inference_mode()
-def product_rate(model: nn.Module, rows: int = 256, passes: int = 5) -> float:
+def product_rate(model: nn.Module, rows: int = 256, passes: int = 5) -> float | None:
     """Multiply-adds/s of ``rows`` rows by the model's largest weight matrix (a prefill's product), in its
     dtype: the fastest of the library's products the engine may run (``F.linear``; oneDNN's on the
     dense weight and on a copy packed in its layout: ``core.kernels``), each the fastest of ``passes``
     after one untimed pass. An upper bound needs the fastest: on the Zen 5 EPYC oneDNN's packed float32
     product ran 246 G/s where ``F.linear`` (MKL) ran 94. Random values of the same shape: the product's
-    cost does not depend on them."""
+    cost does not depend on them. None for a model without weight matrices to time."""
     from core import kernels
 
     mats, head = _weights(model)
-    big = max(mats or [head], key=lambda w: w.numel())
+    mats = mats or ([head] if head is not None else [])
+    if not mats:
+        return None
+    big = max(mats, key=lambda w: w.numel())
     w = torch.randn(big.shape, dtype=torch.float32).to(big.dtype)
     x = torch.randn(rows, big.shape[1], dtype=torch.float32).to(big.dtype)
     best = float("inf")

@@ -284,8 +284,10 @@ def bench(args) -> dict:
         results["bound"] = plain_bound(tgt.model, max(reads))
         results["bound"]["bandwidth_samples_gbs"] = [round(r / 1e9, 2) for r in reads]
         runs = [(x["prompt_tokens"], x["new_tokens"]) for r in first_records or [] for x in r["ar"]]
-        b = results["bound"]
-        results["bound"]["run"] = run_bound(runs, b["bytes_per_step"], max(reads), macs_per_token(tgt.model), product_rate(tgt.model))
+        rate = product_rate(tgt.model)
+        if rate:  # the bound of whole runs, prompts included (bound.run_bound)
+            b = results["bound"]
+            b["run"] = run_bound(runs, b["bytes_per_step"], max(reads), macs_per_token(tgt.model), rate)
         log(
             args,
             f"bound: {results['bound']['bound_tok_s']} tok/s ({results['bound']['bandwidth_gbs']} GB/s over {results['bound']['bytes_per_step'] / 1e9:.2f} GB per step; "
